@@ -1,0 +1,59 @@
+# Dense layers: Y = act(X @ W + b) and its backward.
+#
+# Layout (all row-major): X (n_rows, n_in) with leading dimension ldx,
+# W (n_in, n_out) contiguous, b (n_out,), Y (n_rows, n_out) with ldy.
+# Work is cut into column blocks that depend only on the sizes
+# (fastvae/partition.h), each one BLAS call, so results are bitwise equal for
+# any thread count. BLAS must be single-threaded while these run (threadpoolctl
+# limit); OpenMP owns the cores.
+
+from cython cimport floating
+
+# Y[:, c0:c1] = act(X @ W[:, c0:c1] + b[c0:c1])
+cdef void dense_forward_block(int n_rows, int n_in, int n_out,
+                              const floating* X, int ldx,
+                              const floating* W, const floating* b,
+                              floating* Y, int ldy, int activation,
+                              int c0, int c1) noexcept nogil
+
+# The column blocks of one forward call that thread `tid` of `nt` owns.
+cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
+                             const floating* X, int ldx,
+                             const floating* W, const floating* b,
+                             floating* Y, int ldy,
+                             int activation) noexcept nogil
+
+# Given dA = dLoss/d(pre-activation) (n_rows, n_out):
+#   dW = X^T dA, db = column sums of dA (in double, rows in order),
+#   dX = (dA W^T) * x_act'(X)   (skipped when dX is NULL)
+# where x_act is the activation whose output X is, so dX is already the
+# gradient with respect to the previous layer's pre-activation.
+# The thread-team version does the blocks `tid` of `nt` owns.
+cdef void dense_backward_team(int tid, int nt, int n_rows, int n_in,
+                              int n_out, const floating* X, int ldx,
+                              const floating* W, const floating* dA, int ldda,
+                              floating* dW, floating* db,
+                              floating* dX, int lddx,
+                              int x_activation) noexcept nogil
+
+# Whole-layer versions that open their own OpenMP team of n_threads.
+cdef void dense_forward(int n_rows, int n_in, int n_out,
+                        const floating* X, int ldx,
+                        const floating* W, const floating* b,
+                        floating* Y, int ldy, int activation,
+                        int n_threads) noexcept nogil
+
+cdef void dense_backward(int n_rows, int n_in, int n_out,
+                         const floating* X, int ldx,
+                         const floating* W, const floating* dA, int ldda,
+                         floating* dW, floating* db, floating* dX, int lddx,
+                         int x_activation, int n_threads) noexcept nogil
+
+# In place: Y[:, :n_cols] = act(Y + b).
+cdef void bias_activation(floating* Y, int ldy, int n_rows, int n_cols,
+                          const floating* b, int activation) noexcept nogil
+
+# In place: D *= act'(.) expressed through the activation's output Y.
+cdef void mul_activation_grad(floating* D, int ldd, const floating* Y, int ldy,
+                              int n_rows, int n_cols,
+                              int activation) noexcept nogil

@@ -1,0 +1,298 @@
+"""Dense layer kernels: GEMM through scipy's BLAS fused with bias/activation."""
+
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport parallel, threadid
+from libc.math cimport exp, expf, tanh, tanhf
+from libc.stdint cimport int64_t
+
+from fastvae._blas cimport gemm
+from fastvae._numerics cimport (
+    FV_ACT_IDENTITY, FV_ACT_RELU, FV_ACT_SIGMOID, FV_ACT_TANH)
+from fastvae._parallel cimport (
+    fv_block_start, fv_n_col_blocks, fv_omp_get_num_threads, fv_split_range)
+
+ACTIVATIONS = {
+    "identity": FV_ACT_IDENTITY,
+    "relu": FV_ACT_RELU,
+    "tanh": FV_ACT_TANH,
+    "sigmoid": FV_ACT_SIGMOID,
+}
+
+
+cdef void bias_activation(floating* Y, int ldy, int n_rows, int n_cols,
+                          const floating* b, int activation) noexcept nogil:
+    cdef int i, j
+    cdef floating v
+    cdef floating* y
+    for i in range(n_rows):
+        y = Y + <int64_t> i * ldy
+        if activation == FV_ACT_RELU:
+            for j in range(n_cols):
+                v = y[j] + b[j]
+                y[j] = v if v > 0 else 0
+        elif activation == FV_ACT_TANH:
+            for j in range(n_cols):
+                if floating is float:
+                    y[j] = tanhf(y[j] + b[j])
+                else:
+                    y[j] = tanh(y[j] + b[j])
+        elif activation == FV_ACT_SIGMOID:
+            # 1 / (1 + exp(-v)) is exact enough here: exp overflow gives 0,
+            # the correct limit, and never a NaN.
+            for j in range(n_cols):
+                if floating is float:
+                    y[j] = 1.0 / (1.0 + expf(-(y[j] + b[j])))
+                else:
+                    y[j] = 1.0 / (1.0 + exp(-(y[j] + b[j])))
+        else:
+            for j in range(n_cols):
+                y[j] = y[j] + b[j]
+
+
+cdef void mul_activation_grad(floating* D, int ldd, const floating* Y, int ldy,
+                              int n_rows, int n_cols,
+                              int activation) noexcept nogil:
+    cdef int i, j
+    cdef floating* d
+    cdef const floating* y
+    if activation == FV_ACT_IDENTITY:
+        return
+    for i in range(n_rows):
+        d = D + <int64_t> i * ldd
+        y = Y + <int64_t> i * ldy
+        if activation == FV_ACT_RELU:
+            for j in range(n_cols):
+                d[j] = d[j] if y[j] > 0 else 0
+        elif activation == FV_ACT_TANH:
+            for j in range(n_cols):
+                d[j] = d[j] * (1 - y[j] * y[j])
+        elif activation == FV_ACT_SIGMOID:
+            for j in range(n_cols):
+                d[j] = d[j] * (y[j] * (1 - y[j]))
+
+
+cdef void dense_forward_block(int n_rows, int n_in, int n_out,
+                              const floating* X, int ldx,
+                              const floating* W, const floating* b,
+                              floating* Y, int ldy, int activation,
+                              int c0, int c1) noexcept nogil:
+    if c1 <= c0 or n_rows <= 0:
+        return
+    gemm(False, False, n_rows, c1 - c0, n_in, <floating> 1, X, ldx,
+         W + c0, n_out, <floating> 0, Y + c0, ldy)
+    bias_activation(Y + c0, ldy, n_rows, c1 - c0, b + c0, activation)
+
+
+cdef inline void _my_blocks(int tid, int nt, int nb, int* first,
+                            int* last) noexcept nogil:
+    cdef int64_t lo, hi
+    fv_split_range(nb, nt, tid, 1, &lo, &hi)
+    first[0] = <int> lo
+    last[0] = <int> hi
+
+
+cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
+                             const floating* X, int ldx,
+                             const floating* W, const floating* b,
+                             floating* Y, int ldy,
+                             int activation) noexcept nogil:
+    cdef int nb = fv_n_col_blocks(n_out)
+    cdef int blk, first, last
+    _my_blocks(tid, nt, nb, &first, &last)
+    for blk in range(first, last):
+        dense_forward_block(n_rows, n_in, n_out, X, ldx, W, b, Y, ldy,
+                            activation, fv_block_start(n_out, nb, blk),
+                            fv_block_start(n_out, nb, blk + 1))
+
+
+cdef void _weight_grad_block(int n_rows, int n_in, int n_out,
+                             const floating* X, int ldx,
+                             const floating* dA, int ldda,
+                             floating* dW, floating* db,
+                             int c0, int c1) noexcept nogil:
+    cdef int i, j
+    cdef double s
+    if c1 <= c0:
+        return
+    if n_rows <= 0:
+        for i in range(n_in):
+            for j in range(c0, c1):
+                dW[<int64_t> i * n_out + j] = 0
+        for j in range(c0, c1):
+            db[j] = 0
+        return
+    gemm(True, False, n_in, c1 - c0, n_rows, <floating> 1, X, ldx,
+         dA + c0, ldda, <floating> 0, dW + c0, n_out)
+    for j in range(c0, c1):
+        s = 0.0
+        for i in range(n_rows):
+            s += dA[<int64_t> i * ldda + j]
+        db[j] = <floating> s
+
+
+cdef void _input_grad_block(int n_rows, int n_in, int n_out,
+                            const floating* X, int ldx,
+                            const floating* W, const floating* dA, int ldda,
+                            floating* dX, int lddx, int x_activation,
+                            int r0, int r1) noexcept nogil:
+    if r1 <= r0 or n_rows <= 0:
+        return
+    gemm(False, True, n_rows, r1 - r0, n_out, <floating> 1, dA, ldda,
+         W + <int64_t> r0 * n_out, n_out, <floating> 0, dX + r0, lddx)
+    mul_activation_grad(dX + r0, lddx, X + r0, ldx, n_rows, r1 - r0,
+                        x_activation)
+
+
+cdef void dense_backward_team(int tid, int nt, int n_rows, int n_in,
+                              int n_out, const floating* X, int ldx,
+                              const floating* W, const floating* dA, int ldda,
+                              floating* dW, floating* db,
+                              floating* dX, int lddx,
+                              int x_activation) noexcept nogil:
+    cdef int nbw = fv_n_col_blocks(n_out)
+    cdef int nbx = fv_n_col_blocks(n_in)
+    cdef int blk, first, last
+    _my_blocks(tid, nt, nbw, &first, &last)
+    for blk in range(first, last):
+        _weight_grad_block(n_rows, n_in, n_out, X, ldx, dA, ldda, dW, db,
+                           fv_block_start(n_out, nbw, blk),
+                           fv_block_start(n_out, nbw, blk + 1))
+    if dX == NULL:
+        return
+    # Hand the input-gradient blocks out in reverse thread order so a thread
+    # with one weight block fewer gets one input block more.
+    _my_blocks(nt - 1 - tid, nt, nbx, &first, &last)
+    for blk in range(first, last):
+        _input_grad_block(n_rows, n_in, n_out, X, ldx, W, dA, ldda, dX, lddx,
+                          x_activation, fv_block_start(n_in, nbx, blk),
+                          fv_block_start(n_in, nbx, blk + 1))
+
+
+cdef void dense_forward(int n_rows, int n_in, int n_out,
+                        const floating* X, int ldx,
+                        const floating* W, const floating* b,
+                        floating* Y, int ldy, int activation,
+                        int n_threads) noexcept nogil:
+    with parallel(num_threads=n_threads):
+        dense_forward_team(threadid(), fv_omp_get_num_threads(), n_rows,
+                           n_in, n_out, X, ldx, W, b, Y, ldy, activation)
+
+
+cdef void dense_backward(int n_rows, int n_in, int n_out,
+                         const floating* X, int ldx,
+                         const floating* W, const floating* dA, int ldda,
+                         floating* dW, floating* db, floating* dX, int lddx,
+                         int x_activation, int n_threads) noexcept nogil:
+    with parallel(num_threads=n_threads):
+        dense_backward_team(threadid(), fv_omp_get_num_threads(), n_rows,
+                            n_in, n_out, X, ldx, W, dA, ldda, dW, db, dX,
+                            lddx, x_activation)
+
+
+# ---------------------------------------------------------------------------
+# Python-facing twins (tests, benchmarks). They check shapes; the model
+# validates user input before it gets here.
+
+def _activation_code(name):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}"
+        ) from None
+
+
+def _check_threads(n_threads):
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+
+
+def dense_forward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
+                          const floating[::1] b, str activation="identity",
+                          int n_threads=1):
+    """Y = act(X @ W + b).
+
+    Parameters
+    ----------
+    X : array of shape (n_rows, n_in)
+    W : array of shape (n_in, n_out)
+    b : array of shape (n_out,)
+    activation : {"identity", "relu", "tanh", "sigmoid"}
+    n_threads : int
+
+    Returns
+    -------
+    Y : array of shape (n_rows, n_out), dtype of X
+    """
+    cdef int act = _activation_code(activation)
+    _check_threads(n_threads)
+    if X.shape[1] != W.shape[0] or W.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"shapes do not agree: X ({X.shape[0]}, {X.shape[1]}), "
+            f"W ({W.shape[0]}, {W.shape[1]}), b ({b.shape[0]},)")
+    cdef int n_rows = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    Y_arr = np.empty((n_rows, n_out),
+                     dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, ::1] Y = Y_arr
+    if n_rows == 0 or n_out == 0:
+        return Y_arr
+    with nogil:
+        dense_forward(n_rows, n_in, n_out, &X[0, 0], n_in, &W[0, 0], &b[0],
+                      &Y[0, 0], n_out, act, n_threads)
+    return Y_arr
+
+
+def dense_backward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
+                           const floating[:, ::1] dA,
+                           str x_activation="identity", bint need_dx=True,
+                           int n_threads=1):
+    """Backward of a dense layer given dA, the gradient at its pre-activation.
+
+    Returns
+    -------
+    dX : array of shape (n_rows, n_in) or None
+        (dA @ W.T) * x_act'(X), None unless need_dx.
+    dW : array of shape (n_in, n_out)
+    db : array of shape (n_out,)
+    """
+    cdef int act = _activation_code(x_activation)
+    _check_threads(n_threads)
+    if (X.shape[1] != W.shape[0] or dA.shape[1] != W.shape[1]
+            or dA.shape[0] != X.shape[0]):
+        raise ValueError(
+            f"shapes do not agree: X ({X.shape[0]}, {X.shape[1]}), "
+            f"W ({W.shape[0]}, {W.shape[1]}), dA ({dA.shape[0]}, {dA.shape[1]})")
+    cdef int n_rows = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    dtype = np.float32 if floating is float else np.float64
+    dW_arr = np.zeros((n_in, n_out), dtype=dtype)
+    db_arr = np.zeros(n_out, dtype=dtype)
+    dX_arr = np.zeros((n_rows, n_in), dtype=dtype) if need_dx else None
+    cdef floating[:, ::1] dW = dW_arr
+    cdef floating[::1] db = db_arr
+    cdef floating[:, ::1] dX
+    cdef floating* dX_ptr = NULL
+    if n_rows == 0 or n_in == 0 or n_out == 0:
+        return dX_arr, dW_arr, db_arr
+    if need_dx:
+        dX = dX_arr
+        dX_ptr = &dX[0, 0]
+    with nogil:
+        dense_backward(n_rows, n_in, n_out, &X[0, 0], n_in, &W[0, 0],
+                       &dA[0, 0], n_out, &dW[0, 0], &db[0], dX_ptr, n_in,
+                       act, n_threads)
+    return dX_arr, dW_arr, db_arr
+
+
+def activation_grad_memview(floating[:, ::1] D, const floating[:, ::1] Y,
+                            str activation):
+    """In place: D *= act'(.) written through the activation output Y."""
+    cdef int act = _activation_code(activation)
+    if D.shape[0] != Y.shape[0] or D.shape[1] != Y.shape[1]:
+        raise ValueError("D and Y must have the same shape")
+    if D.shape[0] == 0 or D.shape[1] == 0:
+        return
+    with nogil:
+        mul_activation_grad(&D[0, 0], D.shape[1], &Y[0, 0], Y.shape[1],
+                            D.shape[0], D.shape[1], act)

@@ -1,0 +1,109 @@
+"""Fused SGD, momentum and Adam updates over flat buffers."""
+
+from cython cimport floating
+from cython.parallel cimport parallel, threadid
+from libc.math cimport pow, sqrt
+from libc.stdint cimport int64_t
+
+from fastvae._numerics cimport FV_OPT_ADAM, FV_OPT_MOMENTUM, FV_OPT_SGD
+from fastvae._parallel cimport (
+    FV_BLOCK_ALIGN, fv_omp_get_num_threads, fv_split_range)
+
+OPTIMIZERS = {"sgd": FV_OPT_SGD, "momentum": FV_OPT_MOMENTUM, "adam": FV_OPT_ADAM}
+
+
+cdef void optimizer_update_range(const fv_optimizer* opt, int64_t t,
+                                 floating* params, const floating* grads,
+                                 floating* state1, floating* state2,
+                                 int64_t i0, int64_t i1) noexcept nogil:
+    cdef int64_t i
+    cdef floating lr = <floating> opt.lr
+    cdef floating mu = <floating> opt.momentum
+    cdef floating b1, b2, omb1, omb2, step_size, inv_sqrt_bc2, eps, g, m, v
+    if opt.kind == FV_OPT_SGD:
+        for i in range(i0, i1):
+            params[i] -= lr * grads[i]
+    elif opt.kind == FV_OPT_MOMENTUM:
+        for i in range(i0, i1):
+            v = mu * state1[i] + grads[i]
+            state1[i] = v
+            params[i] -= lr * v
+    elif opt.kind == FV_OPT_ADAM:
+        # Bias corrections in double: beta^t underflows gracefully there.
+        b1 = <floating> opt.beta1
+        b2 = <floating> opt.beta2
+        omb1 = <floating> (1.0 - opt.beta1)
+        omb2 = <floating> (1.0 - opt.beta2)
+        step_size = <floating> (opt.lr / (1.0 - pow(opt.beta1, <double> t)))
+        inv_sqrt_bc2 = <floating> (1.0 / sqrt(1.0 - pow(opt.beta2, <double> t)))
+        eps = <floating> opt.eps
+        for i in range(i0, i1):
+            g = grads[i]
+            m = b1 * state1[i] + omb1 * g
+            v = b2 * state2[i] + omb2 * g * g
+            state1[i] = m
+            state2[i] = v
+            params[i] -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps)
+
+
+cdef void optimizer_update_team(int tid, int nt, const fv_optimizer* opt,
+                                int64_t t, floating* params,
+                                const floating* grads, floating* state1,
+                                floating* state2, int64_t n) noexcept nogil:
+    cdef int64_t i0, i1
+    fv_split_range(n, nt, tid, FV_BLOCK_ALIGN, &i0, &i1)
+    optimizer_update_range(opt, t, params, grads, state1, state2, i0, i1)
+
+
+cdef void optimizer_update(const fv_optimizer* opt, int64_t t,
+                           floating* params, const floating* grads,
+                           floating* state1, floating* state2, int64_t n,
+                           int n_threads) noexcept nogil:
+    with parallel(num_threads=n_threads):
+        optimizer_update_team(threadid(), fv_omp_get_num_threads(), opt, t,
+                              params, grads, state1, state2, n)
+
+
+cdef fv_optimizer make_optimizer(str kind, double lr, double momentum,
+                                 double beta1, double beta2, double eps) except *:
+    cdef fv_optimizer opt
+    try:
+        opt.kind = OPTIMIZERS[kind]
+    except KeyError:
+        raise ValueError(
+            f"optimizer must be one of {sorted(OPTIMIZERS)}, got {kind!r}"
+        ) from None
+    opt.lr = lr
+    opt.momentum = momentum
+    opt.beta1 = beta1
+    opt.beta2 = beta2
+    opt.eps = eps
+    return opt
+
+
+def optimizer_update_memview(str kind, long t, floating[::1] params,
+                             const floating[::1] grads, floating[::1] state1,
+                             floating[::1] state2, double lr,
+                             double momentum=0.9, double beta1=0.9,
+                             double beta2=0.999, double eps=1e-8,
+                             int n_threads=1):
+    """In place: one optimizer step over flat buffers (test twin).
+
+    Parameters
+    ----------
+    kind : {"sgd", "momentum", "adam"}
+    t : int >= 1
+        Step number, 1-based (Adam's bias correction).
+    params, grads, state1, state2 : arrays of shape (n,)
+    """
+    cdef fv_optimizer opt = make_optimizer(kind, lr, momentum, beta1, beta2, eps)
+    cdef int64_t n = params.shape[0]
+    if grads.shape[0] != n or state1.shape[0] != n or state2.shape[0] != n:
+        raise ValueError("params, grads and states must have the same length")
+    if t < 1:
+        raise ValueError(f"t must be >= 1, got {t}")
+    if n == 0:
+        return
+    with nogil:
+        optimizer_update(&opt, t, &params[0], &grads[0], &state1[0],
+                         &state2[0], n, n_threads)

@@ -1,0 +1,141 @@
+"""Fused reparameterization sampling and its backward."""
+
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport parallel, threadid
+from libc.math cimport exp
+from libc.stdint cimport int64_t, uint64_t
+
+from fastvae._numerics cimport fv_clamp_logvar, fv_logvar_grad_mask
+from fastvae._parallel cimport fv_omp_get_num_threads, fv_split_range
+from fastvae._rng cimport fv_normal_fill_f32, fv_normal_fill_f64
+
+
+cdef void reparam_forward_rows(const floating* H, int ldh, int K,
+                               floating* Z, int ldz, floating* eps, int lde,
+                               uint64_t seed, uint64_t stream, uint64_t step,
+                               uint64_t row_offset, uint64_t draw,
+                               int64_t r0, int64_t r1) noexcept nogil:
+    cdef int64_t i
+    cdef int j
+    cdef const floating* h
+    cdef floating* e
+    cdef floating* z
+    for i in range(r0, r1):
+        h = H + i * ldh
+        e = eps + i * lde
+        z = Z + i * ldz
+        if floating is float:
+            fv_normal_fill_f32(seed, stream, row_offset + <uint64_t> i, step,
+                               draw, e, K)
+        else:
+            fv_normal_fill_f64(seed, stream, row_offset + <uint64_t> i, step,
+                               draw, e, K)
+        for j in range(K):
+            z[j] = <floating> (h[j] + exp(0.5 * fv_clamp_logvar(h[K + j])) * e[j])
+
+
+cdef void reparam_backward_rows(const floating* H, int ldh, int K,
+                                const floating* eps, int lde,
+                                const floating* dZ, int lddz,
+                                floating* dH, int lddh,
+                                int64_t r0, int64_t r1) noexcept nogil:
+    cdef int64_t i
+    cdef int j
+    cdef double lv
+    cdef const floating* h
+    cdef const floating* e
+    cdef const floating* dz
+    cdef floating* dh
+    for i in range(r0, r1):
+        h = H + i * ldh
+        e = eps + i * lde
+        dz = dZ + i * lddz
+        dh = dH + i * lddh
+        for j in range(K):
+            lv = h[K + j]
+            dh[j] = dz[j]
+            dh[K + j] = <floating> (dz[j] * e[j] * 0.5 * exp(0.5 * fv_clamp_logvar(lv))
+                                    * fv_logvar_grad_mask(lv))
+
+
+cdef void reparam_forward(int64_t n_rows, const floating* H, int ldh, int K,
+                          floating* Z, int ldz, floating* eps, int lde,
+                          uint64_t seed, uint64_t stream, uint64_t step,
+                          uint64_t row_offset, uint64_t draw,
+                          int n_threads) noexcept nogil:
+    cdef int64_t r0, r1
+    with parallel(num_threads=n_threads):
+        fv_split_range(n_rows, fv_omp_get_num_threads(), threadid(), 1, &r0, &r1)
+        reparam_forward_rows(H, ldh, K, Z, ldz, eps, lde, seed, stream, step,
+                             row_offset, draw, r0, r1)
+
+
+cdef void reparam_backward(int64_t n_rows, const floating* H, int ldh, int K,
+                           const floating* eps, int lde,
+                           const floating* dZ, int lddz,
+                           floating* dH, int lddh,
+                           int n_threads) noexcept nogil:
+    cdef int64_t r0, r1
+    with parallel(num_threads=n_threads):
+        fv_split_range(n_rows, fv_omp_get_num_threads(), threadid(), 1, &r0, &r1)
+        reparam_backward_rows(H, ldh, K, eps, lde, dZ, lddz, dH, lddh, r0, r1)
+
+
+# ---------------------------------------------------------------------------
+# Python-facing twins (tests, benchmarks).
+
+def _latent_dim(Py_ssize_t width):
+    if width % 2 or width == 0:
+        raise ValueError(f"H must have 2 * latent_dim columns, got {width}")
+    return width // 2
+
+
+def reparam_forward_memview(const floating[:, ::1] H, seed, stream, step,
+                            row_offset=0, draw=0, int n_threads=1):
+    """z = mu + exp(logvar / 2) * eps for H = [mu | logvar].
+
+    Returns
+    -------
+    Z, eps : arrays of shape (n_rows, latent_dim)
+    """
+    cdef int K = _latent_dim(H.shape[1])
+    cdef int64_t n = H.shape[0]
+    dtype = np.float32 if floating is float else np.float64
+    Z_arr = np.empty((n, K), dtype=dtype)
+    eps_arr = np.empty((n, K), dtype=dtype)
+    cdef floating[:, ::1] Z = Z_arr
+    cdef floating[:, ::1] E = eps_arr
+    cdef uint64_t s = seed, st = stream, t = step, ro = row_offset, d = draw
+    if n == 0:
+        return Z_arr, eps_arr
+    with nogil:
+        reparam_forward(n, &H[0, 0], 2 * K, K, &Z[0, 0], K, &E[0, 0], K,
+                        s, st, t, ro, d, n_threads)
+    return Z_arr, eps_arr
+
+
+def reparam_backward_memview(const floating[:, ::1] H,
+                             const floating[:, ::1] eps,
+                             const floating[:, ::1] dZ, int n_threads=1):
+    """Gradient with respect to H = [mu | logvar] given dL/dz.
+
+    Returns
+    -------
+    dH : array of shape (n_rows, 2 * latent_dim)
+    """
+    cdef int K = _latent_dim(H.shape[1])
+    cdef int64_t n = H.shape[0]
+    if (eps.shape[0] != n or dZ.shape[0] != n or eps.shape[1] != K
+            or dZ.shape[1] != K):
+        raise ValueError("eps and dZ must have shape (n_rows, latent_dim)")
+    dH_arr = np.empty((n, 2 * K),
+                      dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, ::1] dH = dH_arr
+    if n == 0:
+        return dH_arr
+    with nogil:
+        reparam_backward(n, &H[0, 0], 2 * K, K, &eps[0, 0], K, &dZ[0, 0], K,
+                         &dH[0, 0], 2 * K, n_threads)
+    return dH_arr

@@ -1,0 +1,97 @@
+"""Python access to the Philox4x64-10 generator of src_c/fastvae/philox.h.
+
+The training kernels draw their normals in C; these wrappers exist so tests,
+references and users can reproduce exactly the numbers a kernel used.
+"""
+
+import numpy as np
+
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t, uint64_t
+
+STREAM_REPARAM = FV_STREAM_REPARAM
+STREAM_EVAL = FV_STREAM_EVAL
+STREAM_SAMPLE = FV_STREAM_SAMPLE
+STREAM_USER = FV_STREAM_USER
+
+_U64_MAX = 2**64 - 1
+
+
+def _as_u64(value, name):
+    value = int(value)
+    if not 0 <= value <= _U64_MAX:
+        raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+    return value
+
+
+def philox4x64_10(counter, key):
+    """One Philox4x64-10 block.
+
+    Parameters
+    ----------
+    counter : sequence of 4 ints in [0, 2**64)
+    key : sequence of 2 ints in [0, 2**64)
+
+    Returns
+    -------
+    ndarray of shape (4,), dtype uint64
+    """
+    if len(counter) != 4 or len(key) != 2:
+        raise ValueError("counter needs 4 words and key 2 words")
+    cdef uint64_t c[4]
+    cdef uint64_t k[2]
+    cdef uint64_t r[4]
+    for i in range(4):
+        c[i] = _as_u64(counter[i], "counter word")
+    for i in range(2):
+        k[i] = _as_u64(key[i], "key word")
+    fv_philox4x64_10(c, k, r)
+    return np.array([r[0], r[1], r[2], r[3]], dtype=np.uint64)
+
+
+def normal_matrix(seed, stream, step, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                  row_offset=0, draw=0, dtype=np.float64, int n_threads=1):
+    """Standard normals exactly as the kernels draw them.
+
+    Element (i, j) is the normal of counter (j // 4, row_offset + i, step,
+    draw) under key (seed, stream), lane j % 4.
+
+    Parameters
+    ----------
+    seed, stream, step : int in [0, 2**64)
+    n_rows, n_cols : int >= 0
+    row_offset, draw : int in [0, 2**64)
+    dtype : float32 or float64
+    n_threads : int >= 1
+
+    Returns
+    -------
+    ndarray of shape (n_rows, n_cols)
+    """
+    cdef uint64_t s = _as_u64(seed, "seed"), st = _as_u64(stream, "stream")
+    cdef uint64_t t = _as_u64(step, "step"), d = _as_u64(draw, "draw")
+    cdef uint64_t r0 = _as_u64(row_offset, "row_offset")
+    if n_rows < 0 or n_cols < 0:
+        raise ValueError("n_rows and n_cols must be >= 0")
+    if n_threads < 1:
+        raise ValueError("n_threads must be >= 1")
+    dtype = np.dtype(dtype)
+    out = np.empty((n_rows, n_cols), dtype=dtype)
+    if n_rows == 0 or n_cols == 0:
+        return out
+    cdef float[:, ::1] out32
+    cdef double[:, ::1] out64
+    cdef Py_ssize_t i
+    if dtype == np.float32:
+        out32 = out
+        for i in prange(n_rows, nogil=True, schedule="static",
+                        num_threads=n_threads):
+            fv_normal_fill_f32(s, st, r0 + i, t, d, &out32[i, 0], n_cols)
+    elif dtype == np.float64:
+        out64 = out
+        for i in prange(n_rows, nogil=True, schedule="static",
+                        num_threads=n_threads):
+            fv_normal_fill_f64(s, st, r0 + i, t, d, &out64[i, 0], n_cols)
+    else:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return out

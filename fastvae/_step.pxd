@@ -1,0 +1,94 @@
+# The whole VAE training step as one nogil call, and the forward passes the
+# model's inference methods use.
+#
+# Network: encoder layers [0, n_encoder) map x (n_features) to the head
+# [mu | logvar] (2 * latent_dim, identity activation); decoder layers
+# [n_encoder, n_layers) map z (latent_dim) to the likelihood's parameters
+# (n_features: Bernoulli logits or Gaussian means, identity activation).
+# Parameters: one flat buffer; layer l's W (n_in, n_out) row-major starts at
+# w_offset and b (n_out,) at b_offset. Gradients and optimizer states use the
+# same layout. The workspace holds every activation for up to max_batch rows;
+# the struct stores offsets, not pointers, so it is the same for float32 and
+# float64.
+
+from cython cimport floating
+from libc.stdint cimport int64_t, uint64_t
+
+from fastvae._optim cimport fv_optimizer
+
+cdef enum:
+    FV_MAX_LAYERS = 32
+
+ctypedef struct fv_layer:
+    int n_in
+    int n_out
+    int activation
+    int64_t w_offset
+    int64_t b_offset
+    int64_t out_offset      # this layer's output (max_batch, n_out) in work
+
+ctypedef struct fv_vae_config:
+    int n_layers
+    int n_encoder
+    fv_layer layers[FV_MAX_LAYERS]
+    int n_features
+    int latent_dim
+    int likelihood          # FV_LIK_BERNOULLI or FV_LIK_GAUSSIAN
+    double sigma            # Gaussian observation noise
+    int max_batch
+    int64_t n_params
+    int64_t x_offset        # gathered minibatch (max_batch, n_features)
+    int64_t eps_offset      # (max_batch, latent_dim)
+    int64_t z_offset        # (max_batch, latent_dim)
+    int64_t dh_offset       # gradient at the head (max_batch, 2 * latent_dim)
+    int64_t grad_offset[2]  # ping-pong gradients (max_batch, max width)
+    int64_t work_size
+
+ctypedef struct fv_step_args:
+    uint64_t seed
+    uint64_t step           # 0-based global step: the RNG counter; Adam's t = step + 1
+    int64_t row_offset      # global index of this call's first minibatch row
+    int global_batch        # rows the loss is averaged over (all ranks)
+    double kl_weight        # beta, times any warm-up factor
+    int n_threads
+
+# Forward, negative ELBO, backward and optimizer update for the minibatch
+# X[rows[0]], ..., X[rows[batch - 1]] (rows NULL: the first `batch` rows).
+# batch <= cfg.max_batch. sums_out[0] = sum of per-row reconstruction terms,
+# sums_out[1] = sum of per-row KL terms. Returns 0, or 1 when the loss is not
+# finite, in which case params and optimizer state are left untouched.
+cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
+                    const fv_step_args* args, floating* params,
+                    floating* grads, floating* state1, floating* state2,
+                    floating* work, double* row_losses,
+                    const floating* X, int64_t ldx, const int64_t* rows,
+                    int batch, double* sums_out) noexcept nogil
+
+# The same without the update: grads receives this call's rows' gradient
+# contribution (averaged over args.global_batch), for data-parallel training.
+cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
+                           const floating* params, floating* grads,
+                           floating* work, double* row_losses,
+                           const floating* X, int64_t ldx, const int64_t* rows,
+                           int batch, double* sums_out) noexcept nogil
+
+# Encoder head [mu | logvar] (raw logvar) of n <= max_batch rows of X into
+# H_out (n, 2 * latent_dim) with leading dimension ldh.
+cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
+                      floating* work, const floating* X, int64_t ldx, int n,
+                      floating* H_out, int64_t ldh, int n_threads) noexcept nogil
+
+# Mean of p(x | z) (sigmoid of the logits, or the Gaussian mean) for n <=
+# max_batch rows of Z into out (n, n_features) with leading dimension ldo.
+cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
+                      floating* work, const floating* Z, int64_t ldz, int n,
+                      floating* out, int64_t ldo, int n_threads) noexcept nogil
+
+# Per-row reconstruction (-log p(x|z), one z per row from stream `stream`)
+# and KL terms of the negative ELBO for n <= max_batch rows of X.
+cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
+                    floating* work, const floating* X, int64_t ldx, int n,
+                    uint64_t seed, uint64_t stream, uint64_t step,
+                    uint64_t row_offset, uint64_t draw,
+                    double* recon_out, double* kl_out,
+                    int n_threads) noexcept nogil
