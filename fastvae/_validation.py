@@ -1,0 +1,158 @@
+"""Checks for everything that enters fastvae from a user.
+
+Errors name the argument, what was expected and what was received. Arrays
+are converted once (dtype, C order) so the kernels can trust them.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A method needs a fitted model (call fit, or fastvae.load)."""
+
+
+def check_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """float32 or float64, given as a NumPy dtype, type or string."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_array(
+    X: Any,
+    *,
+    name: str = "X",
+    dtype=np.float32,
+    n_features: int | None = None,
+    feature_name: str = "features",
+) -> np.ndarray:
+    """A finite, non-empty, C-contiguous 2-D array of `dtype`.
+
+    Integer and boolean input is converted; complex, object, string and
+    sparse input is refused. A copy is made only when the dtype or memory
+    layout must change; read-only and memory-mapped arrays are fine.
+
+    Raises
+    ------
+    TypeError
+        For sparse matrices, non-numeric or complex data.
+    ValueError
+        For wrong dimensions, empty arrays, NaN/inf or a feature count
+        different from `n_features`.
+    """
+    if X is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"{name} is a sparse matrix; fastvae needs dense data "
+            f"(use {name}.toarray() if it fits in memory)"
+        )
+    arr = np.asarray(X)
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+    if kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        hint = (
+            f"; use {name}.reshape(-1, 1) for one feature or "
+            f"{name}.reshape(1, -1) for one sample"
+            if arr.ndim == 1
+            else (f"; flatten images with {name}.reshape(len({name}), -1)"
+                  if arr.ndim > 2 else "")
+        )
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_{feature_name}), got shape "
+            f"{arr.shape}{hint}"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples, shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 {feature_name}, shape {arr.shape}")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} {feature_name} but {n_features} were expected"
+        )
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        bad = ~np.isfinite(arr)
+        row = int(np.argmax(bad.any(axis=1)))
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} NaN or infinite values "
+            f"(first in row {row}); remove or impute them before training"
+        )
+    return arr
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter's rule: a type and an optional closed/open range."""
+
+    kind: type | tuple
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | None = None
+    allow_none: bool = False
+
+    def check(self, name: str, value):
+        if value is None and self.allow_none:
+            return value
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(
+                    f"{name} must be one of {list(self.choices)}, got {value!r}"
+                )
+            return value
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            wanted = " or ".join(k.__name__ for k in kinds)
+            raise TypeError(f"{name} must be {wanted}, got {value!r}")
+        if isinstance(value, numbers.Real) and not np.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if self.low is not None and (
+            value <= self.low if self.low_open else value < self.low
+        ):
+            op = ">" if self.low_open else ">="
+            raise ValueError(f"{name} must be {op} {self.low}, got {value!r}")
+        if self.high is not None and (
+            value >= self.high if self.high_open else value > self.high
+        ):
+            op = "<" if self.high_open else "<="
+            raise ValueError(f"{name} must be {op} {self.high}, got {value!r}")
+        return value
+
+
+def check_params(values: dict, rules: dict[str, Param]) -> None:
+    """Apply each rule to values[name]."""
+    for name, rule in rules.items():
+        rule.check(name, values[name])
+
+
+def check_layer_sizes(value, name: str, *, allow_empty: bool = True) -> tuple[int, ...]:
+    """A tuple of positive ints from an int or a sequence of ints."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        sizes = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, got {value!r}") from None
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
+            raise ValueError(f"{name} must contain integers >= 1, got {value!r}")
+    if not sizes and not allow_empty:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(int(s) for s in sizes)
