@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 # One list of compiled modules: fastvae/<name>.pyx -> fastvae.<name>.
 MODULES = [
     "_threads",
+    "_numerics",
     "_blas",
     "_rng",
     "_dense",
@@ -29,8 +30,11 @@ MODULES = [
 ]
 
 OPENMP_FLAG = "-fopenmp"
-# -fno-math-errno lets gcc vectorise sqrt/exp loops; nothing reads errno.
-BASE_COMPILE_ARGS = ["-O3", "-fno-math-errno"]
+# -fno-math-errno lets gcc vectorise sqrt loops (nothing reads errno);
+# -fno-trapping-math lets it turn the selects of the branch-free kernels
+# (numerics.h, elementwise.h) into SIMD blends: nothing enables FP traps.
+# Neither changes a computed value.
+BASE_COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 
 
 def copy_public_headers():
@@ -44,8 +48,12 @@ def copy_public_headers():
         shutil.copyfile(header, dst / header.name)
 
 
+def env_flag(name):
+    return os.environ.get(name, "0").lower() not in ("", "0", "false", "no")
+
+
 def openmp_wanted():
-    return os.environ.get("FASTVAE_NO_OPENMP", "0").lower() in ("", "0", "false", "no")
+    return not env_flag("FASTVAE_NO_OPENMP")
 
 
 def compiler_has_openmp(compiler):
@@ -71,6 +79,12 @@ def compiler_has_openmp(compiler):
 
 
 class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        # Compile the extensions in parallel unless told otherwise (-j N).
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
     def build_extensions(self):
         use_openmp = openmp_wanted() and compiler_has_openmp(self.compiler)
         if not use_openmp:
@@ -84,9 +98,12 @@ class BuildExt(build_ext):
                 "kernels will run on one thread.",
                 file=sys.stderr,
             )
+        # FASTVAE_NO_DISPATCH=1 builds only the baseline SIMD level (see
+        # src_c/fastvae/dispatch.h), e.g. to test that code path on a new CPU.
+        dispatch = ["-DFASTVAE_NO_DISPATCH"] if env_flag("FASTVAE_NO_DISPATCH") else []
         for ext in self.extensions:
             flags = [OPENMP_FLAG] if use_openmp else []
-            ext.extra_compile_args = BASE_COMPILE_ARGS + flags
+            ext.extra_compile_args = BASE_COMPILE_ARGS + dispatch + flags
             ext.extra_link_args = list(flags)
         super().build_extensions()
 
@@ -113,7 +130,7 @@ def extensions():
             "initializedcheck": False,
             "embedsignature": True,
         },
-        nthreads=int(os.environ.get("FASTVAE_CYTHON_JOBS", "0") or 0),
+        nthreads=int(os.environ.get("FASTVAE_CYTHON_JOBS", "") or os.cpu_count() or 1),
     )
 
 

@@ -4,10 +4,12 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
-from libc.math cimport exp, expf, tanh, tanhf
 from libc.stdint cimport int64_t
 
 from fastvae._blas cimport gemm
+from fastvae._elementwise cimport (
+    fv_bias_activation_f32, fv_bias_activation_f64, fv_column_sums_f32,
+    fv_column_sums_f64, fv_mul_activation_grad_f32, fv_mul_activation_grad_f64)
 from fastvae._numerics cimport (
     FV_ACT_IDENTITY, FV_ACT_RELU, FV_ACT_SIGMOID, FV_ACT_TANH)
 from fastvae._parallel cimport (
@@ -23,54 +25,19 @@ ACTIVATIONS = {
 
 cdef void bias_activation(floating* Y, int ldy, int n_rows, int n_cols,
                           const floating* b, int activation) noexcept nogil:
-    cdef int i, j
-    cdef floating v
-    cdef floating* y
-    for i in range(n_rows):
-        y = Y + <int64_t> i * ldy
-        if activation == FV_ACT_RELU:
-            for j in range(n_cols):
-                v = y[j] + b[j]
-                y[j] = v if v > 0 else 0
-        elif activation == FV_ACT_TANH:
-            for j in range(n_cols):
-                if floating is float:
-                    y[j] = tanhf(y[j] + b[j])
-                else:
-                    y[j] = tanh(y[j] + b[j])
-        elif activation == FV_ACT_SIGMOID:
-            # 1 / (1 + exp(-v)) is exact enough here: exp overflow gives 0,
-            # the correct limit, and never a NaN.
-            for j in range(n_cols):
-                if floating is float:
-                    y[j] = 1.0 / (1.0 + expf(-(y[j] + b[j])))
-                else:
-                    y[j] = 1.0 / (1.0 + exp(-(y[j] + b[j])))
-        else:
-            for j in range(n_cols):
-                y[j] = y[j] + b[j]
+    if floating is float:
+        fv_bias_activation_f32(Y, ldy, n_rows, n_cols, b, activation)
+    else:
+        fv_bias_activation_f64(Y, ldy, n_rows, n_cols, b, activation)
 
 
 cdef void mul_activation_grad(floating* D, int ldd, const floating* Y, int ldy,
                               int n_rows, int n_cols,
                               int activation) noexcept nogil:
-    cdef int i, j
-    cdef floating* d
-    cdef const floating* y
-    if activation == FV_ACT_IDENTITY:
-        return
-    for i in range(n_rows):
-        d = D + <int64_t> i * ldd
-        y = Y + <int64_t> i * ldy
-        if activation == FV_ACT_RELU:
-            for j in range(n_cols):
-                d[j] = d[j] if y[j] > 0 else 0
-        elif activation == FV_ACT_TANH:
-            for j in range(n_cols):
-                d[j] = d[j] * (1 - y[j] * y[j])
-        elif activation == FV_ACT_SIGMOID:
-            for j in range(n_cols):
-                d[j] = d[j] * (y[j] * (1 - y[j]))
+    if floating is float:
+        fv_mul_activation_grad_f32(D, ldd, Y, ldy, n_rows, n_cols, activation)
+    else:
+        fv_mul_activation_grad_f64(D, ldd, Y, ldy, n_rows, n_cols, activation)
 
 
 cdef void dense_forward_block(int n_rows, int n_in, int n_out,
@@ -125,11 +92,10 @@ cdef void _weight_grad_block(int n_rows, int n_in, int n_out,
         return
     gemm(True, False, n_in, c1 - c0, n_rows, <floating> 1, X, ldx,
          dA + c0, ldda, <floating> 0, dW + c0, n_out)
-    for j in range(c0, c1):
-        s = 0.0
-        for i in range(n_rows):
-            s += dA[<int64_t> i * ldda + j]
-        db[j] = <floating> s
+    if floating is float:
+        fv_column_sums_f32(dA + c0, ldda, n_rows, c1 - c0, db + c0)
+    else:
+        fv_column_sums_f64(dA + c0, ldda, n_rows, c1 - c0, db + c0)
 
 
 cdef void _input_grad_block(int n_rows, int n_in, int n_out,

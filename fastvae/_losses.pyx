@@ -4,12 +4,13 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, log
+from libc.math cimport exp
 from libc.stdint cimport int64_t
 
-from fastvae._numerics cimport (
-    FV_LOG_2PI, fv_bce_logits_f32, fv_bce_logits_f64, fv_clamp_logvar,
-    fv_logvar_grad_mask)
+from fastvae._elementwise cimport (
+    fv_bernoulli_rows_f32, fv_bernoulli_rows_f64, fv_gaussian_rows_f32,
+    fv_gaussian_rows_f64)
+from fastvae._numerics cimport fv_clamp_logvar, fv_logvar_grad_mask
 
 
 cdef void kl_rows(const floating* H, int ldh, int K, double* loss_out,
@@ -50,65 +51,24 @@ cdef void kl_backward_rows(const floating* H, int ldh, int K, double scale,
 cdef void bernoulli_rows(const floating* L, int ldl, const floating* X, int ldx,
                          int D, double scale, floating* grad, int ldg,
                          double* loss_out, int64_t r0, int64_t r1) noexcept nogil:
-    cdef int64_t i
-    cdef int d
-    cdef double s
-    cdef floating p, x
-    cdef floating sc = <floating> scale
-    cdef const floating* l
-    cdef const floating* xr
-    cdef floating* g
-    for i in range(r0, r1):
-        l = L + i * ldl
-        xr = X + i * ldx
-        s = 0.0
-        if grad == NULL:
-            for d in range(D):
-                if floating is float:
-                    s += fv_bce_logits_f32(l[d], xr[d], &p)
-                else:
-                    s += fv_bce_logits_f64(l[d], xr[d], &p)
-        else:
-            g = grad + i * ldg
-            for d in range(D):
-                x = xr[d]
-                if floating is float:
-                    s += fv_bce_logits_f32(l[d], x, &p)
-                else:
-                    s += fv_bce_logits_f64(l[d], x, &p)
-                g[d] = sc * (p - x)
-        loss_out[i] = s
+    if floating is float:
+        fv_bernoulli_rows_f32(L, ldl, X, ldx, D, <float> scale, grad, ldg,
+                              loss_out, r0, r1)
+    else:
+        fv_bernoulli_rows_f64(L, ldl, X, ldx, D, scale, grad, ldg, loss_out,
+                              r0, r1)
 
 
 cdef void gaussian_rows(const floating* M, int ldm, const floating* X, int ldx,
                         int D, double sigma, double scale, floating* grad,
                         int ldg, double* loss_out,
                         int64_t r0, int64_t r1) noexcept nogil:
-    cdef int64_t i
-    cdef int d
-    cdef double s
-    cdef floating r
-    cdef double inv_var = 1.0 / (sigma * sigma)
-    cdef double const_term = D * (log(sigma) + 0.5 * FV_LOG_2PI)
-    cdef floating gsc = <floating> (scale * inv_var)
-    cdef const floating* m
-    cdef const floating* xr
-    cdef floating* g
-    for i in range(r0, r1):
-        m = M + i * ldm
-        xr = X + i * ldx
-        s = 0.0
-        if grad == NULL:
-            for d in range(D):
-                r = m[d] - xr[d]
-                s += <double> r * r
-        else:
-            g = grad + i * ldg
-            for d in range(D):
-                r = m[d] - xr[d]
-                s += <double> r * r
-                g[d] = gsc * r
-        loss_out[i] = 0.5 * inv_var * s + const_term
+    if floating is float:
+        fv_gaussian_rows_f32(M, ldm, X, ldx, D, sigma, <float> scale, grad, ldg,
+                             loss_out, r0, r1)
+    else:
+        fv_gaussian_rows_f64(M, ldm, X, ldx, D, sigma, scale, grad, ldg,
+                             loss_out, r0, r1)
 
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,10 @@ cdef extern from "fastvae/numerics.h" nogil:
     double FV_LOGVAR_MIN
     double FV_LOGVAR_MAX
     double FV_LOG_2PI
+    enum: FV_SUM_LANES
+    float fv_exp_f32(float x)
+    float fv_log1p_f32(float x)
+    float fv_tanh_f32(float v)
     double fv_clamp_logvar(double lv)
     double fv_logvar_grad_mask(double lv)
     float fv_bce_logits_f32(float l, float x, float* prob)

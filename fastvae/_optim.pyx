@@ -5,6 +5,9 @@ from cython.parallel cimport parallel, threadid
 from libc.math cimport pow, sqrt
 from libc.stdint cimport int64_t
 
+from fastvae._elementwise cimport (
+    fv_adam_update_f32, fv_adam_update_f64, fv_momentum_update_f32,
+    fv_momentum_update_f64, fv_sgd_update_f32, fv_sgd_update_f64)
 from fastvae._numerics cimport FV_OPT_ADAM, FV_OPT_MOMENTUM, FV_OPT_SGD
 from fastvae._parallel cimport (
     FV_BLOCK_ALIGN, fv_omp_get_num_threads, fv_split_range)
@@ -16,34 +19,39 @@ cdef void optimizer_update_range(const fv_optimizer* opt, int64_t t,
                                  floating* params, const floating* grads,
                                  floating* state1, floating* state2,
                                  int64_t i0, int64_t i1) noexcept nogil:
-    cdef int64_t i
-    cdef floating lr = <floating> opt.lr
-    cdef floating mu = <floating> opt.momentum
-    cdef floating b1, b2, omb1, omb2, step_size, inv_sqrt_bc2, eps, g, m, v
+    cdef int64_t n = i1 - i0
+    cdef double step_size, inv_sqrt_bc2
+    if n <= 0:
+        return
+    params += i0
+    grads += i0
     if opt.kind == FV_OPT_SGD:
-        for i in range(i0, i1):
-            params[i] -= lr * grads[i]
+        if floating is float:
+            fv_sgd_update_f32(params, grads, n, <float> opt.lr)
+        else:
+            fv_sgd_update_f64(params, grads, n, opt.lr)
     elif opt.kind == FV_OPT_MOMENTUM:
-        for i in range(i0, i1):
-            v = mu * state1[i] + grads[i]
-            state1[i] = v
-            params[i] -= lr * v
+        if floating is float:
+            fv_momentum_update_f32(params, grads, state1 + i0, n, <float> opt.lr,
+                                   <float> opt.momentum)
+        else:
+            fv_momentum_update_f64(params, grads, state1 + i0, n, opt.lr,
+                                   opt.momentum)
     elif opt.kind == FV_OPT_ADAM:
         # Bias corrections in double: beta^t underflows gracefully there.
-        b1 = <floating> opt.beta1
-        b2 = <floating> opt.beta2
-        omb1 = <floating> (1.0 - opt.beta1)
-        omb2 = <floating> (1.0 - opt.beta2)
-        step_size = <floating> (opt.lr / (1.0 - pow(opt.beta1, <double> t)))
-        inv_sqrt_bc2 = <floating> (1.0 / sqrt(1.0 - pow(opt.beta2, <double> t)))
-        eps = <floating> opt.eps
-        for i in range(i0, i1):
-            g = grads[i]
-            m = b1 * state1[i] + omb1 * g
-            v = b2 * state2[i] + omb2 * g * g
-            state1[i] = m
-            state2[i] = v
-            params[i] -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps)
+        step_size = opt.lr / (1.0 - pow(opt.beta1, <double> t))
+        inv_sqrt_bc2 = 1.0 / sqrt(1.0 - pow(opt.beta2, <double> t))
+        if floating is float:
+            fv_adam_update_f32(params, grads, state1 + i0, state2 + i0, n,
+                               <float> opt.beta1, <float> (1.0 - opt.beta1),
+                               <float> opt.beta2, <float> (1.0 - opt.beta2),
+                               <float> step_size, <float> inv_sqrt_bc2,
+                               <float> opt.eps)
+        else:
+            fv_adam_update_f64(params, grads, state1 + i0, state2 + i0, n,
+                               opt.beta1, 1.0 - opt.beta1, opt.beta2,
+                               1.0 - opt.beta2, step_size, inv_sqrt_bc2,
+                               opt.eps)
 
 
 cdef void optimizer_update_team(int tid, int nt, const fv_optimizer* opt,

@@ -108,11 +108,12 @@ cdef void _reconstruction(int tid, int nt, const fv_vae_config* cfg,
                           floating* work, const floating* x, int64_t ldx,
                           int n, double grad_scale, bint want_grad,
                           double* recon_out) noexcept nogil:
-    """Per-row -log p(x|z); with want_grad the output layer's buffer is
-    overwritten by grad_scale * dLoss/d(output)."""
+    """Per-row -log p(x|z); with want_grad, grad_scale * dLoss/d(output) goes
+    to the first gradient buffer (not over the output: the loss kernels need
+    non-overlapping buffers to vectorise)."""
     cdef const fv_layer* L = &cfg.layers[cfg.n_layers - 1]
     cdef floating* out = work + L.out_offset
-    cdef floating* grad = out if want_grad else NULL
+    cdef floating* grad = work + cfg.grad_offset[0] if want_grad else NULL
     cdef int D = cfg.n_features
     cdef int64_t r0, r1
     _rows_of(tid, nt, n, &r0, &r1)
@@ -131,7 +132,7 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
                            const floating* X, int64_t ldx, const int64_t* rows,
                            int n, double* sums_out) noexcept nogil:
     cdef int K = cfg.latent_dim
-    cdef int l, which = 0
+    cdef int l, which = 1
     cdef int64_t i, r0, r1, ld_in, ld_cur, ld_x = ldx
     cdef double recon_sum = 0.0, kl_sum = 0.0
     cdef double scale = 1.0 / args.global_batch
@@ -169,9 +170,9 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
     if not (isfinite(recon_sum) and isfinite(kl_sum)):
         return 1
 
-    # Decoder, top down; the output layer's gradient sits in its own buffer.
+    # Decoder, top down, from the output gradient in grad buffer 0.
     L = &cfg.layers[cfg.n_layers - 1]
-    cur = work + L.out_offset
+    cur = work + cfg.grad_offset[0]
     ld_cur = L.n_out
     for l in range(cfg.n_layers - 1, cfg.n_encoder - 1, -1):
         L = &cfg.layers[l]

@@ -1,0 +1,51 @@
+# Declarations of src_c/fastvae/elementwise.h; must match that header.
+# Functions are dispatched at run time to the CPU's widest SIMD; arguments the
+# header marks restrict must not overlap.
+
+from libc.stdint cimport int64_t
+
+cdef extern from "fastvae/elementwise.h" nogil:
+    void fv_bernoulli_rows_f32(const float* L, int64_t ldl, const float* X,
+                               int64_t ldx, int D, float scale, float* grad,
+                               int64_t ldg, double* loss_out, int64_t r0,
+                               int64_t r1)
+    void fv_bernoulli_rows_f64(const double* L, int64_t ldl, const double* X,
+                               int64_t ldx, int D, double scale, double* grad,
+                               int64_t ldg, double* loss_out, int64_t r0,
+                               int64_t r1)
+    void fv_gaussian_rows_f32(const float* M, int64_t ldm, const float* X,
+                              int64_t ldx, int D, double sigma, float scale,
+                              float* grad, int64_t ldg, double* loss_out,
+                              int64_t r0, int64_t r1)
+    void fv_gaussian_rows_f64(const double* M, int64_t ldm, const double* X,
+                              int64_t ldx, int D, double sigma, double scale,
+                              double* grad, int64_t ldg, double* loss_out,
+                              int64_t r0, int64_t r1)
+    void fv_bias_activation_f32(float* Y, int64_t ldy, int n_rows, int n_cols,
+                                const float* b, int activation)
+    void fv_bias_activation_f64(double* Y, int64_t ldy, int n_rows, int n_cols,
+                                const double* b, int activation)
+    void fv_mul_activation_grad_f32(float* D, int64_t ldd, const float* Y,
+                                    int64_t ldy, int n_rows, int n_cols,
+                                    int activation)
+    void fv_mul_activation_grad_f64(double* D, int64_t ldd, const double* Y,
+                                    int64_t ldy, int n_rows, int n_cols,
+                                    int activation)
+    void fv_column_sums_f32(const float* A, int64_t lda, int n_rows,
+                            int n_cols, float* out)
+    void fv_column_sums_f64(const double* A, int64_t lda, int n_rows,
+                            int n_cols, double* out)
+    void fv_sgd_update_f32(float* p, const float* g, int64_t n, float lr)
+    void fv_sgd_update_f64(double* p, const double* g, int64_t n, double lr)
+    void fv_momentum_update_f32(float* p, const float* g, float* v, int64_t n,
+                                float lr, float momentum)
+    void fv_momentum_update_f64(double* p, const double* g, double* v,
+                                int64_t n, double lr, double momentum)
+    void fv_adam_update_f32(float* p, const float* g, float* m, float* v,
+                            int64_t n, float beta1, float one_minus_beta1,
+                            float beta2, float one_minus_beta2,
+                            float step_size, float inv_sqrt_bc2, float eps)
+    void fv_adam_update_f64(double* p, const double* g, double* m, double* v,
+                            int64_t n, double beta1, double one_minus_beta1,
+                            double beta2, double one_minus_beta2,
+                            double step_size, double inv_sqrt_bc2, double eps)

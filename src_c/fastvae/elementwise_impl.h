@@ -1,0 +1,214 @@
+/*
+ * Body of elementwise.h, included once per floating type; not a standalone
+ * header (no include guard on purpose). Needs FV_T, FV_F(name), FV_EXP,
+ * FV_TANH and FV_SQRT.
+ */
+
+/* Sum of the FV_SUM_LANES partial sums, in lane order. */
+static inline double FV_F(fv_sum_lanes)(const double *acc)
+{
+    double s = 0.0;
+    for (int j = 0; j < FV_SUM_LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+/* Bernoulli with logits, rows [r0, r1) of L and X (D columns):
+ *   loss_out[i] = sum_d softplus(L) - X * L      (in double)
+ *   grad        = scale * (sigmoid(L) - X)       (skipped when grad is NULL)
+ * Element terms come from fv_bce_logits (numerics.h). */
+FV_KERNEL void FV_F(fv_bernoulli_rows)(const FV_T *restrict L, int64_t ldl,
+                                       const FV_T *restrict X, int64_t ldx, int D,
+                                       FV_T scale, FV_T *restrict grad, int64_t ldg,
+                                       double *restrict loss_out, int64_t r0, int64_t r1)
+{
+    const int d_end = D - D % FV_SUM_LANES;
+    for (int64_t i = r0; i < r1; i++) {
+        const FV_T *l = L + i * ldl, *x = X + i * ldx;
+        FV_T *g = grad ? grad + i * ldg : NULL;
+        double acc[FV_SUM_LANES] = {0.0};
+        FV_T p;
+        /* Full lanes, with and without gradient as separate constant-trip
+         * loops (what vectorises best), then the tail. */
+        for (int d = 0; d < d_end; d += FV_SUM_LANES) {
+            if (g) {
+                for (int j = 0; j < FV_SUM_LANES; j++) {
+                    acc[j] += FV_F(fv_bce_logits)(l[d + j], x[d + j], &p);
+                    g[d + j] = scale * (p - x[d + j]);
+                }
+            } else {
+                for (int j = 0; j < FV_SUM_LANES; j++)
+                    acc[j] += FV_F(fv_bce_logits)(l[d + j], x[d + j], &p);
+            }
+        }
+        for (int d = d_end; d < D; d++) {
+            acc[d - d_end] += FV_F(fv_bce_logits)(l[d], x[d], &p);
+            if (g)
+                g[d] = scale * (p - x[d]);
+        }
+        loss_out[i] = FV_F(fv_sum_lanes)(acc);
+    }
+}
+
+/* Gaussian with fixed sigma and mean M, rows [r0, r1):
+ *   loss_out[i] = sum_d (X - M)^2 / (2 sigma^2) + D * (log sigma + log(2 pi) / 2)
+ *   grad        = scale * (M - X) / sigma^2      (skipped when grad is NULL) */
+FV_KERNEL void FV_F(fv_gaussian_rows)(const FV_T *restrict M, int64_t ldm,
+                                      const FV_T *restrict X, int64_t ldx, int D,
+                                      double sigma, FV_T scale, FV_T *restrict grad,
+                                      int64_t ldg, double *restrict loss_out, int64_t r0,
+                                      int64_t r1)
+{
+    const int d_end = D - D % FV_SUM_LANES;
+    const double inv_var = 1.0 / (sigma * sigma);
+    const double const_term = D * (log(sigma) + 0.5 * FV_LOG_2PI);
+    const FV_T gsc = (FV_T)(scale * inv_var);
+    for (int64_t i = r0; i < r1; i++) {
+        const FV_T *m = M + i * ldm, *x = X + i * ldx;
+        FV_T *g = grad ? grad + i * ldg : NULL;
+        double acc[FV_SUM_LANES] = {0.0};
+        for (int d = 0; d < d_end; d += FV_SUM_LANES) {
+            if (g) {
+                for (int j = 0; j < FV_SUM_LANES; j++) {
+                    FV_T r = m[d + j] - x[d + j];
+                    acc[j] += (double)r * r;
+                    g[d + j] = gsc * r;
+                }
+            } else {
+                for (int j = 0; j < FV_SUM_LANES; j++) {
+                    FV_T r = m[d + j] - x[d + j];
+                    acc[j] += (double)r * r;
+                }
+            }
+        }
+        for (int d = d_end; d < D; d++) {
+            FV_T r = m[d] - x[d];
+            acc[d - d_end] += (double)r * r;
+            if (g)
+                g[d] = gsc * r;
+        }
+        loss_out[i] = 0.5 * inv_var * FV_F(fv_sum_lanes)(acc) + const_term;
+    }
+}
+
+/* In place, rows [0, n_rows), columns [0, n_cols): Y = act(Y + b). */
+FV_KERNEL void FV_F(fv_bias_activation)(FV_T *restrict Y, int64_t ldy, int n_rows,
+                                        int n_cols, const FV_T *restrict b,
+                                        int activation)
+{
+    for (int i = 0; i < n_rows; i++) {
+        FV_T *y = Y + i * ldy;
+        switch (activation) {
+        case FV_ACT_RELU:
+            for (int j = 0; j < n_cols; j++) {
+                FV_T v = y[j] + b[j];
+                y[j] = v > 0 ? v : (FV_T)0;
+            }
+            break;
+        case FV_ACT_TANH:
+            for (int j = 0; j < n_cols; j++)
+                y[j] = FV_TANH(y[j] + b[j]);
+            break;
+        case FV_ACT_SIGMOID:
+            /* exp overflow gives 1 / inf = 0, the correct limit, never NaN */
+            for (int j = 0; j < n_cols; j++)
+                y[j] = (FV_T)1 / ((FV_T)1 + FV_EXP(-(y[j] + b[j])));
+            break;
+        default:
+            for (int j = 0; j < n_cols; j++)
+                y[j] += b[j];
+        }
+    }
+}
+
+/* In place: D *= act'(a), written through the activation's output Y = act(a). */
+FV_KERNEL void FV_F(fv_mul_activation_grad)(FV_T *restrict Dm, int64_t ldd,
+                                            const FV_T *restrict Y, int64_t ldy,
+                                            int n_rows, int n_cols, int activation)
+{
+    if (activation == FV_ACT_IDENTITY)
+        return;
+    for (int i = 0; i < n_rows; i++) {
+        FV_T *d = Dm + i * ldd;
+        const FV_T *y = Y + i * ldy;
+        switch (activation) {
+        case FV_ACT_RELU:
+            for (int j = 0; j < n_cols; j++)
+                d[j] = y[j] > 0 ? d[j] : (FV_T)0;
+            break;
+        case FV_ACT_TANH:
+            for (int j = 0; j < n_cols; j++)
+                d[j] *= (FV_T)1 - y[j] * y[j];
+            break;
+        case FV_ACT_SIGMOID:
+            for (int j = 0; j < n_cols; j++)
+                d[j] *= y[j] * ((FV_T)1 - y[j]);
+            break;
+        }
+    }
+}
+
+/* out[j] = sum over rows i in order of A[i, j], j in [0, n_cols), in double.
+ * Rows outer and columns inner keep the per-column order while the column
+ * loop vectorises; columns go in chunks so the partial sums stay in registers
+ * or L1. */
+FV_KERNEL void FV_F(fv_column_sums)(const FV_T *restrict A, int64_t lda, int n_rows,
+                                    int n_cols, FV_T *restrict out)
+{
+    enum { CHUNK = 128 };
+    double acc[CHUNK];
+    for (int c0 = 0; c0 < n_cols; c0 += CHUNK) {
+        int n = n_cols - c0 < CHUNK ? n_cols - c0 : CHUNK;
+        for (int j = 0; j < n; j++)
+            acc[j] = 0.0;
+        for (int i = 0; i < n_rows; i++) {
+            const FV_T *a = A + i * lda + c0;
+            for (int j = 0; j < n; j++)
+                acc[j] += a[j];
+        }
+        for (int j = 0; j < n; j++)
+            out[c0 + j] = (FV_T)acc[j];
+    }
+}
+
+/* Optimizer updates of elements [0, n) of flat buffers.
+ * SGD:      p -= lr * g
+ * Momentum: v = momentum * v + g;  p -= lr * v
+ * Adam:     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+ *           p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps)
+ *           with step_size = lr / (1 - b1^t), inv_sqrt_bc2 = 1 / sqrt(1 - b2^t)
+ *           (PyTorch's placement of eps). The caller passes 1 - b1 and
+ *           1 - b2 rounded from double: 1 - 0.999f in float is 1.3e-5 off. */
+FV_KERNEL void FV_F(fv_sgd_update)(FV_T *restrict p, const FV_T *restrict g, int64_t n,
+                                   FV_T lr)
+{
+    for (int64_t i = 0; i < n; i++)
+        p[i] -= lr * g[i];
+}
+
+FV_KERNEL void FV_F(fv_momentum_update)(FV_T *restrict p, const FV_T *restrict g,
+                                        FV_T *restrict v, int64_t n, FV_T lr,
+                                        FV_T momentum)
+{
+    for (int64_t i = 0; i < n; i++) {
+        FV_T vi = momentum * v[i] + g[i];
+        v[i] = vi;
+        p[i] -= lr * vi;
+    }
+}
+
+FV_KERNEL void FV_F(fv_adam_update)(FV_T *restrict p, const FV_T *restrict g,
+                                    FV_T *restrict m, FV_T *restrict v, int64_t n,
+                                    FV_T beta1, FV_T one_minus_beta1, FV_T beta2,
+                                    FV_T one_minus_beta2, FV_T step_size,
+                                    FV_T inv_sqrt_bc2, FV_T eps)
+{
+    for (int64_t i = 0; i < n; i++) {
+        FV_T gi = g[i];
+        FV_T mi = beta1 * m[i] + one_minus_beta1 * gi;
+        FV_T vi = beta2 * v[i] + one_minus_beta2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= step_size * mi / (FV_SQRT(vi) * inv_sqrt_bc2 + eps);
+    }
+}
