@@ -65,7 +65,7 @@ cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
                              const floating* W, const floating* b,
                              floating* Y, int ldy,
                              int activation) noexcept nogil:
-    cdef int nb = fv_n_col_blocks(n_out)
+    cdef int nb = fv_n_col_blocks(n_out, n_rows, n_in)
     cdef int blk, first, last
     _my_blocks(tid, nt, nb, &first, &last)
     for blk in range(first, last):
@@ -117,8 +117,8 @@ cdef void dense_backward_team(int tid, int nt, int n_rows, int n_in,
                               floating* dW, floating* db,
                               floating* dX, int lddx,
                               int x_activation) noexcept nogil:
-    cdef int nbw = fv_n_col_blocks(n_out)
-    cdef int nbx = fv_n_col_blocks(n_in)
+    cdef int nbw = fv_n_col_blocks(n_out, n_rows, n_in)
+    cdef int nbx = fv_n_col_blocks(n_in, n_rows, n_out)
     cdef int blk, first, last
     _my_blocks(tid, nt, nbw, &first, &last)
     for blk in range(first, last):
