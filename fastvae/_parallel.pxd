@@ -1,4 +1,5 @@
-# Declarations of src_c/fastvae/omp_shim.h and partition.h; must match them.
+# Declarations of src_c/fastvae/omp_shim.h, partition.h and fpenv.h; must
+# match them.
 
 from libc.stdint cimport int64_t
 
@@ -15,3 +16,8 @@ cdef extern from "fastvae/partition.h" nogil:
     int fv_block_start(int n, int nb, int b)
     void fv_split_range(int64_t n, int parts, int p, int64_t align,
                         int64_t* lo, int64_t* hi)
+
+cdef extern from "fastvae/fpenv.h" nogil:
+    ctypedef unsigned long long fv_fpenv
+    fv_fpenv fv_flush_denormals_begin()
+    void fv_flush_denormals_end(fv_fpenv old)

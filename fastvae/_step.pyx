@@ -21,7 +21,8 @@ from fastvae._numerics cimport (
     fv_sigmoid_f64)
 from fastvae._optim cimport make_optimizer, optimizer_update_team
 from fastvae._parallel cimport (
-    fv_omp_barrier, fv_omp_get_num_threads, fv_split_range)
+    fv_flush_denormals_begin, fv_flush_denormals_end, fv_fpenv, fv_omp_barrier,
+    fv_omp_get_num_threads, fv_split_range)
 from fastvae._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._rng cimport FV_STREAM_REPARAM
 
@@ -229,8 +230,10 @@ cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
     # thread-private in Cython, stores through a pointer are shared.
     cdef int status[1]
     cdef int st, tid, nt
+    cdef fv_fpenv env
     status[0] = 0
     with parallel(num_threads=args.n_threads):
+        env = fv_flush_denormals_begin()
         tid = threadid()
         nt = fv_omp_get_num_threads()
         st = _forward_backward(tid, nt, cfg, args, params, grads, work,
@@ -240,6 +243,7 @@ cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
                                   params, grads, state1, state2, cfg.n_params)
         elif tid == 0:
             status[0] = st
+        fv_flush_denormals_end(env)
     return status[0]
 
 
@@ -250,14 +254,17 @@ cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
                            int batch, double* sums_out) noexcept nogil:
     cdef int status[1]
     cdef int st, tid
+    cdef fv_fpenv env
     status[0] = 0
     with parallel(num_threads=args.n_threads):
+        env = fv_flush_denormals_begin()
         tid = threadid()
         st = _forward_backward(tid, fv_omp_get_num_threads(), cfg, args,
                                params, grads, work, row_losses, X, ldx, rows,
                                batch, sums_out)
         if tid == 0:
             status[0] = st
+        fv_flush_denormals_end(env)
     return status[0]
 
 
@@ -266,9 +273,11 @@ cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
                       floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
     cdef int64_t i, r0, r1
     cdef int tid, nt
+    cdef fv_fpenv env
     cdef int width = 2 * cfg.latent_dim
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
     with parallel(num_threads=n_threads):
+        env = fv_flush_denormals_begin()
         tid = threadid()
         nt = fv_omp_get_num_threads()
         _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, X, ldx,
@@ -276,6 +285,7 @@ cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
         _rows_of(tid, nt, n, &r0, &r1)
         for i in range(r0, r1):
             memcpy(H_out + i * ldh, H + i * width, width * sizeof(floating))
+        fv_flush_denormals_end(env)
 
 
 cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
@@ -283,11 +293,13 @@ cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
                       floating* out, int64_t ldo, int n_threads) noexcept nogil:
     cdef int64_t i, r0, r1
     cdef int d, tid, nt
+    cdef fv_fpenv env
     cdef int D = cfg.n_features
     cdef const floating* Y = work + cfg.layers[cfg.n_layers - 1].out_offset
     cdef const floating* y
     cdef floating* o
     with parallel(num_threads=n_threads):
+        env = fv_flush_denormals_begin()
         tid = threadid()
         nt = fv_omp_get_num_threads()
         _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
@@ -304,6 +316,7 @@ cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
                         o[d] = fv_sigmoid_f64(y[d])
             else:
                 memcpy(o, y, D * sizeof(floating))
+        fv_flush_denormals_end(env)
 
 
 cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
@@ -313,7 +326,9 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
                     double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil:
     cdef int tid, nt
+    cdef fv_fpenv env
     with parallel(num_threads=n_threads):
+        env = fv_flush_denormals_begin()
         tid = threadid()
         nt = fv_omp_get_num_threads()
         _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, X, ldx,
@@ -323,6 +338,7 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
         _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
                         work, X, ldx, work + cfg.z_offset, cfg.latent_dim, n)
         _reconstruction(tid, nt, cfg, work, X, ldx, n, 1.0, False, recon_out)
+        fv_flush_denormals_end(env)
 
 
 # ---------------------------------------------------------------------------
