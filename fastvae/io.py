@@ -34,8 +34,24 @@ def _sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
 
 
-def write_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays as an uncompressed .npz to exactly `path`, atomically."""
+def write_atomic(path, write) -> None:
+    """Create or replace the file `path` with what `write(f)` writes, atomically.
+
+    The data goes to a temporary file in the same folder, is flushed to disk,
+    and is renamed over `path`, so readers (and a crash) see either the old
+    file or the complete new one, never a partial one.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    write : callable
+        Called with the temporary file opened for binary writing.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder of `path` does not exist.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -43,7 +59,7 @@ def write_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -63,6 +79,11 @@ def write_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def write_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
+    """Write arrays as an uncompressed .npz to exactly `path`, atomically."""
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def save(path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
