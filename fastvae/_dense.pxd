@@ -8,6 +8,7 @@
 # limit); OpenMP owns the cores.
 
 from cython cimport floating
+from libc.stdint cimport int64_t
 
 # Y[:, c0:c1] = act(X @ W[:, c0:c1] + b[c0:c1])
 cdef void dense_forward_block(int n_rows, int n_in, int n_out,
@@ -28,13 +29,14 @@ cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
 #   dX = (dA W^T) * x_act'(X)   (skipped when dX is NULL)
 # where x_act is the activation whose output X is, so dX is already the
 # gradient with respect to the previous layer's pre-activation.
-# The thread-team version does the blocks `tid` of `nt` owns.
-cdef void dense_backward_team(int tid, int nt, int n_rows, int n_in,
-                              int n_out, const floating* X, int ldx,
-                              const floating* W, const floating* dA, int ldda,
-                              floating* dW, floating* db,
-                              floating* dX, int lddx,
-                              int x_activation) noexcept nogil
+# The thread-team version does the blocks `tid` of `nt` owns and returns how
+# many of the dW and db values it wrote are NaN or infinite.
+cdef int64_t dense_backward_team(int tid, int nt, int n_rows, int n_in,
+                                 int n_out, const floating* X, int ldx,
+                                 const floating* W, const floating* dA,
+                                 int ldda, floating* dW, floating* db,
+                                 floating* dX, int lddx,
+                                 int x_activation) noexcept nogil
 
 # Whole-layer versions that open their own OpenMP team of n_threads.
 cdef void dense_forward(int n_rows, int n_in, int n_out,

@@ -9,7 +9,8 @@ from libc.stdint cimport int64_t
 from fastvae._blas cimport gemm
 from fastvae._elementwise cimport (
     fv_bias_activation_f32, fv_bias_activation_f64, fv_column_sums_f32,
-    fv_column_sums_f64, fv_mul_activation_grad_f32, fv_mul_activation_grad_f64)
+    fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
+    fv_mul_activation_grad_f32, fv_mul_activation_grad_f64)
 from fastvae._numerics cimport (
     FV_ACT_IDENTITY, FV_ACT_RELU, FV_ACT_SIGMOID, FV_ACT_TANH)
 from fastvae._parallel cimport (
@@ -74,28 +75,33 @@ cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
                             fv_block_start(n_out, nb, blk + 1))
 
 
-cdef void _weight_grad_block(int n_rows, int n_in, int n_out,
-                             const floating* X, int ldx,
-                             const floating* dA, int ldda,
-                             floating* dW, floating* db,
-                             int c0, int c1) noexcept nogil:
+cdef int64_t _weight_grad_block(int n_rows, int n_in, int n_out,
+                                const floating* X, int ldx,
+                                const floating* dA, int ldda,
+                                floating* dW, floating* db,
+                                int c0, int c1) noexcept nogil:
+    """dW[:, c0:c1] and db[c0:c1]; returns how many of them are not finite
+    (counted while the block is still in this core's cache)."""
     cdef int i, j
-    cdef double s
     if c1 <= c0:
-        return
+        return 0
     if n_rows <= 0:
         for i in range(n_in):
             for j in range(c0, c1):
                 dW[<int64_t> i * n_out + j] = 0
         for j in range(c0, c1):
             db[j] = 0
-        return
+        return 0
     gemm(True, False, n_in, c1 - c0, n_rows, <floating> 1, X, ldx,
          dA + c0, ldda, <floating> 0, dW + c0, n_out)
     if floating is float:
         fv_column_sums_f32(dA + c0, ldda, n_rows, c1 - c0, db + c0)
+        return (fv_count_nonfinite_f32(dW + c0, n_out, n_in, c1 - c0)
+                + fv_count_nonfinite_f32(db + c0, 0, 1, c1 - c0))
     else:
         fv_column_sums_f64(dA + c0, ldda, n_rows, c1 - c0, db + c0)
+        return (fv_count_nonfinite_f64(dW + c0, n_out, n_in, c1 - c0)
+                + fv_count_nonfinite_f64(db + c0, 0, 1, c1 - c0))
 
 
 cdef void _input_grad_block(int n_rows, int n_in, int n_out,
@@ -111,22 +117,23 @@ cdef void _input_grad_block(int n_rows, int n_in, int n_out,
                         x_activation)
 
 
-cdef void dense_backward_team(int tid, int nt, int n_rows, int n_in,
-                              int n_out, const floating* X, int ldx,
-                              const floating* W, const floating* dA, int ldda,
-                              floating* dW, floating* db,
-                              floating* dX, int lddx,
-                              int x_activation) noexcept nogil:
+cdef int64_t dense_backward_team(int tid, int nt, int n_rows, int n_in,
+                                 int n_out, const floating* X, int ldx,
+                                 const floating* W, const floating* dA,
+                                 int ldda, floating* dW, floating* db,
+                                 floating* dX, int lddx,
+                                 int x_activation) noexcept nogil:
     cdef int nbw = fv_n_col_blocks(n_out, n_rows, n_in)
     cdef int nbx = fv_n_col_blocks(n_in, n_rows, n_out)
     cdef int blk, first, last
+    cdef int64_t bad = 0
     _my_blocks(tid, nt, nbw, &first, &last)
     for blk in range(first, last):
-        _weight_grad_block(n_rows, n_in, n_out, X, ldx, dA, ldda, dW, db,
-                           fv_block_start(n_out, nbw, blk),
-                           fv_block_start(n_out, nbw, blk + 1))
+        bad += _weight_grad_block(n_rows, n_in, n_out, X, ldx, dA, ldda, dW,
+                                  db, fv_block_start(n_out, nbw, blk),
+                                  fv_block_start(n_out, nbw, blk + 1))
     if dX == NULL:
-        return
+        return bad
     # Hand the input-gradient blocks out in reverse thread order so a thread
     # with one weight block fewer gets one input block more.
     _my_blocks(nt - 1 - tid, nt, nbx, &first, &last)
@@ -134,6 +141,7 @@ cdef void dense_backward_team(int tid, int nt, int n_rows, int n_in,
         _input_grad_block(n_rows, n_in, n_out, X, ldx, W, dA, ldda, dX, lddx,
                           x_activation, fv_block_start(n_in, nbx, blk),
                           fv_block_start(n_in, nbx, blk + 1))
+    return bad
 
 
 cdef void dense_forward(int n_rows, int n_in, int n_out,

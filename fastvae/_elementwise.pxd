@@ -49,3 +49,7 @@ cdef extern from "fastvae/elementwise.h" nogil:
                             int64_t n, double beta1, double one_minus_beta1,
                             double beta2, double one_minus_beta2,
                             double step_size, double inv_sqrt_bc2, double eps)
+    int64_t fv_count_nonfinite_f32(const float* A, int64_t lda, int n_rows,
+                                   int n_cols)
+    int64_t fv_count_nonfinite_f64(const double* A, int64_t lda, int n_rows,
+                                   int n_cols)

@@ -18,6 +18,9 @@ from fastvae._optim cimport fv_optimizer
 
 cdef enum:
     FV_MAX_LAYERS = 32
+    # Most threads one call may use: the step keeps one per-thread slot for
+    # its cross-thread verdicts at the end of row_losses.
+    FV_MAX_TEAM = 256
 
 ctypedef struct fv_layer:
     int n_in
@@ -54,9 +57,12 @@ ctypedef struct fv_step_args:
 
 # Forward, negative ELBO, backward and optimizer update for the minibatch
 # X[rows[0]], ..., X[rows[batch - 1]] (rows NULL: the first `batch` rows).
-# batch <= cfg.max_batch. sums_out[0] = sum of per-row reconstruction terms,
-# sums_out[1] = sum of per-row KL terms. Returns 0, or 1 when the loss is not
-# finite, in which case params and optimizer state are left untouched.
+# batch <= cfg.max_batch; args.n_threads <= FV_MAX_TEAM; row_losses holds
+# 2 * cfg.max_batch + FV_MAX_TEAM doubles (per-row reconstruction and KL
+# terms, then per-thread scratch). sums_out[0] = sum of per-row
+# reconstruction terms, sums_out[1] = sum of per-row KL terms.
+# Returns 0; 1 when the loss is not finite; 2 when the loss is finite but a
+# gradient is not. On 1 and 2 params and optimizer state are left untouched.
 cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
                     const fv_step_args* args, floating* params,
                     floating* grads, floating* state1, floating* state2,

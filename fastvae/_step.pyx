@@ -28,6 +28,7 @@ from fastvae._rng cimport FV_STREAM_REPARAM
 
 LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN}
 MAX_LAYERS = FV_MAX_LAYERS
+MAX_THREADS = FV_MAX_TEAM
 
 # Workspace regions start on 64-byte boundaries (16 float32 / 8 float64).
 cdef int64_t _ALIGN = 16
@@ -145,6 +146,8 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
     cdef floating* dX
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
     cdef const fv_layer* L
+    cdef double* team_bad = row_losses + 2 * cfg.max_batch
+    cdef int64_t bad = 0
 
     if rows != NULL:
         _gather(tid, nt, cfg, X, ldx, rows, n, work + cfg.x_offset)
@@ -179,12 +182,12 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
         L = &cfg.layers[l]
         inp = _input_of(cfg, l, x, ld_x, work + cfg.z_offset, K, work, &ld_in)
         dX = work + cfg.grad_offset[which]
-        dense_backward_team(tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
-                            params + L.w_offset, cur, <int> ld_cur,
-                            grads + L.w_offset, grads + L.b_offset, dX,
-                            L.n_in,
-                            FV_ACT_IDENTITY if l == cfg.n_encoder
-                            else cfg.layers[l - 1].activation)
+        bad += dense_backward_team(
+            tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
+            params + L.w_offset, cur, <int> ld_cur, grads + L.w_offset,
+            grads + L.b_offset, dX, L.n_in,
+            FV_ACT_IDENTITY if l == cfg.n_encoder
+            else cfg.layers[l - 1].activation)
         fv_omp_barrier()
         cur = dX
         ld_cur = L.n_in
@@ -204,16 +207,26 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
         L = &cfg.layers[l]
         inp = _input_of(cfg, l, x, ld_x, NULL, 0, work, &ld_in)
         dX = NULL if l == 0 else work + cfg.grad_offset[which]
-        dense_backward_team(tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
-                            params + L.w_offset, cur, <int> ld_cur,
-                            grads + L.w_offset, grads + L.b_offset, dX,
-                            L.n_in,
-                            FV_ACT_IDENTITY if l == 0
-                            else cfg.layers[l - 1].activation)
+        bad += dense_backward_team(
+            tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
+            params + L.w_offset, cur, <int> ld_cur, grads + L.w_offset,
+            grads + L.b_offset, dX, L.n_in,
+            FV_ACT_IDENTITY if l == 0 else cfg.layers[l - 1].activation)
         fv_omp_barrier()
         cur = dX
         ld_cur = L.n_in
         which = 1 - which
+
+    # A finite loss can still have overflowing gradients; updating with them
+    # would put NaN into the parameters. Each thread counted its own blocks;
+    # all add the counts in the same order and reach the same verdict.
+    team_bad[tid] = <double> bad
+    fv_omp_barrier()
+    bad = 0
+    for i in range(nt):
+        bad += <int64_t> team_bad[i]
+    if bad:
+        return 2
     return 0
 
 
@@ -453,7 +466,7 @@ cdef class Network:
             off += _round_up(<int64_t> max_batch * max_width)
         c.work_size = off
         self._work = _aligned_empty(off, self.dtype)
-        self._row_losses = np.zeros(2 * max_batch, dtype=np.float64)
+        self._row_losses = np.zeros(2 * max_batch + FV_MAX_TEAM, dtype=np.float64)
         self.opt = make_optimizer("sgd", 0.0, 0.0, 0.0, 0.0, 0.0)
 
     @property
@@ -505,8 +518,8 @@ cdef class Network:
     cdef fv_step_args _args(self, seed, step, row_offset, global_batch, int batch,
                             double kl_weight, int n_threads) except *:
         cdef fv_step_args a
-        if n_threads < 1:
-            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        if not 1 <= n_threads <= FV_MAX_TEAM:
+            raise ValueError(f"n_threads must be in [1, {FV_MAX_TEAM}], got {n_threads}")
         a.seed = seed
         a.step = step
         a.row_offset = row_offset
@@ -529,7 +542,8 @@ cdef class Network:
         Returns
         -------
         status : int
-            0, or 1 if the loss was not finite (nothing was updated).
+            0; 1 if the loss was not finite, 2 if the loss was finite but a
+            gradient was not (in both cases nothing was updated).
         recon_sum, kl_sum : float
             Sums over the minibatch rows of -log p(x|z) and KL(q || p).
         """

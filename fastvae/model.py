@@ -390,8 +390,9 @@ class VAE:
                 s["n_threads"],
             )
             if status != 0:
+                what = "loss" if status == 1 else "gradient"
                 raise FloatingPointError(
-                    f"the loss became NaN or infinite at step {self.t_} "
+                    f"the {what} became NaN or infinite at step {self.t_} "
                     f"(epoch {self.n_iter_ + 1}, reconstruction sum {recon_sum:.4g}, "
                     f"KL sum {kl_sum:.4g}); parameters are those before this step. "
                     f"Try a lower learning rate (lr={s['optimizer'].lr:g} now), "

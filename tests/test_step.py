@@ -333,6 +333,37 @@ def test_non_finite_params_return_1(dtype):
     assert p.tobytes() == before.tobytes()
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_finite_loss_with_non_finite_gradient_returns_2(n_threads):
+    """float32: sigma so small that scale / sigma^2 overflows the gradient
+    while the loss, summed in double, stays finite: nothing may be updated."""
+    dtype, sigma = np.float32, 1e-20
+    enc_h, dec_h, hidden_acts = ARCHS["1-hidden"]
+    net, lay, acts = make_network(D, enc_h, K, dec_h, hidden_acts, "gaussian", sigma,
+                                  MAX_BATCH, dtype)
+    rng = np.random.default_rng(12)
+    p = init_params(lay, rng, dtype)
+    X = _data(rng, "gaussian", dtype=dtype)
+    net.set_optimizer("adam", 0.01)
+    g, s1, s2 = lay.zeros(dtype), lay.zeros(dtype), lay.zeros(dtype)
+    before = [a.copy() for a in (p, s1, s2)]
+    status, recon_sum, kl_sum = net.train_step(p, g, s1, s2, X, ROWS, B, SEED, 0,
+                                               n_threads=n_threads)
+    assert status == 2
+    assert np.isfinite(recon_sum) and np.isfinite(kl_sum)
+    assert not np.isfinite(g).all()
+    for a, b0 in zip((p, s1, s2), before, strict=True):
+        assert a.tobytes() == b0.tobytes()
+    assert net.gradients(p, g, X, ROWS, B, SEED, 0, n_threads=n_threads)[0] == 2
+
+
+def test_too_many_threads_raise():
+    net, lay, acts, p, X = _setup()
+    g = lay.zeros(np.float64)
+    with pytest.raises(ValueError, match=r"n_threads must be in \[1, 256\], got 257"):
+        net.train_step(p, g, g.copy(), g.copy(), X, None, B, SEED, 0, n_threads=257)
+
+
 # -- encode / decode / elbo_terms -------------------------------------------------------
 
 

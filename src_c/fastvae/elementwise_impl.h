@@ -171,6 +171,24 @@ FV_KERNEL void FV_F(fv_column_sums)(const FV_T *restrict A, int64_t lda, int n_r
     }
 }
 
+/* Number of NaN or infinite values in rows [0, n_rows), columns [0, n_cols).
+ * v - v is 0 for every finite v and NaN otherwise; the comparison
+ * vectorises where isfinite() may not, and an int counter per row keeps the
+ * reduction in 32-bit lanes. */
+FV_KERNEL int64_t FV_F(fv_count_nonfinite)(const FV_T *restrict A, int64_t lda,
+                                           int n_rows, int n_cols)
+{
+    int64_t bad = 0;
+    for (int i = 0; i < n_rows; i++) {
+        const FV_T *a = A + i * lda;
+        int row_bad = 0;
+        for (int j = 0; j < n_cols; j++)
+            row_bad += !(a[j] - a[j] == 0);
+        bad += row_bad;
+    }
+    return bad;
+}
+
 /* Optimizer updates of elements [0, n) of flat buffers.
  * SGD:      p -= lr * g
  * Momentum: v = momentum * v + g;  p -= lr * v
