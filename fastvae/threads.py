@@ -3,12 +3,22 @@
 OpenMP owns the cores; each OpenMP thread calls BLAS single-threaded on its
 own block. Letting OpenBLAS spawn its own threads inside our parallel regions
 made a dense layer 13-18x slower on a 2-core machine (both pools spin and
-fight for the cores), so every compiled call runs under a threadpoolctl limit
-of one BLAS thread.
+fight for the cores), so every compiled call runs with BLAS limited to one
+thread.
+
+OpenBLAS built with pthreads (the NumPy and SciPy wheels) has one process-wide
+setting. threadpoolctl lets only the first Python thread that set it change
+it again and silently ignores the others, which would leave BLAS threaded
+under a model trained from a worker thread; fastvae therefore sets those
+libraries directly through their C API. Other BLAS libraries (MKL, BLIS,
+OpenBLAS with OpenMP threads, which runs single-threaded inside our parallel
+regions anyway) go through threadpoolctl.
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import threading
 import warnings
 from contextlib import contextmanager
@@ -81,9 +91,45 @@ def resolve_num_threads(n: int | None) -> int:
     return n if openmp_enabled() else 1
 
 
+class _OpenBLASThreads:
+    """get/set_num_threads of one loaded pthreads OpenBLAS, through ctypes."""
+
+    def __init__(self, path: str):
+        lib = ctypes.CDLL(path)  # already loaded: the same handle, no new copy
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if getter is not None and setter is not None:
+                break
+        else:
+            raise OSError(f"{path} has no openblas_get/set_num_threads")
+        getter.restype = ctypes.c_int
+        setter.argtypes = [ctypes.c_int]
+        self.get, self.set = getter, setter
+
+
 _blas_lock = threading.Lock()
 _blas_depth = 0
-_blas_limit = None
+_openblas: list[_OpenBLASThreads] | None = None
+_saved: list[tuple[_OpenBLASThreads, int]] = []
+_other_limit = None
+
+
+def _find_blas():
+    """Split the loaded BLAS libraries into pthreads OpenBLAS and the rest."""
+    global _controller, _openblas
+    from threadpoolctl import ThreadpoolController
+
+    _openblas, others = [], []
+    for info in ThreadpoolController().select(user_api="blas").info():
+        if info["internal_api"] == "openblas" and info.get("threading_layer") == "pthreads":
+            try:
+                _openblas.append(_OpenBLASThreads(info["filepath"]))
+                continue
+            except OSError:
+                pass
+        others.append(info["filepath"])
+    _controller = ThreadpoolController().select(filepath=others) if others else None
 
 
 @contextmanager
@@ -92,17 +138,18 @@ def blas_single_threaded():
 
     The limit is process-wide, so nested blocks and blocks entered by several
     Python threads at once share one limit: the first entry sets it and the
-    last exit restores the original setting (a plain threadpoolctl context per
-    caller would let one thread lift the limit while another still computes).
+    last exit restores the previous setting.
     """
-    global _controller, _blas_depth, _blas_limit
+    global _blas_depth, _saved, _other_limit
     with _blas_lock:
         if _blas_depth == 0:
-            if _controller is None:
-                from threadpoolctl import ThreadpoolController
-
-                _controller = ThreadpoolController()
-            _blas_limit = _controller.limit(limits=1, user_api="blas")
+            if _openblas is None:
+                _find_blas()
+            _saved = [(lib, lib.get()) for lib in _openblas]
+            for lib, _ in _saved:
+                lib.set(1)
+            if _controller is not None:
+                _other_limit = _controller.limit(limits=1, user_api="blas")
         _blas_depth += 1
     try:
         yield
@@ -110,5 +157,9 @@ def blas_single_threaded():
         with _blas_lock:
             _blas_depth -= 1
             if _blas_depth == 0:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None
+                for lib, n in _saved:
+                    lib.set(n)
+                _saved = []
+                if _other_limit is not None:
+                    _other_limit.restore_original_limits()
+                    _other_limit = None
