@@ -1,4 +1,4 @@
-"""The ``fastvae`` command: train, sample, reconstruct and evaluate from a shell.
+"""The ``fastvae`` command: train, sample, reconstruct, evaluate and benchmark.
 
 ``fastvae train`` with no arguments trains the default model on the built-in
 shapes data and writes the model, pictures and the training history into
@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="'train' or 'test' (named data)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(handler=_eval)
+
+    from fastvae.bench import harness
+
+    b = sub.add_parser("bench", help="time the training step against NumPy (and "
+                       "PyTorch/JAX when installed)", formatter_class=fmt)
+    harness.add_arguments(b)
+    b.set_defaults(handler=harness.run_from_args)
     return parser
 
 

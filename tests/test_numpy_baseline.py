@@ -1,6 +1,5 @@
 """The NumPy benchmark baseline computes the step specified by tests/reference.py."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -9,18 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reference  # noqa: E402
+from fastvae.bench import numpy_vae  # noqa: E402
 
-_MODULE_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "numpy_vae.py"
-
-
-def _load_numpy_vae():
-    spec = importlib.util.spec_from_file_location("_bench_numpy_vae", _MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-numpy_vae = _load_numpy_vae()
 NumpyVAE = numpy_vae.NumpyVAE
 
 TOL = 1e-12

@@ -11,16 +11,12 @@ of width ``2 * latent``; ``logvar`` is clamped to ``[-30, 20]`` (zero gradient
 outside); ``z = mu + exp(logvar / 2) * eps``; loss is the mean over rows of
 ``recon + beta * KL``; Adam uses PyTorch's update.
 
-Run as a script to time the 784-400-20 model::
-
-    python benchmarks/numpy_vae.py [--blas-threads N] [--steps 50] [--batch 128]
+The benchmark harness (fastvae.bench) times it against fastvae.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 
 import numpy as np
 
@@ -253,83 +249,3 @@ class NumpyVAE:
                 v += (1 - b2) * (g * g)
                 p -= step_size * m / (np.sqrt(v) / sqrt_bc2 + self.eps)
         return loss
-
-
-# -- command line ------------------------------------------------------------------
-
-
-def _blas_summary():
-    from threadpoolctl import threadpool_info
-
-    rows = []
-    for info in threadpool_info():
-        if info.get("user_api") != "blas":
-            continue
-        rows.append(
-            f"{info.get('internal_api')} {info.get('version')} "
-            f"({info.get('threading_layer', 'n/a')} threading, "
-            f"arch {info.get('architecture', 'n/a')}): "
-            f"{info.get('num_threads')} threads  [{info.get('filepath')}]"
-        )
-    return rows or ["no BLAS found by threadpoolctl"]
-
-
-def _benchmark(steps, batch, warmup, seed):
-    encoder_dims, decoder_dims = (784, 400, 40), (20, 400, 784)
-    model = NumpyVAE(encoder_dims, decoder_dims, dtype=np.float32, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    n_batches = 16
-    data = (rng.random((n_batches * batch, 784)) < 0.5).astype(np.float32)
-
-    for i in range(warmup):
-        j = i % n_batches
-        model.step(data[j * batch : (j + 1) * batch])
-    t0 = time.perf_counter()
-    for i in range(steps):
-        j = i % n_batches
-        loss = model.step(data[j * batch : (j + 1) * batch])
-    elapsed = time.perf_counter() - t0
-    return elapsed, loss
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Time the NumPy VAE baseline (784-400-20, float32, Adam)."
-    )
-    parser.add_argument("--steps", type=int, default=50, help="timed steps (50)")
-    parser.add_argument("--batch", type=int, default=128, help="batch size (128)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (3)")
-    parser.add_argument(
-        "--blas-threads",
-        type=int,
-        default=None,
-        help="limit BLAS to N threads (threadpoolctl); default: NumPy's default",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    from contextlib import nullcontext
-
-    from threadpoolctl import threadpool_limits
-
-    limit = (
-        nullcontext()
-        if args.blas_threads is None
-        else threadpool_limits(limits=args.blas_threads, user_api="blas")
-    )
-    with limit:
-        print(f"numpy {np.__version__}; BLAS:")
-        for row in _blas_summary():
-            print("  " + row)
-        elapsed, loss = _benchmark(args.steps, args.batch, args.warmup, args.seed)
-    threads = "default" if args.blas_threads is None else args.blas_threads
-    print(
-        f"784-400-20 float32 Bernoulli/Adam, batch {args.batch}, "
-        f"BLAS threads {threads}: {args.steps} steps in {elapsed:.3f} s = "
-        f"{args.steps * args.batch / elapsed:,.0f} samples/s "
-        f"({1e3 * elapsed / args.steps:.2f} ms/step), last loss {loss:.2f}"
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,141 @@
+"""One implementation of the training step per worker process.
+
+The harness starts ``python -m fastvae.bench.workers IMPL CONFIG_JSON THREADS``
+with the thread settings in its environment, then sends JSON commands on
+stdin, one per line, and reads one JSON reply per command on stdout:
+
+    {"cmd": "run", "seconds": 0.5}  ->  {"samples": ..., "seconds": ...}
+    {"cmd": "quit"}                 ->  {"maxrss_mb": ...}
+
+A separate process per implementation keeps imports (PyTorch, JAX) and
+thread pools from disturbing the others and gives each its own peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+from fastvae.bench.configs import Config
+
+# Rows of the training array: enough minibatches that one fit() call lasts a
+# while (its fixed costs are then small), at least 16 batches.
+_MIN_ROWS = 4096
+
+
+class NotInstalled(Exception):
+    """The implementation's library is not installed."""
+
+
+def _data(config: Config) -> np.ndarray:
+    rows = max(16 * config.batch, _MIN_ROWS)
+    rng = np.random.default_rng(0)
+    return (rng.random((rows, 784)) < 0.3).astype(config.dtype)
+
+
+class FastvaeStep:
+    """fastvae.VAE.fit over an in-memory array: what a user runs."""
+
+    def __init__(self, config: Config, threads: int):
+        import fastvae
+
+        self.X = _data(config)
+        self.model = fastvae.VAE(
+            hidden=config.hidden, latent_dim=config.latent, batch_size=config.batch,
+            dtype=config.dtype, n_threads=threads, epochs=1, warm_start=True, seed=0)
+        self.model.fit(self.X)  # warm-up: allocation, first touch, clones resolved
+
+    def run(self, seconds: float) -> int:
+        samples = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.model.fit(self.X)
+            samples += len(self.X)
+        return samples
+
+
+class NumpyStep:
+    """fastvae.bench.numpy_vae: the same model and Adam step written in NumPy."""
+
+    def __init__(self, config: Config, threads: int):
+        from fastvae.bench.numpy_vae import NumpyVAE
+
+        self.X = _data(config)
+        self.batch = config.batch
+        self.model = NumpyVAE(config.encoder_dims, config.decoder_dims,
+                              dtype=config.dtype, seed=0)
+        self._i = 0
+        self.run(0.0)
+
+    def run(self, seconds: float) -> int:
+        samples = 0
+        n_batches = len(self.X) // self.batch
+        start = time.perf_counter()
+        while True:
+            j = self._i % n_batches
+            self.model.step(self.X[j * self.batch : (j + 1) * self.batch])
+            self._i += 1
+            samples += self.batch
+            if time.perf_counter() - start >= seconds:
+                return samples
+
+
+class SgemmRate:
+    """scipy's sgemm on 2048 x 2048 matrices; "samples" are FLOPs."""
+
+    SIZE = 2048
+
+    def __init__(self, config: Config, threads: int):
+        from scipy.linalg import blas
+
+        rng = np.random.default_rng(0)
+        self.sgemm = blas.sgemm
+        self.a = np.asfortranarray(rng.random((self.SIZE, self.SIZE), dtype=np.float32))
+        self.b = np.asfortranarray(rng.random((self.SIZE, self.SIZE), dtype=np.float32))
+        self.run(0.0)
+
+    def run(self, seconds: float) -> int:
+        flops = 0
+        start = time.perf_counter()
+        while True:
+            self.sgemm(1.0, self.a, self.b)
+            flops += 2 * self.SIZE**3
+            if time.perf_counter() - start >= seconds:
+                return flops
+
+
+IMPLEMENTATIONS = {"fastvae": FastvaeStep, "numpy": NumpyStep, "sgemm": SgemmRate}
+
+
+def _reply(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str]) -> int:
+    impl_name, config_json, threads = argv[0], argv[1], int(argv[2])
+    config = Config.from_dict(json.loads(config_json))
+    try:
+        impl = IMPLEMENTATIONS[impl_name](config, threads)
+    except NotInstalled as exc:
+        _reply({"error": "not installed", "detail": str(exc)})
+        return 0
+    _reply({"ready": True})
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["cmd"] == "run":
+            start = time.perf_counter()
+            samples = impl.run(float(cmd["seconds"]))
+            _reply({"samples": samples, "seconds": time.perf_counter() - start})
+        elif cmd["cmd"] == "quit":
+            _reply({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
