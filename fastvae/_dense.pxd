@@ -2,7 +2,7 @@
 #
 # Layout (all row-major): X (n_rows, n_in) with leading dimension ldx,
 # W (n_in, n_out) contiguous, b (n_out,), Y (n_rows, n_out) with ldy.
-# Work is cut into column blocks that depend only on the sizes
+# Work is cut into column blocks that depend only on the sizes and `parts`
 # (fastvae/partition.h), each one BLAS call, so results are bitwise equal for
 # any thread count. BLAS must be single-threaded while these run (threadpoolctl
 # limit); OpenMP owns the cores.
@@ -22,7 +22,7 @@ cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
                              const floating* X, int ldx,
                              const floating* W, const floating* b,
                              floating* Y, int ldy,
-                             int activation) noexcept nogil
+                             int activation, int parts) noexcept nogil
 
 # Given dA = dLoss/d(pre-activation) (n_rows, n_out):
 #   dW = X^T dA, db = column sums of dA (in double, rows in order),
@@ -36,20 +36,21 @@ cdef int64_t dense_backward_team(int tid, int nt, int n_rows, int n_in,
                                  const floating* W, const floating* dA,
                                  int ldda, floating* dW, floating* db,
                                  floating* dX, int lddx,
-                                 int x_activation) noexcept nogil
+                                 int x_activation, int parts) noexcept nogil
 
 # Whole-layer versions that open their own OpenMP team of n_threads.
 cdef void dense_forward(int n_rows, int n_in, int n_out,
                         const floating* X, int ldx,
                         const floating* W, const floating* b,
                         floating* Y, int ldy, int activation,
-                        int n_threads) noexcept nogil
+                        int parts, int n_threads) noexcept nogil
 
 cdef void dense_backward(int n_rows, int n_in, int n_out,
                          const floating* X, int ldx,
                          const floating* W, const floating* dA, int ldda,
                          floating* dW, floating* db, floating* dX, int lddx,
-                         int x_activation, int n_threads) noexcept nogil
+                         int x_activation, int parts,
+                         int n_threads) noexcept nogil
 
 # In place: Y[:, :n_cols] = act(Y + b).
 cdef void bias_activation(floating* Y, int ldy, int n_rows, int n_cols,

@@ -14,7 +14,8 @@ from fastvae._elementwise cimport (
 from fastvae._numerics cimport (
     FV_ACT_IDENTITY, FV_ACT_RELU, FV_ACT_SIGMOID, FV_ACT_TANH)
 from fastvae._parallel cimport (
-    fv_block_start, fv_n_col_blocks, fv_omp_get_num_threads, fv_split_range)
+    FV_MAX_BLOCKS, fv_block_start, fv_n_col_blocks, fv_omp_get_num_threads,
+    fv_split_range)
 
 ACTIVATIONS = {
     "identity": FV_ACT_IDENTITY,
@@ -65,8 +66,8 @@ cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
                              const floating* X, int ldx,
                              const floating* W, const floating* b,
                              floating* Y, int ldy,
-                             int activation) noexcept nogil:
-    cdef int nb = fv_n_col_blocks(n_out, n_rows, n_in)
+                             int activation, int parts) noexcept nogil:
+    cdef int nb = fv_n_col_blocks(n_out, n_rows, n_in, parts)
     cdef int blk, first, last
     _my_blocks(tid, nt, nb, &first, &last)
     for blk in range(first, last):
@@ -122,9 +123,9 @@ cdef int64_t dense_backward_team(int tid, int nt, int n_rows, int n_in,
                                  const floating* W, const floating* dA,
                                  int ldda, floating* dW, floating* db,
                                  floating* dX, int lddx,
-                                 int x_activation) noexcept nogil:
-    cdef int nbw = fv_n_col_blocks(n_out, n_rows, n_in)
-    cdef int nbx = fv_n_col_blocks(n_in, n_rows, n_out)
+                                 int x_activation, int parts) noexcept nogil:
+    cdef int nbw = fv_n_col_blocks(n_out, n_rows, n_in, parts)
+    cdef int nbx = fv_n_col_blocks(n_in, n_rows, n_out, parts)
     cdef int blk, first, last
     cdef int64_t bad = 0
     _my_blocks(tid, nt, nbw, &first, &last)
@@ -148,21 +149,23 @@ cdef void dense_forward(int n_rows, int n_in, int n_out,
                         const floating* X, int ldx,
                         const floating* W, const floating* b,
                         floating* Y, int ldy, int activation,
-                        int n_threads) noexcept nogil:
+                        int parts, int n_threads) noexcept nogil:
     with parallel(num_threads=n_threads):
         dense_forward_team(threadid(), fv_omp_get_num_threads(), n_rows,
-                           n_in, n_out, X, ldx, W, b, Y, ldy, activation)
+                           n_in, n_out, X, ldx, W, b, Y, ldy, activation,
+                           parts)
 
 
 cdef void dense_backward(int n_rows, int n_in, int n_out,
                          const floating* X, int ldx,
                          const floating* W, const floating* dA, int ldda,
                          floating* dW, floating* db, floating* dX, int lddx,
-                         int x_activation, int n_threads) noexcept nogil:
+                         int x_activation, int parts,
+                         int n_threads) noexcept nogil:
     with parallel(num_threads=n_threads):
         dense_backward_team(threadid(), fv_omp_get_num_threads(), n_rows,
                             n_in, n_out, X, ldx, W, dA, ldda, dW, db, dX,
-                            lddx, x_activation)
+                            lddx, x_activation, parts)
 
 
 # ---------------------------------------------------------------------------
@@ -178,14 +181,16 @@ def _activation_code(name):
         ) from None
 
 
-def _check_threads(n_threads):
+def _check_threads(n_threads, parts):
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    if not 1 <= parts <= FV_MAX_BLOCKS:
+        raise ValueError(f"parts must be in [1, {FV_MAX_BLOCKS}], got {parts}")
 
 
 def dense_forward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
                           const floating[::1] b, str activation="identity",
-                          int n_threads=1):
+                          int n_threads=1, int parts=2):
     """Y = act(X @ W + b).
 
     Parameters
@@ -195,13 +200,16 @@ def dense_forward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
     b : array of shape (n_out,)
     activation : {"identity", "relu", "tanh", "sigmoid"}
     n_threads : int
+    parts : int
+        Column blocks of a large GEMM (see partition.h); results depend on
+        it, not on n_threads.
 
     Returns
     -------
     Y : array of shape (n_rows, n_out), dtype of X
     """
     cdef int act = _activation_code(activation)
-    _check_threads(n_threads)
+    _check_threads(n_threads, parts)
     if X.shape[1] != W.shape[0] or W.shape[1] != b.shape[0]:
         raise ValueError(
             f"shapes do not agree: X ({X.shape[0]}, {X.shape[1]}), "
@@ -214,14 +222,14 @@ def dense_forward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
         return Y_arr
     with nogil:
         dense_forward(n_rows, n_in, n_out, &X[0, 0], n_in, &W[0, 0], &b[0],
-                      &Y[0, 0], n_out, act, n_threads)
+                      &Y[0, 0], n_out, act, parts, n_threads)
     return Y_arr
 
 
 def dense_backward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
                            const floating[:, ::1] dA,
                            str x_activation="identity", bint need_dx=True,
-                           int n_threads=1):
+                           int n_threads=1, int parts=2):
     """Backward of a dense layer given dA, the gradient at its pre-activation.
 
     Returns
@@ -232,7 +240,7 @@ def dense_backward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
     db : array of shape (n_out,)
     """
     cdef int act = _activation_code(x_activation)
-    _check_threads(n_threads)
+    _check_threads(n_threads, parts)
     if (X.shape[1] != W.shape[0] or dA.shape[1] != W.shape[1]
             or dA.shape[0] != X.shape[0]):
         raise ValueError(
@@ -255,7 +263,7 @@ def dense_backward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
     with nogil:
         dense_backward(n_rows, n_in, n_out, &X[0, 0], n_in, &W[0, 0],
                        &dA[0, 0], n_out, &dW[0, 0], &db[0], dX_ptr, n_in,
-                       act, n_threads)
+                       act, parts, n_threads)
     return dX_arr, dW_arr, db_arr
 
 

@@ -12,7 +12,8 @@ cdef extern from "fastvae/omp_shim.h" nogil:
 
 cdef extern from "fastvae/partition.h" nogil:
     int FV_BLOCK_ALIGN
-    int fv_n_col_blocks(int n, int rows, int k)
+    int FV_MAX_BLOCKS
+    int fv_n_col_blocks(int n, int rows, int k, int parts)
     int fv_block_start(int n, int nb, int b)
     void fv_split_range(int64_t n, int parts, int p, int64_t align,
                         int64_t* lo, int64_t* hi)

@@ -37,6 +37,7 @@ ctypedef struct fv_vae_config:
     int n_features
     int latent_dim
     int likelihood          # FV_LIK_BERNOULLI or FV_LIK_GAUSSIAN
+    int parts               # GEMM column blocks (fastvae/partition.h)
     double sigma            # Gaussian observation noise
     int max_batch
     int64_t n_params

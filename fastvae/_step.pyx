@@ -21,8 +21,8 @@ from fastvae._numerics cimport (
     fv_sigmoid_f64)
 from fastvae._optim cimport make_optimizer, optimizer_update_team
 from fastvae._parallel cimport (
-    fv_flush_denormals_begin, fv_flush_denormals_end, fv_fpenv, fv_omp_barrier,
-    fv_omp_get_num_threads, fv_split_range)
+    FV_MAX_BLOCKS, fv_flush_denormals_begin, fv_flush_denormals_end, fv_fpenv,
+    fv_omp_barrier, fv_omp_get_num_threads, fv_split_range)
 from fastvae._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._rng cimport FV_STREAM_REPARAM
 
@@ -86,7 +86,8 @@ cdef void _forward_layers(int tid, int nt, const fv_vae_config* cfg,
         inp = _input_of(cfg, l, x, ldx, z, ldz, work, &ld_in)
         dense_forward_team(tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
                            params + L.w_offset, params + L.b_offset,
-                           work + L.out_offset, L.n_out, L.activation)
+                           work + L.out_offset, L.n_out, L.activation,
+                           cfg.parts)
         fv_omp_barrier()
 
 
@@ -187,7 +188,7 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
             params + L.w_offset, cur, <int> ld_cur, grads + L.w_offset,
             grads + L.b_offset, dX, L.n_in,
             FV_ACT_IDENTITY if l == cfg.n_encoder
-            else cfg.layers[l - 1].activation)
+            else cfg.layers[l - 1].activation, cfg.parts)
         fv_omp_barrier()
         cur = dX
         ld_cur = L.n_in
@@ -211,7 +212,8 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
             tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
             params + L.w_offset, cur, <int> ld_cur, grads + L.w_offset,
             grads + L.b_offset, dX, L.n_in,
-            FV_ACT_IDENTITY if l == 0 else cfg.layers[l - 1].activation)
+            FV_ACT_IDENTITY if l == 0 else cfg.layers[l - 1].activation,
+            cfg.parts)
         fv_omp_barrier()
         cur = dX
         ld_cur = L.n_in
@@ -388,6 +390,10 @@ cdef class Network:
     max_batch : int
         Largest number of rows one call handles.
     dtype : numpy.float32 or numpy.float64
+    parts : int, default=2
+        Column blocks of large GEMMs (fastvae/partition.h); results depend on
+        it but not on the number of threads. The model passes
+        fastvae.threads.partition_count().
     """
 
     cdef fv_vae_config cfg
@@ -398,7 +404,7 @@ cdef class Network:
 
     def __init__(self, encoder_dims, decoder_dims, activations, w_offsets,
                  b_offsets, int64_t n_params, str likelihood, double sigma,
-                 int max_batch, dtype):
+                 int max_batch, dtype, int parts=2):
         dims = [list(encoder_dims), list(decoder_dims)]
         n_enc = len(dims[0]) - 1
         n_layers = n_enc + len(dims[1]) - 1
@@ -422,6 +428,8 @@ cdef class Network:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if not 1 <= parts <= FV_MAX_BLOCKS:
+            raise ValueError(f"parts must be in [1, {FV_MAX_BLOCKS}], got {parts}")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -432,6 +440,7 @@ cdef class Network:
         c.n_features = dims[0][0]
         c.latent_dim = dims[1][0]
         c.likelihood = LIKELIHOODS[likelihood]
+        c.parts = parts
         c.sigma = sigma
         c.max_batch = max_batch
         c.n_params = n_params
@@ -472,6 +481,10 @@ cdef class Network:
     @property
     def max_batch(self):
         return self.cfg.max_batch
+
+    @property
+    def parts(self):
+        return self.cfg.parts
 
     @property
     def n_params(self):

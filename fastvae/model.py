@@ -23,7 +23,7 @@ from fastvae._validation import (
 )
 from fastvae.optim import kernel_settings, make_optimizer
 from fastvae.params import Layout
-from fastvae.threads import blas_single_threaded, resolve_num_threads
+from fastvae.threads import blas_single_threaded, partition_count, resolve_num_threads
 
 __all__ = ["VAE", "load"]
 
@@ -257,6 +257,7 @@ class VAE:
             float(s["sigma"]),
             int(max_batch),
             s["dtype"],
+            partition_count(),
         )
 
     def _init_params(self, s, layout):

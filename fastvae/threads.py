@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import threading
 import warnings
 from contextlib import contextmanager
 
 from fastvae._threads import omp_max_threads, openmp_enabled
 
-__all__ = ["get_num_threads", "set_num_threads", "openmp_enabled", "blas_single_threaded"]
+__all__ = [
+    "get_num_threads",
+    "set_num_threads",
+    "openmp_enabled",
+    "blas_single_threaded",
+    "partition_count",
+]
 
 _num_threads: int | None = None
 _controller = None
@@ -80,6 +87,34 @@ def set_num_threads(n: int | None) -> None:
             stacklevel=2,
         )
     _num_threads = n
+
+
+_MAX_PARTS = 64  # FV_MAX_BLOCKS in src_c/fastvae/partition.h
+
+
+def partition_count() -> int:
+    """Column blocks of large GEMMs: the cores this process may use.
+
+    Fixed for the life of a process (cores available at the first call), so
+    results do not depend on the number of threads a computation uses; a
+    process restricted to other cores (taskset, a container's CPU set) cuts
+    GEMMs differently and rounds differently in the last bits.
+
+    Returns
+    -------
+    int in [2, 64]
+    """
+    global _parts
+    if _parts is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        _parts = min(max(2, cores), _MAX_PARTS)
+    return _parts
+
+
+_parts: int | None = None
 
 
 def resolve_num_threads(n: int | None) -> int:

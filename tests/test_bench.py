@@ -1,11 +1,13 @@
 """The benchmark harness: FLOP counts, configuration names, a quick end-to-end run."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fastvae.bench.configs import CONFIGS, Config, parse_config
@@ -36,9 +38,13 @@ def test_quick_run_end_to_end(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert {r["impl"] for r in report["results"]} == {"fastvae", "numpy"}
+    assert [r["impl"] for r in report["results"]] == ["fastvae", "numpy", "torch", "jax"]
     for r in report["results"]:
-        assert r["threads"] == 1 and r["config"] == "784-64/8/32" and r["error"] is None
+        assert r["threads"] == 1 and r["config"] == "784-64/8/32"
+        if r["impl"] in ("torch", "jax") and importlib.util.find_spec(r["impl"]) is None:
+            assert r["error"] == "not installed" and r["samples_per_second"] is None
+            continue
+        assert r["error"] is None
         assert r["samples_per_second"] > 0 and len(r["rounds"]) == 2
         assert r["peak_rss_mb"] > 10 and r["sgemm_gflops"] > 0
     assert "| 784-64/8/32 | 1 |" in proc.stdout and "fastvae / numpy" in proc.stdout
@@ -63,3 +69,44 @@ def test_table_marks_failed_implementations():
     table = format_table(report)
     row = table.splitlines()[2]
     assert row.startswith("| x | 1 | 200 | 100 | not installed | 2.00x | – | 200% |")
+
+
+def _reference_case(seed=0):
+    import numpy as np
+
+    from fastvae.bench.numpy_vae import NumpyVAE
+
+    config = Config((12,), 3, 9, "float64")
+    model = NumpyVAE(config.encoder_dims, config.decoder_dims, dtype="float64", seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    x = (rng.random((9, 784)) < 0.3).astype(np.float64)
+    eps = rng.standard_normal((9, 3))
+    loss, _ = model.loss_and_grads(x, eps)
+    return config, model, x, eps, loss
+
+
+def test_torch_step_computes_the_numpy_loss_and_gradients():
+    torch = pytest.importorskip("torch")
+    from fastvae.bench.torch_vae import TorchVAE
+
+    config, model, x, eps, loss = _reference_case()
+    tv = TorchVAE(config.encoder_dims, config.decoder_dims).double()
+    tv.load_numpy_layers([(W, b) for W, b in model.params])
+    got = tv.loss(torch.from_numpy(x), torch.from_numpy(eps))
+    assert got.item() == pytest.approx(loss, rel=1e-12)
+    got.backward()
+    _, grads = model.loss_and_grads(x, eps)
+    first = next(m for m in tv.encoder if isinstance(m, torch.nn.Linear))
+    np_dw = grads[0][0]
+    assert np.allclose(first.weight.grad.numpy().T, np_dw, rtol=1e-10, atol=1e-12)
+
+
+def test_jax_step_computes_the_numpy_loss():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    from fastvae.bench.jax_vae import negative_elbo
+
+    config, model, x, eps, loss = _reference_case()
+    layers = [(jax.numpy.asarray(W), jax.numpy.asarray(b)) for W, b in model.params]
+    got = negative_elbo(layers, x, eps, len(config.encoder_dims) - 1)
+    assert float(got) == pytest.approx(loss, rel=1e-12)

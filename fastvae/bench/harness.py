@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fastvae.bench.configs import CONFIGS, QUICK_CONFIGS, Config, parse_config
 
-IMPLS = ("fastvae", "numpy")
+IMPLS = ("fastvae", "numpy", "torch", "jax")
 
 
 @dataclass
@@ -51,6 +51,11 @@ class Worker:
         env = dict(os.environ)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
+        if threads == 1:
+            # XLA's CPU backend has no thread-count setting but these flags;
+            # the worker also pins itself to one core (workers.main).
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                                "false intra_op_parallelism_threads=1").strip()
         self.result = Result(impl, config, threads)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastvae.bench.workers", impl,

@@ -14,6 +14,7 @@ thread pools from disturbing the others and gives each its own peak memory.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -84,6 +85,71 @@ class NumpyStep:
                 return samples
 
 
+class TorchStep:
+    """fastvae.bench.torch_vae: nn.Module, autograd and torch.optim.Adam."""
+
+    def __init__(self, config: Config, threads: int):
+        try:
+            import torch
+
+            from fastvae.bench.torch_vae import make_trainer
+        except ImportError as exc:
+            raise NotInstalled(str(exc)) from None
+        torch.set_num_threads(threads)
+        self.X = torch.from_numpy(_data(config))
+        self.batch = config.batch
+        _, self.step = make_trainer(config.encoder_dims, config.decoder_dims,
+                                    dtype=config.dtype)
+        self._i = 0
+        self.run(0.0)
+
+    def run(self, seconds: float) -> int:
+        samples = 0
+        n_batches = len(self.X) // self.batch
+        start = time.perf_counter()
+        while True:
+            j = self._i % n_batches
+            self.step(self.X[j * self.batch : (j + 1) * self.batch])
+            self._i += 1
+            samples += self.batch
+            if time.perf_counter() - start >= seconds:
+                return samples
+
+
+class JaxStep:
+    """fastvae.bench.jax_vae: the whole step under jax.jit."""
+
+    def __init__(self, config: Config, threads: int):
+        try:
+            import jax
+
+            if config.dtype == "float64":
+                jax.config.update("jax_enable_x64", True)
+            from fastvae.bench.jax_vae import make_trainer
+        except ImportError as exc:
+            raise NotInstalled(str(exc)) from None
+        X = _data(config)
+        self.batches = [jax.device_put(X[j : j + config.batch])
+                        for j in range(0, len(X) - config.batch + 1, config.batch)]
+        self.batch = config.batch
+        self.state, self.step = make_trainer(config.encoder_dims, config.decoder_dims,
+                                             dtype=config.dtype)
+        self._i = 0
+        self.run(0.0)  # compiles
+
+    def run(self, seconds: float) -> int:
+        samples = 0
+        start = time.perf_counter()
+        while True:
+            self.state, loss = self.step(self.state, self.batches[self._i % len(self.batches)])
+            self._i += 1
+            samples += self.batch
+            if samples % (8 * self.batch) == 0 or seconds == 0.0:
+                loss.block_until_ready()  # JAX runs ahead asynchronously
+                if time.perf_counter() - start >= seconds:
+                    return samples
+
+
 class SgemmRate:
     """scipy's sgemm on 2048 x 2048 matrices; "samples" are FLOPs."""
 
@@ -108,7 +174,8 @@ class SgemmRate:
                 return flops
 
 
-IMPLEMENTATIONS = {"fastvae": FastvaeStep, "numpy": NumpyStep, "sgemm": SgemmRate}
+IMPLEMENTATIONS = {"fastvae": FastvaeStep, "numpy": NumpyStep, "torch": TorchStep,
+                   "jax": JaxStep, "sgemm": SgemmRate}
 
 
 def _reply(obj) -> None:
@@ -119,6 +186,12 @@ def _reply(obj) -> None:
 def main(argv: list[str]) -> int:
     impl_name, config_json, threads = argv[0], argv[1], int(argv[2])
     config = Config.from_dict(json.loads(config_json))
+    if hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):
+            # every implementation gets exactly `threads` cores, whatever its
+            # library does with thread settings (XLA has no hard limit)
+            os.sched_setaffinity(0, cpus[:threads])
     try:
         impl = IMPLEMENTATIONS[impl_name](config, threads)
     except NotInstalled as exc:

@@ -13,24 +13,21 @@
 
 /* Two regimes, by the work of the whole GEMM (n columns x rows x depth k):
  *
- * Large GEMMs: blocks about 2 * FV_HALF_BLOCK_COLS = 384 columns wide, an even
- * number of them so two threads get equal shares. Each block is one BLAS call
- * that packs the shared operand again: measured with OpenBLAS on 128x784 @
- * 784x400 (float32, one thread), 2 blocks cost 6% more than one call, 4
- * blocks 21%, 8 blocks 45%. The price is that a GEMM phase keeps at most
- * n / 192 threads busy.
+ * Large GEMMs: `parts` blocks (rounded up to even, so two threads share
+ * evenly), each at least FV_MIN_BLOCK_COLS wide. Every block is one BLAS call
+ * that packs the shared operand again, so fewer blocks are faster: on 2 cores,
+ * 2 blocks instead of ~384-column ones made the 784-1024-1024/64/512 step 7%
+ * faster (784-400/20/128 the same). `parts` is the number of cores the
+ * process may use (fastvae.threads.partition_count()), fixed for a process,
+ * so results do not depend on the number of threads.
  *
  * Small GEMMs (work <= FV_SMALL_GEMM_WORK): blocks of at most
  * FV_SMALL_BLOCK_WORK multiply-adds. OpenBLAS multiplies those without
  * packing (its small-matrix kernels take m * n * k <= 1e6), and packing
  * dominated small-batch steps: 16x784 @ 784x400 took 0.31 ms in 2 wide
  * blocks and 0.21 ms in 8 narrow ones (one thread). */
-#ifndef FV_HALF_BLOCK_COLS
-#define FV_HALF_BLOCK_COLS 192
-#endif
-#ifndef FV_SMALL_GEMM_WORK
+#define FV_MIN_BLOCK_COLS 128
 #define FV_SMALL_GEMM_WORK 8000000
-#endif
 #define FV_SMALL_BLOCK_WORK 1000000
 #define FV_MAX_BLOCKS 64
 /* Block starts are rounded down to this many columns (one 64-byte line of
@@ -39,14 +36,16 @@
 
 /* Number of column blocks of a GEMM with n output columns, `rows` output rows
  * and inner dimension k. Always even (two threads share evenly), at least 2. */
-static inline int fv_n_col_blocks(int n, int rows, int k)
+static inline int fv_n_col_blocks(int n, int rows, int k, int parts)
 {
     int64_t work = (int64_t)n * rows * k;
     int64_t nb;
-    if (work <= FV_SMALL_GEMM_WORK)
+    if (work <= FV_SMALL_GEMM_WORK) {
         nb = (work + FV_SMALL_BLOCK_WORK - 1) / FV_SMALL_BLOCK_WORK;
-    else
-        nb = (n + FV_HALF_BLOCK_COLS) / (2 * FV_HALF_BLOCK_COLS) * 2;
+    } else {
+        int64_t widest = n / FV_MIN_BLOCK_COLS;
+        nb = parts < widest ? parts : widest;
+    }
     nb += nb & 1;
     if (nb < 2)
         nb = 2;
