@@ -21,14 +21,17 @@
  * process may use (fastvae.threads.partition_count()), fixed for a process,
  * so results do not depend on the number of threads.
  *
- * Small GEMMs (work <= FV_SMALL_GEMM_WORK): blocks of at most
+ * Small GEMMs (work <= FV_SMALL_GEMM_WORK): blocks of about
  * FV_SMALL_BLOCK_WORK multiply-adds. OpenBLAS multiplies those without
  * packing (its small-matrix kernels take m * n * k <= 1e6), and packing
  * dominated small-batch steps: 16x784 @ 784x400 took 0.31 ms in 2 wide
- * blocks and 0.21 ms in 8 narrow ones (one thread). */
+ * blocks and 0.21 ms in 8 narrow ones (one thread). The target stays below
+ * 1e6 because aligned cuts make some blocks up to 16 columns wider: at 1e6,
+ * the last of six blocks of 16x784 @ 784x400 was 80 columns (1.003e6) and
+ * took twice as long as the others. */
 #define FV_MIN_BLOCK_COLS 128
 #define FV_SMALL_GEMM_WORK 8000000
-#define FV_SMALL_BLOCK_WORK 1000000
+#define FV_SMALL_BLOCK_WORK 800000
 #define FV_MAX_BLOCKS 64
 /* Block starts are rounded down to this many columns (one 64-byte line of
  * float32) when every block stays at least this wide. */
