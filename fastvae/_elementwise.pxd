@@ -2,7 +2,7 @@
 # Functions are dispatched at run time to the CPU's widest SIMD; arguments the
 # header marks restrict must not overlap.
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "fastvae/elementwise.h" nogil:
     void fv_bernoulli_rows_f32(const float* L, int64_t ldl, const float* X,
@@ -53,3 +53,25 @@ cdef extern from "fastvae/elementwise.h" nogil:
                                    int n_cols)
     int64_t fv_count_nonfinite_f64(const double* A, int64_t lda, int n_rows,
                                    int n_cols)
+    void fv_gaussian_learned_rows_f32(
+        const float* M, int64_t ldm, const float* X, int64_t ldx, int D,
+        const float* logsigma, float scale, float* grad, int64_t ldg,
+        float* sgrad, int64_t ldsg, float* inv_var, double* loss_out,
+        int64_t r0, int64_t r1)
+    void fv_gaussian_learned_rows_f64(
+        const double* M, int64_t ldm, const double* X, int64_t ldx, int D,
+        const double* logsigma, double scale, double* grad, int64_t ldg,
+        double* sgrad, int64_t ldsg, double* inv_var, double* loss_out,
+        int64_t r0, int64_t r1)
+    void fv_bernoulli_draw_f32(const float* p, float* dst, int n,
+                               uint64_t seed, uint64_t stream, uint64_t row,
+                               uint64_t step)
+    void fv_bernoulli_draw_f64(const double* p, double* dst, int n,
+                               uint64_t seed, uint64_t stream, uint64_t row,
+                               uint64_t step)
+    void fv_mask_f32(const float* src, float* dst, int n, double rate,
+                     uint64_t seed, uint64_t stream, uint64_t row,
+                     uint64_t step)
+    void fv_mask_f64(const double* src, double* dst, int n, double rate,
+                     uint64_t seed, uint64_t stream, uint64_t row,
+                     uint64_t step)

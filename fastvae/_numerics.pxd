@@ -7,6 +7,11 @@ cdef extern from "fastvae/numerics.h" nogil:
     int FV_ACT_SIGMOID
     int FV_LIK_BERNOULLI
     int FV_LIK_GAUSSIAN
+    int FV_LIK_GAUSSIAN_LEARNED
+    int FV_KIND_VAE
+    int FV_KIND_AE
+    double FV_LOGSIGMA_MIN
+    double FV_LOGSIGMA_MAX
     int FV_OPT_SGD
     int FV_OPT_MOMENTUM
     int FV_OPT_ADAM

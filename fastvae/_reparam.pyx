@@ -67,6 +67,10 @@ cdef void reparam_forward(int64_t n_rows, const floating* H, int ldh, int K,
                           int n_threads) noexcept nogil:
     cdef int64_t r0, r1
     with parallel(num_threads=n_threads):
+        # assigned in the block, so Cython makes them thread-private (the
+        # split below only writes them through pointers)
+        r0 = 0
+        r1 = 0
         fv_split_range(n_rows, fv_omp_get_num_threads(), threadid(), 1, &r0, &r1)
         reparam_forward_rows(H, ldh, K, Z, ldz, eps, lde, seed, stream, step,
                              row_offset, draw, r0, r1)
@@ -79,6 +83,8 @@ cdef void reparam_backward(int64_t n_rows, const floating* H, int ldh, int K,
                            int n_threads) noexcept nogil:
     cdef int64_t r0, r1
     with parallel(num_threads=n_threads):
+        r0 = 0
+        r1 = 0
         fv_split_range(n_rows, fv_omp_get_num_threads(), threadid(), 1, &r0, &r1)
         reparam_backward_rows(H, ldh, K, eps, lde, dZ, lddz, dH, lddh, r0, r1)
 

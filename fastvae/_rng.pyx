@@ -12,6 +12,9 @@ from libc.stdint cimport int64_t, uint64_t
 STREAM_REPARAM = FV_STREAM_REPARAM
 STREAM_EVAL = FV_STREAM_EVAL
 STREAM_SAMPLE = FV_STREAM_SAMPLE
+STREAM_BINARIZE = FV_STREAM_BINARIZE
+STREAM_CORRUPT = FV_STREAM_CORRUPT
+STREAM_IS = FV_STREAM_IS
 STREAM_USER = FV_STREAM_USER
 
 _U64_MAX = 2**64 - 1
@@ -95,3 +98,33 @@ def normal_matrix(seed, stream, step, Py_ssize_t n_rows, Py_ssize_t n_cols,
     else:
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     return out
+
+
+def uniform_matrix(seed, stream, step, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                   row_offset=0, draw=0):
+    """Uniforms in [0, 1) exactly as the kernels draw them (dynamic
+    binarization, masking noise).
+
+    Element (i, j) is lane j % 4 of the block of counter (j // 4,
+    row_offset + i, step, draw) under key (seed, stream).
+
+    Returns
+    -------
+    float64 ndarray of shape (n_rows, n_cols)
+    """
+    cdef uint64_t s = _as_u64(seed, "seed"), st = _as_u64(stream, "stream")
+    cdef uint64_t t = _as_u64(step, "step"), d = _as_u64(draw, "draw")
+    cdef uint64_t r0 = _as_u64(row_offset, "row_offset")
+    if n_rows < 0 or n_cols < 0:
+        raise ValueError("n_rows and n_cols must be >= 0")
+    out_arr = np.empty((n_rows, n_cols), dtype=np.float64)
+    cdef double[:, ::1] out = out_arr
+    cdef double u[4]
+    cdef Py_ssize_t i, b, l
+    for i in range(n_rows):
+        for b in range((n_cols + 3) // 4):
+            fv_uniform4(s, st, <uint64_t> b, r0 + i, t, d, u)
+            for l in range(4):
+                if 4 * b + l < n_cols:
+                    out[i, 4 * b + l] = u[l]
+    return out_arr

@@ -1,15 +1,18 @@
-# The whole VAE training step as one nogil call, and the forward passes the
-# model's inference methods use.
+# The whole training step of a VAE or autoencoder as one nogil call, and the
+# forward passes the models' inference methods use.
 #
-# Network: encoder layers [0, n_encoder) map x (n_features) to the head
-# [mu | logvar] (2 * latent_dim, identity activation); decoder layers
-# [n_encoder, n_layers) map z (latent_dim) to the likelihood's parameters
-# (n_features: Bernoulli logits or Gaussian means, identity activation).
+# Network: encoder layers [0, n_encoder) map [x | c] (n_features + n_cond)
+# to the head: [mu | logvar] (2 * latent_dim) for a VAE, the code z
+# (latent_dim) for an autoencoder (identity activation). Decoder layers
+# [n_encoder, n_layers) map [z | c] (latent_dim + n_cond) to the likelihood's
+# parameters (n_features: Bernoulli logits or Gaussian means, identity
+# activation). c is the condition of a conditional model (n_cond = 0: none).
 # Parameters: one flat buffer; layer l's W (n_in, n_out) row-major starts at
-# w_offset and b (n_out,) at b_offset. Gradients and optimizer states use the
-# same layout. The workspace holds every activation for up to max_batch rows;
-# the struct stores offsets, not pointers, so it is the same for float32 and
-# float64.
+# w_offset and b (n_out,) at b_offset; a learned Gaussian likelihood keeps
+# n_features log-sigmas at logsigma_offset. Gradients and optimizer states use
+# the same layout. The workspace holds every activation for up to max_batch
+# rows; the struct stores offsets, not pointers, so it is the same for
+# float32 and float64.
 
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
@@ -19,8 +22,12 @@ from fastvae._optim cimport fv_optimizer
 cdef enum:
     FV_MAX_LAYERS = 32
     # Most threads one call may use: the step keeps one per-thread slot for
-    # its cross-thread verdicts at the end of row_losses.
+    # its cross-thread verdicts in row_losses.
     FV_MAX_TEAM = 256
+
+# Doubles of the row_losses buffer every entry point takes.
+cdef inline int64_t FV_ROW_SCRATCH(int64_t max_batch) noexcept nogil:
+    return 4 * max_batch + FV_MAX_TEAM
 
 ctypedef struct fv_layer:
     int n_in
@@ -34,17 +41,25 @@ ctypedef struct fv_vae_config:
     int n_layers
     int n_encoder
     fv_layer layers[FV_MAX_LAYERS]
+    int kind                # FV_KIND_VAE or FV_KIND_AE (numerics.h)
     int n_features
     int latent_dim
-    int likelihood          # FV_LIK_BERNOULLI or FV_LIK_GAUSSIAN
+    int n_cond              # width of the condition vector (0: none)
+    int likelihood          # FV_LIK_BERNOULLI, _GAUSSIAN or _GAUSSIAN_LEARNED
+    double sigma            # fixed Gaussian observation noise
+    int64_t logsigma_offset # learned log-sigmas in params (n_features)
+    double corrupt          # training: probability of zeroing an input value
+    int binarize            # training: targets ~ Bernoulli(x), redrawn each step
     int parts               # GEMM column blocks (fastvae/partition.h)
-    double sigma            # Gaussian observation noise
     int max_batch
     int64_t n_params
-    int64_t x_offset        # gathered minibatch (max_batch, n_features)
+    int64_t xin_offset      # encoder input [x~ | c] (max_batch, n_features + n_cond)
+    int64_t xtgt_offset     # reconstruction target (max_batch, n_features)
     int64_t eps_offset      # (max_batch, latent_dim)
-    int64_t z_offset        # (max_batch, latent_dim)
-    int64_t dh_offset       # gradient at the head (max_batch, 2 * latent_dim)
+    int64_t z_offset        # decoder input [z | c] (max_batch, latent_dim + n_cond)
+    int64_t dh_offset       # gradient at the VAE head (max_batch, 2 * latent_dim)
+    int64_t sgrad_offset    # per-row log-sigma gradient terms (max_batch, n_features)
+    int64_t scratch_offset  # per-thread scratch (FV_MAX_TEAM, n_features)
     int64_t grad_offset[2]  # ping-pong gradients (max_batch, max width)
     int64_t work_size
 
@@ -56,19 +71,21 @@ ctypedef struct fv_step_args:
     double kl_weight        # beta, times any warm-up factor
     int n_threads
 
-# Forward, negative ELBO, backward and optimizer update for the minibatch
-# X[rows[0]], ..., X[rows[batch - 1]] (rows NULL: the first `batch` rows).
-# batch <= cfg.max_batch; args.n_threads <= FV_MAX_TEAM; row_losses holds
-# 2 * cfg.max_batch + FV_MAX_TEAM doubles (per-row reconstruction and KL
-# terms, then per-thread scratch). sums_out[0] = sum of per-row
-# reconstruction terms, sums_out[1] = sum of per-row KL terms.
+# Forward, loss, backward and optimizer update for the minibatch
+# X[rows[0]], ..., X[rows[batch - 1]] (rows NULL: the first `batch` rows),
+# with conditions Cond (n, n_cond, leading dimension ldc; NULL when n_cond is
+# 0) gathered alike. batch <= cfg.max_batch; args.n_threads <= FV_MAX_TEAM;
+# row_losses holds FV_ROW_SCRATCH(cfg.max_batch) doubles (per-row
+# reconstruction and KL terms, then scratch). sums_out[0] = sum of
+# per-row reconstruction terms, sums_out[1] = sum of per-row KL terms.
 # Returns 0; 1 when the loss is not finite; 2 when the loss is finite but a
 # gradient is not. On 1 and 2 params and optimizer state are left untouched.
 cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
                     const fv_step_args* args, floating* params,
                     floating* grads, floating* state1, floating* state2,
                     floating* work, double* row_losses,
-                    const floating* X, int64_t ldx, const int64_t* rows,
+                    const floating* X, int64_t ldx,
+                    const floating* Cond, int64_t ldc, const int64_t* rows,
                     int batch, double* sums_out) noexcept nogil
 
 # The same without the update: grads receives this call's rows' gradient
@@ -76,26 +93,47 @@ cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
 cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
                            const floating* params, floating* grads,
                            floating* work, double* row_losses,
-                           const floating* X, int64_t ldx, const int64_t* rows,
-                           int batch, double* sums_out) noexcept nogil
+                           const floating* X, int64_t ldx,
+                           const floating* Cond, int64_t ldc,
+                           const int64_t* rows, int batch,
+                           double* sums_out) noexcept nogil
 
-# Encoder head [mu | logvar] (raw logvar) of n <= max_batch rows of X into
-# H_out (n, 2 * latent_dim) with leading dimension ldh.
+# Encoder head (VAE: [mu | raw logvar]; autoencoder: z) of n <= max_batch
+# rows of X (conditions Cond) into H_out with leading dimension ldh.
 cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
-                      floating* work, const floating* X, int64_t ldx, int n,
+                      floating* work, const floating* X, int64_t ldx,
+                      const floating* Cond, int64_t ldc, int n,
                       floating* H_out, int64_t ldh, int n_threads) noexcept nogil
 
-# Mean of p(x | z) (sigmoid of the logits, or the Gaussian mean) for n <=
+# Mean of p(x | z, c) (sigmoid of the logits, or the Gaussian mean) for n <=
 # max_batch rows of Z into out (n, n_features) with leading dimension ldo.
 cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
-                      floating* work, const floating* Z, int64_t ldz, int n,
+                      floating* work, const floating* Z, int64_t ldz,
+                      const floating* Cond, int64_t ldc, int n,
                       floating* out, int64_t ldo, int n_threads) noexcept nogil
 
-# Per-row reconstruction (-log p(x|z), one z per row from stream `stream`)
-# and KL terms of the negative ELBO for n <= max_batch rows of X.
+# Per-row reconstruction (-log p(x|z), one z per row from stream `stream`;
+# the code itself for an autoencoder) and KL terms of the negative ELBO for
+# n <= max_batch rows of X.
 cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
-                    floating* work, const floating* X, int64_t ldx, int n,
+                    floating* work, const floating* X, int64_t ldx,
+                    const floating* Cond, int64_t ldc, int n,
                     uint64_t seed, uint64_t stream, uint64_t step,
                     uint64_t row_offset, uint64_t draw,
                     double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil
+
+# Importance-sampled log p(x | c) of n <= max_batch rows of X (a VAE):
+# log (1/k) sum_s p(x | z_s) p(z_s) / q(z_s | x), z_s ~ q(z | x), for s < k,
+# summed with a running maximum in sample order. Sample s of data row r (the
+# row's global index is row_offset + r) draws its eps from counter
+# (block, row_offset + r, s, 0) under key (seed, stream), so results do not
+# depend on max_batch or the thread count. out receives n doubles; row_losses
+# is scratch of FV_ROW_SCRATCH(max_batch) doubles.
+cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
+                              floating* work, double* row_losses,
+                              const floating* X, int64_t ldx,
+                              const floating* Cond, int64_t ldc, int n,
+                              int64_t k, uint64_t seed, uint64_t stream,
+                              uint64_t row_offset, double* out,
+                              int n_threads) noexcept nogil

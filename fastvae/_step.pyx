@@ -9,24 +9,35 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
-from libc.math cimport isfinite
+from libc.math cimport exp, isfinite, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from fastvae._dense cimport dense_backward_team, dense_forward_team
+from fastvae._elementwise cimport (
+    fv_bernoulli_draw_f32, fv_bernoulli_draw_f64, fv_column_sums_f32,
+    fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
+    fv_gaussian_learned_rows_f32, fv_gaussian_learned_rows_f64, fv_mask_f32,
+    fv_mask_f64)
 from fastvae._losses cimport (
     bernoulli_rows, gaussian_rows, kl_backward_rows, kl_rows)
 from fastvae._numerics cimport (
-    FV_ACT_IDENTITY, FV_LIK_BERNOULLI, FV_LIK_GAUSSIAN, fv_sigmoid_f32,
-    fv_sigmoid_f64)
+    FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI,
+    FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_LOG_2PI, fv_clamp_logvar,
+    fv_sigmoid_f32, fv_sigmoid_f64)
 from fastvae._optim cimport make_optimizer, optimizer_update_team
 from fastvae._parallel cimport (
-    FV_MAX_BLOCKS, fv_flush_denormals_begin, fv_flush_denormals_end, fv_fpenv,
-    fv_omp_barrier, fv_omp_get_num_threads, fv_split_range)
+    FV_BLOCK_ALIGN, FV_MAX_BLOCKS, fv_flush_denormals_begin,
+    fv_flush_denormals_end, fv_fpenv, fv_omp_barrier, fv_omp_get_num_threads,
+    fv_split_range)
 from fastvae._reparam cimport reparam_backward_rows, reparam_forward_rows
-from fastvae._rng cimport FV_STREAM_REPARAM
+from fastvae._rng cimport (
+    FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
+    fv_normal_fill_f32, fv_normal_fill_f64)
 
-LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN}
+LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN,
+               "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED}
+KINDS = {"vae": FV_KIND_VAE, "ae": FV_KIND_AE}
 MAX_LAYERS = FV_MAX_LAYERS
 MAX_THREADS = FV_MAX_TEAM
 
@@ -47,6 +58,63 @@ cdef inline void _rows_of(int tid, int nt, int64_t n, int64_t* r0,
     fv_split_range(n, nt, tid, 1, r0, r1)
 
 
+cdef inline int _head_width(const fv_vae_config* cfg) noexcept nogil:
+    return 2 * cfg.latent_dim if cfg.kind == FV_KIND_VAE else cfg.latent_dim
+
+
+cdef inline bint _plain(const fv_vae_config* cfg, bint training) noexcept nogil:
+    """True when the encoder reads the data rows as they are."""
+    return cfg.n_cond == 0 and not (training and (cfg.binarize or cfg.corrupt > 0))
+
+
+cdef void _prepare(int tid, int nt, const fv_vae_config* cfg, bint training,
+                   const floating* X, int64_t ldx, const floating* Cond,
+                   int64_t ldc, const int64_t* rows, int n, uint64_t seed,
+                   uint64_t step, uint64_t row_offset,
+                   floating* work) noexcept nogil:
+    """Gather the minibatch into the workspace: the target (binarized when
+    training asks for it), the encoder input [x~ | c] (x~ the target with
+    masking noise when training a denoising model) and the condition part of
+    the decoder input [z | c]. Noise is a pure function of (seed, step, the
+    row's global position), like eps. Rows split across threads."""
+    cdef int D = cfg.n_features, C = cfg.n_cond, K = cfg.latent_dim
+    cdef int64_t i, r, r0, r1
+    cdef const floating* src
+    cdef floating* tgt
+    cdef floating* xin
+    cdef bint binarize = training and cfg.binarize
+    cdef double corrupt = cfg.corrupt if training else 0.0
+    _rows_of(tid, nt, n, &r0, &r1)
+    for i in range(r0, r1):
+        r = rows[i] if rows != NULL else i
+        src = X + r * ldx
+        tgt = work + cfg.xtgt_offset + i * D
+        xin = work + cfg.xin_offset + i * (D + C)
+        if binarize:
+            if floating is float:
+                fv_bernoulli_draw_f32(src, tgt, D, seed, FV_STREAM_BINARIZE,
+                                      row_offset + i, step)
+            else:
+                fv_bernoulli_draw_f64(src, tgt, D, seed, FV_STREAM_BINARIZE,
+                                      row_offset + i, step)
+        else:
+            memcpy(tgt, src, D * sizeof(floating))
+        if corrupt > 0:
+            if floating is float:
+                fv_mask_f32(tgt, xin, D, corrupt, seed, FV_STREAM_CORRUPT,
+                            row_offset + i, step)
+            else:
+                fv_mask_f64(tgt, xin, D, corrupt, seed, FV_STREAM_CORRUPT,
+                            row_offset + i, step)
+        else:
+            memcpy(xin, tgt, D * sizeof(floating))
+        if C > 0:
+            memcpy(xin + D, Cond + r * ldc, C * sizeof(floating))
+            memcpy(work + cfg.z_offset + i * (K + C) + K, Cond + r * ldc,
+                   C * sizeof(floating))
+    fv_omp_barrier()
+
+
 cdef void _gather(int tid, int nt, const fv_vae_config* cfg,
                   const floating* X, int64_t ldx, const int64_t* rows, int n,
                   floating* x) noexcept nogil:
@@ -55,11 +123,40 @@ cdef void _gather(int tid, int nt, const fv_vae_config* cfg,
     for i in range(r0, r1):
         memcpy(x + i * cfg.n_features, X + rows[i] * ldx,
                cfg.n_features * sizeof(floating))
+    fv_omp_barrier()
+
+
+cdef void _inputs(int tid, int nt, const fv_vae_config* cfg, bint training,
+                  const floating* X, int64_t ldx, const floating* Cond,
+                  int64_t ldc, const int64_t* rows, int n, uint64_t seed,
+                  uint64_t step, uint64_t row_offset, floating* work,
+                  const floating** x_in, int64_t* ld_in,
+                  const floating** x_tgt, int64_t* ld_tgt) noexcept nogil:
+    """Where the encoder input and the reconstruction target are. Plain data
+    are read in place (or gathered once); conditions and training noise need
+    the full preparation."""
+    cdef int D = cfg.n_features
+    if _plain(cfg, training):
+        if rows == NULL:
+            x_in[0] = X
+            ld_in[0] = ldx
+        else:
+            _gather(tid, nt, cfg, X, ldx, rows, n, work + cfg.xtgt_offset)
+            x_in[0] = work + cfg.xtgt_offset
+            ld_in[0] = D
+        x_tgt[0] = x_in[0]
+        ld_tgt[0] = ld_in[0]
+        return
+    _prepare(tid, nt, cfg, training, X, ldx, Cond, ldc, rows, n, seed, step,
+             row_offset, work)
+    x_in[0] = work + cfg.xin_offset
+    ld_in[0] = D + cfg.n_cond
+    x_tgt[0] = work + cfg.xtgt_offset
+    ld_tgt[0] = D
 
 
 cdef inline const floating* _input_of(const fv_vae_config* cfg, int l,
                                       const floating* x, int64_t ldx,
-                                      const floating* z, int64_t ldz,
                                       const floating* work,
                                       int64_t* ld) noexcept nogil:
     """The input of layer l and its leading dimension."""
@@ -67,8 +164,8 @@ cdef inline const floating* _input_of(const fv_vae_config* cfg, int l,
         ld[0] = ldx
         return x
     if l == cfg.n_encoder:
-        ld[0] = ldz
-        return z
+        ld[0] = cfg.latent_dim + cfg.n_cond
+        return work + cfg.z_offset
     ld[0] = cfg.layers[l - 1].n_out
     return work + cfg.layers[l - 1].out_offset
 
@@ -76,14 +173,14 @@ cdef inline const floating* _input_of(const fv_vae_config* cfg, int l,
 cdef void _forward_layers(int tid, int nt, const fv_vae_config* cfg,
                           int first, int last, const floating* params,
                           floating* work, const floating* x, int64_t ldx,
-                          const floating* z, int64_t ldz, int n) noexcept nogil:
+                          int n) noexcept nogil:
     cdef int l
     cdef int64_t ld_in
     cdef const floating* inp
     cdef const fv_layer* L
     for l in range(first, last):
         L = &cfg.layers[l]
-        inp = _input_of(cfg, l, x, ldx, z, ldz, work, &ld_in)
+        inp = _input_of(cfg, l, x, ldx, work, &ld_in)
         dense_forward_team(tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
                            params + L.w_offset, params + L.b_offset,
                            work + L.out_offset, L.n_out, L.activation,
@@ -91,78 +188,127 @@ cdef void _forward_layers(int tid, int nt, const fv_vae_config* cfg,
         fv_omp_barrier()
 
 
-cdef void _sample_latent(int tid, int nt, const fv_vae_config* cfg,
-                         floating* work, double* kl_out, int n,
-                         uint64_t seed, uint64_t stream, uint64_t step,
-                         uint64_t row_offset, uint64_t draw) noexcept nogil:
-    """z = mu + sigma * eps and the per-row KL, rows split across threads."""
-    cdef int K = cfg.latent_dim
+cdef void _latent(int tid, int nt, const fv_vae_config* cfg, floating* work,
+                  double* kl_out, int n, uint64_t seed, uint64_t stream,
+                  uint64_t step, uint64_t row_offset,
+                  uint64_t draw) noexcept nogil:
+    """The decoder's z: mu + sigma * eps and the per-row KL for a VAE, the
+    encoder's code (KL 0) for an autoencoder. Rows split across threads."""
+    cdef int K = cfg.latent_dim, C = cfg.n_cond
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
-    cdef int64_t r0, r1
+    cdef int64_t i, r0, r1
     _rows_of(tid, nt, n, &r0, &r1)
-    reparam_forward_rows(H, 2 * K, K, work + cfg.z_offset, K,
-                         work + cfg.eps_offset, K, seed, stream, step,
-                         row_offset, draw, r0, r1)
-    kl_rows(H, 2 * K, K, kl_out, r0, r1)
+    if cfg.kind == FV_KIND_VAE:
+        reparam_forward_rows(H, 2 * K, K, work + cfg.z_offset, K + C,
+                             work + cfg.eps_offset, K, seed, stream, step,
+                             row_offset, draw, r0, r1)
+        kl_rows(H, 2 * K, K, kl_out, r0, r1)
+    else:
+        for i in range(r0, r1):
+            memcpy(work + cfg.z_offset + i * (K + C), H + i * K,
+                   K * sizeof(floating))
+            kl_out[i] = 0.0
     fv_omp_barrier()
+
+
+cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
+                     floating* work, const floating* out, const floating* x,
+                     int64_t ldx, double grad_scale, floating* grad,
+                     int64_t r0, int64_t r1, int tid,
+                     double* recon) noexcept nogil:
+    """-log p(x_i | decoder output row i) for rows [r0, r1) and, with grad,
+    grad_scale times its gradient (for a learned Gaussian also the per-row
+    log-sigma gradient terms, into sgrad)."""
+    cdef int D = cfg.n_features
+    cdef floating* sgrad = work + cfg.sgrad_offset if grad != NULL else NULL
+    cdef floating* scratch = work + cfg.scratch_offset + tid * _round_up(D)
+    if cfg.likelihood == FV_LIK_BERNOULLI:
+        bernoulli_rows(out, D, x, <int> ldx, D, grad_scale, grad, D, recon,
+                       r0, r1)
+    elif cfg.likelihood == FV_LIK_GAUSSIAN:
+        gaussian_rows(out, D, x, <int> ldx, D, cfg.sigma, grad_scale, grad, D,
+                      recon, r0, r1)
+    elif floating is float:
+        fv_gaussian_learned_rows_f32(
+            out, D, x, ldx, D, params + cfg.logsigma_offset, <float> grad_scale,
+            grad, D, sgrad, D, scratch, recon, r0, r1)
+    else:
+        fv_gaussian_learned_rows_f64(
+            out, D, x, ldx, D, params + cfg.logsigma_offset, grad_scale,
+            grad, D, sgrad, D, scratch, recon, r0, r1)
 
 
 cdef void _reconstruction(int tid, int nt, const fv_vae_config* cfg,
-                          floating* work, const floating* x, int64_t ldx,
-                          int n, double grad_scale, bint want_grad,
+                          const floating* params, floating* work,
+                          const floating* x, int64_t ldx, int n,
+                          double grad_scale, bint want_grad,
                           double* recon_out) noexcept nogil:
     """Per-row -log p(x|z); with want_grad, grad_scale * dLoss/d(output) goes
     to the first gradient buffer (not over the output: the loss kernels need
-    non-overlapping buffers to vectorise)."""
-    cdef const fv_layer* L = &cfg.layers[cfg.n_layers - 1]
-    cdef floating* out = work + L.out_offset
-    cdef floating* grad = work + cfg.grad_offset[0] if want_grad else NULL
-    cdef int D = cfg.n_features
+    non-overlapping buffers to vectorise). Rows split across threads."""
     cdef int64_t r0, r1
     _rows_of(tid, nt, n, &r0, &r1)
-    if cfg.likelihood == FV_LIK_BERNOULLI:
-        bernoulli_rows(out, D, x, <int> ldx, D, grad_scale, grad, D,
-                       recon_out, r0, r1)
-    else:
-        gaussian_rows(out, D, x, <int> ldx, D, cfg.sigma, grad_scale, grad, D,
-                      recon_out, r0, r1)
+    _loss_rows(cfg, params, work, work + cfg.layers[cfg.n_layers - 1].out_offset,
+               x, ldx, grad_scale,
+               work + cfg.grad_offset[0] if want_grad else NULL, r0, r1, tid,
+               recon_out)
     fv_omp_barrier()
+
+
+cdef int64_t _logsigma_gradient(int tid, int nt, const fv_vae_config* cfg,
+                                floating* grads, const floating* work,
+                                int n) noexcept nogil:
+    """d loss / d log-sigma: column sums of the per-row terms (rows in order),
+    columns split across threads; returns the non-finite count."""
+    cdef int64_t c0, c1
+    cdef int D = cfg.n_features
+    cdef floating* out = grads + cfg.logsigma_offset
+    fv_split_range(D, nt, tid, FV_BLOCK_ALIGN, &c0, &c1)
+    if c1 <= c0:
+        return 0
+    if floating is float:
+        fv_column_sums_f32(work + cfg.sgrad_offset + c0, D, n, <int> (c1 - c0),
+                           out + c0)
+        return fv_count_nonfinite_f32(out + c0, 0, 1, <int> (c1 - c0))
+    else:
+        fv_column_sums_f64(work + cfg.sgrad_offset + c0, D, n, <int> (c1 - c0),
+                           out + c0)
+        return fv_count_nonfinite_f64(out + c0, 0, 1, <int> (c1 - c0))
 
 
 cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
                            const fv_step_args* args, const floating* params,
                            floating* grads, floating* work, double* row_losses,
-                           const floating* X, int64_t ldx, const int64_t* rows,
-                           int n, double* sums_out) noexcept nogil:
+                           const floating* X, int64_t ldx,
+                           const floating* Cond, int64_t ldc,
+                           const int64_t* rows, int n,
+                           double* sums_out) noexcept nogil:
     cdef int K = cfg.latent_dim
     cdef int l, which = 1
-    cdef int64_t i, r0, r1, ld_in, ld_cur, ld_x = ldx
+    cdef int64_t i, r0, r1, ld_in, ld_cur, ld_x, ld_t
     cdef double recon_sum = 0.0, kl_sum = 0.0
     cdef double scale = 1.0 / args.global_batch
     cdef double* recon = row_losses
     cdef double* kl = row_losses + cfg.max_batch
-    cdef const floating* x = X
+    cdef double* team_bad = row_losses + 2 * cfg.max_batch
+    cdef int64_t bad = 0
+    cdef const floating* x
+    cdef const floating* xt
     cdef const floating* inp
     cdef floating* cur
     cdef floating* dX
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
     cdef const fv_layer* L
-    cdef double* team_bad = row_losses + 2 * cfg.max_batch
-    cdef int64_t bad = 0
 
-    if rows != NULL:
-        _gather(tid, nt, cfg, X, ldx, rows, n, work + cfg.x_offset)
-        fv_omp_barrier()
-        x = work + cfg.x_offset
-        ld_x = cfg.n_features
-
-    _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x,
-                    NULL, 0, n)
-    _sample_latent(tid, nt, cfg, work, kl, n, args.seed, FV_STREAM_REPARAM,
-                   args.step, <uint64_t> args.row_offset, 0)
+    _inputs(tid, nt, cfg, True, X, ldx, Cond, ldc, rows, n, args.seed,
+            args.step, <uint64_t> args.row_offset, work, &x, &ld_x, &xt, &ld_t)
+    _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x, n)
+    _latent(tid, nt, cfg, work, kl, n, args.seed, FV_STREAM_REPARAM,
+            args.step, <uint64_t> args.row_offset, 0)
     _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params, work,
-                    x, ld_x, work + cfg.z_offset, K, n)
-    _reconstruction(tid, nt, cfg, work, x, ld_x, n, scale, True, recon)
+                    x, ld_x, n)
+    _reconstruction(tid, nt, cfg, params, work, xt, ld_t, n, scale, True,
+                    recon)
 
     # Every thread sums the same rows in the same order, so all of them
     # reach the same verdict without another barrier.
@@ -175,13 +321,17 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
     if not (isfinite(recon_sum) and isfinite(kl_sum)):
         return 1
 
-    # Decoder, top down, from the output gradient in grad buffer 0.
+    if cfg.likelihood == FV_LIK_GAUSSIAN_LEARNED:
+        bad += _logsigma_gradient(tid, nt, cfg, grads, work, n)
+
+    # Decoder, top down, from the output gradient in grad buffer 0. The
+    # first decoder layer's input gradient is d[z | c]; only dz is used.
     L = &cfg.layers[cfg.n_layers - 1]
     cur = work + cfg.grad_offset[0]
     ld_cur = L.n_out
     for l in range(cfg.n_layers - 1, cfg.n_encoder - 1, -1):
         L = &cfg.layers[l]
-        inp = _input_of(cfg, l, x, ld_x, work + cfg.z_offset, K, work, &ld_in)
+        inp = _input_of(cfg, l, x, ld_x, work, &ld_in)
         dX = work + cfg.grad_offset[which]
         bad += dense_backward_team(
             tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
@@ -194,19 +344,21 @@ cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
         ld_cur = L.n_in
         which = 1 - which
 
-    # cur = dL/dz: through the reparameterization and the KL term.
-    _rows_of(tid, nt, n, &r0, &r1)
-    reparam_backward_rows(H, 2 * K, K, work + cfg.eps_offset, K, cur, K,
-                          work + cfg.dh_offset, 2 * K, r0, r1)
-    kl_backward_rows(H, 2 * K, K, args.kl_weight * scale,
-                     work + cfg.dh_offset, 2 * K, r0, r1)
-    fv_omp_barrier()
+    # cur = d[z | c]: through the reparameterization and the KL term to the
+    # head of a VAE; an autoencoder's head gradient is dz itself.
+    if cfg.kind == FV_KIND_VAE:
+        _rows_of(tid, nt, n, &r0, &r1)
+        reparam_backward_rows(H, 2 * K, K, work + cfg.eps_offset, K, cur,
+                              <int> ld_cur, work + cfg.dh_offset, 2 * K, r0, r1)
+        kl_backward_rows(H, 2 * K, K, args.kl_weight * scale,
+                         work + cfg.dh_offset, 2 * K, r0, r1)
+        fv_omp_barrier()
+        cur = work + cfg.dh_offset
+        ld_cur = 2 * K
 
-    cur = work + cfg.dh_offset
-    ld_cur = 2 * K
     for l in range(cfg.n_encoder - 1, -1, -1):
         L = &cfg.layers[l]
-        inp = _input_of(cfg, l, x, ld_x, NULL, 0, work, &ld_in)
+        inp = _input_of(cfg, l, x, ld_x, work, &ld_in)
         dX = NULL if l == 0 else work + cfg.grad_offset[which]
         bad += dense_backward_team(
             tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
@@ -239,7 +391,8 @@ cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
                     const fv_step_args* args, floating* params,
                     floating* grads, floating* state1, floating* state2,
                     floating* work, double* row_losses,
-                    const floating* X, int64_t ldx, const int64_t* rows,
+                    const floating* X, int64_t ldx,
+                    const floating* Cond, int64_t ldc, const int64_t* rows,
                     int batch, double* sums_out) noexcept nogil:
     # A one-element array: names assigned inside a parallel block are
     # thread-private in Cython, stores through a pointer are shared.
@@ -252,7 +405,8 @@ cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
         tid = threadid()
         nt = fv_omp_get_num_threads()
         st = _forward_backward(tid, nt, cfg, args, params, grads, work,
-                               row_losses, X, ldx, rows, batch, sums_out)
+                               row_losses, X, ldx, Cond, ldc, rows, batch,
+                               sums_out)
         if st == 0:
             optimizer_update_team(tid, nt, opt, <int64_t> args.step + 1,
                                   params, grads, state1, state2, cfg.n_params)
@@ -265,8 +419,10 @@ cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
 cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
                            const floating* params, floating* grads,
                            floating* work, double* row_losses,
-                           const floating* X, int64_t ldx, const int64_t* rows,
-                           int batch, double* sums_out) noexcept nogil:
+                           const floating* X, int64_t ldx,
+                           const floating* Cond, int64_t ldc,
+                           const int64_t* rows, int batch,
+                           double* sums_out) noexcept nogil:
     cdef int status[1]
     cdef int st, tid
     cdef fv_fpenv env
@@ -275,84 +431,258 @@ cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
         env = fv_flush_denormals_begin()
         tid = threadid()
         st = _forward_backward(tid, fv_omp_get_num_threads(), cfg, args,
-                               params, grads, work, row_losses, X, ldx, rows,
-                               batch, sums_out)
+                               params, grads, work, row_losses, X, ldx, Cond,
+                               ldc, rows, batch, sums_out)
         if tid == 0:
             status[0] = st
         fv_flush_denormals_end(env)
     return status[0]
 
 
-cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
-                      floating* work, const floating* X, int64_t ldx, int n,
-                      floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
+cdef void _store_head(int tid, int nt, const fv_vae_config* cfg,
+                      const floating* work, int n, floating* H_out,
+                      int64_t ldh) noexcept nogil:
     cdef int64_t i, r0, r1
+    cdef int width = _head_width(cfg)
+    cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+    _rows_of(tid, nt, n, &r0, &r1)
+    for i in range(r0, r1):
+        memcpy(H_out + i * ldh, H + i * width, width * sizeof(floating))
+
+
+cdef void _load_latent(int tid, int nt, const fv_vae_config* cfg,
+                       floating* work, const floating* Z, int64_t ldz,
+                       const floating* Cond, int64_t ldc, int n) noexcept nogil:
+    """Decoder input rows [z | c]."""
+    cdef int64_t i, r0, r1
+    cdef int K = cfg.latent_dim, C = cfg.n_cond
+    cdef floating* zi
+    _rows_of(tid, nt, n, &r0, &r1)
+    for i in range(r0, r1):
+        zi = work + cfg.z_offset + i * (K + C)
+        memcpy(zi, Z + i * ldz, K * sizeof(floating))
+        if C > 0:
+            memcpy(zi + K, Cond + i * ldc, C * sizeof(floating))
+    fv_omp_barrier()
+
+
+cdef void _store_means(int tid, int nt, const fv_vae_config* cfg,
+                       const floating* work, int n, floating* out,
+                       int64_t ldo) noexcept nogil:
+    """Mean of p(x | z): sigmoid of the logits, or the Gaussian mean."""
+    cdef int64_t i, r0, r1
+    cdef int d, D = cfg.n_features
+    cdef const floating* Y = work + cfg.layers[cfg.n_layers - 1].out_offset
+    cdef const floating* y
+    cdef floating* o
+    _rows_of(tid, nt, n, &r0, &r1)
+    for i in range(r0, r1):
+        y = Y + i * D
+        o = out + i * ldo
+        if cfg.likelihood == FV_LIK_BERNOULLI:
+            for d in range(D):
+                if floating is float:
+                    o[d] = fv_sigmoid_f32(y[d])
+                else:
+                    o[d] = fv_sigmoid_f64(y[d])
+        else:
+            memcpy(o, y, D * sizeof(floating))
+
+
+# Helpers do every per-thread loop: in a `with parallel()` block Cython makes
+# a variable thread-private only when the block assigns it, and a row range
+# filled through a pointer would be shared by the team.
+
+cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
+                      floating* work, const floating* X, int64_t ldx,
+                      const floating* Cond, int64_t ldc, int n,
+                      floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
+    cdef int64_t ld_x, ld_t
     cdef int tid, nt
     cdef fv_fpenv env
-    cdef int width = 2 * cfg.latent_dim
-    cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+    cdef const floating* x
+    cdef const floating* xt
     with parallel(num_threads=n_threads):
         env = fv_flush_denormals_begin()
         tid = threadid()
         nt = fv_omp_get_num_threads()
-        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, X, ldx,
-                        NULL, 0, n)
-        _rows_of(tid, nt, n, &r0, &r1)
-        for i in range(r0, r1):
-            memcpy(H_out + i * ldh, H + i * width, width * sizeof(floating))
+        x = NULL
+        xt = NULL
+        ld_x = 0
+        ld_t = 0
+        _inputs(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0, work,
+                &x, &ld_x, &xt, &ld_t)
+        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x,
+                        n)
+        _store_head(tid, nt, cfg, work, n, H_out, ldh)
         fv_flush_denormals_end(env)
 
 
 cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
-                      floating* work, const floating* Z, int64_t ldz, int n,
+                      floating* work, const floating* Z, int64_t ldz,
+                      const floating* Cond, int64_t ldc, int n,
                       floating* out, int64_t ldo, int n_threads) noexcept nogil:
-    cdef int64_t i, r0, r1
-    cdef int d, tid, nt
+    cdef int tid, nt
     cdef fv_fpenv env
-    cdef int D = cfg.n_features
-    cdef const floating* Y = work + cfg.layers[cfg.n_layers - 1].out_offset
-    cdef const floating* y
-    cdef floating* o
     with parallel(num_threads=n_threads):
         env = fv_flush_denormals_begin()
         tid = threadid()
         nt = fv_omp_get_num_threads()
+        _load_latent(tid, nt, cfg, work, Z, ldz, Cond, ldc, n)
         _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
-                        work, NULL, 0, Z, ldz, n)
-        _rows_of(tid, nt, n, &r0, &r1)
-        for i in range(r0, r1):
-            y = Y + i * D
-            o = out + i * ldo
-            if cfg.likelihood == FV_LIK_BERNOULLI:
-                for d in range(D):
-                    if floating is float:
-                        o[d] = fv_sigmoid_f32(y[d])
-                    else:
-                        o[d] = fv_sigmoid_f64(y[d])
-            else:
-                memcpy(o, y, D * sizeof(floating))
+                        work, NULL, 0, n)
+        _store_means(tid, nt, cfg, work, n, out, ldo)
         fv_flush_denormals_end(env)
 
 
 cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
-                    floating* work, const floating* X, int64_t ldx, int n,
+                    floating* work, const floating* X, int64_t ldx,
+                    const floating* Cond, int64_t ldc, int n,
                     uint64_t seed, uint64_t stream, uint64_t step,
                     uint64_t row_offset, uint64_t draw,
                     double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil:
     cdef int tid, nt
+    cdef int64_t ld_x, ld_t
+    cdef const floating* x
+    cdef const floating* xt
     cdef fv_fpenv env
     with parallel(num_threads=n_threads):
         env = fv_flush_denormals_begin()
         tid = threadid()
         nt = fv_omp_get_num_threads()
-        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, X, ldx,
-                        NULL, 0, n)
-        _sample_latent(tid, nt, cfg, work, kl_out, n, seed, stream, step,
-                       row_offset, draw)
+        x = NULL
+        xt = NULL
+        ld_x = 0
+        ld_t = 0
+        _inputs(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0, work,
+                &x, &ld_x, &xt, &ld_t)
+        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x,
+                        n)
+        _latent(tid, nt, cfg, work, kl_out, n, seed, stream, step, row_offset,
+                draw)
         _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
-                        work, X, ldx, work + cfg.z_offset, cfg.latent_dim, n)
-        _reconstruction(tid, nt, cfg, work, X, ldx, n, 1.0, False, recon_out)
+                        work, x, ld_x, n)
+        _reconstruction(tid, nt, cfg, params, work, xt, ld_t, n, 1.0, False,
+                        recon_out)
+        fv_flush_denormals_end(env)
+
+
+cdef void _importance_draws(int tid, int nt, const fv_vae_config* cfg,
+                            floating* work, double* extra, int64_t q0, int w,
+                            int64_t k, uint64_t seed, uint64_t stream,
+                            uint64_t row_offset) noexcept nogil:
+    """Rows j < w of the decoder input for pairs q = q0 + j of (data row
+    q // k, sample q % k): z = mu + sigma * eps (rounded like the training
+    step's), and extra[j] = log p(z) - log q(z | x)
+    = -1/2 sum (z^2 - eps^2 - logvar) in double."""
+    cdef int K = cfg.latent_dim, C = cfg.n_cond, D = cfg.n_features, c
+    cdef int64_t j, j0, j1, q, r
+    cdef double s, lv, zc, e
+    cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+    cdef const floating* h
+    cdef floating* z
+    cdef floating* eps
+    _rows_of(tid, nt, w, &j0, &j1)
+    for j in range(j0, j1):
+        q = q0 + j
+        r = q // k
+        h = H + r * 2 * K
+        z = work + cfg.z_offset + j * (K + C)
+        eps = work + cfg.eps_offset + j * K
+        if floating is float:
+            fv_normal_fill_f32(seed, stream, row_offset + r, <uint64_t> (q % k),
+                               0, eps, K)
+        else:
+            fv_normal_fill_f64(seed, stream, row_offset + r, <uint64_t> (q % k),
+                               0, eps, K)
+        s = 0.0
+        for c in range(K):
+            lv = fv_clamp_logvar(h[K + c])
+            e = eps[c]
+            z[c] = <floating> (h[c] + exp(0.5 * lv) * e)
+            zc = z[c]
+            s += zc * zc - e * e - lv
+        extra[j] = -0.5 * s
+        if C > 0:
+            memcpy(z + K, work + cfg.xin_offset + r * (D + C) + D,
+                   C * sizeof(floating))
+
+
+cdef void _window_losses(int tid, int nt, const fv_vae_config* cfg,
+                         const floating* params, floating* work, int64_t q0,
+                         int w, int64_t k, double* recon) noexcept nogil:
+    """-log p(x_r | z) of the window's pairs against their data rows: runs of
+    equal r share the target, read with leading dimension 0."""
+    cdef int64_t j, j0, j1, r, run
+    cdef int D = cfg.n_features
+    cdef const floating* dec_out = work + cfg.layers[cfg.n_layers - 1].out_offset
+    _rows_of(tid, nt, w, &j0, &j1)
+    j = j0
+    while j < j1:
+        r = (q0 + j) // k
+        run = min(j1, (r + 1) * k - q0)
+        _loss_rows(cfg, params, work, dec_out, work + cfg.xtgt_offset + r * D,
+                   0, 1.0, NULL, j, run, tid, recon)
+        j = run
+    fv_omp_barrier()
+
+
+cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
+                              floating* work, double* row_losses,
+                              const floating* X, int64_t ldx,
+                              const floating* Cond, int64_t ldc, int n,
+                              int64_t k, uint64_t seed, uint64_t stream,
+                              uint64_t row_offset, double* out,
+                              int n_threads) noexcept nogil:
+    cdef int tid, nt, w
+    cdef int64_t j, q0, q, r
+    cdef int D = cfg.n_features
+    cdef double lw
+    cdef double* recon = row_losses
+    cdef double* extra = row_losses + cfg.max_batch
+    cdef double* top = row_losses + 2 * cfg.max_batch + FV_MAX_TEAM
+    cdef double* total = top + cfg.max_batch
+    cdef fv_fpenv env
+    cdef int64_t n_pairs = n * k
+    with parallel(num_threads=n_threads):
+        env = fv_flush_denormals_begin()
+        tid = threadid()
+        nt = fv_omp_get_num_threads()
+        # The data rows (with their conditions) stay in the workspace while
+        # the decoder runs over windows of (row, sample) pairs.
+        _prepare(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0,
+                 work)
+        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work,
+                        work + cfg.xin_offset, D + cfg.n_cond, n)
+        q0 = 0
+        while q0 < n_pairs:
+            w = <int> min(<int64_t> cfg.max_batch, n_pairs - q0)
+            _importance_draws(tid, nt, cfg, work, extra, q0, w, k, seed,
+                              stream, row_offset)
+            fv_omp_barrier()
+            _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
+                            work, NULL, 0, w)
+            _window_losses(tid, nt, cfg, params, work, q0, w, k, recon)
+            # log-mean-exp with a running maximum, samples in order
+            if tid == 0:
+                for j in range(w):
+                    q = q0 + j
+                    r = q // k
+                    lw = extra[j] - recon[j]
+                    if q % k == 0:
+                        top[r] = lw
+                        total[r] = 1.0
+                    elif lw > top[r]:
+                        total[r] = total[r] * exp(top[r] - lw) + 1.0
+                        top[r] = lw
+                    else:
+                        total[r] += exp(lw - top[r])
+            fv_omp_barrier()
+            q0 = q0 + w
+        if tid == 0:
+            for r in range(n):
+                out[r] = top[r] + log(total[r]) - log(<double> k)
         fv_flush_denormals_end(env)
 
 
@@ -369,14 +699,16 @@ cdef _aligned_empty(int64_t n, dtype):
 
 
 cdef class Network:
-    """Compiled VAE network of fixed architecture, dtype and max batch size.
+    """Compiled network (VAE or autoencoder) of fixed architecture, dtype and
+    max batch size.
 
     Parameters
     ----------
     encoder_dims : sequence of int
-        (n_features, hidden..., 2 * latent_dim).
+        (n_features + n_cond, hidden..., head) with head 2 * latent_dim for a
+        VAE and latent_dim for an autoencoder.
     decoder_dims : sequence of int
-        (latent_dim, hidden..., n_features).
+        (latent_dim + n_cond, hidden..., n_features).
     activations : sequence of int
         Activation code of every layer, encoder then decoder; the encoder head
         and the decoder output must be identity.
@@ -384,16 +716,26 @@ cdef class Network:
         Offsets of each layer's W and b in the flat parameter buffer.
     n_params : int
         Length of the flat parameter buffer.
-    likelihood : {"bernoulli", "gaussian"}
+    likelihood : {"bernoulli", "gaussian", "gaussian_learned"}
     sigma : float
-        Gaussian observation noise (ignored for Bernoulli).
+        Fixed Gaussian observation noise (used by "gaussian" only).
     max_batch : int
         Largest number of rows one call handles.
     dtype : numpy.float32 or numpy.float64
     parts : int, default=2
         Column blocks of large GEMMs (fastvae/partition.h); results depend on
-        it but not on the number of threads. The model passes
+        it but not on the number of threads. The models pass
         fastvae.threads.partition_count().
+    kind : {"vae", "ae"}, default="vae"
+    n_cond : int, default=0
+        Width of the condition vector fed to encoder and decoder.
+    logsigma_offset : int, default=-1
+        Offset of the n_features learned log-sigmas ("gaussian_learned").
+    corrupt : float in [0, 1), default=0
+        Training only: probability of zeroing each input value (denoising).
+    binarize : bool, default=False
+        Training only: targets drawn as Bernoulli(x) at every step (dynamic
+        binarization; x must lie in [0, 1]).
     """
 
     cdef fv_vae_config cfg
@@ -404,8 +746,10 @@ cdef class Network:
 
     def __init__(self, encoder_dims, decoder_dims, activations, w_offsets,
                  b_offsets, int64_t n_params, str likelihood, double sigma,
-                 int max_batch, dtype, int parts=2):
-        dims = [list(encoder_dims), list(decoder_dims)]
+                 int max_batch, dtype, int parts=2, str kind="vae",
+                 int n_cond=0, int64_t logsigma_offset=-1, double corrupt=0.0,
+                 bint binarize=False):
+        dims = [[int(d) for d in encoder_dims], [int(d) for d in decoder_dims]]
         n_enc = len(dims[0]) - 1
         n_layers = n_enc + len(dims[1]) - 1
         if n_enc < 1 or len(dims[1]) < 2 or n_layers > FV_MAX_LAYERS:
@@ -414,10 +758,21 @@ cdef class Network:
                 "in the encoder and one in the decoder")
         if not (len(activations) == len(w_offsets) == len(b_offsets) == n_layers):
             raise ValueError("one activation, W offset and b offset per layer")
-        if dims[0][n_enc] != 2 * dims[1][0] or dims[0][0] != dims[1][len(dims[1]) - 1]:
-            raise ValueError("encoder must output 2 * latent_dim and the decoder "
-                             "must output n_features")
-        if any(int(d) < 1 for d in dims[0] + dims[1]):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+        if n_cond < 0:
+            raise ValueError(f"n_cond must be >= 0, got {n_cond}")
+        D = dims[1][len(dims[1]) - 1]
+        K = dims[1][0] - n_cond
+        head = 2 * K if kind == "vae" else K
+        if K < 1 or dims[0][n_enc] != head or dims[0][0] != D + n_cond:
+            raise ValueError(
+                f"a {kind} with {n_cond} condition columns needs encoder dims "
+                "(n_features + n_cond, ..., head) and decoder dims "
+                "(latent_dim + n_cond, ..., n_features) with head = "
+                f"{'2 * latent_dim' if kind == 'vae' else 'latent_dim'}; got "
+                f"{tuple(dims[0])} and {tuple(dims[1])}")
+        if any(d < 1 for d in dims[0] + dims[1]):
             raise ValueError("every layer size must be >= 1")
         if (activations[n_enc - 1] != FV_ACT_IDENTITY
                 or activations[n_layers - 1] != FV_ACT_IDENTITY):
@@ -426,6 +781,12 @@ cdef class Network:
             raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
+        if likelihood == "gaussian_learned" and not (
+                0 <= logsigma_offset and logsigma_offset + D <= n_params):
+            raise ValueError(f"the {D} log-sigmas do not fit in {n_params} "
+                             f"parameters at offset {logsigma_offset}")
+        if not 0.0 <= corrupt < 1.0:
+            raise ValueError(f"corrupt must be in [0, 1), got {corrupt}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if not 1 <= parts <= FV_MAX_BLOCKS:
@@ -437,16 +798,22 @@ cdef class Network:
         cdef fv_vae_config* c = &self.cfg
         c.n_layers = n_layers
         c.n_encoder = n_enc
-        c.n_features = dims[0][0]
-        c.latent_dim = dims[1][0]
+        c.kind = KINDS[kind]
+        c.n_features = D
+        c.latent_dim = K
+        c.n_cond = n_cond
         c.likelihood = LIKELIHOODS[likelihood]
-        c.parts = parts
         c.sigma = sigma
+        c.logsigma_offset = logsigma_offset
+        c.corrupt = corrupt
+        c.binarize = binarize
+        c.parts = parts
         c.max_batch = max_batch
         c.n_params = n_params
         sizes = [(dims[0][i], dims[0][i + 1]) for i in range(n_enc)] + [
             (dims[1][i], dims[1][i + 1]) for i in range(len(dims[1]) - 1)]
         cdef int64_t off = 0
+        cdef int64_t rows = max_batch
         max_width = 0
         for l, (n_in, n_out) in enumerate(sizes):
             w_off, b_off = int(w_offsets[l]), int(b_offsets[l])
@@ -459,23 +826,26 @@ cdef class Network:
             c.layers[l].w_offset = w_off
             c.layers[l].b_offset = b_off
             c.layers[l].out_offset = off
-            off += _round_up(<int64_t> max_batch * n_out)
+            off += _round_up(rows * n_out)
             max_width = max(max_width, n_in, n_out)
-        K = c.latent_dim
-        c.x_offset = off
-        off += _round_up(<int64_t> max_batch * c.n_features)
-        c.eps_offset = off
-        off += _round_up(<int64_t> max_batch * K)
-        c.z_offset = off
-        off += _round_up(<int64_t> max_batch * K)
-        c.dh_offset = off
-        off += _round_up(<int64_t> max_batch * 2 * K)
-        for i in range(2):
-            c.grad_offset[i] = off
-            off += _round_up(<int64_t> max_batch * max_width)
+        regions = [("xin", rows * (D + n_cond)), ("xtgt", rows * D),
+                   ("eps", rows * K), ("z", rows * (K + n_cond)),
+                   ("dh", rows * 2 * K),
+                   ("sgrad", rows * D if likelihood == "gaussian_learned" else 0),
+                   ("scratch", FV_MAX_TEAM * _round_up(D)
+                    if likelihood == "gaussian_learned" else 0),
+                   ("grad0", rows * max_width), ("grad1", rows * max_width)]
+        at = {}
+        for name, size in regions:
+            at[name] = off
+            off += _round_up(size)
+        c.xin_offset, c.xtgt_offset = at["xin"], at["xtgt"]
+        c.eps_offset, c.z_offset, c.dh_offset = at["eps"], at["z"], at["dh"]
+        c.sgrad_offset, c.scratch_offset = at["sgrad"], at["scratch"]
+        c.grad_offset[0], c.grad_offset[1] = at["grad0"], at["grad1"]
         c.work_size = off
         self._work = _aligned_empty(off, self.dtype)
-        self._row_losses = np.zeros(2 * max_batch + FV_MAX_TEAM, dtype=np.float64)
+        self._row_losses = np.zeros(FV_ROW_SCRATCH(max_batch), dtype=np.float64)
         self.opt = make_optimizer("sgd", 0.0, 0.0, 0.0, 0.0, 0.0)
 
     @property
@@ -494,6 +864,14 @@ cdef class Network:
     def work_size(self):
         return self.cfg.work_size
 
+    @property
+    def n_cond(self):
+        return self.cfg.n_cond
+
+    @property
+    def head_width(self):
+        return _head_width(&self.cfg)
+
     def set_optimizer(self, str kind, double lr, double momentum=0.9,
                       double beta1=0.9, double beta2=0.999, double eps=1e-8):
         """Optimizer used by train_step (ValueError on an unknown kind)."""
@@ -507,6 +885,18 @@ cdef class Network:
         if n_params != self.cfg.n_params:
             raise ValueError(f"parameter buffers must have length "
                              f"{self.cfg.n_params}, got {n_params}")
+
+    cdef _check_cond(self, object cond, Py_ssize_t n_rows):
+        if self.cfg.n_cond == 0:
+            if cond is not None:
+                raise ValueError("this network takes no conditions")
+            return
+        if cond is None:
+            raise ValueError(f"this network needs conditions: an array of shape "
+                             f"(n_rows, {self.cfg.n_cond})")
+        if cond.shape[0] != n_rows or cond.shape[1] != self.cfg.n_cond:
+            raise ValueError(f"cond must have shape ({n_rows}, {self.cfg.n_cond}), "
+                             f"got ({cond.shape[0]}, {cond.shape[1]})")
 
     cdef _check_rows(self, Py_ssize_t n_rows, Py_ssize_t n_cols, int batch,
                      const int64_t[::1] rows):
@@ -549,8 +939,10 @@ cdef class Network:
                    floating[::1] state1, floating[::1] state2,
                    const floating[:, ::1] X, const int64_t[::1] rows, int batch,
                    seed, step, double kl_weight=1.0, int n_threads=1,
-                   row_offset=0, global_batch=None):
-        """One optimizer step on the minibatch X[rows] (rows None: X[:batch]).
+                   row_offset=0, global_batch=None,
+                   const floating[:, ::1] cond=None):
+        """One optimizer step on the minibatch X[rows] (rows None: X[:batch]),
+        with conditions cond[rows] for a conditional network.
 
         Returns
         -------
@@ -565,6 +957,7 @@ cdef class Network:
                 or state2.shape[0] != params.shape[0]):
             raise ValueError("grads and optimizer states must match params")
         self._check_rows(X.shape[0], X.shape[1], batch, rows)
+        self._check_cond(cond, X.shape[0])
         cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
                                          batch, kl_weight, n_threads)
         cdef floating[::1] work = self._work
@@ -572,17 +965,20 @@ cdef class Network:
         cdef double sums[2]
         cdef int status
         cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
+        cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
+        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         with nogil:
             status = train_step(&self.cfg, &self.opt, &a, &params[0], &grads[0],
                                 &state1[0], &state2[0], &work[0],
-                                &row_losses[0], &X[0, 0], X.shape[1],
-                                rows_ptr, batch, sums)
+                                &row_losses[0], &X[0, 0], X.shape[1], c_ptr,
+                                ldc, rows_ptr, batch, sums)
         return status, sums[0], sums[1]
 
     def gradients(self, const floating[::1] params, floating[::1] grads,
                   const floating[:, ::1] X, const int64_t[::1] rows, int batch,
                   seed, step, double kl_weight=1.0, int n_threads=1,
-                  row_offset=0, global_batch=None):
+                  row_offset=0, global_batch=None,
+                  const floating[:, ::1] cond=None):
         """Gradient of this minibatch's share of the loss into grads.
 
         Returns (status, recon_sum, kl_sum) like train_step.
@@ -591,6 +987,7 @@ cdef class Network:
         if grads.shape[0] != params.shape[0]:
             raise ValueError("grads must match params")
         self._check_rows(X.shape[0], X.shape[1], batch, rows)
+        self._check_cond(cond, X.shape[0])
         cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
                                          batch, kl_weight, n_threads)
         cdef floating[::1] work = self._work
@@ -598,10 +995,13 @@ cdef class Network:
         cdef double sums[2]
         cdef int status
         cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
+        cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
+        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         with nogil:
             status = compute_gradients(&self.cfg, &a, &params[0], &grads[0],
                                        &work[0], &row_losses[0], &X[0, 0],
-                                       X.shape[1], rows_ptr, batch, sums)
+                                       X.shape[1], c_ptr, ldc, rows_ptr, batch,
+                                       sums)
         return status, sums[0], sums[1]
 
     def row_losses(self, int batch):
@@ -615,49 +1015,61 @@ cdef class Network:
     # -- inference, in chunks of max_batch rows -----------------------------
 
     def encode(self, const floating[::1] params, const floating[:, ::1] X,
-               int n_threads=1):
-        """Encoder head [mu | raw logvar] of every row: (n_rows, 2 * latent_dim)."""
+               int n_threads=1, const floating[:, ::1] cond=None):
+        """Encoder head of every row: VAE [mu | raw logvar] (n_rows,
+        2 * latent_dim), autoencoder z (n_rows, latent_dim)."""
         self._check_buffers(params.shape[0], floating is float)
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
+        self._check_cond(cond, X.shape[0])
         cdef int64_t n = X.shape[0], start
         cdef int chunk
-        cdef int width = 2 * self.cfg.latent_dim
+        cdef int width = _head_width(&self.cfg)
+        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         out_arr = np.empty((n, width), dtype=self.dtype)
         cdef floating[:, ::1] out = out_arr
         cdef floating[::1] work = self._work
+        if n == 0:
+            return out_arr
         with nogil:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
                 encode_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
-                            X.shape[1], chunk, &out[start, 0], width, n_threads)
+                            X.shape[1], NULL if ldc == 0 else &cond[start, 0],
+                            ldc, chunk, &out[start, 0], width, n_threads)
                 start += chunk
         return out_arr
 
     def decode(self, const floating[::1] params, const floating[:, ::1] Z,
-               int n_threads=1):
-        """Mean of p(x|z) for every row of Z: (n_rows, n_features)."""
+               int n_threads=1, const floating[:, ::1] cond=None):
+        """Mean of p(x|z, c) for every row of Z: (n_rows, n_features)."""
         self._check_buffers(params.shape[0], floating is float)
         if Z.shape[1] != self.cfg.latent_dim:
             raise ValueError(f"Z must have {self.cfg.latent_dim} columns")
+        self._check_cond(cond, Z.shape[0])
         cdef int64_t n = Z.shape[0], start
         cdef int chunk
         cdef int D = self.cfg.n_features
+        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         out_arr = np.empty((n, D), dtype=self.dtype)
         cdef floating[:, ::1] out = out_arr
         cdef floating[::1] work = self._work
+        if n == 0:
+            return out_arr
         with nogil:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
                 decode_rows(&self.cfg, &params[0], &work[0], &Z[start, 0],
-                            Z.shape[1], chunk, &out[start, 0], D, n_threads)
+                            Z.shape[1], NULL if ldc == 0 else &cond[start, 0],
+                            ldc, chunk, &out[start, 0], D, n_threads)
                 start += chunk
         return out_arr
 
     def elbo_terms(self, const floating[::1] params, const floating[:, ::1] X,
-                   seed, stream, step=0, draw=0, int n_threads=1):
+                   seed, stream, step=0, draw=0, int n_threads=1,
+                   const floating[:, ::1] cond=None):
         """Per-row (-log p(x|z), KL) with z drawn from (seed, stream, step, draw).
 
         Returns
@@ -667,20 +1079,69 @@ cdef class Network:
         self._check_buffers(params.shape[0], floating is float)
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
+        self._check_cond(cond, X.shape[0])
         cdef int64_t n = X.shape[0], start
         cdef int chunk
         cdef uint64_t s = seed, st = stream, t = step, d = draw
+        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         recon_arr = np.empty(n, dtype=np.float64)
         kl_arr = np.empty(n, dtype=np.float64)
         cdef double[::1] recon = recon_arr
         cdef double[::1] kl = kl_arr
         cdef floating[::1] work = self._work
+        if n == 0:
+            return recon_arr, kl_arr
         with nogil:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
                 elbo_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
-                          X.shape[1], chunk, s, st, t, <uint64_t> start, d,
+                          X.shape[1], NULL if ldc == 0 else &cond[start, 0],
+                          ldc, chunk, s, st, t, <uint64_t> start, d,
                           &recon[start], &kl[start], n_threads)
                 start += chunk
         return recon_arr, kl_arr
+
+    def log_likelihood(self, const floating[::1] params,
+                       const floating[:, ::1] X, k, seed, stream,
+                       int n_threads=1, const floating[:, ::1] cond=None,
+                       row_offset=0):
+        """Importance-sampled log p(x | c) of every row with k samples.
+
+        Row i's samples are a pure function of (seed, stream, row_offset + i,
+        sample index), whatever the chunking.
+
+        Returns
+        -------
+        float64 array of shape (n_rows,)
+        """
+        self._check_buffers(params.shape[0], floating is float)
+        if self.cfg.kind != FV_KIND_VAE:
+            raise ValueError("log-likelihoods need a VAE (an autoencoder "
+                             "defines no density)")
+        if X.shape[1] != self.cfg.n_features:
+            raise ValueError(f"X must have {self.cfg.n_features} columns")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self._check_cond(cond, X.shape[0])
+        cdef int64_t n = X.shape[0], start, kk = k
+        cdef int chunk
+        cdef uint64_t s = seed, st = stream, ro = row_offset
+        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        out_arr = np.empty(n, dtype=np.float64)
+        cdef double[::1] out = out_arr
+        cdef floating[::1] work = self._work
+        cdef double[::1] row_losses = self._row_losses
+        if n == 0:
+            return out_arr
+        with nogil:
+            start = 0
+            while start < n:
+                chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
+                log_likelihood_rows(&self.cfg, &params[0], &work[0],
+                                    &row_losses[0], &X[start, 0], X.shape[1],
+                                    NULL if ldc == 0 else &cond[start, 0], ldc,
+                                    chunk, kk, s, st, ro + <uint64_t> start,
+                                    &out[start], n_threads)
+                start += chunk
+        return out_arr

@@ -35,23 +35,24 @@ class Layout:
     Parameters
     ----------
     encoder_dims : tuple of int
-        (n_features, hidden..., 2 * latent_dim).
+        (input width, hidden..., head width).
     decoder_dims : tuple of int
-        (latent_dim, hidden..., n_features).
+        (decoder input width, hidden..., n_features).
+    n_tail : int, default=0
+        Parameters after the layers (a learned Gaussian's log-sigmas), at
+        `tail_offset`.
     """
 
     encoder_dims: tuple[int, ...]
     decoder_dims: tuple[int, ...]
+    n_tail: int = 0
 
     def __post_init__(self):
         enc, dec = self.encoder_dims, self.decoder_dims
         if len(enc) < 2 or len(dec) < 2:
             raise ValueError("encoder and decoder need at least one layer each")
-        if enc[-1] != 2 * dec[0] or enc[0] != dec[-1]:
-            raise ValueError(
-                "encoder must map n_features to 2 * latent_dim and the decoder "
-                f"latent_dim to n_features; got {enc} and {dec}"
-            )
+        if min(enc + dec) < 1 or self.n_tail < 0:
+            raise ValueError(f"layer sizes must be >= 1, got {enc} and {dec}")
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
@@ -75,6 +76,11 @@ class Layout:
         return w, b, off
 
     @property
+    def tail_offset(self) -> int:
+        """Where the n_tail trailing parameters start."""
+        return self._offsets()[2]
+
+    @property
     def w_offsets(self) -> list[int]:
         return self._offsets()[0]
 
@@ -85,12 +91,16 @@ class Layout:
     @property
     def size(self) -> int:
         """Length of the flat buffer (with alignment padding)."""
-        return self._offsets()[2]
+        return _round_up(self._offsets()[2] + self.n_tail)
 
     @property
     def n_weights(self) -> int:
         """Number of trainable numbers (without padding)."""
-        return sum(n_in * n_out + n_out for n_in, n_out in self.shapes)
+        return sum(n_in * n_out + n_out for n_in, n_out in self.shapes) + self.n_tail
+
+    def tail(self, buffer: np.ndarray) -> np.ndarray:
+        """View of the n_tail trailing parameters of `buffer`."""
+        return buffer[self.tail_offset : self.tail_offset + self.n_tail]
 
     def zeros(self, dtype) -> np.ndarray:
         return aligned_zeros(self.size, dtype)

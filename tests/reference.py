@@ -118,53 +118,103 @@ def adam(p, g, m, v, t, lr, beta1, beta2, eps):
     return p - step * m / denom, m, v
 
 
+def gaussian_learned(M, X, logsigma):
+    """Per-row loss with one log-sigma per feature (clamped to [-7, 5]), d/dM,
+    and the per-row terms of d/d logsigma (0 where clamped)."""
+    s = np.clip(logsigma, LOGSIGMA_MIN, LOGSIGMA_MAX)
+    inside = (logsigma >= LOGSIGMA_MIN) & (logsigma <= LOGSIGMA_MAX)
+    r = M - X
+    iv = np.exp(-2 * s)
+    loss = np.sum(0.5 * r * r * iv + s + 0.5 * LOG_2PI, axis=1)
+    return loss, r * iv, (1 - r * r * iv) * inside
+
+
+LOGSIGMA_MIN, LOGSIGMA_MAX = -7.0, 5.0
+
+
 # -- the whole step ---------------------------------------------------------------
 
-def forward(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0):
+def forward(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0, kind="vae",
+            cond=None, logsigma=None, x_in=None):
     """Forward pass. layers: list of (W, b, act), encoder layers [0, n_encoder)
-    ending with the 2K-wide head, then the decoder. Returns what backward needs."""
-    acts = [X]
+    ending with the head (2K wide for a VAE, K for an autoencoder), then the
+    decoder. cond: condition rows appended to the encoder and decoder inputs;
+    x_in: the encoder's view of X (a corrupted copy for denoising).
+    Returns what backward needs."""
+    x_in = X if x_in is None else x_in
+    first = x_in if cond is None else np.hstack([x_in, cond])
+    acts = [first]
     for W, b, act in layers[:n_encoder]:
         acts.append(dense_forward(acts[-1], W, b, act))
     H = acts[-1]
-    Z = reparam_forward(H, eps)
-    dec = [Z]
+    Z = reparam_forward(H, eps) if kind == "vae" else H
+    dec = [Z if cond is None else np.hstack([Z, cond])]
     for W, b, act in layers[n_encoder:]:
         dec.append(dense_forward(dec[-1], W, b, act))
     out = dec[-1]
+    dlogsigma_rows = None
     if likelihood == "bernoulli":
         recon, dout = bernoulli(out, X)
-    else:
+    elif likelihood == "gaussian":
         recon, dout = gaussian(out, X, sigma)
-    return dict(acts=acts, H=H, Z=Z, dec=dec, recon=recon, kl=kl(H),
-                dout=dout)
+    else:
+        recon, dout, dlogsigma_rows = gaussian_learned(out, X, logsigma)
+    kl_rows = kl(H) if kind == "vae" else np.zeros(X.shape[0])
+    return dict(acts=acts, H=H, Z=Z, dec=dec, recon=recon, kl=kl_rows,
+                dout=dout, dlogsigma_rows=dlogsigma_rows)
 
 
-def loss_and_grads(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0, beta=1.0):
+def loss_and_grads(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0, beta=1.0,
+                   kind="vae", cond=None, logsigma=None, x_in=None):
     """Mean negative ELBO (recon + beta * KL) over rows and its gradients.
 
     Returns (loss, recon_rows, kl_rows, grads) with grads a list of (dW, db)
-    per layer.
+    per layer, followed by d/d logsigma for a learned Gaussian.
     """
-    f = forward(layers, n_encoder, X, eps, likelihood, sigma)
+    f = forward(layers, n_encoder, X, eps, likelihood, sigma, kind, cond, logsigma, x_in)
     n = X.shape[0]
     n_enc = n_encoder
+    K = f["Z"].shape[1]
     grads = [None] * len(layers)
     d = f["dout"] / n
     for li in range(len(layers) - 1, n_enc - 1, -1):
         W, b, _ = layers[li]
         j = li - n_enc
-        x_in = f["dec"][j]
+        x_in_l = f["dec"][j]
         x_act = "identity" if j == 0 else layers[li - 1][2]
-        d, dW, db = dense_backward(x_in, W, d, x_act)
+        d, dW, db = dense_backward(x_in_l, W, d, x_act)
         grads[li] = (dW, db)
-    dH = reparam_backward(f["H"], eps, d) + beta / n * kl_backward(f["H"])
-    d = dH
+    d = d[:, :K]  # d[z | c] -> dz
+    if kind == "vae":
+        d = reparam_backward(f["H"], eps, d) + beta / n * kl_backward(f["H"])
     for li in range(n_enc - 1, -1, -1):
         W, b, _ = layers[li]
-        x_in = f["acts"][li]
+        x_in_l = f["acts"][li]
         x_act = "identity" if li == 0 else layers[li - 1][2]
-        d, dW, db = dense_backward(x_in, W, d, x_act)
+        d, dW, db = dense_backward(x_in_l, W, d, x_act)
         grads[li] = (dW, db)
+    if likelihood == "gaussian_learned":
+        grads.append(f["dlogsigma_rows"].sum(axis=0) / n)
     loss = np.mean(f["recon"] + beta * f["kl"])
     return loss, f["recon"], f["kl"], grads
+
+
+def log_likelihood(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0,
+                   cond=None, logsigma=None):
+    """Importance-sampled log p(x): eps (n, k, K) are the standard normals of
+    each row's k samples; log-mean-exp of log p(x|z) + log p(z) - log q(z|x)."""
+    n, k, K = eps.shape
+    out = np.empty(n)
+    for r in range(n):
+        x = np.repeat(X[r : r + 1], k, axis=0)
+        c = None if cond is None else np.repeat(cond[r : r + 1], k, axis=0)
+        f = forward(layers, n_encoder, x, eps[r], likelihood, sigma, "vae", c, logsigma)
+        mu, lv = split_head(f["H"])
+        lv = np.clip(lv, LOGVAR_MIN, LOGVAR_MAX)
+        z = f["Z"]
+        log_pz = -0.5 * np.sum(z * z + LOG_2PI, axis=1)
+        log_qz = -0.5 * np.sum(eps[r] ** 2 + LOG_2PI + lv, axis=1)
+        lw = -f["recon"] + log_pz - log_qz
+        m = lw.max()
+        out[r] = m + np.log(np.mean(np.exp(lw - m)))
+    return out

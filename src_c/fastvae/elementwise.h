@@ -20,6 +20,7 @@
 
 #include "fastvae/dispatch.h"
 #include "fastvae/numerics.h"
+#include "fastvae/philox.h"
 
 #define FV_T float
 #define FV_F(name) name##_f32

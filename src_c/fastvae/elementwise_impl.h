@@ -91,6 +91,79 @@ FV_KERNEL void FV_F(fv_gaussian_rows)(const FV_T *restrict M, int64_t ldm,
     }
 }
 
+/* Gaussian with a learned log-sigma s_d per feature (clamped to
+ * [FV_LOGSIGMA_MIN, FV_LOGSIGMA_MAX]) and mean M, rows [r0, r1):
+ *   loss_out[i] = sum_d (X - M)^2 exp(-2 s_d) / 2 + s_d + log(2 pi) / 2
+ *   grad        = scale * (M - X) exp(-2 s_d)        (NULL: skipped)
+ *   sgrad       = scale * (1 - (X - M)^2 exp(-2 s_d)) (0 where s_d is clamped),
+ * the per-row terms of d loss / d s_d, summed over rows by the caller in a
+ * fixed order. inv_var is scratch of D elements. */
+FV_KERNEL void FV_F(fv_gaussian_learned_rows)(
+    const FV_T *restrict M, int64_t ldm, const FV_T *restrict X, int64_t ldx, int D,
+    const FV_T *restrict logsigma, FV_T scale, FV_T *restrict grad, int64_t ldg,
+    FV_T *restrict sgrad, int64_t ldsg, FV_T *restrict inv_var, double *restrict loss_out,
+    int64_t r0, int64_t r1)
+{
+    double const_term = 0.5 * FV_LOG_2PI * D;
+    for (int d = 0; d < D; d++) {
+        double s = logsigma[d];
+        double sc = s < FV_LOGSIGMA_MIN ? FV_LOGSIGMA_MIN : (s > FV_LOGSIGMA_MAX ? FV_LOGSIGMA_MAX : s);
+        inv_var[d] = (FV_T)exp(-2.0 * sc);
+        const_term += sc;
+    }
+    for (int64_t i = r0; i < r1; i++) {
+        const FV_T *m = M + i * ldm, *x = X + i * ldx;
+        double acc[FV_SUM_LANES] = {0.0};
+        for (int d0 = 0; d0 < D; d0 += FV_SUM_LANES) {
+            int n = D - d0 < FV_SUM_LANES ? D - d0 : FV_SUM_LANES;
+            for (int j = 0; j < n; j++) {
+                FV_T r = m[d0 + j] - x[d0 + j];
+                acc[j] += (double)(r * r * inv_var[d0 + j]);
+            }
+        }
+        loss_out[i] = 0.5 * FV_F(fv_sum_lanes)(acc) + const_term;
+        if (grad) {
+            FV_T *g = grad + i * ldg, *sg = sgrad + i * ldsg;
+            for (int d = 0; d < D; d++) {
+                FV_T r = m[d] - x[d];
+                FV_T inside = logsigma[d] < FV_LOGSIGMA_MIN || logsigma[d] > FV_LOGSIGMA_MAX
+                                  ? (FV_T)0 : (FV_T)1;
+                g[d] = scale * r * inv_var[d];
+                sg[d] = scale * ((FV_T)1 - r * r * inv_var[d]) * inside;
+            }
+        }
+    }
+}
+
+/* Noise of training rows, uniforms u_e from fv_uniform4 of (seed, stream,
+ * row, step) (element e: lane e % 4 of block e / 4), so a row's noise depends
+ * only on its global position and the step:
+ *   fv_bernoulli_draw: dst = u < p ? 1 : 0   (dynamic binarization)
+ *   fv_mask:           dst = u < rate ? 0 : src (masking noise) */
+FV_KERNEL void FV_F(fv_bernoulli_draw)(const FV_T *restrict p, FV_T *restrict dst, int n,
+                                       uint64_t seed, uint64_t stream, uint64_t row,
+                                       uint64_t step)
+{
+    double u[4];
+    for (int b = 0; 4 * b < n; b++) {
+        fv_uniform4(seed, stream, (uint64_t)b, row, step, 0, u);
+        for (int l = 0; l < 4 && 4 * b + l < n; l++)
+            dst[4 * b + l] = u[l] < p[4 * b + l] ? (FV_T)1 : (FV_T)0;
+    }
+}
+
+FV_KERNEL void FV_F(fv_mask)(const FV_T *restrict src, FV_T *restrict dst, int n,
+                             double rate, uint64_t seed, uint64_t stream, uint64_t row,
+                             uint64_t step)
+{
+    double u[4];
+    for (int b = 0; 4 * b < n; b++) {
+        fv_uniform4(seed, stream, (uint64_t)b, row, step, 0, u);
+        for (int l = 0; l < 4 && 4 * b + l < n; l++)
+            dst[4 * b + l] = u[l] < rate ? (FV_T)0 : src[4 * b + l];
+    }
+}
+
 /* In place, rows [0, n_rows), columns [0, n_cols): Y = act(Y + b). */
 FV_KERNEL void FV_F(fv_bias_activation)(FV_T *restrict Y, int64_t ldy, int n_rows,
                                         int n_cols, const FV_T *restrict b,

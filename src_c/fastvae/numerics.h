@@ -21,7 +21,13 @@
 
 /* Likelihood codes (stable: they are stored in model files). */
 #define FV_LIK_BERNOULLI 0
-#define FV_LIK_GAUSSIAN 1
+#define FV_LIK_GAUSSIAN 1         /* fixed scalar sigma */
+#define FV_LIK_GAUSSIAN_LEARNED 2 /* one learned log-sigma per feature */
+
+/* Model kinds: VAE (stochastic encoder, KL term) or a plain autoencoder
+ * (deterministic code z = encoder(x), no KL). */
+#define FV_KIND_VAE 0
+#define FV_KIND_AE 1
 
 /* Optimizer codes. */
 #define FV_OPT_SGD 0
@@ -40,6 +46,13 @@
  * end): a fixed order, so results are the same for any thread count, that
  * still vectorises (a single running sum is a serial dependency chain). */
 #define FV_SUM_LANES 16
+
+/* A learned Gaussian log-sigma is clamped to [MIN, MAX] (sigma in [9.1e-4,
+ * 148]): a feature the decoder predicts exactly (pixels that are always 0)
+ * would otherwise drive sigma to 0 and the likelihood to infinity. Outside
+ * the range its gradient is zero, as for the log-variance. */
+#define FV_LOGSIGMA_MIN (-7.0)
+#define FV_LOGSIGMA_MAX (5.0)
 
 /* log(2 * pi), for the Gaussian normalising constants. */
 #define FV_LOG_2PI 1.8378770664093454835606594728112

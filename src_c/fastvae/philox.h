@@ -25,6 +25,9 @@
 #define FV_STREAM_REPARAM 1u /* eps of the reparameterization in training */
 #define FV_STREAM_EVAL 2u    /* eps used by elbo / score_samples */
 #define FV_STREAM_SAMPLE 3u  /* latent draws of sample() */
+#define FV_STREAM_BINARIZE 4u /* dynamic binarization of training rows */
+#define FV_STREAM_CORRUPT 5u /* input masking of denoising training */
+#define FV_STREAM_IS 6u      /* latent draws of importance-sampled log p(x) */
 #define FV_STREAM_USER 16u   /* first stream free for users of the C API */
 
 #define FV_PHILOX_M0 UINT64_C(0xD2E7470EE14C6C93)
@@ -120,6 +123,18 @@ static inline void fv_normal_fill_f32(uint64_t seed, uint64_t stream, uint64_t r
         for (int64_t l = 0; l < 4 && 4 * b + l < n; l++)
             out[4 * b + l] = (float)z[l];
     }
+}
+
+/* Four uniforms in [0, 1) from one block of (block, row, step, draw). */
+static inline void fv_uniform4(uint64_t seed, uint64_t stream, uint64_t block, uint64_t row,
+                               uint64_t step, uint64_t draw, double out[4])
+{
+    uint64_t ctr[4] = {block, row, step, draw};
+    uint64_t key[2] = {seed, stream};
+    uint64_t r[4];
+    fv_philox4x64_10(ctr, key, r);
+    for (int l = 0; l < 4; l++)
+        out[l] = fv_u64_to_unit(r[l]);
 }
 
 #endif /* FASTVAE_PHILOX_H */
