@@ -14,7 +14,7 @@ C_API_VERSION = 1
 
 from fastvae._validation import NotFittedError  # noqa: E402
 from fastvae.io import ModelFileError  # noqa: E402
-from fastvae.model import VAE, load  # noqa: E402
+from fastvae.model import VAE, Autoencoder, DenoisingAutoencoder, load  # noqa: E402
 from fastvae.threads import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 
 
@@ -34,6 +34,8 @@ def get_include() -> str:
 
 __all__ = [
     "VAE",
+    "Autoencoder",
+    "DenoisingAutoencoder",
     "load",
     "get_include",
     "get_num_threads",

@@ -7,6 +7,8 @@ accuracy against float64 NumPy over whole ranges.
 import numpy as np
 
 FUNCTIONS = ("exp", "log1p", "tanh", "sigmoid")
+# Range of a learned Gaussian log-sigma (numerics.h).
+LOGSIGMA_RANGE = (FV_LOGSIGMA_MIN, FV_LOGSIGMA_MAX)
 
 
 def apply_f32(str name, const float[::1] x):

@@ -29,6 +29,7 @@ __all__ = [
     "load_dataset",
     "load_mnist",
     "make_shapes",
+    "one_hot",
     "read_idx",
     "sample_binarize",
     "train_validation_split",
@@ -988,6 +989,44 @@ def sample_binarize(X, *, seed: int = 0) -> np.ndarray:
         )
     u = _philox(seed).random(X.shape, dtype=np.float32)
     return (u < X).astype(np.float32)
+
+
+def one_hot(labels, n_classes: int | None = None) -> np.ndarray:
+    """Condition vectors for a conditional model: one row per label.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (n_samples,)
+        Class labels in [0, n_classes).
+    n_classes : int, optional
+        Number of classes; max(labels) + 1 when None.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_classes), float32
+        Row i is 1 in column labels[i] and 0 elsewhere.
+
+    Raises
+    ------
+    ValueError
+        If labels are not integers in [0, n_classes) or not 1-D.
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {y.shape}")
+    if y.size and not (y.dtype.kind in "iu" or (y.dtype.kind == "f"
+                                                 and np.all(y == np.round(y)))):
+        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if n_classes is None:
+        n_classes = int(y.max()) + 1 if y.size else 0
+    n_classes = _check_int("n_classes", n_classes, 1)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}), got values in [{y.min()}, {y.max()}]")
+    out = np.zeros((y.size, n_classes), dtype=np.float32)
+    out[np.arange(y.size), y] = 1.0
+    return out
 
 
 def train_validation_split(

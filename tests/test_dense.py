@@ -27,12 +27,13 @@ def _check_forward(X, W, b, act, Y):
     Xd, Wd, bd = _f64(X, W, b)
     assert Y.dtype == X.dtype and Y.shape == (X.shape[0], W.shape[1])
     # every activation is 1-Lipschitz: the error of Y is bounded by that of
-    # the pre-activation, which is bounded relative to sum |x_k w_k| + |b|
+    # the pre-activation, which is bounded relative to sum |x_k w_k| + |b|,
+    # plus the activation's own rounding, a few ulps of Y
     scale = np.abs(Xd) @ np.abs(Wd) + np.abs(bd)
-    assert_close_scaled(
-        Y, ref.dense_forward(Xd, Wd, bd, act), scale, rtol_for(X.dtype),
-        atol=1e-300, err_msg=f"forward {act}",
-    )
+    want = ref.dense_forward(Xd, Wd, bd, act)
+    own = 4 * np.finfo(X.dtype).eps * np.abs(want)
+    assert_close_scaled(Y, want, scale, rtol_for(X.dtype), atol=own + 1e-300,
+                        err_msg=f"forward {act}")
 
 
 def _check_backward(X, W, dA, x_act, dX, dW, db):

@@ -11,7 +11,7 @@ import scipy.sparse
 import fastvae
 import reference as ref
 from fastvae import _rng
-from fastvae.model import _epoch_order
+from fastvae._base import _epoch_order
 
 D = 24
 
@@ -150,7 +150,7 @@ def test_first_training_step_matches_reference_step():
     X = _binary(n=32, seed=3).astype(np.float64)
     vae = _small(dtype=np.float64, epochs=1, batch_size=32, lr=0.01, beta=0.7)
     s = vae._settings()
-    layout = vae._layout(s, D)
+    layout = vae._layout(s, D, 0)
     p0 = vae._init_params(s, layout)
     vae.fit(X)
     acts = ["relu", "identity", "relu", "identity"]

@@ -1,0 +1,592 @@
+"""What VAE and the autoencoders share: settings, the compiled network, the
+training loop, conditions, inference calls and model-file metadata.
+
+The public estimators (fastvae.model) add the methods that depend on what
+the model is: sampling and likelihoods for a VAE, codes for an autoencoder.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from fastvae import _dense, _step
+from fastvae._numerics import LOGSIGMA_RANGE
+from fastvae._validation import (
+    NotFittedError,
+    Param,
+    check_array,
+    check_dtype,
+    check_layer_sizes,
+    check_params,
+)
+from fastvae.optim import kernel_settings, make_optimizer
+from fastvae.params import Layout
+from fastvae.threads import blas_single_threaded, partition_count, resolve_num_threads
+
+HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+LIKELIHOODS = ("bernoulli", "gaussian")
+# Rows per compiled call in encode/decode/elbo/log_likelihood: bounds the
+# workspace (about 4 kB per row for a 784-400-20 model) whatever the input.
+INFERENCE_CHUNK = 512
+# The compiled network holds at most 32 layers (FV_MAX_LAYERS).
+MAX_HIDDEN_LAYERS = 15
+# Distinct key words so initialisation and shuffling never share a stream
+# with each other or with the kernels' Philox streams.
+_INIT_STREAM = 0x1A17
+_SHUFFLE_STREAM = 0x5EED
+
+
+class _Sigma:
+    """Param rule for sigma: a positive number or "learned"."""
+
+    def check(self, name, value):
+        if value == "learned" and isinstance(value, str):
+            return value
+        return Param(numbers.Real, low=0.0, low_open=True).check(name, value)
+
+
+RULES = {
+    "input_dim": Param(numbers.Integral, low=1, allow_none=True),
+    "latent_dim": Param(numbers.Integral, low=1),
+    "likelihood": Param(str, choices=LIKELIHOODS),
+    "sigma": _Sigma(),
+    "activation": Param(str, choices=HIDDEN_ACTIVATIONS),
+    "corruption": Param(numbers.Real, low=0.0, high=1.0, high_open=True),
+    "dynamic_binarization": Param(int, choices=(False, True)),
+    "epochs": Param(numbers.Integral, low=1),
+    "batch_size": Param(numbers.Integral, low=1, high=2**31 - 1),
+    "lr": Param(numbers.Real, low=0.0, low_open=True, allow_none=True),
+    "seed": Param(numbers.Integral, low=0, high=2**64 - 1),
+    "n_threads": Param(numbers.Integral, low=1, high=_step.MAX_THREADS,
+                       allow_none=True),
+    "verbose": Param(int, choices=(0, 1, 2)),
+    "warm_start": Param(int, choices=(False, True)),
+    "beta": Param(numbers.Real, low=0.0),
+    "kl_warmup": Param(numbers.Integral, low=0),
+}
+
+
+class BaseAutoencoder:
+    """Shared machinery; see fastvae.VAE and fastvae.Autoencoder."""
+
+    _kind = "vae"  # the compiled network's kind: "vae" or "ae"
+
+    # -- scikit-learn parameter protocol --------------------------------------
+
+    @classmethod
+    def _param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep=True):
+        """Constructor arguments as a dict (scikit-learn protocol)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        """Set constructor arguments; returns self (scikit-learn protocol)."""
+        valid = set(self._param_names())
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"invalid parameter {name!r} for {type(self).__name__}; valid "
+                    f"parameters: {sorted(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = {
+            p.name: p.default
+            for p in inspect.signature(type(self).__init__).parameters.values()
+        }
+        changed = [
+            f"{k}={v!r}"
+            for k, v in self.get_params().items()
+            if not _same(v, defaults.get(k))
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    # -- settings and architecture --------------------------------------------
+
+    def _settings(self, overrides=None):
+        """Validated settings: the constructor's values with fit's overrides."""
+        values = self.get_params()
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        check_params(values, {k: r for k, r in RULES.items() if k in values})
+        values["dtype"] = check_dtype(values["dtype"])
+        values["hidden"] = check_layer_sizes(values["hidden"], "hidden")
+        dec = values["decoder_hidden"]
+        values["decoder_hidden"] = (
+            tuple(reversed(values["hidden"]))
+            if dec is None
+            else check_layer_sizes(dec, "decoder_hidden")
+        )
+        for name in ("hidden", "decoder_hidden"):
+            if len(values[name]) > MAX_HIDDEN_LAYERS:
+                raise ValueError(
+                    f"{name} has {len(values[name])} layers; at most "
+                    f"{MAX_HIDDEN_LAYERS} are supported"
+                )
+        if values["sigma"] == "learned" and values["likelihood"] != "gaussian":
+            raise ValueError("sigma='learned' needs likelihood='gaussian'")
+        if values["dynamic_binarization"] and values["likelihood"] != "bernoulli":
+            raise ValueError("dynamic_binarization needs likelihood='bernoulli'")
+        values["optimizer"] = make_optimizer(values["optimizer"], values["lr"])
+        values["n_threads"] = resolve_num_threads(values["n_threads"])
+        return values
+
+    def _layout(self, s, n_features, n_cond):
+        k = s["latent_dim"]
+        head = 2 * k if self._kind == "vae" else k
+        return Layout(
+            (n_features + n_cond, *s["hidden"], head),
+            (k + n_cond, *s["decoder_hidden"], n_features),
+            n_tail=n_features if s["sigma"] == "learned" else 0,
+        )
+
+    def _activation_codes(self, s, layout):
+        act = _dense.ACTIVATIONS[s["activation"]]
+        ident = _dense.ACTIVATIONS["identity"]
+        n_enc = layout.n_encoder
+        n = len(layout.shapes)
+        return [ident if i in (n_enc - 1, n - 1) else act for i in range(n)]
+
+    def _network(self, s, layout, max_batch, n_cond):
+        learned = s["sigma"] == "learned"
+        return _step.Network(
+            layout.encoder_dims,
+            layout.decoder_dims,
+            self._activation_codes(s, layout),
+            layout.w_offsets,
+            layout.b_offsets,
+            layout.size,
+            "gaussian_learned" if learned else s["likelihood"],
+            1.0 if learned else float(s["sigma"]),
+            int(max_batch),
+            s["dtype"],
+            partition_count(),
+            kind=self._kind,
+            n_cond=n_cond,
+            logsigma_offset=layout.tail_offset if learned else -1,
+            corrupt=float(s["corruption"]),
+            binarize=bool(s["dynamic_binarization"]),
+        )
+
+    def _init_params(self, s, layout):
+        """Glorot-uniform weights (He gain for ReLU layers), zero biases; a
+        learned Gaussian starts at sigma = 1 (log-sigma 0)."""
+        rng = np.random.Generator(np.random.Philox(key=[s["seed"], _INIT_STREAM]))
+        params = layout.zeros(s["dtype"])
+        codes = self._activation_codes(s, layout)
+        for (W, _), code in zip(layout.views(params), codes, strict=True):
+            gain = math.sqrt(2.0) if code == _dense.ACTIVATIONS["relu"] else 1.0
+            limit = gain * math.sqrt(6.0 / (W.shape[0] + W.shape[1]))
+            W[...] = rng.uniform(-limit, limit, size=W.shape)
+        return params
+
+    def _kl_weight(self, s, t):
+        return 0.0
+
+    # -- data and conditions ----------------------------------------------------
+
+    def _data(self, s, X, name="X", n_features=None):
+        X = check_array(X, name=name, dtype=s["dtype"], n_features=n_features)
+        if s["likelihood"] == "bernoulli":
+            _check_unit_interval(X, name)
+        return X
+
+    def _conditions(self, cond, n_rows, dtype, n_cond=None, name="condition"):
+        """None, or a validated (n_rows, n_cond) array of dtype."""
+        if cond is None:
+            return None
+        cond = check_array(cond, name=name, dtype=dtype, n_features=n_cond,
+                           feature_name="condition columns")
+        if cond.shape[0] != n_rows:
+            raise ValueError(
+                f"{name} has {cond.shape[0]} rows but the data have {n_rows}")
+        return cond
+
+    def _fitted_conditions(self, cond, n_rows, name="condition"):
+        """Conditions for a fitted model: required iff it was fitted with some."""
+        self._check_fitted()
+        if self.n_conditions_ == 0:
+            if cond is not None:
+                raise ValueError(f"{name} given, but this model was fitted without "
+                                 "conditions")
+            return None
+        if cond is None:
+            raise ValueError(
+                f"this model was fitted with {self.n_conditions_} condition columns; "
+                f"pass {name}= (an array of shape (n_samples, {self.n_conditions_}))")
+        return self._conditions(cond, n_rows, self.params_.dtype, self.n_conditions_,
+                                name)
+
+    # -- training ---------------------------------------------------------------
+
+    def _fit(self, X, condition, overrides, validation_data):
+        s = self._settings(overrides)
+        X = self._data(s, X, n_features=s["input_dim"])
+        n, d = X.shape
+        cond = self._conditions(condition, n, s["dtype"])
+        n_cond = 0 if cond is None else cond.shape[1]
+        X_val = cond_val = None
+        if validation_data is not None:
+            if isinstance(validation_data, tuple):
+                if len(validation_data) != 2:
+                    raise ValueError("validation_data must be X_val or "
+                                     "(X_val, condition_val)")
+                X_val, cond_val = validation_data
+            else:
+                X_val = validation_data
+            X_val = self._data(s, X_val, "validation_data", n_features=d)
+            if (cond_val is None) != (cond is None):
+                raise ValueError(
+                    "validation_data must be (X_val, condition_val) exactly when fit "
+                    "is given condition")
+            cond_val = self._conditions(cond_val, X_val.shape[0], s["dtype"], n_cond,
+                                        "condition_val")
+        batch = s["batch_size"]
+        if batch > n:
+            warnings.warn(
+                f"batch_size={batch} is larger than the {n} samples; using {n}",
+                UserWarning,
+                stacklevel=3,
+            )
+            batch = n
+
+        layout = self._layout(s, d, n_cond)
+        opt = s["optimizer"]
+        continuing = (
+            s["warm_start"]
+            and getattr(self, "params_", None) is not None
+            and self._fitted_layout == layout
+            and self.params_.dtype == s["dtype"]
+        )
+        if not continuing:
+            self.params_ = self._init_params(s, layout)
+            self._opt_state = [layout.zeros(s["dtype"]) for _ in range(2)]
+            self._optimizer_name = opt.name
+            self.t_ = 0
+            self.n_iter_ = 0
+            self.history_ = _empty_history()
+            self.loss_curve_ = []
+        elif self._optimizer_name != opt.name:
+            raise ValueError(
+                f"warm_start cannot switch optimizer from {self._optimizer_name} "
+                f"to {opt.name}"
+            )
+        self.n_features_in_ = d
+        self.n_conditions_ = n_cond
+        self._fitted_layout = layout
+        self._fitted_settings = s
+        self._lock = getattr(self, "_lock", None) or threading.RLock()
+        self._infer_net = None
+
+        net = self._network(s, layout, batch, n_cond)
+        net.set_optimizer(**kernel_settings(opt))
+        grads = layout.zeros(s["dtype"])
+        steps_per_epoch = -(-n // batch)
+        log_every = max(1, steps_per_epoch // 20)
+        bar = _progress(s["verbose"], s["epochs"] * steps_per_epoch)
+        try:
+            with self._lock, blas_single_threaded():
+                for _ in range(s["epochs"]):
+                    self._fit_epoch(s, net, X, cond, grads, batch, log_every, bar,
+                                    X_val, cond_val)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    def _fit_epoch(self, s, net, X, cond, grads, batch, log_every, bar, X_val,
+                   cond_val):
+        n = X.shape[0]
+        order = _epoch_order(s["seed"], self.n_iter_, n)
+        p, (s1, s2) = self.params_, self._opt_state
+        recon_total = kl_total = loss_total = 0.0
+        win_loss, win_steps = 0.0, 0
+        start = time.perf_counter()
+        for i in range(0, n, batch):
+            rows = order[i : i + batch]
+            b = rows.shape[0]
+            kl_weight = self._kl_weight(s, self.t_)
+            status, recon_sum, kl_sum = net.train_step(
+                p, grads, s1, s2, X, rows, b, s["seed"], self.t_, kl_weight,
+                s["n_threads"], cond=cond,
+            )
+            if status != 0:
+                what = "loss" if status == 1 else "gradient"
+                raise FloatingPointError(
+                    f"the {what} became NaN or infinite at step {self.t_} "
+                    f"(epoch {self.n_iter_ + 1}, reconstruction sum {recon_sum:.4g}, "
+                    f"KL sum {kl_sum:.4g}); parameters are those before this step. "
+                    f"Try a lower learning rate (lr={s['optimizer'].lr:g} now), "
+                    "a smaller batch, or check X for extreme values"
+                )
+            self.t_ += 1
+            loss = (recon_sum + kl_weight * kl_sum) / b
+            recon_total += recon_sum
+            kl_total += kl_sum
+            loss_total += loss * b
+            win_loss += loss
+            win_steps += 1
+            if win_steps == log_every:
+                self.history_["step"].append(self.t_)
+                self.history_["step_loss"].append(win_loss / win_steps)
+                if bar is not None:
+                    bar.set_postfix(
+                        loss=f"{loss:.2f}", recon=f"{recon_sum / b:.2f}",
+                        kl=f"{kl_sum / b:.2f}", refresh=False,
+                    )
+                win_loss, win_steps = 0.0, 0
+            if bar is not None:
+                bar.update(1)
+        seconds = time.perf_counter() - start
+        self.n_iter_ += 1
+        h = self.history_
+        h["epoch"].append(self.n_iter_)
+        h["loss"].append(loss_total / n)
+        h["reconstruction"].append(recon_total / n)
+        h["kl"].append(kl_total / n)
+        h["elbo"].append(-(recon_total + kl_total) / n)
+        h["seconds"].append(seconds)
+        h["samples_per_second"].append(n / seconds if seconds > 0 else float("inf"))
+        val = None
+        if X_val is not None:
+            val = float(np.mean(self._elbo_rows(X_val, cond_val, s["n_threads"])))
+        h["val_elbo"].append(val)
+        self.loss_curve_.append(loss_total / n)
+        if s["verbose"] >= 2:
+            msg = (
+                f"epoch {self.n_iter_}: loss {loss_total / n:.4f}, "
+                f"recon {recon_total / n:.4f}, kl {kl_total / n:.4f}"
+            )
+            if val is not None:
+                msg += f", val {val:.4f}"
+            (bar.write if bar is not None else print)(msg)
+
+    # -- inference --------------------------------------------------------------
+
+    def _check_fitted(self):
+        if getattr(self, "params_", None) is None:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(X) first or "
+                "use fastvae.load"
+            )
+
+    def _inference_network(self):
+        if getattr(self, "_infer_net", None) is None:
+            self._infer_net = self._network(
+                self._fitted_settings, self._fitted_layout, INFERENCE_CHUNK,
+                self.n_conditions_)
+        return self._infer_net
+
+    def _threads(self):
+        return resolve_num_threads(self.n_threads)
+
+    def _input(self, X, name="X"):
+        self._check_fitted()
+        return check_array(
+            X, name=name, dtype=self.params_.dtype, n_features=self.n_features_in_
+        )
+
+    def _call(self, method, *args, **kwargs):
+        net = self._inference_network()
+        with self._lock, blas_single_threaded():
+            return getattr(net, method)(self.params_, *args, n_threads=self._threads(),
+                                        **kwargs)
+
+    def _head(self, X, condition):
+        X = self._input(X)
+        cond = self._fitted_conditions(condition, X.shape[0])
+        return self._call("encode", X, cond=cond)
+
+    def decode(self, Z, condition=None):
+        """Mean of p(x | z): sigmoid(logits) for Bernoulli, the mean for Gaussian.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, latent_dim)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        self._check_fitted()
+        Z = check_array(
+            Z, name="Z", dtype=self.params_.dtype,
+            n_features=self._fitted_settings["latent_dim"], feature_name="latent dims",
+        )
+        cond = self._fitted_conditions(condition, Z.shape[0])
+        return self._call("decode", Z, cond=cond)
+
+    def _elbo_rows(self, X, cond=None, n_threads=None):
+        """Per-row -(reconstruction + KL) with the fixed evaluation stream."""
+        from fastvae import _rng
+
+        net = self._inference_network()
+        with self._lock, blas_single_threaded():
+            recon, kl = net.elbo_terms(
+                self.params_, X, self._fitted_settings["seed"], _rng.STREAM_EVAL,
+                n_threads=n_threads or self._threads(), cond=cond,
+            )
+        return -(recon + kl)
+
+    @property
+    def sigma_(self):
+        """Observation noise of the Gaussian likelihood: the fixed value, or an
+        array of shape (n_features,) of learned values."""
+        self._check_fitted()
+        s = self._fitted_settings
+        if s["likelihood"] != "gaussian":
+            raise AttributeError("sigma_ exists only for likelihood='gaussian'")
+        if s["sigma"] != "learned":
+            return float(s["sigma"])
+        logsigma = self._fitted_layout.tail(self.params_).astype(np.float64)
+        return np.exp(np.clip(logsigma, *LOGSIGMA_RANGE))
+
+    # -- persistence --------------------------------------------------------------
+
+    def save(self, path):
+        """Write the fitted model to `path` (.npz + JSON, atomic, no pickle).
+
+        The file holds the constructor arguments, the parameter buffer, the
+        optimizer state and the training history; `fastvae.load` restores it.
+        """
+        from fastvae import __version__
+        from fastvae import io as _io
+
+        self._check_fitted()
+        s = self._fitted_settings
+        params = {
+            k: _jsonable(v) for k, v in self.get_params().items() if k != "optimizer"
+        }
+        params["dtype"] = np.dtype(s["dtype"]).name
+        opt = s["optimizer"]
+        meta = {
+            "estimator": type(self).__name__,
+            "params": params,
+            "optimizer": {"name": opt.name, **_fields(opt)},
+            "fitted": {
+                "n_features_in_": self.n_features_in_,
+                "n_conditions_": self.n_conditions_,
+                "n_iter_": self.n_iter_,
+                "t_": self.t_,
+                "history_": self.history_,
+                "loss_curve_": self.loss_curve_,
+            },
+            "fastvae_version": __version__,
+        }
+        arrays = {
+            "params": self.params_,
+            "opt_state1": self._opt_state[0],
+            "opt_state2": self._opt_state[1],
+        }
+        _io.save(path, meta, arrays)
+
+    def _restore(self, fitted, arrays, path):
+        """Fitted state from a model file's metadata and arrays (load)."""
+        from fastvae import io as _io
+
+        s = self._settings()
+        n_features = int(fitted["n_features_in_"])
+        n_cond = int(fitted.get("n_conditions_", 0))
+        if n_features < 1 or n_cond < 0:
+            raise _io.ModelFileError(f"{path} has invalid sizes")
+        layout = self._layout(s, n_features, n_cond)
+        for name in ("params", "opt_state1", "opt_state2"):
+            a = arrays[name]
+            if a.dtype != s["dtype"] or a.shape != (layout.size,):
+                raise _io.ModelFileError(
+                    f"{path}: array {name!r} does not match the model's architecture"
+                )
+            if not np.isfinite(a).all():
+                raise _io.ModelFileError(f"{path}: array {name!r} holds NaN or inf")
+        self.params_ = _aligned_copy(arrays["params"], layout)
+        self._opt_state = [
+            _aligned_copy(arrays[n], layout) for n in ("opt_state1", "opt_state2")
+        ]
+        self._optimizer_name = s["optimizer"].name
+        self.n_features_in_ = n_features
+        self.n_conditions_ = n_cond
+        self.n_iter_ = int(fitted["n_iter_"])
+        self.t_ = int(fitted["t_"])
+        self.history_ = {k: list(v) for k, v in fitted["history_"].items()}
+        self.loss_curve_ = [float(v) for v in fitted["loss_curve_"]]
+        self._fitted_layout = layout
+        self._fitted_settings = s
+        self._lock = threading.RLock()
+        self._infer_net = None
+
+
+# -- helpers --------------------------------------------------------------------
+
+
+def _empty_history():
+    keys = ("epoch", "loss", "reconstruction", "kl", "elbo", "val_elbo", "seconds",
+            "samples_per_second", "step", "step_loss")
+    return {k: [] for k in keys}
+
+
+def _epoch_order(seed, epoch, n):
+    """The minibatch order of one epoch: a pure function of (seed, epoch)."""
+    bitgen = np.random.Philox(key=[seed, _SHUFFLE_STREAM], counter=[0, epoch, 0, 0])
+    return np.random.Generator(bitgen).permutation(n).astype(np.int64)
+
+
+def _check_unit_interval(X, name):
+    lo, hi = float(X.min()), float(X.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values "
+            f"in [{lo:g}, {hi:g}]; scale the data (e.g. divide pixels by 255) or "
+            "use likelihood='gaussian'"
+        )
+
+
+def _progress(verbose, total):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.2)
+
+
+def _aligned_copy(a, layout):
+    out = layout.zeros(a.dtype)
+    out[...] = a
+    return out
+
+
+def _fields(opt):
+    from dataclasses import asdict
+
+    return asdict(opt)
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, type) or isinstance(v, np.dtype):
+        return np.dtype(v).name
+    return v
+
+
+def _same(a, b):
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except (TypeError, ValueError):
+        return False
