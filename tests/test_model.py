@@ -221,7 +221,11 @@ def test_layouts_and_dtypes_of_input_give_the_same_result(fitted, X):
     Xf = np.asfortranarray(X)
     assert not Xf.flags.c_contiguous
     np.testing.assert_array_equal(fitted.transform(Xf), want)
-    np.testing.assert_array_equal(fitted.transform(X[::-1])[::-1], want)
+    # A negative-stride view is copied, but its rows then sit at other positions
+    # of the BLAS call, and OpenBLAS's rounding depends on a row's position (its
+    # tile and tail kernels): equal to float32 rounding, not bitwise.
+    np.testing.assert_allclose(fitted.transform(X[::-1])[::-1], want, rtol=1e-5,
+                               atol=1e-6)
     wide = np.zeros((len(X), 2 * D), np.float32)
     wide[:, ::2] = X
     np.testing.assert_array_equal(fitted.transform(wide[:, ::2]), want)
