@@ -407,22 +407,34 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _read_verified(folder, filename: str, digests, verify: bool, source: str):
+def _read_verified(folder, filename: str, digests, verify: bool, source: str,
+                   dataset: str, download: bool = False):
     """Bytes of ``folder/filename`` (a .gz) or its decompressed twin, checked.
 
     ``digests`` is (MD5 of the .gz, MD5 of the decompressed file): the
     original binarized MNIST is distributed uncompressed and many MNIST
-    copies are kept decompressed, so both forms are accepted.
+    copies are kept decompressed, so both forms are accepted. With
+    ``download``, a missing file is fetched from the dataset's mirrors (the
+    form the mirrors publish: .gz for MNIST and Fashion-MNIST, plain .amat for
+    binarized MNIST).
     """
     folder = Path(folder).expanduser()
     path, expected = folder / filename, digests[0]
     if not path.is_file():
         path, expected = folder / filename[:-3], digests[1]
+    if not path.is_file() and download:
+        from fastvae.download import fetch
+
+        plain = dataset == "binarized-mnist"
+        name = filename[:-3] if plain else filename
+        path = fetch(dataset, name, folder, digests[1] if plain else digests[0])
+        expected = digests[1] if plain else digests[0]
     if not path.is_file():
         raise FileNotFoundError(
             f"{folder / filename} not found (nor {filename[:-3]}). It comes from "
             f"{source}. Put the files in one folder and pass it as data_dir "
-            "(--data-dir on the command line), or set FASTVAE_DATA_DIR."
+            "(--data-dir on the command line) or set FASTVAE_DATA_DIR, or let "
+            "fastvae download them (download=True, --download)."
         )
     raw = path.read_bytes()
     if verify and (actual := _md5(raw)) != expected:
@@ -491,22 +503,27 @@ def _check_choice(name: str, value, choices) -> None:
 
 
 def load_mnist(
-    folder, *, kind: str = "mnist", split: str = "train", verify: bool = True
+    folder=None, *, kind: str = "mnist", split: str = "train", verify: bool = True,
+    download: bool = False,
 ) -> Dataset:
     """Load MNIST or Fashion-MNIST from the original IDX files.
 
     Parameters
     ----------
-    folder : str or path-like
+    folder : str or path-like, optional
         Folder holding ``train-images-idx3-ubyte.gz``,
         ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz`` and
         ``t10k-labels-idx1-ubyte.gz`` (decompressed copies without ``.gz``
-        are accepted too).
+        are accepted too). Default: ``$FASTVAE_DATA_DIR/<kind>``, else
+        ``~/.cache/fastvae/<kind>``.
     kind : {"mnist", "fashion-mnist"}, default="mnist"
     split : {"train", "test"}, default="train"
         60,000 training or 10,000 test images.
     verify : bool, default=True
         Check each file's MD5 against the published checksum.
+    download : bool, default=False
+        Fetch missing files from the published mirrors (checked against the
+        published MD5s, written atomically).
 
     Returns
     -------
@@ -518,11 +535,14 @@ def load_mnist(
     ------
     FileNotFoundError
         If a file is missing; the message says where the files come from.
+    fastvae.download.DownloadError
+        If ``download`` and no mirror could deliver a missing file (offline).
     DataError
         If a checksum differs, a file is not valid IDX, or images and labels
         do not fit together (shape (n, 28, 28) and n labels in 0-9).
     """
     _check_choice("kind", kind, _MNIST_MD5)
+    folder = _data_folder(kind, folder)
     _check_choice("split", split, ("train", "test"))
     prefix = "train" if split == "train" else "t10k"
     arrays = []
@@ -530,7 +550,7 @@ def load_mnist(
         filename = f"{prefix}-{part}-ubyte.gz"
         digests = _MNIST_MD5[kind][filename]
         path, data = _read_verified(
-            folder, filename, digests, verify, _MNIST_SOURCE[kind]
+            folder, filename, digests, verify, _MNIST_SOURCE[kind], kind, download
         )
         arrays.append((path, _parse_idx(data, path)))
     (image_path, images), (label_path, labels) = arrays
@@ -569,19 +589,24 @@ _AMAT_LINE = 2 * 784
 
 
 def load_binarized_mnist(
-    folder, *, split: str = "train", verify: bool = True
+    folder=None, *, split: str = "train", verify: bool = True, download: bool = False
 ) -> Dataset:
     """Load the fixed binarization of MNIST used in VAE likelihood results.
 
     Parameters
     ----------
-    folder : str or path-like
+    folder : str or path-like, optional
         Folder holding ``binarized_mnist_{split}.amat.gz`` (or the
-        uncompressed ``.amat`` as originally distributed).
+        uncompressed ``.amat`` as originally distributed). Default:
+        ``$FASTVAE_DATA_DIR/binarized-mnist``, else
+        ``~/.cache/fastvae/binarized-mnist``.
     split : {"train", "valid", "test"}, default="train"
         50,000, 10,000 or 10,000 images.
     verify : bool, default=True
         Check the file's MD5 against the known checksum.
+    download : bool, default=False
+        Fetch a missing file from the published mirror (the uncompressed
+        ``.amat``, checked against its published checksum).
 
     Returns
     -------
@@ -604,11 +629,13 @@ def load_binarized_mnist(
     """
     _check_choice("split", split, _BINARIZED_MD5)
     path, data = _read_verified(
-        folder,
+        _data_folder("binarized-mnist", folder),
         f"binarized_mnist_{split}.amat.gz",
         _BINARIZED_MD5[split],
         verify,
         _BINARIZED_SOURCE,
+        "binarized-mnist",
+        download,
     )
     if not data or len(data) % _AMAT_LINE:
         raise DataError(
@@ -852,6 +879,7 @@ def load_dataset(
     split: str = "train",
     n_samples: int | None = None,
     seed: int = 0,
+    download: bool = False,
 ) -> Dataset:
     """Load a dataset by name or path: the one entry point of the command line.
 
@@ -874,6 +902,8 @@ def load_dataset(
         the first ``n_samples`` rows.
     seed : int, default=0
         Seed of the shapes generator; unused by other data.
+    download : bool, default=False
+        Fetch missing files of a named real dataset from its mirrors.
 
     Returns
     -------
@@ -902,9 +932,9 @@ def load_dataset(
         seed = _check_int("seed", seed, 0) + offset
         return make_shapes(20000 if n_samples is None else n_samples, seed=seed)
     if name in ("mnist", "fashion-mnist"):
-        data = load_mnist(_data_folder(name, data_dir), kind=name, split=split)
+        data = load_mnist(data_dir, kind=name, split=split, download=download)
     elif name == "binarized-mnist":
-        data = load_binarized_mnist(_data_folder(name, data_dir), split=split)
+        data = load_binarized_mnist(data_dir, split=split, download=download)
     elif name.lower().endswith(ARRAY_SUFFIXES) or Path(name).expanduser().exists():
         data = load_array(name)
     else:
