@@ -72,6 +72,18 @@ def _add_data_arguments(p: argparse.ArgumentParser, *, default: str | None) -> N
     )
     p.add_argument("--n-samples", type=_positive_int, default=None,
                    help="use only this many rows (shapes: how many to generate)")
+    p.add_argument("--download", action="store_true",
+                   help="download missing MNIST-family files (checksums verified)")
+
+
+def _sigma(text: str):
+    if text == "learned":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or 'learned', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
-    t = sub.add_parser("train", help="train a VAE and write model, pictures and history",
+    t = sub.add_parser("train", help="train a model and write it, pictures and history",
                        formatter_class=fmt)
     _add_data_arguments(t, default="shapes")
+    t.add_argument("--model", default="vae", choices=("vae", "ae", "dae"),
+                   help="VAE, plain autoencoder, or denoising autoencoder")
+    t.add_argument("--conditional", action="store_true",
+                   help="condition encoder and decoder on the data's labels (one-hot)")
     t.add_argument("--validation", type=_fraction_or_count, default=0.1,
                    help="held-out rows: a fraction, a count, or 0 for none")
     t.add_argument("--hidden", type=_positive_int, nargs="+", default=[400],
@@ -97,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--latent-dim", type=int, default=20, help="size of z")
     t.add_argument("--likelihood", default="bernoulli",
                    help="'bernoulli' (data in [0, 1]) or 'gaussian'")
-    t.add_argument("--sigma", type=float, default=1.0,
-                   help="observation noise of the Gaussian likelihood")
+    t.add_argument("--sigma", type=_sigma, default=1.0,
+                   help="observation noise of the Gaussian likelihood, or 'learned' "
+                   "(one per feature)")
     t.add_argument("--activation", default="relu",
                    help="hidden activation: relu, tanh, sigmoid or identity")
     t.add_argument("--optimizer", default="adam", help="adam, momentum or sgd")
@@ -109,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
     t.add_argument("--kl-warmup", type=int, default=0,
                    help="steps over which the KL weight rises linearly to beta")
+    t.add_argument("--corruption", type=float, default=None,
+                   help="probability of zeroing each input value during training "
+                   "(denoising; default 0.25 for dae, else 0)")
+    t.add_argument("--binarize", default="none", choices=("none", "static", "dynamic"),
+                   help="binary training targets: drawn once (static) or at every "
+                   "step (dynamic) as Bernoulli(x)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None,
                    help="compute threads (default: OMP_NUM_THREADS or all cores)")
@@ -122,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="a model file written by train")
     s.add_argument("-n", type=_positive_int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--label", type=int, default=None,
+                   help="conditional models: the class to draw")
     s.add_argument("--out", default="samples.png", help="PNG file to write")
     s.set_defaults(handler=_sample)
 
@@ -134,10 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="reconstructions.png", help="PNG file to write")
     r.set_defaults(handler=_reconstruct)
 
-    e = sub.add_parser("eval", help="mean ELBO of a model on data", formatter_class=fmt)
+    e = sub.add_parser("eval", help="mean ELBO (and importance-sampled log p(x)) of a "
+                       "model on data", formatter_class=fmt)
     e.add_argument("--model", required=True, help="a model file written by train")
     _add_data_arguments(e, default="shapes")
     e.add_argument("--split", default="test", help="'train' or 'test' (named data)")
+    e.add_argument("--k", type=_positive_int, default=None,
+                   help="also estimate log p(x) with k importance samples (VAEs; "
+                   "papers use 5000)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(handler=_eval)
 
@@ -157,7 +186,18 @@ def _load_data(args, split: str = "train"):
     from fastvae import data
 
     return data.load_dataset(args.data, data_dir=args.data_dir, split=split,
-                             n_samples=args.n_samples)
+                             n_samples=args.n_samples, download=args.download)
+
+
+def _conditions(model, dataset):
+    """One-hot labels of the data for a conditional model, else None."""
+    from fastvae import data
+
+    if not getattr(model, "n_conditions_", 0):
+        return None
+    if dataset.y is None:
+        raise UserError(f"the model is conditional but {dataset.name} has no labels")
+    return data.one_hot(dataset.y, model.n_conditions_)
 
 
 def _image_shape(dataset, n_features: int):
@@ -181,21 +221,27 @@ def _train(args) -> int:
             dataset, n_validation=args.validation, seed=args.seed)
     else:
         train_set, val_set = dataset, None
-    model = fastvae.VAE(
-        hidden=tuple(args.hidden), latent_dim=args.latent_dim,
-        likelihood=args.likelihood, sigma=args.sigma, activation=args.activation,
-        beta=args.beta, kl_warmup=args.kl_warmup, optimizer=args.optimizer,
-        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-        dtype=args.dtype, seed=args.seed, n_threads=args.threads,
-        verbose=0 if args.quiet else 1,
-    )
-    print(f"fastvae: training on {dataset.name}: {len(train_set)} samples x "
-          f"{train_set.X.shape[1]} features"
+    model = _make_model(args)
+    train_X = train_set.X
+    if args.binarize == "static":
+        train_X = data.sample_binarize(train_X, seed=args.seed)
+    cond = val_cond = None
+    if args.conditional:
+        if dataset.y is None:
+            raise UserError(f"--conditional needs labels, and {dataset.name} has none")
+        n_classes = int(dataset.y.max()) + 1
+        cond = data.one_hot(train_set.y, n_classes)
+        val_cond = None if val_set is None else data.one_hot(val_set.y, n_classes)
+    print(f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
+          f"samples x {train_set.X.shape[1]} features"
           + (f", {len(val_set)} held out" if val_set is not None else "")
           + f"; {fastvae.get_num_threads() if args.threads is None else args.threads}"
           " threads", flush=True)
+    validation = None
+    if val_set is not None:
+        validation = val_set.X if val_cond is None else (val_set.X, val_cond)
     start = time.perf_counter()
-    model.fit(train_set.X, validation_data=None if val_set is None else val_set.X)
+    model.fit(train_X, condition=cond, validation_data=validation)
     seconds = time.perf_counter() - start
 
     paths = {"model": out / "model.npz", "history": out / "history.json",
@@ -217,10 +263,11 @@ def _train(args) -> int:
     if shape is not None:
         paths["samples"] = out / "samples.png"
         paths["reconstructions"] = out / "reconstructions.png"
-        plotting.image_grid(model.sample(64, seed=args.seed), shape, paths["samples"],
-                            title="samples: decoded z ~ N(0, I)")
-        shown = (val_set if val_set is not None else train_set).X[:16]
-        plotting.reconstruction_grid(shown, model.reconstruct(shown), shape,
+        _write_samples(model, shape, paths["samples"], 64, args.seed, None)
+        shown_set = val_set if val_set is not None else train_set
+        shown = shown_set.X[:16]
+        shown_cond = _conditions(model, shown_set.subset(slice(0, 16)))
+        plotting.reconstruction_grid(shown, model.reconstruct(shown, shown_cond), shape,
                                      paths["reconstructions"])
     else:
         print("fastvae: the data are not images; no sample or reconstruction "
@@ -234,16 +281,64 @@ def _train(args) -> int:
         f"final train loss {h['loss'][-1]:.3f} nats/sample (ELBO {h['elbo'][-1]:.3f})",
     ]
     if h["val_elbo"] and h["val_elbo"][-1] is not None:
-        lines.append(f"validation ELBO {h['val_elbo'][0]:.3f} after epoch 1 -> "
+        what = "ELBO" if args.model == "vae" else "reconstruction log-likelihood"
+        lines.append(f"validation {what} {h['val_elbo'][0]:.3f} after epoch 1 -> "
                      f"{h['val_elbo'][-1]:.3f} after epoch {model.n_iter_}")
     lines += [f"{name:>15}: {path}" for name, path in paths.items()]
     print("\n".join(lines))
     return 0
 
 
+def _make_model(args):
+    import fastvae
+
+    common = dict(
+        hidden=tuple(args.hidden), latent_dim=args.latent_dim,
+        likelihood=args.likelihood, sigma=args.sigma, activation=args.activation,
+        dynamic_binarization=args.binarize == "dynamic", optimizer=args.optimizer,
+        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, dtype=args.dtype,
+        seed=args.seed, n_threads=args.threads, verbose=0 if args.quiet else 1,
+    )
+    if args.corruption is not None:
+        common["corruption"] = args.corruption
+    if args.model == "vae":
+        return fastvae.VAE(beta=args.beta, kl_warmup=args.kl_warmup, **common)
+    if args.model == "ae":
+        return fastvae.Autoencoder(**common)
+    return fastvae.DenoisingAutoencoder(**common)
+
+
+def _write_samples(model, shape, path, n, seed, label):
+    """A grid of samples: a VAE's draws (per class for a conditional one, or
+    of one class), or an autoencoder's decoded random codes."""
+    from fastvae import _rng, data, plotting
+
+    if hasattr(model, "sample"):
+        if model.n_conditions_:
+            classes = model.n_conditions_
+            labels = (np.full(n, label) if label is not None
+                      else np.arange(n) % classes)
+            if labels.max() >= classes or labels.min() < 0:
+                raise UserError(f"--label must be in [0, {classes})")
+            images = model.sample(n, condition=data.one_hot(labels, classes), seed=seed)
+            title = (f"samples of class {label}" if label is not None
+                     else f"samples, class = grid position mod {classes}")
+        else:
+            if label is not None:
+                raise UserError("--label needs a conditional model")
+            images, title = model.sample(n, seed=seed), "samples: decoded z ~ N(0, I)"
+    else:  # an autoencoder has no prior: decode codes drawn like a VAE's
+        Z = _rng.normal_matrix(seed, _rng.STREAM_SAMPLE, 0, n, model.latent_dim)
+        cond = None
+        if model.n_conditions_:
+            cond = data.one_hot(np.arange(n) % model.n_conditions_, model.n_conditions_)
+        images = model.decode(Z, cond)
+        title = "decoded random codes z ~ N(0, I) (an autoencoder has no prior)"
+    plotting.image_grid(images, shape, path, title=title)
+
+
 def _sample(args) -> int:
     import fastvae
-    from fastvae import plotting
 
     model = fastvae.load(args.model)
     shape = _image_shape(None, model.n_features_in_)
@@ -251,8 +346,7 @@ def _sample(args) -> int:
         raise UserError(
             f"the model's {model.n_features_in_} features are not a square image; "
             "use the Python API (VAE.sample) for non-image data")
-    plotting.image_grid(model.sample(args.n, seed=args.seed), shape, args.out,
-                        title=f"{args.n} samples (seed {args.seed})")
+    _write_samples(model, shape, args.out, args.n, args.seed, args.label)
     print(f"wrote {args.out}")
     return 0
 
@@ -267,8 +361,9 @@ def _reconstruct(args) -> int:
     shape = _image_shape(dataset, dataset.X.shape[1])
     if shape is None:
         raise UserError(f"{dataset.name} does not hold images; nothing to draw")
-    shown = dataset.X[: args.n]
-    plotting.reconstruction_grid(shown, model.reconstruct(shown), shape, args.out)
+    shown = dataset.subset(slice(0, args.n))
+    plotting.reconstruction_grid(
+        shown.X, model.reconstruct(shown.X, _conditions(model, shown)), shape, args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -279,14 +374,28 @@ def _eval(args) -> int:
     model = fastvae.load(args.model)
     dataset = _load_data(args, split=_split_for(args))
     _check_width(model, dataset)
-    elbo = model.elbo(dataset.X)
-    result = {"data": dataset.name, "split": _split_for(args), "n_samples": len(elbo),
-              "elbo": float(np.mean(elbo)), "elbo_std": float(np.std(elbo))}
+    cond = _conditions(model, dataset)
+    is_vae = hasattr(model, "log_likelihood")
+    scores = model.score_samples(dataset.X, cond)
+    name = "elbo" if is_vae else "reconstruction_log_likelihood"
+    result = {"data": dataset.name, "split": _split_for(args), "n_samples": len(scores),
+              name: float(np.mean(scores)), f"{name}_std": float(np.std(scores))}
+    if args.k is not None:
+        if not is_vae:
+            raise UserError("--k needs a VAE: an autoencoder defines no density")
+        start = time.perf_counter()
+        ll = model.log_likelihood(dataset.X, cond, k=args.k)
+        result.update(log_likelihood=float(np.mean(ll)), k=args.k,
+                      nll=float(-np.mean(ll)), seconds=time.perf_counter() - start)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{dataset.name} ({result['split']}, {len(elbo)} samples): mean ELBO "
-              f"{result['elbo']:.4f} nats (std {result['elbo_std']:.4f})")
+        return 0
+    label = "ELBO" if is_vae else "reconstruction log-likelihood"
+    print(f"{dataset.name} ({result['split']}, {len(scores)} samples): mean {label} "
+          f"{result[name]:.4f} nats (std {result[name + '_std']:.4f})")
+    if args.k is not None:
+        print(f"importance-sampled log p(x), k={args.k}: {result['log_likelihood']:.4f} "
+              f"nats (NLL {result['nll']:.4f}) in {result['seconds']:.1f} s")
     return 0
 
 

@@ -161,6 +161,42 @@ def test_argparse_errors_exit_2(tmp_path):
     assert proc.returncode == 2 and "COMMAND" in proc.stderr
 
 
+def test_model_family_options(tmp_path):
+    run_cli("train", *TINY, "--model", "dae", "--out", "dae", cwd=tmp_path)
+    proc = run_cli("eval", "--model", "dae/model.npz", "--n-samples", "50", "--json",
+                   cwd=tmp_path)
+    result = json.loads(proc.stdout)
+    assert "reconstruction_log_likelihood" in result and "elbo" not in result
+    proc = run_cli("eval", "--model", "dae/model.npz", "--k", "5", cwd=tmp_path,
+                   check=False)
+    assert proc.returncode == 2 and "--k needs a VAE" in proc.stderr
+    assert fastvae.load(tmp_path / "dae/model.npz").corruption == 0.25
+
+    run_cli("train", *TINY, "--conditional", "--binarize", "dynamic", "--out", "cvae",
+            cwd=tmp_path)
+    model = fastvae.load(tmp_path / "cvae/model.npz")
+    assert model.n_conditions_ == 3 and model.dynamic_binarization  # 3 shape classes
+    run_cli("sample", "--model", "cvae/model.npz", "--label", "2", "-n", "4", "--out",
+            "two.png", cwd=tmp_path)
+    assert_picture(tmp_path / "two.png", min_width=30, min_height=30)
+    proc = run_cli("eval", "--model", "cvae/model.npz", "--n-samples", "40", "--k", "20",
+                   "--json", cwd=tmp_path)
+    result = json.loads(proc.stdout)
+    assert result["k"] == 20 and result["log_likelihood"] > result["elbo"] - 5
+    proc = run_cli("sample", "--model", "cvae/model.npz", "--label", "7", cwd=tmp_path,
+                   check=False)
+    assert proc.returncode == 2 and "--label must be in [0, 3)" in proc.stderr
+
+    np.save(tmp_path / "g.npy", np.random.default_rng(0).standard_normal((200, 6)))
+    run_cli("train", "--data", "g.npy", "--likelihood", "gaussian", "--sigma", "learned",
+            "--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--quiet", "--out", "g",
+            cwd=tmp_path)
+    assert fastvae.load(tmp_path / "g/model.npz").sigma_.shape == (6,)
+    proc = run_cli("train", *TINY, "--sigma", "wide", "--out", "x", cwd=tmp_path,
+                   check=False)
+    assert proc.returncode == 2 and "expected a positive number or 'learned'" in proc.stderr
+
+
 @pytest.mark.slow
 def test_default_main_job_learns(tmp_path):
     """The README's main job: `fastvae train` with no arguments."""
