@@ -1,4 +1,5 @@
-"""The benchmark harness: FLOP counts, configuration names, a quick end-to-end run."""
+"""The benchmark harness: FLOP counts, configuration names, a quick end-to-end run,
+and the kernel micro-benchmarks computing what their NumPy twins compute."""
 
 import importlib.util
 import json
@@ -49,6 +50,28 @@ def test_quick_run_end_to_end(tmp_path):
         assert r["peak_rss_mb"] > 10 and r["sgemm_gflops"] > 0
     assert "| 784-64/8/32 | 1 |" in proc.stdout and "fastvae / numpy" in proc.stdout
     assert report["machine"]["cores"] >= 1 and report["machine"]["blas"]
+    kernels = {k["kernel"] for k in report["kernels"]}
+    assert {"dense forward", "dense backward", "reparameterization", "KL + gradient",
+            "Bernoulli loss + grad", "Gaussian loss + grad", "Adam update"} <= kernels
+    assert all(k["fastvae_us"] > 0 and k["numpy_us"] > 0 for k in report["kernels"])
+    assert "| Adam update |" in proc.stdout
+
+
+def test_kernel_benchmarks_compare_equal_computations():
+    """Each micro-benchmark pair computes the same numbers (eps aside)."""
+    from fastvae.bench import kernels
+
+    for name, what, fv, npy in kernels._kernels(np.random.default_rng(1), 1, big=64):
+        got, want = fv(), npy()
+        if name == "reparameterization":  # different noise, same shapes
+            assert [a.shape for a in got] == [a.shape for a in want], what
+            continue
+        if name == "Adam update":
+            continue
+        got = got if isinstance(got, tuple) else (got,)
+        want = want if isinstance(want, tuple) else (want,)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=what)
 
 
 def test_table_marks_failed_implementations():

@@ -221,6 +221,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="length of a round")
     parser.add_argument("--quick", action="store_true",
                         help="one tiny configuration, 2 short rounds (a smoke test)")
+    parser.add_argument("--no-kernels", dest="kernels", action="store_false",
+                        help="skip the kernel micro-benchmarks")
+    parser.add_argument("--only-kernels", action="store_true",
+                        help="only the kernel micro-benchmarks")
     parser.add_argument("--json", default="benchmarks/results/latest.json",
                         help="where to write the full report")
 
@@ -243,9 +247,24 @@ def run_from_args(args) -> int:
         rounds, seconds = args.rounds, args.seconds
     print(f"fastvae bench: {len(configs)} configuration(s), threads {threads}, "
           f"{rounds} rounds of {seconds} s", flush=True)
-    report = run(configs, args.impls, threads, rounds, seconds,
-                 log=lambda msg: print(msg, flush=True))
-    print(format_table(report))
+    def log(msg):
+        print(msg, flush=True)
+
+    if args.only_kernels:
+        report = {"machine": machine_info(), "rounds": rounds,
+                  "seconds_per_round": seconds, "results": []}
+    else:
+        report = run(configs, args.impls, threads, rounds, seconds, log=log)
+    if args.kernels or args.only_kernels:
+        from fastvae.bench import kernels
+
+        report["kernels"] = kernels.run(threads, rounds, seconds / 5, log=log)
+    if report["results"]:
+        print(format_table(report))
+    if "kernels" in report:
+        print("\nKernels (shapes of the 784-400/20/128 step, float32; median µs per "
+              "call, lower is better):\n")
+        print(kernels.format_table(report["kernels"]))
     if args.json:
         from fastvae.io import write_atomic
 
