@@ -38,7 +38,10 @@ BASE_COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 
 
 def copy_public_headers():
-    """Ship src_c's headers inside the package for fastvae.get_include()."""
+    """Ship src_c's headers and the package's .pxd files in one folder,
+    fastvae/include/fastvae/, so that fastvae.get_include() serves both the
+    C compiler and Cython, whether fastvae is installed or editable (an
+    editable install is not on sys.path, where Cython looks for .pxd files)."""
     src = HERE / "src_c" / "fastvae"
     dst = HERE / "fastvae" / "include" / "fastvae"
     if not src.is_dir():  # building from an sdist that already has them
@@ -46,6 +49,8 @@ def copy_public_headers():
     dst.mkdir(parents=True, exist_ok=True)
     for header in src.glob("*.h"):
         shutil.copyfile(header, dst / header.name)
+    for pxd in (HERE / "fastvae").glob("*.pxd"):
+        shutil.copyfile(pxd, dst / pxd.name)
 
 
 def env_flag(name):

@@ -19,15 +19,27 @@ from fastvae.threads import get_num_threads, openmp_enabled, set_num_threads  # 
 
 
 def get_include() -> str:
-    """Folder to add to a C or Cython build's include path.
+    """The one folder a third-party C or Cython build needs, like
+    ``numpy.get_include()``.
 
-    It holds fastvae's C headers (``fastvae/philox.h`` etc.) and, one level
-    up, the ``fastvae`` package with its ``.pxd`` files, so
-    ``cimport fastvae._rng`` and ``#include "fastvae/philox.h"`` both work.
+    It holds ``fastvae/*.h`` (fastvae's C headers, ``#include
+    "fastvae/philox.h"``) and ``fastvae/*.pxd`` (the Cython declarations,
+    ``cimport fastvae``): pass it to the C compiler (``include_dirs``) and to
+    Cython (``cythonize(..., include_path=[...])``). Cython also finds the
+    ``.pxd`` files of a regular install on ``sys.path``, but not those of an
+    editable one.
 
     Returns
     -------
     str
+        An absolute path inside the installed package.
+
+    Examples
+    --------
+    >>> from setuptools import Extension
+    >>> from Cython.Build import cythonize
+    >>> ext = Extension("mine", ["mine.pyx"], include_dirs=[get_include()])
+    >>> modules = cythonize([ext], include_path=[get_include()])  # doctest: +SKIP
     """
     return str(_Path(__file__).resolve().parent / "include")
 

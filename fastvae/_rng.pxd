@@ -23,3 +23,6 @@ cdef extern from "fastvae/philox.h" nogil:
     void fv_normal_fill_f32(uint64_t seed, uint64_t stream, uint64_t row,
                             uint64_t step, uint64_t draw, float* out,
                             int64_t n)
+    void fv_uniform_fill_f64(uint64_t seed, uint64_t stream, uint64_t row,
+                             uint64_t step, uint64_t draw, double* out,
+                             int64_t n)

@@ -137,3 +137,11 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
                               int64_t k, uint64_t seed, uint64_t stream,
                               uint64_t row_offset, double* out,
                               int n_threads) noexcept nogil
+
+# Copy the configuration of `network`, a fastvae._step.Network, into cfg_out
+# and its optimizer (Network.set_optimizer) into opt_out; either may be NULL.
+# Needs the GIL (call it once, before the nogil loop); TypeError for any
+# other object. The config holds offsets, not pointers, so it serves float32
+# and float64 buffers alike and stays valid after the Network is gone.
+cdef int network_config(object network, fv_vae_config* cfg_out,
+                        fv_optimizer* opt_out) except -1

@@ -1145,3 +1145,17 @@ cdef class Network:
                                     &out[start], n_threads)
                 start += chunk
         return out_arr
+
+
+cdef int network_config(object network, fv_vae_config* cfg_out,
+                        fv_optimizer* opt_out) except -1:
+    cdef Network net
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be a fastvae._step.Network, got "
+                        f"{type(network).__module__}.{type(network).__qualname__}")
+    net = <Network> network
+    if cfg_out != NULL:
+        cfg_out[0] = net.cfg
+    if opt_out != NULL:
+        opt_out[0] = net.opt
+    return 0

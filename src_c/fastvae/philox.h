@@ -137,4 +137,18 @@ static inline void fv_uniform4(uint64_t seed, uint64_t stream, uint64_t block, u
         out[l] = fv_u64_to_unit(r[l]);
 }
 
+/* n uniforms in [0, 1) of one (row, step, draw): element e is lane e % 4 of
+ * block e / 4, as for the normals. Double only: rounding to float32 could
+ * turn a value just below 1 into 1. */
+static inline void fv_uniform_fill_f64(uint64_t seed, uint64_t stream, uint64_t row,
+                                       uint64_t step, uint64_t draw, double *out, int64_t n)
+{
+    double u[4];
+    for (int64_t b = 0; 4 * b < n; b++) {
+        fv_uniform4(seed, stream, (uint64_t)b, row, step, draw, u);
+        for (int64_t l = 0; l < 4 && 4 * b + l < n; l++)
+            out[4 * b + l] = u[l];
+    }
+}
+
 #endif /* FASTVAE_PHILOX_H */
