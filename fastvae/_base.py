@@ -77,6 +77,11 @@ class BaseAutoencoder:
     """Shared machinery; see fastvae.VAE and fastvae.Autoencoder."""
 
     _kind = "vae"  # the compiled network's kind: "vae" or "ae"
+    # A hook for the command line: when set, called as fn(model) after every
+    # epoch of fit, once that epoch's history_ entries are recorded (the CLI
+    # writes metrics.jsonl with it). Not a constructor argument: it is not a
+    # setting of the model and is never saved.
+    _epoch_callback = None
 
     # -- scikit-learn parameter protocol --------------------------------------
 
@@ -294,12 +299,17 @@ class BaseAutoencoder:
         grads = layout.zeros(s["dtype"])
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
-        bar = _progress(s["verbose"], s["epochs"] * steps_per_epoch)
+        bar = _progress(s["verbose"], s["epochs"] * n)
         try:
             with self._lock, blas_single_threaded():
-                for _ in range(s["epochs"]):
+                for epoch in range(s["epochs"]):
+                    if bar is not None:
+                        bar.set_description(f"epoch {epoch + 1}/{s['epochs']}",
+                                            refresh=False)
                     self._fit_epoch(s, net, X, cond, grads, batch, log_every, bar,
                                     X_val, cond_val)
+                    if self._epoch_callback is not None:
+                        self._epoch_callback(self)
         finally:
             if bar is not None:
                 bar.close()
@@ -311,7 +321,8 @@ class BaseAutoencoder:
         order = _epoch_order(s["seed"], self.n_iter_, n)
         p, (s1, s2) = self.params_, self._opt_state
         recon_total = kl_total = loss_total = 0.0
-        win_loss, win_steps = 0.0, 0
+        win_loss = win_recon = win_kl = 0.0
+        win_steps = 0
         start = time.perf_counter()
         for i in range(0, n, batch):
             rows = order[i : i + batch]
@@ -336,18 +347,22 @@ class BaseAutoencoder:
             kl_total += kl_sum
             loss_total += loss * b
             win_loss += loss
+            win_recon += recon_sum / b
+            win_kl += kl_sum / b
             win_steps += 1
             if win_steps == log_every:
                 self.history_["step"].append(self.t_)
                 self.history_["step_loss"].append(win_loss / win_steps)
                 if bar is not None:
-                    bar.set_postfix(
-                        loss=f"{loss:.2f}", recon=f"{recon_sum / b:.2f}",
-                        kl=f"{kl_sum / b:.2f}", refresh=False,
-                    )
-                win_loss, win_steps = 0.0, 0
+                    # means over the window, in nats per sample; a dict keeps
+                    # this order (keyword postfixes are sorted by name)
+                    bar.set_postfix({"loss": f"{win_loss / win_steps:.2f}",
+                                     "recon": f"{win_recon / win_steps:.2f}",
+                                     "kl": f"{win_kl / win_steps:.2f}"}, refresh=False)
+                win_loss = win_recon = win_kl = 0.0
+                win_steps = 0
             if bar is not None:
-                bar.update(1)
+                bar.update(b)
         seconds = time.perf_counter() - start
         self.n_iter_ += 1
         h = self.history_
@@ -554,11 +569,14 @@ def _check_unit_interval(X, name):
 
 
 def _progress(verbose, total):
+    """A bar over all training samples of all epochs: its rate is samples/s
+    and its ETA covers the whole fit; the epoch is in the description."""
     if not verbose:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.2)
+    return tqdm(total=total, unit="sample", unit_scale=True, dynamic_ncols=True,
+                mininterval=0.2)
 
 
 def _aligned_copy(a, layout):

@@ -1,9 +1,11 @@
-"""The ``fastvae`` command: train, sample, reconstruct, evaluate and benchmark.
+"""The ``fastvae`` command: train, sample, reconstruct, evaluate, draw the
+latent space (traverse, interpolate), plot a run, and benchmark.
 
 ``fastvae train`` with no arguments trains the default model on the built-in
 shapes data and writes the model, pictures and the training history into
-``fastvae-run/``. Mistakes a user can make (a missing file, an unknown option
-value, data of the wrong shape) end with one ``fastvae: error: ...`` line and
+``fastvae-run/`` (the layout is described in fastvae.run_folder). Mistakes a
+user can make (a missing file, an unknown option value, data of the wrong
+shape, an index out of range) end with one ``fastvae: error: ...`` line and
 exit status 2; internal errors keep their traceback.
 """
 
@@ -59,9 +61,35 @@ def _fraction_or_count(text: str) -> float | int:
     )
 
 
-def _add_data_arguments(p: argparse.ArgumentParser, *, default: str | None) -> None:
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _add_data_arguments(p: argparse.ArgumentParser, *, default: str | None,
+                        optional: bool = False) -> None:
     p.add_argument(
-        "--data", default=default, required=default is None,
+        "--data", default=default, required=default is None and not optional,
         help="'shapes' (built in, generated), 'mnist', 'fashion-mnist', "
         "'binarized-mnist', or a .npy/.npz/.csv file (default: %(default)s)",
     )
@@ -86,11 +114,19 @@ def _sigma(text: str):
             f"expected a positive number or 'learned', got {text!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, reporting a bad command line in the one-line form of
+    every other user error (``fastvae: error: ...``, exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"fastvae: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastvae`` command."""
     from fastvae import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastvae",
         description="Fast Variational Autoencoders on CPUs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -170,6 +206,75 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(handler=_eval)
 
+    v = sub.add_parser(
+        "traverse", formatter_class=fmt,
+        help="decode codes that vary one latent dimension at a time (one row each)",
+        description="Latent traversals: one grid row per latent dimension, the columns "
+        "moving that dimension from -RANGE to +RANGE around a point, the others fixed. "
+        "The point is z = 0 (the prior mean), or with --data and --index the posterior "
+        "mean of that data row. Default dimensions: the first min(latent_dim, 10); "
+        "with --data, the 10 with the largest mean KL(q(z_j|x) || N(0, 1)) on the data "
+        "(the variance of the codes for an autoencoder), largest first.")
+    v.add_argument("--model", required=True, help="a model file written by train")
+    _add_data_arguments(v, default=None, optional=True)
+    v.add_argument("--split", default="test", help="'train' or 'test' (named data)")
+    v.add_argument("--index", type=int, default=None,
+                   help="row of --data whose posterior mean is the centre; none: "
+                   "z = 0")
+    v.add_argument("--dims", type=int, nargs="+", default=None,
+                   help="latent dimensions to traverse; none: see above")
+    v.add_argument("--steps", type=_int_at_least(2), default=9,
+                   help="values per dimension (columns)")
+    v.add_argument("--range", type=_positive_float, default=3.0, dest="span",
+                   metavar="RANGE",
+                   help="largest offset from the centre, in latent units (prior "
+                   "standard deviations for a VAE)")
+    v.add_argument("--label", type=int, default=None,
+                   help="conditional models: the class to decode; none: the label "
+                   "of the --index row")
+    v.add_argument("--out", default="traverse.png", help="PNG file to write")
+    v.set_defaults(handler=_traverse)
+
+    i = sub.add_parser(
+        "interpolate", formatter_class=fmt,
+        help="decode points on the line between the posterior means of two inputs",
+        description="Encode rows FROM and TO of the data, decode STEPS points from one "
+        "posterior mean to the other (both included; an autoencoder's codes), and draw "
+        "them in one row between the two original images. Conditional models "
+        "interpolate the one-hot condition too, unless --label fixes it.")
+    i.add_argument("--model", required=True, help="a model file written by train")
+    _add_data_arguments(i, default="shapes")
+    i.add_argument("--split", default="test", help="'train' or 'test' (named data)")
+    i.add_argument("--from", type=int, required=True, dest="start", metavar="I",
+                   help="row of the first input")
+    i.add_argument("--to", type=int, required=True, dest="end", metavar="J",
+                   help="row of the second input")
+    i.add_argument("--steps", type=_int_at_least(2), default=10,
+                   help="decoded points, endpoints included")
+    i.add_argument("--slerp", action="store_true",
+                   help="spherical instead of linear interpolation")
+    i.add_argument("--label", type=int, default=None,
+                   help="conditional models: decode every point with this class")
+    i.add_argument("--out", default="interpolate.png", help="PNG file to write")
+    i.set_defaults(handler=_interpolate)
+
+    pl = sub.add_parser(
+        "plot", formatter_class=fmt,
+        help="loss curves of a run folder, and a latent scatter coloured by label",
+        description="Draw loss_curve.png (train loss per epoch and over windows of "
+        "steps, validation ELBO, reconstruction and KL terms) from a run folder "
+        "written by train (history.json, or metrics.jsonl while training runs), and, "
+        "when the run's data has labels and model.npz exists, latent.png: the "
+        "posterior means of the held-out rows (the training rows when none were held "
+        "out; first two principal components when latent_dim > 2), coloured by "
+        "label.")
+    pl.add_argument("--run", required=True, help="a folder written by fastvae train")
+    pl.add_argument("--out", default=None,
+                    help="folder for the pictures; none: the run folder")
+    pl.add_argument("--max-points", type=_positive_int, default=2000,
+                    help="at most this many points in the latent scatter")
+    pl.set_defaults(handler=_plot)
+
     from fastvae.bench import harness
 
     b = sub.add_parser("bench", help="time the training step against NumPy (and "
@@ -210,7 +315,7 @@ def _image_shape(dataset, n_features: int):
 
 def _train(args) -> int:
     import fastvae
-    from fastvae import data, plotting
+    from fastvae import data, plotting, run_folder
     from fastvae.io import write_atomic
 
     out = Path(args.out)
@@ -240,11 +345,17 @@ def _train(args) -> int:
     validation = None
     if val_set is not None:
         validation = val_set.X if val_cond is None else (val_set.X, val_cond)
+    _write_run_spec(out, args, dataset, train_set, val_set)
     start = time.perf_counter()
-    model.fit(train_X, condition=cond, validation_data=validation)
+    with run_folder.MetricsLog(out / run_folder.METRICS_FILE) as log:
+        model._epoch_callback = lambda m: log.write(
+            run_folder.epoch_record(m, time.perf_counter() - start))
+        model.fit(train_X, condition=cond, validation_data=validation)
+        model._epoch_callback = None
     seconds = time.perf_counter() - start
 
     paths = {"model": out / "model.npz", "history": out / "history.json",
+             "metrics": out / run_folder.METRICS_FILE, "run": out / run_folder.RUN_FILE,
              "loss_curve": out / "loss_curve.png"}
     model.save(paths["model"])
     record = {
@@ -258,7 +369,8 @@ def _train(args) -> int:
     text = json.dumps(record, indent=1, default=_json_default)
     write_atomic(paths["history"], lambda f: f.write(text.encode("utf-8")))
     plotting.loss_curve(model.history_, paths["loss_curve"],
-                        title=f"fastvae on {dataset.name}")
+                        title=f"fastvae on {dataset.name}",
+                        validation_label=_validation_label(args.model))
     shape = _image_shape(dataset, train_set.X.shape[1])
     if shape is not None:
         paths["samples"] = out / "samples.png"
@@ -287,6 +399,45 @@ def _train(args) -> int:
     lines += [f"{name:>15}: {path}" for name, path in paths.items()]
     print("\n".join(lines))
     return 0
+
+
+def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
+    """run.json: enough to reload the training and validation rows later
+    (fastvae plot), written before training so it exists while it runs."""
+    from datetime import datetime, timezone
+
+    from fastvae import __version__, data, run_folder
+
+    source = args.data
+    if source not in data.DATASET_NAMES:
+        source = str(Path(source).expanduser().resolve())
+    data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
+    run_folder.write_json(out / run_folder.RUN_FILE, {
+        "fastvae_version": __version__,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": args.model,
+        "conditional": bool(args.conditional),
+        "data": {
+            "source": source,
+            "data_dir": None if data_dir is None else str(Path(data_dir).expanduser()
+                                                          .resolve()),
+            "split": "train",
+            "n_samples": args.n_samples,
+            "validation": args.validation,
+            "split_seed": args.seed,
+            "name": dataset.name,
+            "n_train": len(train_set),
+            "n_validation": 0 if val_set is None else len(val_set),
+            "n_features": int(dataset.X.shape[1]),
+            "image_shape": dataset.image_shape,
+            "n_classes": None if dataset.y is None else int(dataset.y.max()) + 1,
+        },
+        "settings": {k: v for k, v in vars(args).items() if k != "handler"},
+    })
+
+
+def _validation_label(kind: str) -> str:
+    return "validation -ELBO" if kind == "vae" else "validation -log p(x | code)"
 
 
 def _make_model(args):
@@ -397,6 +548,218 @@ def _eval(args) -> int:
         print(f"importance-sampled log p(x), k={args.k}: {result['log_likelihood']:.4f} "
               f"nats (NLL {result['nll']:.4f}) in {result['seconds']:.1f} s")
     return 0
+
+
+# Names of the classes of the built-in and MNIST-family data, for legends.
+_CLASS_NAMES = {
+    "shapes": ("square", "ellipse", "triangle"),
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion-mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
+                      "shirt", "sneaker", "bag", "ankle boot"),
+}
+
+
+def _picture_shape(model, dataset=None):
+    shape = _image_shape(dataset, model.n_features_in_)
+    if shape is None:
+        raise UserError(
+            f"the model's {model.n_features_in_} features are not a square image; "
+            "there is nothing to draw")
+    return shape
+
+
+def _check_index(option: str, index: int, dataset, split: str) -> None:
+    if not 0 <= index < len(dataset):
+        raise UserError(
+            f"{option} {index} is out of range: {dataset.name} ({split}) has "
+            f"{len(dataset)} rows, 0 to {len(dataset) - 1}")
+
+
+def _decode_label(model, label):
+    """--label checked against the model: a class of a conditional model."""
+    n = model.n_conditions_
+    if label is None:
+        return None
+    if not n:
+        raise UserError("--label needs a conditional model (train --conditional)")
+    if not 0 <= label < n:
+        raise UserError(f"--label must be in [0, {n}), got {label}")
+    return label
+
+
+def _traverse(args) -> int:
+    import fastvae
+    from fastvae import data, latent, plotting
+
+    model = fastvae.load(args.model)
+    k = int(model.latent_dim)
+    label = _decode_label(model, args.label)
+    center, scores, dataset = np.zeros(k), None, None
+    if args.data is None:
+        if args.index is not None:
+            raise UserError("--index needs --data (the data holding that row)")
+    else:
+        split = _split_for(args)
+        dataset = _load_data(args, split=split)
+        _check_width(model, dataset)
+        if args.index is not None:
+            _check_index("--index", args.index, dataset, split)
+        cond = _conditions(model, dataset)
+        if hasattr(model, "sample"):  # a VAE: rank dimensions by their KL
+            mu, logvar = model.encode(dataset.X, cond)
+            scores, score_name = latent.kl_per_dimension(mu, logvar), "KL"
+        else:  # an autoencoder has no posterior: rank by the spread of its codes
+            mu = model.encode(dataset.X, cond)
+            scores, score_name = np.var(mu.astype(np.float64), axis=0), "var"
+        if args.index is not None:
+            center = mu[args.index].astype(np.float64)
+            if label is None and model.n_conditions_:
+                label = int(dataset.y[args.index])
+    if model.n_conditions_ and label is None:
+        raise UserError(f"the model is conditional: give --label (a class in [0, "
+                        f"{model.n_conditions_})) or --data with --index")
+    if args.dims is not None:
+        bad = [d for d in args.dims if not 0 <= d < k]
+        if bad:
+            raise UserError(f"--dims {bad[0]} is out of range: the model has {k} "
+                            f"latent dimensions, 0 to {k - 1}")
+        dims = np.asarray(args.dims, dtype=np.int64)
+    elif scores is not None:
+        dims = latent.top_dimensions(scores, min(k, 10))
+    else:
+        dims = np.arange(min(k, 10))
+    values = np.linspace(-args.span, args.span, args.steps)
+    Z = latent.traversal(center, dims, values).astype(model.params_.dtype)
+    cond = None
+    if model.n_conditions_:
+        cond = data.one_hot(np.full(len(Z), label), model.n_conditions_)
+    images = model.decode(Z, cond)
+    rows = [f"z{d}" + ("" if scores is None else f"\n{score_name} {scores[d]:.2f}")
+            for d in dims]
+    cols = [f"{v:+.3g}" if v else "0" for v in values]
+    where = ("z = 0" if args.index is None else
+             f"the posterior mean of {dataset.name} row {args.index}")
+    title = (f"latent traversals around {where}"
+             + ("" if label is None else f", class {label}"))
+    plotting.labelled_grid(images, _picture_shape(model, dataset), args.out,
+                           n_cols=args.steps, row_labels=rows, col_labels=cols,
+                           title=title)
+    how = ("the first" if scores is None or args.dims is not None else
+           f"the {len(dims)} with the largest {score_name} on the data,")
+    print(f"wrote {args.out}: {len(dims)} latent dimensions ({how} "
+          f"{', '.join(map(str, dims))}) x {args.steps} values from "
+          f"{-args.span:g} to +{args.span:g} around {where}")
+    return 0
+
+
+def _interpolate(args) -> int:
+    import fastvae
+    from fastvae import data, latent, plotting
+
+    model = fastvae.load(args.model)
+    label = _decode_label(model, args.label)
+    split = _split_for(args)
+    dataset = _load_data(args, split=split)
+    _check_width(model, dataset)
+    shape = _picture_shape(model, dataset)
+    _check_index("--from", args.start, dataset, split)
+    _check_index("--to", args.end, dataset, split)
+    pair = dataset.subset([args.start, args.end])
+    pair_cond = _conditions(model, pair)
+    z = model.transform(pair.X, pair_cond).astype(np.float64)
+    Z = latent.interpolate(z[0], z[1], args.steps, spherical=args.slerp)
+    cond = None
+    if model.n_conditions_:
+        if label is not None:
+            cond = data.one_hot(np.full(args.steps, label), model.n_conditions_)
+        else:
+            t = np.linspace(0.0, 1.0, args.steps)[:, None]
+            cond = (1.0 - t) * pair_cond[0] + t * pair_cond[1]
+    decoded = model.decode(Z.astype(model.params_.dtype), cond)
+    images = np.concatenate([pair.X[:1], decoded, pair.X[1:]])
+    t = np.linspace(0.0, 1.0, args.steps)
+    cols = [f"row {args.start}", *(f"t={v:.2g}" for v in t), f"row {args.end}"]
+    kind = "spherical" if args.slerp else "linear"
+    what = "posterior means" if hasattr(model, "sample") else "codes"
+    plotting.labelled_grid(
+        images, shape, args.out, n_cols=len(images), col_labels=cols,
+        title=f"{kind} interpolation between the {what} of {dataset.name} rows "
+        f"{args.start} and {args.end} (originals at the ends)")
+    print(f"wrote {args.out}: {dataset.name} ({split}) row {args.start} -> row "
+          f"{args.end}, {args.steps} {kind} steps between the {what}")
+    return 0
+
+
+def _plot(args) -> int:
+    from fastvae import plotting, run_folder
+
+    run = Path(args.run)
+    history, source = run_folder.read_history(run)
+    spec = run_folder.read_run(run)
+    out = Path(args.out) if args.out is not None else run
+    if not out.is_dir():
+        raise UserError(f"output folder {out} does not exist")
+    kind = (spec or {}).get("model", "vae")
+    name = (spec or {}).get("data", {}).get("name")
+    curves = out / "loss_curve.png"
+    plotting.loss_curve(history, curves, validation_label=_validation_label(kind),
+                        title=f"fastvae on {name}" if name else None)
+    done = "" if source == run_folder.HISTORY_FILE else " (training still running?)"
+    print(f"wrote {curves}: {len(history['epoch'])} epochs from {run / source}{done}")
+    why_not = _latent_scatter(run, spec, out / "latent.png", args.max_points)
+    if why_not:
+        print(f"no latent scatter: {why_not}")
+    return 0
+
+
+def _latent_scatter(run: Path, spec, path: Path, max_points: int) -> str | None:
+    """Draw the run's held-out posterior means coloured by label; returns why
+    not when the run cannot give them."""
+    import fastvae
+    from fastvae import data, latent, plotting, run_folder
+
+    if spec is None:
+        return f"{run} has no {run_folder.RUN_FILE} (a run from an older fastvae)"
+    d = spec.get("data", {})
+    if not d.get("n_classes"):
+        return f"the run's data ({d.get('name')}) has no labels"
+    model_path = run / run_folder.MODEL_FILE
+    if not model_path.is_file():
+        return f"{model_path} does not exist yet"
+    model = fastvae.load(model_path)
+    dataset = data.load_dataset(d["source"], data_dir=d.get("data_dir"),
+                                split=d.get("split", "train"),
+                                n_samples=d.get("n_samples"))
+    part = "training"
+    if d.get("validation"):
+        _, dataset = data.train_validation_split(
+            dataset, n_validation=d["validation"], seed=d.get("split_seed", 0))
+        part = "held-out"
+    if dataset.X.shape[1] != model.n_features_in_ or dataset.y is None:
+        return f"the data at {d['source']} no longer match the model"
+    dataset = dataset.subset(slice(0, max_points))
+    Z = model.transform(dataset.X, _conditions(model, dataset)).astype(np.float64)
+    what = "posterior means" if hasattr(model, "sample") else "codes"
+    k = Z.shape[1]
+    if k == 1:
+        jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(Z))
+        points = np.column_stack([Z[:, 0], dataset.y + jitter])
+        axes = (f"z0 ({what})", "label (jittered)")
+    elif k == 2:
+        points, axes = Z, (f"z0 ({what})", f"z1 ({what})")
+    else:
+        points, explained = latent.principal_components(Z, 2)
+        axes = tuple(f"PC{c + 1} of the {k}-D {what} ({explained[c]:.0%} of variance)"
+                     for c in range(2))
+    names = _CLASS_NAMES.get(dataset.name)
+    if names is not None and len(names) < int(dataset.y.max()) + 1:
+        names = None
+    plotting.latent_scatter(
+        points, dataset.y, path, class_names=names, axis_labels=axes,
+        title=f"{what} of {len(Z)} {part} rows of {dataset.name}, coloured by label")
+    print(f"wrote {path}: {len(Z)} {part} rows"
+          + (", first two principal components" if k > 2 else ""))
+    return None
 
 
 def _split_for(args) -> str:
