@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", default="adam", help="adam, momentum or sgd")
     t.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: 1e-3 for adam, 0.01 otherwise)")
-    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--epochs", type=int, default=None,
+                   help="epochs to train (unset: 20); with --resume, the total to "
+                   "reach (unset: the run's own)")
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
     t.add_argument("--kl-warmup", type=int, default=0,
@@ -174,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default="float32", help="float32 or float64")
     t.add_argument("--out", default=_DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="write OUT/checkpoint.npz after every N epochs and at the end "
+                   "(unset: 1, or the run's own with --resume; 0: none, or only the "
+                   "final one with --resume)")
+    t.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue the run in folder RUN (or checkpoint file RUN) "
+                   "exactly where its last checkpoint stopped, with its settings")
     t.set_defaults(handler=_train)
 
     s = sub.add_parser("sample", help="decode draws z ~ N(0, I) into a PNG grid",
@@ -313,20 +322,43 @@ def _image_shape(dataset, n_features: int):
     return (side, side) if side * side == n_features else None
 
 
+# Options of train that --resume may set; every other one comes from the run.
+_RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every")
+_DEFAULT_EPOCHS = 20
+
+
 def _train(args) -> int:
     import fastvae
     from fastvae import data, plotting, run_folder
     from fastvae.io import write_atomic
 
+    info = None
+    if args.resume is not None:
+        info = fastvae.checkpoint_info(args.resume)
+        args = _resumed_arguments(args, info)
+    else:
+        args.epochs = _DEFAULT_EPOCHS if args.epochs is None else args.epochs
+        if args.checkpoint_every is None:
+            args.checkpoint_every = 1
+        # Absolute paths, so that --resume works from any folder.
+        is_file = args.data.lower().endswith((".npy", ".npz", ".csv"))
+        if is_file and Path(args.data).is_file():
+            args.data = str(Path(args.data).resolve())
+        if args.data_dir is not None and Path(args.data_dir).is_dir():
+            args.data_dir = str(Path(args.data_dir).resolve())
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.npz"
+    if info is None:
+        _refuse_unfinished_run(out, checkpoint)
     dataset = _load_data(args)
     if args.validation:
         train_set, val_set = data.train_validation_split(
             dataset, n_validation=args.validation, seed=args.seed)
     else:
         train_set, val_set = dataset, None
-    model = _make_model(args)
     train_X = train_set.X
     if args.binarize == "static":
         train_X = data.sample_binarize(train_X, seed=args.seed)
@@ -345,21 +377,48 @@ def _train(args) -> int:
     validation = None
     if val_set is not None:
         validation = val_set.X if val_cond is None else (val_set.X, val_cond)
-    _write_run_spec(out, args, dataset, train_set, val_set)
+    settings = {k: v for k, v in vars(args).items() if k not in ("handler", "resume")}
+    every = args.checkpoint_every
+    if info is None:
+        _write_run_spec(out, args, dataset, train_set, val_set)
+    if info is not None:
+        run_folder.truncate_metrics(out / run_folder.METRICS_FILE, info["epochs_done"])
     start = time.perf_counter()
-    with run_folder.MetricsLog(out / run_folder.METRICS_FILE) as log:
-        model._epoch_callback = lambda m: log.write(
-            run_folder.epoch_record(m, time.perf_counter() - start))
-        model.fit(train_X, condition=cond, validation_data=validation)
-        model._epoch_callback = None
+    with run_folder.MetricsLog(out / run_folder.METRICS_FILE,
+                               append=info is not None) as log:
+        def log_epoch(m):
+            log.write(run_folder.epoch_record(m, time.perf_counter() - start))
+
+        if info is None:
+            model = _make_model(args)
+            model._epoch_callback = log_epoch
+            model.fit(train_X, condition=cond, validation_data=validation,
+                      checkpoint=checkpoint if every else None, checkpoint_every=every,
+                      checkpoint_meta={"cli": settings})
+            model._epoch_callback = None
+            done_before = 0
+        else:
+            print(f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
+                  + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
+                  + f", to {args.epochs} epochs", flush=True)
+            model = fastvae.resume(info["path"], train_X, condition=cond,
+                                   validation_data=validation, epochs=args.epochs,
+                                   checkpoint_every=every, n_threads=args.threads,
+                                   verbose=0 if args.quiet else 1,
+                                   epoch_callback=log_epoch)
+            batch = min(model.batch_size, len(train_set))
+            done_before = (len(train_set) * info["epochs_done"]
+                           + min(info["epoch_step"] * batch, len(train_set)))
     seconds = time.perf_counter() - start
 
     paths = {"model": out / "model.npz", "history": out / "history.json",
              "metrics": out / run_folder.METRICS_FILE, "run": out / run_folder.RUN_FILE,
              "loss_curve": out / "loss_curve.png"}
+    if checkpoint.is_file():
+        paths["checkpoint"] = checkpoint
     model.save(paths["model"])
     record = {
-        "settings": {k: v for k, v in vars(args).items() if k != "handler"},
+        "settings": settings,
         "data": {"name": dataset.name, "n_train": len(train_set),
                  "n_validation": 0 if val_set is None else len(val_set),
                  "n_features": int(train_set.X.shape[1])},
@@ -386,10 +445,11 @@ def _train(args) -> int:
               "pictures written")
 
     h = model.history_
-    n_seen = len(train_set) * model.n_iter_
+    n_seen = len(train_set) * model.n_iter_ - done_before
     lines = [
         f"trained {model.n_iter_} epochs ({model.t_} steps) in {seconds:.1f} s: "
-        f"{n_seen / seconds:,.0f} samples/s",
+        f"{n_seen / seconds:,.0f} samples/s"
+        + (" since the resume" if info is not None else ""),
         f"final train loss {h['loss'][-1]:.3f} nats/sample (ELBO {h['elbo'][-1]:.3f})",
     ]
     if h["val_elbo"] and h["val_elbo"][-1] is not None:
@@ -438,6 +498,49 @@ def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
 
 def _validation_label(kind: str) -> str:
     return "validation -ELBO" if kind == "vae" else "validation -log p(x | code)"
+
+
+def _resumed_arguments(args, info):
+    """The settings of the run a checkpoint belongs to, with the options
+    --resume may change."""
+    stored = info["meta"].get("cli")
+    if not isinstance(stored, dict):
+        raise UserError(f"{info['path']} was not written by fastvae train; continue it "
+                        "with fastvae.resume in Python")
+    defaults = vars(build_parser().parse_args(["train"]))
+    for name, default in defaults.items():
+        if name not in _RESUME_OPTIONS and getattr(args, name) != default:
+            raise UserError(
+                f"--{name.replace('_', '-')} cannot be given with --resume: the "
+                "run's settings come from its checkpoint (--resume takes --epochs, "
+                "--threads, --checkpoint-every and --quiet)")
+    merged = {**defaults, **{k: v for k, v in stored.items()
+                             if k in defaults and k not in _RESUME_OPTIONS}}
+    merged.update(
+        resume=args.resume, out=str(info["path"].parent), quiet=args.quiet,
+        epochs=info["epochs"] if args.epochs is None else args.epochs,
+        threads=stored.get("threads") if args.threads is None else args.threads,
+        checkpoint_every=(stored.get("checkpoint_every", 1)
+                          if args.checkpoint_every is None else args.checkpoint_every))
+    return argparse.Namespace(**merged)
+
+
+def _refuse_unfinished_run(out: Path, checkpoint: Path) -> None:
+    """A new run must not overwrite the checkpoint of one that can go on."""
+    import fastvae
+    from fastvae.io import ModelFileError
+
+    if not checkpoint.is_file():
+        return
+    try:
+        info = fastvae.checkpoint_info(checkpoint)
+    except ModelFileError:
+        return  # unreadable: nothing left to continue
+    if not info["finished"]:
+        raise UserError(
+            f"{out} holds an unfinished run ({info['epochs_done']} of {info['epochs']} "
+            f"epochs): continue it with --resume {out}, or delete {checkpoint} to "
+            "start over")
 
 
 def _make_model(args):

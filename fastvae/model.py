@@ -11,11 +11,13 @@ import numbers
 import numpy as np
 
 from fastvae import _rng
+from fastvae import checkpoint as _ckpt
 from fastvae import io as _io
 from fastvae._base import BaseAutoencoder
 from fastvae._validation import Param
 
-__all__ = ["VAE", "Autoencoder", "DenoisingAutoencoder", "load"]
+__all__ = ["VAE", "Autoencoder", "DenoisingAutoencoder", "load", "resume",
+           "checkpoint_info"]
 
 _COMMON_PARAMETERS = """
     input_dim : int, optional
@@ -175,7 +177,8 @@ class VAE(BaseAutoencoder):
         return float(s["beta"]) * min(1.0, (t + 1) / s["kl_warmup"])
 
     def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
-            optimizer=None, lr=None, validation_data=None):
+            optimizer=None, lr=None, validation_data=None, checkpoint=None,
+            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None):
         """Train on X.
 
         Parameters
@@ -192,6 +195,23 @@ class VAE(BaseAutoencoder):
         validation_data : array-like of shape (n_val, n_features), or a tuple
             (X_val, condition_val) for a conditional model, optional.
             Its mean ELBO is recorded after every epoch in history_["val_elbo"].
+        checkpoint : str or os.PathLike, optional
+            Write training checkpoints to this file (or to checkpoint.npz in
+            this folder): after every `checkpoint_every` epochs, after every
+            `checkpoint_every_steps` steps when given, and at the end. Each
+            write replaces the previous checkpoint atomically; a run that is
+            killed continues exactly with `fastvae.resume`. See the
+            fastvae.checkpoint module for the format.
+        checkpoint_every : int >= 0, default=1
+            Epochs between checkpoints (a checkpoint follows every epoch whose
+            number is a multiple of it); 0 for none but the final one (and
+            the `checkpoint_every_steps` ones).
+        checkpoint_every_steps : int >= 1, optional
+            Also checkpoint after every step whose count t_ is a multiple of
+            it, mid-epoch too.
+        checkpoint_meta : dict, optional
+            JSON-serialisable data stored in the checkpoint (returned by
+            `fastvae.checkpoint_info` as "meta").
 
         Returns
         -------
@@ -203,11 +223,15 @@ class VAE(BaseAutoencoder):
             For invalid settings or data (the message names the problem).
         FloatingPointError
             If the loss or a gradient becomes NaN or infinite; the parameters
-            are those before the failing step.
+            are those before the failing step, no checkpoint is written with
+            non-finite numbers, and the message says where the last good
+            checkpoint is.
         """
         return self._fit(X, condition,
                          {"epochs": epochs, "batch_size": batch_size,
-                          "optimizer": optimizer, "lr": lr}, validation_data)
+                          "optimizer": optimizer, "lr": lr}, validation_data,
+                         _ckpt.options(checkpoint, checkpoint_every,
+                                       checkpoint_every_steps, checkpoint_meta))
 
     def encode(self, X, condition=None):
         """Parameters of q(z|x).
@@ -400,13 +424,16 @@ class Autoencoder(BaseAutoencoder):
         self.warm_start = warm_start
 
     def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
-            optimizer=None, lr=None, validation_data=None):
+            optimizer=None, lr=None, validation_data=None, checkpoint=None,
+            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None):
         """Train on X; see VAE.fit (history_["kl"] is all zeros and
         history_["val_elbo"] holds the validation reconstruction
         log-likelihood log p(x | encoder(x)))."""
         return self._fit(X, condition,
                          {"epochs": epochs, "batch_size": batch_size,
-                          "optimizer": optimizer, "lr": lr}, validation_data)
+                          "optimizer": optimizer, "lr": lr}, validation_data,
+                         _ckpt.options(checkpoint, checkpoint_every,
+                                       checkpoint_every_steps, checkpoint_meta))
 
     def transform(self, X, condition=None):
         """The codes z = encoder(x): array of shape (n_samples, latent_dim)."""
@@ -486,8 +513,29 @@ class DenoisingAutoencoder(Autoencoder):
 ESTIMATORS = {cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencoder)}
 
 
+def _from_file(path, formats):
+    """(model, metadata) from a verified model file or checkpoint."""
+    meta, arrays = _io.load(path, formats=formats)
+    what = "checkpoint" if meta["format"] == _io.CHECKPOINT_FORMAT else "model file"
+    estimator = meta.get("estimator")
+    cls = ESTIMATORS.get(estimator) if isinstance(estimator, str) else None
+    if cls is None:
+        raise _io.ModelFileError(
+            f"{path} holds {estimator!r}, not one of {sorted(ESTIMATORS)}")
+    model = cls()
+    try:
+        model._set_state(meta, arrays)
+    except KeyError as exc:
+        raise _io.ModelFileError(
+            f"{path} is not a valid {what}: missing {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise _io.ModelFileError(f"{path} is not a valid {what}: {exc}") from None
+    return model, meta
+
+
 def load(path):
-    """Load a model written by VAE.save (or an autoencoder's save).
+    """Load a model written by VAE.save (or an autoencoder's save), or the
+    model in a training checkpoint.
 
     Parameters
     ----------
@@ -504,29 +552,139 @@ def load(path):
     FileNotFoundError
         If there is no file at `path`.
     fastvae.ModelFileError
-        If the file is truncated, corrupted, from a newer format, or not a
-        fastvae model.
+        If the file is truncated, corrupted, from a newer format, holds
+        invalid settings or non-finite parameters, or is not a fastvae file.
     """
-    meta, arrays = _io.load(path)
-    try:
-        cls = ESTIMATORS.get(meta.get("estimator"))
-        if cls is None:
-            raise _io.ModelFileError(
-                f"{path} holds {meta.get('estimator')!r}, not one of "
-                f"{sorted(ESTIMATORS)}")
-        opt_meta = dict(meta["optimizer"])
-        params = dict(meta["params"])
-        for name in ("hidden", "decoder_hidden"):  # JSON has no tuples
-            if isinstance(params.get(name), list):
-                params[name] = tuple(params[name])
-        params["dtype"] = np.dtype(params["dtype"]).type
-        model = cls(**params)
-        from fastvae import optim
+    return _from_file(path, (_io.MODEL_FORMAT, _io.CHECKPOINT_FORMAT))[0]
 
-        model.optimizer = optim.OPTIMIZER_NAMES[opt_meta.pop("name")](**opt_meta)
-        model._restore(meta["fitted"], arrays, path)
-    except _io.ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise _io.ModelFileError(f"{path} has invalid model settings: {exc}") from None
-    return model
+
+def _read_checkpoint(checkpoint):
+    """(path, model, progress, metadata) of a verified checkpoint."""
+    path = _ckpt.checkpoint_path(checkpoint, must_exist=True)
+    model, meta = _from_file(path, (_io.CHECKPOINT_FORMAT,))
+    try:
+        progress = _ckpt.read_progress(
+            meta.get("progress"), n_iter=model.n_iter_,
+            n_features=model.n_features_in_, n_conditions=model.n_conditions_)
+        if not isinstance(meta.get("user"), dict):
+            raise ValueError("user must be a JSON object")
+    except (TypeError, ValueError) as exc:
+        raise _io.ModelFileError(f"{path} is not a valid checkpoint: {exc}") from None
+    return path, model, progress, meta
+
+
+def checkpoint_info(checkpoint):
+    """Where a checkpointed run stands (the whole file is verified).
+
+    Parameters
+    ----------
+    checkpoint : str or os.PathLike
+        A checkpoint file, or a folder holding checkpoint.npz.
+
+    Returns
+    -------
+    dict
+        "path", "estimator" (class name), "epochs" (the run's total),
+        "epochs_done" (n_iter_), "epoch_step" (minibatches of the next epoch
+        already done), "steps" (t_), "finished" (bool) and "meta" (what fit
+        stored as checkpoint_meta).
+
+    Raises
+    ------
+    FileNotFoundError, fastvae.ModelFileError
+        As for `resume`.
+    """
+    path, model, progress, meta = _read_checkpoint(checkpoint)
+    step = progress["epoch"].step
+    return {"path": path, "estimator": type(model).__name__,
+            "epochs": progress["epochs"], "epochs_done": model.n_iter_,
+            "epoch_step": step, "steps": model.t_,
+            "finished": model.n_iter_ >= progress["epochs"] and step == 0,
+            "meta": meta["user"]}
+
+
+def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
+           checkpoint_every=None, checkpoint_every_steps=None, n_threads=None,
+           verbose=None, epoch_callback=None):
+    """Continue a checkpointed training run exactly where it stopped.
+
+    The checkpoint (written by ``fit(..., checkpoint=...)``) holds the
+    settings, parameters, optimizer state, step and epoch counters, history
+    and the position inside the epoch; training continues from there, with
+    the same batch size, and keeps writing checkpoints to the same file.
+    Given the same training data, the final parameters are bitwise identical
+    to those of a run that was never interrupted (for any thread count).
+
+    Parameters
+    ----------
+    checkpoint : str or os.PathLike
+        A checkpoint file, or a folder holding checkpoint.npz.
+    X : array-like of shape (n_samples, n_features)
+        The training data of the checkpointed run (checked by SHA-256).
+    condition : array-like of shape (n_samples, n_conditions), optional
+        Its conditions, when it had some.
+    validation_data : optional
+        As for fit; only the recorded validation ELBO depends on it.
+    epochs : int, optional
+        Total number of epochs to reach; the run's own total when None.
+    checkpoint_every, checkpoint_every_steps : int, optional
+        Checkpoint frequencies; the run's own when None.
+    n_threads : int, optional
+        Threads from now on; the model's setting when None.
+    verbose : {0, 1, 2}, optional
+        The model's setting when None.
+    epoch_callback : callable, optional
+        Called as ``epoch_callback(model)`` after every epoch (the command
+        line appends to metrics.jsonl with it).
+
+    Returns
+    -------
+    VAE, Autoencoder or DenoisingAutoencoder
+        The model, trained to `epochs` epochs.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no checkpoint at `checkpoint`.
+    fastvae.ModelFileError
+        If the checkpoint is truncated, corrupted, of a newer format or not
+        a checkpoint.
+    ValueError
+        If X differs from the checkpointed run's data, or `epochs` is fewer
+        than those already done.
+    FloatingPointError
+        As for fit.
+
+    Examples
+    --------
+    >>> vae = fastvae.VAE(epochs=50).fit(X, checkpoint="run/")   # killed
+    >>> vae = fastvae.resume("run/", X)                          # doctest: +SKIP
+    """
+    path, model, progress, meta = _read_checkpoint(checkpoint)
+    if epochs is not None:
+        Param(numbers.Integral, low=1).check("epochs", epochs)
+        step = progress["epoch"].step
+        if epochs < model.n_iter_ or (epochs == model.n_iter_ and step):
+            raise ValueError(
+                f"epochs={epochs} but the checkpointed run has done {model.n_iter_} "
+                f"epochs" + (f" and {step} steps of the next" if step else ""))
+        progress["epochs"] = int(epochs)
+    if n_threads is not None:
+        model.n_threads = n_threads
+    if verbose is not None:
+        model.verbose = verbose
+    every = (progress["checkpoint_every"] if checkpoint_every is None
+             else checkpoint_every)
+    every_steps = (progress["checkpoint_every_steps"] if checkpoint_every_steps is None
+                   else checkpoint_every_steps)
+    options = _ckpt.options(path, every, every_steps, meta["user"])
+    # The run that wrote this checkpoint is over: what a kill -9 left of its
+    # temporary files is garbage.
+    for tmp in _io.temporary_files(path):
+        tmp.unlink(missing_ok=True)
+    model._epoch_callback = epoch_callback
+    try:
+        return model._fit(X, condition, {"batch_size": progress["batch_size"]},
+                          validation_data, options, resume=progress)
+    finally:
+        model._epoch_callback = None
