@@ -40,7 +40,8 @@ def main(argv=None):
     vae = fastvae.VAE(hidden=(400,), latent_dim=20, epochs=1, batch_size=128,
                       dtype=a.dtype, seed=0).fit(X[:2048])
     Z = vae.transform(X)
-    print(f"# 784-400-20 VAE, {a.rows} rows, {a.dtype}; {platform.processor() or platform.machine()}, "
+    cpu = platform.processor() or platform.machine()
+    print(f"# 784-400-20 VAE, {a.rows} rows, {a.dtype}; {cpu}, "
           f"fastvae {fastvae.__version__}, median of {a.repeats}")
     print("| threads | transform rows/s | score_samples rows/s | decode rows/s |")
     print("|---|---|---|---|")
