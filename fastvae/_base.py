@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from fastvae import _dense, _step
+from fastvae import _dense, _step, batches
 from fastvae import checkpoint as _ckpt
 from fastvae._numerics import LOGSIGMA_RANGE
 from fastvae._validation import (
@@ -119,6 +119,87 @@ class BaseAutoencoder:
         ]
         return f"{type(self).__name__}({', '.join(changed)})"
 
+    # -- scikit-learn estimator protocol (without importing scikit-learn) -----
+
+    _estimator_type_tag = None  # scikit-learn's estimator_type tag
+
+    def __sklearn_tags__(self):
+        """Tags for scikit-learn's tools and checks (called only by
+        scikit-learn, so importing it here adds no dependency)."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        try:
+            dtype = np.dtype(self.dtype).name
+        except TypeError:
+            dtype = "float32"
+        return Tags(
+            estimator_type=self._estimator_type_tag,
+            target_tags=TargetTags(required=False),
+            # transform returns the model's dtype whatever the input's
+            transformer_tags=TransformerTags(preserves_dtype=[dtype]),
+            input_tags=InputTags(allow_nan=False, sparse=False),
+        )
+
+    def __sklearn_is_fitted__(self):
+        return getattr(self, "params_", None) is not None
+
+    def partial_fit(self, X, y=None, *, condition=None):
+        """One pass over X, continuing from the current parameters.
+
+        "One pass" is one epoch over X: its rows in minibatches of
+        `batch_size` (all of X in one step when it has fewer rows), shuffled
+        by (seed, number of epochs trained so far), with the optimizer state
+        (Adam's moments and step count) kept across calls. The first call on
+        an unfitted model initialises it as `fit` does; later calls need the
+        same number of features and condition columns and ignore
+        `warm_start`. Each call adds one to `n_iter_`; X may be a memmap or
+        other out-of-core array, as for `fit`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        condition : array-like of shape (n_samples, n_conditions), optional
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, condition, {}, None, partial=True)
+
+    def fit_transform(self, X, y=None, *, condition=None, **fit_params):
+        """fit(X, ...) then transform(X): the codes of the training data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, latent_dim)
+        """
+        return self.fit(X, condition=condition, **fit_params).transform(X, condition)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of transform's output columns: the lower-cased class name
+        and the latent index ("vae0", "vae1", ..., like scikit-learn's
+        class-name prefix convention).
+
+        Parameters
+        ----------
+        input_features : array-like of str, optional
+            Only checked for length (n_features_in_); the names of the codes
+            do not depend on them.
+
+        Returns
+        -------
+        ndarray of str objects, shape (latent_dim,)
+        """
+        self._check_fitted()
+        if input_features is not None and len(input_features) != self.n_features_in_:
+            raise ValueError(
+                f"input_features has {len(input_features)} names, but "
+                f"{type(self).__name__} is expecting {self.n_features_in_}")
+        prefix = type(self).__name__.lower()
+        k = self._fitted_settings["latent_dim"]
+        return np.asarray([f"{prefix}{i}" for i in range(k)], dtype=object)
+
     # -- settings and architecture --------------------------------------------
 
     def _settings(self, overrides=None, params=None):
@@ -204,17 +285,29 @@ class BaseAutoencoder:
     # -- data and conditions ----------------------------------------------------
 
     def _data(self, s, X, name="X", n_features=None):
-        X = check_array(X, name=name, dtype=s["dtype"], n_features=n_features)
+        X = check_array(X, name=name, dtype=s["dtype"], n_features=n_features,
+                        owner=type(self).__name__)
         if s["likelihood"] == "bernoulli":
             _check_unit_interval(X, name)
         return X
+
+    def _training_data(self, s, X, n_features):
+        """Validated training data: an array in memory, or an out-of-core X
+        (a memmap or array-like, see fastvae.batches) checked in one
+        sequential pass and left where it is."""
+        if batches.is_out_of_core(X):
+            return batches.check(X, dtype=s["dtype"], n_features=n_features,
+                                 owner=type(self).__name__,
+                                 unit_interval=s["likelihood"] == "bernoulli")
+        return self._data(s, X, n_features=n_features)
 
     def _conditions(self, cond, n_rows, dtype, n_cond=None, name="condition"):
         """None, or a validated (n_rows, n_cond) array of dtype."""
         if cond is None:
             return None
         cond = check_array(cond, name=name, dtype=dtype, n_features=n_cond,
-                           feature_name="condition columns")
+                           feature_name="condition columns",
+                           owner=type(self).__name__)
         if cond.shape[0] != n_rows:
             raise ValueError(
                 f"{name} has {cond.shape[0]} rows but the data have {n_rows}")
@@ -238,7 +331,7 @@ class BaseAutoencoder:
     # -- training ---------------------------------------------------------------
 
     def _fit(self, X, condition, overrides, validation_data, checkpoint=None,
-             resume=None):
+             resume=None, partial=False):
         """Train (fit's body).
 
         checkpoint : dict, optional
@@ -248,9 +341,15 @@ class BaseAutoencoder:
             The validated progress of the checkpoint whose state `_set_state`
             restored: training continues from its position, to its total of
             epochs, with its batch size.
+        partial : bool
+            partial_fit: one epoch over X, continuing a fitted model.
         """
         s = self._settings(overrides)
-        X = self._data(s, X, n_features=s["input_dim"])
+        fitted = getattr(self, "params_", None) is not None
+        if partial:  # one epoch over X, continuing a fitted model
+            s["epochs"] = 1
+        X = self._training_data(
+            s, X, self.n_features_in_ if partial and fitted else s["input_dim"])
         n, d = X.shape
         cond = self._conditions(condition, n, s["dtype"])
         n_cond = 0 if cond is None else cond.shape[1]
@@ -271,32 +370,39 @@ class BaseAutoencoder:
             cond_val = self._conditions(cond_val, X_val.shape[0], s["dtype"], n_cond,
                                         "condition_val")
         batch = s["batch_size"]
-        if batch > n:
+        if batch > n and not partial:
             warnings.warn(
                 f"batch_size={batch} is larger than the {n} samples; using {n}",
                 UserWarning,
                 stacklevel=3,
             )
-            batch = n
+        batch = min(batch, n)
 
         layout = self._layout(s, d, n_cond)
         opt = s["optimizer"]
         writer = None
+        fingerprint = None
         if checkpoint is not None or resume is not None:
-            data = _ckpt.data_fingerprint(X, cond)
+            fingerprint = _ckpt.data_fingerprint(X, cond, s["dtype"])
             if resume is not None:
-                _ckpt.check_same_data(resume["data"], data)
+                _ckpt.check_same_data(resume["data"], fingerprint)
         if resume is not None:
             if self._fitted_layout != layout or self._optimizer_name != opt.name:
                 raise ValueError("the data do not fit the checkpointed model")
             continuing = True
         else:
             continuing = (
-                s["warm_start"]
-                and getattr(self, "params_", None) is not None
+                (s["warm_start"] or partial)
+                and fitted
                 and self._fitted_layout == layout
                 and self.params_.dtype == s["dtype"]
             )
+        if partial and fitted and not continuing:
+            raise ValueError(
+                f"partial_fit got data or settings that do not match the fitted "
+                f"{type(self).__name__} ({d} features and {n_cond} condition columns "
+                f"now, {self.n_features_in_} and {self.n_conditions_} before, or a "
+                "changed architecture or dtype); call fit to start over")
         if not continuing:
             self.params_ = self._init_params(s, layout)
             self._opt_state = [layout.zeros(s["dtype"]) for _ in range(2)]
@@ -315,7 +421,10 @@ class BaseAutoencoder:
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()
-        self._infer_net = None
+        # Built now, not on first use, so inference never changes __dict__.
+        self._infer_net = self._network(s, layout, INFERENCE_CHUNK, n_cond)
+        data = (batches.Chunked(X, s["dtype"], batch, cond)
+                if batches.is_out_of_core(X) else batches.InMemory(X, cond))
 
         epochs = resume["epochs"] if resume is not None else self.n_iter_ + s["epochs"]
         epoch = resume["epoch"] if resume is not None else _ckpt.EpochProgress()
@@ -325,7 +434,7 @@ class BaseAutoencoder:
                 last = (self.n_iter_, epoch.step, self.t_)
             writer = _ckpt.Checkpointer(
                 checkpoint["path"], checkpoint["every"], checkpoint["every_steps"],
-                {"epochs": epochs, "batch_size": batch, "data": data,
+                {"epochs": epochs, "batch_size": batch, "data": fingerprint,
                  "checkpoint_every": checkpoint["every"],
                  "checkpoint_every_steps": checkpoint["every_steps"]},
                 checkpoint["user"], last=last)
@@ -342,7 +451,7 @@ class BaseAutoencoder:
                     if bar is not None:
                         bar.set_description(f"epoch {self.n_iter_ + 1}/{epochs}",
                                             refresh=False)
-                    self._fit_epoch(s, net, X, cond, grads, batch, log_every, bar,
+                    self._fit_epoch(s, net, data, grads, batch, log_every, bar,
                                     X_val, cond_val, epoch, writer)
                     epoch = _ckpt.EpochProgress()
                     if self._epoch_callback is not None:
@@ -358,11 +467,11 @@ class BaseAutoencoder:
         state, arrays = self._state()
         writer.write(state, arrays, epoch)
 
-    def _fit_epoch(self, s, net, X, cond, grads, batch, log_every, bar, X_val,
+    def _fit_epoch(self, s, net, data, grads, batch, log_every, bar, X_val,
                    cond_val, epoch, writer):
         """Train the rest of one epoch from `epoch` (an EpochProgress: steps
         already done and their sums), writing checkpoints when due."""
-        n = X.shape[0]
+        n = data.n_rows
         steps_per_epoch = -(-n // batch)
         order = _epoch_order(s["seed"], self.n_iter_, n)
         p, (s1, s2) = self.params_, self._opt_state
@@ -372,8 +481,7 @@ class BaseAutoencoder:
         shown_recon = shown_kl = 0.0
         shown_steps = 0
         start = time.perf_counter()
-        for i in range(epoch.step * batch, n, batch):
-            rows = order[i : i + batch]
+        for X, rows, cond in data.minibatches(order[epoch.step * batch:], batch):
             b = rows.shape[0]
             kl_weight = self._kl_weight(s, self.t_)
             status, recon_sum, kl_sum = net.train_step(
@@ -470,7 +578,8 @@ class BaseAutoencoder:
     def _input(self, X, name="X"):
         self._check_fitted()
         return check_array(
-            X, name=name, dtype=self.params_.dtype, n_features=self.n_features_in_
+            X, name=name, dtype=self.params_.dtype, n_features=self.n_features_in_,
+            owner=type(self).__name__,
         )
 
     def _call(self, method, *args, **kwargs):
@@ -501,6 +610,7 @@ class BaseAutoencoder:
         Z = check_array(
             Z, name="Z", dtype=self.params_.dtype,
             n_features=self._fitted_settings["latent_dim"], feature_name="latent dims",
+            owner=type(self).__name__,
         )
         cond = self._fitted_conditions(condition, Z.shape[0])
         return self._call("decode", Z, cond=cond)
@@ -649,7 +759,30 @@ class BaseAutoencoder:
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()
-        self._infer_net = None
+        self._infer_net = self._network(s, layout, INFERENCE_CHUNK, self.n_conditions_)
+
+    # -- pickling (in memory: scikit-learn's clone of fitted models, joblib) --
+
+    def __getstate__(self):
+        """Constructor arguments and fitted state, without the compiled
+        networks and the lock (rebuilt by __setstate__). Model files use
+        save/load, which never pickle."""
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state.pop("_infer_net", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if getattr(self, "params_", None) is None:
+            return
+        layout = self._fitted_layout
+        # An unpickled buffer may be unaligned, or a read-only memmap (joblib)
+        self.params_ = _aligned_copy(self.params_, layout)
+        self._opt_state = [_aligned_copy(a, layout) for a in self._opt_state]
+        self._lock = threading.RLock()
+        self._infer_net = self._network(self._fitted_settings, layout,
+                                        INFERENCE_CHUNK, self.n_conditions_)
 
     def save(self, path):
         """Write the fitted model to `path` (.npz + JSON, atomic, no pickle).
@@ -751,7 +884,8 @@ def _empty_history():
 def _epoch_order(seed, epoch, n):
     """The minibatch order of one epoch: a pure function of (seed, epoch)."""
     bitgen = np.random.Philox(key=[seed, _SHUFFLE_STREAM], counter=[0, epoch, 0, 0])
-    return np.random.Generator(bitgen).permutation(n).astype(np.int64)
+    # copy=False: for data bigger than memory this index is what grows with n
+    return np.random.Generator(bitgen).permutation(n).astype(np.int64, copy=False)
 
 
 def _check_unit_interval(X, name):

@@ -145,6 +145,19 @@ cdef int64_t dense_backward_team(int tid, int nt, int n_rows, int n_in,
     return bad
 
 
+cdef void dense_rows_team(int tid, int nt, int n_rows, int n_in, int n_out,
+                          const floating* X, int64_t ldx,
+                          const floating* W, const floating* b,
+                          floating* Y, int64_t ldy,
+                          int activation) noexcept nogil:
+    cdef int64_t r0, r1
+    fv_split_range(n_rows, nt, tid, 1, &r0, &r1)
+    if floating is float:
+        fv_dense_rows_f32(r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy, activation)
+    else:
+        fv_dense_rows_f64(r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy, activation)
+
+
 cdef void dense_forward(int n_rows, int n_in, int n_out,
                         const floating* X, int ldx,
                         const floating* W, const floating* b,
@@ -223,6 +236,66 @@ def dense_forward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
     with nogil:
         dense_forward(n_rows, n_in, n_out, &X[0, 0], n_in, &W[0, 0], &b[0],
                       &Y[0, 0], n_out, act, parts, n_threads)
+    return Y_arr
+
+
+def dense_rows_levels():
+    """SIMD levels of the row-invariant kernels this CPU and build can run
+    (1: baseline; 3: x86-64-v3, AVX2 + FMA; 4: x86-64-v4, AVX-512), the one
+    inference uses last."""
+    best = fv_dense_rows_level()
+    return [lv for lv in (1, 3, 4) if lv <= best]
+
+
+def dense_rows_memview(const floating[:, ::1] X, const floating[:, ::1] W,
+                       const floating[::1] b, str activation="identity",
+                       int n_threads=1, level=None):
+    """Y = act(X @ W + b) with the row-invariant kernel of inference.
+
+    Row i of Y is a pure function of row i of X: bitwise the same for any
+    other rows, order, chunking and number of threads.
+
+    Parameters
+    ----------
+    X : array of shape (n_rows, n_in)
+    W : array of shape (n_in, n_out)
+    b : array of shape (n_out,)
+    activation : {"identity", "relu", "tanh", "sigmoid"}
+    n_threads : int
+    level : int, optional
+        SIMD level from dense_rows_levels(); the best one when None.
+
+    Returns
+    -------
+    Y : array of shape (n_rows, n_out), dtype of X
+    """
+    cdef int act = _activation_code(activation)
+    cdef int lv = fv_dense_rows_level() if level is None else level
+    if lv not in dense_rows_levels():
+        raise ValueError(f"level must be one of {dense_rows_levels()}, got {level}")
+    _check_threads(n_threads, 1)
+    if X.shape[1] != W.shape[0] or W.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"shapes do not agree: X ({X.shape[0]}, {X.shape[1]}), "
+            f"W ({W.shape[0]}, {W.shape[1]}), b ({b.shape[0]},)")
+    cdef int n_rows = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    Y_arr = np.empty((n_rows, n_out),
+                     dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, ::1] Y = Y_arr
+    cdef int64_t r0 = 0, r1 = 0
+    if n_rows == 0 or n_out == 0:
+        return Y_arr
+    with nogil, parallel(num_threads=n_threads):
+        r0 = 0
+        r1 = 0
+        fv_split_range(n_rows, fv_omp_get_num_threads(), threadid(), 1, &r0,
+                       &r1)
+        if floating is float:
+            fv_dense_rows_at_f32(lv, r0, r1, n_in, n_out, &X[0, 0], n_in,
+                                 &W[0, 0], &b[0], &Y[0, 0], n_out, act)
+        else:
+            fv_dense_rows_at_f64(lv, r0, r1, n_in, n_out, &X[0, 0], n_in,
+                                 &W[0, 0], &b[0], &Y[0, 0], n_out, act)
     return Y_arr
 
 

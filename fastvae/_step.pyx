@@ -13,7 +13,8 @@ from libc.math cimport exp, isfinite, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
-from fastvae._dense cimport dense_backward_team, dense_forward_team
+from fastvae._dense cimport (
+    dense_backward_team, dense_forward_team, dense_rows_team)
 from fastvae._elementwise cimport (
     fv_bernoulli_draw_f32, fv_bernoulli_draw_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
@@ -34,6 +35,11 @@ from fastvae._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
     fv_normal_fill_f32, fv_normal_fill_f64)
+
+cdef extern from "fastvae/row_hash.h" nogil:
+    # must match src_c/fastvae/row_hash.h
+    uint64_t fv_row_key_f32(const float* x, int n)
+    uint64_t fv_row_key_f64(const double* x, int n)
 
 LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN,
                "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED}
@@ -188,6 +194,26 @@ cdef void _forward_layers(int tid, int nt, const fv_vae_config* cfg,
         fv_omp_barrier()
 
 
+cdef void _forward_rows(int tid, int nt, const fv_vae_config* cfg,
+                        int first, int last, const floating* params,
+                        floating* work, const floating* x, int64_t ldx,
+                        int n) noexcept nogil:
+    """Layers [first, last) with the row-invariant kernel (fastvae/
+    dense_rows.h): inference gives a row the same numbers whatever batch it
+    comes in. Training keeps BLAS (_forward_layers)."""
+    cdef int l
+    cdef int64_t ld_in
+    cdef const floating* inp
+    cdef const fv_layer* L
+    for l in range(first, last):
+        L = &cfg.layers[l]
+        inp = _input_of(cfg, l, x, ldx, work, &ld_in)
+        dense_rows_team(tid, nt, n, L.n_in, L.n_out, inp, ld_in,
+                        params + L.w_offset, params + L.b_offset,
+                        work + L.out_offset, L.n_out, L.activation)
+        fv_omp_barrier()
+
+
 cdef void _latent(int tid, int nt, const fv_vae_config* cfg, floating* work,
                   double* kl_out, int n, uint64_t seed, uint64_t stream,
                   uint64_t step, uint64_t row_offset,
@@ -208,6 +234,35 @@ cdef void _latent(int tid, int nt, const fv_vae_config* cfg, floating* work,
             memcpy(work + cfg.z_offset + i * (K + C), H + i * K,
                    K * sizeof(floating))
             kl_out[i] = 0.0
+    fv_omp_barrier()
+
+
+cdef void _latent_keyed(int tid, int nt, const fv_vae_config* cfg,
+                        floating* work, const floating* x, int64_t ldx,
+                        double* kl_out, int n, uint64_t seed, uint64_t stream,
+                        uint64_t step, uint64_t draw) noexcept nogil:
+    """_latent for evaluation: row i's eps comes from counter (block,
+    key(x_i), step, draw), key the hash of the row's encoder input
+    (fastvae/row_hash.h), so it does not depend on where the row sits."""
+    cdef int K = cfg.latent_dim, C = cfg.n_cond
+    cdef int width = cfg.n_features + C
+    cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+    cdef int64_t i, r0, r1
+    cdef uint64_t key
+    if cfg.kind != FV_KIND_VAE:
+        _latent(tid, nt, cfg, work, kl_out, n, seed, stream, step, 0, draw)
+        return
+    _rows_of(tid, nt, n, &r0, &r1)
+    for i in range(r0, r1):
+        if floating is float:
+            key = fv_row_key_f32(x + i * ldx, width)
+        else:
+            key = fv_row_key_f64(x + i * ldx, width)
+        reparam_forward_rows(H + i * 2 * K, 2 * K, K,
+                             work + cfg.z_offset + i * (K + C), K + C,
+                             work + cfg.eps_offset + i * K, K, seed, stream,
+                             step, key, draw, 0, 1)
+    kl_rows(H, 2 * K, K, kl_out, r0, r1)
     fv_omp_barrier()
 
 
@@ -512,8 +567,7 @@ cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
         ld_t = 0
         _inputs(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0, work,
                 &x, &ld_x, &xt, &ld_t)
-        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x,
-                        n)
+        _forward_rows(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x, n)
         _store_head(tid, nt, cfg, work, n, H_out, ldh)
         fv_flush_denormals_end(env)
 
@@ -529,8 +583,8 @@ cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
         tid = threadid()
         nt = fv_omp_get_num_threads()
         _load_latent(tid, nt, cfg, work, Z, ldz, Cond, ldc, n)
-        _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
-                        work, NULL, 0, n)
+        _forward_rows(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params, work,
+                      NULL, 0, n)
         _store_means(tid, nt, cfg, work, n, out, ldo)
         fv_flush_denormals_end(env)
 
@@ -539,8 +593,7 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
                     floating* work, const floating* X, int64_t ldx,
                     const floating* Cond, int64_t ldc, int n,
                     uint64_t seed, uint64_t stream, uint64_t step,
-                    uint64_t row_offset, uint64_t draw,
-                    double* recon_out, double* kl_out,
+                    uint64_t draw, double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil:
     cdef int tid, nt
     cdef int64_t ld_x, ld_t
@@ -557,12 +610,11 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
         ld_t = 0
         _inputs(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0, work,
                 &x, &ld_x, &xt, &ld_t)
-        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x,
-                        n)
-        _latent(tid, nt, cfg, work, kl_out, n, seed, stream, step, row_offset,
-                draw)
-        _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
-                        work, x, ld_x, n)
+        _forward_rows(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x, n)
+        _latent_keyed(tid, nt, cfg, work, x, ld_x, kl_out, n, seed, stream,
+                      step, draw)
+        _forward_rows(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params, work,
+                      x, ld_x, n)
         _reconstruction(tid, nt, cfg, params, work, xt, ld_t, n, 1.0, False,
                         recon_out)
         fv_flush_denormals_end(env)
@@ -1072,6 +1124,10 @@ cdef class Network:
                    const floating[:, ::1] cond=None):
         """Per-row (-log p(x|z), KL) with z drawn from (seed, stream, step, draw).
 
+        Row i's eps comes from Philox counter (block, row_keys(X)[i], step,
+        draw) under key (seed, stream): a pure function of the row's values
+        (with its condition), so a row gets the same numbers in any batch.
+
         Returns
         -------
         recon, kl : float64 arrays of shape (n_rows,)
@@ -1097,8 +1153,8 @@ cdef class Network:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
                 elbo_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
                           X.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                          ldc, chunk, s, st, t, <uint64_t> start, d,
-                          &recon[start], &kl[start], n_threads)
+                          ldc, chunk, s, st, t, d, &recon[start], &kl[start],
+                          n_threads)
                 start += chunk
         return recon_arr, kl_arr
 
@@ -1159,3 +1215,25 @@ cdef int network_config(object network, fv_vae_config* cfg_out,
     if opt_out != NULL:
         opt_out[0] = net.opt
     return 0
+
+
+def row_keys(const floating[:, ::1] X):
+    """The 64-bit key of every row (fastvae/row_hash.h): the Philox row
+    counter of its evaluation noise in elbo_terms (rows of [x | c] for a
+    conditional network).
+
+    Returns
+    -------
+    uint64 array of shape (n_rows,)
+    """
+    cdef Py_ssize_t i, n = X.shape[0]
+    cdef int width = X.shape[1]
+    out_arr = np.empty(n, dtype=np.uint64)
+    cdef uint64_t[::1] out = out_arr
+    with nogil:
+        for i in range(n):
+            if floating is float:
+                out[i] = fv_row_key_f32(&X[i, 0], width)
+            else:
+                out[i] = fv_row_key_f64(&X[i, 0], width)
+    return out_arr

@@ -37,37 +37,55 @@ def check_array(
     dtype=np.float32,
     n_features: int | None = None,
     feature_name: str = "features",
+    owner: str | None = None,
 ) -> np.ndarray:
     """A finite, non-empty, C-contiguous 2-D array of `dtype`.
 
-    Integer and boolean input is converted; complex, object, string and
-    sparse input is refused. A copy is made only when the dtype or memory
-    layout must change; read-only and memory-mapped arrays are fine.
+    Integer, boolean and numeric object input is converted; complex, string
+    and sparse input is refused. A copy is made only when the dtype or memory
+    layout must change; read-only and memory-mapped arrays are fine. The
+    messages follow scikit-learn's where its estimator checks read them.
+
+    Parameters
+    ----------
+    owner : str, optional
+        Name of the fitted model that expects `n_features` (for the message).
 
     Raises
     ------
     TypeError
-        For sparse matrices, non-numeric or complex data.
+        For non-numeric data.
     ValueError
-        For wrong dimensions, empty arrays, NaN/inf or a feature count
-        different from `n_features`.
+        For sparse matrices, complex data, wrong dimensions, empty arrays,
+        NaN/inf or a feature count different from `n_features`.
     """
     if X is None:
         raise TypeError(f"{name} must be an array, got None")
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError(
+        raise ValueError(
             f"{name} is a sparse matrix; fastvae needs dense data "
             f"(use {name}.toarray() if it fits in memory)"
         )
     arr = np.asarray(X)
     kind = arr.dtype.kind
     if kind == "c":
-        raise TypeError(f"{name} must be real-valued, got complex dtype {arr.dtype}")
+        raise ValueError(
+            f"Complex data not supported: {name} has dtype {arr.dtype}; pass real "
+            f"values (e.g. np.abs({name}) or its real part)"
+        )
+    if kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name} has dtype object and cannot be read as numbers: {exc}"
+            ) from None
+        kind = "f"
     if kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
     if arr.ndim != 2:
         hint = (
-            f"; use {name}.reshape(-1, 1) for one feature or "
+            f". Reshape your data: {name}.reshape(-1, 1) for one feature or "
             f"{name}.reshape(1, -1) for one sample"
             if arr.ndim == 1
             else (f"; flatten images with {name}.reshape(len({name}), -1)"
@@ -80,10 +98,16 @@ def check_array(
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 samples, shape {arr.shape}")
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 {feature_name}, shape {arr.shape}")
+        one = feature_name[:-1] if feature_name.endswith("s") else feature_name
+        raise ValueError(
+            f"{name} has 0 {one}(s) (shape={arr.shape}) while a minimum of 1 is "
+            "required."
+        )
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
-            f"{name} has {arr.shape[1]} {feature_name} but {n_features} were expected"
+            f"{name} has {arr.shape[1]} {feature_name}, but "
+            f"{owner or 'the model'} is expecting {n_features} {feature_name} as "
+            "input"
         )
     arr = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(arr).all():

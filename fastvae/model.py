@@ -125,6 +125,7 @@ class VAE(BaseAutoencoder):
     )
 
     _kind = "vae"
+    _estimator_type_tag = "density_estimator"
 
     def __init__(
         self,
@@ -253,7 +254,11 @@ class VAE(BaseAutoencoder):
         return H[:, :k].copy(), np.clip(H[:, k:], -30.0, 20.0)
 
     def transform(self, X, condition=None):
-        """Posterior means mu(x): array of shape (n_samples, latent_dim)."""
+        """Posterior means mu(x): array of shape (n_samples, latent_dim).
+
+        Deterministic, and row by row: each output row is a pure function of
+        that input row (bitwise, for any batch, order or thread count).
+        """
         H = self._head(X, condition)
         return H[:, : H.shape[1] // 2].copy()
 
@@ -295,8 +300,10 @@ class VAE(BaseAutoencoder):
     def elbo(self, X, condition=None):
         """Per-sample evidence lower bound log p(x|z) - KL(q(z|x) || p(z)).
 
-        One z per sample, drawn from a fixed evaluation stream (repeated calls
-        give the same numbers).
+        One z per sample, its eps drawn from a fixed evaluation stream keyed by
+        the row's values: repeated calls give the same numbers, and a row's
+        number does not depend on the other rows of the call (a subset or a
+        permutation of X gives bitwise those rows).
 
         Parameters
         ----------
@@ -315,7 +322,17 @@ class VAE(BaseAutoencoder):
         return self.elbo(X, condition)
 
     def score(self, X, y=None, condition=None):
-        """Mean per-sample ELBO of X (higher is better)."""
+        """Mean per-sample ELBO of X in nats (higher is better).
+
+        The mean of `score_samples(X)`: a lower bound on the mean
+        log-likelihood, estimated with one z per row from the fixed
+        evaluation stream, so it is deterministic and what model selection
+        (e.g. GridSearchCV without a `scoring`) maximises.
+
+        Returns
+        -------
+        float
+        """
         return float(np.mean(self.elbo(X, condition)))
 
     def log_likelihood(self, X, condition=None, *, k=5000, seed=None):
@@ -327,7 +344,11 @@ class VAE(BaseAutoencoder):
         al., 2016); k = 1 is a single-sample ELBO with a sampled KL term.
         Computed in compiled code in windows of at most 512 (row, sample)
         pairs, so memory stays bounded for any k; the work is n_samples * k
-        decoder passes.
+        decoder passes. Unlike the other inference methods it runs its
+        layers through BLAS (fastest for these large batches), whose rounding
+        depends on a row's position in a call: a row's estimate can differ in
+        the last bits between batches; its samples depend on the row's index
+        in X.
 
         Parameters
         ----------
