@@ -53,6 +53,8 @@ def write_atomic(path, write) -> None:
         If the folder of `path` does not exist.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name in it")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {folder} does not exist (for {path})")
@@ -123,6 +125,8 @@ def load(path) -> tuple[dict, dict[str, np.ndarray]]:
         If the file is not a complete, intact fastvae model file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a model file")
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
     try:

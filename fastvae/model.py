@@ -13,7 +13,7 @@ import numpy as np
 from fastvae import _rng
 from fastvae import io as _io
 from fastvae._base import BaseAutoencoder
-from fastvae._validation import Param
+from fastvae._validation import Param, check_memory
 
 __all__ = ["VAE", "Autoencoder", "DenoisingAutoencoder", "load"]
 
@@ -258,6 +258,10 @@ class VAE(BaseAutoencoder):
         Param(numbers.Integral, low=1).check("n_samples", n_samples)
         seed = self.seed if seed is None else seed
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
+        check_memory(
+            int(n_samples) * (self._fitted_settings["latent_dim"] + self.n_features_in_)
+            * self.params_.dtype.itemsize, f"sample({n_samples})",
+            "draw fewer samples per call")
         if condition is not None and self.n_conditions_:
             condition = np.asarray(condition)
             if condition.ndim == 1:
@@ -283,7 +287,7 @@ class VAE(BaseAutoencoder):
         -------
         ndarray of shape (n_samples,), float64
         """
-        X = self._input(X)
+        X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
     def score_samples(self, X, condition=None):
@@ -325,7 +329,7 @@ class VAE(BaseAutoencoder):
         Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders",
         ICLR 2016.
         """
-        X = self._input(X)
+        X = self._target(X)
         cond = self._fitted_conditions(condition, X.shape[0])
         Param(numbers.Integral, low=1, high=2**40).check("k", k)
         seed = self.seed if seed is None else seed
@@ -429,7 +433,7 @@ class Autoencoder(BaseAutoencoder):
         -------
         ndarray of shape (n_samples,), float64
         """
-        X = self._input(X)
+        X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
     def score(self, X, y=None, condition=None):
