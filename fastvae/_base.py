@@ -25,7 +25,9 @@ from fastvae._validation import (
     check_array,
     check_dtype,
     check_layer_sizes,
+    check_memory,
     check_params,
+    training_bytes,
 )
 from fastvae.optim import kernel_settings, make_optimizer
 from fastvae.params import Layout
@@ -42,6 +44,10 @@ MAX_HIDDEN_LAYERS = 15
 # with each other or with the kernels' Philox streams.
 _INIT_STREAM = 0x1A17
 _SHUFFLE_STREAM = 0x5EED
+# The kernels take layer widths as C ints.
+_MAX_WIDTH = 2**31 - 1
+# Creates each estimator's lock exactly once, even when two threads race.
+_LOCK_GUARD = threading.Lock()
 
 
 class _Sigma:
@@ -54,8 +60,8 @@ class _Sigma:
 
 
 RULES = {
-    "input_dim": Param(numbers.Integral, low=1, allow_none=True),
-    "latent_dim": Param(numbers.Integral, low=1),
+    "input_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH, allow_none=True),
+    "latent_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH // 2),
     "likelihood": Param(str, choices=LIKELIHOODS),
     "sigma": _Sigma(),
     "activation": Param(str, choices=HIDDEN_ACTIVATIONS),
@@ -332,7 +338,15 @@ class BaseAutoencoder:
 
     def _fit(self, X, condition, overrides, validation_data, checkpoint=None,
              resume=None, partial=False):
-        """Train (fit's body).
+        # The whole fit holds the estimator's lock: two threads fitting one
+        # model run one after the other instead of mixing their state.
+        with _instance_lock(self):
+            return self._fit_locked(X, condition, overrides, validation_data,
+                                    checkpoint, resume, partial)
+
+    def _fit_locked(self, X, condition, overrides, validation_data, checkpoint,
+                    resume, partial):
+        """Train (fit's body), holding the estimator's lock.
 
         checkpoint : dict, optional
             Validated options from fastvae.checkpoint.options: where and how
@@ -374,11 +388,14 @@ class BaseAutoencoder:
             warnings.warn(
                 f"batch_size={batch} is larger than the {n} samples; using {n}",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of VAE.fit
             )
         batch = min(batch, n)
 
         layout = self._layout(s, d, n_cond)
+        check_memory(training_bytes(layout, batch, s["dtype"].itemsize),
+                     f"training this {type(self).__name__}",
+                     "use smaller hidden layers, latent_dim or batch_size")
         opt = s["optimizer"]
         writer = None
         fingerprint = None
@@ -582,9 +599,17 @@ class BaseAutoencoder:
             owner=type(self).__name__,
         )
 
+    def _target(self, X, name="X"):
+        """_input for data whose likelihood is evaluated: a Bernoulli
+        likelihood of values outside [0, 1] is no probability at all."""
+        X = self._input(X, name)
+        if self._fitted_settings["likelihood"] == "bernoulli":
+            _check_unit_interval(X, name)
+        return X
+
     def _call(self, method, *args, **kwargs):
-        net = self._inference_network()
         with self._lock, blas_single_threaded():
+            net = self._inference_network()
             return getattr(net, method)(self.params_, *args, n_threads=self._threads(),
                                         **kwargs)
 
@@ -619,8 +644,8 @@ class BaseAutoencoder:
         """Per-row -(reconstruction + KL) with the fixed evaluation stream."""
         from fastvae import _rng
 
-        net = self._inference_network()
         with self._lock, blas_single_threaded():
+            net = self._inference_network()
             recon, kl = net.elbo_terms(
                 self.params_, X, self._fitted_settings["seed"], _rng.STREAM_EVAL,
                 n_threads=n_threads or self._threads(), cond=cond,
@@ -873,6 +898,16 @@ def _check_fitted(fitted):
     out["history_"] = {k: list(v) for k, v in history.items()}
     out["loss_curve_"] = [float(v) for v in curve]
     return out
+
+
+def _instance_lock(model):
+    """The estimator's re-entrant lock, created on first use (scikit-learn's
+    __init__ stores arguments only)."""
+    lock = model.__dict__.get("_lock")
+    if lock is None:
+        with _LOCK_GUARD:
+            lock = model.__dict__.setdefault("_lock", threading.RLock())
+    return lock
 
 
 def _empty_history():

@@ -7,6 +7,7 @@ from cython.parallel cimport parallel, threadid
 from libc.stdint cimport int64_t
 
 from fastvae._blas cimport gemm
+from fastvae._checks cimport check_disjoint, check_threads
 from fastvae._elementwise cimport (
     fv_bias_activation_f32, fv_bias_activation_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
@@ -195,8 +196,7 @@ def _activation_code(name):
 
 
 def _check_threads(n_threads, parts):
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    check_threads(n_threads)
     if not 1 <= parts <= FV_MAX_BLOCKS:
         raise ValueError(f"parts must be in [1, {FV_MAX_BLOCKS}], got {parts}")
 
@@ -328,7 +328,8 @@ def dense_backward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
     cdef floating[::1] db = db_arr
     cdef floating[:, ::1] dX
     cdef floating* dX_ptr = NULL
-    if n_rows == 0 or n_in == 0 or n_out == 0:
+    # n_in == 0 still has db = column sums of dA: only these are all zeros
+    if n_rows == 0 or n_out == 0:
         return dX_arr, dW_arr, db_arr
     if need_dx:
         dX = dX_arr
@@ -348,6 +349,8 @@ def activation_grad_memview(floating[:, ::1] D, const floating[:, ::1] Y,
         raise ValueError("D and Y must have the same shape")
     if D.shape[0] == 0 or D.shape[1] == 0:
         return
+    cdef Py_ssize_t nbytes = D.shape[0] * D.shape[1] * sizeof(floating)
+    check_disjoint("D", &D[0, 0], nbytes, "Y", &Y[0, 0], nbytes)
     with nogil:
         mul_activation_grad(&D[0, 0], D.shape[1], &Y[0, 0], Y.shape[1],
                             D.shape[0], D.shape[1], act)

@@ -13,6 +13,8 @@ from libc.math cimport exp, isfinite, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
+from fastvae._checks cimport (
+    check_disjoint, check_finite, check_threads, check_u64)
 from fastvae._dense cimport (
     dense_backward_team, dense_forward_team, dense_rows_team)
 from fastvae._elementwise cimport (
@@ -24,8 +26,8 @@ from fastvae._losses cimport (
     bernoulli_rows, gaussian_rows, kl_backward_rows, kl_rows)
 from fastvae._numerics cimport (
     FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI,
-    FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_LOG_2PI, fv_clamp_logvar,
-    fv_sigmoid_f32, fv_sigmoid_f64)
+    FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_LOG_2PI, FV_OPT_ADAM,
+    FV_OPT_SGD, fv_clamp_logvar, fv_sigmoid_f32, fv_sigmoid_f64)
 from fastvae._optim cimport make_optimizer, optimizer_update_team
 from fastvae._parallel cimport (
     FV_BLOCK_ALIGN, FV_MAX_BLOCKS, fv_flush_denormals_begin,
@@ -795,6 +797,9 @@ cdef class Network:
     cdef readonly object dtype
     cdef object _work
     cdef object _row_losses
+    # set while a call runs in the workspace (without the GIL): a second
+    # thread using the same Network would overwrite it mid-call
+    cdef bint _busy
 
     def __init__(self, encoder_dims, decoder_dims, activations, w_offsets,
                  b_offsets, int64_t n_params, str likelihood, double sigma,
@@ -831,6 +836,7 @@ cdef class Network:
             raise ValueError("the encoder head and decoder output are linear")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}")
+        check_finite(sigma, "sigma")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         if likelihood == "gaussian_learned" and not (
@@ -931,6 +937,16 @@ cdef class Network:
 
     # -- checks shared by the entry points ---------------------------------
 
+    cdef int _claim(self) except -1:
+        """Take the workspace for one call (under the GIL, so test-and-set is
+        atomic); the call clears _busy when its nogil part returns."""
+        if self._busy:
+            raise RuntimeError(
+                "this Network is in use by another thread (they would share its "
+                "workspace); give each thread its own Network")
+        self._busy = True
+        return 0
+
     cdef _check_buffers(self, Py_ssize_t n_params, bint is_float):
         if is_float != (self.dtype == np.float32):
             raise TypeError(f"arrays must be {self.dtype} for this network")
@@ -973,14 +989,16 @@ cdef class Network:
     cdef fv_step_args _args(self, seed, step, row_offset, global_batch, int batch,
                             double kl_weight, int n_threads) except *:
         cdef fv_step_args a
-        if not 1 <= n_threads <= FV_MAX_TEAM:
-            raise ValueError(f"n_threads must be in [1, {FV_MAX_TEAM}], got {n_threads}")
-        a.seed = seed
-        a.step = step
+        check_threads(n_threads)
+        a.seed = check_u64(seed, "seed")
+        a.step = check_u64(step, "step")
+        if not 0 <= row_offset < 2**63:
+            raise ValueError(f"row_offset must be in [0, 2**63), got {row_offset}")
         a.row_offset = row_offset
         a.global_batch = batch if global_batch is None else global_batch
         if a.global_batch < batch:
             raise ValueError("global_batch must be >= batch")
+        check_finite(kl_weight, "kl_weight")
         a.kl_weight = kl_weight
         a.n_threads = n_threads
         return a
@@ -1012,6 +1030,22 @@ cdef class Network:
         self._check_cond(cond, X.shape[0])
         cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
                                          batch, kl_weight, n_threads)
+        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
+        cdef Py_ssize_t xbytes = X.shape[0] * X.shape[1] * sizeof(floating)
+        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+        check_disjoint("X", &X[0, 0], xbytes, "params", &params[0], nbytes)
+        check_disjoint("X", &X[0, 0], xbytes, "grads", &grads[0], nbytes)
+        # the optimizer's buffers are restrict; state1 is unused by SGD and
+        # state2 by SGD and momentum, so callers may pass one dummy for both
+        if self.opt.kind != FV_OPT_SGD:
+            check_disjoint("params", &params[0], nbytes, "state1", &state1[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state1", &state1[0], nbytes)
+            check_disjoint("X", &X[0, 0], xbytes, "state1", &state1[0], nbytes)
+        if self.opt.kind == FV_OPT_ADAM:
+            check_disjoint("params", &params[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("X", &X[0, 0], xbytes, "state2", &state2[0], nbytes)
+            check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
         cdef floating[::1] work = self._work
         cdef double[::1] row_losses = self._row_losses
         cdef double sums[2]
@@ -1019,11 +1053,13 @@ cdef class Network:
         cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
         cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        self._claim()
         with nogil:
             status = train_step(&self.cfg, &self.opt, &a, &params[0], &grads[0],
                                 &state1[0], &state2[0], &work[0],
                                 &row_losses[0], &X[0, 0], X.shape[1], c_ptr,
                                 ldc, rows_ptr, batch, sums)
+        self._busy = False
         return status, sums[0], sums[1]
 
     def gradients(self, const floating[::1] params, floating[::1] grads,
@@ -1042,6 +1078,10 @@ cdef class Network:
         self._check_cond(cond, X.shape[0])
         cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
                                          batch, kl_weight, n_threads)
+        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
+        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+        check_disjoint("X", &X[0, 0], X.shape[0] * X.shape[1] * sizeof(floating),
+                       "grads", &grads[0], nbytes)
         cdef floating[::1] work = self._work
         cdef double[::1] row_losses = self._row_losses
         cdef double sums[2]
@@ -1049,11 +1089,13 @@ cdef class Network:
         cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
         cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        self._claim()
         with nogil:
             status = compute_gradients(&self.cfg, &a, &params[0], &grads[0],
                                        &work[0], &row_losses[0], &X[0, 0],
                                        X.shape[1], c_ptr, ldc, rows_ptr, batch,
                                        sums)
+        self._busy = False
         return status, sums[0], sums[1]
 
     def row_losses(self, int batch):
@@ -1074,6 +1116,7 @@ cdef class Network:
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
         self._check_cond(cond, X.shape[0])
+        check_threads(n_threads)
         cdef int64_t n = X.shape[0], start
         cdef int chunk
         cdef int width = _head_width(&self.cfg)
@@ -1083,6 +1126,7 @@ cdef class Network:
         cdef floating[::1] work = self._work
         if n == 0:
             return out_arr
+        self._claim()
         with nogil:
             start = 0
             while start < n:
@@ -1091,6 +1135,7 @@ cdef class Network:
                             X.shape[1], NULL if ldc == 0 else &cond[start, 0],
                             ldc, chunk, &out[start, 0], width, n_threads)
                 start += chunk
+        self._busy = False
         return out_arr
 
     def decode(self, const floating[::1] params, const floating[:, ::1] Z,
@@ -1100,6 +1145,7 @@ cdef class Network:
         if Z.shape[1] != self.cfg.latent_dim:
             raise ValueError(f"Z must have {self.cfg.latent_dim} columns")
         self._check_cond(cond, Z.shape[0])
+        check_threads(n_threads)
         cdef int64_t n = Z.shape[0], start
         cdef int chunk
         cdef int D = self.cfg.n_features
@@ -1109,6 +1155,7 @@ cdef class Network:
         cdef floating[::1] work = self._work
         if n == 0:
             return out_arr
+        self._claim()
         with nogil:
             start = 0
             while start < n:
@@ -1117,6 +1164,7 @@ cdef class Network:
                             Z.shape[1], NULL if ldc == 0 else &cond[start, 0],
                             ldc, chunk, &out[start, 0], D, n_threads)
                 start += chunk
+        self._busy = False
         return out_arr
 
     def elbo_terms(self, const floating[::1] params, const floating[:, ::1] X,
@@ -1136,9 +1184,11 @@ cdef class Network:
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
         self._check_cond(cond, X.shape[0])
+        check_threads(n_threads)
         cdef int64_t n = X.shape[0], start
         cdef int chunk
-        cdef uint64_t s = seed, st = stream, t = step, d = draw
+        cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
+        cdef uint64_t t = check_u64(step, "step"), d = check_u64(draw, "draw")
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         recon_arr = np.empty(n, dtype=np.float64)
         kl_arr = np.empty(n, dtype=np.float64)
@@ -1147,6 +1197,7 @@ cdef class Network:
         cdef floating[::1] work = self._work
         if n == 0:
             return recon_arr, kl_arr
+        self._claim()
         with nogil:
             start = 0
             while start < n:
@@ -1156,6 +1207,7 @@ cdef class Network:
                           ldc, chunk, s, st, t, d, &recon[start], &kl[start],
                           n_threads)
                 start += chunk
+        self._busy = False
         return recon_arr, kl_arr
 
     def log_likelihood(self, const floating[::1] params,
@@ -1177,12 +1229,16 @@ cdef class Network:
                              "defines no density)")
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = check_u64(k, "k")
+        if not 1 <= k * max(X.shape[0], 1) < 2**62:
+            raise ValueError(f"k must be >= 1 with k * n_rows < 2**62, got k={k} "
+                             f"for {X.shape[0]} rows")
         self._check_cond(cond, X.shape[0])
+        check_threads(n_threads)
         cdef int64_t n = X.shape[0], start, kk = k
         cdef int chunk
-        cdef uint64_t s = seed, st = stream, ro = row_offset
+        cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
+        cdef uint64_t ro = check_u64(row_offset, "row_offset")
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         out_arr = np.empty(n, dtype=np.float64)
         cdef double[::1] out = out_arr
@@ -1190,6 +1246,7 @@ cdef class Network:
         cdef double[::1] row_losses = self._row_losses
         if n == 0:
             return out_arr
+        self._claim()
         with nogil:
             start = 0
             while start < n:
@@ -1200,6 +1257,7 @@ cdef class Network:
                                     chunk, kk, s, st, ro + <uint64_t> start,
                                     &out[start], n_threads)
                 start += chunk
+        self._busy = False
         return out_arr
 
 

@@ -24,7 +24,8 @@ __all__ = ["main", "build_parser"]
 
 # Errors that describe a problem with the user's input or files.
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
-                PermissionError, FloatingPointError)
+                NotADirectoryError, PermissionError, FloatingPointError,
+                MemoryError)
 
 _DEFAULT_OUT = "fastvae-run"
 

@@ -14,7 +14,7 @@ from fastvae import _rng
 from fastvae import checkpoint as _ckpt
 from fastvae import io as _io
 from fastvae._base import BaseAutoencoder
-from fastvae._validation import Param
+from fastvae._validation import Param, check_memory
 
 __all__ = ["VAE", "Autoencoder", "DenoisingAutoencoder", "load", "resume",
            "checkpoint_info"]
@@ -228,9 +228,10 @@ class VAE(BaseAutoencoder):
             non-finite numbers, and the message says where the last good
             checkpoint is.
         """
-        return self._fit(X, condition,
-                         {"epochs": epochs, "batch_size": batch_size,
-                          "optimizer": optimizer, "lr": lr}, validation_data,
+        overrides = {"epochs": epochs, "batch_size": batch_size,
+                     "optimizer": optimizer, "lr": lr}
+        self._settings(overrides)  # bad settings first: they are the likelier mistake
+        return self._fit(X, condition, overrides, validation_data,
                          _ckpt.options(checkpoint, checkpoint_every,
                                        checkpoint_every_steps, checkpoint_meta))
 
@@ -287,6 +288,10 @@ class VAE(BaseAutoencoder):
         Param(numbers.Integral, low=1).check("n_samples", n_samples)
         seed = self.seed if seed is None else seed
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
+        check_memory(
+            int(n_samples) * (self._fitted_settings["latent_dim"] + self.n_features_in_)
+            * self.params_.dtype.itemsize, f"sample({n_samples})",
+            "draw fewer samples per call")
         if condition is not None and self.n_conditions_:
             condition = np.asarray(condition)
             if condition.ndim == 1:
@@ -314,7 +319,7 @@ class VAE(BaseAutoencoder):
         -------
         ndarray of shape (n_samples,), float64
         """
-        X = self._input(X)
+        X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
     def score_samples(self, X, condition=None):
@@ -370,7 +375,7 @@ class VAE(BaseAutoencoder):
         Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders",
         ICLR 2016.
         """
-        X = self._input(X)
+        X = self._target(X)
         cond = self._fitted_conditions(condition, X.shape[0])
         Param(numbers.Integral, low=1, high=2**40).check("k", k)
         seed = self.seed if seed is None else seed
@@ -450,9 +455,10 @@ class Autoencoder(BaseAutoencoder):
         """Train on X; see VAE.fit (history_["kl"] is all zeros and
         history_["val_elbo"] holds the validation reconstruction
         log-likelihood log p(x | encoder(x)))."""
-        return self._fit(X, condition,
-                         {"epochs": epochs, "batch_size": batch_size,
-                          "optimizer": optimizer, "lr": lr}, validation_data,
+        overrides = {"epochs": epochs, "batch_size": batch_size,
+                     "optimizer": optimizer, "lr": lr}
+        self._settings(overrides)  # bad settings first: they are the likelier mistake
+        return self._fit(X, condition, overrides, validation_data,
                          _ckpt.options(checkpoint, checkpoint_every,
                                        checkpoint_every_steps, checkpoint_meta))
 
@@ -477,7 +483,7 @@ class Autoencoder(BaseAutoencoder):
         -------
         ndarray of shape (n_samples,), float64
         """
-        X = self._input(X)
+        X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
     def score(self, X, y=None, condition=None):
