@@ -375,6 +375,11 @@ def _train(args) -> int:
           + (f", {len(val_set)} held out" if val_set is not None else "")
           + f"; {fastvae.get_num_threads() if args.threads is None else args.threads}"
           " threads", flush=True)
+    if not args.quiet:
+        from fastvae.config import blas_warnings
+
+        for note in blas_warnings():
+            print(f"fastvae: note: {note}", file=sys.stderr, flush=True)
     validation = None
     if val_set is not None:
         validation = val_set.X if val_cond is None else (val_set.X, val_cond)
