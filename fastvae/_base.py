@@ -336,6 +336,15 @@ class BaseAutoencoder:
 
     # -- training ---------------------------------------------------------------
 
+    def _fit_with_options(self, X, condition, overrides, validation_data, checkpoint,
+                          checkpoint_every, checkpoint_every_steps, checkpoint_meta):
+        """fit's body: settings checked first (the likelier mistake), then the
+        checkpoint options, then training."""
+        self._settings(overrides)
+        return self._fit(X, condition, overrides, validation_data,
+                         _ckpt.options(checkpoint, checkpoint_every,
+                                       checkpoint_every_steps, checkpoint_meta))
+
     def _fit(self, X, condition, overrides, validation_data, checkpoint=None,
              resume=None, partial=False):
         # The whole fit holds the estimator's lock: two threads fitting one

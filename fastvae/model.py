@@ -228,12 +228,10 @@ class VAE(BaseAutoencoder):
             non-finite numbers, and the message says where the last good
             checkpoint is.
         """
-        overrides = {"epochs": epochs, "batch_size": batch_size,
-                     "optimizer": optimizer, "lr": lr}
-        self._settings(overrides)  # bad settings first: they are the likelier mistake
-        return self._fit(X, condition, overrides, validation_data,
-                         _ckpt.options(checkpoint, checkpoint_every,
-                                       checkpoint_every_steps, checkpoint_meta))
+        return self._fit_with_options(
+            X, condition, {"epochs": epochs, "batch_size": batch_size,
+                           "optimizer": optimizer, "lr": lr}, validation_data,
+            checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta)
 
     def encode(self, X, condition=None):
         """Parameters of q(z|x).
@@ -455,12 +453,10 @@ class Autoencoder(BaseAutoencoder):
         """Train on X; see VAE.fit (history_["kl"] is all zeros and
         history_["val_elbo"] holds the validation reconstruction
         log-likelihood log p(x | encoder(x)))."""
-        overrides = {"epochs": epochs, "batch_size": batch_size,
-                     "optimizer": optimizer, "lr": lr}
-        self._settings(overrides)  # bad settings first: they are the likelier mistake
-        return self._fit(X, condition, overrides, validation_data,
-                         _ckpt.options(checkpoint, checkpoint_every,
-                                       checkpoint_every_steps, checkpoint_meta))
+        return self._fit_with_options(
+            X, condition, {"epochs": epochs, "batch_size": batch_size,
+                           "optimizer": optimizer, "lr": lr}, validation_data,
+            checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta)
 
     def transform(self, X, condition=None):
         """The codes z = encoder(x): array of shape (n_samples, latent_dim)."""

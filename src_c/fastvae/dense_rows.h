@@ -146,72 +146,52 @@ static inline int fv_dense_rows_level(void)
 
 /* Y[i, :] = act(X[i, :] @ W + b) for rows i in [r0, r1) with the kernels of
  * SIMD level `level` (one that fv_dense_rows_level() allows: tests compare
- * the levels; everything else calls fv_dense_rows_f32/_f64). */
-static inline __attribute__((unused)) void
-fv_dense_rows_at_f32(int level, int64_t r0, int64_t r1, int n_in, int n_out, const float *X,
-                     int64_t ldx, const float *W, const float *b, float *Y, int64_t ldy,
-                     int activation)
-{
-    if (r1 <= r0 || n_out <= 0)
-        return;
-#ifndef FV_RD_DISPATCH
-    level = 1;
-#endif
-    if (n_out < (level == 4 ? 16 : level == 3 ? 8 : 4)) {
-        FV_RD_NARROW(float)
-    }
+ * the levels; everything else calls fv_dense_rows_f32/_f64). One definition
+ * for both precisions: T the type, S its suffix, V the elements of one
+ * AVX2 vector (the narrowest layer a level's tiles take is V, 2V at v4). */
 #ifdef FV_RD_DISPATCH
-    else if (level == 4)
-        fv_rd_tiles_f32_v4(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);
-    else if (level == 3)
-        fv_rd_tiles_f32_v3(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);
+#define FV_RD_SIMD_TILES(S)                                                              \
+    else if (level == 4) fv_rd_tiles_##S##_v4(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);  \
+    else if (level == 3) fv_rd_tiles_##S##_v3(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);
+#else
+#define FV_RD_SIMD_TILES(S)
 #endif
-    else
-        fv_rd_tiles_f32_base(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);
-    fv_bias_activation_f32(Y + r0 * ldy, ldy, (int)(r1 - r0), n_out, b, activation);
-}
-
-static inline __attribute__((unused)) void
-fv_dense_rows_at_f64(int level, int64_t r0, int64_t r1, int n_in, int n_out,
-                     const double *X, int64_t ldx, const double *W, const double *b,
-                     double *Y, int64_t ldy, int activation)
-{
-    if (r1 <= r0 || n_out <= 0)
-        return;
-#ifndef FV_RD_DISPATCH
-    level = 1;
-#endif
-    if (n_out < (level == 4 ? 8 : level == 3 ? 4 : 2)) {
-        FV_RD_NARROW(double)
+#define FV_RD_DEFINE(T, S, V)                                                            \
+    static inline __attribute__((unused)) void fv_dense_rows_at_##S(                     \
+        int level, int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx, \
+        const T *W, const T *b, T *Y, int64_t ldy, int activation)                       \
+    {                                                                                    \
+        if (r1 <= r0 || n_out <= 0)                                                      \
+            return;                                                                      \
+        if (!FV_RD_DISPATCHED)                                                           \
+            level = 1;                                                                   \
+        if (n_out < (level == 4 ? 2 * (V) : level == 3 ? (V) : (V) / 2)) {               \
+            FV_RD_NARROW(T)                                                              \
+        }                                                                                \
+        FV_RD_SIMD_TILES(S)                                                              \
+        else fv_rd_tiles_##S##_base(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);             \
+        fv_bias_activation_##S(Y + r0 * ldy, ldy, (int)(r1 - r0), n_out, b, activation); \
+    }                                                                                    \
+                                                                                         \
+    /* Y[i, :] = act(X[i, :] @ W + b) for rows i in [r0, r1). */                        \
+    static inline __attribute__((unused)) void fv_dense_rows_##S(                        \
+        int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx,            \
+        const T *W, const T *b, T *Y, int64_t ldy, int activation)                       \
+    {                                                                                    \
+        fv_dense_rows_at_##S(fv_dense_rows_level(), r0, r1, n_in, n_out, X, ldx, W, b,   \
+                             Y, ldy, activation);                                        \
     }
+
 #ifdef FV_RD_DISPATCH
-    else if (level == 4)
-        fv_rd_tiles_f64_v4(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);
-    else if (level == 3)
-        fv_rd_tiles_f64_v3(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);
+#define FV_RD_DISPATCHED 1
+#else
+#define FV_RD_DISPATCHED 0
 #endif
-    else
-        fv_rd_tiles_f64_base(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);
-    fv_bias_activation_f64(Y + r0 * ldy, ldy, (int)(r1 - r0), n_out, b, activation);
-}
-
-/* Y[i, :] = act(X[i, :] @ W + b) for rows i in [r0, r1). */
-static inline __attribute__((unused)) void
-fv_dense_rows_f32(int64_t r0, int64_t r1, int n_in, int n_out, const float *X, int64_t ldx,
-                  const float *W, const float *b, float *Y, int64_t ldy, int activation)
-{
-    fv_dense_rows_at_f32(fv_dense_rows_level(), r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy,
-                         activation);
-}
-
-static inline __attribute__((unused)) void
-fv_dense_rows_f64(int64_t r0, int64_t r1, int n_in, int n_out, const double *X,
-                  int64_t ldx, const double *W, const double *b, double *Y, int64_t ldy,
-                  int activation)
-{
-    fv_dense_rows_at_f64(fv_dense_rows_level(), r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy,
-                         activation);
-}
+FV_RD_DEFINE(float, f32, 8)
+FV_RD_DEFINE(double, f64, 4)
+#undef FV_RD_DEFINE
+#undef FV_RD_DISPATCHED
+#undef FV_RD_SIMD_TILES
 
 #undef FV_RD_NARROW
 
