@@ -397,7 +397,7 @@ class BaseAutoencoder:
             warnings.warn(
                 f"batch_size={batch} is larger than the {n} samples; using {n}",
                 UserWarning,
-                stacklevel=4,  # the caller of VAE.fit
+                stacklevel=5,  # the caller of VAE.fit
             )
         batch = min(batch, n)
 
