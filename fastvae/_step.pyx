@@ -698,6 +698,20 @@ cdef _aligned_empty(int64_t n, dtype):
     return raw[start:start + n]
 
 
+cdef void _apply_update(const fv_vae_config* cfg, const fv_optimizer* opt,
+                        int64_t t, floating* params, const floating* grads,
+                        floating* state1, floating* state2,
+                        int n_threads) noexcept nogil:
+    # The update train_step makes after its backward pass, on its own: the
+    # same team split and denormal flushing, so the same numbers.
+    cdef fv_fpenv env
+    with parallel(num_threads=n_threads):
+        env = fv_flush_denormals_begin()
+        optimizer_update_team(threadid(), fv_omp_get_num_threads(), opt, t,
+                              params, grads, state1, state2, cfg.n_params)
+        fv_flush_denormals_end(env)
+
+
 cdef class Network:
     """Compiled network (VAE or autoencoder) of fixed architecture, dtype and
     max batch size.
@@ -1004,6 +1018,28 @@ cdef class Network:
                                        sums)
         return status, sums[0], sums[1]
 
+    def apply_update(self, floating[::1] params, const floating[::1] grads,
+                     floating[::1] state1, floating[::1] state2, step,
+                     int n_threads=1):
+        """In place: the optimizer update train_step applies for `step`
+        (0-based; Adam's t = step + 1), from a gradient computed elsewhere:
+        gradients on a shard of the minibatch, summed over processes
+        (fastvae.distributed). gradients then apply_update on one process
+        give train_step's parameters bitwise.
+        """
+        self._check_buffers(params.shape[0], floating is float)
+        if (grads.shape[0] != params.shape[0] or state1.shape[0] != params.shape[0]
+                or state2.shape[0] != params.shape[0]):
+            raise ValueError("grads and optimizer states must match params")
+        if not 1 <= n_threads <= FV_MAX_TEAM:
+            raise ValueError(f"n_threads must be in [1, {FV_MAX_TEAM}], got {n_threads}")
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        cdef int64_t t = <int64_t> step + 1
+        with nogil:
+            _apply_update(&self.cfg, &self.opt, t, &params[0], &grads[0],
+                         &state1[0], &state2[0], n_threads)
+
     def row_losses(self, int batch):
         """Per-row (recon, kl) of the last training call, shape (batch, 2)."""
         if not 0 <= batch <= self.cfg.max_batch:
@@ -1069,8 +1105,11 @@ cdef class Network:
 
     def elbo_terms(self, const floating[::1] params, const floating[:, ::1] X,
                    seed, stream, step=0, draw=0, int n_threads=1,
-                   const floating[:, ::1] cond=None):
+                   const floating[:, ::1] cond=None, row_offset=0):
         """Per-row (-log p(x|z), KL) with z drawn from (seed, stream, step, draw).
+
+        Row i's noise is that of row row_offset + i, so the rows of a larger
+        array can be evaluated in pieces (one per process) with its noise.
 
         Returns
         -------
@@ -1082,7 +1121,7 @@ cdef class Network:
         self._check_cond(cond, X.shape[0])
         cdef int64_t n = X.shape[0], start
         cdef int chunk
-        cdef uint64_t s = seed, st = stream, t = step, d = draw
+        cdef uint64_t s = seed, st = stream, t = step, d = draw, ro = row_offset
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         recon_arr = np.empty(n, dtype=np.float64)
         kl_arr = np.empty(n, dtype=np.float64)
@@ -1097,7 +1136,7 @@ cdef class Network:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
                 elbo_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
                           X.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                          ldc, chunk, s, st, t, <uint64_t> start, d,
+                          ldc, chunk, s, st, t, ro + <uint64_t> start, d,
                           &recon[start], &kl[start], n_threads)
                 start += chunk
         return recon_arr, kl_arr
