@@ -235,7 +235,7 @@ class BaseAutoencoder:
 
     # -- training ---------------------------------------------------------------
 
-    def _fit(self, X, condition, overrides, validation_data):
+    def _fit(self, X, condition, overrides, validation_data, comm=None):
         s = self._settings(overrides)
         X = self._data(s, X, n_features=s["input_dim"])
         n, d = X.shape
@@ -296,6 +296,8 @@ class BaseAutoencoder:
 
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
+        if comm is not None:  # a fastvae.distributed.Group: steps over MPI ranks
+            net = comm.data_parallel(net, self, (X, cond, X_val, cond_val))
         grads = layout.zeros(s["dtype"])
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
@@ -375,7 +377,10 @@ class BaseAutoencoder:
         h["samples_per_second"].append(n / seconds if seconds > 0 else float("inf"))
         val = None
         if X_val is not None:
-            val = float(np.mean(self._elbo_rows(X_val, cond_val, s["n_threads"])))
+            if isinstance(net, _step.Network):
+                val = float(np.mean(self._elbo_rows(X_val, cond_val, s["n_threads"])))
+            else:  # data-parallel: each rank its share of the rows
+                val = net.mean_elbo(self, X_val, cond_val, s["n_threads"])
         h["val_elbo"].append(val)
         self.loss_curve_.append(loss_total / n)
         if s["verbose"] >= 2:

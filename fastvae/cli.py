@@ -174,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default="float32", help="float32 or float64")
     t.add_argument("--out", default=_DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--mpi", default="auto", choices=("auto", "on", "off"),
+                   help="data-parallel training over MPI ranks (mpiexec -n N fastvae "
+                   "train ...): auto = when an MPI launcher started more than one "
+                   "rank (PMI_RANK, PMIX_RANK, OMPI_COMM_WORLD_SIZE or "
+                   "MV2_COMM_WORLD_SIZE set); on = always (needs mpi4py); off = never")
     t.set_defaults(handler=_train)
 
     s = sub.add_parser("sample", help="decode draws z ~ N(0, I) into a PNG grid",
@@ -313,14 +318,80 @@ def _image_shape(dataset, n_features: int):
     return (side, side) if side * side == n_features else None
 
 
+def _mpi_group(mode: str):
+    """The MPI ranks to train over (a fastvae.distributed.Group), or None to
+    train on this process alone."""
+    from fastvae import distributed
+
+    if mode == "off" or (mode == "auto" and not distributed.launched_by_mpi()):
+        return None
+    try:
+        comm = distributed.world()
+    except ImportError as exc:
+        if mode == "on":
+            raise UserError(f"--mpi on: {exc}") from None
+        found = [v for v in distributed.LAUNCHER_VARIABLES if v in os.environ]
+        raise UserError(
+            f"started by an MPI launcher ({found[0]} is set) but {exc}; or pass "
+            "--mpi off to train on each process alone") from None
+    if mode == "auto" and comm.Get_size() == 1:
+        return None
+    return distributed.Group(comm)
+
+
 def _train(args) -> int:
+    group = _mpi_group(args.mpi)
+    if group is None:
+        return _train_on(args, None)
+    return _on_every_rank(group, lambda: _train_on(args, group))
+
+
+def _on_every_rank(group, run) -> int:
+    """run() on every rank of an MPI job. An error raised alike on all ranks
+    is reported once by rank 0 (exit status 2 everywhere); an error on one
+    rank (the others would wait for it) ends the job with MPI_Abort."""
+    from fastvae import distributed
+    from fastvae.data import DataError
+    from fastvae.io import ModelFileError
+
+    try:
+        return run()
+    except BaseException as exc:
+        shared = group.collective_failure
+        if shared == "all" and group.is_root:
+            raise  # reported by main like any error of one process
+        if shared == "here":
+            print(f"fastvae: rank {group.rank} of {group.size}: error: {exc}",
+                  file=sys.stderr)
+        if shared:
+            return 2
+        user = isinstance(exc, (UserError, DataError, ModelFileError, *_USER_ERRORS))
+        debug = bool(os.environ.get("FASTVAE_DEBUG"))
+        distributed.abort(group.comm, exc, 2 if user else 1,
+                          show_traceback=not user or debug)
+        raise  # not reached: abort ends the process
+
+
+def _train_on(args, group) -> int:
+    """fastvae train on this process, or on this rank of an MPI job (group):
+    every rank loads the data and trains its shards; rank 0 alone prints and
+    writes the run folder."""
     import fastvae
     from fastvae import data, plotting, run_folder
     from fastvae.io import write_atomic
 
+    root = group is None or group.is_root
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = _load_data(args)
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
+    if group is not None and args.download:  # rank 0 downloads, the others wait
+        if not root:
+            group.comm.Barrier()
+        dataset = _load_data(args)
+        if root:
+            group.comm.Barrier()
+    else:
+        dataset = _load_data(args)
     if args.validation:
         train_set, val_set = data.train_validation_split(
             dataset, n_validation=args.validation, seed=args.seed)
@@ -337,20 +408,30 @@ def _train(args) -> int:
         n_classes = int(dataset.y.max()) + 1
         cond = data.one_hot(train_set.y, n_classes)
         val_cond = None if val_set is None else data.one_hot(val_set.y, n_classes)
-    print(f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
-          f"samples x {train_set.X.shape[1]} features"
-          + (f", {len(val_set)} held out" if val_set is not None else "")
-          + f"; {fastvae.get_num_threads() if args.threads is None else args.threads}"
-          " threads", flush=True)
     validation = None
     if val_set is not None:
         validation = val_set.X if val_cond is None else (val_set.X, val_cond)
+    comm = None if group is None else group.comm
+    if not root:
+        model.fit(train_X, condition=cond, validation_data=validation, comm=comm)
+        return 0
+    if group is None:
+        threads = fastvae.get_num_threads() if args.threads is None else args.threads
+        how = f"{threads} threads"
+    else:
+        threads = group.default_threads() if args.threads is None else args.threads
+        how = (f"{group.size} MPI ranks x {threads} threads, global batch "
+               f"{args.batch_size}")
+    print(f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
+          f"samples x {train_set.X.shape[1]} features"
+          + (f", {len(val_set)} held out" if val_set is not None else "")
+          + f"; {how}", flush=True)
     _write_run_spec(out, args, dataset, train_set, val_set)
     start = time.perf_counter()
     with run_folder.MetricsLog(out / run_folder.METRICS_FILE) as log:
         model._epoch_callback = lambda m: log.write(
             run_folder.epoch_record(m, time.perf_counter() - start))
-        model.fit(train_X, condition=cond, validation_data=validation)
+        model.fit(train_X, condition=cond, validation_data=validation, comm=comm)
         model._epoch_callback = None
     seconds = time.perf_counter() - start
 

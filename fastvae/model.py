@@ -175,7 +175,7 @@ class VAE(BaseAutoencoder):
         return float(s["beta"]) * min(1.0, (t + 1) / s["kl_warmup"])
 
     def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
-            optimizer=None, lr=None, validation_data=None):
+            optimizer=None, lr=None, validation_data=None, comm=None):
         """Train on X.
 
         Parameters
@@ -192,6 +192,16 @@ class VAE(BaseAutoencoder):
         validation_data : array-like of shape (n_val, n_features), or a tuple
             (X_val, condition_val) for a conditional model, optional.
             Its mean ELBO is recorded after every epoch in history_["val_elbo"].
+        comm : mpi4py communicator, optional
+            Train data-parallel over its ranks (e.g. ``MPI.COMM_WORLD`` in a
+            script started by ``mpiexec -n 4 python -m mpi4py train.py``).
+            Every rank calls fit with the same X and settings; batch_size is
+            the global minibatch, of which each rank computes one share, and
+            the result equals one process's training on the same minibatches
+            up to float rounding (see fastvae.distributed). Only rank 0 shows
+            progress; saving is the caller's (e.g. ``if comm.rank == 0:
+            vae.save(path)``). When n_threads is None and OMP_NUM_THREADS
+            unset, each rank uses its cores divided by the ranks on its node.
 
         Returns
         -------
@@ -201,13 +211,23 @@ class VAE(BaseAutoencoder):
         ------
         ValueError, TypeError
             For invalid settings or data (the message names the problem).
+            With `comm`, an error on one rank before training raises on every
+            rank (a RuntimeError naming that rank on the others).
         FloatingPointError
             If the loss or a gradient becomes NaN or infinite; the parameters
-            are those before the failing step.
+            are those before the failing step. With `comm`, on every rank.
+        ImportError
+            If `comm` is given but mpi4py or an MPI library is missing.
+
+        Notes
+        -----
+        With `comm`, any other exception while training (on one rank, which
+        the others would wait for forever) prints the rank and the error on
+        stderr and ends the whole MPI job with MPI_Abort.
         """
-        return self._fit(X, condition,
-                         {"epochs": epochs, "batch_size": batch_size,
-                          "optimizer": optimizer, "lr": lr}, validation_data)
+        return _train(self, X, condition,
+                      {"epochs": epochs, "batch_size": batch_size,
+                       "optimizer": optimizer, "lr": lr}, validation_data, comm)
 
     def encode(self, X, condition=None):
         """Parameters of q(z|x).
@@ -400,13 +420,13 @@ class Autoencoder(BaseAutoencoder):
         self.warm_start = warm_start
 
     def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
-            optimizer=None, lr=None, validation_data=None):
+            optimizer=None, lr=None, validation_data=None, comm=None):
         """Train on X; see VAE.fit (history_["kl"] is all zeros and
         history_["val_elbo"] holds the validation reconstruction
-        log-likelihood log p(x | encoder(x)))."""
-        return self._fit(X, condition,
-                         {"epochs": epochs, "batch_size": batch_size,
-                          "optimizer": optimizer, "lr": lr}, validation_data)
+        log-likelihood log p(x | encoder(x))); `comm` trains over MPI."""
+        return _train(self, X, condition,
+                      {"epochs": epochs, "batch_size": batch_size,
+                       "optimizer": optimizer, "lr": lr}, validation_data, comm)
 
     def transform(self, X, condition=None):
         """The codes z = encoder(x): array of shape (n_samples, latent_dim)."""
@@ -484,6 +504,19 @@ class DenoisingAutoencoder(Autoencoder):
 
 
 ESTIMATORS = {cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencoder)}
+
+
+def _train(model, X, condition, overrides, validation_data, comm):
+    """fit's body: on this process, or data-parallel over the ranks of comm."""
+    if comm is None:
+        return model._fit(X, condition, overrides, validation_data)
+    from fastvae import distributed
+
+    def run(group):
+        return model._fit(X, condition, {**overrides, **group.overrides(model)},
+                          validation_data, comm=group)
+
+    return distributed.fit(comm, run)
 
 
 def load(path):

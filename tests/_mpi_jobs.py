@@ -1,0 +1,137 @@
+"""Jobs that tests/test_distributed.py runs under mpiexec (not a test module).
+
+    mpiexec -n R python tests/_mpi_jobs.py JOB OUT
+
+Rank 0 writes what the test compares into OUT (an .npz of plain arrays).
+CONFIGS are also imported by the test, which trains the same models on one
+process.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+# (estimator, constructor arguments, n_rows, n_features, with a condition).
+# Small and varied: every noise stream that uses a row's position
+# (reparameterisation, input corruption, dynamic binarisation), a condition,
+# a learned Gaussian sigma (its own gradient), float64, and a last minibatch
+# smaller than the others.
+CONFIGS = {
+    "vae32": ("VAE", dict(hidden=(24,), latent_dim=4, batch_size=32, epochs=2), 250,
+              30, False),
+    "vae64": ("VAE", dict(hidden=(24, 16), latent_dim=3, batch_size=20, epochs=2,
+                          dtype="float64", optimizer="momentum"), 150, 30, False),
+    "noisy": ("VAE", dict(hidden=(24,), latent_dim=4, batch_size=25, epochs=2,
+                          corruption=0.2, dynamic_binarization=True, kl_warmup=7),
+              200, 30, True),
+    "gauss": ("VAE", dict(hidden=(16,), latent_dim=2, batch_size=16, epochs=2,
+                          likelihood="gaussian", sigma="learned"), 100, 12, False),
+    "dae": ("DenoisingAutoencoder", dict(hidden=(16,), latent_dim=3, batch_size=16,
+                                         epochs=2), 100, 30, False),
+}
+
+
+def make_data(config):
+    """Training rows (and conditions) and validation rows of a config."""
+    _, settings, n, d, conditional = CONFIGS[config]
+    rng = np.random.default_rng(7)
+    dtype = settings.get("dtype", "float32")
+    if settings.get("likelihood") == "gaussian":
+        X = rng.normal(size=(n + 40, d)).astype(dtype)
+    else:
+        X = rng.random((n + 40, d)).astype(dtype)
+        if not settings.get("dynamic_binarization"):
+            X = (X > 0.5).astype(dtype)
+    cond = None
+    if conditional:
+        cond = np.eye(3, dtype=dtype)[rng.integers(0, 3, n + 40)]
+    train = (X[:n], None if cond is None else cond[:n])
+    val = X[n:] if cond is None else (X[n:], cond[n:])
+    return train, val
+
+
+def make_model(config, **overrides):
+    import fastvae
+
+    name, settings, *_ = CONFIGS[config]
+    settings = {**settings, "seed": 11, "n_threads": 1, **overrides}
+    if "dtype" in settings:
+        settings["dtype"] = np.dtype(settings["dtype"]).type
+    return getattr(fastvae, name)(**settings)
+
+
+def fit(config, comm=None):
+    (X, cond), val = make_data(config)
+    return make_model(config).fit(X, condition=cond, validation_data=val, comm=comm)
+
+
+def equivalence(comm, out):
+    """Every config trained over the ranks: rank 0's parameters and history,
+    and whether all ranks ended with bitwise the same parameters."""
+    arrays = {}
+    for config in CONFIGS:
+        model = fit(config, comm)
+        every = comm.gather(model.params_, root=0)
+        if comm.rank == 0:
+            arrays[f"{config}.params"] = model.params_
+            arrays[f"{config}.same_on_all_ranks"] = np.array(
+                all(np.array_equal(every[0], p) for p in every))
+            arrays[f"{config}.t"] = np.array(model.t_)
+            for key in ("loss", "val_elbo"):
+                arrays[f"{config}.{key}"] = np.array(model.history_[key], dtype=float)
+    if comm.rank == 0:
+        np.savez(out, **arrays)
+
+
+def fail_in_training(comm, out):
+    """Rank 1 raises at its 4th step; the others wait in the Allreduce."""
+    from fastvae import distributed
+
+    if comm.rank == 1:
+        step = distributed.DataParallelNetwork.train_step
+
+        def failing(self, *args, **kwargs):
+            if self.steps == 3:
+                raise RuntimeError("injected failure at step 3")
+            return step(self, *args, **kwargs)
+
+        distributed.DataParallelNetwork.train_step = failing
+    fit("vae32", comm)
+    print(f"rank {comm.rank}: fit returned", flush=True)
+
+
+def fail_before_training(comm, out):
+    """Rank 1's data hold a NaN: fit raises on every rank, nobody hangs."""
+    (X, _), _ = make_data("vae32")
+    if comm.rank == 1:
+        X = X.copy()
+        X[5, 3] = np.nan
+    try:
+        make_model("vae32").fit(X, comm=comm)
+    except Exception as exc:  # report it, as a user's script would
+        print(f"rank {comm.rank}: {type(exc).__name__}: {exc}", flush=True)
+        return
+    print(f"rank {comm.rank}: fit returned", flush=True)
+
+
+def non_finite(comm, out):
+    """A learning rate that blows up: FloatingPointError on every rank at the
+    same step."""
+    (X, _), _ = make_data("gauss")
+    try:
+        make_model("gauss", optimizer="sgd", lr=1e6, sigma=0.01).fit(X * 1e3, comm=comm)
+    except FloatingPointError as exc:
+        print(f"rank {comm.rank}: FloatingPointError: {exc}", flush=True)
+        return
+    print(f"rank {comm.rank}: fit returned", flush=True)
+
+
+JOBS = {f.__name__: f for f in (equivalence, fail_in_training, fail_before_training,
+                                non_finite)}
+
+if __name__ == "__main__":
+    from mpi4py import MPI
+
+    JOBS[sys.argv[1]](MPI.COMM_WORLD, sys.argv[2])

@@ -1,0 +1,256 @@
+"""Data-parallel training over MPI (fastvae.distributed).
+
+The first tests need no MPI: the pieces a data-parallel step is made of
+(gradients on shards with their global row positions, apply_update,
+validation rows evaluated in pieces). The others start real MPI jobs with
+the mpiexec next to the Python running the tests (pip install mpi4py mpich)
+and are skipped when mpi4py or mpiexec are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _mpi_jobs
+import numpy as np
+import pytest
+
+import fastvae
+from fastvae import _rng, distributed
+from fastvae.optim import kernel_settings
+from fastvae.threads import blas_single_threaded
+
+JOBS = Path(__file__).with_name("_mpi_jobs.py")
+# Parameters after 2 epochs over R ranks vs one process on the same
+# minibatches: the rows and the noise are the same, only the order of the
+# gradient sums differs. Measured: at most 6e-8 (float32) and 1e-16
+# (float64) on these configs; the bounds leave room for other BLAS kernels.
+PARAM_ATOL = {np.float32: 2e-6, np.float64: 1e-12}
+
+
+def _mpiexec():
+    """The mpiexec beside this Python (the venv's, from pip install mpich),
+    else on PATH; None when it or mpi4py is missing."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+if MPIEXEC is None and os.environ.get("FASTVAE_REQUIRE_MPI"):  # set by .ci/run
+    raise RuntimeError("FASTVAE_REQUIRE_MPI is set but mpi4py or mpiexec is missing")
+needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="needs mpi4py and mpiexec "
+                               "(pip install mpi4py mpich)")
+
+
+def run_mpi(n, *args, timeout=180, check=True):
+    """Run `mpiexec -n n args...`; returns the CompletedProcess and seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run([MPIEXEC, "-n", str(n), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - start
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc, seconds
+
+
+def _network(model, batch):
+    s, layout = model._fitted_settings, model._fitted_layout
+    net = model._network(s, layout, batch, model.n_conditions_)
+    net.set_optimizer(**kernel_settings(s["optimizer"]))
+    return net
+
+
+def _fitted(config, **overrides):
+    (X, cond), _ = _mpi_jobs.make_data(config)
+    model = _mpi_jobs.make_model(config, epochs=1, **overrides)
+    return model.fit(X, condition=cond), X, cond
+
+
+# -- the pieces of a data-parallel step (no MPI) ---------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum", "sgd"])
+def test_gradients_then_apply_update_is_train_step_bitwise(optimizer):
+    model, X, _ = _fitted("vae32", optimizer=optimizer)
+    net = _network(model, 32)
+    a = [model.params_.copy(), *(s.copy() for s in model._opt_state)]
+    b = [x.copy() for x in a]
+    ga, gb = np.zeros_like(a[0]), np.zeros_like(a[0])
+    rows = np.arange(32, dtype=np.int64)
+    with blas_single_threaded():
+        for step in range(4):
+            r = (rows * 7 + step) % X.shape[0]
+            net.train_step(a[0], ga, a[1], a[2], X, r, 32, 5, step, 1.0, 2)
+            status, _, _ = net.gradients(b[0], gb, X, r, 32, 5, step, 1.0, 2)
+            assert status == 0
+            net.apply_update(b[0], gb, b[1], b[2], step, 2)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_apply_update_checks_its_arguments():
+    model, _, _ = _fitted("vae32")
+    net = _network(model, 32)
+    p = model.params_.copy()
+    with pytest.raises(ValueError, match="must match params"):
+        net.apply_update(p, p[:-1].copy(), p.copy(), p.copy(), 0)
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        net.apply_update(p, p.copy(), p.copy(), p.copy(), -1)
+    with pytest.raises(TypeError, match="float32"):
+        q = p.astype(np.float64)
+        net.apply_update(q, q, q.copy(), q.copy(), 0)
+
+
+@pytest.mark.parametrize("config", ["vae64", "noisy", "gauss"])
+def test_shard_gradients_sum_to_the_minibatch_gradient(config):
+    """Shards with their global row offsets and the global batch size add up
+    to the whole minibatch's gradient, with the same noise per row."""
+    model, X, cond = _fitted(config)
+    batch = 30
+    net = _network(model, batch)
+    p = model.params_
+    rows = np.arange(batch, dtype=np.int64)[::-1].copy()
+    whole = np.zeros_like(p)
+    with blas_single_threaded():
+        _, recon, kl = net.gradients(p, whole, X, rows, batch, 3, 9, 0.5, 1, cond=cond)
+        want_rows = net.row_losses(batch)
+        total = np.zeros_like(p)
+        recon_sum = kl_sum = 0.0
+        got_rows = []
+        for lo, hi in ((0, 7), (7, 8), (8, 30)):
+            part = np.zeros_like(p)
+            _, r_, k_ = net.gradients(p, part, X, rows[lo:hi], hi - lo, 3, 9, 0.5, 1,
+                                      row_offset=lo, global_batch=batch, cond=cond)
+            got_rows.append(net.row_losses(hi - lo))
+            total += part
+            recon_sum += r_
+            kl_sum += k_
+    rtol = 1e-5 if p.dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(np.concatenate(got_rows), want_rows, rtol=rtol)
+    np.testing.assert_allclose([recon_sum, kl_sum], [recon, kl], rtol=rtol)
+    scale = np.abs(whole).max()
+    np.testing.assert_allclose(total, whole, rtol=0, atol=rtol * scale)
+
+
+def test_validation_rows_in_pieces_get_their_global_noise():
+    model, X, _ = _fitted("vae32")
+    net = model._inference_network()
+    seed, stream = model._fitted_settings["seed"], _rng.STREAM_EVAL
+    with blas_single_threaded():
+        recon, kl = net.elbo_terms(model.params_, X, seed, stream)
+        lo = 100
+        r2, k2 = net.elbo_terms(model.params_, X[lo:], seed, stream, row_offset=lo)
+        r3, _ = net.elbo_terms(model.params_, X[lo:], seed, stream)
+    np.testing.assert_allclose(r2, recon[lo:], rtol=1e-5)
+    np.testing.assert_allclose(k2, kl[lo:], rtol=1e-5)
+    # without the offset the rows would get other noise: the offset matters
+    assert np.abs(r3 - recon[lo:]).max() > 1e-3
+
+
+def test_launcher_detection():
+    assert not distributed.launched_by_mpi({"HOME": "/root", "SLURM_PROCID": "0"})
+    for name in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE",
+                 "MV2_COMM_WORLD_SIZE"):
+        assert distributed.launched_by_mpi({name: "3"})
+
+
+def test_fit_rejects_a_comm_that_is_not_a_communicator():
+    (X, _), _ = _mpi_jobs.make_data("vae32")
+    with pytest.raises(TypeError, match="comm must be an mpi4py communicator"):
+        _mpi_jobs.make_model("vae32").fit(X, comm=object())
+
+
+# -- real MPI jobs ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def single_process():
+    """Every config trained on this process: the reference."""
+    return {config: _mpi_jobs.fit(config) for config in _mpi_jobs.CONFIGS}
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_train_the_single_process_model(ranks, single_process, tmp_path):
+    """R ranks, each computing its shard, Allreduce, update: the parameters
+    one process reaches on the same minibatches, to float rounding, and
+    bitwise the same on every rank. 3 ranks cut minibatches of 16 to 32 rows
+    unevenly."""
+    out = tmp_path / "equivalence.npz"
+    run_mpi(ranks, sys.executable, JOBS, "equivalence", out)
+    got = np.load(out)
+    for config, ref in single_process.items():
+        params = got[f"{config}.params"]
+        assert bool(got[f"{config}.same_on_all_ranks"]), config
+        assert int(got[f"{config}.t"]) == ref.t_
+        diff = np.abs(params.astype(np.float64) - ref.params_).max()
+        assert diff <= PARAM_ATOL[ref.params_.dtype.type], (config, diff)
+        np.testing.assert_allclose(got[f"{config}.loss"], ref.history_["loss"],
+                                   rtol=1e-6)
+        np.testing.assert_allclose(got[f"{config}.val_elbo"],
+                                   np.array(ref.history_["val_elbo"], dtype=float),
+                                   rtol=1e-5)
+
+
+@needs_mpi
+def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
+    proc, seconds = run_mpi(2, sys.executable, JOBS, "fail_in_training",
+                            tmp_path / "x", timeout=120, check=False)
+    assert proc.returncode != 0
+    assert "fastvae: rank 1 of 2 failed: RuntimeError: injected failure at step 3" \
+        in proc.stderr
+    assert "MPI_Abort" in proc.stderr
+    assert "fit returned" not in proc.stdout  # rank 0 did not train on alone
+
+
+@needs_mpi
+def test_a_failure_before_training_raises_on_every_rank(tmp_path):
+    proc, _ = run_mpi(2, sys.executable, JOBS, "fail_before_training", tmp_path / "x",
+                      timeout=120)
+    lines = sorted(proc.stdout.splitlines())
+    assert lines[0].startswith("rank 0: RemoteRankError: fit failed on rank 1 of 2 "
+                               "before training: ValueError: X contains 1 NaN"), lines
+    assert lines[1].startswith("rank 1: ValueError: X contains 1 NaN"), lines
+
+
+@needs_mpi
+def test_a_non_finite_loss_stops_every_rank_at_the_same_step(tmp_path):
+    proc, _ = run_mpi(2, sys.executable, JOBS, "non_finite", tmp_path / "x",
+                      timeout=120)
+    lines = sorted(proc.stdout.splitlines())
+    assert len(lines) == 2 and all("FloatingPointError" in ln for ln in lines), lines
+    steps = {ln.split(" at step ")[1].split()[0] for ln in lines}
+    assert len(steps) == 1, lines
+
+
+@needs_mpi
+def test_cli_train_over_two_ranks(tmp_path):
+    """mpiexec -n 2 fastvae train: one report, one run folder, the model one
+    process trains."""
+    args = ["--n-samples", "300", "--epochs", "2", "--hidden", "32", "--latent-dim",
+            "4", "--batch-size", "30", "--quiet"]
+    proc, _ = run_mpi(2, sys.executable, "-m", "fastvae", "train", *args,
+                      "--out", tmp_path / "mpi")
+    assert proc.stdout.count("fastvae: training a vae") == 1
+    assert "2 MPI ranks x 1 threads, global batch 30" in proc.stdout
+    assert proc.stdout.count("trained 2 epochs (18 steps)") == 1
+    single = subprocess.run(
+        [sys.executable, "-m", "fastvae", "train", *args, "--threads", "1",
+         "--out", tmp_path / "one"], capture_output=True, text=True, check=True)
+    assert "1 threads" in single.stdout
+    a = fastvae.load(tmp_path / "mpi" / "model.npz")
+    b = fastvae.load(tmp_path / "one" / "model.npz")
+    assert np.abs(a.params_ - b.params_).max() <= PARAM_ATOL[np.float32]
+    lines = (tmp_path / "mpi" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # written by rank 0 alone
