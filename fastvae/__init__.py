@@ -14,7 +14,14 @@ C_API_VERSION = 1
 
 from fastvae._validation import NotFittedError  # noqa: E402
 from fastvae.io import ModelFileError  # noqa: E402
-from fastvae.model import VAE, Autoencoder, DenoisingAutoencoder, load  # noqa: E402
+from fastvae.model import (  # noqa: E402
+    VAE,
+    Autoencoder,
+    DenoisingAutoencoder,
+    checkpoint_info,
+    load,
+    resume,
+)
 from fastvae.threads import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 
 
@@ -49,6 +56,8 @@ __all__ = [
     "Autoencoder",
     "DenoisingAutoencoder",
     "load",
+    "resume",
+    "checkpoint_info",
     "get_include",
     "get_num_threads",
     "set_num_threads",

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from fastvae import _dense, _step
+from fastvae import checkpoint as _ckpt
 from fastvae._numerics import LOGSIGMA_RANGE
 from fastvae._validation import (
     NotFittedError,
@@ -120,9 +121,10 @@ class BaseAutoencoder:
 
     # -- settings and architecture --------------------------------------------
 
-    def _settings(self, overrides=None):
-        """Validated settings: the constructor's values with fit's overrides."""
-        values = self.get_params()
+    def _settings(self, overrides=None, params=None):
+        """Validated settings: the constructor's values (or `params`) with
+        fit's overrides."""
+        values = dict(self.get_params() if params is None else params)
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         check_params(values, {k: r for k, r in RULES.items() if k in values})
         values["dtype"] = check_dtype(values["dtype"])
@@ -235,7 +237,20 @@ class BaseAutoencoder:
 
     # -- training ---------------------------------------------------------------
 
-    def _fit(self, X, condition, overrides, validation_data, comm=None):
+    def _fit(self, X, condition, overrides, validation_data, checkpoint=None,
+             resume=None, comm=None):
+        """Train (fit's body).
+
+        checkpoint : dict, optional
+            Validated options from fastvae.checkpoint.options: where and how
+            often to write checkpoints.
+        resume : dict, optional
+            The validated progress of the checkpoint whose state `_set_state`
+            restored: training continues from its position, to its total of
+            epochs, with its batch size.
+        comm : fastvae.distributed.Group, optional
+            Train data-parallel over its MPI ranks.
+        """
         s = self._settings(overrides)
         X = self._data(s, X, n_features=s["input_dim"])
         n, d = X.shape
@@ -268,12 +283,22 @@ class BaseAutoencoder:
 
         layout = self._layout(s, d, n_cond)
         opt = s["optimizer"]
-        continuing = (
-            s["warm_start"]
-            and getattr(self, "params_", None) is not None
-            and self._fitted_layout == layout
-            and self.params_.dtype == s["dtype"]
-        )
+        writer = None
+        if checkpoint is not None or resume is not None:
+            data = _ckpt.data_fingerprint(X, cond)
+            if resume is not None:
+                _ckpt.check_same_data(resume["data"], data)
+        if resume is not None:
+            if self._fitted_layout != layout or self._optimizer_name != opt.name:
+                raise ValueError("the data do not fit the checkpointed model")
+            continuing = True
+        else:
+            continuing = (
+                s["warm_start"]
+                and getattr(self, "params_", None) is not None
+                and self._fitted_layout == layout
+                and self.params_.dtype == s["dtype"]
+            )
         if not continuing:
             self.params_ = self._init_params(s, layout)
             self._opt_state = [layout.zeros(s["dtype"]) for _ in range(2)]
@@ -294,6 +319,18 @@ class BaseAutoencoder:
         self._lock = getattr(self, "_lock", None) or threading.RLock()
         self._infer_net = None
 
+        epochs = resume["epochs"] if resume is not None else self.n_iter_ + s["epochs"]
+        epoch = resume["epoch"] if resume is not None else _ckpt.EpochProgress()
+        if checkpoint is not None:
+            last = None
+            if resume is not None:
+                last = (self.n_iter_, epoch.step, self.t_)
+            writer = _ckpt.Checkpointer(
+                checkpoint["path"], checkpoint["every"], checkpoint["every_steps"],
+                {"epochs": epochs, "batch_size": batch, "data": data,
+                 "checkpoint_every": checkpoint["every"],
+                 "checkpoint_every_steps": checkpoint["every_steps"]},
+                checkpoint["user"], last=last)
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
         if comm is not None:  # a fastvae.distributed.Group: steps over MPI ranks
@@ -301,32 +338,45 @@ class BaseAutoencoder:
         grads = layout.zeros(s["dtype"])
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
-        bar = _progress(s["verbose"], s["epochs"] * n)
+        done = min(epoch.step * batch, n)
+        bar = _progress(s["verbose"], (epochs - self.n_iter_) * n - done)
         try:
             with self._lock, blas_single_threaded():
-                for epoch in range(s["epochs"]):
+                while self.n_iter_ < epochs:
                     if bar is not None:
-                        bar.set_description(f"epoch {epoch + 1}/{s['epochs']}",
+                        bar.set_description(f"epoch {self.n_iter_ + 1}/{epochs}",
                                             refresh=False)
                     self._fit_epoch(s, net, X, cond, grads, batch, log_every, bar,
-                                    X_val, cond_val)
+                                    X_val, cond_val, epoch, writer)
+                    epoch = _ckpt.EpochProgress()
                     if self._epoch_callback is not None:
                         self._epoch_callback(self)
+                if writer is not None and not writer.written_at(self.t_):
+                    self._write_checkpoint(writer, epoch)
         finally:
             if bar is not None:
                 bar.close()
         return self
 
+    def _write_checkpoint(self, writer, epoch):
+        state, arrays = self._state()
+        writer.write(state, arrays, epoch)
+
     def _fit_epoch(self, s, net, X, cond, grads, batch, log_every, bar, X_val,
-                   cond_val):
+                   cond_val, epoch, writer):
+        """Train the rest of one epoch from `epoch` (an EpochProgress: steps
+        already done and their sums), writing checkpoints when due."""
         n = X.shape[0]
+        steps_per_epoch = -(-n // batch)
         order = _epoch_order(s["seed"], self.n_iter_, n)
         p, (s1, s2) = self.params_, self._opt_state
-        recon_total = kl_total = loss_total = 0.0
-        win_loss = win_recon = win_kl = 0.0
-        win_steps = 0
+        seconds_before = epoch.seconds
+        # The bar's reconstruction and KL means: display only, not checkpointed
+        # (after a resume mid-window they cover the steps since).
+        win_recon = win_kl = 0.0
+        win_n = 0
         start = time.perf_counter()
-        for i in range(0, n, batch):
+        for i in range(epoch.step * batch, n, batch):
             rows = order[i : i + batch]
             b = rows.shape[0]
             kl_weight = self._kl_weight(s, self.t_)
@@ -341,31 +391,42 @@ class BaseAutoencoder:
                     f"(epoch {self.n_iter_ + 1}, reconstruction sum {recon_sum:.4g}, "
                     f"KL sum {kl_sum:.4g}); parameters are those before this step. "
                     f"Try a lower learning rate (lr={s['optimizer'].lr:g} now), "
-                    "a smaller batch, or check X for extreme values"
+                    "a smaller batch, or check X for extreme values."
+                    + ("" if writer is None else " " + writer.describe_last())
                 )
             self.t_ += 1
+            epoch.step += 1
             loss = (recon_sum + kl_weight * kl_sum) / b
-            recon_total += recon_sum
-            kl_total += kl_sum
-            loss_total += loss * b
-            win_loss += loss
+            epoch.reconstruction += recon_sum
+            epoch.kl += kl_sum
+            epoch.loss += loss * b
+            epoch.window_loss += loss
+            epoch.window_steps += 1
             win_recon += recon_sum / b
             win_kl += kl_sum / b
-            win_steps += 1
-            if win_steps == log_every:
+            win_n += 1
+            if epoch.window_steps == log_every:
                 self.history_["step"].append(self.t_)
-                self.history_["step_loss"].append(win_loss / win_steps)
+                self.history_["step_loss"].append(
+                    epoch.window_loss / epoch.window_steps)
                 if bar is not None:
                     # means over the window, in nats per sample; a dict keeps
                     # this order (keyword postfixes are sorted by name)
-                    bar.set_postfix({"loss": f"{win_loss / win_steps:.2f}",
-                                     "recon": f"{win_recon / win_steps:.2f}",
-                                     "kl": f"{win_kl / win_steps:.2f}"}, refresh=False)
-                win_loss = win_recon = win_kl = 0.0
-                win_steps = 0
+                    bar.set_postfix(
+                        {"loss": f"{epoch.window_loss / epoch.window_steps:.2f}",
+                         "recon": f"{win_recon / win_n:.2f}",
+                         "kl": f"{win_kl / win_n:.2f}"}, refresh=False)
+                epoch.window_loss, epoch.window_steps = 0.0, 0
+                win_recon = win_kl = 0.0
+                win_n = 0
             if bar is not None:
                 bar.update(b)
-        seconds = time.perf_counter() - start
+            if (writer is not None and epoch.step < steps_per_epoch
+                    and writer.step_due(self.t_)):
+                epoch.seconds = seconds_before + time.perf_counter() - start
+                self._write_checkpoint(writer, epoch)
+        seconds = seconds_before + time.perf_counter() - start
+        recon_total, kl_total, loss_total = epoch.reconstruction, epoch.kl, epoch.loss
         self.n_iter_ += 1
         h = self.history_
         h["epoch"].append(self.n_iter_)
@@ -391,6 +452,8 @@ class BaseAutoencoder:
             if val is not None:
                 msg += f", val {val:.4f}"
             (bar.write if bar is not None else print)(msg)
+        if writer is not None and writer.epoch_due(self.n_iter_, self.t_):
+            self._write_checkpoint(writer, _ckpt.EpochProgress())
 
     # -- inference --------------------------------------------------------------
 
@@ -476,14 +539,20 @@ class BaseAutoencoder:
 
     # -- persistence --------------------------------------------------------------
 
-    def save(self, path):
-        """Write the fitted model to `path` (.npz + JSON, atomic, no pickle).
+    def _state(self):
+        """The fitted model's complete state, as (metadata, arrays).
 
-        The file holds the constructor arguments, the parameter buffer, the
-        optimizer state and the training history; `fastvae.load` restores it.
+        metadata (JSON-serialisable): "estimator" (class name), "params"
+        (constructor arguments but the optimizer), "optimizer" (name and
+        hyper-parameters in effect), "fitted" (n_features_in_, n_conditions_,
+        n_iter_, t_, history_, loss_curve_) and "fastvae_version". arrays:
+        "params", "opt_state1", "opt_state2", the flat buffers of shape
+        (n_params,) (the model's own buffers, not copies). Nothing in it
+        depends on a process, a thread count or a machine: `_set_state`
+        restores exactly this state anywhere, model files are it written by
+        fastvae.io, and checkpoints are it plus the training progress.
         """
         from fastvae import __version__
-        from fastvae import io as _io
 
         self._check_fitted()
         s = self._fitted_settings
@@ -492,7 +561,7 @@ class BaseAutoencoder:
         }
         params["dtype"] = np.dtype(s["dtype"]).name
         opt = s["optimizer"]
-        meta = {
+        state = {
             "estimator": type(self).__name__,
             "params": params,
             "optimizer": {"name": opt.name, **_fields(opt)},
@@ -511,44 +580,173 @@ class BaseAutoencoder:
             "opt_state1": self._opt_state[0],
             "opt_state2": self._opt_state[1],
         }
-        _io.save(path, meta, arrays)
+        return state, arrays
 
-    def _restore(self, fitted, arrays, path):
-        """Fitted state from a model file's metadata and arrays (load)."""
-        from fastvae import io as _io
+    def _set_state(self, state, arrays):
+        """Restore a state returned by `_state` (possibly read from a file).
 
-        s = self._settings()
-        n_features = int(fitted["n_features_in_"])
-        n_cond = int(fitted.get("n_conditions_", 0))
-        if n_features < 1 or n_cond < 0:
-            raise _io.ModelFileError(f"{path} has invalid sizes")
-        layout = self._layout(s, n_features, n_cond)
-        for name in ("params", "opt_state1", "opt_state2"):
+        Everything is checked before anything is changed: the constructor
+        arguments and optimizer against their rules, the fitted counters and
+        history for types and consistency, and the arrays for dtype, the
+        length the architecture implies, and finiteness. The estimator's
+        class must match state["estimator"].
+
+        Raises
+        ------
+        ValueError, TypeError
+            Naming what is missing or wrong; the model is then unchanged.
+        """
+        from fastvae import optim
+
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        if state.get("estimator") != type(self).__name__:
+            raise ValueError(f"the state is of a {state.get('estimator')!r}, not a "
+                             f"{type(self).__name__}")
+        params = _section(state, "params")
+        allowed = set(self._param_names()) - {"optimizer"}
+        unknown = sorted(map(str, set(params) - allowed))
+        if unknown:
+            raise ValueError(f"unknown parameters {unknown}")
+        params = dict(params)
+        for name in ("hidden", "decoder_hidden"):  # JSON has no tuples
+            if isinstance(params.get(name), list):
+                params[name] = tuple(params[name])
+        if "dtype" in params:
+            params["dtype"] = check_dtype(str(params["dtype"])).type
+        opt_meta = dict(_section(state, "optimizer"))
+        opt_cls = optim.OPTIMIZER_NAMES.get(str(opt_meta.pop("name", None)))
+        if opt_cls is None:
+            raise ValueError(
+                f"optimizer must be one of {sorted(optim.OPTIMIZER_NAMES)}")
+        # The optimizer object holds the learning rate in effect, so lr is
+        # None: a fit(lr=...) override must not be undone by the constructor's.
+        values = {**self.get_params(), **params, "optimizer": opt_cls(**opt_meta),
+                  "lr": None}
+        s = self._settings(params=values)
+        fitted = _check_fitted(_section(state, "fitted"))
+        layout = self._layout(s, fitted["n_features_in_"], fitted["n_conditions_"])
+        if not isinstance(arrays, dict) or set(arrays) != _STATE_ARRAYS:
+            raise ValueError(f"the arrays must be {sorted(_STATE_ARRAYS)}")
+        for name in sorted(_STATE_ARRAYS):
             a = arrays[name]
-            if a.dtype != s["dtype"] or a.shape != (layout.size,):
-                raise _io.ModelFileError(
-                    f"{path}: array {name!r} does not match the model's architecture"
-                )
+            if (not isinstance(a, np.ndarray) or a.dtype != s["dtype"]
+                    or a.shape != (layout.size,)):
+                got = (f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray)
+                       else type(a).__name__)
+                raise ValueError(
+                    f"array {name!r} does not match the model's architecture (expected "
+                    f"{np.dtype(s['dtype'])}[{layout.size}], got {got})")
             if not np.isfinite(a).all():
-                raise _io.ModelFileError(f"{path}: array {name!r} holds NaN or inf")
+                raise ValueError(f"array {name!r} holds NaN or inf")
+
+        for name, value in values.items():
+            setattr(self, name, value)
         self.params_ = _aligned_copy(arrays["params"], layout)
         self._opt_state = [
             _aligned_copy(arrays[n], layout) for n in ("opt_state1", "opt_state2")
         ]
         self._optimizer_name = s["optimizer"].name
-        self.n_features_in_ = n_features
-        self.n_conditions_ = n_cond
-        self.n_iter_ = int(fitted["n_iter_"])
-        self.t_ = int(fitted["t_"])
-        self.history_ = {k: list(v) for k, v in fitted["history_"].items()}
-        self.loss_curve_ = [float(v) for v in fitted["loss_curve_"]]
+        self.n_features_in_ = fitted["n_features_in_"]
+        self.n_conditions_ = fitted["n_conditions_"]
+        self.n_iter_ = fitted["n_iter_"]
+        self.t_ = fitted["t_"]
+        self.history_ = fitted["history_"]
+        self.loss_curve_ = fitted["loss_curve_"]
         self._fitted_layout = layout
         self._fitted_settings = s
-        self._lock = threading.RLock()
+        self._lock = getattr(self, "_lock", None) or threading.RLock()
         self._infer_net = None
+
+    def save(self, path):
+        """Write the fitted model to `path` (.npz + JSON, atomic, no pickle).
+
+        The file holds the constructor arguments, the parameter buffer, the
+        optimizer state and the training history; `fastvae.load` restores it.
+        """
+        from fastvae import io as _io
+
+        state, arrays = self._state()
+        _io.save(path, state, arrays, format=_io.MODEL_FORMAT)
 
 
 # -- helpers --------------------------------------------------------------------
+
+
+_STATE_ARRAYS = {"params", "opt_state1", "opt_state2"}
+# How each history list's entries may look: (type, allow None, allow inf).
+_HISTORY_ENTRIES = {
+    "epoch": (numbers.Integral, False, False),
+    "loss": (numbers.Real, False, False),
+    "reconstruction": (numbers.Real, False, False),
+    "kl": (numbers.Real, False, False),
+    "elbo": (numbers.Real, False, False),
+    "val_elbo": (numbers.Real, True, False),
+    "seconds": (numbers.Real, False, False),
+    "samples_per_second": (numbers.Real, False, True),
+    "step": (numbers.Integral, False, False),
+    "step_loss": (numbers.Real, False, False),
+}
+_PER_STEP = ("step", "step_loss")
+
+
+def _section(state, key):
+    value = state.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"{key!r} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _count(name, value, low=0, high=2**63 - 1):
+    """An integer in [low, high] (steps are uint64 in the kernels; 2**63 is
+    far beyond any run)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def _check_fitted(fitted):
+    """The fitted counters and history of a state, checked and copied."""
+    keys = {"n_features_in_", "n_conditions_", "n_iter_", "t_", "history_",
+            "loss_curve_"}
+    missing = keys - set(fitted) - {"n_conditions_"}  # absent in early files: 0
+    if missing or set(fitted) - keys:
+        raise ValueError(f"fitted must have the keys {sorted(keys)}, got "
+                         f"{sorted(map(str, fitted))}")
+    out = {
+        "n_features_in_": _count("n_features_in_", fitted["n_features_in_"], low=1),
+        "n_conditions_": _count("n_conditions_", fitted.get("n_conditions_", 0)),
+        "n_iter_": _count("n_iter_", fitted["n_iter_"]),
+        "t_": _count("t_", fitted["t_"]),
+    }
+    history = fitted["history_"]
+    if not isinstance(history, dict) or set(history) != set(_HISTORY_ENTRIES):
+        raise ValueError(f"history_ must have the keys {sorted(_HISTORY_ENTRIES)}")
+    for key, (kind, allow_none, allow_inf) in _HISTORY_ENTRIES.items():
+        values = history[key]
+        if not isinstance(values, list):
+            raise ValueError(f"history_[{key!r}] must be a list")
+        for v in values:
+            if v is None and allow_none:
+                continue
+            if (isinstance(v, bool) or not isinstance(v, kind) or math.isnan(v)
+                    or (math.isinf(v) and not allow_inf)):
+                raise ValueError(f"history_[{key!r}] holds {v!r}")
+    lengths = {key: len(history[key]) for key in _HISTORY_ENTRIES}
+    if any(lengths[k] != out["n_iter_"] for k in lengths if k not in _PER_STEP) \
+            or lengths["step"] != lengths["step_loss"]:
+        raise ValueError(
+            f"history_ lengths {lengths} do not fit n_iter_={out['n_iter_']}")
+    curve = fitted["loss_curve_"]
+    if (not isinstance(curve, list) or len(curve) != out["n_iter_"]
+            or any(isinstance(v, bool) or not isinstance(v, numbers.Real)
+                   or not math.isfinite(v) for v in curve)):
+        raise ValueError(
+            f"loss_curve_ must be a list of {out['n_iter_']} finite numbers")
+    out["history_"] = {k: list(v) for k, v in history.items()}
+    out["loss_curve_"] = [float(v) for v in curve]
+    return out
 
 
 def _empty_history():

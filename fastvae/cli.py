@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", default="adam", help="adam, momentum or sgd")
     t.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: 1e-3 for adam, 0.01 otherwise)")
-    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--epochs", type=int, default=None,
+                   help="epochs to train (unset: 20); with --resume, the total to "
+                   "reach (unset: the run's own)")
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
     t.add_argument("--kl-warmup", type=int, default=0,
@@ -179,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "train ...): auto = when an MPI launcher started more than one "
                    "rank (PMI_RANK, PMIX_RANK, OMPI_COMM_WORLD_SIZE or "
                    "MV2_COMM_WORLD_SIZE set); on = always (needs mpi4py); off = never")
+    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="write OUT/checkpoint.npz after every N epochs and at the end "
+                   "(unset: 1, or the run's own with --resume; 0: none, or only the "
+                   "final one with --resume)")
+    t.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue the run in folder RUN (or checkpoint file RUN) "
+                   "exactly where its last checkpoint stopped, with its settings")
     t.set_defaults(handler=_train)
 
     s = sub.add_parser("sample", help="decode draws z ~ N(0, I) into a PNG grid",
@@ -339,6 +348,13 @@ def _mpi_group(mode: str):
     return distributed.Group(comm)
 
 
+# Options of train that --resume may set; every other one comes from the run.
+# --mpi too: a checkpoint holds global state, so a run may go on with another
+# number of MPI ranks.
+_RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every", "mpi")
+_DEFAULT_EPOCHS = 20
+
+
 def _train(args) -> int:
     group = _mpi_group(args.mpi)
     if group is None:
@@ -379,11 +395,31 @@ def _train_on(args, group) -> int:
     import fastvae
     from fastvae import data, plotting, run_folder
     from fastvae.io import write_atomic
+    from fastvae.model import _resume as resume_run
 
     root = group is None or group.is_root
+    info = None
+    if args.resume is not None:
+        info = fastvae.checkpoint_info(args.resume)
+        args = _resumed_arguments(args, info)
+    else:
+        args.epochs = _DEFAULT_EPOCHS if args.epochs is None else args.epochs
+        if args.checkpoint_every is None:
+            args.checkpoint_every = 1
+        # Absolute paths, so that --resume works from any folder.
+        is_file = args.data.lower().endswith((".npy", ".npz", ".csv"))
+        if is_file and Path(args.data).is_file():
+            args.data = str(Path(args.data).resolve())
+        if args.data_dir is not None and Path(args.data_dir).is_dir():
+            args.data_dir = str(Path(args.data_dir).resolve())
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     out = Path(args.out)
+    checkpoint = out / "checkpoint.npz"
     if root:
         out.mkdir(parents=True, exist_ok=True)
+        if info is None:
+            _refuse_unfinished_run(out, checkpoint)
     if group is not None and args.download:  # rank 0 downloads, the others wait
         if not root:
             group.comm.Barrier()
@@ -397,7 +433,6 @@ def _train_on(args, group) -> int:
             dataset, n_validation=args.validation, seed=args.seed)
     else:
         train_set, val_set = dataset, None
-    model = _make_model(args)
     train_X = train_set.X
     if args.binarize == "static":
         train_X = data.sample_binarize(train_X, seed=args.seed)
@@ -411,9 +446,26 @@ def _train_on(args, group) -> int:
     validation = None
     if val_set is not None:
         validation = val_set.X if val_cond is None else (val_set.X, val_cond)
+    settings = {k: v for k, v in vars(args).items() if k not in ("handler", "resume")}
+    every = args.checkpoint_every
     comm = None if group is None else group.comm
+
+    def train(callback=None):
+        if info is None:
+            model = _make_model(args)
+            model._epoch_callback = callback
+            return model.fit(train_X, condition=cond, validation_data=validation,
+                             checkpoint=checkpoint if every else None,
+                             checkpoint_every=every, checkpoint_meta={"cli": settings},
+                             comm=comm)
+        return resume_run(info["path"], train_X, condition=cond,
+                          validation_data=validation, epochs=args.epochs,
+                          checkpoint_every=every, n_threads=args.threads,
+                          verbose=0 if args.quiet else 1, comm=comm,
+                          epoch_callback=callback)
+
     if not root:
-        model.fit(train_X, condition=cond, validation_data=validation, comm=comm)
+        train()
         return 0
     if group is None:
         threads = fastvae.get_num_threads() if args.threads is None else args.threads
@@ -426,21 +478,34 @@ def _train_on(args, group) -> int:
           f"samples x {train_set.X.shape[1]} features"
           + (f", {len(val_set)} held out" if val_set is not None else "")
           + f"; {how}", flush=True)
-    _write_run_spec(out, args, dataset, train_set, val_set)
+    done_before = 0
+    if info is not None:
+        print(f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
+              + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
+              + f", to {args.epochs} epochs", flush=True)
+        batch = min(args.batch_size, len(train_set))
+        done_before = (len(train_set) * info["epochs_done"]
+                       + min(info["epoch_step"] * batch, len(train_set)))
+    metrics = out / run_folder.METRICS_FILE
+    if info is None or not (out / run_folder.RUN_FILE).is_file():
+        _write_run_spec(out, args, dataset, train_set, val_set)
+    if info is not None:  # epochs after the checkpoint will be trained again
+        _keep_epochs(metrics, info["epochs_done"])
     start = time.perf_counter()
-    with run_folder.MetricsLog(out / run_folder.METRICS_FILE) as log:
-        model._epoch_callback = lambda m: log.write(
-            run_folder.epoch_record(m, time.perf_counter() - start))
-        model.fit(train_X, condition=cond, validation_data=validation, comm=comm)
+    with run_folder.MetricsLog(metrics, append=info is not None) as log:
+        model = train(lambda m: log.write(
+            run_folder.epoch_record(m, time.perf_counter() - start)))
         model._epoch_callback = None
     seconds = time.perf_counter() - start
 
     paths = {"model": out / "model.npz", "history": out / "history.json",
              "metrics": out / run_folder.METRICS_FILE, "run": out / run_folder.RUN_FILE,
              "loss_curve": out / "loss_curve.png"}
+    if checkpoint.is_file():
+        paths["checkpoint"] = checkpoint
     model.save(paths["model"])
     record = {
-        "settings": {k: v for k, v in vars(args).items() if k != "handler"},
+        "settings": settings,
         "data": {"name": dataset.name, "n_train": len(train_set),
                  "n_validation": 0 if val_set is None else len(val_set),
                  "n_features": int(train_set.X.shape[1])},
@@ -467,10 +532,11 @@ def _train_on(args, group) -> int:
               "pictures written")
 
     h = model.history_
-    n_seen = len(train_set) * model.n_iter_
+    n_seen = len(train_set) * model.n_iter_ - done_before
     lines = [
         f"trained {model.n_iter_} epochs ({model.t_} steps) in {seconds:.1f} s: "
-        f"{n_seen / seconds:,.0f} samples/s",
+        f"{n_seen / seconds:,.0f} samples/s"
+        + (" since the resume" if info is not None else ""),
         f"final train loss {h['loss'][-1]:.3f} nats/sample (ELBO {h['elbo'][-1]:.3f})",
     ]
     if h["val_elbo"] and h["val_elbo"][-1] is not None:
@@ -519,6 +585,68 @@ def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
 
 def _validation_label(kind: str) -> str:
     return "validation -ELBO" if kind == "vae" else "validation -log p(x | code)"
+
+
+def _keep_epochs(path: Path, n_epochs: int) -> None:
+    """Drop the lines of metrics.jsonl after epoch n_epochs (written by a run
+    killed after its last checkpoint), atomically."""
+    from fastvae.io import write_atomic
+
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["epoch"]) <= n_epochs:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the kill
+    text = "".join(kept)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _resumed_arguments(args, info):
+    """The settings of the run a checkpoint belongs to, with the options
+    --resume may change."""
+    stored = info["meta"].get("cli")
+    if not isinstance(stored, dict):
+        raise UserError(f"{info['path']} was not written by fastvae train; continue it "
+                        "with fastvae.resume in Python")
+    defaults = vars(build_parser().parse_args(["train"]))
+    for name, default in defaults.items():
+        if name not in _RESUME_OPTIONS and getattr(args, name) != default:
+            raise UserError(
+                f"--{name.replace('_', '-')} cannot be given with --resume: the "
+                "run's settings come from its checkpoint (--resume takes --epochs, "
+                "--threads, --checkpoint-every, --mpi and --quiet)")
+    merged = {**defaults, **{k: v for k, v in stored.items()
+                             if k in defaults and k not in _RESUME_OPTIONS}}
+    merged.update(
+        resume=args.resume, out=str(info["path"].parent), quiet=args.quiet,
+        mpi=args.mpi,
+        epochs=info["epochs"] if args.epochs is None else args.epochs,
+        threads=stored.get("threads") if args.threads is None else args.threads,
+        checkpoint_every=(stored.get("checkpoint_every", 1)
+                          if args.checkpoint_every is None else args.checkpoint_every))
+    return argparse.Namespace(**merged)
+
+
+def _refuse_unfinished_run(out: Path, checkpoint: Path) -> None:
+    """A new run must not overwrite the checkpoint of one that can go on."""
+    import fastvae
+    from fastvae.io import ModelFileError
+
+    if not checkpoint.is_file():
+        return
+    try:
+        info = fastvae.checkpoint_info(checkpoint)
+    except ModelFileError:
+        return  # unreadable: nothing left to continue
+    if not info["finished"]:
+        raise UserError(
+            f"{out} holds an unfinished run ({info['epochs_done']} of {info['epochs']} "
+            f"epochs): continue it with --resume {out}, or delete {checkpoint} to "
+            "start over")
 
 
 def _make_model(args):

@@ -11,11 +11,13 @@ import numbers
 import numpy as np
 
 from fastvae import _rng
+from fastvae import checkpoint as _ckpt
 from fastvae import io as _io
 from fastvae._base import BaseAutoencoder
 from fastvae._validation import Param
 
-__all__ = ["VAE", "Autoencoder", "DenoisingAutoencoder", "load"]
+__all__ = ["VAE", "Autoencoder", "DenoisingAutoencoder", "load", "resume",
+           "checkpoint_info"]
 
 _COMMON_PARAMETERS = """
     input_dim : int, optional
@@ -175,7 +177,9 @@ class VAE(BaseAutoencoder):
         return float(s["beta"]) * min(1.0, (t + 1) / s["kl_warmup"])
 
     def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
-            optimizer=None, lr=None, validation_data=None, comm=None):
+            optimizer=None, lr=None, validation_data=None, checkpoint=None,
+            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None,
+            comm=None):
         """Train on X.
 
         Parameters
@@ -192,6 +196,24 @@ class VAE(BaseAutoencoder):
         validation_data : array-like of shape (n_val, n_features), or a tuple
             (X_val, condition_val) for a conditional model, optional.
             Its mean ELBO is recorded after every epoch in history_["val_elbo"].
+        checkpoint : str or os.PathLike, optional
+            Write training checkpoints to this file (or to checkpoint.npz in
+            this folder): after every `checkpoint_every` epochs, after every
+            `checkpoint_every_steps` steps when given, and at the end. Each
+            write replaces the previous checkpoint atomically; a run that is
+            killed continues exactly with `fastvae.resume`. See the
+            fastvae.checkpoint module for the format. With `comm`, rank 0
+            writes it (its arguments count, the other ranks' are ignored).
+        checkpoint_every : int >= 0, default=1
+            Epochs between checkpoints (a checkpoint follows every epoch whose
+            number is a multiple of it); 0 for none but the final one (and
+            the `checkpoint_every_steps` ones).
+        checkpoint_every_steps : int >= 1, optional
+            Also checkpoint after every step whose count t_ is a multiple of
+            it, mid-epoch too.
+        checkpoint_meta : dict, optional
+            JSON-serialisable data stored in the checkpoint (returned by
+            `fastvae.checkpoint_info` as "meta").
         comm : mpi4py communicator, optional
             Train data-parallel over its ranks (e.g. ``MPI.COMM_WORLD`` in a
             script started by ``mpiexec -n 4 python -m mpi4py train.py``).
@@ -199,9 +221,10 @@ class VAE(BaseAutoencoder):
             the global minibatch, of which each rank computes one share, and
             the result equals one process's training on the same minibatches
             up to float rounding (see fastvae.distributed). Only rank 0 shows
-            progress; saving is the caller's (e.g. ``if comm.rank == 0:
-            vae.save(path)``). When n_threads is None and OMP_NUM_THREADS
-            unset, each rank uses its cores divided by the ranks on its node.
+            progress and writes checkpoints; saving the model is the caller's
+            (e.g. ``if comm.rank == 0: vae.save(path)``). When n_threads is
+            None and OMP_NUM_THREADS unset, each rank uses its cores divided
+            by the ranks on its node.
 
         Returns
         -------
@@ -215,7 +238,9 @@ class VAE(BaseAutoencoder):
             rank (a RuntimeError naming that rank on the others).
         FloatingPointError
             If the loss or a gradient becomes NaN or infinite; the parameters
-            are those before the failing step. With `comm`, on every rank.
+            are those before the failing step, no checkpoint is written with
+            non-finite numbers, and the message says where the last good
+            checkpoint is. With `comm`, on every rank at the same step.
         ImportError
             If `comm` is given but mpi4py or an MPI library is missing.
 
@@ -225,9 +250,11 @@ class VAE(BaseAutoencoder):
         the others would wait for forever) prints the rank and the error on
         stderr and ends the whole MPI job with MPI_Abort.
         """
-        return _train(self, X, condition,
-                      {"epochs": epochs, "batch_size": batch_size,
-                       "optimizer": optimizer, "lr": lr}, validation_data, comm)
+        return _fit_on_ranks(self, X, condition,
+                             {"epochs": epochs, "batch_size": batch_size,
+                              "optimizer": optimizer, "lr": lr}, validation_data,
+                             (checkpoint, checkpoint_every, checkpoint_every_steps,
+                              checkpoint_meta), comm)
 
     def encode(self, X, condition=None):
         """Parameters of q(z|x).
@@ -420,13 +447,17 @@ class Autoencoder(BaseAutoencoder):
         self.warm_start = warm_start
 
     def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
-            optimizer=None, lr=None, validation_data=None, comm=None):
+            optimizer=None, lr=None, validation_data=None, checkpoint=None,
+            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None,
+            comm=None):
         """Train on X; see VAE.fit (history_["kl"] is all zeros and
         history_["val_elbo"] holds the validation reconstruction
         log-likelihood log p(x | encoder(x))); `comm` trains over MPI."""
-        return _train(self, X, condition,
-                      {"epochs": epochs, "batch_size": batch_size,
-                       "optimizer": optimizer, "lr": lr}, validation_data, comm)
+        return _fit_on_ranks(self, X, condition,
+                             {"epochs": epochs, "batch_size": batch_size,
+                              "optimizer": optimizer, "lr": lr}, validation_data,
+                             (checkpoint, checkpoint_every, checkpoint_every_steps,
+                              checkpoint_meta), comm)
 
     def transform(self, X, condition=None):
         """The codes z = encoder(x): array of shape (n_samples, latent_dim)."""
@@ -506,21 +537,55 @@ class DenoisingAutoencoder(Autoencoder):
 ESTIMATORS = {cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencoder)}
 
 
-def _train(model, X, condition, overrides, validation_data, comm):
-    """fit's body: on this process, or data-parallel over the ranks of comm."""
+def _on_ranks(comm, run):
+    """run(None) on this process, or run(group) on every rank of comm as one
+    data-parallel fit (fastvae.distributed.fit: errors before training are
+    shared, a failure of one rank during it aborts the job)."""
     if comm is None:
-        return model._fit(X, condition, overrides, validation_data)
+        return run(None)
     from fastvae import distributed
-
-    def run(group):
-        return model._fit(X, condition, {**overrides, **group.overrides(model)},
-                          validation_data, comm=group)
 
     return distributed.fit(comm, run)
 
 
+def _fit_on_ranks(model, X, condition, overrides, validation_data, checkpoint_args,
+                  comm):
+    """fit's body. The checkpoint options are checked inside the collective
+    part, so that a rank they fail on cannot leave the others waiting."""
+
+    def run(group):
+        root = group is None or group.is_root
+        options = _ckpt.options(*checkpoint_args) if root else None
+        extra = {} if group is None else group.overrides(model)
+        return model._fit(X, condition, {**overrides, **extra}, validation_data,
+                          options, comm=group)
+
+    return _on_ranks(comm, run)
+
+
+def _from_file(path, formats):
+    """(model, metadata) from a verified model file or checkpoint."""
+    meta, arrays = _io.load(path, formats=formats)
+    what = "checkpoint" if meta["format"] == _io.CHECKPOINT_FORMAT else "model file"
+    estimator = meta.get("estimator")
+    cls = ESTIMATORS.get(estimator) if isinstance(estimator, str) else None
+    if cls is None:
+        raise _io.ModelFileError(
+            f"{path} holds {estimator!r}, not one of {sorted(ESTIMATORS)}")
+    model = cls()
+    try:
+        model._set_state(meta, arrays)
+    except KeyError as exc:
+        raise _io.ModelFileError(
+            f"{path} is not a valid {what}: missing {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise _io.ModelFileError(f"{path} is not a valid {what}: {exc}") from None
+    return model, meta
+
+
 def load(path):
-    """Load a model written by VAE.save (or an autoencoder's save).
+    """Load a model written by VAE.save (or an autoencoder's save), or the
+    model in a training checkpoint.
 
     Parameters
     ----------
@@ -537,29 +602,160 @@ def load(path):
     FileNotFoundError
         If there is no file at `path`.
     fastvae.ModelFileError
-        If the file is truncated, corrupted, from a newer format, or not a
-        fastvae model.
+        If the file is truncated, corrupted, from a newer format, holds
+        invalid settings or non-finite parameters, or is not a fastvae file.
     """
-    meta, arrays = _io.load(path)
-    try:
-        cls = ESTIMATORS.get(meta.get("estimator"))
-        if cls is None:
-            raise _io.ModelFileError(
-                f"{path} holds {meta.get('estimator')!r}, not one of "
-                f"{sorted(ESTIMATORS)}")
-        opt_meta = dict(meta["optimizer"])
-        params = dict(meta["params"])
-        for name in ("hidden", "decoder_hidden"):  # JSON has no tuples
-            if isinstance(params.get(name), list):
-                params[name] = tuple(params[name])
-        params["dtype"] = np.dtype(params["dtype"]).type
-        model = cls(**params)
-        from fastvae import optim
+    return _from_file(path, (_io.MODEL_FORMAT, _io.CHECKPOINT_FORMAT))[0]
 
-        model.optimizer = optim.OPTIMIZER_NAMES[opt_meta.pop("name")](**opt_meta)
-        model._restore(meta["fitted"], arrays, path)
-    except _io.ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise _io.ModelFileError(f"{path} has invalid model settings: {exc}") from None
-    return model
+
+def _read_checkpoint(checkpoint):
+    """(path, model, progress, metadata) of a verified checkpoint."""
+    path = _ckpt.checkpoint_path(checkpoint, must_exist=True)
+    model, meta = _from_file(path, (_io.CHECKPOINT_FORMAT,))
+    try:
+        progress = _ckpt.read_progress(
+            meta.get("progress"), n_iter=model.n_iter_,
+            n_features=model.n_features_in_, n_conditions=model.n_conditions_)
+        if not isinstance(meta.get("user"), dict):
+            raise ValueError("user must be a JSON object")
+    except (TypeError, ValueError) as exc:
+        raise _io.ModelFileError(f"{path} is not a valid checkpoint: {exc}") from None
+    return path, model, progress, meta
+
+
+def checkpoint_info(checkpoint):
+    """Where a checkpointed run stands (the whole file is verified).
+
+    Parameters
+    ----------
+    checkpoint : str or os.PathLike
+        A checkpoint file, or a folder holding checkpoint.npz.
+
+    Returns
+    -------
+    dict
+        "path", "estimator" (class name), "epochs" (the run's total),
+        "epochs_done" (n_iter_), "epoch_step" (minibatches of the next epoch
+        already done), "steps" (t_), "finished" (bool) and "meta" (what fit
+        stored as checkpoint_meta).
+
+    Raises
+    ------
+    FileNotFoundError, fastvae.ModelFileError
+        As for `resume`.
+    """
+    path, model, progress, meta = _read_checkpoint(checkpoint)
+    step = progress["epoch"].step
+    return {"path": path, "estimator": type(model).__name__,
+            "epochs": progress["epochs"], "epochs_done": model.n_iter_,
+            "epoch_step": step, "steps": model.t_,
+            "finished": model.n_iter_ >= progress["epochs"] and step == 0,
+            "meta": meta["user"]}
+
+
+def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
+           checkpoint_every=None, checkpoint_every_steps=None, n_threads=None,
+           verbose=None, comm=None):
+    """Continue a checkpointed training run exactly where it stopped.
+
+    The checkpoint (written by ``fit(..., checkpoint=...)``) holds the
+    settings, parameters, optimizer state, step and epoch counters, history
+    and the position inside the epoch; training continues from there, with
+    the same batch size, and keeps writing checkpoints to the same file.
+    Given the same training data, the final parameters are bitwise identical
+    to those of a run that was never interrupted (for any thread count).
+
+    Parameters
+    ----------
+    checkpoint : str or os.PathLike
+        A checkpoint file, or a folder holding checkpoint.npz.
+    X : array-like of shape (n_samples, n_features)
+        The training data of the checkpointed run (checked by SHA-256).
+    condition : array-like of shape (n_samples, n_conditions), optional
+        Its conditions, when it had some.
+    validation_data : optional
+        As for fit; only the recorded validation ELBO depends on it.
+    epochs : int, optional
+        Total number of epochs to reach; the run's own total when None.
+    checkpoint_every, checkpoint_every_steps : int, optional
+        Checkpoint frequencies; the run's own when None.
+    n_threads : int, optional
+        Threads from now on; the model's setting when None.
+    verbose : {0, 1, 2}, optional
+        The model's setting when None.
+    comm : mpi4py communicator, optional
+        Continue data-parallel over its ranks, as ``fit(comm=...)``: every
+        rank reads the checkpoint (a path all of them see) and rank 0 goes on
+        writing it. A checkpoint holds global state only, so a run can go on
+        with another number of ranks (or threads) than the one that wrote
+        it, with the same global batch; results then match the uninterrupted
+        run up to float rounding (bitwise with the same ranks and threads).
+
+    Returns
+    -------
+    VAE, Autoencoder or DenoisingAutoencoder
+        The model, trained to `epochs` epochs.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no checkpoint at `checkpoint`.
+    fastvae.ModelFileError
+        If the checkpoint is truncated, corrupted, of a newer format or not
+        a checkpoint.
+    ValueError
+        If X differs from the checkpointed run's data, or `epochs` is fewer
+        than those already done.
+    FloatingPointError
+        As for fit.
+
+    Examples
+    --------
+    >>> vae = fastvae.VAE(epochs=50).fit(X, checkpoint="run/")   # killed
+    >>> vae = fastvae.resume("run/", X)                          # doctest: +SKIP
+    """
+    return _resume(checkpoint, X, condition=condition, validation_data=validation_data,
+                   epochs=epochs, checkpoint_every=checkpoint_every,
+                   checkpoint_every_steps=checkpoint_every_steps, n_threads=n_threads,
+                   verbose=verbose, comm=comm)
+
+
+def _resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
+            checkpoint_every=None, checkpoint_every_steps=None, n_threads=None,
+            verbose=None, comm=None, epoch_callback=None):
+    """resume's body; epoch_callback: the model's _epoch_callback (the CLI's
+    metrics.jsonl writer) for this training."""
+
+    def run(group):
+        root = group is None or group.is_root
+        path, model, progress, meta = _read_checkpoint(checkpoint)
+        model._epoch_callback = epoch_callback
+        if epochs is not None:
+            Param(numbers.Integral, low=1).check("epochs", epochs)
+            step = progress["epoch"].step
+            if epochs < model.n_iter_ or (epochs == model.n_iter_ and step):
+                raise ValueError(
+                    f"epochs={epochs} but the checkpointed run has done "
+                    f"{model.n_iter_} epochs"
+                    + (f" and {step} steps of the next" if step else ""))
+            progress["epochs"] = int(epochs)
+        if n_threads is not None:
+            model.n_threads = n_threads
+        if verbose is not None:
+            model.verbose = verbose
+        every = (progress["checkpoint_every"] if checkpoint_every is None
+                 else checkpoint_every)
+        every_steps = (progress["checkpoint_every_steps"]
+                       if checkpoint_every_steps is None else checkpoint_every_steps)
+        options = None
+        if root:
+            options = _ckpt.options(path, every, every_steps, meta["user"])
+            # The run that wrote this checkpoint is over: what a kill -9 left
+            # of its temporary files is garbage.
+            for tmp in _io.temporary_files(path):
+                tmp.unlink(missing_ok=True)
+        extra = {} if group is None else group.overrides(model)
+        return model._fit(X, condition, {"batch_size": progress["batch_size"], **extra},
+                          validation_data, options, resume=progress, comm=group)
+
+    return _on_ranks(comm, run)
