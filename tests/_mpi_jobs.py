@@ -128,8 +128,60 @@ def non_finite(comm, out):
     print(f"rank {comm.rank}: fit returned", flush=True)
 
 
+# The run a checkpoint is cut from and resumed: every step- and row-dependent
+# stream (KL warm-up, corruption, binarization) and a condition; 8 steps per
+# epoch, checkpoints every 5 steps and at epoch ends.
+RESUMED = "noisy"
+RESUMED_EPOCHS = 3
+CHECKPOINT_EVERY_STEPS = 5
+CRASH_AFTER_WRITES = 3  # writes at t = 5, 8 (epoch end), 10: mid-epoch 2
+
+
+def crash_after_checkpoints(Checkpointer, n_writes):
+    """Make Checkpointer.write raise right after its n-th write, as a crash."""
+    write = Checkpointer.write
+    count = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        write(self, *args, **kwargs)
+        count["n"] += 1
+        if count["n"] == n_writes:
+            raise RuntimeError(f"crash after checkpoint {n_writes}")
+
+    Checkpointer.write = crashing
+    return write
+
+
+def checkpointed_fit(comm, path):
+    (X, cond), val = make_data(RESUMED)
+    model = make_model(RESUMED, epochs=RESUMED_EPOCHS)
+    return model.fit(X, condition=cond, validation_data=val, checkpoint=path,
+                     checkpoint_every_steps=CHECKPOINT_EVERY_STEPS, comm=comm)
+
+
+def crash_mid_run(comm, out):
+    """A run over the ranks whose rank 0 dies after its 3rd checkpoint."""
+    from fastvae import checkpoint
+
+    if comm.rank == 0:
+        crash_after_checkpoints(checkpoint.Checkpointer, CRASH_AFTER_WRITES)
+    checkpointed_fit(comm, out)
+
+
+def resume(comm, out):
+    """fastvae.resume of the checkpoint `out` over the ranks; rank 0 saves
+    the result as out + '.result.npz'."""
+    import fastvae
+
+    (X, cond), val = make_data(RESUMED)
+    model = fastvae.resume(out, X, condition=cond, validation_data=val, comm=comm)
+    if comm.rank == 0:
+        np.savez(out + ".result.npz", params=model.params_, t=model.t_,
+                 n_iter=model.n_iter_, val_elbo=np.array(model.history_["val_elbo"]))
+
+
 JOBS = {f.__name__: f for f in (equivalence, fail_in_training, fail_before_training,
-                                non_finite)}
+                                non_finite, crash_mid_run, resume)}
 
 if __name__ == "__main__":
     from mpi4py import MPI

@@ -9,6 +9,7 @@ and are skipped when mpi4py or mpiexec are missing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -254,3 +255,84 @@ def test_cli_train_over_two_ranks(tmp_path):
     assert np.abs(a.params_ - b.params_).max() <= PARAM_ATOL[np.float32]
     lines = (tmp_path / "mpi" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # written by rank 0 alone
+
+
+# -- checkpoints across rank counts ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def straight_run():
+    """The checkpointed runs' settings trained without interruption on one
+    process."""
+    (X, cond), val = _mpi_jobs.make_data(_mpi_jobs.RESUMED)
+    model = _mpi_jobs.make_model(_mpi_jobs.RESUMED, epochs=_mpi_jobs.RESUMED_EPOCHS)
+    return model.fit(X, condition=cond, validation_data=val)
+
+
+def _assert_same_run(params, t, n_iter, val_elbo, straight):
+    assert (t, n_iter) == (straight.t_, straight.n_iter_)
+    diff = np.abs(params.astype(np.float64) - straight.params_).max()
+    assert diff <= PARAM_ATOL[np.float32], diff
+    np.testing.assert_allclose(val_elbo, straight.history_["val_elbo"], rtol=1e-5)
+
+
+@needs_mpi
+def test_a_two_rank_run_resumes_on_one_process(tmp_path, straight_run):
+    """Rank 0 of a 2-rank run dies after a mid-epoch checkpoint (the job is
+    aborted); fastvae.resume on one process finishes the run."""
+    path = tmp_path / "run.ckpt.npz"
+    proc, _ = run_mpi(2, sys.executable, JOBS, "crash_mid_run", path, check=False)
+    assert proc.returncode != 0
+    assert "rank 0 of 2 failed: RuntimeError: crash after checkpoint 3" in proc.stderr
+    info = fastvae.checkpoint_info(path)
+    assert (info["steps"], info["epoch_step"]) == (10, 2), info  # mid-epoch 2
+    (X, cond), val = _mpi_jobs.make_data(_mpi_jobs.RESUMED)
+    resumed = fastvae.resume(path, X, condition=cond, validation_data=val)
+    _assert_same_run(resumed.params_, resumed.t_, resumed.n_iter_,
+                     resumed.history_["val_elbo"], straight_run)
+    assert fastvae.checkpoint_info(path)["finished"]
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_a_one_process_run_resumes_over_ranks(tmp_path, straight_run, ranks,
+                                              monkeypatch):
+    from fastvae import checkpoint
+
+    path = tmp_path / "run.ckpt.npz"
+    write = _mpi_jobs.crash_after_checkpoints(checkpoint.Checkpointer,
+                                              _mpi_jobs.CRASH_AFTER_WRITES)
+    try:
+        with pytest.raises(RuntimeError, match="crash after checkpoint 3"):
+            _mpi_jobs.checkpointed_fit(None, path)
+    finally:
+        checkpoint.Checkpointer.write = write
+    assert fastvae.checkpoint_info(path)["epoch_step"] == 2
+    run_mpi(ranks, sys.executable, JOBS, "resume", path)
+    got = np.load(str(path) + ".result.npz")
+    _assert_same_run(got["params"], int(got["t"]), int(got["n_iter"]), got["val_elbo"],
+                     straight_run)
+    info = fastvae.checkpoint_info(path)  # rank 0 went on checkpointing
+    assert info["finished"] and info["steps"] == straight_run.t_
+
+
+@needs_mpi
+def test_cli_resume_on_two_ranks(tmp_path):
+    """fastvae train for 1 epoch on one process, then mpiexec -n 2 fastvae
+    train --resume to 2 epochs: the run one process trains for 2 epochs."""
+    args = ["--n-samples", "300", "--hidden", "32", "--latent-dim", "4",
+            "--batch-size", "30", "--quiet", "--threads", "1"]
+    for out, epochs in (("cut", "1"), ("whole", "2")):
+        subprocess.run([sys.executable, "-m", "fastvae", "train", *args, "--epochs",
+                        epochs, "--out", tmp_path / out], capture_output=True,
+                       text=True, check=True)
+    proc, _ = run_mpi(2, sys.executable, "-m", "fastvae", "train", "--resume",
+                      tmp_path / "cut", "--epochs", "2", "--quiet")
+    assert "resuming" in proc.stdout and "2 MPI ranks" in proc.stdout
+    a = fastvae.load(tmp_path / "cut" / "model.npz")
+    b = fastvae.load(tmp_path / "whole" / "model.npz")
+    assert (a.n_iter_, a.t_) == (b.n_iter_, b.t_) == (2, 18)
+    assert np.abs(a.params_ - b.params_).max() <= PARAM_ATOL[np.float32]
+    epochs = [json.loads(line)["epoch"] for line in
+              (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
