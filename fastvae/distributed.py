@@ -150,6 +150,9 @@ class Group:
         Rank 0: the one that prints and writes files.
     local_size : int
         Ranks of the communicator on this node (same processor name).
+    network : DataParallelNetwork or None
+        The stepper of the last fit over this group (its allreduce_seconds
+        and steps; benchmarks/bench_mpi.py reads them).
     collective_failure : {None, "all", "here", "elsewhere"}
         Set when fit raised on every rank at the same point, so no rank waits
         and nothing needs aborting: "all" for the same error everywhere (a
@@ -169,6 +172,7 @@ class Group:
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.is_root = self.rank == 0
+        self.network = None
         self.collective_failure = None
         self._joined = False
         hosts = comm.allgather(_mpi().Get_processor_name())
@@ -257,7 +261,8 @@ class Group:
         arrays : (X, condition, X_val, condition_val), each an array or None
         """
         self.join(model, arrays)
-        return DataParallelNetwork(self, net, model)
+        self.network = DataParallelNetwork(self, net, model)
+        return self.network
 
 
 class DataParallelNetwork:
@@ -368,10 +373,11 @@ def fit(comm, run):
 
     Parameters
     ----------
-    comm : mpi4py communicator, or a Group
+    comm : mpi4py communicator, or a Group (reusable across fits)
     run : callable taking the Group and returning the fitted model
     """
     group = comm if isinstance(comm, Group) else Group(comm)
+    group._joined, group.collective_failure = False, None
     try:
         return run(group)
     except BaseException as exc:

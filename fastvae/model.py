@@ -214,7 +214,7 @@ class VAE(BaseAutoencoder):
         checkpoint_meta : dict, optional
             JSON-serialisable data stored in the checkpoint (returned by
             `fastvae.checkpoint_info` as "meta").
-        comm : mpi4py communicator, optional
+        comm : mpi4py communicator or fastvae.distributed.Group, optional
             Train data-parallel over its ranks (e.g. ``MPI.COMM_WORLD`` in a
             script started by ``mpiexec -n 4 python -m mpi4py train.py``).
             Every rank calls fit with the same X and settings; batch_size is

@@ -16,8 +16,8 @@ import numpy as np
 # (estimator, constructor arguments, n_rows, n_features, with a condition).
 # Small and varied: every noise stream that uses a row's position
 # (reparameterisation, input corruption, dynamic binarisation), a condition,
-# a learned Gaussian sigma (its own gradient), float64, and a last minibatch
-# smaller than the others.
+# a learned Gaussian sigma (its own gradient), float64, a last minibatch
+# smaller than the others, and fewer rows per minibatch than ranks.
 CONFIGS = {
     "vae32": ("VAE", dict(hidden=(24,), latent_dim=4, batch_size=32, epochs=2), 250,
               30, False),
@@ -30,6 +30,9 @@ CONFIGS = {
                           likelihood="gaussian", sigma="learned"), 100, 12, False),
     "dae": ("DenoisingAutoencoder", dict(hidden=(16,), latent_dim=3, batch_size=16,
                                          epochs=2), 100, 30, False),
+    # minibatches of 2 rows: on 3 ranks one shard of every step is empty
+    "pairs": ("VAE", dict(hidden=(8,), latent_dim=2, batch_size=2, epochs=1), 20, 10,
+              False),
 }
 
 
@@ -102,6 +105,12 @@ def fail_in_training(comm, out):
     print(f"rank {comm.rank}: fit returned", flush=True)
 
 
+def _report(comm, out, text):
+    """Each rank's outcome in its own file (mpiexec mixes the ranks' stdout)."""
+    with open(f"{out}.rank{comm.rank}", "w") as f:
+        f.write(text)
+
+
 def fail_before_training(comm, out):
     """Rank 1's data hold a NaN: fit raises on every rank, nobody hangs."""
     (X, _), _ = make_data("vae32")
@@ -111,9 +120,9 @@ def fail_before_training(comm, out):
     try:
         make_model("vae32").fit(X, comm=comm)
     except Exception as exc:  # report it, as a user's script would
-        print(f"rank {comm.rank}: {type(exc).__name__}: {exc}", flush=True)
+        _report(comm, out, f"{type(exc).__name__}: {exc}")
         return
-    print(f"rank {comm.rank}: fit returned", flush=True)
+    _report(comm, out, "fit returned")
 
 
 def non_finite(comm, out):
@@ -123,9 +132,9 @@ def non_finite(comm, out):
     try:
         make_model("gauss", optimizer="sgd", lr=1e6, sigma=0.01).fit(X * 1e3, comm=comm)
     except FloatingPointError as exc:
-        print(f"rank {comm.rank}: FloatingPointError: {exc}", flush=True)
+        _report(comm, out, f"FloatingPointError: {exc}")
         return
-    print(f"rank {comm.rank}: fit returned", flush=True)
+    _report(comm, out, "fit returned")
 
 
 # The run a checkpoint is cut from and resumed: every step- and row-dependent

@@ -172,6 +172,40 @@ def test_fit_rejects_a_comm_that_is_not_a_communicator():
         _mpi_jobs.make_model("vae32").fit(X, comm=object())
 
 
+def _cli_without_mpi4py(tmp_path, *args, env=()):
+    """fastvae train in a subprocess whose mpi4py import fails, as on a
+    machine without it."""
+    fake = tmp_path / "fake"
+    (fake / "mpi4py").mkdir(parents=True, exist_ok=True)
+    (fake / "mpi4py" / "__init__.py").write_text(
+        "raise ImportError('No module named mpi4py (test)')\n")
+    environ = {**os.environ, "PYTHONPATH": str(fake), "OMP_NUM_THREADS": "1",
+               **dict(env)}
+    return subprocess.run(
+        [sys.executable, "-m", "fastvae", "train", "--n-samples", "100", "--epochs",
+         "1", "--hidden", "8", "--latent-dim", "2", "--quiet", "--out",
+         tmp_path / "run", *args], env=environ, capture_output=True, text=True)
+
+
+def test_cli_under_a_launcher_without_mpi4py_says_what_to_install(tmp_path):
+    proc = _cli_without_mpi4py(tmp_path, env={"PMI_RANK": "0", "PMI_SIZE": "2"})
+    assert proc.returncode == 2, proc.stderr
+    assert "fastvae: error: started by an MPI launcher (PMI_RANK is set) but MPI " \
+        "training needs mpi4py" in proc.stderr
+    assert "pip install 'fastvae[mpi]'" in proc.stderr and "--mpi off" in proc.stderr
+    proc = _cli_without_mpi4py(tmp_path, "--mpi", "on")
+    assert proc.returncode == 2 and "--mpi on: MPI training needs mpi4py" in proc.stderr
+
+
+def test_cli_without_mpi4py_trains_on_one_process(tmp_path):
+    """No launcher (or --mpi off under one): mpi4py is never imported."""
+    for env in ({}, {"PMI_RANK": "0", "PMI_SIZE": "2"}):
+        extra = ("--mpi", "off") if env else ()
+        proc = _cli_without_mpi4py(tmp_path, *extra, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "1 threads" in proc.stdout and "MPI" not in proc.stdout
+
+
 # -- real MPI jobs ---------------------------------------------------------------
 
 
@@ -187,7 +221,7 @@ def test_ranks_train_the_single_process_model(ranks, single_process, tmp_path):
     """R ranks, each computing its shard, Allreduce, update: the parameters
     one process reaches on the same minibatches, to float rounding, and
     bitwise the same on every rank. 3 ranks cut minibatches of 16 to 32 rows
-    unevenly."""
+    unevenly, and leave one rank without rows in minibatches of 2."""
     out = tmp_path / "equivalence.npz"
     run_mpi(ranks, sys.executable, JOBS, "equivalence", out)
     got = np.load(out)
@@ -215,24 +249,27 @@ def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
     assert "fit returned" not in proc.stdout  # rank 0 did not train on alone
 
 
+def _reports(out, ranks):
+    return [Path(f"{out}.rank{r}").read_text() for r in range(ranks)]
+
+
 @needs_mpi
 def test_a_failure_before_training_raises_on_every_rank(tmp_path):
-    proc, _ = run_mpi(2, sys.executable, JOBS, "fail_before_training", tmp_path / "x",
-                      timeout=120)
-    lines = sorted(proc.stdout.splitlines())
-    assert lines[0].startswith("rank 0: RemoteRankError: fit failed on rank 1 of 2 "
-                               "before training: ValueError: X contains 1 NaN"), lines
-    assert lines[1].startswith("rank 1: ValueError: X contains 1 NaN"), lines
+    run_mpi(2, sys.executable, JOBS, "fail_before_training", tmp_path / "x",
+            timeout=120)
+    rank0, rank1 = _reports(tmp_path / "x", 2)
+    assert rank0.startswith("RemoteRankError: fit failed on rank 1 of 2 before "
+                            "training: ValueError: X contains 1 NaN"), rank0
+    assert rank1.startswith("ValueError: X contains 1 NaN"), rank1
 
 
 @needs_mpi
 def test_a_non_finite_loss_stops_every_rank_at_the_same_step(tmp_path):
-    proc, _ = run_mpi(2, sys.executable, JOBS, "non_finite", tmp_path / "x",
-                      timeout=120)
-    lines = sorted(proc.stdout.splitlines())
-    assert len(lines) == 2 and all("FloatingPointError" in ln for ln in lines), lines
-    steps = {ln.split(" at step ")[1].split()[0] for ln in lines}
-    assert len(steps) == 1, lines
+    run_mpi(2, sys.executable, JOBS, "non_finite", tmp_path / "x", timeout=120)
+    reports = _reports(tmp_path / "x", 2)
+    assert all(r.startswith("FloatingPointError: the ") for r in reports), reports
+    steps = {r.split(" at step ")[1].split()[0] for r in reports}
+    assert len(steps) == 1, reports
 
 
 @needs_mpi
