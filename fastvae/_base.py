@@ -334,7 +334,8 @@ class BaseAutoencoder:
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
         if comm is not None:  # a fastvae.distributed.Group: steps over MPI ranks
-            net = comm.data_parallel(net, self, (X, cond, X_val, cond_val))
+            net = comm.data_parallel(net, self, (X, cond, X_val, cond_val),
+                                     (epochs, epoch.step, batch))
         grads = layout.zeros(s["dtype"])
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)

@@ -25,9 +25,11 @@ its share of the validation rows (with their global noise) and summed.
 
 Failures: a rank whose fit fails before training starts (bad data, bad
 settings) tells the others at the first collective, and fit raises on every
-rank (that rank's error there, a RuntimeError naming it elsewhere); a
-non-finite loss or gradient raises FloatingPointError on every rank at the
-same step. Any other exception once training runs (on one rank, so the
+rank (that rank's error there, RemoteRankError naming it elsewhere); that
+collective also compares the ranks' data (sizes and a CRC-32 of sampled
+rows), settings and numbers of steps to take, and raises ValueError on all
+of them when they differ; a non-finite loss or gradient raises
+FloatingPointError on every rank at the same step. Any other exception once training runs (on one rank, so the
 others would wait for it forever) prints ``fastvae: rank r of R failed:
 ...`` with the traceback on stderr and ends the whole job with MPI_Abort.
 
@@ -60,6 +62,9 @@ LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE
 # At most this many rows of the training data go into the consistency check
 # of the first collective (sizes, dtype and a CRC-32 of these rows).
 FINGERPRINT_ROWS = 4096
+# Settings that may differ between ranks (progress output on rank 0 only,
+# threads per node).
+_RANK_SETTINGS = ("verbose", "n_threads")
 # The numbers after the gradient in the reduced buffer.
 _N_TAIL = 4  # ranks with a non-finite loss, with a non-finite gradient, recon, KL
 
@@ -207,14 +212,19 @@ class Group:
 
     # -- the first collective of a fit -----------------------------------------
 
-    def join(self, model, arrays):
-        """The first collective of a fit: every rank reports success and the
-        fingerprint of its data; any failure or mismatch raises on all."""
+    def join(self, model, arrays, plan):
+        """The first collective of a fit: every rank reports success, the
+        fingerprint of its data, its settings and how many steps it will take;
+        any failure or mismatch raises on all (ranks that disagreed on the
+        number of steps would wait for each other forever)."""
         self._joined = True
+        settings = model._fitted_settings
         reports = self.comm.allgather({
             "error": None,
             "data": [_fingerprint(a) for a in arrays],
-            "counters": (model.t_, model.n_iter_),
+            "settings": {k: repr(v) for k, v in sorted(settings.items())
+                         if k not in _RANK_SETTINGS},
+            "plan": [int(model.t_), int(model.n_iter_), *map(int, plan)],
         })
         self._check_reports(reports)
 
@@ -242,14 +252,26 @@ class Group:
                         f"{name} differs between ranks (rank 0: {_describe(mine)}, "
                         f"rank {r}: {_describe(rep['data'][i])}); every rank must pass "
                         "the same data to fit (each uses its shard of every minibatch)")
-        if len({tuple(rep["counters"]) for rep in reports}) != 1:
+        for r, rep in enumerate(reports):
+            differ = sorted(k for k in rep["settings"]
+                            if rep["settings"][k] != reports[0]["settings"].get(k))
+            if differ:
+                self.collective_failure = "all"
+                k = differ[0]
+                raise ValueError(
+                    f"the ranks' settings differ: {k} is {reports[0]['settings'][k]} "
+                    f"on rank 0 and {rep['settings'][k]} on rank {r}"
+                    + (f" (also {', '.join(differ[1:])})" if differ[1:] else "")
+                    + "; every rank must fit with the same settings")
+        if len({tuple(rep["plan"]) for rep in reports}) != 1:
             self.collective_failure = "all"
             raise ValueError(
-                "the ranks' models are at different steps (t_, n_iter_): "
-                f"{[tuple(rep['counters']) for rep in reports]}; a warm start needs "
-                "the same fitted model on every rank")
+                "the ranks would train differently (steps done, epochs done, epochs "
+                "to reach, step in the epoch, batch): "
+                f"{[tuple(rep['plan']) for rep in reports]}; every rank must "
+                "continue the same fitted model or checkpoint")
 
-    def data_parallel(self, net, model, arrays):
+    def data_parallel(self, net, model, arrays, plan):
         """Join the fit, broadcast the model's state from rank 0 and return
         the data-parallel stepper _fit uses in place of `net`.
 
@@ -259,8 +281,9 @@ class Group:
             The training network, its optimizer set.
         model : the estimator being fitted (params_ and _opt_state set)
         arrays : (X, condition, X_val, condition_val), each an array or None
+        plan : (epochs to reach, step inside the current epoch, batch)
         """
-        self.join(model, arrays)
+        self.join(model, arrays, plan)
         self.network = DataParallelNetwork(self, net, model)
         return self.network
 

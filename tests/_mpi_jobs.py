@@ -125,6 +125,18 @@ def fail_before_training(comm, out):
     _report(comm, out, "fit returned")
 
 
+def settings_differ(comm, out):
+    """Rank 1 asks for one epoch more: it would wait for the others forever,
+    so fit refuses on every rank."""
+    (X, _), _ = make_data("vae32")
+    try:
+        make_model("vae32", epochs=2 + comm.rank).fit(X, comm=comm)
+    except ValueError as exc:
+        _report(comm, out, f"ValueError: {exc}")
+        return
+    _report(comm, out, "fit returned")
+
+
 def non_finite(comm, out):
     """A learning rate that blows up: FloatingPointError on every rank at the
     same step."""
@@ -190,7 +202,7 @@ def resume(comm, out):
 
 
 JOBS = {f.__name__: f for f in (equivalence, fail_in_training, fail_before_training,
-                                non_finite, crash_mid_run, resume)}
+                                settings_differ, non_finite, crash_mid_run, resume)}
 
 if __name__ == "__main__":
     from mpi4py import MPI

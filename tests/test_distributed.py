@@ -264,6 +264,14 @@ def test_a_failure_before_training_raises_on_every_rank(tmp_path):
 
 
 @needs_mpi
+def test_settings_that_differ_between_ranks_raise_on_every_rank(tmp_path):
+    run_mpi(2, sys.executable, JOBS, "settings_differ", tmp_path / "x", timeout=120)
+    want = ("ValueError: the ranks' settings differ: epochs is 2 on rank 0 and 3 on "
+            "rank 1")
+    assert all(r.startswith(want) for r in _reports(tmp_path / "x", 2))
+
+
+@needs_mpi
 def test_a_non_finite_loss_stops_every_rank_at_the_same_step(tmp_path):
     run_mpi(2, sys.executable, JOBS, "non_finite", tmp_path / "x", timeout=120)
     reports = _reports(tmp_path / "x", 2)
