@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 C_API_VERSION = 1
 
 from fastvae._validation import NotFittedError  # noqa: E402
+from fastvae.config import show_config  # noqa: E402
 from fastvae.io import ModelFileError  # noqa: E402
 from fastvae.model import (  # noqa: E402
     VAE,
@@ -62,6 +63,7 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "openmp_enabled",
+    "show_config",
     "NotFittedError",
     "ModelFileError",
     "C_API_VERSION",

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from fastvae import _dense, _step
+from fastvae import _dense, _step, batches
 from fastvae import checkpoint as _ckpt
 from fastvae._numerics import LOGSIGMA_RANGE
 from fastvae._validation import (
@@ -25,7 +25,9 @@ from fastvae._validation import (
     check_array,
     check_dtype,
     check_layer_sizes,
+    check_memory,
     check_params,
+    training_bytes,
 )
 from fastvae.optim import kernel_settings, make_optimizer
 from fastvae.params import Layout
@@ -42,6 +44,10 @@ MAX_HIDDEN_LAYERS = 15
 # with each other or with the kernels' Philox streams.
 _INIT_STREAM = 0x1A17
 _SHUFFLE_STREAM = 0x5EED
+# The kernels take layer widths as C ints.
+_MAX_WIDTH = 2**31 - 1
+# Creates each estimator's lock exactly once, even when two threads race.
+_LOCK_GUARD = threading.Lock()
 
 
 class _Sigma:
@@ -54,8 +60,8 @@ class _Sigma:
 
 
 RULES = {
-    "input_dim": Param(numbers.Integral, low=1, allow_none=True),
-    "latent_dim": Param(numbers.Integral, low=1),
+    "input_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH, allow_none=True),
+    "latent_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH // 2),
     "likelihood": Param(str, choices=LIKELIHOODS),
     "sigma": _Sigma(),
     "activation": Param(str, choices=HIDDEN_ACTIVATIONS),
@@ -118,6 +124,87 @@ class BaseAutoencoder:
             if not _same(v, defaults.get(k))
         ]
         return f"{type(self).__name__}({', '.join(changed)})"
+
+    # -- scikit-learn estimator protocol (without importing scikit-learn) -----
+
+    _estimator_type_tag = None  # scikit-learn's estimator_type tag
+
+    def __sklearn_tags__(self):
+        """Tags for scikit-learn's tools and checks (called only by
+        scikit-learn, so importing it here adds no dependency)."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        try:
+            dtype = np.dtype(self.dtype).name
+        except TypeError:
+            dtype = "float32"
+        return Tags(
+            estimator_type=self._estimator_type_tag,
+            target_tags=TargetTags(required=False),
+            # transform returns the model's dtype whatever the input's
+            transformer_tags=TransformerTags(preserves_dtype=[dtype]),
+            input_tags=InputTags(allow_nan=False, sparse=False),
+        )
+
+    def __sklearn_is_fitted__(self):
+        return getattr(self, "params_", None) is not None
+
+    def partial_fit(self, X, y=None, *, condition=None):
+        """One pass over X, continuing from the current parameters.
+
+        "One pass" is one epoch over X: its rows in minibatches of
+        `batch_size` (all of X in one step when it has fewer rows), shuffled
+        by (seed, number of epochs trained so far), with the optimizer state
+        (Adam's moments and step count) kept across calls. The first call on
+        an unfitted model initialises it as `fit` does; later calls need the
+        same number of features and condition columns and ignore
+        `warm_start`. Each call adds one to `n_iter_`; X may be a memmap or
+        other out-of-core array, as for `fit`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        condition : array-like of shape (n_samples, n_conditions), optional
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, condition, {}, None, partial=True)
+
+    def fit_transform(self, X, y=None, *, condition=None, **fit_params):
+        """fit(X, ...) then transform(X): the codes of the training data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, latent_dim)
+        """
+        return self.fit(X, condition=condition, **fit_params).transform(X, condition)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of transform's output columns: the lower-cased class name
+        and the latent index ("vae0", "vae1", ..., like scikit-learn's
+        class-name prefix convention).
+
+        Parameters
+        ----------
+        input_features : array-like of str, optional
+            Only checked for length (n_features_in_); the names of the codes
+            do not depend on them.
+
+        Returns
+        -------
+        ndarray of str objects, shape (latent_dim,)
+        """
+        self._check_fitted()
+        if input_features is not None and len(input_features) != self.n_features_in_:
+            raise ValueError(
+                f"input_features has {len(input_features)} names, but "
+                f"{type(self).__name__} is expecting {self.n_features_in_}")
+        prefix = type(self).__name__.lower()
+        k = self._fitted_settings["latent_dim"]
+        return np.asarray([f"{prefix}{i}" for i in range(k)], dtype=object)
 
     # -- settings and architecture --------------------------------------------
 
@@ -204,17 +291,29 @@ class BaseAutoencoder:
     # -- data and conditions ----------------------------------------------------
 
     def _data(self, s, X, name="X", n_features=None):
-        X = check_array(X, name=name, dtype=s["dtype"], n_features=n_features)
+        X = check_array(X, name=name, dtype=s["dtype"], n_features=n_features,
+                        owner=type(self).__name__)
         if s["likelihood"] == "bernoulli":
             _check_unit_interval(X, name)
         return X
+
+    def _training_data(self, s, X, n_features):
+        """Validated training data: an array in memory, or an out-of-core X
+        (a memmap or array-like, see fastvae.batches) checked in one
+        sequential pass and left where it is."""
+        if batches.is_out_of_core(X):
+            return batches.check(X, dtype=s["dtype"], n_features=n_features,
+                                 owner=type(self).__name__,
+                                 unit_interval=s["likelihood"] == "bernoulli")
+        return self._data(s, X, n_features=n_features)
 
     def _conditions(self, cond, n_rows, dtype, n_cond=None, name="condition"):
         """None, or a validated (n_rows, n_cond) array of dtype."""
         if cond is None:
             return None
         cond = check_array(cond, name=name, dtype=dtype, n_features=n_cond,
-                           feature_name="condition columns")
+                           feature_name="condition columns",
+                           owner=type(self).__name__)
         if cond.shape[0] != n_rows:
             raise ValueError(
                 f"{name} has {cond.shape[0]} rows but the data have {n_rows}")
@@ -238,8 +337,16 @@ class BaseAutoencoder:
     # -- training ---------------------------------------------------------------
 
     def _fit(self, X, condition, overrides, validation_data, checkpoint=None,
-             resume=None, comm=None):
-        """Train (fit's body).
+             resume=None, partial=False, comm=None):
+        # The whole fit holds the estimator's lock: two threads fitting one
+        # model run one after the other instead of mixing their state.
+        with _instance_lock(self):
+            return self._fit_locked(X, condition, overrides, validation_data,
+                                    checkpoint, resume, partial, comm)
+
+    def _fit_locked(self, X, condition, overrides, validation_data, checkpoint,
+                    resume, partial, comm=None):
+        """Train (fit's body), holding the estimator's lock.
 
         checkpoint : dict, optional
             Validated options from fastvae.checkpoint.options: where and how
@@ -248,11 +355,17 @@ class BaseAutoencoder:
             The validated progress of the checkpoint whose state `_set_state`
             restored: training continues from its position, to its total of
             epochs, with its batch size.
+        partial : bool
+            partial_fit: one epoch over X, continuing a fitted model.
         comm : fastvae.distributed.Group, optional
             Train data-parallel over its MPI ranks.
         """
         s = self._settings(overrides)
-        X = self._data(s, X, n_features=s["input_dim"])
+        fitted = getattr(self, "params_", None) is not None
+        if partial:  # one epoch over X, continuing a fitted model
+            s["epochs"] = 1
+        X = self._training_data(
+            s, X, self.n_features_in_ if partial and fitted else s["input_dim"])
         n, d = X.shape
         cond = self._conditions(condition, n, s["dtype"])
         n_cond = 0 if cond is None else cond.shape[1]
@@ -273,32 +386,42 @@ class BaseAutoencoder:
             cond_val = self._conditions(cond_val, X_val.shape[0], s["dtype"], n_cond,
                                         "condition_val")
         batch = s["batch_size"]
-        if batch > n:
+        if batch > n and not partial:
             warnings.warn(
                 f"batch_size={batch} is larger than the {n} samples; using {n}",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of VAE.fit
             )
-            batch = n
+        batch = min(batch, n)
 
         layout = self._layout(s, d, n_cond)
+        check_memory(training_bytes(layout, batch, s["dtype"].itemsize),
+                     f"training this {type(self).__name__}",
+                     "use smaller hidden layers, latent_dim or batch_size")
         opt = s["optimizer"]
         writer = None
+        fingerprint = None
         if checkpoint is not None or resume is not None:
-            data = _ckpt.data_fingerprint(X, cond)
+            fingerprint = _ckpt.data_fingerprint(X, cond, s["dtype"])
             if resume is not None:
-                _ckpt.check_same_data(resume["data"], data)
+                _ckpt.check_same_data(resume["data"], fingerprint)
         if resume is not None:
             if self._fitted_layout != layout or self._optimizer_name != opt.name:
                 raise ValueError("the data do not fit the checkpointed model")
             continuing = True
         else:
             continuing = (
-                s["warm_start"]
-                and getattr(self, "params_", None) is not None
+                (s["warm_start"] or partial)
+                and fitted
                 and self._fitted_layout == layout
                 and self.params_.dtype == s["dtype"]
             )
+        if partial and fitted and not continuing:
+            raise ValueError(
+                f"partial_fit got data or settings that do not match the fitted "
+                f"{type(self).__name__} ({d} features and {n_cond} condition columns "
+                f"now, {self.n_features_in_} and {self.n_conditions_} before, or a "
+                "changed architecture or dtype); call fit to start over")
         if not continuing:
             self.params_ = self._init_params(s, layout)
             self._opt_state = [layout.zeros(s["dtype"]) for _ in range(2)]
@@ -317,7 +440,10 @@ class BaseAutoencoder:
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()
-        self._infer_net = None
+        # Built now, not on first use, so inference never changes __dict__.
+        self._infer_net = self._network(s, layout, INFERENCE_CHUNK, n_cond)
+        data = (batches.Chunked(X, s["dtype"], batch, cond)
+                if batches.is_out_of_core(X) else batches.InMemory(X, cond))
 
         epochs = resume["epochs"] if resume is not None else self.n_iter_ + s["epochs"]
         epoch = resume["epoch"] if resume is not None else _ckpt.EpochProgress()
@@ -327,7 +453,7 @@ class BaseAutoencoder:
                 last = (self.n_iter_, epoch.step, self.t_)
             writer = _ckpt.Checkpointer(
                 checkpoint["path"], checkpoint["every"], checkpoint["every_steps"],
-                {"epochs": epochs, "batch_size": batch, "data": data,
+                {"epochs": epochs, "batch_size": batch, "data": fingerprint,
                  "checkpoint_every": checkpoint["every"],
                  "checkpoint_every_steps": checkpoint["every_steps"]},
                 checkpoint["user"], last=last)
@@ -339,15 +465,15 @@ class BaseAutoencoder:
         grads = layout.zeros(s["dtype"])
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
-        done = min(epoch.step * batch, n)
-        bar = _progress(s["verbose"], (epochs - self.n_iter_) * n - done)
+        remaining = (epochs - self.n_iter_) * n - min(n, epoch.step * batch)
+        bar = _progress(s["verbose"], remaining)
         try:
             with self._lock, blas_single_threaded():
                 while self.n_iter_ < epochs:
                     if bar is not None:
                         bar.set_description(f"epoch {self.n_iter_ + 1}/{epochs}",
                                             refresh=False)
-                    self._fit_epoch(s, net, X, cond, grads, batch, log_every, bar,
+                    self._fit_epoch(s, net, data, grads, batch, log_every, bar,
                                     X_val, cond_val, epoch, writer)
                     epoch = _ckpt.EpochProgress()
                     if self._epoch_callback is not None:
@@ -363,22 +489,21 @@ class BaseAutoencoder:
         state, arrays = self._state()
         writer.write(state, arrays, epoch)
 
-    def _fit_epoch(self, s, net, X, cond, grads, batch, log_every, bar, X_val,
+    def _fit_epoch(self, s, net, data, grads, batch, log_every, bar, X_val,
                    cond_val, epoch, writer):
         """Train the rest of one epoch from `epoch` (an EpochProgress: steps
         already done and their sums), writing checkpoints when due."""
-        n = X.shape[0]
+        n = data.n_rows
         steps_per_epoch = -(-n // batch)
         order = _epoch_order(s["seed"], self.n_iter_, n)
         p, (s1, s2) = self.params_, self._opt_state
         seconds_before = epoch.seconds
-        # The bar's reconstruction and KL means: display only, not checkpointed
-        # (after a resume mid-window they cover the steps since).
-        win_recon = win_kl = 0.0
-        win_n = 0
+        # the progress bar's window means of the two loss terms (display only,
+        # so not part of the checkpointed EpochProgress)
+        shown_recon = shown_kl = 0.0
+        shown_steps = 0
         start = time.perf_counter()
-        for i in range(epoch.step * batch, n, batch):
-            rows = order[i : i + batch]
+        for X, rows, cond in data.minibatches(order[epoch.step * batch:], batch):
             b = rows.shape[0]
             kl_weight = self._kl_weight(s, self.t_)
             status, recon_sum, kl_sum = net.train_step(
@@ -403,9 +528,9 @@ class BaseAutoencoder:
             epoch.loss += loss * b
             epoch.window_loss += loss
             epoch.window_steps += 1
-            win_recon += recon_sum / b
-            win_kl += kl_sum / b
-            win_n += 1
+            shown_recon += recon_sum / b
+            shown_kl += kl_sum / b
+            shown_steps += 1
             if epoch.window_steps == log_every:
                 self.history_["step"].append(self.t_)
                 self.history_["step_loss"].append(
@@ -415,11 +540,11 @@ class BaseAutoencoder:
                     # this order (keyword postfixes are sorted by name)
                     bar.set_postfix(
                         {"loss": f"{epoch.window_loss / epoch.window_steps:.2f}",
-                         "recon": f"{win_recon / win_n:.2f}",
-                         "kl": f"{win_kl / win_n:.2f}"}, refresh=False)
+                         "recon": f"{shown_recon / shown_steps:.2f}",
+                         "kl": f"{shown_kl / shown_steps:.2f}"}, refresh=False)
                 epoch.window_loss, epoch.window_steps = 0.0, 0
-                win_recon = win_kl = 0.0
-                win_n = 0
+                shown_recon = shown_kl = 0.0
+                shown_steps = 0
             if bar is not None:
                 bar.update(b)
             if (writer is not None and epoch.step < steps_per_epoch
@@ -478,12 +603,21 @@ class BaseAutoencoder:
     def _input(self, X, name="X"):
         self._check_fitted()
         return check_array(
-            X, name=name, dtype=self.params_.dtype, n_features=self.n_features_in_
+            X, name=name, dtype=self.params_.dtype, n_features=self.n_features_in_,
+            owner=type(self).__name__,
         )
 
+    def _target(self, X, name="X"):
+        """_input for data whose likelihood is evaluated: a Bernoulli
+        likelihood of values outside [0, 1] is no probability at all."""
+        X = self._input(X, name)
+        if self._fitted_settings["likelihood"] == "bernoulli":
+            _check_unit_interval(X, name)
+        return X
+
     def _call(self, method, *args, **kwargs):
-        net = self._inference_network()
         with self._lock, blas_single_threaded():
+            net = self._inference_network()
             return getattr(net, method)(self.params_, *args, n_threads=self._threads(),
                                         **kwargs)
 
@@ -509,6 +643,7 @@ class BaseAutoencoder:
         Z = check_array(
             Z, name="Z", dtype=self.params_.dtype,
             n_features=self._fitted_settings["latent_dim"], feature_name="latent dims",
+            owner=type(self).__name__,
         )
         cond = self._fitted_conditions(condition, Z.shape[0])
         return self._call("decode", Z, cond=cond)
@@ -517,8 +652,8 @@ class BaseAutoencoder:
         """Per-row -(reconstruction + KL) with the fixed evaluation stream."""
         from fastvae import _rng
 
-        net = self._inference_network()
         with self._lock, blas_single_threaded():
+            net = self._inference_network()
             recon, kl = net.elbo_terms(
                 self.params_, X, self._fitted_settings["seed"], _rng.STREAM_EVAL,
                 n_threads=n_threads or self._threads(), cond=cond,
@@ -657,7 +792,30 @@ class BaseAutoencoder:
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()
-        self._infer_net = None
+        self._infer_net = self._network(s, layout, INFERENCE_CHUNK, self.n_conditions_)
+
+    # -- pickling (in memory: scikit-learn's clone of fitted models, joblib) --
+
+    def __getstate__(self):
+        """Constructor arguments and fitted state, without the compiled
+        networks and the lock (rebuilt by __setstate__). Model files use
+        save/load, which never pickle."""
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state.pop("_infer_net", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if getattr(self, "params_", None) is None:
+            return
+        layout = self._fitted_layout
+        # An unpickled buffer may be unaligned, or a read-only memmap (joblib)
+        self.params_ = _aligned_copy(self.params_, layout)
+        self._opt_state = [_aligned_copy(a, layout) for a in self._opt_state]
+        self._lock = threading.RLock()
+        self._infer_net = self._network(self._fitted_settings, layout,
+                                        INFERENCE_CHUNK, self.n_conditions_)
 
     def save(self, path):
         """Write the fitted model to `path` (.npz + JSON, atomic, no pickle).
@@ -750,6 +908,16 @@ def _check_fitted(fitted):
     return out
 
 
+def _instance_lock(model):
+    """The estimator's re-entrant lock, created on first use (scikit-learn's
+    __init__ stores arguments only)."""
+    lock = model.__dict__.get("_lock")
+    if lock is None:
+        with _LOCK_GUARD:
+            lock = model.__dict__.setdefault("_lock", threading.RLock())
+    return lock
+
+
 def _empty_history():
     keys = ("epoch", "loss", "reconstruction", "kl", "elbo", "val_elbo", "seconds",
             "samples_per_second", "step", "step_loss")
@@ -759,7 +927,8 @@ def _empty_history():
 def _epoch_order(seed, epoch, n):
     """The minibatch order of one epoch: a pure function of (seed, epoch)."""
     bitgen = np.random.Philox(key=[seed, _SHUFFLE_STREAM], counter=[0, epoch, 0, 0])
-    return np.random.Generator(bitgen).permutation(n).astype(np.int64)
+    # copy=False: for data bigger than memory this index is what grows with n
+    return np.random.Generator(bitgen).permutation(n).astype(np.int64, copy=False)
 
 
 def _check_unit_interval(X, name):

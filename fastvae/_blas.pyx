@@ -3,6 +3,8 @@
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
+from fastvae._checks cimport check_disjoint
+
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                floating alpha, const floating* a, int lda,
@@ -37,6 +39,13 @@ def gemm_memview(bint trans_a, bint trans_b, const floating[:, ::1] a,
     if (a.shape[1] if trans_a else a.shape[0]) != m or (
             b.shape[0] if trans_b else b.shape[1]) != n:
         raise ValueError("c has the wrong shape for op(a) @ op(b)")
+    if m == 0 or n == 0:
+        return
+    cdef Py_ssize_t c_bytes = m * n * sizeof(floating)
+    check_disjoint("c", &c[0, 0], c_bytes, "a", &a[0, 0],
+                   a.shape[0] * a.shape[1] * sizeof(floating))
+    check_disjoint("c", &c[0, 0], c_bytes, "b", &b[0, 0],
+                   b.shape[0] * b.shape[1] * sizeof(floating))
     with nogil:
         gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1],
              &b[0, 0], b.shape[1], beta, &c[0, 0], c.shape[1])

@@ -10,6 +10,26 @@
 from cython cimport floating
 from libc.stdint cimport int64_t
 
+# Declarations of src_c/fastvae/dense_rows.h; must match that header.
+cdef extern from "fastvae/dense_rows.h" nogil:
+    int fv_dense_rows_level()
+    void fv_dense_rows_at_f32(int level, int64_t r0, int64_t r1, int n_in,
+                              int n_out, const float* X, int64_t ldx,
+                              const float* W, const float* b, float* Y,
+                              int64_t ldy, int activation)
+    void fv_dense_rows_at_f64(int level, int64_t r0, int64_t r1, int n_in,
+                              int n_out, const double* X, int64_t ldx,
+                              const double* W, const double* b, double* Y,
+                              int64_t ldy, int activation)
+    void fv_dense_rows_f32(int64_t r0, int64_t r1, int n_in, int n_out,
+                           const float* X, int64_t ldx, const float* W,
+                           const float* b, float* Y, int64_t ldy,
+                           int activation)
+    void fv_dense_rows_f64(int64_t r0, int64_t r1, int n_in, int n_out,
+                           const double* X, int64_t ldx, const double* W,
+                           const double* b, double* Y, int64_t ldy,
+                           int activation)
+
 # Y[:, c0:c1] = act(X @ W[:, c0:c1] + b[c0:c1])
 cdef void dense_forward_block(int n_rows, int n_in, int n_out,
                               const floating* X, int ldx,
@@ -60,3 +80,15 @@ cdef void bias_activation(floating* Y, int ldy, int n_rows, int n_cols,
 cdef void mul_activation_grad(floating* D, int ldd, const floating* Y, int ldy,
                               int n_rows, int n_cols,
                               int activation) noexcept nogil
+
+# Row-invariant forward for inference (src_c/fastvae/dense_rows.h): the same
+# Y = act(X @ W + b), but every row of Y is a pure function of that row of X
+# (bitwise, whatever the other rows, their order, the number of threads or
+# of rows per call), which BLAS does not give (it rounds a row by its
+# position in the call). Thread `tid` of `nt` does its share of the rows.
+# Y must not overlap X, W or b.
+cdef void dense_rows_team(int tid, int nt, int n_rows, int n_in, int n_out,
+                          const floating* X, int64_t ldx,
+                          const floating* W, const floating* b,
+                          floating* Y, int64_t ldy,
+                          int activation) noexcept nogil

@@ -7,6 +7,7 @@ from cython.parallel cimport parallel, threadid
 from libc.stdint cimport int64_t
 
 from fastvae._blas cimport gemm
+from fastvae._checks cimport check_disjoint, check_threads
 from fastvae._elementwise cimport (
     fv_bias_activation_f32, fv_bias_activation_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
@@ -145,6 +146,19 @@ cdef int64_t dense_backward_team(int tid, int nt, int n_rows, int n_in,
     return bad
 
 
+cdef void dense_rows_team(int tid, int nt, int n_rows, int n_in, int n_out,
+                          const floating* X, int64_t ldx,
+                          const floating* W, const floating* b,
+                          floating* Y, int64_t ldy,
+                          int activation) noexcept nogil:
+    cdef int64_t r0, r1
+    fv_split_range(n_rows, nt, tid, 1, &r0, &r1)
+    if floating is float:
+        fv_dense_rows_f32(r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy, activation)
+    else:
+        fv_dense_rows_f64(r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy, activation)
+
+
 cdef void dense_forward(int n_rows, int n_in, int n_out,
                         const floating* X, int ldx,
                         const floating* W, const floating* b,
@@ -182,8 +196,7 @@ def _activation_code(name):
 
 
 def _check_threads(n_threads, parts):
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+    check_threads(n_threads)
     if not 1 <= parts <= FV_MAX_BLOCKS:
         raise ValueError(f"parts must be in [1, {FV_MAX_BLOCKS}], got {parts}")
 
@@ -226,6 +239,66 @@ def dense_forward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
     return Y_arr
 
 
+def dense_rows_levels():
+    """SIMD levels of the row-invariant kernels this CPU and build can run
+    (1: baseline; 3: x86-64-v3, AVX2 + FMA; 4: x86-64-v4, AVX-512), the one
+    inference uses last."""
+    best = fv_dense_rows_level()
+    return [lv for lv in (1, 3, 4) if lv <= best]
+
+
+def dense_rows_memview(const floating[:, ::1] X, const floating[:, ::1] W,
+                       const floating[::1] b, str activation="identity",
+                       int n_threads=1, level=None):
+    """Y = act(X @ W + b) with the row-invariant kernel of inference.
+
+    Row i of Y is a pure function of row i of X: bitwise the same for any
+    other rows, order, chunking and number of threads.
+
+    Parameters
+    ----------
+    X : array of shape (n_rows, n_in)
+    W : array of shape (n_in, n_out)
+    b : array of shape (n_out,)
+    activation : {"identity", "relu", "tanh", "sigmoid"}
+    n_threads : int
+    level : int, optional
+        SIMD level from dense_rows_levels(); the best one when None.
+
+    Returns
+    -------
+    Y : array of shape (n_rows, n_out), dtype of X
+    """
+    cdef int act = _activation_code(activation)
+    cdef int lv = fv_dense_rows_level() if level is None else level
+    if lv not in dense_rows_levels():
+        raise ValueError(f"level must be one of {dense_rows_levels()}, got {level}")
+    _check_threads(n_threads, 1)
+    if X.shape[1] != W.shape[0] or W.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"shapes do not agree: X ({X.shape[0]}, {X.shape[1]}), "
+            f"W ({W.shape[0]}, {W.shape[1]}), b ({b.shape[0]},)")
+    cdef int n_rows = X.shape[0], n_in = X.shape[1], n_out = W.shape[1]
+    Y_arr = np.empty((n_rows, n_out),
+                     dtype=np.float32 if floating is float else np.float64)
+    cdef floating[:, ::1] Y = Y_arr
+    cdef int64_t r0 = 0, r1 = 0
+    if n_rows == 0 or n_out == 0:
+        return Y_arr
+    with nogil, parallel(num_threads=n_threads):
+        r0 = 0
+        r1 = 0
+        fv_split_range(n_rows, fv_omp_get_num_threads(), threadid(), 1, &r0,
+                       &r1)
+        if floating is float:
+            fv_dense_rows_at_f32(lv, r0, r1, n_in, n_out, &X[0, 0], n_in,
+                                 &W[0, 0], &b[0], &Y[0, 0], n_out, act)
+        else:
+            fv_dense_rows_at_f64(lv, r0, r1, n_in, n_out, &X[0, 0], n_in,
+                                 &W[0, 0], &b[0], &Y[0, 0], n_out, act)
+    return Y_arr
+
+
 def dense_backward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
                            const floating[:, ::1] dA,
                            str x_activation="identity", bint need_dx=True,
@@ -255,7 +328,8 @@ def dense_backward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
     cdef floating[::1] db = db_arr
     cdef floating[:, ::1] dX
     cdef floating* dX_ptr = NULL
-    if n_rows == 0 or n_in == 0 or n_out == 0:
+    # n_in == 0 still has db = column sums of dA: only these are all zeros
+    if n_rows == 0 or n_out == 0:
         return dX_arr, dW_arr, db_arr
     if need_dx:
         dX = dX_arr
@@ -275,6 +349,8 @@ def activation_grad_memview(floating[:, ::1] D, const floating[:, ::1] Y,
         raise ValueError("D and Y must have the same shape")
     if D.shape[0] == 0 or D.shape[1] == 0:
         return
+    cdef Py_ssize_t nbytes = D.shape[0] * D.shape[1] * sizeof(floating)
+    check_disjoint("D", &D[0, 0], nbytes, "Y", &Y[0, 0], nbytes)
     with nogil:
         mul_activation_grad(&D[0, 0], D.shape[1], &Y[0, 0], Y.shape[1],
                             D.shape[0], D.shape[1], act)

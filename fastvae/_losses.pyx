@@ -7,6 +7,7 @@ from cython.parallel cimport prange
 from libc.math cimport exp
 from libc.stdint cimport int64_t
 
+from fastvae._checks cimport check_finite, check_threads
 from fastvae._elementwise cimport (
     fv_bernoulli_rows_f32, fv_bernoulli_rows_f64, fv_gaussian_rows_f32,
     fv_gaussian_rows_f64)
@@ -84,6 +85,7 @@ def kl_memview(const floating[:, ::1] H, int n_threads=1):
     """Per-row KL(q || N(0, I)) for H = [mu | logvar]; float64 array (n_rows,)."""
     if H.shape[1] % 2:
         raise ValueError("H must have 2 * latent_dim columns")
+    check_threads(n_threads)
     cdef int K = H.shape[1] // 2
     cdef int64_t n = H.shape[0], i
     out_arr = np.zeros(n, dtype=np.float64)
@@ -99,6 +101,7 @@ def kl_backward_memview(const floating[:, ::1] H, double scale=1.0):
     """scale * dKL/dH for H = [mu | logvar]; array like H."""
     if H.shape[1] % 2:
         raise ValueError("H must have 2 * latent_dim columns")
+    check_finite(scale, "scale")
     cdef int K = H.shape[1] // 2
     cdef int64_t n = H.shape[0]
     dH_arr = np.zeros((n, 2 * K),
@@ -121,6 +124,8 @@ def bernoulli_memview(const floating[:, ::1] L, const floating[:, ::1] X,
     grad : array of shape (n_rows, D), scale * (sigmoid(L) - X)
     """
     _check_pair(L.shape[0], L.shape[1], X.shape[0], X.shape[1])
+    check_finite(scale, "scale")
+    check_threads(n_threads)
     cdef int64_t n = L.shape[0], i
     cdef int D = L.shape[1]
     loss_arr = np.zeros(n, dtype=np.float64)
@@ -146,8 +151,11 @@ def gaussian_memview(const floating[:, ::1] M, const floating[:, ::1] X,
     grad : array of shape (n_rows, D), scale * (M - X) / sigma^2
     """
     _check_pair(M.shape[0], M.shape[1], X.shape[0], X.shape[1])
+    check_finite(sigma, "sigma")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
+    check_finite(scale, "scale")
+    check_threads(n_threads)
     cdef int64_t n = M.shape[0], i
     cdef int D = M.shape[1]
     loss_arr = np.zeros(n, dtype=np.float64)

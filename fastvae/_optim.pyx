@@ -2,9 +2,10 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
-from libc.math cimport pow, sqrt
+from libc.math cimport INFINITY, isfinite, pow, sqrt
 from libc.stdint cimport int64_t
 
+from fastvae._checks cimport check_disjoint, check_threads
 from fastvae._elementwise cimport (
     fv_adam_update_f32, fv_adam_update_f64, fv_momentum_update_f32,
     fv_momentum_update_f64, fv_sgd_update_f32, fv_sgd_update_f64)
@@ -72,6 +73,17 @@ cdef void optimizer_update(const fv_optimizer* opt, int64_t t,
                               params, grads, state1, state2, n)
 
 
+cdef int _check_range(str name, double value, double low, bint low_open,
+                      double high) except -1:
+    """value finite, in [low, high) ((low, high) when low_open): a NaN
+    learning rate would turn every parameter into NaN in one step."""
+    if not (isfinite(value) and (value > low if low_open else value >= low)
+            and value < high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g})"
+        raise ValueError(f"{name} must be finite and in {interval}, got {value}")
+    return 0
+
+
 cdef fv_optimizer make_optimizer(str kind, double lr, double momentum,
                                  double beta1, double beta2, double eps) except *:
     cdef fv_optimizer opt
@@ -81,6 +93,13 @@ cdef fv_optimizer make_optimizer(str kind, double lr, double momentum,
         raise ValueError(
             f"optimizer must be one of {sorted(OPTIMIZERS)}, got {kind!r}"
         ) from None
+    _check_range("lr", lr, 0.0, False, INFINITY)
+    if opt.kind == FV_OPT_MOMENTUM:
+        _check_range("momentum", momentum, 0.0, False, 1.0)
+    if opt.kind == FV_OPT_ADAM:
+        _check_range("beta1", beta1, 0.0, False, 1.0)
+        _check_range("beta2", beta2, 0.0, False, 1.0)
+        _check_range("eps", eps, 0.0, True, INFINITY)
     opt.lr = lr
     opt.momentum = momentum
     opt.beta1 = beta1
@@ -110,8 +129,18 @@ def optimizer_update_memview(str kind, long t, floating[::1] params,
         raise ValueError("params, grads and states must have the same length")
     if t < 1:
         raise ValueError(f"t must be >= 1, got {t}")
+    check_threads(n_threads)
     if n == 0:
         return
+    cdef Py_ssize_t nbytes = n * sizeof(floating)
+    check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+    if opt.kind != FV_OPT_SGD:
+        check_disjoint("params", &params[0], nbytes, "state1", &state1[0], nbytes)
+        check_disjoint("grads", &grads[0], nbytes, "state1", &state1[0], nbytes)
+    if opt.kind == FV_OPT_ADAM:
+        check_disjoint("params", &params[0], nbytes, "state2", &state2[0], nbytes)
+        check_disjoint("grads", &grads[0], nbytes, "state2", &state2[0], nbytes)
+        check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
     with nogil:
         optimizer_update(&opt, t, &params[0], &grads[0], &state1[0],
                          &state2[0], n, n_threads)

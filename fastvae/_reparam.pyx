@@ -7,6 +7,7 @@ from cython.parallel cimport parallel, threadid
 from libc.math cimport exp
 from libc.stdint cimport int64_t, uint64_t
 
+from fastvae._checks cimport check_threads, check_u64
 from fastvae._numerics cimport fv_clamp_logvar, fv_logvar_grad_mask
 from fastvae._parallel cimport fv_omp_get_num_threads, fv_split_range
 from fastvae._rng cimport fv_normal_fill_f32, fv_normal_fill_f64
@@ -108,12 +109,16 @@ def reparam_forward_memview(const floating[:, ::1] H, seed, stream, step,
     """
     cdef int K = _latent_dim(H.shape[1])
     cdef int64_t n = H.shape[0]
+    check_threads(n_threads)
+    cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
+    cdef uint64_t t = check_u64(step, "step")
+    cdef uint64_t ro = check_u64(row_offset, "row_offset")
+    cdef uint64_t d = check_u64(draw, "draw")
     dtype = np.float32 if floating is float else np.float64
     Z_arr = np.empty((n, K), dtype=dtype)
     eps_arr = np.empty((n, K), dtype=dtype)
     cdef floating[:, ::1] Z = Z_arr
     cdef floating[:, ::1] E = eps_arr
-    cdef uint64_t s = seed, st = stream, t = step, ro = row_offset, d = draw
     if n == 0:
         return Z_arr, eps_arr
     with nogil:
@@ -136,6 +141,7 @@ def reparam_backward_memview(const floating[:, ::1] H,
     if (eps.shape[0] != n or dZ.shape[0] != n or eps.shape[1] != K
             or dZ.shape[1] != K):
         raise ValueError("eps and dZ must have shape (n_rows, latent_dim)")
+    check_threads(n_threads)
     dH_arr = np.empty((n, 2 * K),
                       dtype=np.float32 if floating is float else np.float64)
     cdef floating[:, ::1] dH = dH_arr

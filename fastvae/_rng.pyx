@@ -7,6 +7,8 @@ references and users can reproduce exactly the numbers a kernel used.
 import numpy as np
 
 from cython.parallel cimport prange
+
+from fastvae._checks cimport check_threads
 from libc.stdint cimport int64_t, uint64_t
 
 STREAM_REPARAM = FV_STREAM_REPARAM
@@ -76,9 +78,10 @@ def normal_matrix(seed, stream, step, Py_ssize_t n_rows, Py_ssize_t n_cols,
     cdef uint64_t r0 = _as_u64(row_offset, "row_offset")
     if n_rows < 0 or n_cols < 0:
         raise ValueError("n_rows and n_cols must be >= 0")
-    if n_threads < 1:
-        raise ValueError("n_threads must be >= 1")
+    check_threads(n_threads)
     dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):  # also for an empty result
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     out = np.empty((n_rows, n_cols), dtype=dtype)
     if n_rows == 0 or n_cols == 0:
         return out
@@ -90,13 +93,11 @@ def normal_matrix(seed, stream, step, Py_ssize_t n_rows, Py_ssize_t n_cols,
         for i in prange(n_rows, nogil=True, schedule="static",
                         num_threads=n_threads):
             fv_normal_fill_f32(s, st, r0 + i, t, d, &out32[i, 0], n_cols)
-    elif dtype == np.float64:
+    else:
         out64 = out
         for i in prange(n_rows, nogil=True, schedule="static",
                         num_threads=n_threads):
             fv_normal_fill_f64(s, st, r0 + i, t, d, &out64[i, 0], n_cols)
-    else:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     return out
 
 
@@ -121,10 +122,11 @@ def uniform_matrix(seed, stream, step, Py_ssize_t n_rows, Py_ssize_t n_cols,
     cdef double[:, ::1] out = out_arr
     cdef double u[4]
     cdef Py_ssize_t i, b, l
-    for i in range(n_rows):
-        for b in range((n_cols + 3) // 4):
-            fv_uniform4(s, st, <uint64_t> b, r0 + i, t, d, u)
-            for l in range(4):
-                if 4 * b + l < n_cols:
-                    out[i, 4 * b + l] = u[l]
+    with nogil:
+        for i in range(n_rows):
+            for b in range((n_cols + 3) // 4):
+                fv_uniform4(s, st, <uint64_t> b, r0 + i, t, d, u)
+                for l in range(4):
+                    if 4 * b + l < n_cols:
+                        out[i, 4 * b + l] = u[l]
     return out_arr

@@ -98,6 +98,11 @@ cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
                            const int64_t* rows, int batch,
                            double* sums_out) noexcept nogil
 
+# Inference (encode_rows, decode_rows, elbo_rows) runs the row-invariant
+# dense kernel (fastvae/dense_rows.h): each output row is a pure function of
+# its input row, bitwise, for any batch, order, chunk and thread count.
+# Training and log_likelihood_rows use BLAS.
+
 # Encoder head (VAE: [mu | raw logvar]; autoencoder: z) of n <= max_batch
 # rows of X (conditions Cond) into H_out with leading dimension ldh.
 cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
@@ -114,13 +119,14 @@ cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
 
 # Per-row reconstruction (-log p(x|z), one z per row from stream `stream`;
 # the code itself for an autoencoder) and KL terms of the negative ELBO for
-# n <= max_batch rows of X.
+# n <= max_batch rows of X. Row i's eps comes from counter (block, key(row),
+# step, draw), key the hash of its encoder input [x | c]
+# (fastvae/row_hash.h): a pure function of the row.
 cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
                     floating* work, const floating* X, int64_t ldx,
                     const floating* Cond, int64_t ldc, int n,
                     uint64_t seed, uint64_t stream, uint64_t step,
-                    uint64_t row_offset, uint64_t draw,
-                    double* recon_out, double* kl_out,
+                    uint64_t draw, double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil
 
 # Importance-sampled log p(x | c) of n <= max_batch rows of X (a VAE):

@@ -13,7 +13,10 @@ from libc.math cimport exp, isfinite, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
-from fastvae._dense cimport dense_backward_team, dense_forward_team
+from fastvae._checks cimport (
+    check_disjoint, check_finite, check_threads, check_u64)
+from fastvae._dense cimport (
+    dense_backward_team, dense_forward_team, dense_rows_team)
 from fastvae._elementwise cimport (
     fv_bernoulli_draw_f32, fv_bernoulli_draw_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
@@ -23,8 +26,8 @@ from fastvae._losses cimport (
     bernoulli_rows, gaussian_rows, kl_backward_rows, kl_rows)
 from fastvae._numerics cimport (
     FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI,
-    FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_LOG_2PI, fv_clamp_logvar,
-    fv_sigmoid_f32, fv_sigmoid_f64)
+    FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_LOG_2PI, FV_OPT_ADAM,
+    FV_OPT_SGD, fv_clamp_logvar, fv_sigmoid_f32, fv_sigmoid_f64)
 from fastvae._optim cimport make_optimizer, optimizer_update_team
 from fastvae._parallel cimport (
     FV_BLOCK_ALIGN, FV_MAX_BLOCKS, fv_flush_denormals_begin,
@@ -34,6 +37,11 @@ from fastvae._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
     fv_normal_fill_f32, fv_normal_fill_f64)
+
+cdef extern from "fastvae/row_hash.h" nogil:
+    # must match src_c/fastvae/row_hash.h
+    uint64_t fv_row_key_f32(const float* x, int n)
+    uint64_t fv_row_key_f64(const double* x, int n)
 
 LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN,
                "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED}
@@ -188,6 +196,26 @@ cdef void _forward_layers(int tid, int nt, const fv_vae_config* cfg,
         fv_omp_barrier()
 
 
+cdef void _forward_rows(int tid, int nt, const fv_vae_config* cfg,
+                        int first, int last, const floating* params,
+                        floating* work, const floating* x, int64_t ldx,
+                        int n) noexcept nogil:
+    """Layers [first, last) with the row-invariant kernel (fastvae/
+    dense_rows.h): inference gives a row the same numbers whatever batch it
+    comes in. Training keeps BLAS (_forward_layers)."""
+    cdef int l
+    cdef int64_t ld_in
+    cdef const floating* inp
+    cdef const fv_layer* L
+    for l in range(first, last):
+        L = &cfg.layers[l]
+        inp = _input_of(cfg, l, x, ldx, work, &ld_in)
+        dense_rows_team(tid, nt, n, L.n_in, L.n_out, inp, ld_in,
+                        params + L.w_offset, params + L.b_offset,
+                        work + L.out_offset, L.n_out, L.activation)
+        fv_omp_barrier()
+
+
 cdef void _latent(int tid, int nt, const fv_vae_config* cfg, floating* work,
                   double* kl_out, int n, uint64_t seed, uint64_t stream,
                   uint64_t step, uint64_t row_offset,
@@ -208,6 +236,35 @@ cdef void _latent(int tid, int nt, const fv_vae_config* cfg, floating* work,
             memcpy(work + cfg.z_offset + i * (K + C), H + i * K,
                    K * sizeof(floating))
             kl_out[i] = 0.0
+    fv_omp_barrier()
+
+
+cdef void _latent_keyed(int tid, int nt, const fv_vae_config* cfg,
+                        floating* work, const floating* x, int64_t ldx,
+                        double* kl_out, int n, uint64_t seed, uint64_t stream,
+                        uint64_t step, uint64_t draw) noexcept nogil:
+    """_latent for evaluation: row i's eps comes from counter (block,
+    key(x_i), step, draw), key the hash of the row's encoder input
+    (fastvae/row_hash.h), so it does not depend on where the row sits."""
+    cdef int K = cfg.latent_dim, C = cfg.n_cond
+    cdef int width = cfg.n_features + C
+    cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+    cdef int64_t i, r0, r1
+    cdef uint64_t key
+    if cfg.kind != FV_KIND_VAE:
+        _latent(tid, nt, cfg, work, kl_out, n, seed, stream, step, 0, draw)
+        return
+    _rows_of(tid, nt, n, &r0, &r1)
+    for i in range(r0, r1):
+        if floating is float:
+            key = fv_row_key_f32(x + i * ldx, width)
+        else:
+            key = fv_row_key_f64(x + i * ldx, width)
+        reparam_forward_rows(H + i * 2 * K, 2 * K, K,
+                             work + cfg.z_offset + i * (K + C), K + C,
+                             work + cfg.eps_offset + i * K, K, seed, stream,
+                             step, key, draw, 0, 1)
+    kl_rows(H, 2 * K, K, kl_out, r0, r1)
     fv_omp_barrier()
 
 
@@ -512,8 +569,7 @@ cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
         ld_t = 0
         _inputs(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0, work,
                 &x, &ld_x, &xt, &ld_t)
-        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x,
-                        n)
+        _forward_rows(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x, n)
         _store_head(tid, nt, cfg, work, n, H_out, ldh)
         fv_flush_denormals_end(env)
 
@@ -529,8 +585,8 @@ cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
         tid = threadid()
         nt = fv_omp_get_num_threads()
         _load_latent(tid, nt, cfg, work, Z, ldz, Cond, ldc, n)
-        _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
-                        work, NULL, 0, n)
+        _forward_rows(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params, work,
+                      NULL, 0, n)
         _store_means(tid, nt, cfg, work, n, out, ldo)
         fv_flush_denormals_end(env)
 
@@ -539,8 +595,7 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
                     floating* work, const floating* X, int64_t ldx,
                     const floating* Cond, int64_t ldc, int n,
                     uint64_t seed, uint64_t stream, uint64_t step,
-                    uint64_t row_offset, uint64_t draw,
-                    double* recon_out, double* kl_out,
+                    uint64_t draw, double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil:
     cdef int tid, nt
     cdef int64_t ld_x, ld_t
@@ -557,12 +612,11 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
         ld_t = 0
         _inputs(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0, work,
                 &x, &ld_x, &xt, &ld_t)
-        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x,
-                        n)
-        _latent(tid, nt, cfg, work, kl_out, n, seed, stream, step, row_offset,
-                draw)
-        _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
-                        work, x, ld_x, n)
+        _forward_rows(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x, n)
+        _latent_keyed(tid, nt, cfg, work, x, ld_x, kl_out, n, seed, stream,
+                      step, draw)
+        _forward_rows(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params, work,
+                      x, ld_x, n)
         _reconstruction(tid, nt, cfg, params, work, xt, ld_t, n, 1.0, False,
                         recon_out)
         fv_flush_denormals_end(env)
@@ -757,6 +811,9 @@ cdef class Network:
     cdef readonly object dtype
     cdef object _work
     cdef object _row_losses
+    # set while a call runs in the workspace (without the GIL): a second
+    # thread using the same Network would overwrite it mid-call
+    cdef bint _busy
 
     def __init__(self, encoder_dims, decoder_dims, activations, w_offsets,
                  b_offsets, int64_t n_params, str likelihood, double sigma,
@@ -793,6 +850,7 @@ cdef class Network:
             raise ValueError("the encoder head and decoder output are linear")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}")
+        check_finite(sigma, "sigma")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         if likelihood == "gaussian_learned" and not (
@@ -893,6 +951,16 @@ cdef class Network:
 
     # -- checks shared by the entry points ---------------------------------
 
+    cdef int _claim(self) except -1:
+        """Take the workspace for one call (under the GIL, so test-and-set is
+        atomic); the call clears _busy when its nogil part returns."""
+        if self._busy:
+            raise RuntimeError(
+                "this Network is in use by another thread (they would share its "
+                "workspace); give each thread its own Network")
+        self._busy = True
+        return 0
+
     cdef _check_buffers(self, Py_ssize_t n_params, bint is_float):
         if is_float != (self.dtype == np.float32):
             raise TypeError(f"arrays must be {self.dtype} for this network")
@@ -935,14 +1003,16 @@ cdef class Network:
     cdef fv_step_args _args(self, seed, step, row_offset, global_batch, int batch,
                             double kl_weight, int n_threads) except *:
         cdef fv_step_args a
-        if not 1 <= n_threads <= FV_MAX_TEAM:
-            raise ValueError(f"n_threads must be in [1, {FV_MAX_TEAM}], got {n_threads}")
-        a.seed = seed
-        a.step = step
+        check_threads(n_threads)
+        a.seed = check_u64(seed, "seed")
+        a.step = check_u64(step, "step")
+        if not 0 <= row_offset < 2**63:
+            raise ValueError(f"row_offset must be in [0, 2**63), got {row_offset}")
         a.row_offset = row_offset
         a.global_batch = batch if global_batch is None else global_batch
         if a.global_batch < batch:
             raise ValueError("global_batch must be >= batch")
+        check_finite(kl_weight, "kl_weight")
         a.kl_weight = kl_weight
         a.n_threads = n_threads
         return a
@@ -974,6 +1044,22 @@ cdef class Network:
         self._check_cond(cond, X.shape[0])
         cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
                                          batch, kl_weight, n_threads)
+        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
+        cdef Py_ssize_t xbytes = X.shape[0] * X.shape[1] * sizeof(floating)
+        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+        check_disjoint("X", &X[0, 0], xbytes, "params", &params[0], nbytes)
+        check_disjoint("X", &X[0, 0], xbytes, "grads", &grads[0], nbytes)
+        # the optimizer's buffers are restrict; state1 is unused by SGD and
+        # state2 by SGD and momentum, so callers may pass one dummy for both
+        if self.opt.kind != FV_OPT_SGD:
+            check_disjoint("params", &params[0], nbytes, "state1", &state1[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state1", &state1[0], nbytes)
+            check_disjoint("X", &X[0, 0], xbytes, "state1", &state1[0], nbytes)
+        if self.opt.kind == FV_OPT_ADAM:
+            check_disjoint("params", &params[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("X", &X[0, 0], xbytes, "state2", &state2[0], nbytes)
+            check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
         cdef floating[::1] work = self._work
         cdef double[::1] row_losses = self._row_losses
         cdef double sums[2]
@@ -981,11 +1067,13 @@ cdef class Network:
         cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
         cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        self._claim()
         with nogil:
             status = train_step(&self.cfg, &self.opt, &a, &params[0], &grads[0],
                                 &state1[0], &state2[0], &work[0],
                                 &row_losses[0], &X[0, 0], X.shape[1], c_ptr,
                                 ldc, rows_ptr, batch, sums)
+        self._busy = False
         return status, sums[0], sums[1]
 
     def gradients(self, const floating[::1] params, floating[::1] grads,
@@ -1004,6 +1092,10 @@ cdef class Network:
         self._check_cond(cond, X.shape[0])
         cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
                                          batch, kl_weight, n_threads)
+        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
+        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+        check_disjoint("X", &X[0, 0], X.shape[0] * X.shape[1] * sizeof(floating),
+                       "grads", &grads[0], nbytes)
         cdef floating[::1] work = self._work
         cdef double[::1] row_losses = self._row_losses
         cdef double sums[2]
@@ -1011,11 +1103,13 @@ cdef class Network:
         cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
         cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        self._claim()
         with nogil:
             status = compute_gradients(&self.cfg, &a, &params[0], &grads[0],
                                        &work[0], &row_losses[0], &X[0, 0],
                                        X.shape[1], c_ptr, ldc, rows_ptr, batch,
                                        sums)
+        self._busy = False
         return status, sums[0], sums[1]
 
     def apply_update(self, floating[::1] params, const floating[::1] grads,
@@ -1031,14 +1125,20 @@ cdef class Network:
         if (grads.shape[0] != params.shape[0] or state1.shape[0] != params.shape[0]
                 or state2.shape[0] != params.shape[0]):
             raise ValueError("grads and optimizer states must match params")
-        if not 1 <= n_threads <= FV_MAX_TEAM:
-            raise ValueError(f"n_threads must be in [1, {FV_MAX_TEAM}], got {n_threads}")
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        cdef int64_t t = <int64_t> step + 1
+        check_threads(n_threads)
+        cdef int64_t t = <int64_t> check_u64(step, "step") + 1
+        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
+        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+        if self.opt.kind != FV_OPT_SGD:
+            check_disjoint("params", &params[0], nbytes, "state1", &state1[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state1", &state1[0], nbytes)
+        if self.opt.kind == FV_OPT_ADAM:
+            check_disjoint("params", &params[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
         with nogil:
             _apply_update(&self.cfg, &self.opt, t, &params[0], &grads[0],
-                         &state1[0], &state2[0], n_threads)
+                          &state1[0], &state2[0], n_threads)
 
     def row_losses(self, int batch):
         """Per-row (recon, kl) of the last training call, shape (batch, 2)."""
@@ -1058,6 +1158,7 @@ cdef class Network:
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
         self._check_cond(cond, X.shape[0])
+        check_threads(n_threads)
         cdef int64_t n = X.shape[0], start
         cdef int chunk
         cdef int width = _head_width(&self.cfg)
@@ -1067,6 +1168,7 @@ cdef class Network:
         cdef floating[::1] work = self._work
         if n == 0:
             return out_arr
+        self._claim()
         with nogil:
             start = 0
             while start < n:
@@ -1075,6 +1177,7 @@ cdef class Network:
                             X.shape[1], NULL if ldc == 0 else &cond[start, 0],
                             ldc, chunk, &out[start, 0], width, n_threads)
                 start += chunk
+        self._busy = False
         return out_arr
 
     def decode(self, const floating[::1] params, const floating[:, ::1] Z,
@@ -1084,6 +1187,7 @@ cdef class Network:
         if Z.shape[1] != self.cfg.latent_dim:
             raise ValueError(f"Z must have {self.cfg.latent_dim} columns")
         self._check_cond(cond, Z.shape[0])
+        check_threads(n_threads)
         cdef int64_t n = Z.shape[0], start
         cdef int chunk
         cdef int D = self.cfg.n_features
@@ -1093,6 +1197,7 @@ cdef class Network:
         cdef floating[::1] work = self._work
         if n == 0:
             return out_arr
+        self._claim()
         with nogil:
             start = 0
             while start < n:
@@ -1101,15 +1206,17 @@ cdef class Network:
                             Z.shape[1], NULL if ldc == 0 else &cond[start, 0],
                             ldc, chunk, &out[start, 0], D, n_threads)
                 start += chunk
+        self._busy = False
         return out_arr
 
     def elbo_terms(self, const floating[::1] params, const floating[:, ::1] X,
                    seed, stream, step=0, draw=0, int n_threads=1,
-                   const floating[:, ::1] cond=None, row_offset=0):
+                   const floating[:, ::1] cond=None):
         """Per-row (-log p(x|z), KL) with z drawn from (seed, stream, step, draw).
 
-        Row i's noise is that of row row_offset + i, so the rows of a larger
-        array can be evaluated in pieces (one per process) with its noise.
+        Row i's eps comes from Philox counter (block, row_keys(X)[i], step,
+        draw) under key (seed, stream): a pure function of the row's values
+        (with its condition), so a row gets the same numbers in any batch.
 
         Returns
         -------
@@ -1119,9 +1226,11 @@ cdef class Network:
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
         self._check_cond(cond, X.shape[0])
+        check_threads(n_threads)
         cdef int64_t n = X.shape[0], start
         cdef int chunk
-        cdef uint64_t s = seed, st = stream, t = step, d = draw, ro = row_offset
+        cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
+        cdef uint64_t t = check_u64(step, "step"), d = check_u64(draw, "draw")
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         recon_arr = np.empty(n, dtype=np.float64)
         kl_arr = np.empty(n, dtype=np.float64)
@@ -1130,15 +1239,17 @@ cdef class Network:
         cdef floating[::1] work = self._work
         if n == 0:
             return recon_arr, kl_arr
+        self._claim()
         with nogil:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
                 elbo_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
                           X.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                          ldc, chunk, s, st, t, ro + <uint64_t> start, d,
-                          &recon[start], &kl[start], n_threads)
+                          ldc, chunk, s, st, t, d, &recon[start], &kl[start],
+                          n_threads)
                 start += chunk
+        self._busy = False
         return recon_arr, kl_arr
 
     def log_likelihood(self, const floating[::1] params,
@@ -1160,12 +1271,16 @@ cdef class Network:
                              "defines no density)")
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = check_u64(k, "k")
+        if not 1 <= k * max(X.shape[0], 1) < 2**62:
+            raise ValueError(f"k must be >= 1 with k * n_rows < 2**62, got k={k} "
+                             f"for {X.shape[0]} rows")
         self._check_cond(cond, X.shape[0])
+        check_threads(n_threads)
         cdef int64_t n = X.shape[0], start, kk = k
         cdef int chunk
-        cdef uint64_t s = seed, st = stream, ro = row_offset
+        cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
+        cdef uint64_t ro = check_u64(row_offset, "row_offset")
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         out_arr = np.empty(n, dtype=np.float64)
         cdef double[::1] out = out_arr
@@ -1173,6 +1288,7 @@ cdef class Network:
         cdef double[::1] row_losses = self._row_losses
         if n == 0:
             return out_arr
+        self._claim()
         with nogil:
             start = 0
             while start < n:
@@ -1183,6 +1299,7 @@ cdef class Network:
                                     chunk, kk, s, st, ro + <uint64_t> start,
                                     &out[start], n_threads)
                 start += chunk
+        self._busy = False
         return out_arr
 
 
@@ -1198,3 +1315,25 @@ cdef int network_config(object network, fv_vae_config* cfg_out,
     if opt_out != NULL:
         opt_out[0] = net.opt
     return 0
+
+
+def row_keys(const floating[:, ::1] X):
+    """The 64-bit key of every row (fastvae/row_hash.h): the Philox row
+    counter of its evaluation noise in elbo_terms (rows of [x | c] for a
+    conditional network).
+
+    Returns
+    -------
+    uint64 array of shape (n_rows,)
+    """
+    cdef Py_ssize_t i, n = X.shape[0]
+    cdef int width = X.shape[1]
+    out_arr = np.empty(n, dtype=np.uint64)
+    cdef uint64_t[::1] out = out_arr
+    with nogil:
+        for i in range(n):
+            if floating is float:
+                out[i] = fv_row_key_f32(&X[i, 0], width)
+            else:
+                out[i] = fv_row_key_f64(&X[i, 0], width)
+    return out_arr

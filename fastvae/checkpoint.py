@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastvae import batches
 from fastvae import io as _io
 from fastvae._validation import Param
 
@@ -107,9 +108,17 @@ def checkpoint_path(path, *, must_exist: bool = False) -> Path:
     return path
 
 
-def data_fingerprint(X: np.ndarray, cond: np.ndarray | None) -> dict:
-    """Sizes and SHA-256 of the training data (X, then conditions)."""
-    h = hashlib.sha256(np.ascontiguousarray(X).view(np.uint8))
+def data_fingerprint(X, cond: np.ndarray | None, dtype=None) -> dict:
+    """Sizes and SHA-256 of the training data (X, then conditions).
+
+    An out-of-core X (fastvae.batches) is hashed in windows of rows converted
+    to `dtype`, which gives the digest of the same data held in memory."""
+    if batches.is_out_of_core(X):
+        h = hashlib.sha256()
+        for block in batches.row_blocks(X, dtype or X.dtype):
+            h.update(block.view(np.uint8))
+    else:
+        h = hashlib.sha256(np.ascontiguousarray(X).view(np.uint8))
     if cond is not None:
         h.update(np.ascontiguousarray(cond).view(np.uint8))
     return {"n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),

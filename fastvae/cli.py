@@ -24,7 +24,8 @@ __all__ = ["main", "build_parser"]
 
 # Errors that describe a problem with the user's input or files.
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
-                PermissionError, FloatingPointError)
+                NotADirectoryError, PermissionError, FloatingPointError,
+                MemoryError)
 
 _DEFAULT_OUT = "fastvae-run"
 
@@ -176,11 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", default="float32", help="float32 or float64")
     t.add_argument("--out", default=_DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--mpi", default="auto", choices=("auto", "on", "off"),
-                   help="data-parallel training over MPI ranks (mpiexec -n N fastvae "
-                   "train ...): auto = when an MPI launcher started more than one "
-                   "rank (PMI_RANK, PMIX_RANK, OMPI_COMM_WORLD_SIZE or "
-                   "MV2_COMM_WORLD_SIZE set); on = always (needs mpi4py); off = never")
     t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="write OUT/checkpoint.npz after every N epochs and at the end "
                    "(unset: 1, or the run's own with --resume; 0: none, or only the "
@@ -188,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", default=None, metavar="RUN",
                    help="continue the run in folder RUN (or checkpoint file RUN) "
                    "exactly where its last checkpoint stopped, with its settings")
+    t.add_argument("--mpi", default="auto", choices=("auto", "on", "off"),
+                   help="data-parallel training over MPI ranks (mpiexec -n N fastvae "
+                   "train ...): auto = when an MPI launcher started more than one "
+                   "rank (PMI_RANK, PMIX_RANK, OMPI_COMM_WORLD_SIZE or "
+                   "MV2_COMM_WORLD_SIZE set); on = always (needs mpi4py); off = never")
     t.set_defaults(handler=_train)
 
     s = sub.add_parser("sample", help="decode draws z ~ N(0, I) into a PNG grid",
@@ -327,6 +328,13 @@ def _image_shape(dataset, n_features: int):
     return (side, side) if side * side == n_features else None
 
 
+# Options of train that --resume may set; every other one comes from the run.
+# --mpi too: a checkpoint holds global state, so a run may go on with another
+# number of MPI ranks.
+_RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every", "mpi")
+_DEFAULT_EPOCHS = 20
+
+
 def _mpi_group(mode: str):
     """The MPI ranks to train over (a fastvae.distributed.Group), or None to
     train on this process alone."""
@@ -346,13 +354,6 @@ def _mpi_group(mode: str):
     if mode == "auto" and comm.Get_size() == 1:
         return None
     return distributed.Group(comm)
-
-
-# Options of train that --resume may set; every other one comes from the run.
-# --mpi too: a checkpoint holds global state, so a run may go on with another
-# number of MPI ranks.
-_RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every", "mpi")
-_DEFAULT_EPOCHS = 20
 
 
 def _train(args) -> int:
@@ -395,7 +396,6 @@ def _train_on(args, group) -> int:
     import fastvae
     from fastvae import data, plotting, run_folder
     from fastvae.io import write_atomic
-    from fastvae.model import _resume as resume_run
 
     root = group is None or group.is_root
     info = None
@@ -450,19 +450,20 @@ def _train_on(args, group) -> int:
     every = args.checkpoint_every
     comm = None if group is None else group.comm
 
-    def train(callback=None):
+    def train(log_epoch=None):
         if info is None:
             model = _make_model(args)
-            model._epoch_callback = callback
-            return model.fit(train_X, condition=cond, validation_data=validation,
-                             checkpoint=checkpoint if every else None,
-                             checkpoint_every=every, checkpoint_meta={"cli": settings},
-                             comm=comm)
-        return resume_run(info["path"], train_X, condition=cond,
-                          validation_data=validation, epochs=args.epochs,
-                          checkpoint_every=every, n_threads=args.threads,
-                          verbose=0 if args.quiet else 1, comm=comm,
-                          epoch_callback=callback)
+            model._epoch_callback = log_epoch
+            model.fit(train_X, condition=cond, validation_data=validation,
+                      checkpoint=checkpoint if every else None, checkpoint_every=every,
+                      checkpoint_meta={"cli": settings}, comm=comm)
+            model._epoch_callback = None
+            return model
+        return fastvae.resume(info["path"], train_X, condition=cond,
+                              validation_data=validation, epochs=args.epochs,
+                              checkpoint_every=every, n_threads=args.threads,
+                              verbose=0 if args.quiet else 1,
+                              epoch_callback=log_epoch, comm=comm)
 
     if not root:
         train()
@@ -478,24 +479,32 @@ def _train_on(args, group) -> int:
           f"samples x {train_set.X.shape[1]} features"
           + (f", {len(val_set)} held out" if val_set is not None else "")
           + f"; {how}", flush=True)
-    done_before = 0
-    if info is not None:
-        print(f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
-              + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
-              + f", to {args.epochs} epochs", flush=True)
-        batch = min(args.batch_size, len(train_set))
-        done_before = (len(train_set) * info["epochs_done"]
-                       + min(info["epoch_step"] * batch, len(train_set)))
-    metrics = out / run_folder.METRICS_FILE
-    if info is None or not (out / run_folder.RUN_FILE).is_file():
+    if not args.quiet:
+        from fastvae.config import blas_warnings
+
+        for note in blas_warnings():
+            print(f"fastvae: note: {note}", file=sys.stderr, flush=True)
+    if info is None:
         _write_run_spec(out, args, dataset, train_set, val_set)
-    if info is not None:  # epochs after the checkpoint will be trained again
-        _keep_epochs(metrics, info["epochs_done"])
+    if info is not None:
+        run_folder.truncate_metrics(out / run_folder.METRICS_FILE, info["epochs_done"])
     start = time.perf_counter()
-    with run_folder.MetricsLog(metrics, append=info is not None) as log:
-        model = train(lambda m: log.write(
-            run_folder.epoch_record(m, time.perf_counter() - start)))
-        model._epoch_callback = None
+    with run_folder.MetricsLog(out / run_folder.METRICS_FILE,
+                               append=info is not None) as log:
+        def log_epoch(m):
+            log.write(run_folder.epoch_record(m, time.perf_counter() - start))
+
+        if info is None:
+            model = train(log_epoch)
+            done_before = 0
+        else:
+            print(f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
+                  + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
+                  + f", to {args.epochs} epochs", flush=True)
+            model = train(log_epoch)
+            batch = min(model.batch_size, len(train_set))
+            done_before = (len(train_set) * info["epochs_done"]
+                           + min(info["epoch_step"] * batch, len(train_set)))
     seconds = time.perf_counter() - start
 
     paths = {"model": out / "model.npz", "history": out / "history.json",
@@ -585,24 +594,6 @@ def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
 
 def _validation_label(kind: str) -> str:
     return "validation -ELBO" if kind == "vae" else "validation -log p(x | code)"
-
-
-def _keep_epochs(path: Path, n_epochs: int) -> None:
-    """Drop the lines of metrics.jsonl after epoch n_epochs (written by a run
-    killed after its last checkpoint), atomically."""
-    from fastvae.io import write_atomic
-
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if int(json.loads(line)["epoch"]) <= n_epochs:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by the kill
-    text = "".join(kept)
-    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _resumed_arguments(args, info):

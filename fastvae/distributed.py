@@ -21,7 +21,8 @@ R ranks therefore train the model one process trains on the same global
 minibatches, up to float rounding (the rows and the noise are the same;
 only the gradient sums run in another order), and every number a
 checkpoint holds is global. Validation ELBOs are computed by each rank on
-its share of the validation rows (with their global noise) and summed.
+its share of the validation rows and summed (evaluation gives each row the
+same numbers in any batch).
 
 Failures: a rank whose fit fails before training starts (bad data, bad
 settings) tells the others at the first collective, and fit raises on every
@@ -29,9 +30,10 @@ rank (that rank's error there, RemoteRankError naming it elsewhere); that
 collective also compares the ranks' data (sizes and a CRC-32 of sampled
 rows), settings and numbers of steps to take, and raises ValueError on all
 of them when they differ; a non-finite loss or gradient raises
-FloatingPointError on every rank at the same step. Any other exception once training runs (on one rank, so the
-others would wait for it forever) prints ``fastvae: rank r of R failed:
-...`` with the traceback on stderr and ends the whole job with MPI_Abort.
+FloatingPointError on every rank at the same step. Any other exception once
+training runs (on one rank, so the others would wait for it forever) prints
+``fastvae: rank r of R failed: ...`` with the traceback on stderr and ends
+the whole job with MPI_Abort.
 
 mpi4py is imported only when a communicator is used: without it fastvae
 works as before on one process.
@@ -47,7 +49,6 @@ import zlib
 
 import numpy as np
 
-from fastvae import _rng
 from fastvae.params import aligned_zeros
 
 __all__ = ["launched_by_mpi", "world", "Group", "DataParallelNetwork",
@@ -373,16 +374,15 @@ class DataParallelNetwork:
         return 0, recon, kl
 
     def mean_elbo(self, model, X, cond, n_threads):
-        """Mean per-row ELBO of X (model._elbo_rows's numbers): this rank's
-        share of the rows, with their global noise, summed over ranks."""
+        """Mean per-row ELBO of X: this rank's share of the rows, summed over
+        ranks. Evaluation gives a row the same numbers in any batch (its
+        noise is keyed by its values, the kernel is row-invariant), so the
+        rows are those one process computes."""
         lo, hi = self.shard(X.shape[0])
         local = np.zeros(1)
         if hi > lo:
-            recon, kl = model._inference_network().elbo_terms(
-                model.params_, X[lo:hi], model._fitted_settings["seed"],
-                _rng.STREAM_EVAL, n_threads=n_threads,
-                cond=None if cond is None else cond[lo:hi], row_offset=lo)
-            local[0] = -(recon.sum() + kl.sum())
+            part = None if cond is None else cond[lo:hi]
+            local[0] = model._elbo_rows(X[lo:hi], part, n_threads).sum()
         self.group.comm.Allreduce(self._in_place, local)
         return float(local[0] / X.shape[0])
 
@@ -413,12 +413,16 @@ def fit(comm, run):
 
 
 def _fingerprint(a):
-    """Shape, dtype and CRC-32 of at most FINGERPRINT_ROWS evenly spaced rows."""
+    """Shape, dtype and CRC-32 of at most FINGERPRINT_ROWS evenly spaced rows
+    (indexed with an increasing index array, which memmaps and the other
+    out-of-core arrays fit reads support)."""
     if a is None:
         return None
-    stride = max(1, -(-a.shape[0] // FINGERPRINT_ROWS))
-    rows = np.ascontiguousarray(a[::stride])
-    return [list(a.shape), a.dtype.str, zlib.crc32(rows.view(np.uint8))]
+    n = int(a.shape[0])
+    picked = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).astype(np.int64))
+    rows = np.ascontiguousarray(a[picked])
+    return [[int(v) for v in a.shape], np.dtype(a.dtype).str,
+            zlib.crc32(rows.view(np.uint8))]
 
 
 def _describe(fp):

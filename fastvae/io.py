@@ -86,6 +86,8 @@ def write_atomic(path, write) -> None:
         If the folder of `path` does not exist.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name in it")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {folder} does not exist (for {path})")

@@ -14,7 +14,7 @@ from fastvae import _rng
 from fastvae import checkpoint as _ckpt
 from fastvae import io as _io
 from fastvae._base import BaseAutoencoder
-from fastvae._validation import Param
+from fastvae._validation import Param, check_memory
 
 __all__ = ["VAE", "Autoencoder", "DenoisingAutoencoder", "load", "resume",
            "checkpoint_info"]
@@ -125,6 +125,7 @@ class VAE(BaseAutoencoder):
     )
 
     _kind = "vae"
+    _estimator_type_tag = "density_estimator"
 
     def __init__(
         self,
@@ -235,7 +236,8 @@ class VAE(BaseAutoencoder):
         ValueError, TypeError
             For invalid settings or data (the message names the problem).
             With `comm`, an error on one rank before training raises on every
-            rank (a RuntimeError naming that rank on the others).
+            rank (fastvae.distributed.RemoteRankError, a RuntimeError, on the
+            others), and so do data or settings that differ between ranks.
         FloatingPointError
             If the loss or a gradient becomes NaN or infinite; the parameters
             are those before the failing step, no checkpoint is written with
@@ -250,11 +252,16 @@ class VAE(BaseAutoencoder):
         the others would wait for forever) prints the rank and the error on
         stderr and ends the whole MPI job with MPI_Abort.
         """
-        return _fit_on_ranks(self, X, condition,
-                             {"epochs": epochs, "batch_size": batch_size,
-                              "optimizer": optimizer, "lr": lr}, validation_data,
-                             (checkpoint, checkpoint_every, checkpoint_every_steps,
-                              checkpoint_meta), comm)
+        overrides = {"epochs": epochs, "batch_size": batch_size,
+                     "optimizer": optimizer, "lr": lr}
+        checkpoint_args = (checkpoint, checkpoint_every, checkpoint_every_steps,
+                           checkpoint_meta)
+        if comm is not None:
+            return _fit_on_ranks(self, X, condition, overrides, validation_data,
+                                 checkpoint_args, comm)
+        self._settings(overrides)  # bad settings first: they are the likelier mistake
+        return self._fit(X, condition, overrides, validation_data,
+                         _ckpt.options(*checkpoint_args))
 
     def encode(self, X, condition=None):
         """Parameters of q(z|x).
@@ -276,7 +283,11 @@ class VAE(BaseAutoencoder):
         return H[:, :k].copy(), np.clip(H[:, k:], -30.0, 20.0)
 
     def transform(self, X, condition=None):
-        """Posterior means mu(x): array of shape (n_samples, latent_dim)."""
+        """Posterior means mu(x): array of shape (n_samples, latent_dim).
+
+        Deterministic, and row by row: each output row is a pure function of
+        that input row (bitwise, for any batch, order or thread count).
+        """
         H = self._head(X, condition)
         return H[:, : H.shape[1] // 2].copy()
 
@@ -305,6 +316,10 @@ class VAE(BaseAutoencoder):
         Param(numbers.Integral, low=1).check("n_samples", n_samples)
         seed = self.seed if seed is None else seed
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
+        check_memory(
+            int(n_samples) * (self._fitted_settings["latent_dim"] + self.n_features_in_)
+            * self.params_.dtype.itemsize, f"sample({n_samples})",
+            "draw fewer samples per call")
         if condition is not None and self.n_conditions_:
             condition = np.asarray(condition)
             if condition.ndim == 1:
@@ -318,8 +333,10 @@ class VAE(BaseAutoencoder):
     def elbo(self, X, condition=None):
         """Per-sample evidence lower bound log p(x|z) - KL(q(z|x) || p(z)).
 
-        One z per sample, drawn from a fixed evaluation stream (repeated calls
-        give the same numbers).
+        One z per sample, its eps drawn from a fixed evaluation stream keyed by
+        the row's values: repeated calls give the same numbers, and a row's
+        number does not depend on the other rows of the call (a subset or a
+        permutation of X gives bitwise those rows).
 
         Parameters
         ----------
@@ -330,7 +347,7 @@ class VAE(BaseAutoencoder):
         -------
         ndarray of shape (n_samples,), float64
         """
-        X = self._input(X)
+        X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
     def score_samples(self, X, condition=None):
@@ -338,7 +355,17 @@ class VAE(BaseAutoencoder):
         return self.elbo(X, condition)
 
     def score(self, X, y=None, condition=None):
-        """Mean per-sample ELBO of X (higher is better)."""
+        """Mean per-sample ELBO of X in nats (higher is better).
+
+        The mean of `score_samples(X)`: a lower bound on the mean
+        log-likelihood, estimated with one z per row from the fixed
+        evaluation stream, so it is deterministic and what model selection
+        (e.g. GridSearchCV without a `scoring`) maximises.
+
+        Returns
+        -------
+        float
+        """
         return float(np.mean(self.elbo(X, condition)))
 
     def log_likelihood(self, X, condition=None, *, k=5000, seed=None):
@@ -350,7 +377,11 @@ class VAE(BaseAutoencoder):
         al., 2016); k = 1 is a single-sample ELBO with a sampled KL term.
         Computed in compiled code in windows of at most 512 (row, sample)
         pairs, so memory stays bounded for any k; the work is n_samples * k
-        decoder passes.
+        decoder passes. Unlike the other inference methods it runs its
+        layers through BLAS (fastest for these large batches), whose rounding
+        depends on a row's position in a call: a row's estimate can differ in
+        the last bits between batches; its samples depend on the row's index
+        in X.
 
         Parameters
         ----------
@@ -372,7 +403,7 @@ class VAE(BaseAutoencoder):
         Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders",
         ICLR 2016.
         """
-        X = self._input(X)
+        X = self._target(X)
         cond = self._fitted_conditions(condition, X.shape[0])
         Param(numbers.Integral, low=1, high=2**40).check("k", k)
         seed = self.seed if seed is None else seed
@@ -453,11 +484,16 @@ class Autoencoder(BaseAutoencoder):
         """Train on X; see VAE.fit (history_["kl"] is all zeros and
         history_["val_elbo"] holds the validation reconstruction
         log-likelihood log p(x | encoder(x))); `comm` trains over MPI."""
-        return _fit_on_ranks(self, X, condition,
-                             {"epochs": epochs, "batch_size": batch_size,
-                              "optimizer": optimizer, "lr": lr}, validation_data,
-                             (checkpoint, checkpoint_every, checkpoint_every_steps,
-                              checkpoint_meta), comm)
+        overrides = {"epochs": epochs, "batch_size": batch_size,
+                     "optimizer": optimizer, "lr": lr}
+        checkpoint_args = (checkpoint, checkpoint_every, checkpoint_every_steps,
+                           checkpoint_meta)
+        if comm is not None:
+            return _fit_on_ranks(self, X, condition, overrides, validation_data,
+                                 checkpoint_args, comm)
+        self._settings(overrides)  # bad settings first: they are the likelier mistake
+        return self._fit(X, condition, overrides, validation_data,
+                         _ckpt.options(*checkpoint_args))
 
     def transform(self, X, condition=None):
         """The codes z = encoder(x): array of shape (n_samples, latent_dim)."""
@@ -480,7 +516,7 @@ class Autoencoder(BaseAutoencoder):
         -------
         ndarray of shape (n_samples,), float64
         """
-        X = self._input(X)
+        X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
     def score(self, X, y=None, condition=None):
@@ -550,15 +586,15 @@ def _on_ranks(comm, run):
 
 def _fit_on_ranks(model, X, condition, overrides, validation_data, checkpoint_args,
                   comm):
-    """fit's body. The checkpoint options are checked inside the collective
-    part, so that a rank they fail on cannot leave the others waiting."""
+    """fit over the ranks of comm. Settings and checkpoint options are checked
+    inside the collective part, so that a rank they fail on cannot leave the
+    others waiting; rank 0 alone writes checkpoints."""
 
     def run(group):
-        root = group is None or group.is_root
-        options = _ckpt.options(*checkpoint_args) if root else None
-        extra = {} if group is None else group.overrides(model)
-        return model._fit(X, condition, {**overrides, **extra}, validation_data,
-                          options, comm=group)
+        model._settings(overrides)  # bad settings first: the likelier mistake
+        options = _ckpt.options(*checkpoint_args) if group.is_root else None
+        return model._fit(X, condition, {**overrides, **group.overrides(model)},
+                          validation_data, options, comm=group)
 
     return _on_ranks(comm, run)
 
@@ -655,7 +691,7 @@ def checkpoint_info(checkpoint):
 
 def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
            checkpoint_every=None, checkpoint_every_steps=None, n_threads=None,
-           verbose=None, comm=None):
+           verbose=None, epoch_callback=None, comm=None):
     """Continue a checkpointed training run exactly where it stopped.
 
     The checkpoint (written by ``fit(..., checkpoint=...)``) holds the
@@ -683,6 +719,9 @@ def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
         Threads from now on; the model's setting when None.
     verbose : {0, 1, 2}, optional
         The model's setting when None.
+    epoch_callback : callable, optional
+        Called as ``epoch_callback(model)`` after every epoch (the command
+        line appends to metrics.jsonl with it).
     comm : mpi4py communicator, optional
         Continue data-parallel over its ranks, as ``fit(comm=...)``: every
         rank reads the checkpoint (a path all of them see) and rank 0 goes on
@@ -714,22 +753,9 @@ def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
     >>> vae = fastvae.VAE(epochs=50).fit(X, checkpoint="run/")   # killed
     >>> vae = fastvae.resume("run/", X)                          # doctest: +SKIP
     """
-    return _resume(checkpoint, X, condition=condition, validation_data=validation_data,
-                   epochs=epochs, checkpoint_every=checkpoint_every,
-                   checkpoint_every_steps=checkpoint_every_steps, n_threads=n_threads,
-                   verbose=verbose, comm=comm)
-
-
-def _resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
-            checkpoint_every=None, checkpoint_every_steps=None, n_threads=None,
-            verbose=None, comm=None, epoch_callback=None):
-    """resume's body; epoch_callback: the model's _epoch_callback (the CLI's
-    metrics.jsonl writer) for this training."""
-
     def run(group):
         root = group is None or group.is_root
         path, model, progress, meta = _read_checkpoint(checkpoint)
-        model._epoch_callback = epoch_callback
         if epochs is not None:
             Param(numbers.Integral, low=1).check("epochs", epochs)
             step = progress["epoch"].step
@@ -755,7 +781,12 @@ def _resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
             for tmp in _io.temporary_files(path):
                 tmp.unlink(missing_ok=True)
         extra = {} if group is None else group.overrides(model)
-        return model._fit(X, condition, {"batch_size": progress["batch_size"], **extra},
-                          validation_data, options, resume=progress, comm=group)
+        model._epoch_callback = epoch_callback
+        try:
+            return model._fit(X, condition,
+                              {"batch_size": progress["batch_size"], **extra},
+                              validation_data, options, resume=progress, comm=group)
+        finally:
+            model._epoch_callback = None
 
     return _on_ranks(comm, run)

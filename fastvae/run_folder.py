@@ -27,7 +27,7 @@ from fastvae.io import write_atomic
 
 __all__ = [
     "RUN_FILE", "METRICS_FILE", "HISTORY_FILE", "MODEL_FILE", "METRIC_FIELDS",
-    "write_json", "MetricsLog", "epoch_record", "read_run", "read_history",
+    "write_json", "MetricsLog", "epoch_record", "truncate_metrics", "read_run", "read_history",
 ]
 
 RUN_FILE = "run.json"
@@ -121,6 +121,28 @@ class MetricsLog:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def truncate_metrics(path, epochs: int) -> None:
+    """Keep the metrics.jsonl lines of the first `epochs` epochs only.
+
+    A run killed after its last checkpoint may have logged epochs that the
+    resumed run trains again; a line cut short by the kill is dropped too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int) \
+                and record["epoch"] <= epochs:
+            kept.append(line + "\n")
+    text = "".join(kept)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _read_json(path: Path) -> dict:

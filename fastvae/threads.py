@@ -24,7 +24,8 @@ import threading
 import warnings
 from contextlib import contextmanager
 
-from fastvae._threads import omp_max_threads, openmp_enabled
+from fastvae._threads import MAX_THREADS, omp_max_threads, openmp_enabled
+from fastvae._validation import check_n_threads
 
 __all__ = [
     "get_num_threads",
@@ -32,6 +33,7 @@ __all__ = [
     "openmp_enabled",
     "blas_single_threaded",
     "partition_count",
+    "MAX_THREADS",
 ]
 
 _num_threads: int | None = None
@@ -40,8 +42,9 @@ _controller = None
 
 def _default_num_threads() -> int:
     # omp_get_max_threads() honours OMP_NUM_THREADS and otherwise counts the
-    # cores this process may run on.
-    return max(1, omp_max_threads())
+    # cores this process may run on; a bigger machine uses MAX_THREADS (the
+    # most one compiled call accepts) rather than failing by default.
+    return min(max(1, omp_max_threads()), MAX_THREADS)
 
 
 def get_num_threads() -> int:
@@ -66,20 +69,23 @@ def set_num_threads(n: int | None) -> None:
 
     Parameters
     ----------
-    n : int >= 1, or None
-        None restores the default (OMP_NUM_THREADS, else all available cores).
+    n : int in [1, 256], or None
+        None restores the default (OMP_NUM_THREADS, else all available cores,
+        at most 256).
 
     Raises
     ------
     ValueError
-        If n is not a positive integer.
+        If n is not an integer in [1, 256].
     """
     global _num_threads
     if n is None:
         _num_threads = None
         return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"number of threads must be an integer >= 1, got {n!r}")
+    try:
+        n = check_n_threads(n, "number of threads", maximum=MAX_THREADS)
+    except TypeError as exc:  # one error type for every bad count, as before
+        raise ValueError(str(exc)) from None
     if n > 1 and not openmp_enabled():
         warnings.warn(
             "fastvae was built without OpenMP; running on one thread",
@@ -121,8 +127,10 @@ def resolve_num_threads(n: int | None) -> int:
     """An estimator's n_threads setting as a concrete count."""
     if n is None:
         return get_num_threads()
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n_threads must be None or an integer >= 1, got {n!r}")
+    try:
+        n = check_n_threads(n, maximum=MAX_THREADS)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
     return n if openmp_enabled() else 1
 
 
@@ -173,18 +181,14 @@ def blas_single_threaded():
 
     The limit is process-wide, so nested blocks and blocks entered by several
     Python threads at once share one limit: the first entry sets it and the
-    last exit restores the previous setting.
+    last exit restores the previous setting. Entries and exits are serialised
+    by a lock, so the limit holds in every block however the threads
+    interleave (tests/test_threads.py runs 8 threads through 2,000 blocks).
     """
-    global _blas_depth, _saved, _other_limit
+    global _blas_depth
     with _blas_lock:
         if _blas_depth == 0:
-            if _openblas is None:
-                _find_blas()
-            _saved = [(lib, lib.get()) for lib in _openblas]
-            for lib, _ in _saved:
-                lib.set(1)
-            if _controller is not None:
-                _other_limit = _controller.limit(limits=1, user_api="blas")
+            _limit_blas()
         _blas_depth += 1
     try:
         yield
@@ -192,9 +196,32 @@ def blas_single_threaded():
         with _blas_lock:
             _blas_depth -= 1
             if _blas_depth == 0:
-                for lib, n in _saved:
-                    lib.set(n)
-                _saved = []
-                if _other_limit is not None:
-                    _other_limit.restore_original_limits()
-                    _other_limit = None
+                _restore_blas()
+
+
+def _limit_blas():
+    """Save each BLAS's thread count and set it to 1 (under _blas_lock). On
+    failure nothing stays changed, so a failed entry leaves BLAS as it was."""
+    global _saved, _other_limit
+    if _openblas is None:
+        _find_blas()
+    _saved = []
+    try:
+        for lib in _openblas:
+            _saved.append((lib, lib.get()))
+            lib.set(1)
+        if _controller is not None:
+            _other_limit = _controller.limit(limits=1, user_api="blas")
+    except BaseException:
+        _restore_blas()
+        raise
+
+
+def _restore_blas():
+    global _saved, _other_limit
+    for lib, n in _saved:
+        lib.set(n)
+    _saved = []
+    if _other_limit is not None:
+        _other_limit.restore_original_limits()
+        _other_limit = None

@@ -218,3 +218,31 @@ def log_likelihood(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0,
         m = lw.max()
         out[r] = m + np.log(np.mean(np.exp(lw - m)))
     return out
+
+
+# -- evaluation noise -------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def row_key(row):
+    """The 64-bit key of one row (src_c/fastvae/row_hash.h): its 32-bit words
+    (one per float32, low and high half per float64, -0 read as +0) go into
+    16 lanes, word i into lane i % 16 as h = (h ^ word) * 0x9E3779B1 mod 2^32
+    with lane l starting at l; then key = mix64(n_words), and per lane
+    key = mix64(key ^ h_l) (SplitMix64's finalizer)."""
+    row = np.ascontiguousarray(row) + row.dtype.type(0)  # -0 -> +0
+    words = [int(w) for w in row.view(np.uint32)]
+    h = list(range(16))
+    for i, w in enumerate(words):
+        h[i % 16] = ((h[i % 16] ^ w) * 0x9E3779B1) & 0xFFFFFFFF
+    key = _mix64(len(words))
+    for lane in h:
+        key = _mix64(key ^ lane)
+    return key

@@ -315,3 +315,56 @@ def test_mixed_dtypes_raise():
 
 def test_activation_codes():
     assert _dense.ACTIVATIONS == {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+
+
+# -- row-invariant inference kernel (src_c/fastvae/dense_rows.h) ----------------
+
+LEVELS = _dense.dense_rows_levels()
+# n_out: narrower than a vector, a vector's width, multiples and ragged widths of
+# the 4-vector tiles; n_in 1 up to a 784-feature input
+ROW_SHAPES = [(1, 1, 1), (7, 5, 3), (33, 17, 8), (29, 40, 40), (64, 13, 64),
+              (41, 784, 70), (9, 20, 400), (130, 64, 17)]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+def test_rows_kernel_matches_reference(level, dtype, shape):
+    rng = np.random.default_rng(sum(shape) + level)
+    X, W, b = _inputs(rng, *shape, dtype)
+    for act in ACTS:
+        _check_forward(X, W, b, act, _dense.dense_rows_memview(X, W, b, act, 1, level))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(203, 784, 400), (97, 400, 40), (61, 20, 400), (38, 7, 3)])
+def test_rows_kernel_is_bitwise_row_invariant(level, dtype, shape):
+    """Any permutation, subset, single row or thread count gives bitwise the
+    rows of the whole batch (BLAS does not: it rounds a row by its position)."""
+    rng = np.random.default_rng(shape[0])
+    X, W, b = _inputs(rng, *shape, dtype)
+    whole = _dense.dense_rows_memview(X, W, b, "relu", 1, level)
+    for n_threads in (1, 2):
+        for _ in range(3):
+            perm = rng.permutation(shape[0])
+            got = _dense.dense_rows_memview(np.ascontiguousarray(X[perm]), W, b, "relu",
+                                            n_threads, level)
+            np.testing.assert_array_equal(got, whole[perm])
+            sub = rng.choice(shape[0], size=int(rng.integers(1, shape[0])), replace=False)
+            got = _dense.dense_rows_memview(np.ascontiguousarray(X[sub]), W, b, "relu",
+                                            n_threads, level)
+            np.testing.assert_array_equal(got, whole[sub])
+    for i in (0, shape[0] // 2, shape[0] - 1):
+        np.testing.assert_array_equal(
+            _dense.dense_rows_memview(X[i : i + 1], W, b, "relu", 1, level), whole[i : i + 1])
+
+
+def test_rows_kernel_levels_and_arguments():
+    assert LEVELS[0] == 1 and LEVELS == sorted(LEVELS) and set(LEVELS) <= {1, 3, 4}
+    X, W, b = _inputs(np.random.default_rng(0), 4, 3, 2, np.float32)
+    with pytest.raises(ValueError, match="level must be one of"):
+        _dense.dense_rows_memview(X, W, b, level=2)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        _dense.dense_rows_memview(X, W[:2], b)
+    assert _dense.dense_rows_memview(X[:0], W, b).shape == (0, 2)

@@ -68,7 +68,7 @@ def test_log_likelihood_arguments(vae, binary):
         vae.log_likelihood(binary[:2], k=0)
     with pytest.raises(TypeError, match="k must be Integral"):
         vae.log_likelihood(binary[:2], k=2.5)
-    with pytest.raises(ValueError, match="16 were expected"):
+    with pytest.raises(ValueError, match="is expecting 16 features"):
         vae.log_likelihood(np.zeros((2, 3)), k=2)
 
 
@@ -89,7 +89,7 @@ def test_conditional_vae_api(binary):
                                                                      condition=cond[:40]))
     with pytest.raises(ValueError, match="fitted with 3 condition columns; pass condition="):
         cvae.transform(binary[:5])
-    with pytest.raises(ValueError, match="condition has 4 condition columns but 3"):
+    with pytest.raises(ValueError, match="condition has 4 condition columns, but VAE is expecting 3"):
         cvae.transform(binary[:5], np.zeros((5, 4)))
     with pytest.raises(ValueError, match="condition has 4 rows but the data have 5"):
         cvae.transform(binary[:5], cond[:4])

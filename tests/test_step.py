@@ -394,12 +394,16 @@ def test_inference_matches_reference(likelihood, dtype, n):
     np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * max(1.0, np.abs(want).max(initial=0)))
     if likelihood == "bernoulli":
         assert np.all((out >= 0) & (out <= 1))
-    # elbo_terms: eps of row i from counter row i (global index), given draw
+    # elbo_terms: eps of row i from counter row key(X[i]) (the row's hash), given draw
+    keys = [ref.row_key(x) for x in X]
+    np.testing.assert_array_equal(_step.row_keys(X), np.array(keys, dtype=np.uint64))
     for stream, step, draw in [(_rng.STREAM_EVAL, 0, 0), (_rng.STREAM_SAMPLE, 5, 3)]:
         recon, kl = net.elbo_terms(p, X, SEED, stream, step=step, draw=draw, n_threads=2)
         assert recon.shape == kl.shape == (n,)
         assert recon.dtype == kl.dtype == np.float64
-        eps = _rng.normal_matrix(SEED, stream, step, n, K, draw=draw, dtype=dtype).astype(np.float64)
+        eps = np.array([_rng.normal_matrix(SEED, stream, step, 1, K, row_offset=k, draw=draw,
+                                           dtype=dtype)[0] for k in keys]).reshape(n, K)
+        eps = eps.astype(np.float64)
         f = ref.forward(layers, lay.n_encoder, Xd, eps, likelihood, LIKELIHOODS[likelihood])
         rt = 1e-12 if dtype == np.float64 else 2e-4
         np.testing.assert_allclose(recon, f["recon"], rtol=rt)
@@ -414,9 +418,21 @@ def test_elbo_terms_defaults_and_dependence():
     c = net.elbo_terms(p, X, SEED, _rng.STREAM_EVAL, draw=1)
     assert not np.any(a[0] == c[0])
     np.testing.assert_array_equal(a[1], c[1])  # KL does not depend on the noise
-    # row i's noise is that of global row i: a later slice sees other noise
-    tail = net.elbo_terms(p, np.ascontiguousarray(X[20:]), SEED, _rng.STREAM_EVAL)
-    assert not np.any(tail[0] == a[0][20:])
+    # a row's noise is a function of the row: any subset or order gives its numbers
+    rows = np.random.default_rng(0).permutation(len(X))[:17]
+    sub = net.elbo_terms(p, np.ascontiguousarray(X[rows]), SEED, _rng.STREAM_EVAL)
+    np.testing.assert_array_equal(sub[0], a[0][rows])
+    np.testing.assert_array_equal(sub[1], a[1][rows])
+    # and of its values: changing one value of a row changes its noise only
+    X2 = X.copy()
+    X2[3, 0] = 1.0 - X2[3, 0]
+    keys, keys2 = _step.row_keys(X), _step.row_keys(X2)
+    assert keys[3] != keys2[3] and np.array_equal(np.delete(keys, 3), np.delete(keys2, 3))
+    assert len(set(keys.tolist())) == len(X)
+    # -0 and +0 are the same input to the network, and get the same key
+    Z = np.zeros((2, 5))
+    Z[1, 2] = -0.0
+    assert _step.row_keys(Z)[0] == _step.row_keys(Z)[1]
 
 
 # -- data-parallel semantics: row_offset and global_batch --------------------------------

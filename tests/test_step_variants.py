@@ -194,7 +194,11 @@ def test_inference_with_conditions_and_autoencoders(case):
     X, cond = _data(lik, seed=6)
     c = cond if settings.get("n_cond") else None
     layers = _layers(lay, p, names)
-    eps = _rng.normal_matrix(SEED, _rng.STREAM_EVAL, 0, N_ROWS, K)
+    # evaluation noise: row i's counter is the key of its encoder input [x | c]
+    x_in = X if c is None else np.hstack([X, c])
+    eps = np.vstack([_rng.normal_matrix(SEED, _rng.STREAM_EVAL, 0, 1, K, row_offset=ref.row_key(r))
+                     for r in x_in])
+    np.testing.assert_array_equal(_step.row_keys(x_in), [ref.row_key(r) for r in x_in])
     f = ref.forward(layers, lay.n_encoder, X, eps, lik, 0.8, kind=settings.get("kind", "vae"),
                     cond=c)
     np.testing.assert_allclose(net.encode(p, X, cond=c), f["H"], rtol=1e-12, atol=1e-14)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastvae.bench.configs import CONFIGS, QUICK_CONFIGS, Config, parse_config
+from fastvae.config import blas_warnings
 
 IMPLS = ("fastvae", "numpy", "torch", "jax")
 
@@ -131,6 +132,8 @@ def machine_info() -> dict:
         "python": platform.python_version(), "numpy": numpy.__version__,
         "scipy": scipy.__version__, "fastvae": fastvae.__version__,
         "openmp": fastvae.openmp_enabled(), "blas": sorted(set(blas)),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "warnings": blas_warnings(),
     }
 
 
@@ -205,7 +208,10 @@ def format_table(report: dict) -> str:
         f"{m['numpy']}, SciPy {m['scipy']}, fastvae {m['fastvae']}; BLAS: "
         f"{'; '.join(m['blas'])}. sgemm (2048^3, measured beside each row): {sgemm}. Median of "
         f"{report['rounds']} alternated rounds of {report['seconds_per_round']} s. "
-        "FLOP efficiency = GEMM FLOPs per step / step time / sgemm rate.")
+        "FLOP efficiency = GEMM FLOPs per step / step time / sgemm rate."
+        + (f" OPENBLAS_CORETYPE={m['openblas_coretype']}."
+           if m.get("openblas_coretype") else ""))
+    lines += [f"\nWarning: {w}." for w in m.get("warnings", [])]
     return "\n".join(lines)
 
 

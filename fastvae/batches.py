@@ -1,0 +1,277 @@
+"""Minibatches for training, from memory or from data bigger than memory.
+
+`fit` trains on minibatches X[rows] with rows taken in the order of a
+shuffled index (a pure function of the seed and the epoch). For an array in
+memory the compiled step reads the rows in place. For a `numpy.memmap`
+(e.g. ``np.load(path, mmap_mode="r")``) or any other array-like with a 2-D
+``shape`` and NumPy-style row indexing (``X[index_array]``, e.g. an h5py
+dataset), the rows of a few consecutive minibatches are gathered into a
+reusable buffer in sorted order, chunk after chunk, and the step reads them
+from there: each minibatch holds the same rows in the same order as in
+memory, so the trained parameters are bitwise those of in-memory training.
+
+Memory stays bounded whatever the number of rows: one chunk buffer
+(`CHUNK_BYTES`), the shuffled index (8 bytes per row) and, for a memmap, the
+file pages being read. Pages of a mapped file that are read count in the
+process's resident memory, so a memmap is read in windows of at most
+`WINDOW_BYTES` of the file whose pages are released (``madvise
+(MADV_DONTNEED)``; they stay in the page cache) before the next window, for
+memmaps opened read-only or shared (modes "r", "r+", "w+"; a copy-on-write
+"c" memmap may hold private changes and is read without releasing).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import sys
+
+import numpy as np
+
+__all__ = ["CHUNK_BYTES", "WINDOW_BYTES", "InMemory", "Chunked", "is_out_of_core"]
+
+# Rows of a chunk (rounded down to whole minibatches): 16 MB keeps the buffer
+# small next to the interpreter (about 70 MB with NumPy and SciPy) while a
+# chunk still spans tens of minibatches of a 784-feature model.
+CHUNK_BYTES = 16 * 2**20
+# Span of a memmap read before its pages are released. Each read of a row
+# maps its page and, through the kernel's fault-around, up to 15 neighbours
+# (64 kB), so a window bounds resident file pages to about this size.
+WINDOW_BYTES = 4 * 2**20
+
+_PAGE = mmap.PAGESIZE
+_SHARED_MODES = ("r", "r+", "w+", "readonly", "readwrite", "write")
+
+
+def is_out_of_core(X) -> bool:
+    """True for data that `fit` reads in chunks rather than converts whole: a
+    numpy.memmap (or a view of one), or an array-like that is not a NumPy
+    array but has a 2-D `shape` and `__getitem__` (pandas and sparse objects
+    excepted: they convert)."""
+    if isinstance(X, np.ndarray):
+        return _memmap_of(X) is not None
+    if hasattr(X, "toarray") or hasattr(X, "iloc"):
+        return False
+    if type(X).__module__.split(".")[0] in ("pandas", "polars", "scipy"):
+        return False
+    shape = getattr(X, "shape", None)
+    return (
+        shape is not None
+        and hasattr(X, "__getitem__")
+        and len(tuple(shape)) == 2
+    )
+
+
+def _memmap_of(a):
+    """The numpy.memmap whose mapping `a` views, or None."""
+    while isinstance(a, np.ndarray):
+        if isinstance(a, np.memmap):
+            return a
+        a = a.base
+    return None
+
+
+class InMemory:
+    """Minibatches of a validated C-contiguous array: the step reads X[rows]
+    in place."""
+
+    def __init__(self, X, cond=None):
+        self.X = X
+        self.cond = cond
+        self.n_rows, self.n_features = X.shape
+
+    def minibatches(self, order, batch):
+        """(X, rows, cond) for each minibatch order[i:i + batch] (order may be
+        the rest of an epoch's order, when resuming mid-epoch)."""
+        for i in range(0, order.shape[0], batch):
+            yield self.X, order[i : i + batch], self.cond
+
+
+class Chunked:
+    """Minibatches gathered chunk by chunk from an array too big for memory.
+
+    Parameters
+    ----------
+    X : numpy.memmap or array-like of shape (n_rows, n_features)
+        Validated (see `check`): only read, never copied whole.
+    dtype : numpy.float32 or numpy.float64
+        The model's dtype; rows are converted as they are gathered.
+    batch : int
+        Minibatch size; a chunk holds whole minibatches.
+    cond : ndarray of shape (n_rows, n_conditions), optional
+        Conditions in memory, gathered alike.
+    chunk_bytes : int, default=CHUNK_BYTES
+    """
+
+    def __init__(self, X, dtype, batch, cond=None, chunk_bytes=None):
+        self.X = X
+        self.cond = cond
+        self.n_rows, self.n_features = (int(v) for v in X.shape)
+        self.dtype = np.dtype(dtype)
+        row_bytes = max(1, self.n_features * self.dtype.itemsize)
+        per_chunk = (chunk_bytes or CHUNK_BYTES) // row_bytes // batch * batch
+        self.chunk_rows = int(min(max(batch, per_chunk), self.n_rows))
+        self._buf = np.empty((self.chunk_rows, self.n_features), self.dtype)
+        self._reader = _RowReader(X)
+
+    def minibatches(self, order, batch):
+        """(rows_buffer, local_rows, cond_rows) for each minibatch
+        order[i:i + batch]: the chunk's rows sit in the buffer in sorted
+        order and local_rows index them in the minibatch's order."""
+        n, size = order.shape[0], self.chunk_rows
+        for c0 in range(0, n, size):
+            rows = order[c0 : c0 + size]
+            m = rows.shape[0]
+            sorted_rows = np.sort(rows)
+            buf = self._buf[:m]
+            self._reader.gather(sorted_rows, buf)
+            local = np.searchsorted(sorted_rows, rows).astype(np.int64, copy=False)
+            cond = None
+            if self.cond is not None:
+                cond = np.ascontiguousarray(self.cond[sorted_rows])
+            for i in range(0, m, batch):
+                yield buf, local[i : i + batch], cond
+
+
+def check(X, *, dtype, name="X", n_features=None, owner=None, unit_interval=False):
+    """Validate an out-of-core array with one sequential pass in windows.
+
+    The checks and messages are those of fastvae._validation.check_array
+    (numeric, 2-D, non-empty, the expected width, finite after conversion to
+    `dtype`) and, with unit_interval, values in [0, 1].
+
+    Returns
+    -------
+    X, unchanged
+    """
+    shape = tuple(int(v) for v in X.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape "
+                         f"{shape}")
+    n, d = shape
+    if n == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples, shape {shape}")
+    if d == 0:
+        raise ValueError(f"{name} has 0 feature(s) (shape={shape}) while a minimum "
+                         "of 1 is required.")
+    if n_features is not None and d != n_features:
+        raise ValueError(f"{name} has {d} features, but {owner or 'the model'} is "
+                         f"expecting {n_features} features as input")
+    kind = np.asarray(X[0:1]).dtype.kind
+    if kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has complex values")
+    if kind not in "biufO":
+        raise TypeError(f"{name} must hold numbers, got dtype "
+                        f"{np.asarray(X[0:1]).dtype}")
+    reader = _RowReader(X)
+    step = max(1, WINDOW_BYTES // max(1, d * np.dtype(dtype).itemsize))
+    lo, hi = np.inf, -np.inf
+    for r0 in range(0, n, step):
+        block = reader.rows(r0, min(n, r0 + step), dtype)
+        finite = np.isfinite(block)
+        if not finite.all():
+            row = r0 + int(np.argmax(~finite.all(axis=1)))
+            raise ValueError(
+                f"{name} contains NaN or infinite values (first in row {row}); "
+                "remove or impute them before training")
+        if unit_interval:
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    if unit_interval and (lo < 0.0 or hi > 1.0):
+        raise ValueError(
+            f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values "
+            f"in [{lo:g}, {hi:g}]; scale the data (e.g. divide pixels by 255) or "
+            "use likelihood='gaussian'")
+    return X
+
+
+def row_blocks(X, dtype):
+    """Consecutive C-contiguous blocks of rows of X as `dtype`, each about
+    WINDOW_BYTES, a memmap's pages released after each."""
+    n, d = (int(v) for v in X.shape)
+    reader = _RowReader(X)
+    step = max(1, WINDOW_BYTES // max(1, d * np.dtype(dtype).itemsize))
+    for r0 in range(0, n, step):
+        yield np.ascontiguousarray(reader.rows(r0, min(n, r0 + step), dtype))
+
+
+class _RowReader:
+    """Reads rows of an out-of-core array, releasing a memmap's pages."""
+
+    def __init__(self, X):
+        self.X = X
+        mm = _memmap_of(X) if isinstance(X, np.ndarray) else None
+        self._release = mm is not None and getattr(mm, "mode", "c") in _SHARED_MODES
+        self._release = self._release and _madvise is not None
+        if self._release:
+            a = np.asarray(X)  # a view: addresses of the rows in the mapping
+            self._addr = a.ctypes.data
+            self._stride = a.strides[0]
+            d = a.shape[1]
+            # bytes a row covers around its first element
+            self._lead = min(0, (d - 1) * a.strides[1]) if d else 0
+            self._tail = (max(0, (d - 1) * a.strides[1]) if d else 0) + a.itemsize
+
+    def _free(self, first, last):
+        """Release the pages of the rows first..last (sorted)."""
+        a = self._addr + first * self._stride
+        b = self._addr + last * self._stride
+        lo = min(a, b) + self._lead
+        hi = max(a, b) + self._tail
+        start = lo - lo % _PAGE
+        _madvise(start, hi - start)
+
+    def rows(self, r0, r1, dtype):
+        """Rows [r0, r1) as an array of dtype (its pages released after)."""
+        block = np.array(self.X[r0:r1], dtype=dtype)
+        if self._release:
+            self._free(r0, r1 - 1)
+        return block
+
+    def gather(self, sorted_rows, out):
+        """out[:] = X[sorted_rows] (converted to out's dtype), in windows of
+        WINDOW_BYTES of the file for a memmap."""
+        m = sorted_rows.shape[0]
+        if not self._release:
+            out[:m] = self.X[sorted_rows]
+            return
+        X = self.X
+        span = max(1, abs(self._stride))
+        window = (sorted_rows * span) // WINDOW_BYTES
+        cuts = np.flatnonzero(np.diff(window)) + 1
+        starts = np.concatenate(([0], cuts))
+        ends = np.concatenate((cuts, [m]))
+        same = X.dtype == out.dtype
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            idx = sorted_rows[a:b]
+            if same:
+                # mode="clip": indices are valid, and "raise" would buffer
+                np.take(X, idx, axis=0, out=out[a:b], mode="clip")
+            else:
+                out[a:b] = X[idx]
+            self._free(int(idx[0]), int(idx[-1]))
+
+
+def _load_madvise():
+    """libc's madvise(addr, length, MADV_DONTNEED) as a function of (addr,
+    length), or None where there is none (the data are then read without
+    releasing pages)."""
+    if not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_DONTNEED"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    advice = mmap.MADV_DONTNEED
+
+    def release(addr, length):
+        # A failure only means the pages stay resident (the kernel may still
+        # reclaim them: they are clean file pages); training is unaffected.
+        fn(addr, length, advice)
+
+    return release
+
+
+_madvise = _load_madvise()
