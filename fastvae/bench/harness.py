@@ -264,12 +264,15 @@ def run_from_args(args) -> int:
     if args.kernels or args.only_kernels:
         from fastvae.bench import kernels
 
-        report["kernels"] = kernels.run(threads, rounds, seconds / 5, log=log)
+        # One thread: in one process NumPy's threaded BLAS and fastvae's
+        # OpenMP team would fight for the cores (spinning BLAS threads made
+        # 2-thread kernel calls here 100x slower), the trap of DESIGN.md 3.
+        report["kernels"] = kernels.run([1], rounds, seconds / 5, log=log)
     if report["results"]:
         print(format_table(report))
     if "kernels" in report:
-        print("\nKernels (shapes of the 784-400/20/128 step, float32; median µs per "
-              "call, lower is better):\n")
+        print("\nKernels (shapes of the 784-400/20/128 step, float32, one thread; "
+              "median µs per call, lower is better):\n")
         print(kernels.format_table(report["kernels"]))
     if args.json:
         from fastvae.io import write_atomic

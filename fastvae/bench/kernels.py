@@ -11,10 +11,12 @@ they are timed at batch 16,384 too. The NumPy side is written the
 way a user would write it (tests/reference.py has the same formulas in
 float64).
 
-Both sides run in this process, alternated call by call within each round
-(so a slow spell of the machine hits both), for several rounds; the table
-gives medians. BLAS runs single-threaded inside fastvae's calls (OpenMP owns
-the cores) and with `threads` threads for NumPy.
+Both sides run in this process, alternated round by round (so a slow spell
+of the machine hits both), for several rounds; the table gives medians.
+BLAS runs single-threaded inside fastvae's calls (OpenMP owns the cores) and
+with `threads` threads for NumPy; `fastvae bench` times one thread only,
+because a threaded BLAS and fastvae's OpenMP team in one process fight for
+the cores.
 """
 
 from __future__ import annotations
