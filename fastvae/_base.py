@@ -336,25 +336,16 @@ class BaseAutoencoder:
 
     # -- training ---------------------------------------------------------------
 
-    def _fit_with_options(self, X, condition, overrides, validation_data, checkpoint,
-                          checkpoint_every, checkpoint_every_steps, checkpoint_meta):
-        """fit's body: settings checked first (the likelier mistake), then the
-        checkpoint options, then training."""
-        self._settings(overrides)
-        return self._fit(X, condition, overrides, validation_data,
-                         _ckpt.options(checkpoint, checkpoint_every,
-                                       checkpoint_every_steps, checkpoint_meta))
-
     def _fit(self, X, condition, overrides, validation_data, checkpoint=None,
-             resume=None, partial=False):
+             resume=None, partial=False, comm=None):
         # The whole fit holds the estimator's lock: two threads fitting one
         # model run one after the other instead of mixing their state.
         with _instance_lock(self):
             return self._fit_locked(X, condition, overrides, validation_data,
-                                    checkpoint, resume, partial)
+                                    checkpoint, resume, partial, comm)
 
     def _fit_locked(self, X, condition, overrides, validation_data, checkpoint,
-                    resume, partial):
+                    resume, partial, comm=None):
         """Train (fit's body), holding the estimator's lock.
 
         checkpoint : dict, optional
@@ -366,6 +357,8 @@ class BaseAutoencoder:
             epochs, with its batch size.
         partial : bool
             partial_fit: one epoch over X, continuing a fitted model.
+        comm : fastvae.distributed.Group, optional
+            Train data-parallel over its MPI ranks.
         """
         s = self._settings(overrides)
         fitted = getattr(self, "params_", None) is not None
@@ -466,6 +459,9 @@ class BaseAutoencoder:
                 checkpoint["user"], last=last)
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
+        if comm is not None:  # a fastvae.distributed.Group: steps over MPI ranks
+            net = comm.data_parallel(net, self, (X, cond, X_val, cond_val),
+                                     (epochs, epoch.step, batch))
         grads = layout.zeros(s["dtype"])
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
@@ -568,7 +564,10 @@ class BaseAutoencoder:
         h["samples_per_second"].append(n / seconds if seconds > 0 else float("inf"))
         val = None
         if X_val is not None:
-            val = float(np.mean(self._elbo_rows(X_val, cond_val, s["n_threads"])))
+            if isinstance(net, _step.Network):
+                val = float(np.mean(self._elbo_rows(X_val, cond_val, s["n_threads"])))
+            else:  # data-parallel: each rank its share of the rows
+                val = net.mean_elbo(self, X_val, cond_val, s["n_threads"])
         h["val_elbo"].append(val)
         self.loss_curve_.append(loss_total / n)
         if s["verbose"] >= 2:

@@ -752,6 +752,20 @@ cdef _aligned_empty(int64_t n, dtype):
     return raw[start:start + n]
 
 
+cdef void _apply_update(const fv_vae_config* cfg, const fv_optimizer* opt,
+                        int64_t t, floating* params, const floating* grads,
+                        floating* state1, floating* state2,
+                        int n_threads) noexcept nogil:
+    # The update train_step makes after its backward pass, on its own: the
+    # same team split and denormal flushing, so the same numbers.
+    cdef fv_fpenv env
+    with parallel(num_threads=n_threads):
+        env = fv_flush_denormals_begin()
+        optimizer_update_team(threadid(), fv_omp_get_num_threads(), opt, t,
+                              params, grads, state1, state2, cfg.n_params)
+        fv_flush_denormals_end(env)
+
+
 cdef class Network:
     """Compiled network (VAE or autoencoder) of fixed architecture, dtype and
     max batch size.
@@ -1097,6 +1111,34 @@ cdef class Network:
                                        sums)
         self._busy = False
         return status, sums[0], sums[1]
+
+    def apply_update(self, floating[::1] params, const floating[::1] grads,
+                     floating[::1] state1, floating[::1] state2, step,
+                     int n_threads=1):
+        """In place: the optimizer update train_step applies for `step`
+        (0-based; Adam's t = step + 1), from a gradient computed elsewhere:
+        gradients on a shard of the minibatch, summed over processes
+        (fastvae.distributed). gradients then apply_update on one process
+        give train_step's parameters bitwise.
+        """
+        self._check_buffers(params.shape[0], floating is float)
+        if (grads.shape[0] != params.shape[0] or state1.shape[0] != params.shape[0]
+                or state2.shape[0] != params.shape[0]):
+            raise ValueError("grads and optimizer states must match params")
+        check_threads(n_threads)
+        cdef int64_t t = <int64_t> check_u64(step, "step") + 1
+        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
+        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+        if self.opt.kind != FV_OPT_SGD:
+            check_disjoint("params", &params[0], nbytes, "state1", &state1[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state1", &state1[0], nbytes)
+        if self.opt.kind == FV_OPT_ADAM:
+            check_disjoint("params", &params[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
+        with nogil:
+            _apply_update(&self.cfg, &self.opt, t, &params[0], &grads[0],
+                          &state1[0], &state2[0], n_threads)
 
     def row_losses(self, int batch):
         """Per-row (recon, kl) of the last training call, shape (batch, 2)."""

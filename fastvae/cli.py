@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", default=None, metavar="RUN",
                    help="continue the run in folder RUN (or checkpoint file RUN) "
                    "exactly where its last checkpoint stopped, with its settings")
+    t.add_argument("--mpi", default="auto", choices=("auto", "on", "off"),
+                   help="data-parallel training over MPI ranks (mpiexec -n N fastvae "
+                   "train ...): auto = when an MPI launcher started more than one "
+                   "rank (PMI_RANK, PMIX_RANK, OMPI_COMM_WORLD_SIZE or "
+                   "MV2_COMM_WORLD_SIZE set); on = always (needs mpi4py); off = never")
     t.set_defaults(handler=_train)
 
     s = sub.add_parser("sample", help="decode draws z ~ N(0, I) into a PNG grid",
@@ -324,15 +329,75 @@ def _image_shape(dataset, n_features: int):
 
 
 # Options of train that --resume may set; every other one comes from the run.
-_RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every")
+# --mpi too: a checkpoint holds global state, so a run may go on with another
+# number of MPI ranks.
+_RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every", "mpi")
 _DEFAULT_EPOCHS = 20
 
 
+def _mpi_group(mode: str):
+    """The MPI ranks to train over (a fastvae.distributed.Group), or None to
+    train on this process alone."""
+    from fastvae import distributed
+
+    if mode == "off" or (mode == "auto" and not distributed.launched_by_mpi()):
+        return None
+    try:
+        comm = distributed.world()
+    except ImportError as exc:
+        if mode == "on":
+            raise UserError(f"--mpi on: {exc}") from None
+        found = [v for v in distributed.LAUNCHER_VARIABLES if v in os.environ]
+        raise UserError(
+            f"started by an MPI launcher ({found[0]} is set) but {exc}; or pass "
+            "--mpi off to train on each process alone") from None
+    if mode == "auto" and comm.Get_size() == 1:
+        return None
+    return distributed.Group(comm)
+
+
 def _train(args) -> int:
+    group = _mpi_group(args.mpi)
+    if group is None:
+        return _train_on(args, None)
+    return _on_every_rank(group, lambda: _train_on(args, group))
+
+
+def _on_every_rank(group, run) -> int:
+    """run() on every rank of an MPI job. An error raised alike on all ranks
+    is reported once by rank 0 (exit status 2 everywhere); an error on one
+    rank (the others would wait for it) ends the job with MPI_Abort."""
+    from fastvae import distributed
+    from fastvae.data import DataError
+    from fastvae.io import ModelFileError
+
+    try:
+        return run()
+    except BaseException as exc:
+        shared = group.collective_failure
+        if shared == "all" and group.is_root:
+            raise  # reported by main like any error of one process
+        if shared == "here":
+            print(f"fastvae: rank {group.rank} of {group.size}: error: {exc}",
+                  file=sys.stderr)
+        if shared:
+            return 2
+        user = isinstance(exc, (UserError, DataError, ModelFileError, *_USER_ERRORS))
+        debug = bool(os.environ.get("FASTVAE_DEBUG"))
+        distributed.abort(group.comm, exc, 2 if user else 1,
+                          show_traceback=not user or debug)
+        raise  # not reached: abort ends the process
+
+
+def _train_on(args, group) -> int:
+    """fastvae train on this process, or on this rank of an MPI job (group):
+    every rank loads the data and trains its shards; rank 0 alone prints and
+    writes the run folder."""
     import fastvae
     from fastvae import data, plotting, run_folder
     from fastvae.io import write_atomic
 
+    root = group is None or group.is_root
     info = None
     if args.resume is not None:
         info = fastvae.checkpoint_info(args.resume)
@@ -350,11 +415,19 @@ def _train(args) -> int:
     if args.checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.npz"
-    if info is None:
-        _refuse_unfinished_run(out, checkpoint)
-    dataset = _load_data(args)
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
+        if info is None:
+            _refuse_unfinished_run(out, checkpoint)
+    if group is not None and args.download:  # rank 0 downloads, the others wait
+        if not root:
+            group.comm.Barrier()
+        dataset = _load_data(args)
+        if root:
+            group.comm.Barrier()
+    else:
+        dataset = _load_data(args)
     if args.validation:
         train_set, val_set = data.train_validation_split(
             dataset, n_validation=args.validation, seed=args.seed)
@@ -370,21 +443,47 @@ def _train(args) -> int:
         n_classes = int(dataset.y.max()) + 1
         cond = data.one_hot(train_set.y, n_classes)
         val_cond = None if val_set is None else data.one_hot(val_set.y, n_classes)
-    print(f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
-          f"samples x {train_set.X.shape[1]} features"
-          + (f", {len(val_set)} held out" if val_set is not None else "")
-          + f"; {fastvae.get_num_threads() if args.threads is None else args.threads}"
-          " threads", flush=True)
-    if not args.quiet:
-        from fastvae.config import blas_warnings
-
-        for note in blas_warnings():
-            print(f"fastvae: note: {note}", file=sys.stderr, flush=True)
     validation = None
     if val_set is not None:
         validation = val_set.X if val_cond is None else (val_set.X, val_cond)
     settings = {k: v for k, v in vars(args).items() if k not in ("handler", "resume")}
     every = args.checkpoint_every
+    comm = None if group is None else group.comm
+
+    def train(log_epoch=None):
+        if info is None:
+            model = _make_model(args)
+            model._epoch_callback = log_epoch
+            model.fit(train_X, condition=cond, validation_data=validation,
+                      checkpoint=checkpoint if every else None, checkpoint_every=every,
+                      checkpoint_meta={"cli": settings}, comm=comm)
+            model._epoch_callback = None
+            return model
+        return fastvae.resume(info["path"], train_X, condition=cond,
+                              validation_data=validation, epochs=args.epochs,
+                              checkpoint_every=every, n_threads=args.threads,
+                              verbose=0 if args.quiet else 1,
+                              epoch_callback=log_epoch, comm=comm)
+
+    if not root:
+        train()
+        return 0
+    if group is None:
+        threads = fastvae.get_num_threads() if args.threads is None else args.threads
+        how = f"{threads} threads"
+    else:
+        threads = group.default_threads() if args.threads is None else args.threads
+        how = (f"{group.size} MPI ranks x {threads} threads, global batch "
+               f"{args.batch_size}")
+    print(f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
+          f"samples x {train_set.X.shape[1]} features"
+          + (f", {len(val_set)} held out" if val_set is not None else "")
+          + f"; {how}", flush=True)
+    if not args.quiet:
+        from fastvae.config import blas_warnings
+
+        for note in blas_warnings():
+            print(f"fastvae: note: {note}", file=sys.stderr, flush=True)
     if info is None:
         _write_run_spec(out, args, dataset, train_set, val_set)
     if info is not None:
@@ -396,22 +495,13 @@ def _train(args) -> int:
             log.write(run_folder.epoch_record(m, time.perf_counter() - start))
 
         if info is None:
-            model = _make_model(args)
-            model._epoch_callback = log_epoch
-            model.fit(train_X, condition=cond, validation_data=validation,
-                      checkpoint=checkpoint if every else None, checkpoint_every=every,
-                      checkpoint_meta={"cli": settings})
-            model._epoch_callback = None
+            model = train(log_epoch)
             done_before = 0
         else:
             print(f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
                   + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
                   + f", to {args.epochs} epochs", flush=True)
-            model = fastvae.resume(info["path"], train_X, condition=cond,
-                                   validation_data=validation, epochs=args.epochs,
-                                   checkpoint_every=every, n_threads=args.threads,
-                                   verbose=0 if args.quiet else 1,
-                                   epoch_callback=log_epoch)
+            model = train(log_epoch)
             batch = min(model.batch_size, len(train_set))
             done_before = (len(train_set) * info["epochs_done"]
                            + min(info["epoch_step"] * batch, len(train_set)))
@@ -519,11 +609,12 @@ def _resumed_arguments(args, info):
             raise UserError(
                 f"--{name.replace('_', '-')} cannot be given with --resume: the "
                 "run's settings come from its checkpoint (--resume takes --epochs, "
-                "--threads, --checkpoint-every and --quiet)")
+                "--threads, --checkpoint-every, --mpi and --quiet)")
     merged = {**defaults, **{k: v for k, v in stored.items()
                              if k in defaults and k not in _RESUME_OPTIONS}}
     merged.update(
         resume=args.resume, out=str(info["path"].parent), quiet=args.quiet,
+        mpi=args.mpi,
         epochs=info["epochs"] if args.epochs is None else args.epochs,
         threads=stored.get("threads") if args.threads is None else args.threads,
         checkpoint_every=(stored.get("checkpoint_every", 1)

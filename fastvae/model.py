@@ -179,7 +179,8 @@ class VAE(BaseAutoencoder):
 
     def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
             optimizer=None, lr=None, validation_data=None, checkpoint=None,
-            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None):
+            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None,
+            comm=None):
         """Train on X.
 
         Parameters
@@ -202,7 +203,8 @@ class VAE(BaseAutoencoder):
             `checkpoint_every_steps` steps when given, and at the end. Each
             write replaces the previous checkpoint atomically; a run that is
             killed continues exactly with `fastvae.resume`. See the
-            fastvae.checkpoint module for the format.
+            fastvae.checkpoint module for the format. With `comm`, rank 0
+            writes it (its arguments count, the other ranks' are ignored).
         checkpoint_every : int >= 0, default=1
             Epochs between checkpoints (a checkpoint follows every epoch whose
             number is a multiple of it); 0 for none but the final one (and
@@ -213,6 +215,17 @@ class VAE(BaseAutoencoder):
         checkpoint_meta : dict, optional
             JSON-serialisable data stored in the checkpoint (returned by
             `fastvae.checkpoint_info` as "meta").
+        comm : mpi4py communicator or fastvae.distributed.Group, optional
+            Train data-parallel over its ranks (e.g. ``MPI.COMM_WORLD`` in a
+            script started by ``mpiexec -n 4 python -m mpi4py train.py``).
+            Every rank calls fit with the same X and settings; batch_size is
+            the global minibatch, of which each rank computes one share, and
+            the result equals one process's training on the same minibatches
+            up to float rounding (see fastvae.distributed). Only rank 0 shows
+            progress and writes checkpoints; saving the model is the caller's
+            (e.g. ``if comm.rank == 0: vae.save(path)``). When n_threads is
+            None and OMP_NUM_THREADS unset, each rank uses its cores divided
+            by the ranks on its node.
 
         Returns
         -------
@@ -222,16 +235,27 @@ class VAE(BaseAutoencoder):
         ------
         ValueError, TypeError
             For invalid settings or data (the message names the problem).
+            With `comm`, an error on one rank before training raises on every
+            rank (fastvae.distributed.RemoteRankError, a RuntimeError, on the
+            others), and so do data or settings that differ between ranks.
         FloatingPointError
             If the loss or a gradient becomes NaN or infinite; the parameters
             are those before the failing step, no checkpoint is written with
             non-finite numbers, and the message says where the last good
-            checkpoint is.
+            checkpoint is. With `comm`, on every rank at the same step.
+        ImportError
+            If `comm` is given but mpi4py or an MPI library is missing.
+
+        Notes
+        -----
+        With `comm`, any other exception while training (on one rank, which
+        the others would wait for forever) prints the rank and the error on
+        stderr and ends the whole MPI job with MPI_Abort.
         """
-        return self._fit_with_options(
-            X, condition, {"epochs": epochs, "batch_size": batch_size,
-                           "optimizer": optimizer, "lr": lr}, validation_data,
-            checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta)
+        return _fit_public(
+            self, X, condition, {"epochs": epochs, "batch_size": batch_size,
+                                 "optimizer": optimizer, "lr": lr}, validation_data,
+            (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta), comm)
 
     def encode(self, X, condition=None):
         """Parameters of q(z|x).
@@ -449,14 +473,15 @@ class Autoencoder(BaseAutoencoder):
 
     def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
             optimizer=None, lr=None, validation_data=None, checkpoint=None,
-            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None):
+            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None,
+            comm=None):
         """Train on X; see VAE.fit (history_["kl"] is all zeros and
         history_["val_elbo"] holds the validation reconstruction
-        log-likelihood log p(x | encoder(x)))."""
-        return self._fit_with_options(
-            X, condition, {"epochs": epochs, "batch_size": batch_size,
-                           "optimizer": optimizer, "lr": lr}, validation_data,
-            checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta)
+        log-likelihood log p(x | encoder(x))); `comm` trains over MPI."""
+        return _fit_public(
+            self, X, condition, {"epochs": epochs, "batch_size": batch_size,
+                                 "optimizer": optimizer, "lr": lr}, validation_data,
+            (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta), comm)
 
     def transform(self, X, condition=None):
         """The codes z = encoder(x): array of shape (n_samples, latent_dim)."""
@@ -534,6 +559,44 @@ class DenoisingAutoencoder(Autoencoder):
 
 
 ESTIMATORS = {cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencoder)}
+
+
+def _on_ranks(comm, run):
+    """run(None) on this process, or run(group) on every rank of comm as one
+    data-parallel fit (fastvae.distributed.fit: errors before training are
+    shared, a failure of one rank during it aborts the job)."""
+    if comm is None:
+        return run(None)
+    from fastvae import distributed
+
+    return distributed.fit(comm, run)
+
+
+def _fit_public(model, X, condition, overrides, validation_data, checkpoint_args,
+                comm):
+    """fit's body for every estimator: over MPI with `comm`, else settings
+    checked first (the likelier mistake), then the checkpoint options."""
+    if comm is not None:
+        return _fit_on_ranks(model, X, condition, overrides, validation_data,
+                             checkpoint_args, comm)
+    model._settings(overrides)
+    return model._fit(X, condition, overrides, validation_data,
+                      _ckpt.options(*checkpoint_args))
+
+
+def _fit_on_ranks(model, X, condition, overrides, validation_data, checkpoint_args,
+                  comm):
+    """fit over the ranks of comm. Settings and checkpoint options are checked
+    inside the collective part, so that a rank they fail on cannot leave the
+    others waiting; rank 0 alone writes checkpoints."""
+
+    def run(group):
+        model._settings(overrides)  # bad settings first: the likelier mistake
+        options = _ckpt.options(*checkpoint_args) if group.is_root else None
+        return model._fit(X, condition, {**overrides, **group.overrides(model)},
+                          validation_data, options, comm=group)
+
+    return _on_ranks(comm, run)
 
 
 def _from_file(path, formats):
@@ -628,7 +691,7 @@ def checkpoint_info(checkpoint):
 
 def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
            checkpoint_every=None, checkpoint_every_steps=None, n_threads=None,
-           verbose=None, epoch_callback=None):
+           verbose=None, epoch_callback=None, comm=None):
     """Continue a checkpointed training run exactly where it stopped.
 
     The checkpoint (written by ``fit(..., checkpoint=...)``) holds the
@@ -659,6 +722,13 @@ def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
     epoch_callback : callable, optional
         Called as ``epoch_callback(model)`` after every epoch (the command
         line appends to metrics.jsonl with it).
+    comm : mpi4py communicator, optional
+        Continue data-parallel over its ranks, as ``fit(comm=...)``: every
+        rank reads the checkpoint (a path all of them see) and rank 0 goes on
+        writing it. A checkpoint holds global state only, so a run can go on
+        with another number of ranks (or threads) than the one that wrote
+        it, with the same global batch; results then match the uninterrupted
+        run up to float rounding (bitwise with the same ranks and threads).
 
     Returns
     -------
@@ -683,31 +753,40 @@ def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
     >>> vae = fastvae.VAE(epochs=50).fit(X, checkpoint="run/")   # killed
     >>> vae = fastvae.resume("run/", X)                          # doctest: +SKIP
     """
-    path, model, progress, meta = _read_checkpoint(checkpoint)
-    if epochs is not None:
-        Param(numbers.Integral, low=1).check("epochs", epochs)
-        step = progress["epoch"].step
-        if epochs < model.n_iter_ or (epochs == model.n_iter_ and step):
-            raise ValueError(
-                f"epochs={epochs} but the checkpointed run has done {model.n_iter_} "
-                f"epochs" + (f" and {step} steps of the next" if step else ""))
-        progress["epochs"] = int(epochs)
-    if n_threads is not None:
-        model.n_threads = n_threads
-    if verbose is not None:
-        model.verbose = verbose
-    every = (progress["checkpoint_every"] if checkpoint_every is None
-             else checkpoint_every)
-    every_steps = (progress["checkpoint_every_steps"] if checkpoint_every_steps is None
-                   else checkpoint_every_steps)
-    options = _ckpt.options(path, every, every_steps, meta["user"])
-    # The run that wrote this checkpoint is over: what a kill -9 left of its
-    # temporary files is garbage.
-    for tmp in _io.temporary_files(path):
-        tmp.unlink(missing_ok=True)
-    model._epoch_callback = epoch_callback
-    try:
-        return model._fit(X, condition, {"batch_size": progress["batch_size"]},
-                          validation_data, options, resume=progress)
-    finally:
-        model._epoch_callback = None
+    def run(group):
+        root = group is None or group.is_root
+        path, model, progress, meta = _read_checkpoint(checkpoint)
+        if epochs is not None:
+            Param(numbers.Integral, low=1).check("epochs", epochs)
+            step = progress["epoch"].step
+            if epochs < model.n_iter_ or (epochs == model.n_iter_ and step):
+                raise ValueError(
+                    f"epochs={epochs} but the checkpointed run has done "
+                    f"{model.n_iter_} epochs"
+                    + (f" and {step} steps of the next" if step else ""))
+            progress["epochs"] = int(epochs)
+        if n_threads is not None:
+            model.n_threads = n_threads
+        if verbose is not None:
+            model.verbose = verbose
+        every = (progress["checkpoint_every"] if checkpoint_every is None
+                 else checkpoint_every)
+        every_steps = (progress["checkpoint_every_steps"]
+                       if checkpoint_every_steps is None else checkpoint_every_steps)
+        options = None
+        if root:
+            options = _ckpt.options(path, every, every_steps, meta["user"])
+            # The run that wrote this checkpoint is over: what a kill -9 left
+            # of its temporary files is garbage.
+            for tmp in _io.temporary_files(path):
+                tmp.unlink(missing_ok=True)
+        extra = {} if group is None else group.overrides(model)
+        model._epoch_callback = epoch_callback
+        try:
+            return model._fit(X, condition,
+                              {"batch_size": progress["batch_size"], **extra},
+                              validation_data, options, resume=progress, comm=group)
+        finally:
+            model._epoch_callback = None
+
+    return _on_ranks(comm, run)

@@ -273,7 +273,12 @@ def _calls_in_progress(idents):
 
 
 def _cpu_seconds(ident):
-    return time.clock_gettime(time.pthread_getcpuclockid(ident))
+    """CPU time of a thread; None once it has ended (it may end between the
+    observer's checks)."""
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
+    except (ProcessLookupError, OSError):
+        return None
 
 
 # libc's usleep called through ctypes.PyDLL keeps the GIL while it sleeps (a
@@ -293,6 +298,8 @@ def _look(idents):
     cpu0 = [_cpu_seconds(i) for i in idents]
     _usleep_holding_gil(10_000)
     cpu1 = [_cpu_seconds(i) for i in idents]
+    if None in cpu0 or None in cpu1:
+        return False
     return _calls_in_progress(idents) == before and all(
         b - a >= 1e-3 for a, b in zip(cpu0, cpu1, strict=True)
     )
