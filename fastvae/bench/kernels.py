@@ -96,7 +96,7 @@ def _kernels(rng, threads: int, big: int = 16384):
         return [
             ("reparameterization", f"z = mu + exp(logvar/2) eps with eps, {shape}",
              fv_reparam, np_reparam),
-            ("reparam. backward", f"d[mu | logvar] from dz, {shape}",
+            ("reparam. backward", f"d(mu, logvar) from dz, {shape}",
              lambda: _reparam.reparam_backward_memview(H, eps, dZ, threads),
              np_reparam_backward),
             ("KL + gradient", f"closed-form KL per row and its gradient, {shape}",
