@@ -1,14 +1,15 @@
 """What fastvae runs on, and BLAS settings that cost it speed.
 
-fastvae's training step spends most of its time in scipy's OpenBLAS, and
-OpenBLAS picks its kernels from the CPU unless OPENBLAS_CORETYPE names a
-core. Measured on a 2-core AMD EPYC with AVX-512 whose environment set
-OPENBLAS_CORETYPE=Haswell: sgemm (2048^3, one thread) ran at 107 GFLOP/s
-with the forced Haswell (AVX2) kernels and at 203 GFLOP/s with the
-SkylakeX (AVX-512) kernels OpenBLAS chooses by itself, and a 784-400/20/128
-training step at 21.7k against 40.2k samples/s. fastvae never changes the
-user's setting; it says so (`blas_warnings`, `show_config`, `fastvae bench`
-and `fastvae train`).
+Most of a training step is GEMM. On AVX-512 CPUs fastvae uses its own GEMM
+kernels (src_c/fastvae/gemm.h); elsewhere, or with FASTVAE_GEMM=blas, it
+uses scipy's OpenBLAS, which picks its kernels from the CPU unless
+OPENBLAS_CORETYPE names a core. Measured on a 2-core AMD EPYC with AVX-512
+whose environment set OPENBLAS_CORETYPE=Haswell: sgemm (2048^3, one thread)
+ran at 107 GFLOP/s with the forced Haswell (AVX2) kernels and at 203 GFLOP/s
+with the SkylakeX (AVX-512) kernels OpenBLAS chooses by itself, and a
+784-400/20/128 training step through BLAS at 21.7k against 40.2k samples/s.
+fastvae never changes the user's setting; where it costs fastvae speed it
+says so (`blas_warnings`, `show_config`, `fastvae bench`, `fastvae train`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def blas_warnings(environ=None, flags=None) -> list[str]:
+def blas_warnings(environ=None, flags=None, gemm=None) -> list[str]:
     """Settings of this process's BLAS that make fastvae slower than it can be.
 
     Parameters
@@ -46,6 +47,9 @@ def blas_warnings(environ=None, flags=None) -> list[str]:
         The environment to inspect (default: os.environ).
     flags : set of str, optional
         CPU feature flags (default: read from /proc/cpuinfo).
+    gemm : {"own", "blas"}, optional
+        The GEMM of the training step (default: the one in use). With
+        fastvae's own GEMM no BLAS setting slows training down.
 
     Returns
     -------
@@ -54,7 +58,13 @@ def blas_warnings(environ=None, flags=None) -> list[str]:
     """
     environ = os.environ if environ is None else environ
     flags = cpu_flags() if flags is None else flags
+    if gemm is None:
+        from fastvae._blas import gemm_backend
+
+        gemm = gemm_backend()
     found = []
+    if gemm == "own":
+        return found
     core = environ.get("OPENBLAS_CORETYPE", "").strip()
     if core and "avx512f" in flags and core.lower() in _OLDER_CORES:
         found.append(
@@ -80,10 +90,16 @@ def show_config() -> str:
     blas = [f"{i.get('internal_api')} {i.get('version')} "
             f"({i.get('architecture', '?')}, {i.get('num_threads')} threads)"
             for i in threadpool_info() if i.get("user_api") == "blas"]
+    from fastvae._blas import gemm_backend
+
     core = os.environ.get("OPENBLAS_CORETYPE")
+    gemm = ("fastvae's own AVX-512 kernels" if gemm_backend() == "own"
+            else "BLAS (scipy's)")
     lines = [
         f"fastvae {fastvae.__version__}, C API {fastvae.C_API_VERSION}",
         f"OpenMP: {fastvae.openmp_enabled()}, threads: {fastvae.get_num_threads()}",
+        f"GEMM of the training step: {gemm} "
+        f"(FASTVAE_GEMM={os.environ.get('FASTVAE_GEMM', 'auto')})",
         "BLAS: " + ("; ".join(blas) if blas else "not loaded yet"),
         f"OPENBLAS_CORETYPE: {core if core else 'unset (OpenBLAS picks by CPU)'}",
     ]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastvae import _blas
 from fastvae.bench.configs import CONFIGS, Config, parse_config
 from fastvae.bench.harness import format_table
 
@@ -48,6 +49,9 @@ def test_quick_run_end_to_end(tmp_path):
         assert r["error"] is None
         assert r["samples_per_second"] > 0 and len(r["rounds"]) == 2
         assert r["peak_rss_mb"] > 10 and r["sgemm_gflops"] > 0
+        own = r["own_gemm_gflops"]
+        assert (own > 0) if _blas.own_gemm_available() else own is None
+        assert r["gemm_limit_gflops"] == max(r["sgemm_gflops"], own or 0)
     assert "| 784-64/8/32 | 1 |" in proc.stdout and "fastvae / numpy" in proc.stdout
     assert report["machine"]["cores"] >= 1 and report["machine"]["blas"]
     kernels = {k["kernel"] for k in report["kernels"]}
@@ -82,7 +86,7 @@ def test_table_marks_failed_implementations():
         "results": [
             {"impl": "fastvae", "config": "x", "threads": 1, "samples_per_second": 200.0,
              "peak_rss_mb": 50.0, "error": None, "flops_per_sample": 10,
-             "sgemm_gflops": 1e-6},
+             "sgemm_gflops": 1e-6, "own_gemm_gflops": None, "gemm_limit_gflops": 1e-6},
             {"impl": "numpy", "config": "x", "threads": 1, "samples_per_second": 100.0,
              "peak_rss_mb": 40.0, "error": None},
             {"impl": "torch", "config": "x", "threads": 1, "samples_per_second": None,

@@ -7,17 +7,21 @@ AVX512 = {"fpu", "avx2", "fma", "avx512f"}
 
 
 def test_a_forced_pre_avx512_openblas_core_is_reported_on_an_avx512_cpu():
-    (warning,) = blas_warnings({"OPENBLAS_CORETYPE": "Haswell"}, AVX512)
+    (warning,) = blas_warnings({"OPENBLAS_CORETYPE": "Haswell"}, AVX512, "blas")
     assert warning.startswith("OPENBLAS_CORETYPE=Haswell makes OpenBLAS use pre-AVX-512")
     assert "unset it" in warning
-    assert blas_warnings({"OPENBLAS_CORETYPE": " zen "}, AVX512)
+    assert blas_warnings({"OPENBLAS_CORETYPE": " zen "}, AVX512, "blas")
 
 
 def test_no_warning_when_the_core_is_right_or_unknown_or_the_cpu_has_no_avx512():
-    assert blas_warnings({}, AVX512) == []
-    assert blas_warnings({"OPENBLAS_CORETYPE": "SkylakeX"}, AVX512) == []
-    assert blas_warnings({"OPENBLAS_CORETYPE": "Haswell"}, {"avx2", "fma"}) == []
-    assert blas_warnings({"OPENBLAS_CORETYPE": "NeoverseN1"}, AVX512) == []
+    assert blas_warnings({}, AVX512, "blas") == []
+    assert blas_warnings({"OPENBLAS_CORETYPE": "SkylakeX"}, AVX512, "blas") == []
+    assert blas_warnings({"OPENBLAS_CORETYPE": "Haswell"}, {"avx2", "fma"}, "blas") == []
+    assert blas_warnings({"OPENBLAS_CORETYPE": "NeoverseN1"}, AVX512, "blas") == []
+
+
+def test_no_warning_when_the_training_step_uses_fastvaes_own_gemm():
+    assert blas_warnings({"OPENBLAS_CORETYPE": "Haswell"}, AVX512, "own") == []
 
 
 def test_show_config_reports_threads_blas_and_the_core_setting(capsys):
@@ -25,3 +29,4 @@ def test_show_config_reports_threads_blas_and_the_core_setting(capsys):
     assert capsys.readouterr().out.strip() == text
     assert f"fastvae {fastvae.__version__}" in text
     assert "OpenMP:" in text and "BLAS:" in text and "OPENBLAS_CORETYPE:" in text
+    assert "GEMM of the training step:" in text

@@ -114,6 +114,7 @@ def machine_info() -> dict:
     from threadpoolctl import threadpool_info
 
     import fastvae
+    from fastvae._blas import gemm_backend
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -133,6 +134,7 @@ def machine_info() -> dict:
         "scipy": scipy.__version__, "fastvae": fastvae.__version__,
         "openmp": fastvae.openmp_enabled(), "blas": sorted(set(blas)),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "gemm": gemm_backend(),
         "warnings": blas_warnings(),
     }
 
@@ -140,22 +142,27 @@ def machine_info() -> dict:
 def run(configs, impls, thread_counts, rounds: int, seconds: float, log=print) -> dict:
     """Measure everything; returns the report as a dict (see `format_table`).
 
-    The machine's sgemm rate is measured by one more worker in the same
+    The machine's GEMM rate is measured by two more workers in the same
     rotation as each configuration's implementations, so FLOP efficiencies
-    compare numbers taken in the same minutes.
+    compare numbers taken in the same minutes: scipy's sgemm and, where the
+    CPU has AVX-512, fastvae's own GEMM; the faster one is the limit.
     """
     report = {"machine": machine_info(), "rounds": rounds, "seconds_per_round": seconds,
               "results": []}
     for config in configs:
         for threads in thread_counts:
-            log(f"  {config.name}, {threads} thread(s): {', '.join(impls)}, sgemm")
-            workers = [Worker(impl, config, threads) for impl in (*impls, "sgemm")]
+            log(f"  {config.name}, {threads} thread(s): {', '.join(impls)}, "
+                "sgemm, own GEMM")
+            workers = [Worker(impl, config, threads)
+                       for impl in (*impls, "sgemm", "owngemm")]
             _measure_together(workers, rounds, seconds)
-            sgemm = workers[-1].result.median
-            for w in workers[:-1]:
+            sgemm, own = (w.result.median for w in workers[-2:])
+            for w in workers[:-2]:
                 entry = w.result.to_dict()
                 entry["flops_per_sample"] = config.flops_per_sample()
                 entry["sgemm_gflops"] = sgemm / 1e9 if sgemm else None
+                entry["own_gemm_gflops"] = own / 1e9 if own else None
+                entry["gemm_limit_gflops"] = max(sgemm or 0, own or 0) / 1e9 or None
                 report["results"].append(entry)
     return report
 
@@ -187,7 +194,7 @@ def format_table(report: dict) -> str:
         fv = row.get("fastvae", {}).get("samples_per_second")
         for i in others:
             cells.append(_ratio(fv, row.get(i, {}).get("samples_per_second")))
-        rate = row.get("fastvae", {}).get("sgemm_gflops")
+        rate = row.get("fastvae", {}).get("gemm_limit_gflops")
         flops = row.get("fastvae", {}).get("flops_per_sample")
         cells.append(f"{100 * fv * flops / (rate * 1e9):.0f}%" if fv and rate and flops
                      else "–")
@@ -196,19 +203,24 @@ def format_table(report: dict) -> str:
             if i in row and row[i]["peak_rss_mb"]))
         lines.append("| " + " | ".join(cells) + " |")
     m = report["machine"]
-    rates: dict[int, list[float]] = {}
-    for r in report["results"]:
-        if r["impl"] == "fastvae" and r.get("sgemm_gflops"):
-            rates.setdefault(r["threads"], []).append(r["sgemm_gflops"])
-    sgemm = ", ".join(f"{t} thread(s) {min(g):.0f}-{max(g):.0f} GFLOP/s"
-                      for t, g in sorted(rates.items()))
+    def rate_range(key):
+        rates: dict[int, list[float]] = {}
+        for r in report["results"]:
+            if r["impl"] == "fastvae" and r.get(key):
+                rates.setdefault(r["threads"], []).append(r[key])
+        return ", ".join(f"{t} thread(s) {min(g):.0f}-{max(g):.0f} GFLOP/s"
+                         for t, g in sorted(rates.items())) or "not measured"
+
+    sgemm, own = rate_range("sgemm_gflops"), rate_range("own_gemm_gflops")
     lines.append("")
     lines.append(
         f"{m['date']}, {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy "
         f"{m['numpy']}, SciPy {m['scipy']}, fastvae {m['fastvae']}; BLAS: "
-        f"{'; '.join(m['blas'])}. sgemm (2048^3, measured beside each row): {sgemm}. Median of "
+        f"{'; '.join(m['blas'])}; training GEMM: {m.get('gemm', 'blas')}. "
+        f"GEMM rates (2048^3 float32, measured beside each row): scipy sgemm {sgemm}; "
+        f"fastvae's own GEMM {own}. Median of "
         f"{report['rounds']} alternated rounds of {report['seconds_per_round']} s. "
-        "FLOP efficiency = GEMM FLOPs per step / step time / sgemm rate."
+        "FLOP efficiency = GEMM FLOPs per step / step time / the faster GEMM rate."
         + (f" OPENBLAS_CORETYPE={m['openblas_coretype']}."
            if m.get("openblas_coretype") else ""))
     lines += [f"\nWarning: {w}." for w in m.get("warnings", [])]

@@ -174,8 +174,39 @@ class SgemmRate:
                 return flops
 
 
+class OwnGemmRate:
+    """fastvae's own GEMM on 2048 x 2048 matrices, through the dense layer
+    forward that splits columns over the threads like the training step;
+    "samples" are FLOPs."""
+
+    SIZE = 2048
+
+    def __init__(self, config: Config, threads: int):
+        from fastvae import _blas, _dense
+
+        if not _blas.own_gemm_available():
+            raise NotInstalled("fastvae's own GEMM needs AVX-512")
+        rng = np.random.default_rng(0)
+        self.forward = _dense.dense_forward_memview
+        self.threads = threads
+        self.a = rng.random((self.SIZE, self.SIZE), dtype=np.float32)
+        self.b = rng.random((self.SIZE, self.SIZE), dtype=np.float32)
+        self.bias = np.zeros(self.SIZE, np.float32)
+        self.run(0.0)
+
+    def run(self, seconds: float) -> int:
+        flops = 0
+        start = time.perf_counter()
+        while True:
+            self.forward(self.a, self.b, self.bias, "identity", self.threads,
+                         max(2, self.threads))
+            flops += 2 * self.SIZE**3
+            if time.perf_counter() - start >= seconds:
+                return flops
+
+
 IMPLEMENTATIONS = {"fastvae": FastvaeStep, "numpy": NumpyStep, "torch": TorchStep,
-                   "jax": JaxStep, "sgemm": SgemmRate}
+                   "jax": JaxStep, "sgemm": SgemmRate, "owngemm": OwnGemmRate}
 
 
 def _reply(obj) -> None:
