@@ -18,7 +18,9 @@ own = pytest.mark.skipif(not _blas.own_gemm_available(),
 # tile, columns not a multiple of a vector, a partial last vector of the
 # dot kernel's sum, k = 0, and the three products of the 784-400/20/128 step.
 SHAPES = [(1, 1, 1), (3, 5, 7), (7, 17, 33), (13, 70, 9), (6, 64, 0), (5, 31, 16),
-          (25, 129, 100), (1, 300, 2), (65, 48, 17), (70, 16, 1024)]
+          (25, 129, 100), (1, 300, 2), (65, 48, 17), (70, 16, 1024),
+          # packed panels: A @ B^T from 192 rows, B rows 1 kB apart from 64
+          (200, 37, 50), (96, 256, 33), (193, 256, 129)]
 TRANSPOSES = [(False, False), (True, False), (False, True)]
 
 

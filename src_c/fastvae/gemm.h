@@ -11,7 +11,9 @@
  *   forward        Y  = X @ W        NN, outer-product tiles
  *   weight grad    dW = X^T @ dA     TN, the same tiles with A read by column
  *   input grad     dX = dA @ W^T     NT, dot-product tiles (both operands
- *                                    contiguous along the sum, no packing)
+ *                                    contiguous along the sum, no packing);
+ *                                    from 192 rows, outer-product tiles on
+ *                                    panels of W^T packed per call
  * Each output element is a fixed sequence of fused multiply-adds that
  * depends only on (m, n, k) and the element's position in C: results are
  * deterministic, independent of the thread count and of alignment.
@@ -35,14 +37,47 @@
 
 #if FV_GEMM_BUILT
 #include <immintrin.h>
+#include <pthread.h>
+
+/* Per-thread panel buffer, kept between calls: a fresh 256 kB block per
+ * call came back from the kernel zeroed every time (clear_page: 4% of a
+ * 784-1024-1024/64/512 step). Freed when its thread exits. The buffer
+ * starts with its capacity in bytes; callers get the 64-byte aligned
+ * space after that header. */
+static pthread_key_t fv_gemm_scratch_key;
+static pthread_once_t fv_gemm_scratch_once = PTHREAD_ONCE_INIT;
+
+static void fv_gemm_scratch_make_key(void) { pthread_key_create(&fv_gemm_scratch_key, free); }
+
+static inline __attribute__((unused)) void *fv_gemm_scratch(size_t bytes)
+{
+    pthread_once(&fv_gemm_scratch_once, fv_gemm_scratch_make_key);
+    size_t *blk = (size_t *)pthread_getspecific(fv_gemm_scratch_key);
+    if (blk && blk[0] >= bytes)
+        return (char *)blk + 64;
+    free(blk);
+    blk = (size_t *)aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (blk)
+        blk[0] = (bytes + 63) / 64 * 64;
+    pthread_setspecific(fv_gemm_scratch_key, blk);
+    return blk ? (char *)blk + 64 : NULL;
+}
 
 #define FV_GEMM_TARGET __attribute__((target("arch=x86-64-v4")))
 /* Outer-product register tile: FV_GEMM_R rows x FV_GEMM_CV vectors = 24
  * accumulators of the 32 vector registers. */
 #define FV_GEMM_R 6
 #define FV_GEMM_CV 4
-/* Row groups that pay for packing a panel (gemm_impl.h, outer). */
+/* Rows of C that pay for packing a panel (gemm_impl.h, outer). */
 #define FV_GEMM_PACK_MIN_ROWS 64
+/* Rows of C from which A @ B^T runs as outer-product tiles on packed,
+ * transposed panels of B rather than as dot-product tiles: the copy pays
+ * for itself over enough rows (measured, one thread, GFLOP/s dot / packed:
+ * 64x400x784 171 / 154, 128x400x784 202 / 187, 256x400x784 199 / 213,
+ * 512x1024x1024 164 / 219). */
+#ifndef FV_GEMM_NT_PACK_MIN_ROWS
+#define FV_GEMM_NT_PACK_MIN_ROWS 192
+#endif
 /* Bytes of B rows the dot kernel keeps in L2 while A passes over them. */
 #define FV_GEMM_L2_BYTES 262144
 
@@ -153,10 +188,11 @@ static inline __attribute__((unused)) int fv_gemm_get_own(void) { return fv_gemm
 /* C (m x n) = alpha * op(A) @ op(B) + beta * C, all row-major; 1 if done. */
 #if FV_GEMM_BUILT
 #define FV_GEMM_CALLS(S)                                                                 \
-    if (trans_b)                                                                         \
-        fv_gemm_dot_##S(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);                   \
-    else                                                                                 \
-        fv_gemm_outer_##S(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (!trans_b)                                                                        \
+        fv_gemm_outer_##S(trans_a, 0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);     \
+    else if (m < FV_GEMM_NT_PACK_MIN_ROWS ||                                             \
+             !fv_gemm_outer_##S(0, 1, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc))     \
+        fv_gemm_dot_##S(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
 #define FV_GEMM_CALLS(S)                                                                 \
     (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb,      \

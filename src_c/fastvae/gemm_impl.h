@@ -74,11 +74,24 @@ FV_G_TILE void FV_G(outer_tile)(int k, const FV_T *const *a, int64_t sk,
                             c < nv - 1 ? FV_G(mask)(FV_G_V) : mask, alpha, beta);
 }
 
-/* The panel B[0:k, j0:j0 + width] copied to buf with row stride tw
- * (contiguous), zero-padded to whole vectors. */
-FV_GEMM_TARGET static void FV_G(pack_panel)(int k, const FV_T *B, int64_t ldb, int width,
-                                             int tw, FV_T *restrict buf)
+/* The panel op(B)[0:k, 0:width] copied to buf with row stride tw
+ * (contiguous), zero-padded to whole vectors; B points at the panel's first
+ * column of op(B), trans_b says op(B)[kk, j] is B[j * ldb + kk]. */
+FV_GEMM_TARGET static void FV_G(pack_panel)(int trans_b, int k, const FV_T *B, int64_t ldb,
+                                             int width, int tw, FV_T *restrict buf)
 {
+    if (trans_b) {
+        /* Blocks of 16 kk so the reads run along rows of B. */
+        for (int k0 = 0; k0 < k; k0 += 16) {
+            int k1 = k0 + 16 < k ? k0 + 16 : k;
+            for (int j = 0; j < tw; j++) {
+                const FV_T *src = B + (int64_t)j * ldb;
+                for (int kk = k0; kk < k1; kk++)
+                    buf[(int64_t)kk * tw + j] = j < width ? src[kk] : 0;
+            }
+        }
+        return;
+    }
     for (int kk = 0; kk < k; kk++) {
         const FV_T *src = B + (int64_t)kk * ldb;
         FV_T *dst = buf + (int64_t)kk * tw;
@@ -89,8 +102,11 @@ FV_GEMM_TARGET static void FV_G(pack_panel)(int k, const FV_T *B, int64_t ldb, i
     }
 }
 
-/* C (m x n) = alpha * op(A) @ B + beta * C with B (k x n) row-major and
- * op(A)[i, kk] = A[i * lda + kk] (trans_a false) or A[kk * lda + i] (true).
+/* C (m x n) = alpha * op(A) @ op(B) + beta * C, row-major, with
+ * op(A)[i, kk] = A[i * lda + kk] (trans_a false) or A[kk * lda + i] (true)
+ * and op(B)[kk, j] = B[kk * ldb + j] or, packed, B[j * ldb + kk]. Returns 0
+ * (having done nothing) when trans_b is set and the panel buffer cannot be
+ * allocated.
  * Column panels of FV_GEMM_CV vectors; within one, groups of FV_GEMM_R rows
  * (the last group padded with copies of its last row, not stored).
  *
@@ -99,17 +115,21 @@ FV_GEMM_TARGET static void FV_G(pack_panel)(int k, const FV_T *B, int64_t ldb, i
  * 512x1024x1024 NN product ran at 170 GFLOP/s against 225 for 128x400x784),
  * so with enough row groups to pay for the copy the panel is packed into a
  * contiguous buffer first. Packing moves numbers, never changes them. */
-FV_GEMM_TARGET static void FV_G(outer)(int trans_a, int m, int n, int k, FV_T alpha,
-                                        const FV_T *A, int64_t lda, const FV_T *B,
-                                        int64_t ldb, FV_T beta, FV_T *C, int64_t ldc)
+FV_GEMM_TARGET static int FV_G(outer)(int trans_a, int trans_b, int m, int n, int k,
+                                       FV_T alpha, const FV_T *A, int64_t lda,
+                                       const FV_T *B, int64_t ldb, FV_T beta, FV_T *C,
+                                       int64_t ldc)
 {
     const int tw = FV_GEMM_CV * FV_G_V;
     const int64_t sr = trans_a ? 1 : lda, sk = trans_a ? lda : 1;
     const FV_T *a[FV_GEMM_R];
     FV_T *c_rows[FV_GEMM_R];
     FV_T *buf = NULL;
-    if (m >= FV_GEMM_PACK_MIN_ROWS && k > 0 && (ldb * sizeof(FV_T)) % 1024 == 0)
-        buf = (FV_T *)aligned_alloc(64, ((size_t)k * tw * sizeof(FV_T) + 63) / 64 * 64);
+    if (k > 0 && (trans_b || (m >= FV_GEMM_PACK_MIN_ROWS && (ldb * sizeof(FV_T)) % 1024 == 0))) {
+        buf = (FV_T *)fv_gemm_scratch((size_t)k * tw * sizeof(FV_T));
+        if (!buf && trans_b)
+            return 0;
+    }
     for (int j0 = 0; j0 < n; j0 += tw) {
         int width = n - j0 < tw ? n - j0 : tw;
         int nv = (width + FV_G_V - 1) / FV_G_V;
@@ -117,7 +137,8 @@ FV_GEMM_TARGET static void FV_G(outer)(int trans_a, int m, int n, int k, FV_T al
         const FV_T *panel = B + j0;
         int64_t ldp = ldb;
         if (buf) {
-            FV_G(pack_panel)(k, B + j0, ldb, width, tw, buf);
+            FV_G(pack_panel)(trans_b, k, trans_b ? B + (int64_t)j0 * ldb : B + j0, ldb, width,
+                             tw, buf);
             panel = buf;
             ldp = tw;
         }
@@ -147,7 +168,7 @@ FV_GEMM_TARGET static void FV_G(outer)(int trans_a, int m, int n, int k, FV_T al
             }
         }
     }
-    free(buf);
+    return 1;
 }
 
 /* Dot tile: C[i_r, j_c] = sum over kk of A[i_r, kk] * B[j_c, kk] for
