@@ -216,8 +216,11 @@ from fastvae._step cimport (
 #   cfg.max_batch, with conditions Cond (NULL when cfg.n_cond is 0). params,
 #   grads, state1, state2: cfg.n_params each (zero grads once before the
 #   first call: the update runs over all n_params, and the alignment padding
-#   between layers is never written); work: cfg.work_size elements (64-byte
-#   aligned for speed); row_losses: FV_ROW_SCRATCH(cfg.max_batch)
+#   between layers is never written); params, grads, state1, state2 and
+#   work 64-byte aligned for speed (fastvae.params.aligned_zeros: with grads
+#   16 bytes off, two threads wrote into shared cache lines at every block
+#   edge and a 784-400/20/16 step ran at 21k instead of 56-62k samples/s);
+#   work: cfg.work_size elements; row_losses: FV_ROW_SCRATCH(cfg.max_batch)
 #   doubles; sums_out[0] = sum over rows of -log p(x|z), sums_out[1] = sum of
 #   KL. Loss = (sums_out[0] + kl_weight * sums_out[1]) / global_batch.
 #   Returns 0; 1 if the loss is not finite, 2 if a gradient is not (then
