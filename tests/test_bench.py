@@ -137,3 +137,23 @@ def test_jax_step_computes_the_numpy_loss():
     layers = [(jax.numpy.asarray(W), jax.numpy.asarray(b)) for W, b in model.params]
     got = negative_elbo(layers, x, eps, len(config.encoder_dims) - 1)
     assert float(got) == pytest.approx(loss, rel=1e-12)
+
+
+def test_workers_use_the_fastvae_the_harness_imported(tmp_path):
+    """Run from a folder holding another `fastvae` (a source tree beside an
+    installed copy): the worker processes must not import that one."""
+    shadow = tmp_path / "fastvae"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the shadowing copy')\n")
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "run.py").write_text(
+        "import sys\nfrom fastvae.bench.harness import main\nsys.exit(main())\n")
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, str(scripts / "run.py"), "--quick", "--no-kernels",
+         "--impls", "fastvae", "--threads", "1", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["error"] is None and result["samples_per_second"] > 0

@@ -58,10 +58,16 @@ class Worker:
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
                                 "false intra_op_parallelism_threads=1").strip()
         self.result = Result(impl, config, threads)
+        # Run from the folder that holds the fastvae this process imported:
+        # `-m` looks in the working directory first, and from a source tree
+        # with fastvae installed elsewhere it would find the uncompiled copy.
+        import fastvae
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastvae.bench.workers", impl,
              json.dumps(config.to_dict()), str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            cwd=Path(fastvae.__file__).resolve().parent.parent)
         reply = self._read()
         if "error" in reply:
             self.result.error = reply["error"]
