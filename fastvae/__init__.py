@@ -1,7 +1,8 @@
 """fastvae: fast Variational Autoencoders on CPUs.
 
 The training step runs as one compiled nogil call (Cython + C + OpenMP,
-GEMM through scipy's BLAS); this package is the small Python API on top.
+GEMM by fastvae's own AVX-512 kernels or scipy's BLAS); this package is the
+small Python API on top.
 """
 
 from pathlib import Path as _Path
@@ -11,6 +12,18 @@ __version__ = "0.1.0"
 # Version of the C-level API (the .pxd files and C headers); bumped whenever
 # a declared signature changes. Additions do not bump it.
 C_API_VERSION = 1
+
+try:
+    from fastvae import _threads  # noqa: E402, F401  (the first compiled module)
+except ImportError as _exc:  # pragma: no cover - depends on how it was run
+    if "_threads" not in str(_exc):
+        raise
+    raise ImportError(
+        f"fastvae's compiled modules are missing from {_Path(__file__).parent}: "
+        "this is an unbuilt source tree. Build it in place with "
+        "`pip install -e .`, or run Python from another folder so that the "
+        "installed fastvae is imported instead."
+    ) from _exc
 
 from fastvae._validation import NotFittedError  # noqa: E402
 from fastvae.config import show_config  # noqa: E402

@@ -30,3 +30,22 @@ def test_show_config_reports_threads_blas_and_the_core_setting(capsys):
     assert f"fastvae {fastvae.__version__}" in text
     assert "OpenMP:" in text and "BLAS:" in text and "OPENBLAS_CORETYPE:" in text
     assert "GEMM of the training step:" in text
+
+
+def test_importing_an_unbuilt_source_tree_says_what_to_do(tmp_path):
+    """Python run from a source tree imports that tree, compiled or not."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(fastvae.__file__).parent
+    shutil.copytree(src, tmp_path / "fastvae",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "include", "__pycache__"))
+    # -S: no site-packages, so an editable install's import hook cannot win
+    # over the working directory (as it can when developing, not for users)
+    proc = subprocess.run([sys.executable, "-S", "-c", "import fastvae"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "fastvae's compiled modules are missing" in proc.stderr
+    assert "pip install -e ." in proc.stderr
