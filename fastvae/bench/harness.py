@@ -209,22 +209,27 @@ def format_table(report: dict) -> str:
             if i in row and row[i]["peak_rss_mb"]))
         lines.append("| " + " | ".join(cells) + " |")
     m = report["machine"]
-    def rate_range(key):
+    def rate_range(key, float64):
         rates: dict[int, list[float]] = {}
         for r in report["results"]:
-            if r["impl"] == "fastvae" and r.get(key):
+            if (r["impl"] == "fastvae" and r.get(key)
+                    and r["config"].endswith("float64") == float64):
                 rates.setdefault(r["threads"], []).append(r[key])
         return ", ".join(f"{t} thread(s) {min(g):.0f}-{max(g):.0f} GFLOP/s"
                          for t, g in sorted(rates.items())) or "not measured"
 
-    sgemm, own = rate_range("sgemm_gflops"), rate_range("own_gemm_gflops")
+    rates = (f"scipy sgemm {rate_range('sgemm_gflops', False)}; fastvae's own GEMM "
+             f"{rate_range('own_gemm_gflops', False)}")
+    if any(r["config"].endswith("float64") for r in report["results"]):
+        rates += (f"; float64 rows against dgemm {rate_range('sgemm_gflops', True)} and "
+                  f"fastvae's own float64 GEMM {rate_range('own_gemm_gflops', True)}")
     lines.append("")
     lines.append(
         f"{m['date']}, {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy "
         f"{m['numpy']}, SciPy {m['scipy']}, fastvae {m['fastvae']}; BLAS: "
         f"{'; '.join(m['blas'])}; training GEMM: {m.get('gemm', 'blas')}. "
-        f"GEMM rates (2048^3 float32, measured beside each row): scipy sgemm {sgemm}; "
-        f"fastvae's own GEMM {own}. Median of "
+        f"GEMM rates (2048^3 in the row's dtype, measured beside each row): {rates}. "
+        "Median of "
         f"{report['rounds']} alternated rounds of {report['seconds_per_round']} s. "
         "FLOP efficiency = GEMM FLOPs per step / step time / the faster GEMM rate."
         + (f" OPENBLAS_CORETYPE={m['openblas_coretype']}."

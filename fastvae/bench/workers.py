@@ -151,7 +151,8 @@ class JaxStep:
 
 
 class SgemmRate:
-    """scipy's sgemm on 2048 x 2048 matrices; "samples" are FLOPs."""
+    """scipy's GEMM (sgemm, or dgemm for a float64 configuration) on
+    2048 x 2048 matrices; "samples" are FLOPs."""
 
     SIZE = 2048
 
@@ -159,25 +160,26 @@ class SgemmRate:
         from scipy.linalg import blas
 
         rng = np.random.default_rng(0)
-        self.sgemm = blas.sgemm
-        self.a = np.asfortranarray(rng.random((self.SIZE, self.SIZE), dtype=np.float32))
-        self.b = np.asfortranarray(rng.random((self.SIZE, self.SIZE), dtype=np.float32))
+        dtype = np.dtype(config.dtype)
+        self.gemm = blas.dgemm if dtype == np.float64 else blas.sgemm
+        self.a = np.asfortranarray(rng.random((self.SIZE, self.SIZE)).astype(dtype))
+        self.b = np.asfortranarray(rng.random((self.SIZE, self.SIZE)).astype(dtype))
         self.run(0.0)
 
     def run(self, seconds: float) -> int:
         flops = 0
         start = time.perf_counter()
         while True:
-            self.sgemm(1.0, self.a, self.b)
+            self.gemm(1.0, self.a, self.b)
             flops += 2 * self.SIZE**3
             if time.perf_counter() - start >= seconds:
                 return flops
 
 
 class OwnGemmRate:
-    """fastvae's own GEMM on 2048 x 2048 matrices, through the dense layer
-    forward that splits columns over the threads like the training step;
-    "samples" are FLOPs."""
+    """fastvae's own GEMM on 2048 x 2048 matrices of the configuration's
+    dtype, through the dense layer forward that splits columns over the
+    threads like the training step; "samples" are FLOPs."""
 
     SIZE = 2048
 
@@ -187,11 +189,12 @@ class OwnGemmRate:
         if not _blas.own_gemm_available():
             raise NotInstalled("fastvae's own GEMM needs AVX-512")
         rng = np.random.default_rng(0)
+        dtype = np.dtype(config.dtype)
         self.forward = _dense.dense_forward_memview
         self.threads = threads
-        self.a = rng.random((self.SIZE, self.SIZE), dtype=np.float32)
-        self.b = rng.random((self.SIZE, self.SIZE), dtype=np.float32)
-        self.bias = np.zeros(self.SIZE, np.float32)
+        self.a = rng.random((self.SIZE, self.SIZE)).astype(dtype)
+        self.b = rng.random((self.SIZE, self.SIZE)).astype(dtype)
+        self.bias = np.zeros(self.SIZE, dtype)
         self.run(0.0)
 
     def run(self, seconds: float) -> int:
