@@ -122,15 +122,6 @@ static inline __attribute__((unused)) void *fv_gemm_scratch(size_t bytes)
         FV_G_LEVEL(&(sums), t_, 2, 1, FV_GI16)                                          \
     } while (0)
 #include "fastvae/gemm_impl.h"
-#undef FV_T
-#undef FV_G
-#undef FV_G_V
-#undef FV_G_MASK
-#undef FV_G_MASKZ_LOAD
-#undef FV_G_MASK_STORE
-#undef FV_G_DOT_RA
-#undef FV_G_DOT_RB
-#undef FV_G_REDUCE
 
 /* -- float64 ---------------------------------------------------------------- */
 #define FV_T double
@@ -152,15 +143,6 @@ static inline __attribute__((unused)) void *fv_gemm_scratch(size_t bytes)
         FV_G_LEVEL(&(sums), t_, 2, 1, FV_GI8)                                           \
     } while (0)
 #include "fastvae/gemm_impl.h"
-#undef FV_T
-#undef FV_G
-#undef FV_G_V
-#undef FV_G_MASK
-#undef FV_G_MASKZ_LOAD
-#undef FV_G_MASK_STORE
-#undef FV_G_DOT_RA
-#undef FV_G_DOT_RB
-#undef FV_G_REDUCE
 #endif /* FV_GEMM_BUILT */
 
 /* 1 when this build and CPU can run the kernels (a property of the process). */
@@ -199,23 +181,34 @@ static inline __attribute__((unused)) int fv_gemm_get_own(void) { return fv_gemm
         (void)beta, (void)C, (void)ldc;
 #endif
 #define FV_GEMM_DEFINE(T, S)                                                             \
-    /* The kernels whatever the flag; callers check fv_gemm_own_available(). */        \
-    static inline __attribute__((unused)) int fv_gemm_run_##S(                           \
+    static inline __attribute__((unused)) int fv_gemm_kernels_##S(                       \
         int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int64_t lda, \
         const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                              \
     {                                                                                    \
-        if (!fv_gemm_own_available() || (trans_a && trans_b))                            \
+        if (trans_a && trans_b)                                                          \
             return 0;                                                                    \
         FV_GEMM_CALLS(S)                                                                 \
         return 1;                                                                        \
     }                                                                                    \
                                                                                          \
+    /* The kernels whatever the flag, where the CPU has them (tests). */                 \
+    static inline __attribute__((unused)) int fv_gemm_run_##S(                           \
+        int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int64_t lda, \
+        const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                              \
+    {                                                                                    \
+        return fv_gemm_own_available() && fv_gemm_kernels_##S(trans_a, trans_b, m, n, k, \
+                                                              alpha, A, lda, B, ldb,     \
+                                                              beta, C, ldc);             \
+    }                                                                                    \
+                                                                                         \
+    /* The training step's call: the flag implies the CPU has the kernels. */            \
     static inline __attribute__((unused)) int fv_gemm_own_##S(                           \
         int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int64_t lda, \
         const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                              \
     {                                                                                    \
-        return fv_gemm_own_enabled && fv_gemm_run_##S(trans_a, trans_b, m, n, k, alpha,  \
-                                                      A, lda, B, ldb, beta, C, ldc);     \
+        return fv_gemm_own_enabled && fv_gemm_kernels_##S(trans_a, trans_b, m, n, k,     \
+                                                          alpha, A, lda, B, ldb, beta,   \
+                                                          C, ldc);                       \
     }
 FV_GEMM_DEFINE(float, f32)
 FV_GEMM_DEFINE(double, f64)

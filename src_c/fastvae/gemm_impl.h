@@ -8,7 +8,8 @@
  * FV_G_DOT_RB (the dot tile, FV_G_DOT_RA * FV_G_DOT_RB == FV_G_V).
  *
  * Every function here is compiled for x86-64-v4 only; gemm.h calls it after
- * checking the CPU.
+ * checking the CPU. The parameters are undefined at the end, ready for the
+ * next type.
  */
 
 typedef FV_T FV_G(vec) __attribute__((vector_size(64)));
@@ -244,3 +245,12 @@ FV_GEMM_TARGET static void FV_G(dot)(int m, int n, int k, FV_T alpha, const FV_T
 }
 
 #undef FV_G_TILE
+#undef FV_T
+#undef FV_G
+#undef FV_G_V
+#undef FV_G_MASK
+#undef FV_G_MASKZ_LOAD
+#undef FV_G_MASK_STORE
+#undef FV_G_DOT_RA
+#undef FV_G_DOT_RB
+#undef FV_G_REDUCE
