@@ -150,11 +150,24 @@ class JaxStep:
                     return samples
 
 
-class SgemmRate:
-    """scipy's GEMM (sgemm, or dgemm for a float64 configuration) on
-    2048 x 2048 matrices; "samples" are FLOPs."""
+class _GemmRate:
+    """A GEMM on 2048 x 2048 matrices of the configuration's dtype, timed in
+    a loop; "samples" are FLOPs. Subclasses define `multiply`."""
 
     SIZE = 2048
+
+    def run(self, seconds: float) -> int:
+        flops = 0
+        start = time.perf_counter()
+        while True:
+            self.multiply()
+            flops += 2 * self.SIZE**3
+            if time.perf_counter() - start >= seconds:
+                return flops
+
+
+class SgemmRate(_GemmRate):
+    """scipy's GEMM: sgemm, or dgemm for a float64 configuration."""
 
     def __init__(self, config: Config, threads: int):
         from scipy.linalg import blas
@@ -166,22 +179,13 @@ class SgemmRate:
         self.b = np.asfortranarray(rng.random((self.SIZE, self.SIZE)).astype(dtype))
         self.run(0.0)
 
-    def run(self, seconds: float) -> int:
-        flops = 0
-        start = time.perf_counter()
-        while True:
-            self.gemm(1.0, self.a, self.b)
-            flops += 2 * self.SIZE**3
-            if time.perf_counter() - start >= seconds:
-                return flops
+    def multiply(self) -> None:
+        self.gemm(1.0, self.a, self.b)
 
 
-class OwnGemmRate:
-    """fastvae's own GEMM on 2048 x 2048 matrices of the configuration's
-    dtype, through the dense layer forward that splits columns over the
-    threads like the training step; "samples" are FLOPs."""
-
-    SIZE = 2048
+class OwnGemmRate(_GemmRate):
+    """fastvae's own GEMM, through the dense layer forward that splits
+    columns over the threads like the training step."""
 
     def __init__(self, config: Config, threads: int):
         from fastvae import _blas, _dense
@@ -197,15 +201,9 @@ class OwnGemmRate:
         self.bias = np.zeros(self.SIZE, dtype)
         self.run(0.0)
 
-    def run(self, seconds: float) -> int:
-        flops = 0
-        start = time.perf_counter()
-        while True:
-            self.forward(self.a, self.b, self.bias, "identity", self.threads,
-                         max(2, self.threads))
-            flops += 2 * self.SIZE**3
-            if time.perf_counter() - start >= seconds:
-                return flops
+    def multiply(self) -> None:
+        self.forward(self.a, self.b, self.bias, "identity", self.threads,
+                     max(2, self.threads))
 
 
 IMPLEMENTATIONS = {"fastvae": FastvaeStep, "numpy": NumpyStep, "torch": TorchStep,
