@@ -8,6 +8,10 @@ from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastvae._checks cimport check_disjoint
+from fastvae._threads cimport fv_isa_bind, fv_isa_slot
+
+# Read the process's ISA cap (src_c/fastvae/isa.h), not a copy of our own.
+fv_isa_bind(fv_isa_slot())
 
 
 cdef extern from "fastvae/gemm.h" nogil:
