@@ -79,6 +79,12 @@ def _backend_from_env():
 _backend_from_env()
 
 
+cdef bint gemm_uses_own() noexcept nogil:
+    """Whether `gemm` runs fastvae's own kernels now (their numbers do not
+    depend on how a product is cut into column blocks; BLAS's do)."""
+    return fv_gemm_get_own()
+
+
 cdef void blas_gemm(bint trans_a, bint trans_b, int m, int n, int k,
                     floating alpha, const floating* a, int lda,
                     const floating* b, int ldb,

@@ -44,6 +44,21 @@ cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
                              floating* Y, int ldy,
                              int activation, int parts) noexcept nogil
 
+# Blocks of the backward below: dW[:, c0:c1] and db[c0:c1] (returns how many
+# of them are not finite), and dX[:, r0:r1] (r0, r1 index the columns of dX,
+# the rows of W).
+cdef int64_t weight_grad_block(int n_rows, int n_in, int n_out,
+                               const floating* X, int ldx,
+                               const floating* dA, int ldda,
+                               floating* dW, floating* db,
+                               int c0, int c1) noexcept nogil
+
+cdef void input_grad_block(int n_rows, int n_in, int n_out,
+                           const floating* X, int ldx,
+                           const floating* W, const floating* dA, int ldda,
+                           floating* dX, int lddx, int x_activation,
+                           int r0, int r1) noexcept nogil
+
 # Given dA = dLoss/d(pre-activation) (n_rows, n_out):
 #   dW = X^T dA, db = column sums of dA (in double, rows in order),
 #   dX = (dA W^T) * x_act'(X)   (skipped when dX is NULL)

@@ -77,7 +77,7 @@ cdef void dense_forward_team(int tid, int nt, int n_rows, int n_in, int n_out,
                             fv_block_start(n_out, nb, blk + 1))
 
 
-cdef int64_t _weight_grad_block(int n_rows, int n_in, int n_out,
+cdef int64_t weight_grad_block(int n_rows, int n_in, int n_out,
                                 const floating* X, int ldx,
                                 const floating* dA, int ldda,
                                 floating* dW, floating* db,
@@ -106,7 +106,7 @@ cdef int64_t _weight_grad_block(int n_rows, int n_in, int n_out,
                 + fv_count_nonfinite_f64(db + c0, 0, 1, c1 - c0))
 
 
-cdef void _input_grad_block(int n_rows, int n_in, int n_out,
+cdef void input_grad_block(int n_rows, int n_in, int n_out,
                             const floating* X, int ldx,
                             const floating* W, const floating* dA, int ldda,
                             floating* dX, int lddx, int x_activation,
@@ -131,7 +131,7 @@ cdef int64_t dense_backward_team(int tid, int nt, int n_rows, int n_in,
     cdef int64_t bad = 0
     _my_blocks(tid, nt, nbw, &first, &last)
     for blk in range(first, last):
-        bad += _weight_grad_block(n_rows, n_in, n_out, X, ldx, dA, ldda, dW,
+        bad += weight_grad_block(n_rows, n_in, n_out, X, ldx, dA, ldda, dW,
                                   db, fv_block_start(n_out, nbw, blk),
                                   fv_block_start(n_out, nbw, blk + 1))
     if dX == NULL:
@@ -140,7 +140,7 @@ cdef int64_t dense_backward_team(int tid, int nt, int n_rows, int n_in,
     # with one weight block fewer gets one input block more.
     _my_blocks(nt - 1 - tid, nt, nbx, &first, &last)
     for blk in range(first, last):
-        _input_grad_block(n_rows, n_in, n_out, X, ldx, W, dA, ldda, dX, lddx,
+        input_grad_block(n_rows, n_in, n_out, X, ldx, W, dA, ldda, dX, lddx,
                           x_activation, fv_block_start(n_in, nbx, blk),
                           fv_block_start(n_in, nbx, blk + 1))
     return bad

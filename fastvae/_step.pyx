@@ -1,22 +1,28 @@
 """One nogil call per training step: forward, loss, backward, update.
 
-Everything runs inside a single OpenMP parallel region with barriers between
-phases: GEMM phases split columns into size-determined blocks (bitwise equal
-results for any thread count), row-wise phases split rows.
+A call is a job of phases for fastvae's thread pool (src_c/fastvae/pool.h):
+each phase is cut into blocks of fixed size (columns of a GEMM, rows of a
+row-wise kernel, a range of parameters), whichever thread runs takes the next
+block, and a phase starts when the one before it has completed. Every block
+writes its own part of the output and every sum runs in a fixed order, so
+results are bitwise equal for any thread count and any scheduling, and a
+thread that another process keeps off its core holds nobody up (it only
+delays the blocks it has started).
 """
 
 import numpy as np
 
 from cython cimport floating
-from cython.parallel cimport parallel, threadid
 from libc.math cimport exp, isfinite, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
+from fastvae._blas cimport gemm_uses_own
 from fastvae._checks cimport (
     check_disjoint, check_finite, check_threads, check_u64)
 from fastvae._dense cimport (
-    dense_backward_team, dense_forward_team, dense_rows_team)
+    dense_forward_block, fv_dense_rows_f32, fv_dense_rows_f64,
+    input_grad_block, weight_grad_block)
 from fastvae._elementwise cimport (
     fv_bernoulli_draw_f32, fv_bernoulli_draw_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
@@ -28,11 +34,9 @@ from fastvae._numerics cimport (
     FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI,
     FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_LOG_2PI, FV_OPT_ADAM,
     FV_OPT_SGD, fv_clamp_logvar, fv_sigmoid_f32, fv_sigmoid_f64)
-from fastvae._optim cimport make_optimizer, optimizer_update_team
+from fastvae._optim cimport make_optimizer, optimizer_update_range
 from fastvae._parallel cimport (
-    FV_BLOCK_ALIGN, FV_MAX_BLOCKS, fv_flush_denormals_begin,
-    fv_flush_denormals_end, fv_fpenv, fv_omp_barrier, fv_omp_get_num_threads,
-    fv_split_range)
+    FV_BLOCK_ALIGN, FV_MAX_BLOCKS, fv_block_start, fv_n_col_blocks)
 from fastvae._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
@@ -43,6 +47,28 @@ cdef extern from "fastvae/row_hash.h" nogil:
     uint64_t fv_row_key_f32(const float* x, int n)
     uint64_t fv_row_key_f64(const double* x, int n)
 
+cdef extern from "fastvae/pool.h" nogil:
+    # must match src_c/fastvae/pool.h
+    ctypedef void (*fv_pool_fn)(void* ctx, int phase, int block,
+                                int tid) noexcept nogil
+    int FV_POOL_MAX_PHASES
+    void fv_pool_run(fv_pool_fn fn, void* ctx, int n_phases,
+                     const int* n_blocks, int n_threads)
+
+cdef extern from *:
+    """
+    static inline void fv_atomic_add_i64(int64_t *p, int64_t v)
+    {
+        __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+    }
+    static inline int64_t fv_atomic_load_i64(int64_t *p)
+    {
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+    }
+    """
+    void fv_atomic_add_i64(int64_t* p, int64_t v) nogil
+    int64_t fv_atomic_load_i64(int64_t* p) nogil
+
 LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN,
                "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED}
 KINDS = {"vae": FV_KIND_VAE, "ae": FV_KIND_AE}
@@ -52,19 +78,95 @@ MAX_THREADS = FV_MAX_TEAM
 # Workspace regions start on 64-byte boundaries (16 float32 / 8 float64).
 cdef int64_t _ALIGN = 16
 
+cdef enum:
+    # Phases of the longest job: inputs, 2 per layer, latent, reconstruction,
+    # check, log-sigma, head gradient, verdict, update (pool.h allows 256).
+    _MAX_PHASES = 2 * FV_MAX_LAYERS + 16
+    # Columns of one GEMM block with fastvae's own kernels, whose numbers do
+    # not depend on the cut (gemm.h): a multiple of every register tile's
+    # width, small enough that a thread that is slowed down by another
+    # process holds up little (a 784-400/20/128 step has 7-13 blocks per
+    # product). BLAS keeps partition.h's cuts, its numbers depend on them.
+    _OWN_BLOCK_COLS = 64
+    # Parameters per optimizer block (a multiple of FV_BLOCK_ALIGN).
+    _UPDATE_BLOCK = 32768
+    # Row-wise phases: about this many blocks, of at least _MIN_BLOCK_ROWS.
+    _ROW_BLOCKS = 8
+    _MIN_BLOCK_ROWS = 8
+    # Columns per block of the log-sigma gradient.
+    _LOGSIGMA_BLOCK = 64
+
+# Phase kinds.
+cdef enum:
+    PH_INPUTS, PH_FORWARD, PH_LATENT, PH_RECON, PH_CHECK, PH_LOGSIGMA,
+    PH_BACKWARD, PH_HEAD_GRAD, PH_VERDICT, PH_UPDATE,
+    PH_ENCODE, PH_DECODE, PH_ELBO,
+    PH_LL_DRAWS, PH_LL_LOSSES, PH_LL_ACCUM
+
 
 cdef inline int64_t _round_up(int64_t n) noexcept nogil:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
+ctypedef struct fv_phase:
+    int kind
+    int layer
+    int n_blocks
+    int n_split         # backward: the first n_split blocks are weight-gradient blocks
+    int64_t a_off       # backward / head gradient: the incoming gradient in work
+    int64_t a_ld
+    int64_t x_off       # backward: the input gradient's place in work (-1: none)
+
+
+ctypedef struct fv_job:
+    # What one call computes; filled by the entry point, read by every block.
+    const fv_vae_config* cfg
+    const fv_step_args* args
+    const fv_optimizer* opt
+    void* params
+    void* grads
+    void* state1
+    void* state2
+    void* work
+    double* row_losses
+    const void* X
+    int64_t ldx
+    const void* Cond
+    int64_t ldc
+    const int64_t* rows
+    int n               # rows of this job (a window of pairs for log p(x))
+    int row_block
+    bint own_gemm
+    bint training
+    const void* x       # encoder input and reconstruction target
+    int64_t ld_x
+    const void* xt
+    int64_t ld_t
+    bint gather_plain   # PH_INPUTS: gather rows as they are (else prepare)
+    double* sums_out
+    int status          # set by PH_CHECK / PH_VERDICT, read by later phases
+    int64_t bad         # non-finite gradient values (atomic adds)
+    int64_t update_t
+    # inference and log-likelihood
+    void* out
+    int64_t ldo
+    uint64_t seed
+    uint64_t stream
+    uint64_t step
+    uint64_t draw
+    uint64_t row_offset
+    double* recon_out
+    double* kl_out
+    int64_t q0
+    int64_t k
+    int n_phases
+    fv_phase phases[_MAX_PHASES]
+    int n_blocks[_MAX_PHASES]
+
+
 # ---------------------------------------------------------------------------
-# Phases. Each is called by every thread of the team (tid of nt) and ends
-# with a barrier when later phases read what it wrote.
-
-cdef inline void _rows_of(int tid, int nt, int64_t n, int64_t* r0,
-                          int64_t* r1) noexcept nogil:
-    fv_split_range(n, nt, tid, 1, r0, r1)
-
+# Planning: which phases a call has and how each is cut. Cuts depend on the
+# sizes (and, for BLAS, cfg.parts) only, never on the thread count.
 
 cdef inline int _head_width(const fv_vae_config* cfg) noexcept nogil:
     return 2 * cfg.latent_dim if cfg.kind == FV_KIND_VAE else cfg.latent_dim
@@ -75,24 +177,157 @@ cdef inline bint _plain(const fv_vae_config* cfg, bint training) noexcept nogil:
     return cfg.n_cond == 0 and not (training and (cfg.binarize or cfg.corrupt > 0))
 
 
-cdef void _prepare(int tid, int nt, const fv_vae_config* cfg, bint training,
+cdef inline int _cdiv(int64_t a, int64_t b) noexcept nogil:
+    return <int> ((a + b - 1) // b)
+
+
+cdef void _job_init(fv_job* j, const fv_vae_config* cfg, int n) noexcept nogil:
+    j.cfg = cfg
+    j.n = n
+    j.row_block = max(_MIN_BLOCK_ROWS, _cdiv(n, _ROW_BLOCKS))
+    j.own_gemm = gemm_uses_own()
+    j.status = 0
+    j.bad = 0
+    j.n_phases = 0
+    j.rows = NULL
+    j.Cond = NULL
+    j.ldc = 0
+    j.training = False
+    j.gather_plain = False
+
+
+cdef inline void _add(fv_job* j, int kind, int layer, int n_blocks,
+                      int n_split=0, int64_t a_off=0, int64_t a_ld=0,
+                      int64_t x_off=-1) noexcept nogil:
+    cdef fv_phase* ph = &j.phases[j.n_phases]
+    ph.kind = kind
+    ph.layer = layer
+    ph.n_blocks = max(1, n_blocks)
+    ph.n_split = n_split
+    ph.a_off = a_off
+    ph.a_ld = a_ld
+    ph.x_off = x_off
+    j.n_blocks[j.n_phases] = ph.n_blocks
+    j.n_phases += 1
+
+
+cdef inline int _col_blocks(const fv_job* j, int n_cols, int rows,
+                            int depth) noexcept nogil:
+    if j.own_gemm:
+        return _cdiv(n_cols, _OWN_BLOCK_COLS)
+    return fv_n_col_blocks(n_cols, rows, depth, j.cfg.parts)
+
+
+cdef inline int _col_start(const fv_job* j, int n_cols, int nb,
+                           int b) noexcept nogil:
+    if j.own_gemm:
+        return min(b * _OWN_BLOCK_COLS, n_cols)
+    return fv_block_start(n_cols, nb, b)
+
+
+cdef inline void _block_rows(const fv_job* j, int b, int64_t* r0,
+                             int64_t* r1) noexcept nogil:
+    r0[0] = <int64_t> b * j.row_block
+    r1[0] = min(<int64_t> j.n, r0[0] + j.row_block)
+
+
+cdef inline int _row_blocks(const fv_job* j) noexcept nogil:
+    return _cdiv(j.n, j.row_block)
+
+
+cdef void _plan_inputs(fv_job* j, bint training, void* work,
+                       int itemsize) noexcept nogil:
+    """Where the encoder input and the reconstruction target are, and the
+    phase that makes them when the data cannot be read in place."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int D = cfg.n_features
+    cdef char* w = <char*> work
+    j.training = training
+    if _plain(cfg, training):
+        if j.rows == NULL:
+            j.x = j.X
+            j.ld_x = j.ldx
+        else:
+            j.x = w + cfg.xtgt_offset * itemsize
+            j.ld_x = D
+            j.gather_plain = True
+            _add(j, PH_INPUTS, 0, _row_blocks(j))
+        j.xt = j.x
+        j.ld_t = j.ld_x
+        return
+    j.x = w + cfg.xin_offset * itemsize
+    j.ld_x = D + cfg.n_cond
+    j.xt = w + cfg.xtgt_offset * itemsize
+    j.ld_t = D
+    _add(j, PH_INPUTS, 0, _row_blocks(j))
+
+
+cdef void _plan_forward(fv_job* j, int first, int last) noexcept nogil:
+    cdef int l
+    cdef const fv_layer* L
+    for l in range(first, last):
+        L = &j.cfg.layers[l]
+        _add(j, PH_FORWARD, l, _col_blocks(j, L.n_out, j.n, L.n_in))
+
+
+cdef void _plan_step(fv_job* j, bint update, int itemsize) noexcept nogil:
+    """The phases of a training step (update) or of its gradient alone."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int l, which = 1, nbx, nbw
+    cdef int64_t cur, ld_cur, dx
+    cdef const fv_layer* L
+    _plan_inputs(j, True, j.work, itemsize)
+    _plan_forward(j, 0, cfg.n_encoder)
+    _add(j, PH_LATENT, 0, _row_blocks(j))
+    _plan_forward(j, cfg.n_encoder, cfg.n_layers)
+    _add(j, PH_RECON, 0, _row_blocks(j))
+    _add(j, PH_CHECK, 0, 1)
+    if cfg.likelihood == FV_LIK_GAUSSIAN_LEARNED:
+        _add(j, PH_LOGSIGMA, 0, _cdiv(cfg.n_features, _LOGSIGMA_BLOCK))
+    # Backward, top down, from the output gradient in grad buffer 0, through
+    # the two ping-pong buffers. The first decoder layer's input gradient is
+    # d[z | c]; only dz is used.
+    cur = cfg.grad_offset[0]
+    ld_cur = cfg.layers[cfg.n_layers - 1].n_out
+    for l in range(cfg.n_layers - 1, -1, -1):
+        if l == cfg.n_encoder - 1 and cfg.kind == FV_KIND_VAE:
+            # through the reparameterization and the KL term to the head
+            _add(j, PH_HEAD_GRAD, 0, _row_blocks(j), 0, cur, ld_cur)
+            cur = cfg.dh_offset
+            ld_cur = 2 * cfg.latent_dim
+        L = &cfg.layers[l]
+        dx = -1 if l == 0 else cfg.grad_offset[which]
+        nbx = 0 if l == 0 else _col_blocks(j, L.n_in, j.n, L.n_out)
+        nbw = _col_blocks(j, L.n_out, j.n, L.n_in)
+        _add(j, PH_BACKWARD, l, nbw + nbx, nbw, cur, ld_cur, dx)
+        cur = dx
+        ld_cur = L.n_in
+        which = 1 - which
+    _add(j, PH_VERDICT, 0, 1)
+    if update:
+        _add(j, PH_UPDATE, 0, _cdiv(cfg.n_params, _UPDATE_BLOCK))
+
+
+# ---------------------------------------------------------------------------
+# Blocks. Each writes only its own rows / columns / parameters.
+
+cdef void _prepare(const fv_vae_config* cfg, bint training,
                    const floating* X, int64_t ldx, const floating* Cond,
-                   int64_t ldc, const int64_t* rows, int n, uint64_t seed,
-                   uint64_t step, uint64_t row_offset,
+                   int64_t ldc, const int64_t* rows, int64_t r0, int64_t r1,
+                   uint64_t seed, uint64_t step, uint64_t row_offset,
                    floating* work) noexcept nogil:
-    """Gather the minibatch into the workspace: the target (binarized when
-    training asks for it), the encoder input [x~ | c] (x~ the target with
-    masking noise when training a denoising model) and the condition part of
-    the decoder input [z | c]. Noise is a pure function of (seed, step, the
-    row's global position), like eps. Rows split across threads."""
+    """Gather rows [r0, r1) of the minibatch into the workspace: the target
+    (binarized when training asks for it), the encoder input [x~ | c] (x~ the
+    target with masking noise when training a denoising model) and the
+    condition part of the decoder input [z | c]. Noise is a pure function of
+    (seed, step, the row's global position), like eps."""
     cdef int D = cfg.n_features, C = cfg.n_cond, K = cfg.latent_dim
-    cdef int64_t i, r, r0, r1
+    cdef int64_t i, r
     cdef const floating* src
     cdef floating* tgt
     cdef floating* xin
     cdef bint binarize = training and cfg.binarize
     cdef double corrupt = cfg.corrupt if training else 0.0
-    _rows_of(tid, nt, n, &r0, &r1)
     for i in range(r0, r1):
         r = rows[i] if rows != NULL else i
         src = X + r * ldx
@@ -120,47 +355,25 @@ cdef void _prepare(int tid, int nt, const fv_vae_config* cfg, bint training,
             memcpy(xin + D, Cond + r * ldc, C * sizeof(floating))
             memcpy(work + cfg.z_offset + i * (K + C) + K, Cond + r * ldc,
                    C * sizeof(floating))
-    fv_omp_barrier()
 
 
-cdef void _gather(int tid, int nt, const fv_vae_config* cfg,
-                  const floating* X, int64_t ldx, const int64_t* rows, int n,
-                  floating* x) noexcept nogil:
-    cdef int64_t i, r0, r1
-    _rows_of(tid, nt, n, &r0, &r1)
-    for i in range(r0, r1):
-        memcpy(x + i * cfg.n_features, X + rows[i] * ldx,
-               cfg.n_features * sizeof(floating))
-    fv_omp_barrier()
-
-
-cdef void _inputs(int tid, int nt, const fv_vae_config* cfg, bint training,
-                  const floating* X, int64_t ldx, const floating* Cond,
-                  int64_t ldc, const int64_t* rows, int n, uint64_t seed,
-                  uint64_t step, uint64_t row_offset, floating* work,
-                  const floating** x_in, int64_t* ld_in,
-                  const floating** x_tgt, int64_t* ld_tgt) noexcept nogil:
-    """Where the encoder input and the reconstruction target are. Plain data
-    are read in place (or gathered once); conditions and training noise need
-    the full preparation."""
-    cdef int D = cfg.n_features
-    if _plain(cfg, training):
-        if rows == NULL:
-            x_in[0] = X
-            ld_in[0] = ldx
-        else:
-            _gather(tid, nt, cfg, X, ldx, rows, n, work + cfg.xtgt_offset)
-            x_in[0] = work + cfg.xtgt_offset
-            ld_in[0] = D
-        x_tgt[0] = x_in[0]
-        ld_tgt[0] = ld_in[0]
+cdef void _inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
+                       floating* work) noexcept nogil:
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int64_t i
+    cdef const floating* X = <const floating*> j.X
+    cdef uint64_t seed = 0, step = 0, row_offset = 0
+    if j.gather_plain:
+        for i in range(r0, r1):
+            memcpy(work + cfg.xtgt_offset + i * cfg.n_features,
+                   X + j.rows[i] * j.ldx, cfg.n_features * sizeof(floating))
         return
-    _prepare(tid, nt, cfg, training, X, ldx, Cond, ldc, rows, n, seed, step,
-             row_offset, work)
-    x_in[0] = work + cfg.xin_offset
-    ld_in[0] = D + cfg.n_cond
-    x_tgt[0] = work + cfg.xtgt_offset
-    ld_tgt[0] = D
+    if j.training:
+        seed = j.args.seed
+        step = j.args.step
+        row_offset = <uint64_t> j.args.row_offset
+    _prepare(cfg, j.training, X, j.ldx, <const floating*> j.Cond, j.ldc,
+             j.rows, r0, r1, seed, step, row_offset, work)
 
 
 cdef inline const floating* _input_of(const fv_vae_config* cfg, int l,
@@ -178,10 +391,13 @@ cdef inline const floating* _input_of(const fv_vae_config* cfg, int l,
     return work + cfg.layers[l - 1].out_offset
 
 
-cdef void _forward_layers(int tid, int nt, const fv_vae_config* cfg,
-                          int first, int last, const floating* params,
-                          floating* work, const floating* x, int64_t ldx,
-                          int n) noexcept nogil:
+cdef void _forward_rows(const fv_vae_config* cfg, int first, int last,
+                        const floating* params, floating* work,
+                        const floating* x, int64_t ldx, int64_t r0,
+                        int64_t r1) noexcept nogil:
+    """Layers [first, last) for rows [r0, r1) with the row-invariant kernel
+    (fastvae/dense_rows.h): inference gives a row the same numbers whatever
+    batch it comes in. Training keeps the GEMM."""
     cdef int l
     cdef int64_t ld_in
     cdef const floating* inp
@@ -189,43 +405,25 @@ cdef void _forward_layers(int tid, int nt, const fv_vae_config* cfg,
     for l in range(first, last):
         L = &cfg.layers[l]
         inp = _input_of(cfg, l, x, ldx, work, &ld_in)
-        dense_forward_team(tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
-                           params + L.w_offset, params + L.b_offset,
-                           work + L.out_offset, L.n_out, L.activation,
-                           cfg.parts)
-        fv_omp_barrier()
+        if floating is float:
+            fv_dense_rows_f32(r0, r1, L.n_in, L.n_out, inp, ld_in,
+                              params + L.w_offset, params + L.b_offset,
+                              work + L.out_offset, L.n_out, L.activation)
+        else:
+            fv_dense_rows_f64(r0, r1, L.n_in, L.n_out, inp, ld_in,
+                              params + L.w_offset, params + L.b_offset,
+                              work + L.out_offset, L.n_out, L.activation)
 
 
-cdef void _forward_rows(int tid, int nt, const fv_vae_config* cfg,
-                        int first, int last, const floating* params,
-                        floating* work, const floating* x, int64_t ldx,
-                        int n) noexcept nogil:
-    """Layers [first, last) with the row-invariant kernel (fastvae/
-    dense_rows.h): inference gives a row the same numbers whatever batch it
-    comes in. Training keeps BLAS (_forward_layers)."""
-    cdef int l
-    cdef int64_t ld_in
-    cdef const floating* inp
-    cdef const fv_layer* L
-    for l in range(first, last):
-        L = &cfg.layers[l]
-        inp = _input_of(cfg, l, x, ldx, work, &ld_in)
-        dense_rows_team(tid, nt, n, L.n_in, L.n_out, inp, ld_in,
-                        params + L.w_offset, params + L.b_offset,
-                        work + L.out_offset, L.n_out, L.activation)
-        fv_omp_barrier()
-
-
-cdef void _latent(int tid, int nt, const fv_vae_config* cfg, floating* work,
-                  double* kl_out, int n, uint64_t seed, uint64_t stream,
-                  uint64_t step, uint64_t row_offset,
-                  uint64_t draw) noexcept nogil:
+cdef void _latent_rows(const fv_vae_config* cfg, floating* work,
+                       double* kl_out, uint64_t seed, uint64_t stream,
+                       uint64_t step, uint64_t row_offset, uint64_t draw,
+                       int64_t r0, int64_t r1) noexcept nogil:
     """The decoder's z: mu + sigma * eps and the per-row KL for a VAE, the
-    encoder's code (KL 0) for an autoencoder. Rows split across threads."""
+    encoder's code (KL 0) for an autoencoder."""
     cdef int K = cfg.latent_dim, C = cfg.n_cond
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
-    cdef int64_t i, r0, r1
-    _rows_of(tid, nt, n, &r0, &r1)
+    cdef int64_t i
     if cfg.kind == FV_KIND_VAE:
         reparam_forward_rows(H, 2 * K, K, work + cfg.z_offset, K + C,
                              work + cfg.eps_offset, K, seed, stream, step,
@@ -236,25 +434,24 @@ cdef void _latent(int tid, int nt, const fv_vae_config* cfg, floating* work,
             memcpy(work + cfg.z_offset + i * (K + C), H + i * K,
                    K * sizeof(floating))
             kl_out[i] = 0.0
-    fv_omp_barrier()
 
 
-cdef void _latent_keyed(int tid, int nt, const fv_vae_config* cfg,
-                        floating* work, const floating* x, int64_t ldx,
-                        double* kl_out, int n, uint64_t seed, uint64_t stream,
-                        uint64_t step, uint64_t draw) noexcept nogil:
-    """_latent for evaluation: row i's eps comes from counter (block,
+cdef void _latent_keyed_rows(const fv_vae_config* cfg, floating* work,
+                             const floating* x, int64_t ldx, double* kl_out,
+                             uint64_t seed, uint64_t stream, uint64_t step,
+                             uint64_t draw, int64_t r0,
+                             int64_t r1) noexcept nogil:
+    """_latent_rows for evaluation: row i's eps comes from counter (block,
     key(x_i), step, draw), key the hash of the row's encoder input
     (fastvae/row_hash.h), so it does not depend on where the row sits."""
     cdef int K = cfg.latent_dim, C = cfg.n_cond
     cdef int width = cfg.n_features + C
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
-    cdef int64_t i, r0, r1
+    cdef int64_t i
     cdef uint64_t key
     if cfg.kind != FV_KIND_VAE:
-        _latent(tid, nt, cfg, work, kl_out, n, seed, stream, step, 0, draw)
+        _latent_rows(cfg, work, kl_out, seed, stream, step, 0, draw, r0, r1)
         return
-    _rows_of(tid, nt, n, &r0, &r1)
     for i in range(r0, r1):
         if floating is float:
             key = fv_row_key_f32(x + i * ldx, width)
@@ -265,7 +462,6 @@ cdef void _latent_keyed(int tid, int nt, const fv_vae_config* cfg,
                              work + cfg.eps_offset + i * K, K, seed, stream,
                              step, key, draw, 0, 1)
     kl_rows(H, 2 * K, K, kl_out, r0, r1)
-    fv_omp_barrier()
 
 
 cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
@@ -295,244 +491,15 @@ cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
             grad, D, sgrad, D, scratch, recon, r0, r1)
 
 
-cdef void _reconstruction(int tid, int nt, const fv_vae_config* cfg,
-                          const floating* params, floating* work,
-                          const floating* x, int64_t ldx, int n,
-                          double grad_scale, bint want_grad,
-                          double* recon_out) noexcept nogil:
-    """Per-row -log p(x|z); with want_grad, grad_scale * dLoss/d(output) goes
-    to the first gradient buffer (not over the output: the loss kernels need
-    non-overlapping buffers to vectorise). Rows split across threads."""
-    cdef int64_t r0, r1
-    _rows_of(tid, nt, n, &r0, &r1)
-    _loss_rows(cfg, params, work, work + cfg.layers[cfg.n_layers - 1].out_offset,
-               x, ldx, grad_scale,
-               work + cfg.grad_offset[0] if want_grad else NULL, r0, r1, tid,
-               recon_out)
-    fv_omp_barrier()
-
-
-cdef int64_t _logsigma_gradient(int tid, int nt, const fv_vae_config* cfg,
-                                floating* grads, const floating* work,
-                                int n) noexcept nogil:
-    """d loss / d log-sigma: column sums of the per-row terms (rows in order),
-    columns split across threads; returns the non-finite count."""
-    cdef int64_t c0, c1
-    cdef int D = cfg.n_features
-    cdef floating* out = grads + cfg.logsigma_offset
-    fv_split_range(D, nt, tid, FV_BLOCK_ALIGN, &c0, &c1)
-    if c1 <= c0:
-        return 0
-    if floating is float:
-        fv_column_sums_f32(work + cfg.sgrad_offset + c0, D, n, <int> (c1 - c0),
-                           out + c0)
-        return fv_count_nonfinite_f32(out + c0, 0, 1, <int> (c1 - c0))
-    else:
-        fv_column_sums_f64(work + cfg.sgrad_offset + c0, D, n, <int> (c1 - c0),
-                           out + c0)
-        return fv_count_nonfinite_f64(out + c0, 0, 1, <int> (c1 - c0))
-
-
-cdef int _forward_backward(int tid, int nt, const fv_vae_config* cfg,
-                           const fv_step_args* args, const floating* params,
-                           floating* grads, floating* work, double* row_losses,
-                           const floating* X, int64_t ldx,
-                           const floating* Cond, int64_t ldc,
-                           const int64_t* rows, int n,
-                           double* sums_out) noexcept nogil:
-    cdef int K = cfg.latent_dim
-    cdef int l, which = 1
-    cdef int64_t i, r0, r1, ld_in, ld_cur, ld_x, ld_t
-    cdef double recon_sum = 0.0, kl_sum = 0.0
-    cdef double scale = 1.0 / args.global_batch
-    cdef double* recon = row_losses
-    cdef double* kl = row_losses + cfg.max_batch
-    cdef double* team_bad = row_losses + 2 * cfg.max_batch
-    cdef int64_t bad = 0
-    cdef const floating* x
-    cdef const floating* xt
-    cdef const floating* inp
-    cdef floating* cur
-    cdef floating* dX
-    cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
-    cdef const fv_layer* L
-
-    _inputs(tid, nt, cfg, True, X, ldx, Cond, ldc, rows, n, args.seed,
-            args.step, <uint64_t> args.row_offset, work, &x, &ld_x, &xt, &ld_t)
-    _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x, n)
-    _latent(tid, nt, cfg, work, kl, n, args.seed, FV_STREAM_REPARAM,
-            args.step, <uint64_t> args.row_offset, 0)
-    _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params, work,
-                    x, ld_x, n)
-    _reconstruction(tid, nt, cfg, params, work, xt, ld_t, n, scale, True,
-                    recon)
-
-    # Every thread sums the same rows in the same order, so all of them
-    # reach the same verdict without another barrier.
-    for i in range(n):
-        recon_sum += recon[i]
-        kl_sum += kl[i]
-    if tid == 0:
-        sums_out[0] = recon_sum
-        sums_out[1] = kl_sum
-    if not (isfinite(recon_sum) and isfinite(kl_sum)):
-        return 1
-
-    if cfg.likelihood == FV_LIK_GAUSSIAN_LEARNED:
-        bad += _logsigma_gradient(tid, nt, cfg, grads, work, n)
-
-    # Decoder, top down, from the output gradient in grad buffer 0. The
-    # first decoder layer's input gradient is d[z | c]; only dz is used.
-    L = &cfg.layers[cfg.n_layers - 1]
-    cur = work + cfg.grad_offset[0]
-    ld_cur = L.n_out
-    for l in range(cfg.n_layers - 1, cfg.n_encoder - 1, -1):
-        L = &cfg.layers[l]
-        inp = _input_of(cfg, l, x, ld_x, work, &ld_in)
-        dX = work + cfg.grad_offset[which]
-        bad += dense_backward_team(
-            tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
-            params + L.w_offset, cur, <int> ld_cur, grads + L.w_offset,
-            grads + L.b_offset, dX, L.n_in,
-            FV_ACT_IDENTITY if l == cfg.n_encoder
-            else cfg.layers[l - 1].activation, cfg.parts)
-        fv_omp_barrier()
-        cur = dX
-        ld_cur = L.n_in
-        which = 1 - which
-
-    # cur = d[z | c]: through the reparameterization and the KL term to the
-    # head of a VAE; an autoencoder's head gradient is dz itself.
-    if cfg.kind == FV_KIND_VAE:
-        _rows_of(tid, nt, n, &r0, &r1)
-        reparam_backward_rows(H, 2 * K, K, work + cfg.eps_offset, K, cur,
-                              <int> ld_cur, work + cfg.dh_offset, 2 * K, r0, r1)
-        kl_backward_rows(H, 2 * K, K, args.kl_weight * scale,
-                         work + cfg.dh_offset, 2 * K, r0, r1)
-        fv_omp_barrier()
-        cur = work + cfg.dh_offset
-        ld_cur = 2 * K
-
-    for l in range(cfg.n_encoder - 1, -1, -1):
-        L = &cfg.layers[l]
-        inp = _input_of(cfg, l, x, ld_x, work, &ld_in)
-        dX = NULL if l == 0 else work + cfg.grad_offset[which]
-        bad += dense_backward_team(
-            tid, nt, n, L.n_in, L.n_out, inp, <int> ld_in,
-            params + L.w_offset, cur, <int> ld_cur, grads + L.w_offset,
-            grads + L.b_offset, dX, L.n_in,
-            FV_ACT_IDENTITY if l == 0 else cfg.layers[l - 1].activation,
-            cfg.parts)
-        fv_omp_barrier()
-        cur = dX
-        ld_cur = L.n_in
-        which = 1 - which
-
-    # A finite loss can still have overflowing gradients; updating with them
-    # would put NaN into the parameters. Each thread counted its own blocks;
-    # all add the counts in the same order and reach the same verdict.
-    team_bad[tid] = <double> bad
-    fv_omp_barrier()
-    bad = 0
-    for i in range(nt):
-        bad += <int64_t> team_bad[i]
-    if bad:
-        return 2
-    return 0
-
-
-# ---------------------------------------------------------------------------
-# Entry points (nogil, one parallel region each).
-
-cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
-                    const fv_step_args* args, floating* params,
-                    floating* grads, floating* state1, floating* state2,
-                    floating* work, double* row_losses,
-                    const floating* X, int64_t ldx,
-                    const floating* Cond, int64_t ldc, const int64_t* rows,
-                    int batch, double* sums_out) noexcept nogil:
-    # A one-element array: names assigned inside a parallel block are
-    # thread-private in Cython, stores through a pointer are shared.
-    cdef int status[1]
-    cdef int st, tid, nt
-    cdef fv_fpenv env
-    status[0] = 0
-    with parallel(num_threads=args.n_threads):
-        env = fv_flush_denormals_begin()
-        tid = threadid()
-        nt = fv_omp_get_num_threads()
-        st = _forward_backward(tid, nt, cfg, args, params, grads, work,
-                               row_losses, X, ldx, Cond, ldc, rows, batch,
-                               sums_out)
-        if st == 0:
-            optimizer_update_team(tid, nt, opt, <int64_t> args.step + 1,
-                                  params, grads, state1, state2, cfg.n_params)
-        elif tid == 0:
-            status[0] = st
-        fv_flush_denormals_end(env)
-    return status[0]
-
-
-cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
-                           const floating* params, floating* grads,
-                           floating* work, double* row_losses,
-                           const floating* X, int64_t ldx,
-                           const floating* Cond, int64_t ldc,
-                           const int64_t* rows, int batch,
-                           double* sums_out) noexcept nogil:
-    cdef int status[1]
-    cdef int st, tid
-    cdef fv_fpenv env
-    status[0] = 0
-    with parallel(num_threads=args.n_threads):
-        env = fv_flush_denormals_begin()
-        tid = threadid()
-        st = _forward_backward(tid, fv_omp_get_num_threads(), cfg, args,
-                               params, grads, work, row_losses, X, ldx, Cond,
-                               ldc, rows, batch, sums_out)
-        if tid == 0:
-            status[0] = st
-        fv_flush_denormals_end(env)
-    return status[0]
-
-
-cdef void _store_head(int tid, int nt, const fv_vae_config* cfg,
-                      const floating* work, int n, floating* H_out,
-                      int64_t ldh) noexcept nogil:
-    cdef int64_t i, r0, r1
-    cdef int width = _head_width(cfg)
-    cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
-    _rows_of(tid, nt, n, &r0, &r1)
-    for i in range(r0, r1):
-        memcpy(H_out + i * ldh, H + i * width, width * sizeof(floating))
-
-
-cdef void _load_latent(int tid, int nt, const fv_vae_config* cfg,
-                       floating* work, const floating* Z, int64_t ldz,
-                       const floating* Cond, int64_t ldc, int n) noexcept nogil:
-    """Decoder input rows [z | c]."""
-    cdef int64_t i, r0, r1
-    cdef int K = cfg.latent_dim, C = cfg.n_cond
-    cdef floating* zi
-    _rows_of(tid, nt, n, &r0, &r1)
-    for i in range(r0, r1):
-        zi = work + cfg.z_offset + i * (K + C)
-        memcpy(zi, Z + i * ldz, K * sizeof(floating))
-        if C > 0:
-            memcpy(zi + K, Cond + i * ldc, C * sizeof(floating))
-    fv_omp_barrier()
-
-
-cdef void _store_means(int tid, int nt, const fv_vae_config* cfg,
-                       const floating* work, int n, floating* out,
-                       int64_t ldo) noexcept nogil:
+cdef void _store_means(const fv_vae_config* cfg, const floating* work,
+                       floating* out, int64_t ldo, int64_t r0,
+                       int64_t r1) noexcept nogil:
     """Mean of p(x | z): sigmoid of the logits, or the Gaussian mean."""
-    cdef int64_t i, r0, r1
+    cdef int64_t i
     cdef int d, D = cfg.n_features
     cdef const floating* Y = work + cfg.layers[cfg.n_layers - 1].out_offset
     cdef const floating* y
     cdef floating* o
-    _rows_of(tid, nt, n, &r0, &r1)
     for i in range(r0, r1):
         y = Y + i * D
         o = out + i * ldo
@@ -546,98 +513,21 @@ cdef void _store_means(int tid, int nt, const fv_vae_config* cfg,
             memcpy(o, y, D * sizeof(floating))
 
 
-# Helpers do every per-thread loop: in a `with parallel()` block Cython makes
-# a variable thread-private only when the block assigns it, and a row range
-# filled through a pointer would be shared by the team.
-
-cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
-                      floating* work, const floating* X, int64_t ldx,
-                      const floating* Cond, int64_t ldc, int n,
-                      floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
-    cdef int64_t ld_x, ld_t
-    cdef int tid, nt
-    cdef fv_fpenv env
-    cdef const floating* x
-    cdef const floating* xt
-    with parallel(num_threads=n_threads):
-        env = fv_flush_denormals_begin()
-        tid = threadid()
-        nt = fv_omp_get_num_threads()
-        x = NULL
-        xt = NULL
-        ld_x = 0
-        ld_t = 0
-        _inputs(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0, work,
-                &x, &ld_x, &xt, &ld_t)
-        _forward_rows(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x, n)
-        _store_head(tid, nt, cfg, work, n, H_out, ldh)
-        fv_flush_denormals_end(env)
-
-
-cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
-                      floating* work, const floating* Z, int64_t ldz,
-                      const floating* Cond, int64_t ldc, int n,
-                      floating* out, int64_t ldo, int n_threads) noexcept nogil:
-    cdef int tid, nt
-    cdef fv_fpenv env
-    with parallel(num_threads=n_threads):
-        env = fv_flush_denormals_begin()
-        tid = threadid()
-        nt = fv_omp_get_num_threads()
-        _load_latent(tid, nt, cfg, work, Z, ldz, Cond, ldc, n)
-        _forward_rows(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params, work,
-                      NULL, 0, n)
-        _store_means(tid, nt, cfg, work, n, out, ldo)
-        fv_flush_denormals_end(env)
-
-
-cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
-                    floating* work, const floating* X, int64_t ldx,
-                    const floating* Cond, int64_t ldc, int n,
-                    uint64_t seed, uint64_t stream, uint64_t step,
-                    uint64_t draw, double* recon_out, double* kl_out,
-                    int n_threads) noexcept nogil:
-    cdef int tid, nt
-    cdef int64_t ld_x, ld_t
-    cdef const floating* x
-    cdef const floating* xt
-    cdef fv_fpenv env
-    with parallel(num_threads=n_threads):
-        env = fv_flush_denormals_begin()
-        tid = threadid()
-        nt = fv_omp_get_num_threads()
-        x = NULL
-        xt = NULL
-        ld_x = 0
-        ld_t = 0
-        _inputs(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0, work,
-                &x, &ld_x, &xt, &ld_t)
-        _forward_rows(tid, nt, cfg, 0, cfg.n_encoder, params, work, x, ld_x, n)
-        _latent_keyed(tid, nt, cfg, work, x, ld_x, kl_out, n, seed, stream,
-                      step, draw)
-        _forward_rows(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params, work,
-                      x, ld_x, n)
-        _reconstruction(tid, nt, cfg, params, work, xt, ld_t, n, 1.0, False,
-                        recon_out)
-        fv_flush_denormals_end(env)
-
-
-cdef void _importance_draws(int tid, int nt, const fv_vae_config* cfg,
-                            floating* work, double* extra, int64_t q0, int w,
+cdef void _importance_draws(const fv_vae_config* cfg, floating* work,
+                            double* extra, int64_t q0, int64_t j0, int64_t j1,
                             int64_t k, uint64_t seed, uint64_t stream,
                             uint64_t row_offset) noexcept nogil:
-    """Rows j < w of the decoder input for pairs q = q0 + j of (data row
-    q // k, sample q % k): z = mu + sigma * eps (rounded like the training
-    step's), and extra[j] = log p(z) - log q(z | x)
+    """Rows j in [j0, j1) of the decoder input for pairs q = q0 + j of (data
+    row q // k, sample q % k): z = mu + sigma * eps (rounded like the
+    training step's), and extra[j] = log p(z) - log q(z | x)
     = -1/2 sum (z^2 - eps^2 - logvar) in double."""
     cdef int K = cfg.latent_dim, C = cfg.n_cond, D = cfg.n_features, c
-    cdef int64_t j, j0, j1, q, r
+    cdef int64_t j, q, r
     cdef double s, lv, zc, e
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
     cdef const floating* h
     cdef floating* z
     cdef floating* eps
-    _rows_of(tid, nt, w, &j0, &j1)
     for j in range(j0, j1):
         q = q0 + j
         r = q // k
@@ -663,15 +553,14 @@ cdef void _importance_draws(int tid, int nt, const fv_vae_config* cfg,
                    C * sizeof(floating))
 
 
-cdef void _window_losses(int tid, int nt, const fv_vae_config* cfg,
-                         const floating* params, floating* work, int64_t q0,
-                         int w, int64_t k, double* recon) noexcept nogil:
-    """-log p(x_r | z) of the window's pairs against their data rows: runs of
-    equal r share the target, read with leading dimension 0."""
-    cdef int64_t j, j0, j1, r, run
+cdef void _window_losses(const fv_vae_config* cfg, const floating* params,
+                         floating* work, int64_t q0, int64_t j0, int64_t j1,
+                         int64_t k, int tid, double* recon) noexcept nogil:
+    """-log p(x_r | z) of the window's pairs [j0, j1) against their data
+    rows: runs of equal r share the target, read with leading dimension 0."""
+    cdef int64_t j, r, run
     cdef int D = cfg.n_features
     cdef const floating* dec_out = work + cfg.layers[cfg.n_layers - 1].out_offset
-    _rows_of(tid, nt, w, &j0, &j1)
     j = j0
     while j < j1:
         r = (q0 + j) // k
@@ -679,7 +568,329 @@ cdef void _window_losses(int tid, int nt, const fv_vae_config* cfg,
         _loss_rows(cfg, params, work, dec_out, work + cfg.xtgt_offset + r * D,
                    0, 1.0, NULL, j, run, tid, recon)
         j = run
-    fv_omp_barrier()
+
+
+cdef void _accumulate_window(const fv_job* j) noexcept nogil:
+    """log-mean-exp with a running maximum, samples in order."""
+    cdef int64_t i, q, r
+    cdef double lw
+    cdef int64_t m = j.cfg.max_batch
+    cdef double* recon = j.row_losses
+    cdef double* extra = j.row_losses + m
+    cdef double* top = j.row_losses + 2 * m + FV_MAX_TEAM
+    cdef double* total = top + m
+    for i in range(j.n):
+        q = j.q0 + i
+        r = q // j.k
+        lw = extra[i] - recon[i]
+        if q % j.k == 0:
+            top[r] = lw
+            total[r] = 1.0
+        elif lw > top[r]:
+            total[r] = total[r] * exp(top[r] - lw) + 1.0
+            top[r] = lw
+        else:
+            total[r] += exp(lw - top[r])
+
+
+cdef void _run_block(fv_job* j, int p, int b, int tid,
+                     floating* tag) noexcept nogil:
+    """Block b of phase p, on pool thread tid (tag selects the type)."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef const fv_phase* ph = &j.phases[p]
+    cdef floating* work = <floating*> j.work
+    cdef floating* params = <floating*> j.params
+    cdef floating* grads = <floating*> j.grads
+    cdef const floating* x = <const floating*> j.x
+    cdef const floating* inp
+    cdef const fv_layer* L
+    cdef int64_t r0, r1, ld_in, i, c0, c1, bad
+    cdef int D = cfg.n_features, K = cfg.latent_dim, C = cfg.n_cond
+    cdef int m = cfg.max_batch, nb
+    cdef double recon_sum, kl_sum
+    cdef double* recon = j.row_losses
+    cdef double* kl = j.row_losses + m
+    cdef const floating* H
+    if j.status != 0:
+        return  # the loss or a gradient was not finite: nothing more to do
+    if ph.kind == PH_FORWARD:
+        L = &cfg.layers[ph.layer]
+        inp = _input_of(cfg, ph.layer, x, j.ld_x, work, &ld_in)
+        dense_forward_block(j.n, L.n_in, L.n_out, inp, <int> ld_in,
+                            params + L.w_offset, params + L.b_offset,
+                            work + L.out_offset, L.n_out, L.activation,
+                            _col_start(j, L.n_out, ph.n_blocks, b),
+                            _col_start(j, L.n_out, ph.n_blocks, b + 1))
+        return
+    if ph.kind == PH_BACKWARD:
+        L = &cfg.layers[ph.layer]
+        inp = _input_of(cfg, ph.layer, x, j.ld_x, work, &ld_in)
+        if b < ph.n_split:
+            bad = weight_grad_block(
+                j.n, L.n_in, L.n_out, inp, <int> ld_in, work + ph.a_off,
+                <int> ph.a_ld, grads + L.w_offset, grads + L.b_offset,
+                _col_start(j, L.n_out, ph.n_split, b),
+                _col_start(j, L.n_out, ph.n_split, b + 1))
+            if bad:
+                fv_atomic_add_i64(&j.bad, bad)
+        else:
+            nb = ph.n_blocks - ph.n_split
+            input_grad_block(
+                j.n, L.n_in, L.n_out, inp, <int> ld_in, params + L.w_offset,
+                work + ph.a_off, <int> ph.a_ld, work + ph.x_off, L.n_in,
+                FV_ACT_IDENTITY if ph.layer == cfg.n_encoder
+                else cfg.layers[ph.layer - 1].activation,
+                _col_start(j, L.n_in, nb, b - ph.n_split),
+                _col_start(j, L.n_in, nb, b - ph.n_split + 1))
+        return
+    if ph.kind == PH_LOGSIGMA:
+        # d loss / d log-sigma: column sums of the per-row terms, rows in order
+        c0 = <int64_t> b * _LOGSIGMA_BLOCK
+        c1 = min(<int64_t> D, c0 + _LOGSIGMA_BLOCK)
+        if floating is float:
+            fv_column_sums_f32(work + cfg.sgrad_offset + c0, D, j.n,
+                               <int> (c1 - c0), grads + cfg.logsigma_offset + c0)
+            bad = fv_count_nonfinite_f32(grads + cfg.logsigma_offset + c0, 0, 1,
+                                         <int> (c1 - c0))
+        else:
+            fv_column_sums_f64(work + cfg.sgrad_offset + c0, D, j.n,
+                               <int> (c1 - c0), grads + cfg.logsigma_offset + c0)
+            bad = fv_count_nonfinite_f64(grads + cfg.logsigma_offset + c0, 0, 1,
+                                         <int> (c1 - c0))
+        if bad:
+            fv_atomic_add_i64(&j.bad, bad)
+        return
+    if ph.kind == PH_CHECK:
+        recon_sum = 0.0
+        kl_sum = 0.0
+        for i in range(j.n):
+            recon_sum += recon[i]
+            kl_sum += kl[i]
+        j.sums_out[0] = recon_sum
+        j.sums_out[1] = kl_sum
+        if not (isfinite(recon_sum) and isfinite(kl_sum)):
+            j.status = 1
+        return
+    if ph.kind == PH_VERDICT:
+        # A finite loss can still have overflowing gradients; updating with
+        # them would put NaN into the parameters.
+        if fv_atomic_load_i64(&j.bad):
+            j.status = 2
+        return
+    if ph.kind == PH_UPDATE:
+        c0 = <int64_t> b * _UPDATE_BLOCK
+        c1 = min(cfg.n_params, c0 + _UPDATE_BLOCK)
+        optimizer_update_range(j.opt, j.update_t, params, grads,
+                               <floating*> j.state1, <floating*> j.state2,
+                               c0, c1)
+        return
+    # Row-wise phases.
+    if ph.kind == PH_LL_ACCUM:
+        _accumulate_window(j)
+        return
+    _block_rows(j, b, &r0, &r1)
+    if ph.kind == PH_INPUTS:
+        _inputs_rows(j, r0, r1, work)
+    elif ph.kind == PH_LATENT:
+        _latent_rows(cfg, work, kl, j.args.seed, FV_STREAM_REPARAM,
+                     j.args.step, <uint64_t> j.args.row_offset, 0, r0, r1)
+    elif ph.kind == PH_RECON:
+        _loss_rows(cfg, params, work,
+                   work + cfg.layers[cfg.n_layers - 1].out_offset,
+                   <const floating*> j.xt, j.ld_t, 1.0 / j.args.global_batch,
+                   work + cfg.grad_offset[0], r0, r1, tid, recon)
+    elif ph.kind == PH_HEAD_GRAD:
+        H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+        reparam_backward_rows(H, 2 * K, K, work + cfg.eps_offset, K,
+                              work + ph.a_off, <int> ph.a_ld,
+                              work + cfg.dh_offset, 2 * K, r0, r1)
+        kl_backward_rows(H, 2 * K, K,
+                         j.args.kl_weight * (1.0 / j.args.global_batch),
+                         work + cfg.dh_offset, 2 * K, r0, r1)
+    elif ph.kind == PH_ENCODE:
+        if not _plain(cfg, False):
+            _inputs_rows(j, r0, r1, work)
+        _forward_rows(cfg, 0, cfg.n_encoder, params, work, x, j.ld_x, r0, r1)
+        H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+        nb = _head_width(cfg)
+        for i in range(r0, r1):
+            memcpy(<floating*> j.out + i * j.ldo, H + i * nb,
+                   nb * sizeof(floating))
+    elif ph.kind == PH_DECODE:
+        for i in range(r0, r1):
+            memcpy(work + cfg.z_offset + i * (K + C),
+                   <const floating*> j.X + i * j.ldx, K * sizeof(floating))
+            if C > 0:
+                memcpy(work + cfg.z_offset + i * (K + C) + K,
+                       <const floating*> j.Cond + i * j.ldc,
+                       C * sizeof(floating))
+        _forward_rows(cfg, cfg.n_encoder, cfg.n_layers, params, work, NULL, 0,
+                      r0, r1)
+        _store_means(cfg, work, <floating*> j.out, j.ldo, r0, r1)
+    elif ph.kind == PH_ELBO:
+        if not _plain(cfg, False):
+            _inputs_rows(j, r0, r1, work)
+        _forward_rows(cfg, 0, cfg.n_encoder, params, work, x, j.ld_x, r0, r1)
+        _latent_keyed_rows(cfg, work, x, j.ld_x, j.kl_out, j.seed, j.stream,
+                           j.step, j.draw, r0, r1)
+        _forward_rows(cfg, cfg.n_encoder, cfg.n_layers, params, work, x,
+                      j.ld_x, r0, r1)
+        _loss_rows(cfg, params, work,
+                   work + cfg.layers[cfg.n_layers - 1].out_offset,
+                   <const floating*> j.xt, j.ld_t, 1.0, NULL, r0, r1, tid,
+                   j.recon_out)
+    elif ph.kind == PH_LL_DRAWS:
+        _importance_draws(cfg, work, j.row_losses + m, j.q0, r0, r1, j.k,
+                          j.seed, j.stream, j.row_offset)
+    elif ph.kind == PH_LL_LOSSES:
+        _window_losses(cfg, params, work, j.q0, r0, r1, j.k, tid, recon)
+
+
+cdef void _run_block_f32(void* ctx, int p, int b, int tid) noexcept nogil:
+    _run_block(<fv_job*> ctx, p, b, tid, <float*> NULL)
+
+
+cdef void _run_block_f64(void* ctx, int p, int b, int tid) noexcept nogil:
+    _run_block(<fv_job*> ctx, p, b, tid, <double*> NULL)
+
+
+cdef inline void _run(fv_job* j, int n_threads, floating* tag) noexcept nogil:
+    if floating is float:
+        fv_pool_run(_run_block_f32, j, j.n_phases, j.n_blocks, n_threads)
+    else:
+        fv_pool_run(_run_block_f64, j, j.n_phases, j.n_blocks, n_threads)
+
+
+# ---------------------------------------------------------------------------
+# Entry points (nogil; each runs one job on the pool, log p(x) one per window).
+
+cdef int _step_job(const fv_vae_config* cfg, const fv_optimizer* opt,
+                   const fv_step_args* args, floating* params,
+                   floating* grads, floating* state1, floating* state2,
+                   floating* work, double* row_losses,
+                   const floating* X, int64_t ldx,
+                   const floating* Cond, int64_t ldc, const int64_t* rows,
+                   int batch, double* sums_out) noexcept nogil:
+    cdef fv_job j
+    _job_init(&j, cfg, batch)
+    j.args = args
+    j.opt = opt
+    j.params = params
+    j.grads = grads
+    j.state1 = state1
+    j.state2 = state2
+    j.work = work
+    j.row_losses = row_losses
+    j.X = X
+    j.ldx = ldx
+    j.Cond = Cond
+    j.ldc = ldc
+    j.rows = rows
+    j.sums_out = sums_out
+    j.update_t = <int64_t> args.step + 1
+    _plan_step(&j, opt != NULL, sizeof(floating))
+    _run(&j, args.n_threads, params)
+    return j.status
+
+
+cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
+                    const fv_step_args* args, floating* params,
+                    floating* grads, floating* state1, floating* state2,
+                    floating* work, double* row_losses,
+                    const floating* X, int64_t ldx,
+                    const floating* Cond, int64_t ldc, const int64_t* rows,
+                    int batch, double* sums_out) noexcept nogil:
+    return _step_job(cfg, opt, args, params, grads, state1, state2, work,
+                     row_losses, X, ldx, Cond, ldc, rows, batch, sums_out)
+
+
+cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
+                           const floating* params, floating* grads,
+                           floating* work, double* row_losses,
+                           const floating* X, int64_t ldx,
+                           const floating* Cond, int64_t ldc,
+                           const int64_t* rows, int batch,
+                           double* sums_out) noexcept nogil:
+    return _step_job(cfg, NULL, args, <floating*> params, grads, NULL, NULL,
+                     work, row_losses, X, ldx, Cond, ldc, rows, batch,
+                     sums_out)
+
+
+cdef void _apply_update(const fv_vae_config* cfg, const fv_optimizer* opt,
+                        int64_t t, floating* params, const floating* grads,
+                        floating* state1, floating* state2,
+                        int n_threads) noexcept nogil:
+    # The update train_step makes after its backward pass, on its own: the
+    # same blocks and denormal flushing, so the same numbers.
+    cdef fv_job j
+    _job_init(&j, cfg, 1)
+    j.opt = opt
+    j.params = params
+    j.grads = <floating*> grads
+    j.state1 = state1
+    j.state2 = state2
+    j.update_t = t
+    _add(&j, PH_UPDATE, 0, _cdiv(cfg.n_params, _UPDATE_BLOCK))
+    _run(&j, n_threads, params)
+
+
+cdef void _inference_job(fv_job* j, const fv_vae_config* cfg,
+                         const floating* params, floating* work,
+                         const floating* X, int64_t ldx, const floating* Cond,
+                         int64_t ldc, int n) noexcept nogil:
+    _job_init(j, cfg, n)
+    j.params = <floating*> params
+    j.work = work
+    j.X = X
+    j.ldx = ldx
+    j.Cond = Cond
+    j.ldc = ldc
+
+
+cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
+                      floating* work, const floating* X, int64_t ldx,
+                      const floating* Cond, int64_t ldc, int n,
+                      floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
+    cdef fv_job j
+    _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.out = H_out
+    j.ldo = ldh
+    _plan_inputs(&j, False, work, sizeof(floating))
+    j.n_phases = 0  # inputs are made inside the row blocks
+    _add(&j, PH_ENCODE, 0, _row_blocks(&j))
+    _run(&j, n_threads, work)
+
+
+cdef void decode_rows(const fv_vae_config* cfg, const floating* params,
+                      floating* work, const floating* Z, int64_t ldz,
+                      const floating* Cond, int64_t ldc, int n,
+                      floating* out, int64_t ldo, int n_threads) noexcept nogil:
+    cdef fv_job j
+    _inference_job(&j, cfg, params, work, Z, ldz, Cond, ldc, n)
+    j.out = out
+    j.ldo = ldo
+    _add(&j, PH_DECODE, 0, _row_blocks(&j))
+    _run(&j, n_threads, work)
+
+
+cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
+                    floating* work, const floating* X, int64_t ldx,
+                    const floating* Cond, int64_t ldc, int n,
+                    uint64_t seed, uint64_t stream, uint64_t step,
+                    uint64_t draw, double* recon_out, double* kl_out,
+                    int n_threads) noexcept nogil:
+    cdef fv_job j
+    _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.seed = seed
+    j.stream = stream
+    j.step = step
+    j.draw = draw
+    j.recon_out = recon_out
+    j.kl_out = kl_out
+    _plan_inputs(&j, False, work, sizeof(floating))
+    j.n_phases = 0
+    _add(&j, PH_ELBO, 0, _row_blocks(&j))
+    _run(&j, n_threads, work)
 
 
 cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
@@ -689,55 +900,37 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
                               int64_t k, uint64_t seed, uint64_t stream,
                               uint64_t row_offset, double* out,
                               int n_threads) noexcept nogil:
-    cdef int tid, nt, w
-    cdef int64_t j, q0, q, r
-    cdef int D = cfg.n_features
-    cdef double lw
-    cdef double* recon = row_losses
-    cdef double* extra = row_losses + cfg.max_batch
+    cdef fv_job j
+    cdef int64_t q0, r, n_pairs = n * k
     cdef double* top = row_losses + 2 * cfg.max_batch + FV_MAX_TEAM
     cdef double* total = top + cfg.max_batch
-    cdef fv_fpenv env
-    cdef int64_t n_pairs = n * k
-    with parallel(num_threads=n_threads):
-        env = fv_flush_denormals_begin()
-        tid = threadid()
-        nt = fv_omp_get_num_threads()
-        # The data rows (with their conditions) stay in the workspace while
-        # the decoder runs over windows of (row, sample) pairs.
-        _prepare(tid, nt, cfg, False, X, ldx, Cond, ldc, NULL, n, 0, 0, 0,
-                 work)
-        _forward_layers(tid, nt, cfg, 0, cfg.n_encoder, params, work,
-                        work + cfg.xin_offset, D + cfg.n_cond, n)
-        q0 = 0
-        while q0 < n_pairs:
-            w = <int> min(<int64_t> cfg.max_batch, n_pairs - q0)
-            _importance_draws(tid, nt, cfg, work, extra, q0, w, k, seed,
-                              stream, row_offset)
-            fv_omp_barrier()
-            _forward_layers(tid, nt, cfg, cfg.n_encoder, cfg.n_layers, params,
-                            work, NULL, 0, w)
-            _window_losses(tid, nt, cfg, params, work, q0, w, k, recon)
-            # log-mean-exp with a running maximum, samples in order
-            if tid == 0:
-                for j in range(w):
-                    q = q0 + j
-                    r = q // k
-                    lw = extra[j] - recon[j]
-                    if q % k == 0:
-                        top[r] = lw
-                        total[r] = 1.0
-                    elif lw > top[r]:
-                        total[r] = total[r] * exp(top[r] - lw) + 1.0
-                        top[r] = lw
-                    else:
-                        total[r] += exp(lw - top[r])
-            fv_omp_barrier()
-            q0 = q0 + w
-        if tid == 0:
-            for r in range(n):
-                out[r] = top[r] + log(total[r]) - log(<double> k)
-        fv_flush_denormals_end(env)
+    # The data rows (with their conditions) stay in the workspace while the
+    # decoder runs over windows of (row, sample) pairs.
+    _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.row_losses = row_losses
+    j.x = work + cfg.xin_offset
+    j.ld_x = cfg.n_features + cfg.n_cond
+    _add(&j, PH_INPUTS, 0, _row_blocks(&j))
+    _plan_forward(&j, 0, cfg.n_encoder)
+    _run(&j, n_threads, work)
+    q0 = 0
+    while q0 < n_pairs:
+        _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc,
+                       <int> min(<int64_t> cfg.max_batch, n_pairs - q0))
+        j.row_losses = row_losses
+        j.seed = seed
+        j.stream = stream
+        j.row_offset = row_offset
+        j.q0 = q0
+        j.k = k
+        _add(&j, PH_LL_DRAWS, 0, _row_blocks(&j))
+        _plan_forward(&j, cfg.n_encoder, cfg.n_layers)
+        _add(&j, PH_LL_LOSSES, 0, _row_blocks(&j))
+        _add(&j, PH_LL_ACCUM, 0, 1)
+        _run(&j, n_threads, work)
+        q0 += j.n
+    for r in range(n):
+        out[r] = top[r] + log(total[r]) - log(<double> k)
 
 
 # ---------------------------------------------------------------------------
@@ -750,20 +943,6 @@ cdef _aligned_empty(int64_t n, dtype):
     raw = np.empty(n + 64 // itemsize, dtype=dtype)
     start = (-raw.ctypes.data % 64) // itemsize
     return raw[start:start + n]
-
-
-cdef void _apply_update(const fv_vae_config* cfg, const fv_optimizer* opt,
-                        int64_t t, floating* params, const floating* grads,
-                        floating* state1, floating* state2,
-                        int n_threads) noexcept nogil:
-    # The update train_step makes after its backward pass, on its own: the
-    # same team split and denormal flushing, so the same numbers.
-    cdef fv_fpenv env
-    with parallel(num_threads=n_threads):
-        env = fv_flush_denormals_begin()
-        optimizer_update_team(threadid(), fv_omp_get_num_threads(), opt, t,
-                              params, grads, state1, state2, cfg.n_params)
-        fv_flush_denormals_end(env)
 
 
 cdef class Network:
