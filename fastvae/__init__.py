@@ -36,7 +36,13 @@ from fastvae.model import (  # noqa: E402
     load,
     resume,
 )
-from fastvae.threads import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
+from fastvae.threads import (  # noqa: E402
+    get_isa,
+    get_num_threads,
+    openmp_enabled,
+    set_isa,
+    set_num_threads,
+)
 
 
 def get_include() -> str:
@@ -75,6 +81,8 @@ __all__ = [
     "get_include",
     "get_num_threads",
     "set_num_threads",
+    "get_isa",
+    "set_isa",
     "openmp_enabled",
     "show_config",
     "NotFittedError",

@@ -1,10 +1,17 @@
-"""How many threads the compiled core uses, and keeping BLAS out of its way.
+"""How many threads the compiled core uses, which instruction set it runs,
+and keeping BLAS out of its way.
 
-OpenMP owns the cores; each OpenMP thread calls BLAS single-threaded on its
-own block. Letting OpenBLAS spawn its own threads inside our parallel regions
-made a dense layer 13-18x slower on a 2-core machine (both pools spin and
-fight for the cores), so every compiled call runs with BLAS limited to one
-thread.
+Training steps, gradients, inference and log-likelihoods run on fastvae's own
+thread pool (src_c/fastvae/pool.h): work is cut into fixed blocks that
+running threads take in turn, and a waiting thread sleeps after at most 50
+microseconds, so a thread that another process keeps off its core holds
+nobody up; results are bitwise the same for any thread count. The kernels'
+stand-alone wrappers (tests, benchmarks) use OpenMP.
+
+Each thread calls BLAS single-threaded on its own block. Letting OpenBLAS
+spawn its own threads inside our parallel work made a dense layer 13-18x
+slower on a 2-core machine (both pools spin and fight for the cores), so
+every compiled call runs with BLAS limited to one thread.
 
 OpenBLAS built with pthreads (the NumPy and SciPy wheels) has one process-wide
 setting. threadpoolctl lets only the first Python thread that set it change
@@ -24,7 +31,15 @@ import threading
 import warnings
 from contextlib import contextmanager
 
-from fastvae._threads import MAX_THREADS, omp_max_threads, openmp_enabled
+from fastvae._threads import (
+    MAX_THREADS,
+    cpu_isa,
+    isa_cap,
+    omp_max_threads,
+    openmp_enabled,
+)
+from fastvae._threads import isa as _isa
+from fastvae._threads import set_isa as _set_isa
 from fastvae._validation import check_n_threads
 
 __all__ = [
@@ -34,6 +49,8 @@ __all__ = [
     "blas_single_threaded",
     "partition_count",
     "MAX_THREADS",
+    "get_isa",
+    "set_isa",
 ]
 
 _num_threads: int | None = None
@@ -93,6 +110,47 @@ def set_num_threads(n: int | None) -> None:
             stacklevel=2,
         )
     _num_threads = n
+
+
+def set_isa(level: str | None) -> None:
+    """Cap the instruction set of fastvae's kernels for this process.
+
+    The kernels exist for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and the
+    baseline, and run the highest level the CPU has unless capped, e.g. to
+    reproduce a laptop's numbers on a server, or to get the same numbers on
+    every node of a cluster whose CPUs differ. ``FASTVAE_ISA`` sets the cap
+    when fastvae is imported.
+
+    Parameters
+    ----------
+    level : {"avx512", "avx2", "baseline"} or None
+        The highest level kernels may use; None lifts the cap. A cap above
+        what the CPU has is no cap.
+
+    Raises
+    ------
+    ValueError
+        If level is not one of the names above.
+
+    Notes
+    -----
+    At one level results are bitwise equal for any thread count; between
+    levels they may differ in the last bits (vector widths, FMA).
+    """
+    _set_isa(level)
+
+
+def get_isa() -> dict:
+    """The instruction set fastvae's kernels use.
+
+    Returns
+    -------
+    dict
+        ``level``: the level used now ("avx512", "avx2" or "baseline");
+        ``cpu``: the highest level this CPU and build can run; ``cap``: the
+        cap from FASTVAE_ISA or :func:`set_isa`, None when there is none.
+    """
+    return {"level": _isa(), "cpu": cpu_isa(), "cap": isa_cap()}
 
 
 _MAX_PARTS = 64  # FV_MAX_BLOCKS in src_c/fastvae/partition.h
