@@ -36,7 +36,7 @@ if [ "$#" -eq 0 ]; then
     set -- tests/test_gemm.py tests/test_dense.py tests/test_losses.py tests/test_optim.py \
         tests/test_reparam.py tests/test_rng.py tests/test_numerics.py \
         tests/test_step.py tests/test_step_variants.py tests/test_fuzz_kernels.py \
-        tests/test_bad_input.py tests/test_threads.py
+        tests/test_bad_input.py tests/test_threads.py tests/test_contention.py
 fi
 
 "$PYTHON" -c "import Cython, setuptools" 2>/dev/null ||
