@@ -46,7 +46,7 @@ models = {
     "VAE": fastvae.VAE(**settings),
     "autoencoder": fastvae.Autoencoder(**settings),
     "denoising AE": fastvae.DenoisingAutoencoder(corruption=0.25, **settings),
-    "RBM": BernoulliRBM(n_components=128, learning_rate=0.05, batch_size=100,
+    "RBM": BernoulliRBM(n_components=128, learning_rate=0.06, batch_size=10,
                         n_iter=10, random_state=0),
 }
 for name, model in models.items():
@@ -75,7 +75,8 @@ def rbm_reconstruct(rbm, X):
 
 def show_rows(rows, labels, title):
     n_cols = rows[0].shape[0]
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * 0.55, len(rows) * 0.62))
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.2 + n_cols * 0.55, len(rows) * 0.62 + 0.4))
+    fig.subplots_adjust(left=1.2 / (1.2 + n_cols * 0.55), right=0.98, wspace=0.1, hspace=0.1)
     for r, (images, label) in enumerate(zip(rows, labels)):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -138,6 +139,8 @@ show_rows(
 #   constant; drawing from it needs a Markov chain, alternating Gibbs steps
 #   h ~ p(h | v), v ~ p(v | h), many of them, started here from random
 #   pixels, and successive samples of one chain are strongly correlated.
+#   Chains mix slowly: after a few hundred steps, chains started from
+#   different noise often sit in the same few modes.
 n = 10
 vae_samples = models["VAE"].sample(n, seed=1)
 
