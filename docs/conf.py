@@ -48,9 +48,8 @@ myst_heading_anchors = 3
 
 # API reference: one page per public object, from the docstrings.
 autosummary_generate = True
-autodoc_default_options = {"inherited-members": False}
 autodoc_typehints = "none"
-numpydoc_show_class_members = True
+numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_show_inherited_class_members = False
 numpydoc_xref_param_type = False

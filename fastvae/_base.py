@@ -224,7 +224,7 @@ class BaseAutoencoder:
         Parameters
         ----------
         input_features : array-like of str, optional
-            Only checked for length (n_features_in_); the names of the codes
+            Only checked for length (``n_features_in_``); the names of the codes
             do not depend on them.
 
         Returns

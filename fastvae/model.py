@@ -210,7 +210,7 @@ class VAE(BaseAutoencoder):
             number is a multiple of it); 0 for none but the final one (and
             the `checkpoint_every_steps` ones).
         checkpoint_every_steps : int >= 1, optional
-            Also checkpoint after every step whose count t_ is a multiple of
+            Also checkpoint after every step whose count ``t_`` is a multiple of
             it, mid-epoch too.
         checkpoint_meta : dict, optional
             JSON-serialisable data stored in the checkpoint (returned by
