@@ -12,6 +12,12 @@ out="$docs/_build"
 # Generated pages are rebuilt every time, so a removed object or example
 # cannot linger in them.
 rm -rf "$out" "$docs/generated" "$docs/auto_examples"
+data="${FASTVAE_DATA_DIR:-$docs/../../shared/data}"
+if [ ! -f "$data/mnist/train-images-idx3-ubyte.gz" ]; then
+    echo "docs: MNIST not found in $data/mnist; the gallery trains on it." >&2
+    echo "docs: set FASTVAE_DATA_DIR to a folder holding mnist/ (../shared/data beside the repository by default)." >&2
+    exit 1
+fi
 start=$(date +%s)
 python -m sphinx -b html -W --keep-going -j 1 "$@" "$docs" "$out/html"
 echo "docs: built $out/html/index.html in $(( $(date +%s) - start )) s"

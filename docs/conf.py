@@ -1,8 +1,9 @@
 """Sphinx configuration of fastvae's documentation (built by docs/build.sh)."""
 
 import os
-import sys
 from pathlib import Path
+
+from sphinx.errors import ConfigError
 
 import fastvae
 
@@ -16,9 +17,10 @@ ROOT = DOCS.parent
 _data = Path(os.environ.setdefault(
     "FASTVAE_DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve())))
 if not (_data / "mnist" / "train-images-idx3-ubyte.gz").is_file():
-    sys.exit(f"docs: MNIST not found in {_data}/mnist; the gallery needs it. "
-             "Set FASTVAE_DATA_DIR to a folder holding mnist/ (see the data "
-             "page of the user guide).")
+    raise ConfigError(
+        f"MNIST not found in {_data}/mnist; the gallery trains on it. Set "
+        "FASTVAE_DATA_DIR to a folder holding mnist/ (see the data page of "
+        "the user guide).")
 # The gallery's numbers do not depend on the thread count; keep the build
 # from fighting other jobs for the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
