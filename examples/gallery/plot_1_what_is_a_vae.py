@@ -93,7 +93,8 @@ plt.show()
 test = data.load_mnist(split="test").subset(slice(0, 8))
 mu, logvar = vae.encode(test.X)
 print("mu", mu.shape, "sigma of the first code:", np.exp(logvar[0] / 2).round(2))
-show_grid(np.vstack([test.X, vae.reconstruct(test.X)]), 8, "originals / reconstructions")
+show_grid(np.vstack([test.X, vae.reconstruct(test.X)]), 8,
+          "originals / reconstructions")
 plt.show()
 
 # %%

@@ -132,7 +132,8 @@ for k in ks:
 print(f"ELBO (50 one-sample estimates):  {elbo.mean():8.2f} nats")
 
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
-ax.semilogx(ks, [estimates[k].mean() for k in ks], "o-", label="importance-sampled log p(x)")
+ax.semilogx(ks, [estimates[k].mean() for k in ks], "o-",
+            label="importance-sampled log p(x)")
 ax.axhline(elbo.mean(), color="C1", ls="--", label="ELBO")
 ax.set_xlabel("importance samples k")
 ax.set_ylabel("nats per image (mean over 200)")
@@ -160,5 +161,6 @@ ax2.set_xlabel("KL(q(z|x) || p(z))   [nats]")
 ax2.set_ylabel("gap [nats]")
 fig.tight_layout()
 plt.show()
-print(f"mean gap {gap.mean():.2f} nats, mean KL(q || p(z)) {kl_closed.mean():.2f} nats, "
+print(f"mean gap {gap.mean():.2f} nats, "
+      f"mean KL(q || p(z)) {kl_closed.mean():.2f} nats, "
       f"images with a negative gap: {np.sum(gap < 0)}")

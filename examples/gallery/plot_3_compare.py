@@ -75,8 +75,9 @@ def rbm_reconstruct(rbm, X):
 
 def show_rows(rows, labels, title):
     n_cols = rows[0].shape[0]
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.2 + n_cols * 0.55, len(rows) * 0.62 + 0.4))
-    fig.subplots_adjust(left=1.2 / (1.2 + n_cols * 0.55), right=0.98, wspace=0.1, hspace=0.1)
+    width = 1.2 + n_cols * 0.55  # 1.2 inches for the row labels
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(width, len(rows) * 0.62 + 0.4))
+    fig.subplots_adjust(left=1.2 / width, right=0.98, wspace=0.1, hspace=0.1)
     for r, (images, label) in enumerate(zip(rows, labels)):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -170,13 +171,15 @@ show_rows([vae_samples, ae_samples, rbm_samples],
 # ELBO) and an importance-sampled estimate of log p(x)
 # (:meth:`~fastvae.VAE.log_likelihood`). An RBM's likelihood needs its
 # partition function, which is intractable; scikit-learn reports a
-# *pseudo*-likelihood instead (:meth:`~sklearn.neural_network.BernoulliRBM.score_samples`),
-# a different quantity. The autoencoders' ``score`` is the reconstruction
+# *pseudo*-likelihood instead
+# (:meth:`~sklearn.neural_network.BernoulliRBM.score_samples`), a different
+# quantity. The autoencoders' ``score`` is the reconstruction
 # log-likelihood of the input, which is not a density: it rewards copying.
 binary_test = data.sample_binarize(test, seed=0)
-print(f"VAE      ELBO {models['VAE'].score(binary_test):8.1f}   "
-      f"log p(x) (k=100) {models['VAE'].log_likelihood(binary_test, k=100).mean():8.1f}")
-print(f"AE       reconstruction log-likelihood {models['autoencoder'].score(binary_test):8.1f}"
+vae, ae = models["VAE"], models["autoencoder"]
+print(f"VAE      ELBO {vae.score(binary_test):8.1f}   "
+      f"log p(x) (k=100) {vae.log_likelihood(binary_test, k=100).mean():8.1f}")
+print(f"AE       reconstruction log-likelihood {ae.score(binary_test):8.1f}"
       "  (not a density)")
 print(f"RBM      pseudo-log-likelihood {rbm.score_samples(binary_test).mean():8.1f}"
       "  (not comparable)")
