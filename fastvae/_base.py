@@ -98,11 +98,34 @@ class BaseAutoencoder:
         return [p for p in sig.parameters if p != "self"]
 
     def get_params(self, deep=True):
-        """Constructor arguments as a dict (scikit-learn protocol)."""
+        """Constructor arguments as a dict (scikit-learn protocol).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Accepted for scikit-learn compatibility; no argument is itself an
+            estimator, so it changes nothing.
+
+        Returns
+        -------
+        dict
+            Argument name to value.
+        """
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params):
-        """Set constructor arguments; returns self (scikit-learn protocol)."""
+        """Set constructor arguments (scikit-learn protocol).
+
+        Parameters
+        ----------
+        **params
+            Constructor arguments by name; an unknown name raises ValueError.
+
+        Returns
+        -------
+        self
+            The estimator.
+        """
         valid = set(self._param_names())
         for name, value in params.items():
             if name not in valid:
@@ -170,11 +193,22 @@ class BaseAutoencoder:
         Returns
         -------
         self
+            The estimator.
         """
         return self._fit(X, condition, {}, None, partial=True)
 
     def fit_transform(self, X, y=None, *, condition=None, **fit_params):
         """fit(X, ...) then transform(X): the codes of the training data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+            Accepted for scikit-learn compatibility.
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Makes the model conditional, as for `fit`.
+        **fit_params
+            Further keyword arguments of `fit`.
 
         Returns
         -------
@@ -190,7 +224,7 @@ class BaseAutoencoder:
         Parameters
         ----------
         input_features : array-like of str, optional
-            Only checked for length (n_features_in_); the names of the codes
+            Only checked for length (``n_features_in_``); the names of the codes
             do not depend on them.
 
         Returns
@@ -822,6 +856,11 @@ class BaseAutoencoder:
 
         The file holds the constructor arguments, the parameter buffer, the
         optimizer state and the training history; `fastvae.load` restores it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced atomically if it exists).
         """
         from fastvae import io as _io
 

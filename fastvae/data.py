@@ -3,7 +3,8 @@
 Every loader returns a :class:`Dataset` whose ``X`` is float32, C-contiguous
 and of shape ``(n_samples, n_features)``: the layout the compiled training
 step reads without a copy. Real data is read from a folder the user gives
-(nothing is downloaded) and checked against the published MD5 checksums.
+(or downloaded from the published mirrors when asked to, ``download=True``)
+and checked against the published MD5 checksums.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class DataError(ValueError):
 class Dataset:
     """Samples as rows of a float32 matrix, plus what is known about them.
 
-    Attributes
+    The constructor's arguments are also the attributes.
+
+    Parameters
     ----------
     X : ndarray of shape (n_samples, n_features), float32, C-contiguous
         The samples. Other float dtypes are converted once on construction.
@@ -1074,8 +1077,11 @@ def train_validation_split(
 
     Returns
     -------
-    train, validation : Dataset
-        Disjoint parts covering all rows; each keeps the original row order.
+    train : Dataset
+        The rows not held out, in the original row order.
+    validation : Dataset
+        The held-out rows, in the original row order; the two parts are
+        disjoint and cover all rows.
 
     Raises
     ------

@@ -210,7 +210,7 @@ class VAE(BaseAutoencoder):
             number is a multiple of it); 0 for none but the final one (and
             the `checkpoint_every_steps` ones).
         checkpoint_every_steps : int >= 1, optional
-            Also checkpoint after every step whose count t_ is a multiple of
+            Also checkpoint after every step whose count ``t_`` is a multiple of
             it, mid-epoch too.
         checkpoint_meta : dict, optional
             JSON-serialisable data stored in the checkpoint (returned by
@@ -229,7 +229,8 @@ class VAE(BaseAutoencoder):
 
         Returns
         -------
-        self : VAE
+        VAE
+            The fitted model (self).
 
         Raises
         ------
@@ -277,16 +278,37 @@ class VAE(BaseAutoencoder):
         return H[:, :k].copy(), np.clip(H[:, k:], -30.0, 20.0)
 
     def transform(self, X, condition=None):
-        """Posterior means mu(x): array of shape (n_samples, latent_dim).
+        """Posterior means mu(x).
 
         Deterministic, and row by row: each output row is a pure function of
         that input row (bitwise, for any batch, order or thread count).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, latent_dim)
         """
         H = self._head(X, condition)
         return H[:, : H.shape[1] // 2].copy()
 
     def reconstruct(self, X, condition=None):
-        """decode(transform(X)): reconstructions through the posterior means."""
+        """decode(transform(X)): reconstructions through the posterior means.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
         return self.decode(self.transform(X, condition), condition)
 
     def sample(self, n_samples=1, *, condition=None, seed=None):
@@ -345,7 +367,18 @@ class VAE(BaseAutoencoder):
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
     def score_samples(self, X, condition=None):
-        """Per-sample ELBO, a lower bound on log p(x); see `elbo`."""
+        """Per-sample ELBO, a lower bound on log p(x); see `elbo`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), float64
+        """
         return self.elbo(X, condition)
 
     def score(self, X, y=None, condition=None):
@@ -355,6 +388,14 @@ class VAE(BaseAutoencoder):
         log-likelihood, estimated with one z per row from the fixed
         evaluation stream, so it is deterministic and what model selection
         (e.g. GridSearchCV without a `scoring`) maximises.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+            Accepted for scikit-learn compatibility.
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
 
         Returns
         -------
@@ -475,30 +516,99 @@ class Autoencoder(BaseAutoencoder):
             optimizer=None, lr=None, validation_data=None, checkpoint=None,
             checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None,
             comm=None):
-        """Train on X; see VAE.fit (history_["kl"] is all zeros and
-        history_["val_elbo"] holds the validation reconstruction
-        log-likelihood log p(x | encoder(x))); `comm` trains over MPI."""
+        """Train on X, as `VAE.fit`.
+
+        history_["kl"] is all zeros and history_["val_elbo"] holds the
+        validation reconstruction log-likelihood log p(x | encoder(x)).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; in [0, 1] for the Bernoulli likelihood.
+        y : ignored
+            Accepted for scikit-learn compatibility.
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Makes the model conditional.
+        epochs, batch_size, optimizer, lr : optional
+            Override the constructor's values for this call.
+        validation_data : array-like, or a tuple (X_val, condition_val), optional
+            Scored after every epoch into history_["val_elbo"].
+        checkpoint : str or os.PathLike, optional
+            Training checkpoints, as for `VAE.fit`.
+        checkpoint_every : int >= 0, default=1
+            Epochs between checkpoints.
+        checkpoint_every_steps : int >= 1, optional
+            Also checkpoint every this many steps.
+        checkpoint_meta : dict, optional
+            JSON-serialisable data stored in the checkpoint.
+        comm : mpi4py communicator or fastvae.distributed.Group, optional
+            Train data-parallel over its ranks, as for `VAE.fit`.
+
+        Returns
+        -------
+        Autoencoder
+            The fitted model (self).
+        """
         return _fit_public(
             self, X, condition, {"epochs": epochs, "batch_size": batch_size,
                                  "optimizer": optimizer, "lr": lr}, validation_data,
             (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta), comm)
 
     def transform(self, X, condition=None):
-        """The codes z = encoder(x): array of shape (n_samples, latent_dim)."""
+        """The codes z = encoder(x).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, latent_dim)
+        """
         return self._head(X, condition)
 
     def encode(self, X, condition=None):
-        """Same as transform."""
+        """The codes z = encoder(x), as `transform`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, latent_dim)
+        """
         return self._head(X, condition)
 
     def reconstruct(self, X, condition=None):
-        """decode(transform(X))."""
+        """decode(transform(X)): reconstructions through the codes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
         return self.decode(self.transform(X, condition), condition)
 
     def score_samples(self, X, condition=None):
         """Per-sample reconstruction log-likelihood log p(x | z = encoder(x)).
 
         Not a bound on log p(x): an autoencoder defines no density.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
 
         Returns
         -------
@@ -508,12 +618,26 @@ class Autoencoder(BaseAutoencoder):
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
     def score(self, X, y=None, condition=None):
-        """Mean per-sample reconstruction log-likelihood (higher is better)."""
+        """Mean per-sample reconstruction log-likelihood (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+            Accepted for scikit-learn compatibility.
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        float
+        """
         return float(np.mean(self.score_samples(X, condition)))
 
 
 class DenoisingAutoencoder(Autoencoder):
-    """Autoencoder trained to reconstruct inputs from corrupted copies.
+    __doc__ = (
+        """Autoencoder trained to reconstruct inputs from corrupted copies.
 
     The same as ``Autoencoder(corruption=0.25)``: during training each input
     value the encoder sees is zeroed with probability `corruption` (masking
@@ -521,11 +645,15 @@ class DenoisingAutoencoder(Autoencoder):
     with the clean input. Evaluation uses clean inputs.
 
     Parameters
-    ----------
-    corruption : float in (0, 1), default=0.25
-    **others
-        As for Autoencoder.
-    """
+    ----------"""
+        + _COMMON_PARAMETERS
+        + """    corruption : float in (0, 1), default=0.25
+        Training only: probability of zeroing each input value the encoder
+        sees; the reconstruction target stays clean.
+"""
+        + _TRAINING_PARAMETERS
+        + _ATTRIBUTES
+    )
 
     def __init__(
         self,
@@ -671,8 +799,8 @@ def checkpoint_info(checkpoint):
     -------
     dict
         "path", "estimator" (class name), "epochs" (the run's total),
-        "epochs_done" (n_iter_), "epoch_step" (minibatches of the next epoch
-        already done), "steps" (t_), "finished" (bool) and "meta" (what fit
+        "epochs_done" (``n_iter_``), "epoch_step" (minibatches of the next
+        epoch already done), "steps" (``t_``), "finished" (bool) and "meta" (what fit
         stored as checkpoint_meta).
 
     Raises

@@ -17,7 +17,13 @@ _UNIT_OPEN = Param(numbers.Real, low=0.0, high=1.0, high_open=True)
 
 @dataclass(frozen=True)
 class SGD:
-    """Plain stochastic gradient descent: p -= lr * g."""
+    """Plain stochastic gradient descent: p -= lr * g.
+
+    Parameters
+    ----------
+    lr : float > 0, default=0.01
+        Learning rate.
+    """
 
     lr: float = 0.01
     name = "sgd"
@@ -29,7 +35,15 @@ class SGD:
 
 @dataclass(frozen=True)
 class Momentum:
-    """SGD with heavy-ball momentum: v = momentum * v + g; p -= lr * v."""
+    """SGD with heavy-ball momentum: v = momentum * v + g; p -= lr * v.
+
+    Parameters
+    ----------
+    lr : float > 0, default=0.01
+        Learning rate.
+    momentum : float in [0, 1), default=0.9
+        Decay of the velocity v.
+    """
 
     lr: float = 0.01
     momentum: float = 0.9
@@ -47,6 +61,17 @@ class Adam:
 
     m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
     p -= lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps).
+
+    Parameters
+    ----------
+    lr : float > 0, default=1e-3
+        Learning rate.
+    beta1 : float in [0, 1), default=0.9
+        Decay of the first moment m.
+    beta2 : float in [0, 1), default=0.999
+        Decay of the second moment v.
+    eps : float > 0, default=1e-8
+        Added to the denominator.
     """
 
     lr: float = 1e-3
