@@ -80,10 +80,12 @@ def check_isa(impl: str, isa: str, info: dict | None) -> str | None:
 # -- busy processes ------------------------------------------------------------------
 
 # A plain CPU loop that also ends itself when its parent is gone, so even a
-# harness killed with SIGKILL leaves no spinner behind.
+# harness killed with SIGKILL leaves no spinner behind. The parent's pid comes
+# as an argument: one that died while the spinner was starting up is no
+# longer its getppid().
 SPINNER = (
-    "import os\n"
-    "parent = os.getppid()\n"
+    "import os, sys\n"
+    "parent = int(sys.argv[1])\n"
     "while os.getppid() == parent:\n"
     "    for _ in range(200000):\n"
     "        pass\n"
@@ -112,9 +114,9 @@ class BusyLoad:
         try:
             for _ in range(self.n):
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-S", "-c", SPINNER], stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    start_new_session=True))
+                    [sys.executable, "-S", "-c", SPINNER, str(os.getpid())],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True))
         except BaseException:
             self.stop()
             raise
