@@ -17,6 +17,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from fastvae.bench.configs import CONFIGS, QUICK_CONFIGS, Config, parse_config
 from fastvae.config import blas_warnings
 
 IMPLS = ("fastvae", "numpy", "torch", "jax")
+# --scenarios: the columns of the targets; the NumPy reference only on request
+SCENARIO_IMPLS = ("fastvae", "torch", "jax")
 
 
 @dataclass
@@ -366,9 +369,11 @@ def run_scenario(scenario: sc.Scenario, configs, impls, rounds: int, seconds: fl
         log(f"  [{scenario.name}] {config.name}: "
             f"{', '.join(s['label'] for s in specs)}"
             + (f" (+{scenario.busy} busy)" if scenario.busy else ""))
+        start = time.monotonic()
         workers = _start_workers(specs)
         _measure_together(workers, rounds, seconds, scenario.busy)
         out["results"] += [w.result.to_dict() for w in workers]
+        log(f"    ({time.monotonic() - start:.0f} s)")
     out["targets"] = sc.evaluate_targets(scenario.name, scenario_rates(out))
     return out
 
@@ -436,8 +441,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by `fastvae bench` and benchmarks/run.py)."""
     parser.add_argument("--configs", nargs="+", default=None,
                         help="configurations like 784-400/20/128 (default: all targets)")
-    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS,
-                        help="implementations to time")
+    parser.add_argument("--impls", nargs="+", default=None, choices=IMPLS,
+                        help="implementations to time (default: all; with "
+                        f"--scenarios: {' '.join(SCENARIO_IMPLS)})")
     parser.add_argument("--threads", nargs="+", default=["1", "all"],
                         help="thread counts, 'all' = every core")
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds")
@@ -508,8 +514,8 @@ def run_from_args(args) -> int:
         report = {"machine": machine_info(), "rounds": rounds,
                   "seconds_per_round": seconds, "results": []}
     else:
-        report = run(configs, args.impls, threads, rounds, seconds, log=log,
-                     isa=args.isa, busy=args.busy)
+        report = run(configs, args.impls or list(IMPLS), threads, rounds, seconds,
+                     log=log, isa=args.isa, busy=args.busy)
     if args.kernels or args.only_kernels:
         from fastvae.bench import kernels
 
@@ -529,10 +535,12 @@ def run_from_args(args) -> int:
 
 
 def _plan(args) -> tuple:
-    """The configurations, rounds and seconds per round to run."""
+    """The configurations, rounds and seconds per round of --scenarios: by
+    default the float32 configurations (the targets' and 784-512-256), so
+    four scenarios take about 20 minutes on 2 busy cores."""
     if args.quick:
         return QUICK_CONFIGS, 2, 0.2
-    configs = (CONFIGS if args.configs is None
+    configs = ([c for c in CONFIGS if c.dtype == "float32"] if args.configs is None
                else [parse_config(c) for c in args.configs])
     return configs, args.rounds, args.seconds
 
@@ -564,7 +572,8 @@ def _run_scenarios_from_args(args) -> int:
         print(msg, flush=True)
 
     for scenario in args.scenarios:
-        part = run_scenario(scenario, configs, args.impls, rounds, seconds, log=log)
+        part = run_scenario(scenario, configs, args.impls or list(SCENARIO_IMPLS),
+                            rounds, seconds, log=log)
         part.update(rounds=rounds, seconds_per_round=seconds)
         report["scenarios"].append(part)
         print("\n" + format_scenario(part) + "\n", flush=True)
