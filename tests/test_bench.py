@@ -503,3 +503,25 @@ def test_quick_scenarios_end_to_end(tmp_path):
     assert busy1["results"][0]["isa"]["cap"] is None
     assert "## Scenario avx2: ISA avx2" in proc.stdout
     assert "## Scenario busy1: ISA native" in proc.stdout and "n/a" in proc.stdout
+
+
+def test_isa_and_busy_options_of_a_single_run(tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
+         "--no-kernels", "--impls", "fastvae", "--threads", "1", "--isa", "avx2", "--busy", "1",
+         "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert (report["isa"], report["busy"]) == ("avx2", 1)
+    (r,) = report["results"]
+    assert r["isa"]["cap"] == "avx2" and r["isa_error"] is None
+    assert "## ISA avx2 (every implementation capped), 1 busy process(es)" in proc.stdout
+    assert "capped at AVX2. 1 busy process(es)" in proc.stdout
+
+
+def test_bench_mpi_has_the_isa_and_busy_options():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_mpi.py"),
+                           "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--isa {native,avx2}" in proc.stdout and "--busy N" in proc.stdout

@@ -5,6 +5,13 @@ Every implementation and thread setting runs in its own worker process
 workers in turn for a timed run, several rounds, so a slow spell of a noisy
 machine hits all of them alike; it reports the median throughput of each and
 computes the ratios from those medians, all from the same run.
+
+Conditions (fastvae.bench.scenarios): ``--isa avx2`` caps every
+implementation's instruction set through its worker's environment, ``--busy
+N`` spins N processes while each configuration is measured, and
+``--scenarios idle,avx2,busy1,busy2`` runs several such conditions in one
+invocation, one table each with the ratios of the issue's targets and a
+PASS/MISS line per target (scenarios.TARGETS).
 """
 
 from __future__ import annotations
