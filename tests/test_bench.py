@@ -509,14 +509,16 @@ def test_isa_and_busy_options_of_a_single_run(tmp_path):
     out = tmp_path / "r.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
-         "--no-kernels", "--impls", "fastvae", "--threads", "1", "--isa", "avx2", "--busy", "1",
-         "--json", str(out)], capture_output=True, text=True, timeout=300)
+         "--no-kernels", "--impls", "fastvae", "--threads", "1", "--isa", "avx2",
+         "--busy", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert (report["isa"], report["busy"]) == ("avx2", 1)
     (r,) = report["results"]
     assert r["isa"]["cap"] == "avx2" and r["isa_error"] is None
-    assert "## ISA avx2 (every implementation capped), 1 busy process(es)" in proc.stdout
+    heading = "## ISA avx2 (every implementation capped), 1 busy process(es)"
+    assert heading in proc.stdout
     assert "capped at AVX2. 1 busy process(es)" in proc.stdout
 
 
