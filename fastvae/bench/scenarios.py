@@ -271,6 +271,7 @@ def evaluate_targets(scenario: str, rates: dict[str, dict[str, float | None]],
 def format_targets(checks: list[dict]) -> str:
     lines = []
     for c in checks:
-        value = f"{c['value']:.2f}x" if c["value"] is not None else "not measured"
+        # three decimals: 1.099 is a MISS of ">= 1.1", not "1.10x"
+        value = f"{c['value']:.3f}x" if c["value"] is not None else "not measured"
         lines.append(f"{c['status']:4}  {c['scenario']}: {c['target']} (got {value})")
     return "\n".join(lines)
