@@ -2,6 +2,7 @@
 process x R threads, training the same model on the same global minibatches.
 
     python benchmarks/bench_mpi.py [--ranks 2] [--rounds 7] [--seconds 2]
+                                   [--isa native|avx2] [--busy N]
 
 Two worker processes stay alive for each configuration: ``VAE.fit`` with
 n_threads=R, and ``mpiexec -n R`` running ``VAE.fit(comm=...)`` with one
@@ -12,6 +13,10 @@ from the same minutes of a shared machine; the load average is recorded
 around every round. For the MPI runs it also reports the time per step
 spent in the gradient Allreduce (which includes waiting for the slower
 rank) and the time of the same Allreduce alone (after a barrier).
+
+``--isa avx2`` caps fastvae (and its OpenBLAS) at AVX2 in both workers,
+``--busy N`` runs N competing busy processes during the rounds, as in
+``benchmarks/run.py`` (fastvae.bench.scenarios).
 
 Needs mpi4py and an MPI library (pip install mpi4py mpich); the mpiexec
 beside this Python is used, else the one on PATH. The report goes to
@@ -66,12 +71,18 @@ def _reply(obj) -> None:
     sys.stdout.flush()
 
 
+def _isa() -> dict:
+    from fastvae.bench.workers import isa_report
+
+    return isa_report("fastvae")
+
+
 def threaded_worker(config: str, threads: int) -> None:
     """One process, `threads` OpenMP threads."""
     X = _data(CONFIGS[config][2])
     model = _model(config, threads, len(X))
     model.fit(X)  # warm-up: allocation, first touch
-    _reply({"ready": True})
+    _reply({"ready": True, "isa": _isa()})
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "quit":
@@ -113,7 +124,8 @@ def mpi_worker(config: str, threads: int) -> None:
     n_params = model.params_.shape[0]
     buf = np.zeros(2, dtype=np.int64)
     if comm.rank == 0:
-        _reply({"ready": True, "ranks": comm.size, "n_params": int(n_params)})
+        _reply({"ready": True, "ranks": comm.size, "n_params": int(n_params),
+                "isa": _isa()})
     lines = iter(sys.stdin) if comm.rank == 0 else None
     while True:
         if comm.rank == 0:
@@ -193,9 +205,13 @@ class Worker:
         return self._read()
 
     def close(self):
-        self.proc.stdin.write('{"cmd": "quit"}\n')
-        self.proc.stdin.flush()
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.stdin.write('{"cmd": "quit"}\n')
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _mpiexec() -> str:
@@ -206,24 +222,37 @@ def _mpiexec() -> str:
     return found
 
 
-def measure(config: str, ranks: int, rounds: int, seconds: float, log=print) -> dict:
+def measure(config: str, ranks: int, rounds: int, seconds: float, log=print,
+            isa: str = "native", busy: int = 0) -> dict:
+    from fastvae.bench.scenarios import BusyLoad, check_isa, isa_env
+
     script = str(Path(__file__).resolve())
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**isa_env("fastvae", isa), "PYTHONUNBUFFERED": "1"}
     threaded = Worker([sys.executable, script, "--worker", "threads", "--config",
                        config, "--threads", str(ranks)],
                       {**env, "OMP_NUM_THREADS": str(ranks)})
-    mpi = Worker([_mpiexec(), "-n", str(ranks), sys.executable, script, "--worker",
-                  "mpi", "--config", config, "--threads", "1"],
-                 {**env, "OMP_NUM_THREADS": "1"})
     try:
-        for r in range(rounds):
-            pair = (threaded, mpi) if r % 2 == 0 else (mpi, threaded)
-            for w in pair:
-                w.rounds.append(w.ask(cmd="run", seconds=seconds))
-            log(f"    round {r + 1}/{rounds}: threads "
-                f"{_rate(threaded.rounds[-1]):,.0f}, MPI {_rate(mpi.rounds[-1]):,.0f} "
-                f"samples/s (load {os.getloadavg()[0]:.1f})")
-        alone = mpi.ask(cmd="allreduce", repeats=200)["allreduce_ms"]
+        mpi = Worker([_mpiexec(), "-n", str(ranks), sys.executable, script, "--worker",
+                      "mpi", "--config", config, "--threads", "1"],
+                     {**env, "OMP_NUM_THREADS": "1"})
+    except BaseException:
+        threaded.close()
+        raise
+    isa_errors = sorted({e for e in (check_isa("fastvae", isa, w.info.get("isa"))
+                                     for w in (threaded, mpi)) if e})
+    for e in isa_errors:
+        log(f"    warning: ISA cap not in effect: {e}")
+    try:
+        with BusyLoad(busy):
+            for r in range(rounds):
+                pair = (threaded, mpi) if r % 2 == 0 else (mpi, threaded)
+                for w in pair:
+                    w.rounds.append(w.ask(cmd="run", seconds=seconds))
+                log(f"    round {r + 1}/{rounds}: threads "
+                    f"{_rate(threaded.rounds[-1]):,.0f}, MPI "
+                    f"{_rate(mpi.rounds[-1]):,.0f} samples/s "
+                    f"(load {os.getloadavg()[0]:.1f})")
+            alone = mpi.ask(cmd="allreduce", repeats=200)["allreduce_ms"]
     finally:
         threaded.close()
         mpi.close()
@@ -248,6 +277,9 @@ def measure(config: str, ranks: int, rounds: int, seconds: float, log=print) -> 
         "allreduce_alone_p10_p90_ms": [float(np.percentile(alone, 10)),
                                        float(np.percentile(alone, 90))],
         "load_average": [min(loads), statistics.median(loads), max(loads)],
+        "isa": isa, "busy": busy, "isa_reported": {"threaded": threaded.info.get("isa"),
+                                                   "mpi": mpi.info.get("isa")},
+        "isa_errors": isa_errors,
         "rounds": {"threaded": threaded.rounds, "mpi": mpi.rounds},
     }
 
@@ -330,6 +362,11 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=2.0, help="per round and worker")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--out", default=str(_RESULTS / "mpi.json"))
+    p.add_argument("--isa", default="native", choices=("native", "avx2"),
+                   help="cap fastvae's instruction set in both workers (avx2), or "
+                   "leave the environment as it is (native)")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="N competing busy processes during the rounds")
     p.add_argument("--cost-model", metavar="REPORT",
                    help="print the cost model of a saved report and exit")
     p.add_argument("--worker", choices=("threads", "mpi"), help=argparse.SUPPRESS)
@@ -348,19 +385,28 @@ def main(argv=None) -> int:
         print(format_cost_model(cost_model(results)))
         return 0
 
-    from fastvae.bench.harness import machine_info
+    from fastvae.bench.harness import heading, machine_info
+    from fastvae.bench.scenarios import ISAS, terminate_on_sigterm
 
+    if args.busy < 0:
+        p.error(f"--busy {args.busy}: a count >= 0")
+    assert args.isa in ISAS
+    terminate_on_sigterm()  # so the busy processes and workers are stopped
+    machine = machine_info()
     results = []
     for config in args.configs:
         print(f"  {config}: 1 process x {args.ranks} threads vs {args.ranks} ranks x "
-              "1 thread", flush=True)
-        results.append(measure(config, args.ranks, args.rounds, args.seconds))
-    report = {"machine": machine_info(), "rounds": args.rounds,
-              "seconds_per_round": args.seconds, "results": results,
+              f"1 thread; ISA {args.isa}, {args.busy} busy process(es)", flush=True)
+        results.append(measure(config, args.ranks, args.rounds, args.seconds,
+                               isa=args.isa, busy=args.busy))
+    report = {"machine": machine, "rounds": args.rounds,
+              "seconds_per_round": args.seconds, "isa": args.isa, "busy": args.busy,
+              "results": results,
               "cost_model": {"networks": NETWORKS, "rows": cost_model(results)}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     m = report["machine"]
+    print("\n" + heading(args.isa, args.busy) + "\n")
     print(format_table(results))
     print(f"\n{m['date']}, {m['cpu']}, {m['cores']} cores; Python {m['python']}, "
           f"fastvae {m['fastvae']}; medians of {args.rounds} alternated rounds of "

@@ -1,8 +1,11 @@
 """One implementation of the training step per worker process.
 
 The harness starts ``python -m fastvae.bench.workers IMPL CONFIG_JSON THREADS``
-with the thread settings in its environment, then sends JSON commands on
-stdin, one per line, and reads one JSON reply per command on stdout:
+with the thread settings (and any ISA cap) in its environment; THREADS 0 is
+the library's default thread count. The worker first replies
+``{"ready": true, "threads": ..., "isa": {...}}`` (what it runs on); the
+harness then sends JSON commands on stdin, one per line, and reads one JSON
+reply per command on stdout:
 
     {"cmd": "run", "seconds": 0.5}  ->  {"samples": ..., "seconds": ...}
     {"cmd": "quit"}                 ->  {"maxrss_mb": ...}
@@ -47,7 +50,8 @@ class FastvaeStep:
         self.X = _data(config)
         self.model = fastvae.VAE(
             hidden=config.hidden, latent_dim=config.latent, batch_size=config.batch,
-            dtype=config.dtype, n_threads=threads, epochs=1, warm_start=True, seed=0)
+            dtype=config.dtype, n_threads=threads or None, epochs=1, warm_start=True,
+            seed=0)
         self.model.fit(self.X)  # warm-up: allocation, first touch, clones resolved
 
     def run(self, seconds: float) -> int:
@@ -95,7 +99,8 @@ class TorchStep:
             from fastvae.bench.torch_vae import make_trainer
         except ImportError as exc:
             raise NotInstalled(str(exc)) from None
-        torch.set_num_threads(threads)
+        if threads:
+            torch.set_num_threads(threads)
         self.X = torch.from_numpy(_data(config))
         self.batch = config.batch
         _, self.step = make_trainer(config.encoder_dims, config.decoder_dims,
@@ -210,6 +215,53 @@ IMPLEMENTATIONS = {"fastvae": FastvaeStep, "numpy": NumpyStep, "torch": TorchSte
                    "jax": JaxStep, "sgemm": SgemmRate, "owngemm": OwnGemmRate}
 
 
+def threads_used(impl_name: str, threads: int) -> int | None:
+    """The thread count the implementation runs with (its default for 0)."""
+    if threads:
+        return threads
+    if impl_name in ("fastvae", "owngemm"):
+        import fastvae
+
+        return fastvae.get_num_threads()
+    if impl_name == "torch":
+        import torch
+
+        return torch.get_num_threads()
+    if impl_name in ("numpy", "sgemm"):
+        from threadpoolctl import threadpool_info
+
+        counts = [i["num_threads"] for i in threadpool_info()
+                  if i["user_api"] == "blas"]
+        return max(counts) if counts else None
+    return None  # XLA has no thread count to ask
+
+
+def isa_report(impl_name: str) -> dict:
+    """What instruction set the implementation runs, as far as it tells:
+    fastvae's level and GEMM, PyTorch's ATen capability, OpenBLAS's core
+    type, JAX's XLA_FLAGS (XLA reports nothing)."""
+    out: dict = {}
+    if impl_name in ("fastvae", "owngemm"):
+        import fastvae
+        from fastvae._blas import gemm_backend
+
+        out = dict(fastvae.get_isa())
+        out["gemm"] = gemm_backend()
+    elif impl_name == "torch":
+        import torch
+
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    elif impl_name == "jax":
+        out["xla_flags"] = os.environ.get("XLA_FLAGS")
+    if impl_name in ("fastvae", "numpy", "sgemm", "owngemm"):
+        from threadpoolctl import threadpool_info
+
+        out["openblas"] = sorted({i.get("architecture") for i in threadpool_info()
+                                  if i.get("internal_api") == "openblas"} - {None})
+        out["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
+    return out
+
+
 def _reply(obj) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -220,7 +272,7 @@ def main(argv: list[str]) -> int:
     config = Config.from_dict(json.loads(config_json))
     if hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
-        if threads < len(cpus):
+        if 0 < threads < len(cpus):
             # every implementation gets exactly `threads` cores, whatever its
             # library does with thread settings (XLA has no hard limit)
             os.sched_setaffinity(0, cpus[:threads])
@@ -229,7 +281,8 @@ def main(argv: list[str]) -> int:
     except NotInstalled as exc:
         _reply({"error": "not installed", "detail": str(exc)})
         return 0
-    _reply({"ready": True})
+    _reply({"ready": True, "threads": threads_used(impl_name, threads),
+            "isa": isa_report(impl_name)})
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "run":
