@@ -160,6 +160,8 @@ static inline __attribute__((unused)) void *fv_gemm_scratch(size_t bytes)
 #define FV_GEMM_A_CV 2
 /* A @ B^T with at most this many rows of A runs as C^T = B @ A^T. */
 #define FV_GEMM_A_SWAP_ROWS 16
+/* Largest packed copy of A for A^T @ B (gemm_avx2_impl.h). */
+#define FV_GEMM_A_PACK_BYTES (8 << 20)
 
 static const int32_t fv_gemm_masks_f32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
                                               0,  0,  0,  0,  0,  0,  0,  0};
