@@ -160,6 +160,8 @@ static inline __attribute__((unused)) void *fv_gemm_scratch(size_t bytes)
 #define FV_GEMM_A_CV 2
 /* A @ B^T with at most this many rows of A runs as C^T = B @ A^T. */
 #define FV_GEMM_A_SWAP_ROWS 16
+/* Row groups up to which NN and TN read full panels of B unpacked. */
+#define FV_GEMM_A_DIRECT_GROUPS 3
 /* Largest packed copy of A for A^T @ B (gemm_avx2_impl.h). */
 #define FV_GEMM_A_PACK_BYTES (8 << 20)
 

@@ -58,12 +58,12 @@ FV_A_TILE void FV_A(store1)(FV_T *out, FV_T acc, FV_T alpha, FV_T beta)
 }
 
 /* Register tile: acc[r][c] = the chain over kk of a[r][kk * sk] times the
- * packed panel P[kk * TW + c * V ...], nv vectors (a constant after
+ * panel P[kk * ldp + c * V ...] (packed: ldp = TW), nv vectors (a constant after
  * inlining, so acc stays in 12 of the 16 ymm registers). Stored to
  * c_rows[r] + c * V, or, when `transposed` (C^T = B @ A^T: tile rows are
  * columns of C), to c0[(c * V + q) * ldc + r]. */
 FV_A_TILE void FV_A(tile)(int k, const FV_T *const *a, int64_t sk, const FV_T *restrict P,
-                          int nv, int width, int transposed, FV_T *const *c_rows,
+                          int64_t ldp, int nv, int width, int transposed, FV_T *const *c_rows,
                           FV_T *c0, int64_t ldc, int rows, FV_T alpha, FV_T beta)
 {
     FV_A_VEC acc[FV_GEMM_A_R][FV_GEMM_A_CV];
@@ -75,7 +75,7 @@ FV_A_TILE void FV_A(tile)(int k, const FV_T *const *a, int64_t sk, const FV_T *r
     for (int kk = 0; kk < k; kk++, off += sk) {
         FV_A_VEC b[FV_GEMM_A_CV];
         for (int c = 0; c < nv; c++)
-            b[c] = FV_A_LOAD(P + (int64_t)kk * FV_A_TW + c * FV_A_V);
+            b[c] = FV_A_LOADU(P + (int64_t)kk * ldp + c * FV_A_V);
         FV_A_VEC x;
 #define FV_A_ROW(r, ar)                                                                  \
     x = FV_A_SET1(ar[off]);                                                              \
@@ -180,15 +180,15 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
      * a multiple of 1 kB apart share few cache sets and evict each other
      * (1024x1024x512: 20 GFLOP/s against 26 for sgemm), so A is packed
      * first when its copy is small next to the work. */
-    const int64_t groups = (m + FV_GEMM_A_R - 1) / FV_GEMM_A_R;
+    const int64_t groups = (q_n + FV_GEMM_A_R - 1) / FV_GEMM_A_R;
     const int pack_a = !swap && trans_a && m > FV_GEMM_A_R && n > FV_A_V &&
                        groups * FV_GEMM_A_R * (int64_t)k * sizeof(FV_T) <= FV_GEMM_A_PACK_BYTES;
-    const size_t panel = (size_t)(k > 0 ? k : 1) * FV_A_TW;
+    const size_t panel_len = (size_t)(k > 0 ? k : 1) * FV_A_TW;
     FV_T *buf = (FV_T *)fv_gemm_scratch(
-        (panel + (pack_a ? (size_t)groups * FV_GEMM_A_R * k : 0)) * sizeof(FV_T));
+        (panel_len + (pack_a ? (size_t)groups * FV_GEMM_A_R * k : 0)) * sizeof(FV_T));
     if (!buf)
         return 0;
-    FV_T *abuf = buf + panel;
+    FV_T *abuf = buf + panel_len;
     if (pack_a)
         FV_A(pack_at)(m, k, A, ldq, abuf);
     const FV_T *a[FV_GEMM_A_R];
@@ -196,7 +196,13 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
     for (int j0 = 0; j0 < p_n; j0 += FV_A_TW) {
         int width = p_n - j0 < FV_A_TW ? p_n - j0 : FV_A_TW;
         int nv = (width + FV_A_V - 1) / FV_A_V;
-        FV_A(pack)(ptrans, k, ptrans ? P + (int64_t)j0 * ldp : P + j0, ldp, width, buf);
+        /* A few row groups read a whole panel of B straight from B: the copy
+         * would cost about as much as the work (16x400x784). */
+        const int direct = !ptrans && width == FV_A_TW && groups <= FV_GEMM_A_DIRECT_GROUPS;
+        const FV_T *panel = direct ? P + j0 : buf;
+        const int64_t ldpanel = direct ? ldp : FV_A_TW;
+        if (!direct)
+            FV_A(pack)(ptrans, k, ptrans ? P + (int64_t)j0 * ldp : P + j0, ldp, width, buf);
         for (int i0 = 0; i0 < q_n; i0 += FV_GEMM_A_R) {
             int rows = q_n - i0 < FV_GEMM_A_R ? q_n - i0 : FV_GEMM_A_R;
             for (int r = 0; r < FV_GEMM_A_R; r++) {
@@ -208,14 +214,14 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
             FV_T *c0 = C + (int64_t)j0 * ldc + i0;
             if (swap) {
                 if (nv == 2)
-                    FV_A(tile)(k, a, ska, buf, 2, width, 1, c_rows, c0, ldc, rows, alpha, beta);
+                    FV_A(tile)(k, a, ska, panel, ldpanel, 2, width, 1, c_rows, c0, ldc, rows, alpha, beta);
                 else
-                    FV_A(tile)(k, a, ska, buf, 1, width, 1, c_rows, c0, ldc, rows, alpha, beta);
+                    FV_A(tile)(k, a, ska, panel, ldpanel, 1, width, 1, c_rows, c0, ldc, rows, alpha, beta);
             } else {
                 if (nv == 2)
-                    FV_A(tile)(k, a, ska, buf, 2, width, 0, c_rows, c0, ldc, rows, alpha, beta);
+                    FV_A(tile)(k, a, ska, panel, ldpanel, 2, width, 0, c_rows, c0, ldc, rows, alpha, beta);
                 else
-                    FV_A(tile)(k, a, ska, buf, 1, width, 0, c_rows, c0, ldc, rows, alpha, beta);
+                    FV_A(tile)(k, a, ska, panel, ldpanel, 1, width, 0, c_rows, c0, ldc, rows, alpha, beta);
             }
         }
     }
