@@ -7,9 +7,11 @@ row-major: NN forward, TN weight gradient, NT input gradient) it prints the
 GFLOP/s of fastvae's own kernels (src_c/fastvae/gemm.h) at every level this
 CPU can run (AVX-512, AVX2 + FMA) and of scipy's sgemm / dgemm, single-
 threaded: inside a training step each thread runs one block of a GEMM on one
-core. Each rate is the best of 3 alternated rounds of the median of R calls
-(the best round, because other work on a shared machine only ever slows a
-round down). BLAS follows OPENBLAS_CORETYPE if it is set; the caption says
+core. Each rate is the best of 3 alternated rounds of the median of R calls,
+timed in the calling thread's CPU time (time.thread_time: single-threaded
+BLAS runs in the caller too), so that time the thread spends preempted on a
+shared machine does not count; other work can still only slow a round down,
+hence the best round. BLAS follows OPENBLAS_CORETYPE if it is set; the caption says
 which kernels it used.
 """
 
@@ -48,9 +50,9 @@ def _median_seconds(fn, repeat):
     fn()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.thread_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.thread_time() - start)
     return float(np.median(times))
 
 
@@ -103,7 +105,7 @@ def main(argv=None):
                       flush=True)
     cores = sorted({i.get("architecture", "?") for i in threadpool_info()
                     if i.get("user_api") == "blas"})
-    print(f"\nGFLOP/s, one thread; best of 3 alternated rounds of the median of "
+    print(f"\nGFLOP/s, one thread, CPU time; best of 3 alternated rounds of the median of "
           f"{args.repeat} calls; BLAS = scipy's sgemm / dgemm, kernels: "
           f"{', '.join(cores)}." + ("" if levels else
                                     " This CPU or build runs no own GEMM level."))

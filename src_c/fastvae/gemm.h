@@ -161,8 +161,14 @@ static inline __attribute__((unused)) void *fv_gemm_scratch(size_t bytes)
 /* A @ B^T with at most this many rows of A runs as C^T = B @ A^T. */
 #define FV_GEMM_A_SWAP_ROWS 16
 /* Row groups up to which NN and TN read full panels of B unpacked. */
+#ifndef FV_GEMM_A_DIRECT_GROUPS
 #define FV_GEMM_A_DIRECT_GROUPS 3
-/* Largest packed copy of A for A^T @ B (gemm_avx2_impl.h). */
+#endif
+/* Bytes of op(A) rows kept in L2 while the panels of B pass over them. */
+#ifndef FV_GEMM_A_L2_BYTES
+#define FV_GEMM_A_L2_BYTES 196608
+#endif
+/* Largest packed copy of A for A^T @ B, and of all B panels. */
 #define FV_GEMM_A_PACK_BYTES (8 << 20)
 
 static const int32_t fv_gemm_masks_f32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,

@@ -147,13 +147,19 @@ FV_GEMM_TARGET_V3 static void FV_A(pack)(int trans, int k, const FV_T *P, int64_
 FV_GEMM_TARGET_V3 static void FV_A(pack_at)(int m, int k, const FV_T *A, int64_t lda,
                                              FV_T *restrict buf)
 {
-    for (int i0 = 0; i0 < m; i0 += FV_GEMM_A_R) {
-        int rows = m - i0 < FV_GEMM_A_R ? m - i0 : FV_GEMM_A_R;
-        FV_T *dst = buf + (int64_t)i0 * k;
-        for (int kk = 0; kk < k; kk++) {
-            const FV_T *src = A + (int64_t)kk * lda + i0;
-            for (int r = 0; r < FV_GEMM_A_R; r++)
-                dst[(int64_t)kk * FV_GEMM_A_R + r] = src[r < rows ? r : rows - 1];
+    /* Blocks of 8 rows of A: read along rows while they stay in L1, rather
+     * than 6 numbers from each of k rows again per group (the conflicts
+     * the packing is there to avoid). */
+    for (int k0 = 0; k0 < k; k0 += 8) {
+        int k1 = k0 + 8 < k ? k0 + 8 : k;
+        for (int i0 = 0; i0 < m; i0 += FV_GEMM_A_R) {
+            int rows = m - i0 < FV_GEMM_A_R ? m - i0 : FV_GEMM_A_R;
+            FV_T *dst = buf + (int64_t)i0 * k;
+            for (int kk = k0; kk < k1; kk++) {
+                const FV_T *src = A + (int64_t)kk * lda + i0;
+                for (int r = 0; r < FV_GEMM_A_R; r++)
+                    dst[(int64_t)kk * FV_GEMM_A_R + r] = src[r < rows ? r : rows - 1];
+            }
         }
     }
 }
@@ -183,7 +189,20 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
     const int64_t groups = (q_n + FV_GEMM_A_R - 1) / FV_GEMM_A_R;
     const int pack_a = !swap && trans_a && m > FV_GEMM_A_R && n > FV_A_V &&
                        groups * FV_GEMM_A_R * (int64_t)k * sizeof(FV_T) <= FV_GEMM_A_PACK_BYTES;
-    const size_t panel_len = (size_t)(k > 0 ? k : 1) * FV_A_TW;
+    const int64_t kk1 = k > 0 ? k : 1;
+    const int64_t panels = (p_n + FV_A_TW - 1) / FV_A_TW;
+    /* Rows of C per chunk: their rows of op(A) (chunk x k) stay in L2 while
+     * every panel of B passes; with more than one chunk all panels of B are
+     * packed once up front (else each panel is packed once, just before its
+     * use). Without chunks a product whose A outgrows L2 streams all of A
+     * from L3 once per panel (1024x1024x512: 33 GFLOP/s, sgemm 37). */
+    int64_t chunk = FV_GEMM_A_L2_BYTES / (kk1 * (int64_t)sizeof(FV_T));
+    chunk = chunk < FV_GEMM_A_R ? FV_GEMM_A_R : chunk - chunk % FV_GEMM_A_R;
+    const int pack_all = chunk < q_n && panels > 1 &&
+                         panels * kk1 * FV_A_TW * (int64_t)sizeof(FV_T) <= FV_GEMM_A_PACK_BYTES;
+    if (!pack_all)
+        chunk = q_n > 0 ? q_n : 1;
+    const size_t panel_len = (size_t)kk1 * FV_A_TW * (pack_all ? panels : 1);
     FV_T *buf = (FV_T *)fv_gemm_scratch(
         (panel_len + (pack_a ? (size_t)groups * FV_GEMM_A_R * k : 0)) * sizeof(FV_T));
     if (!buf)
@@ -191,37 +210,53 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
     FV_T *abuf = buf + panel_len;
     if (pack_a)
         FV_A(pack_at)(m, k, A, ldq, abuf);
+    if (pack_all)
+        for (int64_t p = 0; p < panels; p++) {
+            int64_t j0 = p * FV_A_TW;
+            int width = p_n - j0 < FV_A_TW ? (int)(p_n - j0) : FV_A_TW;
+            FV_A(pack)(ptrans, k, ptrans ? P + j0 * ldp : P + j0, ldp, width,
+                       buf + p * kk1 * FV_A_TW);
+        }
+    const int64_t ska = pack_a ? FV_GEMM_A_R : sk;
     const FV_T *a[FV_GEMM_A_R];
     FV_T *c_rows[FV_GEMM_A_R];
-    for (int j0 = 0; j0 < p_n; j0 += FV_A_TW) {
-        int width = p_n - j0 < FV_A_TW ? p_n - j0 : FV_A_TW;
-        int nv = (width + FV_A_V - 1) / FV_A_V;
-        /* A few row groups read a whole panel of B straight from B: the copy
-         * would cost about as much as the work (16x400x784). */
-        const int direct = !ptrans && width == FV_A_TW && groups <= FV_GEMM_A_DIRECT_GROUPS;
-        const FV_T *panel = direct ? P + j0 : buf;
-        const int64_t ldpanel = direct ? ldp : FV_A_TW;
-        if (!direct)
-            FV_A(pack)(ptrans, k, ptrans ? P + (int64_t)j0 * ldp : P + j0, ldp, width, buf);
-        for (int i0 = 0; i0 < q_n; i0 += FV_GEMM_A_R) {
-            int rows = q_n - i0 < FV_GEMM_A_R ? q_n - i0 : FV_GEMM_A_R;
-            for (int r = 0; r < FV_GEMM_A_R; r++) {
-                int64_t i = i0 + (r < rows ? r : rows - 1);
-                a[r] = pack_a ? abuf + (int64_t)i0 * k + r : Q + i * sr;
-                c_rows[r] = C + i * ldc + j0;
-            }
-            const int64_t ska = pack_a ? FV_GEMM_A_R : sk;
-            FV_T *c0 = C + (int64_t)j0 * ldc + i0;
-            if (swap) {
-                if (nv == 2)
-                    FV_A(tile)(k, a, ska, panel, ldpanel, 2, width, 1, c_rows, c0, ldc, rows, alpha, beta);
-                else
-                    FV_A(tile)(k, a, ska, panel, ldpanel, 1, width, 1, c_rows, c0, ldc, rows, alpha, beta);
-            } else {
-                if (nv == 2)
-                    FV_A(tile)(k, a, ska, panel, ldpanel, 2, width, 0, c_rows, c0, ldc, rows, alpha, beta);
-                else
-                    FV_A(tile)(k, a, ska, panel, ldpanel, 1, width, 0, c_rows, c0, ldc, rows, alpha, beta);
+    for (int64_t ic = 0; ic < q_n; ic += chunk) {
+        const int ie = q_n - ic < chunk ? q_n : (int)(ic + chunk);
+        for (int j0 = 0; j0 < p_n; j0 += FV_A_TW) {
+            int width = p_n - j0 < FV_A_TW ? p_n - j0 : FV_A_TW;
+            int nv = (width + FV_A_V - 1) / FV_A_V;
+            /* A few row groups read a whole panel of B straight from B: the
+             * copy would cost about as much as the work (16x400x784). */
+            const int direct = !ptrans && width == FV_A_TW && groups <= FV_GEMM_A_DIRECT_GROUPS;
+            const FV_T *panel = direct     ? P + j0
+                                : pack_all ? buf + (int64_t)(j0 / FV_A_TW) * kk1 * FV_A_TW
+                                           : buf;
+            const int64_t ldpanel = direct ? ldp : FV_A_TW;
+            if (!direct && !pack_all)
+                FV_A(pack)(ptrans, k, ptrans ? P + (int64_t)j0 * ldp : P + j0, ldp, width,
+                           buf);
+            for (int i0 = (int)ic; i0 < ie; i0 += FV_GEMM_A_R) {
+                int rows = q_n - i0 < FV_GEMM_A_R ? q_n - i0 : FV_GEMM_A_R;
+                for (int r = 0; r < FV_GEMM_A_R; r++) {
+                    int64_t i = i0 + (r < rows ? r : rows - 1);
+                    a[r] = pack_a ? abuf + (int64_t)i0 * k + r : Q + i * sr;
+                    c_rows[r] = C + i * ldc + j0;
+                }
+                FV_T *c0 = C + (int64_t)j0 * ldc + i0;
+#define FV_A_CALL(NV, TR)                                                                 \
+    FV_A(tile)(k, a, ska, panel, ldpanel, NV, width, TR, c_rows, c0, ldc, rows, alpha, beta)
+                if (swap) {
+                    if (nv == 2)
+                        FV_A_CALL(2, 1);
+                    else
+                        FV_A_CALL(1, 1);
+                } else {
+                    if (nv == 2)
+                        FV_A_CALL(2, 0);
+                    else
+                        FV_A_CALL(1, 0);
+                }
+#undef FV_A_CALL
             }
         }
     }
