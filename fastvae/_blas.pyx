@@ -191,17 +191,17 @@ cdef int _ld(const char* name, Py_ssize_t rows, Py_ssize_t cols,
 
 def gemm_memview(bint trans_a, bint trans_b, const floating[:, :] a,
                  const floating[:, :] b, floating[:, :] c,
-                 floating alpha=1.0, floating beta=0.0, backend=None, level=None):
+                 floating alpha=1.0, floating beta=0.0, backend=None, level=None,
+                 bint strided=False):
     """Test twin of `gemm`: c = alpha * op(a) @ op(b) + beta * c.
 
     Parameters
     ----------
     trans_a, trans_b : bool
         Whether op transposes a, b.
-    a, b, c : 2-D arrays of one float dtype with contiguous rows
-        The operands; rows may lie further apart than their length (views
-        of wider arrays: lda, ldb, ldc > the row length). c (m x n) is
-        written in place and its span must not overlap those of a or b.
+    a, b, c : 2-D arrays of one float dtype
+        The operands, C-contiguous unless `strided`; c (m x n) is written
+        in place and its span must not overlap those of a or b.
     alpha, beta : float
         The scalars; c is not read when beta is 0.
     backend : {None, "own", "blas"}
@@ -212,6 +212,10 @@ def gemm_memview(bint trans_a, bint trans_b, const floating[:, :] a,
     level : {None, "avx512", "avx2"}
         Run fastvae's kernels at this level whatever the ISA cap (implies
         backend "own"); a ValueError when the CPU cannot run it.
+    strided : bool
+        Accept operands whose rows lie further apart than their length
+        (views of wider arrays: lda, ldb, ldc > the row length), as the
+        training step passes its column blocks; rows must be contiguous.
 
     Raises
     ------
@@ -248,6 +252,10 @@ def gemm_memview(bint trans_a, bint trans_b, const floating[:, :] a,
         raise ValueError("c has the wrong shape for op(a) @ op(b)")
     if m == 0 or n == 0:
         return
+    if not strided:
+        for name, arr in (("a", a), ("b", b), ("c", c)):
+            if not arr.is_c_contig():
+                raise ValueError(f"{name} must be C-contiguous (or pass strided=True)")
     cdef Py_ssize_t size = sizeof(floating)
     cdef int lda = _ld("a", a.shape[0], a.shape[1], a.strides[0], a.strides[1], size)
     cdef int ldb = _ld("b", b.shape[0], b.shape[1], b.strides[0], b.strides[1], size)

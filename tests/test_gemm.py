@@ -276,13 +276,18 @@ def test_strided_operands_read_their_rows_only_and_match_contiguous_ones(
     a_w, _ = _wide(a, 3, np.nan)
     b_w, _ = _wide(b, 9, np.nan)
     c_w, c_raw = _wide(np.zeros((m, n), dtype), 5, 7.0)
-    _blas.gemm_memview(ta, tb, a_w, b_w, c_w, level=level)
+    _blas.gemm_memview(ta, tb, a_w, b_w, c_w, level=level, strided=True)
     expected = np.empty((m, n), dtype)
     _blas.gemm_memview(ta, tb, a, b, expected, level=level)
     np.testing.assert_array_equal(c_w, expected)
     np.testing.assert_array_equal(c_raw[:, n:], 7.0)
     np.testing.assert_allclose(expected, _reference(ta, tb, a, b, 0 * expected, 1, 0),
                                rtol=0, atol=_tolerance(dtype, k, 1))
+    blas_w = np.zeros_like(c_raw)
+    _blas.gemm_memview(ta, tb, a_w, b_w, blas_w[:, :n], backend="blas", strided=True)
+    np.testing.assert_allclose(blas_w[:, :n], expected, rtol=0, atol=_tolerance(dtype, k, 1))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _blas.gemm_memview(ta, tb, a_w, b_w, c_w, level=level)
 
 
 def _cuts(rng, size):
@@ -310,7 +315,8 @@ def test_split_invariance(level, dtype, ta, tb, m, n, k):
         by_cols = c0.copy()
         for j0, j1 in zip(cols, cols[1:]):
             b_blk = b[j0:j1, :] if tb else b[:, j0:j1]
-            _blas.gemm_memview(ta, tb, a, b_blk, by_cols[:, j0:j1], 1.5, 0.25, level=level)
+            _blas.gemm_memview(ta, tb, a, b_blk, by_cols[:, j0:j1], 1.5, 0.25, level=level,
+                               strided=True)
         np.testing.assert_array_equal(by_cols, whole)
         # The AVX-512 kernels switch A @ B^T from dot to packed tiles at 192
         # rows, so only column cuts keep its bits there.
@@ -320,7 +326,8 @@ def test_split_invariance(level, dtype, ta, tb, m, n, k):
         by_rows = c0.copy()
         for i0, i1 in zip(rows, rows[1:]):
             a_blk = a[:, i0:i1] if ta else a[i0:i1, :]
-            _blas.gemm_memview(ta, tb, a_blk, b, by_rows[i0:i1], 1.5, 0.25, level=level)
+            _blas.gemm_memview(ta, tb, a_blk, b, by_rows[i0:i1], 1.5, 0.25, level=level,
+                               strided=True)
         np.testing.assert_array_equal(by_rows, whole)
 
 
