@@ -169,7 +169,14 @@ static inline __attribute__((unused)) void *fv_gemm_scratch(size_t bytes)
 #define FV_GEMM_A_L2_BYTES 196608
 #endif
 /* Largest packed copy of A for A^T @ B, and of all B panels. */
+/* Columns of C from which A^T @ B packs A even where its rows are not a
+ * multiple of 1 kB apart (gemm_avx2_impl.h). */
+#ifndef FV_GEMM_A_PACK_MIN_N
+#define FV_GEMM_A_PACK_MIN_N 128
+#endif
+#ifndef FV_GEMM_A_PACK_BYTES
 #define FV_GEMM_A_PACK_BYTES (8 << 20)
+#endif
 
 static const int32_t fv_gemm_masks_f32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
                                               0,  0,  0,  0,  0,  0,  0,  0};

@@ -183,11 +183,14 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
     const int64_t sr = (!swap && trans_a) ? 1 : ldq, sk = (!swap && trans_a) ? ldq : 1;
     const int ptrans = swap ? 1 : trans_b;
     /* A^T @ B reads R numbers from each of k rows of A per row group; rows
-     * a multiple of 1 kB apart share few cache sets and evict each other
-     * (1024x1024x512: 20 GFLOP/s against 26 for sgemm), so A is packed
-     * first when its copy is small next to the work. */
+     * a multiple of 1 kB apart share few cache sets and evict each other,
+     * so there A is packed first, and also where the copy is spread over
+     * enough columns. Measured, one thread, CPU time, GFLOP/s unpacked /
+     * packed: 1024x1024x512 61 / 89, 1024x64x512 65 / 75, 784x400x128
+     * 85 / 91, but 784x64x128 (the step's weight-gradient block) 88 / 76. */
     const int64_t groups = (q_n + FV_GEMM_A_R - 1) / FV_GEMM_A_R;
-    const int pack_a = !swap && trans_a && m > FV_GEMM_A_R && n > FV_A_V &&
+    const int pack_a = !swap && trans_a && m > FV_GEMM_A_R &&
+                       ((lda * sizeof(FV_T)) % 1024 == 0 ? n > FV_A_V : n > FV_GEMM_A_PACK_MIN_N) &&
                        groups * FV_GEMM_A_R * (int64_t)k * sizeof(FV_T) <= FV_GEMM_A_PACK_BYTES;
     const int64_t kk1 = k > 0 ? k : 1;
     const int64_t panels = (p_n + FV_A_TW - 1) / FV_A_TW;
@@ -195,7 +198,8 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
      * every panel of B passes; with more than one chunk all panels of B are
      * packed once up front (else each panel is packed once, just before its
      * use). Without chunks a product whose A outgrows L2 streams all of A
-     * from L3 once per panel (1024x1024x512: 33 GFLOP/s, sgemm 37). */
+     * from L3 once per panel (one thread, CPU time: 512x1024x1024 NN 84-85
+     * GFLOP/s unchunked, 85-89 chunked; no shape measured got slower). */
     int64_t chunk = FV_GEMM_A_L2_BYTES / (kk1 * (int64_t)sizeof(FV_T));
     chunk = chunk < FV_GEMM_A_R ? FV_GEMM_A_R : chunk - chunk % FV_GEMM_A_R;
     const int pack_all = chunk < q_n && panels > 1 &&
