@@ -229,9 +229,11 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
         for (int j0 = 0; j0 < p_n; j0 += FV_A_TW) {
             int width = p_n - j0 < FV_A_TW ? p_n - j0 : FV_A_TW;
             int nv = (width + FV_A_V - 1) / FV_A_V;
-            /* A few row groups read a whole panel of B straight from B: the
-             * copy would cost about as much as the work (16x400x784). */
-            const int direct = !ptrans && width == FV_A_TW && groups <= FV_GEMM_A_DIRECT_GROUPS;
+            /* A few row groups, or a short sum, read a whole panel of B
+             * straight from B: the copy would cost about as much as the work
+             * (16x400x784). */
+            const int direct = !ptrans && width == FV_A_TW &&
+                               (groups <= FV_GEMM_A_DIRECT_GROUPS || k <= FV_GEMM_A_DIRECT_K);
             const FV_T *panel = direct     ? P + j0
                                 : pack_all ? buf + (int64_t)(j0 / FV_A_TW) * kk1 * FV_A_TW
                                            : buf;
