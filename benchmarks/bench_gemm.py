@@ -1,13 +1,18 @@
 """fastvae's own GEMM against scipy's BLAS on the products of a training step.
 
-    python benchmarks/bench_gemm.py [--repeat R]
+    python benchmarks/bench_gemm.py [--repeat R] [--dtype float32|float64|both]
 
 For each shape (the three products of a dense layer, op(A) @ op(B) with C
 row-major: NN forward, TN weight gradient, NT input gradient) it prints the
-median GFLOP/s of fastvae's own kernels (src_c/fastvae/gemm.h) and of
-scipy's sgemm, alternated call by call, single-threaded: inside a training
-step each OpenMP thread runs one block of a GEMM on one core. BLAS follows
-OPENBLAS_CORETYPE if it is set; the caption says which kernels it used.
+GFLOP/s of fastvae's own kernels (src_c/fastvae/gemm.h) at every level this
+CPU can run (AVX-512, AVX2 + FMA) and of scipy's sgemm / dgemm, single-
+threaded: inside a training step each thread runs one block of a GEMM on one
+core. Each rate is the best of 3 alternated rounds of the median of R calls,
+timed in the calling thread's CPU time (time.thread_time: single-threaded
+BLAS runs in the caller too), so that time the thread spends preempted on a
+shared machine does not count; other work can still only slow a round down,
+hence the best round. BLAS follows OPENBLAS_CORETYPE if it is set; the caption says
+which kernels it used.
 """
 
 import argparse
@@ -20,17 +25,24 @@ from fastvae import _blas
 
 # (name, trans_a, trans_b, m, n, k): C is m x n, the sum runs over k.
 SHAPES = [
-    ("forward X @ W, 784-400/20/128", False, False, 128, 400, 784),
-    ("forward, decoder output", False, False, 128, 784, 400),
+    ("784-400/20/128 forward X @ W", False, False, 128, 400, 784),
+    ("decoder output", False, False, 128, 784, 400),
     ("weight grad X^T @ dA", True, False, 784, 400, 128),
-    ("input grad dA @ W^T", False, True, 128, 400, 784),
+    ("input grad dA @ W^T", False, True, 128, 784, 400),
+    ("input grad, first layer", False, True, 128, 400, 784),
+    ("latent head forward", False, False, 128, 40, 400),
+    ("latent head weight grad", True, False, 400, 40, 128),
+    ("latent head input grad", False, True, 128, 400, 40),
+    ("decoder input forward", False, False, 128, 400, 20),
+    ("decoder input weight grad", True, False, 20, 400, 128),
     ("forward, batch 16", False, False, 16, 400, 784),
     ("weight grad, batch 16", True, False, 784, 400, 16),
-    ("input grad, batch 16", False, True, 16, 400, 784),
-    ("forward, 784-1024-1024/64/512", False, False, 512, 1024, 1024),
+    ("input grad, batch 16", False, True, 16, 784, 400),
+    ("784-1024-1024/64/512 forward", False, False, 512, 1024, 784),
+    ("forward, 1024-wide", False, False, 512, 1024, 1024),
     ("weight grad, 1024-wide", True, False, 1024, 1024, 512),
     ("input grad, 1024-wide", False, True, 512, 1024, 1024),
-    ("square 2048", False, False, 2048, 2048, 2048),
+    ("input grad, to the 784 inputs", False, True, 512, 784, 1024),
 ]
 
 
@@ -38,45 +50,65 @@ def _median_seconds(fn, repeat):
     fn()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.thread_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.thread_time() - start)
     return float(np.median(times))
+
+
+def _runs_at(level):
+    """Whether this CPU and build can run the own GEMM at `level`."""
+    try:
+        _blas.gemm_memview(False, False, np.ones((1, 1)), np.ones((1, 1)),
+                           np.ones((1, 1)), level=level)
+    except ValueError:
+        return False
+    return True
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=30, help="calls per shape and backend")
+    parser.add_argument("--repeat", type=int, default=20, help="calls per round")
+    parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
+    parser.add_argument("--shapes", type=int, default=len(SHAPES),
+                        help="only the first N shapes")
     args = parser.parse_args(argv)
-    if not _blas.own_gemm_available():
-        print("fastvae's own GEMM needs AVX-512 (x86-64-v4); nothing to compare")
-        return 0
+    levels = [lv for lv in ("avx512", "avx2") if _runs_at(lv)]
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     rng = np.random.default_rng(0)
-    rows = []
+    header = ["product", "m x n x k", "op", "dtype"] + [f"own {lv}" for lv in levels] + [
+        "BLAS", "best own / BLAS"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     with threadpool_limits(1, user_api="blas"):
-        for name, ta, tb, m, n, k in SHAPES:
-            a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
-            b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
-            c = np.empty((m, n), np.float32)
-            repeat = max(3, args.repeat // 10) if m * n * k > 1e9 else args.repeat
-            own, blas = [], []
-            for _ in range(3):  # alternate the backends
-                own.append(_median_seconds(
-                    lambda: _blas.gemm_memview(ta, tb, a, b, c, backend="own"), repeat))
-                blas.append(_median_seconds(
-                    lambda: _blas.gemm_memview(ta, tb, a, b, c, backend="blas"), repeat))
-            flops = 2.0 * m * n * k
-            op = ("A^T" if ta else "A") + " @ " + ("B^T" if tb else "B")
-            rows.append((name, f"{m}x{n}x{k}", op, flops / np.median(own) / 1e9,
-                         flops / np.median(blas) / 1e9))
-    print("| product | m x n x k | op | fastvae GFLOP/s | scipy sgemm GFLOP/s | ratio |")
-    print("|---|---|---|---|---|---|")
-    for name, shape, op, own, blas in rows:
-        print(f"| {name} | {shape} | {op} | {own:.0f} | {blas:.0f} | {own / blas:.2f}x |")
+        for dtype in dtypes:
+            for name, ta, tb, m, n, k in SHAPES[:args.shapes]:
+                a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+                b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+                c = np.empty((m, n), dtype)
+                repeat = max(3, args.repeat // 4) if m * n * k > 2e8 else args.repeat
+                runs = {lv: (lambda lv=lv: _blas.gemm_memview(ta, tb, a, b, c, level=lv))
+                        for lv in levels}
+                runs["blas"] = lambda: _blas.gemm_memview(ta, tb, a, b, c, backend="blas")
+                best = {key: np.inf for key in runs}
+                for _ in range(3):  # alternate the implementations
+                    for key, fn in runs.items():
+                        best[key] = min(best[key], _median_seconds(fn, repeat))
+                flops = 2.0 * m * n * k
+                rate = {key: flops / t / 1e9 for key, t in best.items()}
+                op = ("A^T" if ta else "A") + " @ " + ("B^T" if tb else "B")
+                own = [f"{rate[lv]:.1f}" for lv in levels]
+                ratio = (f"{max(rate[lv] for lv in levels) / rate['blas']:.2f}x"
+                         if levels else "-")
+                print(f"| {name} | {m}x{n}x{k} | {op} | {dtype} | " + " | ".join(own)
+                      + (" | " if own else "") + f"{rate['blas']:.1f} | {ratio} |",
+                      flush=True)
     cores = sorted({i.get("architecture", "?") for i in threadpool_info()
                     if i.get("user_api") == "blas"})
-    print(f"\nOne thread, float32, median of {args.repeat} calls x 3 alternated rounds; "
-          f"BLAS kernels: {', '.join(cores)}.")
+    print(f"\nGFLOP/s, one thread, CPU time; best of 3 alternated rounds of the median of "
+          f"{args.repeat} calls; BLAS = scipy's sgemm / dgemm, kernels: "
+          f"{', '.join(cores)}." + ("" if levels else
+                                    " This CPU or build runs no own GEMM level."))
     return 0
 
 

@@ -90,11 +90,12 @@ def show_config() -> str:
     blas = [f"{i.get('internal_api')} {i.get('version')} "
             f"({i.get('architecture', '?')}, {i.get('num_threads')} threads)"
             for i in threadpool_info() if i.get("user_api") == "blas"]
-    from fastvae._blas import gemm_backend
+    from fastvae._blas import own_gemm_level
 
     core = os.environ.get("OPENBLAS_CORETYPE")
-    gemm = ("fastvae's own AVX-512 kernels" if gemm_backend() == "own"
-            else "BLAS (scipy's)")
+    level = own_gemm_level()
+    gemm = (f"fastvae's own {'AVX-512' if level == 'avx512' else 'AVX2 + FMA'} kernels"
+            if level else "BLAS (scipy's)")
     lines = [
         f"fastvae {fastvae.__version__}, C API {fastvae.C_API_VERSION}",
         f"OpenMP: {fastvae.openmp_enabled()}, threads: {fastvae.get_num_threads()}",

@@ -1,26 +1,36 @@
 /*
- * fastvae's own GEMM for the training step on AVX-512 CPUs (x86-64-v4),
- * float32 (_f32) and float64 (_f64) from one source (gemm_impl.h).
+ * fastvae's own GEMM for the training step on x86-64 CPUs with AVX-512
+ * (x86-64-v4) or AVX2 + FMA (x86-64-v3), float32 (_f32) and float64 (_f64)
+ * from one source per level (gemm_impl.h, gemm_avx2_impl.h).
  *
  * Why: the BLAS that scipy ships picks its kernels from the CPU or from
  * OPENBLAS_CORETYPE, and on machines that pin an older core type (ours sets
  * Haswell on an AVX-512 EPYC) every GEMM of a step runs AVX2 code at about
- * half the core's rate (sgemm 107 against 203 GFLOP/s, one thread). These
- * kernels use the CPU's own vector width whatever BLAS was told, the way
- * XLA brings its own GEMMs. They cover the three products of a dense layer:
+ * half the core's rate (sgemm 107 against 203 GFLOP/s, one thread). On AVX2
+ * CPUs BLAS's fixed cost per call dominates the small and skinny products of
+ * a step. These kernels use the CPU's own vector width whatever BLAS was
+ * told, the way XLA brings its own GEMMs. They cover the three products of
+ * a dense layer:
  *   forward        Y  = X @ W        NN, outer-product tiles
  *   weight grad    dW = X^T @ dA     TN, the same tiles with A read by column
- *   input grad     dX = dA @ W^T     NT, dot-product tiles (both operands
- *                                    contiguous along the sum, no packing);
- *                                    from 192 rows, outer-product tiles on
- *                                    panels of W^T packed per call
+ *   input grad     dX = dA @ W^T     NT; AVX-512: dot-product tiles, from
+ *                                    192 rows outer-product tiles on packed
+ *                                    panels of W^T; AVX2: outer-product
+ *                                    tiles on packed W^T, or C^T = W @ dA^T
+ *                                    on packed dA^T
  * Each output element is a fixed sequence of fused multiply-adds that
- * depends only on (m, n, k) and the element's position in C: results are
- * deterministic, independent of the thread count and of alignment.
+ * depends only on (m, n, k), the level and the element's position in C:
+ * results are deterministic, independent of the thread count and of
+ * alignment. At the AVX2 level the sequence does not depend on m or n
+ * either (one plain chain over k per element), so any cut of a product into
+ * row or column blocks gives the same bits.
  *
- * fv_gemm_own_f32 / _f64 return 1 after computing C, 0 when they do not
- * apply (not built with dispatch, CPU without AVX-512, both operands
- * transposed, or disabled by fv_gemm_set_own(0)): the caller then uses BLAS.
+ * fv_gemm_at_f32 / _f64 (level, ...) return 1 after computing C at `level`
+ * (FV_ISA_AVX512 or FV_ISA_AVX2, isa.h), 0 when they do not apply (a lower
+ * level, a build without dispatch, both operands transposed): the caller
+ * then uses BLAS. Which level runs is the caller's choice, one switch per
+ * process owned by fastvae._blas; the caller must not pass a level the CPU
+ * lacks (fv_isa() never exceeds it).
  */
 #ifndef FASTVAE_GEMM_H
 #define FASTVAE_GEMM_H
@@ -28,12 +38,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__) && !defined(FASTVAE_NO_DISPATCH)
-#define FV_GEMM_BUILT 1
-#else
-#define FV_GEMM_BUILT 0
-#endif
+#include "fastvae/isa.h"
+
+/* The kernels exist where isa.h dispatches (GCC >= 12, x86-64 Linux). */
+#define FV_GEMM_BUILT FV_ISA_DISPATCH
 
 #if FV_GEMM_BUILT
 #include <immintrin.h>
@@ -143,72 +151,104 @@ static inline __attribute__((unused)) void *fv_gemm_scratch(size_t bytes)
         FV_G_LEVEL(&(sums), t_, 2, 1, FV_GI8)                                           \
     } while (0)
 #include "fastvae/gemm_impl.h"
+
+/* -- AVX2 + FMA (x86-64-v3) ------------------------------------------------ */
+#define FV_GEMM_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+/* Outer-product register tile: 6 rows x 2 vectors = 12 accumulators of the
+ * 16 ymm registers, plus 2 for the panel row and 1 for the broadcast. */
+#define FV_GEMM_A_R 6
+#define FV_GEMM_A_CV 2
+/* A @ B^T with at most this many rows of A runs as C^T = B @ A^T. */
+#define FV_GEMM_A_SWAP_ROWS 16
+/* Row groups up to which NN and TN read full panels of B unpacked. */
+#ifndef FV_GEMM_A_DIRECT_GROUPS
+#define FV_GEMM_A_DIRECT_GROUPS 3
+#endif
+/* ... and for any rows when the sum is this short: k rows of B are too few
+ * to evict each other (128x400x20 float32, CPU time: 81 -> 85 GFLOP/s). */
+#ifndef FV_GEMM_A_DIRECT_K
+#define FV_GEMM_A_DIRECT_K 32
+#endif
+/* Bytes of op(A) rows kept in L2 while the panels of B pass over them. */
+#ifndef FV_GEMM_A_L2_BYTES
+#define FV_GEMM_A_L2_BYTES 196608
+#endif
+/* Largest packed copy of A for A^T @ B, and of all B panels. */
+/* Columns of C from which A^T @ B packs A even where its rows are not a
+ * multiple of 1 kB apart (gemm_avx2_impl.h). */
+#ifndef FV_GEMM_A_PACK_MIN_N
+#define FV_GEMM_A_PACK_MIN_N 128
+#endif
+#ifndef FV_GEMM_A_PACK_BYTES
+#define FV_GEMM_A_PACK_BYTES (8 << 20)
+#endif
+
+static const int32_t fv_gemm_masks_f32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                              0,  0,  0,  0,  0,  0,  0,  0};
+static const int64_t fv_gemm_masks_f64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+
+#define FV_T float
+#define FV_A(name) fv_gemm_avx2_##name##_f32
+#define FV_A_V 8
+#define FV_A_VEC __m256
+#define FV_A_SET1 _mm256_set1_ps
+#define FV_A_FMA _mm256_fmadd_ps
+#define FV_A_MUL _mm256_mul_ps
+#define FV_A_LOAD _mm256_load_ps
+#define FV_A_LOADU _mm256_loadu_ps
+#define FV_A_STOREU _mm256_storeu_ps
+#define FV_A_MASKLOAD _mm256_maskload_ps
+#define FV_A_MASKSTORE _mm256_maskstore_ps
+#define FV_A_SFMA __builtin_fmaf
+#define FV_A_MASKS fv_gemm_masks_f32
+#include "fastvae/gemm_avx2_impl.h"
+
+#define FV_T double
+#define FV_A(name) fv_gemm_avx2_##name##_f64
+#define FV_A_V 4
+#define FV_A_VEC __m256d
+#define FV_A_SET1 _mm256_set1_pd
+#define FV_A_FMA _mm256_fmadd_pd
+#define FV_A_MUL _mm256_mul_pd
+#define FV_A_LOAD _mm256_load_pd
+#define FV_A_LOADU _mm256_loadu_pd
+#define FV_A_STOREU _mm256_storeu_pd
+#define FV_A_MASKLOAD _mm256_maskload_pd
+#define FV_A_MASKSTORE _mm256_maskstore_pd
+#define FV_A_SFMA __builtin_fma
+#define FV_A_MASKS fv_gemm_masks_f64
+#include "fastvae/gemm_avx2_impl.h"
 #endif /* FV_GEMM_BUILT */
 
-/* 1 when this build and CPU can run the kernels (a property of the process). */
-static inline __attribute__((unused)) int fv_gemm_own_available(void)
-{
-#if FV_GEMM_BUILT
-    return __builtin_cpu_supports("x86-64-v4");
-#else
-    return 0;
-#endif
-}
-
-/* Whether the training step uses these kernels: set once by fastvae._blas
- * when it loads (FASTVAE_GEMM) and by tests; static, so one flag per
- * extension module, and only fastvae._blas includes this header. */
-static int fv_gemm_own_enabled = 0;
-
-static inline __attribute__((unused)) void fv_gemm_set_own(int on)
-{
-    fv_gemm_own_enabled = on && fv_gemm_own_available();
-}
-
-static inline __attribute__((unused)) int fv_gemm_get_own(void) { return fv_gemm_own_enabled; }
-
-/* C (m x n) = alpha * op(A) @ op(B) + beta * C, all row-major; 1 if done. */
+/* C (m x n) = alpha * op(A) @ op(B) + beta * C, all row-major, at `level`;
+ * 1 if done. */
 #if FV_GEMM_BUILT
 #define FV_GEMM_CALLS(S)                                                                 \
-    if (!trans_b)                                                                        \
-        fv_gemm_outer_##S(trans_a, 0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);     \
-    else if (m < FV_GEMM_NT_PACK_MIN_ROWS ||                                             \
-             !fv_gemm_outer_##S(0, 1, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc))     \
-        fv_gemm_dot_##S(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (level >= FV_ISA_AVX512) {                                                        \
+        if (!trans_b)                                                                    \
+            fv_gemm_outer_##S(trans_a, 0, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc); \
+        else if (m < FV_GEMM_NT_PACK_MIN_ROWS ||                                         \
+                 !fv_gemm_outer_##S(0, 1, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)) \
+            fv_gemm_dot_##S(m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);               \
+        return 1;                                                                        \
+    }                                                                                    \
+    if (level >= FV_ISA_AVX2)                                                            \
+        return fv_gemm_avx2_gemm_##S(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb,   \
+                                     beta, C, ldc);
 #else
 #define FV_GEMM_CALLS(S)                                                                 \
-    (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb,      \
-        (void)beta, (void)C, (void)ldc;
+    (void)level, (void)m, (void)n, (void)k, (void)alpha, (void)A, (void)lda, (void)B,    \
+        (void)ldb, (void)beta, (void)C, (void)ldc;
 #endif
 #define FV_GEMM_DEFINE(T, S)                                                             \
-    static inline __attribute__((unused)) int fv_gemm_kernels_##S(                       \
-        int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int64_t lda, \
-        const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                              \
+    static inline __attribute__((unused)) int fv_gemm_at_##S(                            \
+        int level, int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A,   \
+        int64_t lda, const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                 \
     {                                                                                    \
         if (trans_a && trans_b)                                                          \
             return 0;                                                                    \
         FV_GEMM_CALLS(S)                                                                 \
-        return 1;                                                                        \
-    }                                                                                    \
-                                                                                         \
-    /* The kernels whatever the flag, where the CPU has them (tests). */                 \
-    static inline __attribute__((unused)) int fv_gemm_run_##S(                           \
-        int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int64_t lda, \
-        const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                              \
-    {                                                                                    \
-        return fv_gemm_own_available() && fv_gemm_kernels_##S(trans_a, trans_b, m, n, k, \
-                                                              alpha, A, lda, B, ldb,     \
-                                                              beta, C, ldc);             \
-    }                                                                                    \
-                                                                                         \
-    /* The training step's call: the flag implies the CPU has the kernels. */            \
-    static inline __attribute__((unused)) int fv_gemm_own_##S(                           \
-        int trans_a, int trans_b, int m, int n, int k, T alpha, const T *A, int64_t lda, \
-        const T *B, int64_t ldb, T beta, T *C, int64_t ldc)                              \
-    {                                                                                    \
-        return fv_gemm_own_enabled && fv_gemm_kernels_##S(trans_a, trans_b, m, n, k,     \
-                                                          alpha, A, lda, B, ldb, beta,   \
-                                                          C, ldc);                       \
+        return 0;                                                                        \
     }
 FV_GEMM_DEFINE(float, f32)
 FV_GEMM_DEFINE(double, f64)
