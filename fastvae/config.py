@@ -1,8 +1,8 @@
 """What fastvae runs on, and BLAS settings that cost it speed.
 
-Most of a training step is GEMM. On AVX-512 CPUs fastvae uses its own GEMM
-kernels (src_c/fastvae/gemm.h); elsewhere, or with FASTVAE_GEMM=blas, it
-uses scipy's OpenBLAS, which picks its kernels from the CPU unless
+Most of a training step is GEMM. On CPUs with AVX2 + FMA or AVX-512 fastvae
+uses its own GEMM kernels at the level FASTVAE_ISA allows (src_c/fastvae/gemm.h);
+at the baseline level, or with FASTVAE_GEMM=blas, it uses scipy's OpenBLAS, which picks its kernels from the CPU unless
 OPENBLAS_CORETYPE names a core. Measured on a 2-core AMD EPYC with AVX-512
 whose environment set OPENBLAS_CORETYPE=Haswell: sgemm (2048^3, one thread)
 ran at 107 GFLOP/s with the forced Haswell (AVX2) kernels and at 203 GFLOP/s

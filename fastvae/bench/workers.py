@@ -196,7 +196,8 @@ class OwnGemmRate(_GemmRate):
         from fastvae import _blas, _dense
 
         if not _blas.own_gemm_available():
-            raise NotInstalled("fastvae's own GEMM needs AVX-512")
+            raise NotInstalled("fastvae's own GEMM needs AVX2 + FMA or AVX-512 "
+                               "(and FASTVAE_ISA not baseline)")
         rng = np.random.default_rng(0)
         dtype = np.dtype(config.dtype)
         self.forward = _dense.dense_forward_memview
