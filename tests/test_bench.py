@@ -224,7 +224,10 @@ def test_workers_get_the_capped_environment(monkeypatch):
 def test_check_isa_flags_caps_that_did_not_take_effect():
     assert sc.check_isa("fastvae", "avx2", {"level": "avx2", "gemm": "blas"}) is None
     assert "avx512" in sc.check_isa("fastvae", "avx2", {"level": "avx512"})
-    assert "GEMM" in sc.check_isa("fastvae", "avx2", {"level": "avx2", "gemm": "own"})
+    assert sc.check_isa("fastvae", "avx2", {"level": "avx2", "gemm": "own",
+                                            "gemm_level": "avx2"}) is None
+    assert "GEMM" in sc.check_isa("fastvae", "avx2", {"level": "avx2", "gemm": "own",
+                                                      "gemm_level": "avx512"})
     assert sc.check_isa("torch", "avx2", {"cpu_capability": "AVX2"}) is None
     assert "AVX512" in sc.check_isa("torch", "avx2", {"cpu_capability": "AVX512"})
     assert "SkylakeX" in sc.check_isa("numpy", "avx2", {"openblas": ["SkylakeX"]})

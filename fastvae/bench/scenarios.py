@@ -64,7 +64,7 @@ def check_isa(impl: str, isa: str, info: dict | None) -> str | None:
         level = info.get("level")
         if level not in ("avx2", "baseline"):
             return f"fastvae runs {level}"
-        if info.get("gemm") == "own":
+        if info.get("gemm_level") == "avx512":
             return "fastvae's GEMM is its AVX-512 kernel"
     elif impl == "torch":
         cap = str(info.get("cpu_capability", "")).upper()

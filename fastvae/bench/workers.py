@@ -244,10 +244,11 @@ def isa_report(impl_name: str) -> dict:
     out: dict = {}
     if impl_name in ("fastvae", "owngemm"):
         import fastvae
-        from fastvae._blas import gemm_backend
+        from fastvae._blas import gemm_backend, own_gemm_level
 
         out = dict(fastvae.get_isa())
         out["gemm"] = gemm_backend()
+        out["gemm_level"] = own_gemm_level()
     elif impl_name == "torch":
         import torch
 
