@@ -23,9 +23,13 @@
  *      name##_at(level, params)  runs at `level`, which must be at most
  *                                fv_isa_cpu() (tests, and a caller that
  *                                must run several kernels at one level).
- *    The switch costs a load and a compare per call; kernels are called per
- *    block of rows or parameters, never per element (measured on a whole
- *    training step: see the commit that introduced this scheme).
+ *    The switch costs two loads and a compare per call; kernels are called
+ *    per block of rows or parameters, never per element, so a training
+ *    step does not notice it (784-400-20 VAE, batch 128: within the noise).
+ *
+ * What the levels buy, measured on the Bernoulli loss of a 128 x 784 batch
+ * (float32, one thread): baseline SSE2 0.80 ms, AVX2 0.33 ms, AVX-512
+ * 0.17 ms (libm's scalar expf/log1pf: 2.4 ms).
  *
  * Elsewhere (GCC < 12, clang, other architectures or OSes, FASTVAE_NO_DISPATCH
  * defined: FV_ISA_DISPATCH is 0) only the baseline copy is compiled and
@@ -40,9 +44,10 @@
  * Each extension module has its own copy of these static functions and so
  * its own pointer to the cap: a module binds it with
  * fv_isa_bind(fv_isa_slot()) when it loads (fastvae's modules do; see
- * fastvae/_dense.pyx). One that includes these headers without binding (a
- * third party's extension) runs the header kernels it inlines at the CPU's
- * best level, whatever FASTVAE_ISA says.
+ * fastvae/_dense.pyx; a third party's Cython module does through
+ * fastvae.check_c_api_version(), fastvae/__init__.pxd). One that includes
+ * these headers without binding runs the header kernels it compiles in at
+ * the CPU's best level, whatever FASTVAE_ISA says.
  */
 #ifndef FASTVAE_DISPATCH_H
 #define FASTVAE_DISPATCH_H
