@@ -1,9 +1,10 @@
 /*
  * Includes FV_DISPATCH_IMPL (a file name) once per SIMD level with FV_LEVEL,
  * FV_LEVEL_SUFFIX and FV_LEVEL_TARGET set (see dispatch.h); the baseline
- * only when the build has no dispatch. No include guard on purpose.
+ * only when the build has no dispatch. No include guard on purpose. The
+ * includer has included fastvae/dispatch.h (not included here: the two
+ * would include each other).
  */
-#include "fastvae/dispatch.h"
 
 #define FV_LEVEL FV_ISA_BASELINE
 #define FV_LEVEL_SUFFIX _base
