@@ -105,7 +105,9 @@ def test_kernel_test_modules_pass_at_level(level):
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
          *(str(TESTS / f) for f in files)],
-        env=env, cwd=TESTS, capture_output=True, text=True, timeout=900)
+        # from the repository root, like the outer run: an in-place build
+        # there is the fastvae under test, not another installed one
+        env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
 
 
