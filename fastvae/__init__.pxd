@@ -258,11 +258,19 @@ from fastvae._step cimport (
 cdef extern from "fastvae/version.h":
     int FASTVAE_C_API_VERSION
 
+from fastvae._threads cimport fv_isa_bind as _fv_isa_bind
+from fastvae._threads cimport fv_isa_slot as _fv_isa_slot
+
 
 # Raise ImportError unless the installed fastvae has the C API this module
 # was compiled against (struct layouts are not checked when your module
 # loads; function signatures are). Call it at the top level of your .pyx:
 #     fastvae.check_c_api_version()    (after `cimport fastvae`)
+# It also binds your module to the process's ISA cap (FASTVAE_ISA,
+# fastvae.set_isa; src_c/fastvae/dispatch.h). The functions above run inside
+# fastvae's own modules, which follow the cap anyway; what the binding
+# covers is header code your module compiles into itself. A module that
+# never calls it runs such code at the CPU's best level.
 cdef inline int check_c_api_version() except -1:
     import fastvae
     if fastvae.C_API_VERSION != FASTVAE_C_API_VERSION:
@@ -271,4 +279,5 @@ cdef inline int check_c_api_version() except -1:
             f"{FASTVAE_C_API_VERSION}, but the installed fastvae "
             f"{fastvae.__version__} has version {fastvae.C_API_VERSION}; "
             "rebuild it against the installed fastvae")
+    _fv_isa_bind(_fv_isa_slot())
     return 0

@@ -12,7 +12,6 @@ from libc.stdint cimport int64_t
 
 # Declarations of src_c/fastvae/dense_rows.h; must match that header.
 cdef extern from "fastvae/dense_rows.h" nogil:
-    int fv_dense_rows_level()
     void fv_dense_rows_at_f32(int level, int64_t r0, int64_t r1, int n_in,
                               int n_out, const float* X, int64_t ldx,
                               const float* W, const float* b, float* Y,

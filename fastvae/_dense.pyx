@@ -11,12 +11,23 @@ from fastvae._checks cimport check_disjoint, check_threads
 from fastvae._elementwise cimport (
     fv_bias_activation_f32, fv_bias_activation_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
-    fv_mul_activation_grad_f32, fv_mul_activation_grad_f64)
+    fv_dispatch_probe, fv_mul_activation_grad_f32, fv_mul_activation_grad_f64)
 from fastvae._numerics cimport (
     FV_ACT_IDENTITY, FV_ACT_RELU, FV_ACT_SIGMOID, FV_ACT_TANH)
 from fastvae._parallel cimport (
     FV_MAX_BLOCKS, fv_block_start, fv_n_col_blocks, fv_omp_get_num_threads,
     fv_split_range)
+from fastvae._threads cimport fv_isa, fv_isa_bind, fv_isa_cpu, fv_isa_slot
+
+# Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
+# not at the CPU's best level.
+fv_isa_bind(fv_isa_slot())
+
+
+def _dispatch_level():
+    """The ISA level (1, 3, 4) this module's kernels run at now (tests)."""
+    return fv_dispatch_probe(0)
+
 
 ACTIVATIONS = {
     "identity": FV_ACT_IDENTITY,
@@ -241,9 +252,9 @@ def dense_forward_memview(const floating[:, ::1] X, const floating[:, ::1] W,
 
 def dense_rows_levels():
     """SIMD levels of the row-invariant kernels this CPU and build can run
-    (1: baseline; 3: x86-64-v3, AVX2 + FMA; 4: x86-64-v4, AVX-512), the one
-    inference uses last."""
-    best = fv_dense_rows_level()
+    (1: baseline; 3: x86-64-v3, AVX2 + FMA; 4: x86-64-v4, AVX-512), whatever
+    the ISA cap (level= of dense_rows_memview runs one of them)."""
+    best = fv_isa_cpu()
     return [lv for lv in (1, 3, 4) if lv <= best]
 
 
@@ -263,14 +274,15 @@ def dense_rows_memview(const floating[:, ::1] X, const floating[:, ::1] W,
     activation : {"identity", "relu", "tanh", "sigmoid"}
     n_threads : int
     level : int, optional
-        SIMD level from dense_rows_levels(); the best one when None.
+        SIMD level from dense_rows_levels(); the process's level
+        (fastvae.get_isa()) when None.
 
     Returns
     -------
     Y : array of shape (n_rows, n_out), dtype of X
     """
     cdef int act = _activation_code(activation)
-    cdef int lv = fv_dense_rows_level() if level is None else level
+    cdef int lv = fv_isa() if level is None else level
     if lv not in dense_rows_levels():
         raise ValueError(f"level must be one of {dense_rows_levels()}, got {level}")
     _check_threads(n_threads, 1)

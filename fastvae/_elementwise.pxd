@@ -1,10 +1,14 @@
 # Declarations of src_c/fastvae/elementwise.h; must match that header.
-# Functions are dispatched at run time to the CPU's widest SIMD; arguments the
-# header marks restrict must not overlap.
+# Functions run at the process's SIMD level, fv_isa(), read on every call
+# (src_c/fastvae/dispatch.h): a module that cimports them must bind to the
+# cap when it loads, fv_isa_bind(fv_isa_slot()). Arguments the header marks
+# restrict must not overlap.
 
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "fastvae/elementwise.h" nogil:
+    # The level this module's kernels run at now (dispatch.h); x is unused.
+    int fv_dispatch_probe(int x)
     void fv_bernoulli_rows_f32(const float* L, int64_t ldl, const float* X,
                                int64_t ldx, int D, float scale, float* grad,
                                int64_t ldg, double* loss_out, int64_t r0,

@@ -9,9 +9,19 @@ from libc.stdint cimport int64_t
 
 from fastvae._checks cimport check_finite, check_threads
 from fastvae._elementwise cimport (
-    fv_bernoulli_rows_f32, fv_bernoulli_rows_f64, fv_gaussian_rows_f32,
-    fv_gaussian_rows_f64)
+    fv_bernoulli_rows_f32, fv_bernoulli_rows_f64, fv_dispatch_probe,
+    fv_gaussian_rows_f32, fv_gaussian_rows_f64)
 from fastvae._numerics cimport fv_clamp_logvar, fv_logvar_grad_mask
+from fastvae._threads cimport fv_isa_bind, fv_isa_slot
+
+# Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
+# not at the CPU's best level.
+fv_isa_bind(fv_isa_slot())
+
+
+def _dispatch_level():
+    """The ISA level (1, 3, 4) this module's kernels run at now (tests)."""
+    return fv_dispatch_probe(0)
 
 
 cdef void kl_rows(const floating* H, int ldh, int K, double* loss_out,

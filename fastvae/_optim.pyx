@@ -7,11 +7,23 @@ from libc.stdint cimport int64_t
 
 from fastvae._checks cimport check_disjoint, check_threads
 from fastvae._elementwise cimport (
-    fv_adam_update_f32, fv_adam_update_f64, fv_momentum_update_f32,
-    fv_momentum_update_f64, fv_sgd_update_f32, fv_sgd_update_f64)
+    fv_adam_update_f32, fv_adam_update_f64, fv_dispatch_probe,
+    fv_momentum_update_f32, fv_momentum_update_f64, fv_sgd_update_f32,
+    fv_sgd_update_f64)
 from fastvae._numerics cimport FV_OPT_ADAM, FV_OPT_MOMENTUM, FV_OPT_SGD
 from fastvae._parallel cimport (
     FV_BLOCK_ALIGN, fv_omp_get_num_threads, fv_split_range)
+from fastvae._threads cimport fv_isa_bind, fv_isa_slot
+
+# Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
+# not at the CPU's best level.
+fv_isa_bind(fv_isa_slot())
+
+
+def _dispatch_level():
+    """The ISA level (1, 3, 4) this module's kernels run at now (tests)."""
+    return fv_dispatch_probe(0)
+
 
 OPTIMIZERS = {"sgd": FV_OPT_SGD, "momentum": FV_OPT_MOMENTUM, "adam": FV_OPT_ADAM}
 

@@ -26,8 +26,8 @@ from fastvae._dense cimport (
 from fastvae._elementwise cimport (
     fv_bernoulli_draw_f32, fv_bernoulli_draw_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
-    fv_gaussian_learned_rows_f32, fv_gaussian_learned_rows_f64, fv_mask_f32,
-    fv_mask_f64)
+    fv_dispatch_probe, fv_gaussian_learned_rows_f32,
+    fv_gaussian_learned_rows_f64, fv_mask_f32, fv_mask_f64)
 from fastvae._losses cimport (
     bernoulli_rows, gaussian_rows, kl_backward_rows, kl_rows)
 from fastvae._numerics cimport (
@@ -41,6 +41,17 @@ from fastvae._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
     fv_normal_fill_f32, fv_normal_fill_f64)
+from fastvae._threads cimport fv_isa_bind, fv_isa_slot
+
+# Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
+# not at the CPU's best level.
+fv_isa_bind(fv_isa_slot())
+
+
+def _dispatch_level():
+    """The ISA level (1, 3, 4) this module's kernels run at now (tests)."""
+    return fv_dispatch_probe(0)
+
 
 cdef extern from "fastvae/row_hash.h" nogil:
     # must match src_c/fastvae/row_hash.h

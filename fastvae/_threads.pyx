@@ -44,7 +44,9 @@ def set_isa(level):
     Notes
     -----
     Results are bitwise equal for any thread count at one level; they can
-    differ in the last bits between levels (vector widths, FMA).
+    differ in the last bits between levels (vector widths, FMA). Kernels
+    read the cap on every call (src_c/fastvae/dispatch.h): not while a
+    computation runs on another thread.
     """
     if level is None:
         value = 0

@@ -136,6 +136,11 @@ def set_isa(level: str | None) -> None:
     -----
     At one level results are bitwise equal for any thread count; between
     levels they may differ in the last bits (vector widths, FMA).
+
+    Kernels read the cap on every call, so do not call this while a fit,
+    a transform or a score runs on another thread: that call's threads
+    could run different levels within one step, and its results would be
+    reproducible at neither level.
     """
     _set_isa(level)
 

@@ -16,12 +16,13 @@
  * overlap X, W or b. fv_dense_rows_* computes rows [r0, r1) on the calling
  * thread; callers split rows across threads.
  *
- * Dispatch (like dispatch.h, without its target_clones: each level has its
- * own register tile): x86-64-v4 (AVX-512, 4 rows x 4 vectors of 16 float32 or
- * 8 float64), x86-64-v3 (AVX2 + FMA, 4 x 2 vectors of 32 bytes) or the
- * baseline (4 x 2 vectors of 16 bytes), chosen from the CPU on every call, so
- * all threads of a process run the same code. Results can differ in the last
- * bits between levels (FMA or not), not between rows, calls or threads.
+ * Dispatch: dispatch.h's scheme, like every SIMD kernel of fastvae (each
+ * level has its own register tile, dense_rows_impl.h): x86-64-v4 (AVX-512,
+ * 4 rows x 4 vectors of 16 float32 or 8 float64), x86-64-v3 (AVX2 + FMA,
+ * 4 x 2 vectors of 32 bytes) or the baseline (4 x 2 vectors of 16 bytes), at
+ * fv_isa() read on every call, so all threads of a process run the same
+ * code. Results can differ in the last bits between levels (FMA or not),
+ * not between rows, calls or threads.
  *
  * The Cython declarations in fastvae/_dense.pxd mirror this header and must
  * match it.
@@ -33,11 +34,6 @@
 
 #include "fastvae/elementwise.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__) && !defined(FASTVAE_NO_DISPATCH)
-#define FV_RD_DISPATCH 1
-#endif
-
 #define FV_RD_R 4
 /* Rows of X per block: 128 kB stay in a 512 kB-1 MB L2 beside one column
  * tile of W (n_in x 64 float32); without blocks a 512-row chunk of 784
@@ -45,90 +41,23 @@
  * 43 GFLOP/s instead of 99). */
 #define FV_RD_BLOCK_BYTES 131072
 
+#define FV_DISPATCH_IMPL "fastvae/dense_rows_impl.h"
+
 /* -- float32 ---------------------------------------------------------------- */
 #define FV_T float
-
-#define FV_RD(name) fv_rd_##name##_f32_base
-#define FV_RD_TARGET
-#define FV_RD_VBYTES 16
-#define FV_RD_C 2
-#include "fastvae/dense_rows_impl.h"
+#define FV_RD(name) FV_K(fv_rd_##name##_f32)
+#include "fastvae/dispatch_each.h"
 #undef FV_RD
-#undef FV_RD_TARGET
-#undef FV_RD_VBYTES
-#undef FV_RD_C
-
-#ifdef FV_RD_DISPATCH
-#define FV_RD(name) fv_rd_##name##_f32_v3
-#define FV_RD_TARGET __attribute__((target("arch=x86-64-v3")))
-#define FV_RD_VBYTES 32
-#define FV_RD_C 2
-#include "fastvae/dense_rows_impl.h"
-#undef FV_RD
-#undef FV_RD_TARGET
-#undef FV_RD_VBYTES
-#undef FV_RD_C
-
-#define FV_RD(name) fv_rd_##name##_f32_v4
-#define FV_RD_TARGET __attribute__((target("arch=x86-64-v4")))
-#define FV_RD_VBYTES 64
-#define FV_RD_C 4
-#include "fastvae/dense_rows_impl.h"
-#undef FV_RD
-#undef FV_RD_TARGET
-#undef FV_RD_VBYTES
-#undef FV_RD_C
-#endif
 #undef FV_T
 
 /* -- float64 ---------------------------------------------------------------- */
 #define FV_T double
-
-#define FV_RD(name) fv_rd_##name##_f64_base
-#define FV_RD_TARGET
-#define FV_RD_VBYTES 16
-#define FV_RD_C 2
-#include "fastvae/dense_rows_impl.h"
+#define FV_RD(name) FV_K(fv_rd_##name##_f64)
+#include "fastvae/dispatch_each.h"
 #undef FV_RD
-#undef FV_RD_TARGET
-#undef FV_RD_VBYTES
-#undef FV_RD_C
-
-#ifdef FV_RD_DISPATCH
-#define FV_RD(name) fv_rd_##name##_f64_v3
-#define FV_RD_TARGET __attribute__((target("arch=x86-64-v3")))
-#define FV_RD_VBYTES 32
-#define FV_RD_C 2
-#include "fastvae/dense_rows_impl.h"
-#undef FV_RD
-#undef FV_RD_TARGET
-#undef FV_RD_VBYTES
-#undef FV_RD_C
-
-#define FV_RD(name) fv_rd_##name##_f64_v4
-#define FV_RD_TARGET __attribute__((target("arch=x86-64-v4")))
-#define FV_RD_VBYTES 64
-#define FV_RD_C 4
-#include "fastvae/dense_rows_impl.h"
-#undef FV_RD
-#undef FV_RD_TARGET
-#undef FV_RD_VBYTES
-#undef FV_RD_C
-#endif
 #undef FV_T
 
-/* SIMD level the row kernels use on this CPU: 4 (x86-64-v4), 3 (x86-64-v3)
- * or 1 (the baseline build). */
-static inline int fv_dense_rows_level(void)
-{
-#ifdef FV_RD_DISPATCH
-    if (__builtin_cpu_supports("x86-64-v4"))
-        return 4;
-    if (__builtin_cpu_supports("x86-64-v3"))
-        return 3;
-#endif
-    return 1;
-}
+#undef FV_DISPATCH_IMPL
 
 /* Layers narrower than one vector: one row and one column at a time, k in
  * order (a row's numbers still depend on that row alone). */
@@ -145,32 +74,33 @@ static inline int fv_dense_rows_level(void)
     }
 
 /* Y[i, :] = act(X[i, :] @ W + b) for rows i in [r0, r1) with the kernels of
- * SIMD level `level` (one that fv_dense_rows_level() allows: tests compare
- * the levels; everything else calls fv_dense_rows_f32/_f64). One definition
- * for both precisions: T the type, S its suffix, V the elements of one
- * AVX2 vector (the narrowest layer a level's tiles take is V, 2V at v4). */
-#ifdef FV_RD_DISPATCH
-#define FV_RD_SIMD_TILES(S)                                                              \
-    else if (level == 4) fv_rd_tiles_##S##_v4(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);  \
-    else if (level == 3) fv_rd_tiles_##S##_v3(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);
-#else
-#define FV_RD_SIMD_TILES(S)
-#endif
+ * SIMD level `level` (at most fv_isa_cpu(): tests compare the levels;
+ * everything else calls fv_dense_rows_f32/_f64, which run at fv_isa()). The
+ * bias and activation run at the same level as the tiles, so a call never
+ * mixes levels. One definition for both precisions: T the type, S its
+ * suffix, V the elements of one AVX2 vector (the narrowest layer a level's
+ * tiles take is V, 2V at v4). */
 #define FV_RD_DEFINE(T, S, V)                                                            \
+    FV_DISPATCH_VOID(fv_rd_tiles_##S,                                                    \
+                     (int64_t r0, int64_t r1, int n_in, int n_out, const T *X,           \
+                      int64_t ldx, const T *W, T *Y, int64_t ldy),                       \
+                     (r0, r1, n_in, n_out, X, ldx, W, Y, ldy))                           \
+                                                                                         \
     static inline __attribute__((unused)) void fv_dense_rows_at_##S(                     \
         int level, int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx, \
         const T *W, const T *b, T *Y, int64_t ldy, int activation)                       \
     {                                                                                    \
         if (r1 <= r0 || n_out <= 0)                                                      \
             return;                                                                      \
-        if (!FV_RD_DISPATCHED)                                                           \
-            level = 1;                                                                   \
-        if (n_out < (level == 4 ? 2 * (V) : level == 3 ? (V) : (V) / 2)) {               \
+        if (!FV_ISA_DISPATCH || (level != FV_ISA_AVX512 && level != FV_ISA_AVX2))        \
+            level = FV_ISA_BASELINE;                                                     \
+        if (n_out < (level == FV_ISA_AVX512 ? 2 * (V) : level == FV_ISA_AVX2 ? (V) : (V) / 2)) { \
             FV_RD_NARROW(T)                                                              \
+        } else {                                                                         \
+            fv_rd_tiles_##S##_at(level, r0, r1, n_in, n_out, X, ldx, W, Y, ldy);         \
         }                                                                                \
-        FV_RD_SIMD_TILES(S)                                                              \
-        else fv_rd_tiles_##S##_base(r0, r1, n_in, n_out, X, ldx, W, Y, ldy);             \
-        fv_bias_activation_##S(Y + r0 * ldy, ldy, (int)(r1 - r0), n_out, b, activation); \
+        fv_bias_activation_##S##_at(level, Y + r0 * ldy, ldy, (int)(r1 - r0), n_out, b,  \
+                                    activation);                                         \
     }                                                                                    \
                                                                                          \
     /* Y[i, :] = act(X[i, :] @ W + b) for rows i in [r0, r1). */                        \
@@ -178,20 +108,13 @@ static inline int fv_dense_rows_level(void)
         int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx,            \
         const T *W, const T *b, T *Y, int64_t ldy, int activation)                       \
     {                                                                                    \
-        fv_dense_rows_at_##S(fv_dense_rows_level(), r0, r1, n_in, n_out, X, ldx, W, b,   \
-                             Y, ldy, activation);                                        \
+        fv_dense_rows_at_##S(fv_isa(), r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy,        \
+                             activation);                                                \
     }
 
-#ifdef FV_RD_DISPATCH
-#define FV_RD_DISPATCHED 1
-#else
-#define FV_RD_DISPATCHED 0
-#endif
 FV_RD_DEFINE(float, f32, 8)
 FV_RD_DEFINE(double, f64, 4)
 #undef FV_RD_DEFINE
-#undef FV_RD_DISPATCHED
-#undef FV_RD_SIMD_TILES
 
 #undef FV_RD_NARROW
 

@@ -1,9 +1,8 @@
 /*
- * Body of dense_rows.h, included once per (floating type, SIMD level); not a
- * standalone header (no include guard on purpose). Needs FV_T, FV_RD(name)
- * (the name with its type and level suffix), FV_RD_TARGET (a target
- * attribute or nothing), FV_RD_VBYTES (bytes of one vector register), and
- * FV_RD_R and FV_RD_C (rows and vectors of a register tile).
+ * Body of dense_rows.h, included once per (floating type, SIMD level) by
+ * dispatch_each.h; not a standalone header (no include guard on purpose).
+ * Needs FV_T, FV_RD(name) (the name with its type and level suffix), FV_RD_R
+ * and the level macros of dispatch_each.h (FV_LEVEL, FV_LEVEL_TARGET).
  *
  * Every output element is y = sum over k = 0, 1, ..., n_in - 1 of
  * x[k] * W[k, j], accumulated in that order in one vector lane by the same
@@ -11,6 +10,20 @@
  * an add where it has not), then bias and activation: a row's numbers do
  * not depend on which other rows share the call or where it sits in it.
  */
+
+/* The register tile of each level: FV_RD_R rows x FV_RD_C vectors of
+ * FV_RD_VBYTES bytes (x86-64-v4: 4 of 64 bytes; x86-64-v3: 2 of 32; the
+ * baseline: 2 of 16, SSE2). */
+#if FV_LEVEL == FV_ISA_AVX512
+#define FV_RD_VBYTES 64
+#define FV_RD_C 4
+#elif FV_LEVEL == FV_ISA_AVX2
+#define FV_RD_VBYTES 32
+#define FV_RD_C 2
+#else
+#define FV_RD_VBYTES 16
+#define FV_RD_C 2
+#endif
 
 typedef FV_T FV_RD(vec) __attribute__((vector_size(FV_RD_VBYTES)));
 
@@ -22,7 +35,7 @@ typedef FV_T FV_RD(vec) __attribute__((vector_size(FV_RD_VBYTES)));
  * after inlining (the switch in FV_RD(tiles)), so the accumulators live in
  * registers. Rows may repeat (the same row in two slots computes the same
  * numbers) and vectors may overlap (lanes compute independently). */
-FV_RD_TARGET static inline __attribute__((always_inline)) void
+FV_LEVEL_TARGET static inline __attribute__((always_inline)) void
 FV_RD(tile)(int n_in, const FV_T *const *x, const FV_T *restrict W, int64_t ldw,
             const int *off, int nv, FV_T *const *y)
 {
@@ -52,7 +65,7 @@ FV_RD(tile)(int n_in, const FV_T *const *x, const FV_T *restrict W, int64_t ldw,
  * last group padded with copies of its last row. Columns go in tiles of
  * FV_RD_C vectors; the last tile has fewer vectors, its last one shifted
  * left to end at n_out. */
-FV_RD_TARGET static __attribute__((unused)) void
+FV_LEVEL_TARGET static __attribute__((unused)) void
 FV_RD(tiles)(int64_t r0, int64_t r1, int n_in, int n_out, const FV_T *X, int64_t ldx,
              const FV_T *W, FV_T *Y, int64_t ldy)
 {
@@ -102,3 +115,5 @@ FV_RD(tiles)(int64_t r0, int64_t r1, int n_in, int n_out, const FV_T *X, int64_t
 }
 
 #undef FV_RD_V
+#undef FV_RD_VBYTES
+#undef FV_RD_C

@@ -1,11 +1,13 @@
 /*
- * Body of elementwise.h, included once per floating type; not a standalone
- * header (no include guard on purpose). Needs FV_T, FV_F(name), FV_EXP,
- * FV_TANH and FV_SQRT.
+ * Body of elementwise.h, included once per (floating type, SIMD level) by
+ * dispatch_each.h; not a standalone header (no include guard on purpose).
+ * Needs FV_T, FV_F(name) (type suffix), FV_KF(name) (type and level
+ * suffix), FV_EXP, FV_TANH and FV_SQRT. Signatures here must match the
+ * FV_EW_DISPATCHERS list in elementwise.h.
  */
 
 /* Sum of the FV_SUM_LANES partial sums, in lane order. */
-static inline double FV_F(fv_sum_lanes)(const double *acc)
+FV_LEVEL_TARGET static inline double FV_KF(fv_sum_lanes)(const double *acc)
 {
     double s = 0.0;
     for (int j = 0; j < FV_SUM_LANES; j++)
@@ -17,7 +19,7 @@ static inline double FV_F(fv_sum_lanes)(const double *acc)
  *   loss_out[i] = sum_d softplus(L) - X * L      (in double)
  *   grad        = scale * (sigmoid(L) - X)       (skipped when grad is NULL)
  * Element terms come from fv_bce_logits (numerics.h). */
-FV_KERNEL void FV_F(fv_bernoulli_rows)(const FV_T *restrict L, int64_t ldl,
+FV_KERNEL void FV_KF(fv_bernoulli_rows)(const FV_T *restrict L, int64_t ldl,
                                        const FV_T *restrict X, int64_t ldx, int D,
                                        FV_T scale, FV_T *restrict grad, int64_t ldg,
                                        double *restrict loss_out, int64_t r0, int64_t r1)
@@ -46,14 +48,14 @@ FV_KERNEL void FV_F(fv_bernoulli_rows)(const FV_T *restrict L, int64_t ldl,
             if (g)
                 g[d] = scale * (p - x[d]);
         }
-        loss_out[i] = FV_F(fv_sum_lanes)(acc);
+        loss_out[i] = FV_KF(fv_sum_lanes)(acc);
     }
 }
 
 /* Gaussian with fixed sigma and mean M, rows [r0, r1):
  *   loss_out[i] = sum_d (X - M)^2 / (2 sigma^2) + D * (log sigma + log(2 pi) / 2)
  *   grad        = scale * (M - X) / sigma^2      (skipped when grad is NULL) */
-FV_KERNEL void FV_F(fv_gaussian_rows)(const FV_T *restrict M, int64_t ldm,
+FV_KERNEL void FV_KF(fv_gaussian_rows)(const FV_T *restrict M, int64_t ldm,
                                       const FV_T *restrict X, int64_t ldx, int D,
                                       double sigma, FV_T scale, FV_T *restrict grad,
                                       int64_t ldg, double *restrict loss_out, int64_t r0,
@@ -87,7 +89,7 @@ FV_KERNEL void FV_F(fv_gaussian_rows)(const FV_T *restrict M, int64_t ldm,
             if (g)
                 g[d] = gsc * r;
         }
-        loss_out[i] = 0.5 * inv_var * FV_F(fv_sum_lanes)(acc) + const_term;
+        loss_out[i] = 0.5 * inv_var * FV_KF(fv_sum_lanes)(acc) + const_term;
     }
 }
 
@@ -98,7 +100,7 @@ FV_KERNEL void FV_F(fv_gaussian_rows)(const FV_T *restrict M, int64_t ldm,
  *   sgrad       = scale * (1 - (X - M)^2 exp(-2 s_d)) (0 where s_d is clamped),
  * the per-row terms of d loss / d s_d, summed over rows by the caller in a
  * fixed order. inv_var is scratch of D elements. */
-FV_KERNEL void FV_F(fv_gaussian_learned_rows)(
+FV_KERNEL void FV_KF(fv_gaussian_learned_rows)(
     const FV_T *restrict M, int64_t ldm, const FV_T *restrict X, int64_t ldx, int D,
     const FV_T *restrict logsigma, FV_T scale, FV_T *restrict grad, int64_t ldg,
     FV_T *restrict sgrad, int64_t ldsg, FV_T *restrict inv_var, double *restrict loss_out,
@@ -121,7 +123,7 @@ FV_KERNEL void FV_F(fv_gaussian_learned_rows)(
                 acc[j] += (double)(r * r * inv_var[d0 + j]);
             }
         }
-        loss_out[i] = 0.5 * FV_F(fv_sum_lanes)(acc) + const_term;
+        loss_out[i] = 0.5 * FV_KF(fv_sum_lanes)(acc) + const_term;
         if (grad) {
             FV_T *g = grad + i * ldg, *sg = sgrad + i * ldsg;
             for (int d = 0; d < D; d++) {
@@ -140,7 +142,7 @@ FV_KERNEL void FV_F(fv_gaussian_learned_rows)(
  * only on its global position and the step:
  *   fv_bernoulli_draw: dst = u < p ? 1 : 0   (dynamic binarization)
  *   fv_mask:           dst = u < rate ? 0 : src (masking noise) */
-FV_KERNEL void FV_F(fv_bernoulli_draw)(const FV_T *restrict p, FV_T *restrict dst, int n,
+FV_KERNEL void FV_KF(fv_bernoulli_draw)(const FV_T *restrict p, FV_T *restrict dst, int n,
                                        uint64_t seed, uint64_t stream, uint64_t row,
                                        uint64_t step)
 {
@@ -152,7 +154,7 @@ FV_KERNEL void FV_F(fv_bernoulli_draw)(const FV_T *restrict p, FV_T *restrict ds
     }
 }
 
-FV_KERNEL void FV_F(fv_mask)(const FV_T *restrict src, FV_T *restrict dst, int n,
+FV_KERNEL void FV_KF(fv_mask)(const FV_T *restrict src, FV_T *restrict dst, int n,
                              double rate, uint64_t seed, uint64_t stream, uint64_t row,
                              uint64_t step)
 {
@@ -165,7 +167,7 @@ FV_KERNEL void FV_F(fv_mask)(const FV_T *restrict src, FV_T *restrict dst, int n
 }
 
 /* In place, rows [0, n_rows), columns [0, n_cols): Y = act(Y + b). */
-FV_KERNEL void FV_F(fv_bias_activation)(FV_T *restrict Y, int64_t ldy, int n_rows,
+FV_KERNEL void FV_KF(fv_bias_activation)(FV_T *restrict Y, int64_t ldy, int n_rows,
                                         int n_cols, const FV_T *restrict b,
                                         int activation)
 {
@@ -195,7 +197,7 @@ FV_KERNEL void FV_F(fv_bias_activation)(FV_T *restrict Y, int64_t ldy, int n_row
 }
 
 /* In place: D *= act'(a), written through the activation's output Y = act(a). */
-FV_KERNEL void FV_F(fv_mul_activation_grad)(FV_T *restrict Dm, int64_t ldd,
+FV_KERNEL void FV_KF(fv_mul_activation_grad)(FV_T *restrict Dm, int64_t ldd,
                                             const FV_T *restrict Y, int64_t ldy,
                                             int n_rows, int n_cols, int activation)
 {
@@ -225,7 +227,7 @@ FV_KERNEL void FV_F(fv_mul_activation_grad)(FV_T *restrict Dm, int64_t ldd,
  * Rows outer and columns inner keep the per-column order while the column
  * loop vectorises; columns go in chunks so the partial sums stay in registers
  * or L1. */
-FV_KERNEL void FV_F(fv_column_sums)(const FV_T *restrict A, int64_t lda, int n_rows,
+FV_KERNEL void FV_KF(fv_column_sums)(const FV_T *restrict A, int64_t lda, int n_rows,
                                     int n_cols, FV_T *restrict out)
 {
     enum { CHUNK = 128 };
@@ -248,7 +250,7 @@ FV_KERNEL void FV_F(fv_column_sums)(const FV_T *restrict A, int64_t lda, int n_r
  * v - v is 0 for every finite v and NaN otherwise; the comparison
  * vectorises where isfinite() may not, and an int counter per row keeps the
  * reduction in 32-bit lanes. */
-FV_KERNEL int64_t FV_F(fv_count_nonfinite)(const FV_T *restrict A, int64_t lda,
+FV_KERNEL int64_t FV_KF(fv_count_nonfinite)(const FV_T *restrict A, int64_t lda,
                                            int n_rows, int n_cols)
 {
     int64_t bad = 0;
@@ -270,14 +272,14 @@ FV_KERNEL int64_t FV_F(fv_count_nonfinite)(const FV_T *restrict A, int64_t lda,
  *           with step_size = lr / (1 - b1^t), inv_sqrt_bc2 = 1 / sqrt(1 - b2^t)
  *           (PyTorch's placement of eps). The caller passes 1 - b1 and
  *           1 - b2 rounded from double: 1 - 0.999f in float is 1.3e-5 off. */
-FV_KERNEL void FV_F(fv_sgd_update)(FV_T *restrict p, const FV_T *restrict g, int64_t n,
+FV_KERNEL void FV_KF(fv_sgd_update)(FV_T *restrict p, const FV_T *restrict g, int64_t n,
                                    FV_T lr)
 {
     for (int64_t i = 0; i < n; i++)
         p[i] -= lr * g[i];
 }
 
-FV_KERNEL void FV_F(fv_momentum_update)(FV_T *restrict p, const FV_T *restrict g,
+FV_KERNEL void FV_KF(fv_momentum_update)(FV_T *restrict p, const FV_T *restrict g,
                                         FV_T *restrict v, int64_t n, FV_T lr,
                                         FV_T momentum)
 {
@@ -288,7 +290,7 @@ FV_KERNEL void FV_F(fv_momentum_update)(FV_T *restrict p, const FV_T *restrict g
     }
 }
 
-FV_KERNEL void FV_F(fv_adam_update)(FV_T *restrict p, const FV_T *restrict g,
+FV_KERNEL void FV_KF(fv_adam_update)(FV_T *restrict p, const FV_T *restrict g,
                                     FV_T *restrict m, FV_T *restrict v, int64_t n,
                                     FV_T beta1, FV_T one_minus_beta1, FV_T beta2,
                                     FV_T one_minus_beta2, FV_T step_size,
