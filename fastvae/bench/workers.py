@@ -52,7 +52,7 @@ class FastvaeStep:
             hidden=config.hidden, latent_dim=config.latent, batch_size=config.batch,
             dtype=config.dtype, n_threads=threads or None, epochs=1, warm_start=True,
             seed=0)
-        self.model.fit(self.X)  # warm-up: allocation, first touch, clones resolved
+        self.model.fit(self.X)  # warm-up: allocation, first touch, the pool started
 
     def run(self, seconds: float) -> int:
         samples = 0
