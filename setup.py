@@ -33,8 +33,12 @@ OPENMP_FLAG = "-fopenmp"
 # -fno-math-errno lets gcc vectorise sqrt loops (nothing reads errno);
 # -fno-trapping-math lets it turn the selects of the branch-free kernels
 # (numerics.h, elementwise.h) into SIMD blends: nothing enables FP traps.
-# Neither changes a computed value.
-BASE_COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+# Neither changes a computed value. -fno-wrapv undoes the -fwrapv of Python's
+# own CFLAGS: with wrapping int indices gcc cannot prove `row[d + j]`
+# contiguous and left the AVX2 loss kernels scalar (Bernoulli rows of a
+# 128 x 784 batch: 1.9 ms against 0.24 ms). Nothing here relies on signed
+# overflow wrapping (hashes and counters are unsigned).
+BASE_COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fno-wrapv"]
 
 
 def copy_public_headers():
