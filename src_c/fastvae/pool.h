@@ -19,6 +19,21 @@
  *  - Waiting is bounded: a thread spins at most FV_POOL_SPIN_NS, then
  *    sleeps on a futex until the phase completes (or a job arrives), which
  *    also frees its core for the thread it waits for.
+ *  - Whether to share a job at all is measured, not assumed. Linux shares
+ *    the CPU fairly between groups of threads (a terminal session, a
+ *    service), so where other processes keep the cores busy, two threads
+ *    of this process together get about the CPU time one would get alone,
+ *    and then they only wait on each other's blocks: measured here with two
+ *    busy loops in their own sessions on 2 cores, two threads ran the
+ *    784-400/20/128 step at 0.6x the speed of one. So for each kind of job
+ *    (same function, phases, blocks and thread count) the caller measures
+ *    the process's CPU time over windows of jobs (FV_POOL_WINDOW_NS): when
+ *    shared jobs got less than FV_POOL_MIN_CORES cores, the next jobs run
+ *    inline on the caller alone; after a stay (100 ms, doubling to 2 s
+ *    while shared trials keep failing) in which the caller had a whole
+ *    core, one window of shared jobs is tried again. On an idle machine
+ *    shared jobs get about n_threads cores and nothing changes. Which
+ *    threads compute the blocks never changes a result.
  *  - Results do not depend on who computes a block: callers give every
  *    block a fixed piece of the output and keep every reduction in a fixed
  *    order (or in integers), so they are bitwise equal for any thread count
@@ -42,6 +57,9 @@
 #define FASTVAE_POOL_H
 
 #include <errno.h>
+#ifdef FV_POOL_TRACE
+#include <stdio.h>
+#endif
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -72,6 +90,20 @@
 #define FV_POOL_SPIN_NS 50000
 #endif
 
+/* The choice between shared and inline runs (see the top); FV_POOL_ADAPT=0
+ * shares every job (the protocol tests want that). */
+#ifndef FV_POOL_ADAPT
+#define FV_POOL_ADAPT 1
+#endif
+#define FV_POOL_KINDS 8 /* kinds of job remembered */
+/* Shared jobs must get more than this many cores' worth of CPU time. */
+#define FV_POOL_MIN_CORES 1.15
+/* Times in ns: CPU time is judged over windows of jobs, not single jobs,
+ * which vary with every time slice. */
+#define FV_POOL_WINDOW_NS 30000000LL
+#define FV_POOL_STAY_FIRST_NS 100000000LL
+#define FV_POOL_STAY_MAX_NS 2000000000LL
+
 /* Block `block` of phase `phase` of a job, on thread `tid`. */
 typedef void (*fv_pool_fn)(void *ctx, int phase, int block, int tid);
 
@@ -84,6 +116,19 @@ typedef struct {
     uint32_t v;
     char pad_[64 - sizeof(uint32_t)];
 } fv_pool_flag;
+
+/* What the caller knows about one kind of job. */
+typedef struct {
+    fv_pool_fn fn; /* the kind: fn, phases, blocks, threads; fn NULL: unused */
+    int n_phases, blocks, n_threads;
+    uint64_t used;   /* when last used, in jobs */
+    int inline_mode; /* the way chosen: shared (0) or inline (1) */
+    int trial;       /* 1 while a shared run is tried */
+    int64_t since;   /* when the stay inline began */
+    int64_t stay_ns; /* its length */
+    int64_t wall_ns, cpu_ns; /* the window so far: wall and process CPU time */
+    int jobs;                /* and its jobs */
+} fv_pool_kind;
 
 typedef struct {
     fv_pool_slot claim[FV_POOL_MAX_PHASES + 1];
@@ -102,6 +147,8 @@ typedef struct {
     pthread_mutex_t busy;
     int n_workers;
     uint32_t last_gen;
+    uint64_t jobs;
+    fv_pool_kind kinds[FV_POOL_KINDS];
     pid_t pid;
     pthread_t workers[FV_POOL_MAX_THREADS];
 } fv_pool;
@@ -287,6 +334,79 @@ static void fv_pool_run_inline(fv_pool_fn fn, void *ctx, int n_phases, const int
             fn(ctx, p, b, 0);
 }
 
+/* CPU time of every thread of the process. */
+static inline int64_t fv_pool_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The record of this kind of job (the least recently used one is reused). */
+static fv_pool_kind *fv_pool_kind_of(fv_pool *P, fv_pool_fn fn, int n_phases,
+                                     const int *n_blocks, int n_threads)
+{
+    int blocks = 0;
+    for (int p = 0; p < n_phases; p++)
+        blocks += n_blocks[p];
+    fv_pool_kind *k = &P->kinds[0];
+    for (int i = 0; i < FV_POOL_KINDS; i++) {
+        fv_pool_kind *c = &P->kinds[i];
+        if (c->fn == fn && c->n_phases == n_phases && c->blocks == blocks &&
+            c->n_threads == n_threads) {
+            k = c;
+            goto found;
+        }
+        if (c->used < k->used)
+            k = c;
+    }
+    memset(k, 0, sizeof *k);
+    k->fn = fn;
+    k->n_phases = n_phases;
+    k->blocks = blocks;
+    k->n_threads = n_threads;
+    k->stay_ns = FV_POOL_STAY_FIRST_NS;
+found:
+    k->used = ++P->jobs;
+    return k;
+}
+
+/* Account a job of kind k that ran inline or shared, ended at `now` and
+ * took `wall` ns and `cpu` ns of the process's CPU time; at the end of a
+ * window, choose the way of the next jobs (see the top). */
+static void fv_pool_account(fv_pool_kind *k, int was_inline, int64_t now, int64_t wall,
+                            int64_t cpu)
+{
+    k->wall_ns += wall;
+    k->cpu_ns += cpu;
+    k->jobs++;
+    if (k->wall_ns < FV_POOL_WINDOW_NS || k->jobs < 4)
+        return;
+    double cores = (double)k->cpu_ns / (double)k->wall_ns;
+    k->wall_ns = k->cpu_ns = 0;
+    k->jobs = 0;
+#ifdef FV_POOL_TRACE
+    fprintf(stderr, "pool: %s%s window: %.2f cores\n", k->trial ? "trial " : "",
+            was_inline ? "inline" : "shared", cores);
+#endif
+    if (!was_inline) {
+        if (cores < FV_POOL_MIN_CORES) {
+            /* After a failed trial, stay inline twice as long. */
+            int64_t longer = 2 * k->stay_ns < FV_POOL_STAY_MAX_NS ? 2 * k->stay_ns
+                                                                   : FV_POOL_STAY_MAX_NS;
+            k->stay_ns = k->trial ? longer : FV_POOL_STAY_FIRST_NS;
+            k->inline_mode = 1;
+            k->since = now;
+        } else {
+            k->inline_mode = 0;
+        }
+        k->trial = 0;
+    } else if (now - k->since >= k->stay_ns && cores > 0.9) {
+        /* Inline with a whole core: perhaps another is free now. */
+        k->trial = 1;
+    }
+}
+
 /* Run a job of n_phases phases (phase p has n_blocks[p] >= 1 blocks) on up
  * to n_threads threads, the caller included; returns when every block is
  * done. Denormals are flushed to zero while it runs, on every thread. */
@@ -305,6 +425,21 @@ static void fv_pool_run(fv_pool_fn fn, void *ctx, int n_phases, const int *n_blo
     int helpers = fv_pool_grow(P, n_threads - 1);
     if (helpers > n_threads - 1)
         helpers = n_threads - 1;
+    fv_pool_kind *kind = NULL;
+    int64_t t0 = 0, c0 = 0;
+    if (FV_POOL_ADAPT && helpers > 0) {
+        kind = fv_pool_kind_of(P, fn, n_phases, n_blocks, n_threads);
+        t0 = fv_pool_now_ns();
+        c0 = fv_pool_cpu_ns();
+        if (kind->inline_mode && !kind->trial) {
+            fv_pool_run_inline(fn, ctx, n_phases, n_blocks);
+            int64_t c1 = fv_pool_cpu_ns(), t1 = fv_pool_now_ns();
+            fv_pool_account(kind, 1, t1, t1 - t0, c1 - c0);
+            pthread_mutex_unlock(&P->busy);
+            fv_flush_denormals_end(env);
+            return;
+        }
+    }
     uint32_t g = P->last_gen + 1;
     if (g == 0)
         g = 1; /* generation 0 marks the end of a job's phases */
@@ -324,6 +459,10 @@ static void fv_pool_run(fv_pool_fn fn, void *ctx, int n_phases, const int *n_blo
         fv_pool_futex_wake(&P->gen.v, helpers);
     fv_pool_participate(P, g, 0);
     fv_pool_wait_phase(P, g, n_phases - 1);
+    if (kind) {
+        int64_t c1 = fv_pool_cpu_ns(), t1 = fv_pool_now_ns();
+        fv_pool_account(kind, 0, t1, t1 - t0, c1 - c0);
+    }
     pthread_mutex_unlock(&P->busy);
     fv_flush_denormals_end(env);
 }
