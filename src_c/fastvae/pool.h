@@ -29,11 +29,12 @@
  *    (same function, phases, blocks and thread count) the caller measures
  *    the process's CPU time over windows of jobs (FV_POOL_WINDOW_NS): when
  *    shared jobs got less than FV_POOL_MIN_CORES cores, the next jobs run
- *    inline on the caller alone; after a stay (100 ms, doubling to 2 s
- *    while shared trials keep failing) in which the caller had a whole
- *    core, one window of shared jobs is tried again. On an idle machine
- *    shared jobs get about n_threads cores and nothing changes. Which
- *    threads compute the blocks never changes a result.
+ *    inline on the caller alone. A window of shared jobs is tried again
+ *    once the machine had a free core (idle CPU time in /proc/stat) for a
+ *    stay of 100 ms, doubling to 2 s while such trials fail (as under a
+ *    CPU quota). On an idle machine shared jobs get about n_threads cores
+ *    and nothing changes. Which threads compute the blocks never changes
+ *    a result.
  *  - Results do not depend on who computes a block: callers give every
  *    block a fixed piece of the output and keep every reduction in a fixed
  *    order (or in integers), so they are bitwise equal for any thread count
@@ -57,9 +58,8 @@
 #define FASTVAE_POOL_H
 
 #include <errno.h>
-#ifdef FV_POOL_TRACE
+#include <fcntl.h>
 #include <stdio.h>
-#endif
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -126,6 +126,7 @@ typedef struct {
     int trial;       /* 1 while a shared run is tried */
     int64_t since;   /* when the stay inline began */
     int64_t stay_ns; /* its length */
+    double idle0;    /* the machine's idle CPU seconds then; < 0: unknown */
     int64_t wall_ns, cpu_ns; /* the window so far: wall and process CPU time */
     int jobs;                /* and its jobs */
 } fv_pool_kind;
@@ -342,6 +343,44 @@ static inline int64_t fv_pool_cpu_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Seconds every CPU of the machine spent idle since boot (Linux's
+ * /proc/stat); -1 where that cannot be read. */
+static double fv_pool_idle_seconds(void)
+{
+#if defined(__linux__)
+    static long hz = 0;
+    if (hz == 0)
+        hz = sysconf(_SC_CLK_TCK);
+    char buf[256];
+    int fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || hz <= 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1.0;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1.0;
+    buf[n] = 0;
+    /* "cpu  user nice system idle iowait ...", in clock ticks */
+    unsigned long long v[5];
+    if (sscanf(buf, "cpu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]) != 5)
+        return -1.0;
+    return (double)(v[3] + v[4]) / (double)hz;
+#else
+    return -1.0;
+#endif
+}
+
+/* Start (or restart) a stay inline at `now`. */
+static void fv_pool_stay(fv_pool_kind *k, int64_t now)
+{
+    k->inline_mode = 1;
+    k->since = now;
+    k->idle0 = fv_pool_idle_seconds();
+}
+
 /* The record of this kind of job (the least recently used one is reused). */
 static fv_pool_kind *fv_pool_kind_of(fv_pool *P, fv_pool_fn fn, int n_phases,
                                      const int *n_blocks, int n_threads)
@@ -395,15 +434,32 @@ static void fv_pool_account(fv_pool_kind *k, int was_inline, int64_t now, int64_
             int64_t longer = 2 * k->stay_ns < FV_POOL_STAY_MAX_NS ? 2 * k->stay_ns
                                                                    : FV_POOL_STAY_MAX_NS;
             k->stay_ns = k->trial ? longer : FV_POOL_STAY_FIRST_NS;
-            k->inline_mode = 1;
-            k->since = now;
+            fv_pool_stay(k, now);
         } else {
             k->inline_mode = 0;
         }
         k->trial = 0;
-    } else if (now - k->since >= k->stay_ns && cores > 0.9) {
-        /* Inline with a whole core: perhaps another is free now. */
+        return;
+    }
+    if (now - k->since < k->stay_ns)
+        return;
+    /* Shared jobs are worth a trial once the machine has a free core: idle
+     * for half of the stay at least (where /proc/stat is not there, once
+     * the caller had a whole core). Trials at other times would mostly
+     * meet a competitor's burst and fail. */
+    double idle = fv_pool_idle_seconds(), free_cores;
+    if (idle >= 0 && k->idle0 >= 0)
+        free_cores = (idle - k->idle0) / ((double)(now - k->since) * 1e-9);
+    else
+        free_cores = cores > 0.9 ? 1.0 : 0.0;
+#ifdef FV_POOL_TRACE
+    fprintf(stderr, "pool: %.2f cores free during the stay\n", free_cores);
+#endif
+    if (free_cores >= 0.5) {
         k->trial = 1;
+    } else {
+        k->since = now;
+        k->idle0 = idle;
     }
 }
 
