@@ -30,11 +30,12 @@
  *    the process's CPU time over windows of jobs (FV_POOL_WINDOW_NS): when
  *    shared jobs got less than FV_POOL_MIN_CORES cores, the next jobs run
  *    inline on the caller alone. A window of shared jobs is tried again
- *    once the machine had a free core (idle CPU time in /proc/stat) for a
- *    stay of 100 ms, doubling to 2 s while such trials fail (as under a
- *    CPU quota). On an idle machine shared jobs get about n_threads cores
- *    and nothing changes. Which threads compute the blocks never changes
- *    a result.
+ *    after a stay inline (100 ms, doubling to 2 s while such trials fail,
+ *    as under a CPU quota), at the first look (one every 100 ms) that finds
+ *    the machine had a free core (idle CPU time in /proc/stat). A pause
+ *    in a kind's jobs starts its judgement afresh. On an idle machine
+ *    shared jobs get about n_threads cores and nothing changes. Which
+ *    threads compute the blocks never changes a result.
  *  - Results do not depend on who computes a block: callers give every
  *    block a fixed piece of the output and keep every reduction in a fixed
  *    order (or in integers), so they are bitwise equal for any thread count
@@ -103,6 +104,7 @@
 #define FV_POOL_WINDOW_NS 30000000LL
 #define FV_POOL_STAY_FIRST_NS 100000000LL
 #define FV_POOL_STAY_MAX_NS 2000000000LL
+#define FV_POOL_GAP_NS 100000000LL /* a pause between two jobs of a kind */
 
 /* Block `block` of phase `phase` of a job, on thread `tid`. */
 typedef void (*fv_pool_fn)(void *ctx, int phase, int block, int tid);
@@ -124,9 +126,11 @@ typedef struct {
     uint64_t used;   /* when last used, in jobs */
     int inline_mode; /* the way chosen: shared (0) or inline (1) */
     int trial;       /* 1 while a shared run is tried */
-    int64_t since;   /* when the stay inline began */
-    int64_t stay_ns; /* its length */
-    double idle0;    /* the machine's idle CPU seconds then; < 0: unknown */
+    int64_t stay_ns;    /* length of a stay inline before a trial */
+    int64_t next_check; /* when to look for a free core next */
+    double idle0;       /* the machine's idle CPU seconds at idle_t; < 0: unknown */
+    int64_t idle_t;
+    int64_t last_end;   /* when the last job of the kind ended */
     int64_t wall_ns, cpu_ns; /* the window so far: wall and process CPU time */
     int jobs;                /* and its jobs */
 } fv_pool_kind;
@@ -373,17 +377,17 @@ static double fv_pool_idle_seconds(void)
 #endif
 }
 
-/* Start (or restart) a stay inline at `now`. */
-static void fv_pool_stay(fv_pool_kind *k, int64_t now)
+/* Start looking for a free core at `now`, next after `after` ns. */
+static void fv_pool_watch(fv_pool_kind *k, int64_t now, int64_t after)
 {
-    k->inline_mode = 1;
-    k->since = now;
+    k->next_check = now + after;
     k->idle0 = fv_pool_idle_seconds();
+    k->idle_t = now;
 }
 
 /* The record of this kind of job (the least recently used one is reused). */
 static fv_pool_kind *fv_pool_kind_of(fv_pool *P, fv_pool_fn fn, int n_phases,
-                                     const int *n_blocks, int n_threads)
+                                     const int *n_blocks, int n_threads, int64_t now)
 {
     int blocks = 0;
     for (int p = 0; p < n_phases; p++)
@@ -407,6 +411,14 @@ static fv_pool_kind *fv_pool_kind_of(fv_pool *P, fv_pool_fn fn, int n_phases,
     k->stay_ns = FV_POOL_STAY_FIRST_NS;
 found:
     k->used = ++P->jobs;
+    if (k->last_end && now - k->last_end > FV_POOL_GAP_NS) {
+        /* After a pause the machine may be another: judge afresh. */
+        k->wall_ns = k->cpu_ns = 0;
+        k->jobs = 0;
+        k->stay_ns = FV_POOL_STAY_FIRST_NS;
+        if (k->inline_mode)
+            fv_pool_watch(k, now, FV_POOL_STAY_FIRST_NS);
+    }
     return k;
 }
 
@@ -416,6 +428,7 @@ found:
 static void fv_pool_account(fv_pool_kind *k, int was_inline, int64_t now, int64_t wall,
                             int64_t cpu)
 {
+    k->last_end = now;
     k->wall_ns += wall;
     k->cpu_ns += cpu;
     k->jobs++;
@@ -434,33 +447,32 @@ static void fv_pool_account(fv_pool_kind *k, int was_inline, int64_t now, int64_
             int64_t longer = 2 * k->stay_ns < FV_POOL_STAY_MAX_NS ? 2 * k->stay_ns
                                                                    : FV_POOL_STAY_MAX_NS;
             k->stay_ns = k->trial ? longer : FV_POOL_STAY_FIRST_NS;
-            fv_pool_stay(k, now);
+            k->inline_mode = 1;
+            fv_pool_watch(k, now, k->stay_ns);
         } else {
             k->inline_mode = 0;
         }
         k->trial = 0;
         return;
     }
-    if (now - k->since < k->stay_ns)
+    if (now < k->next_check)
         return;
     /* Shared jobs are worth a trial once the machine has a free core: idle
-     * for half of the stay at least (where /proc/stat is not there, once
-     * the caller had a whole core). Trials at other times would mostly
-     * meet a competitor's burst and fail. */
+     * for half of the time since the last look at least (where /proc/stat
+     * is not there, once the caller had a whole core). Trials at other
+     * times would mostly meet a competitor's burst and fail. */
     double idle = fv_pool_idle_seconds(), free_cores;
-    if (idle >= 0 && k->idle0 >= 0)
-        free_cores = (idle - k->idle0) / ((double)(now - k->since) * 1e-9);
+    if (idle >= 0 && k->idle0 >= 0 && now > k->idle_t)
+        free_cores = (idle - k->idle0) / ((double)(now - k->idle_t) * 1e-9);
     else
         free_cores = cores > 0.9 ? 1.0 : 0.0;
 #ifdef FV_POOL_TRACE
-    fprintf(stderr, "pool: %.2f cores free during the stay\n", free_cores);
+    fprintf(stderr, "pool: %.2f cores free since the last look\n", free_cores);
 #endif
-    if (free_cores >= 0.5) {
+    if (free_cores >= 0.5)
         k->trial = 1;
-    } else {
-        k->since = now;
-        k->idle0 = idle;
-    }
+    else
+        fv_pool_watch(k, now, FV_POOL_STAY_FIRST_NS);
 }
 
 /* Run a job of n_phases phases (phase p has n_blocks[p] >= 1 blocks) on up
@@ -484,8 +496,8 @@ static void fv_pool_run(fv_pool_fn fn, void *ctx, int n_phases, const int *n_blo
     fv_pool_kind *kind = NULL;
     int64_t t0 = 0, c0 = 0;
     if (FV_POOL_ADAPT && helpers > 0) {
-        kind = fv_pool_kind_of(P, fn, n_phases, n_blocks, n_threads);
         t0 = fv_pool_now_ns();
+        kind = fv_pool_kind_of(P, fn, n_phases, n_blocks, n_threads, t0);
         c0 = fv_pool_cpu_ns();
         if (kind->inline_mode && !kind->trial) {
             fv_pool_run_inline(fn, ctx, n_phases, n_blocks);
