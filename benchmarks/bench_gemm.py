@@ -59,8 +59,9 @@ def _median_seconds(fn, repeat):
 def _runs_at(level):
     """Whether this CPU and build can run the own GEMM at `level`."""
     try:
-        _blas.gemm_memview(False, False, np.ones((1, 1)), np.ones((1, 1)),
-                           np.ones((1, 1)), level=level)
+        _blas.gemm_memview(
+            False, False, np.ones((1, 1)), np.ones((1, 1)), np.ones((1, 1)), level=level
+        )
     except ValueError:
         return False
     return True
@@ -69,27 +70,36 @@ def _runs_at(level):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20, help="calls per round")
-    parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
-    parser.add_argument("--shapes", type=int, default=len(SHAPES),
-                        help="only the first N shapes")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float64", "both"), default="both"
+    )
+    parser.add_argument(
+        "--shapes", type=int, default=len(SHAPES), help="only the first N shapes"
+    )
     args = parser.parse_args(argv)
     levels = [lv for lv in ("avx512", "avx2") if _runs_at(lv)]
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     rng = np.random.default_rng(0)
-    header = ["product", "m x n x k", "op", "dtype"] + [f"own {lv}" for lv in levels] + [
-        "BLAS", "best own / BLAS"]
+    header = (
+        ["product", "m x n x k", "op", "dtype"]
+        + [f"own {lv}" for lv in levels]
+        + ["BLAS", "best own / BLAS"]
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     with threadpool_limits(1, user_api="blas"):
         for dtype in dtypes:
-            for name, ta, tb, m, n, k in SHAPES[:args.shapes]:
+            for name, ta, tb, m, n, k in SHAPES[: args.shapes]:
                 a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
                 b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
                 c = np.empty((m, n), dtype)
                 repeat = max(3, args.repeat // 4) if m * n * k > 2e8 else args.repeat
-                runs = {lv: (lambda lv=lv: _blas.gemm_memview(ta, tb, a, b, c, level=lv))
-                        for lv in levels}
-                runs["blas"] = lambda: _blas.gemm_memview(ta, tb, a, b, c, backend="blas")
+                operands = (ta, tb, a, b, c)  # bound now: the lambdas run below
+                runs = {
+                    lv: (lambda lv=lv, o=operands: _blas.gemm_memview(*o, level=lv))
+                    for lv in levels
+                }
+                runs["blas"] = lambda o=operands: _blas.gemm_memview(*o, backend="blas")
                 best = {key: np.inf for key in runs}
                 for _ in range(3):  # alternate the implementations
                     for key, fn in runs.items():
@@ -98,17 +108,31 @@ def main(argv=None):
                 rate = {key: flops / t / 1e9 for key, t in best.items()}
                 op = ("A^T" if ta else "A") + " @ " + ("B^T" if tb else "B")
                 own = [f"{rate[lv]:.1f}" for lv in levels]
-                ratio = (f"{max(rate[lv] for lv in levels) / rate['blas']:.2f}x"
-                         if levels else "-")
-                print(f"| {name} | {m}x{n}x{k} | {op} | {dtype} | " + " | ".join(own)
-                      + (" | " if own else "") + f"{rate['blas']:.1f} | {ratio} |",
-                      flush=True)
-    cores = sorted({i.get("architecture", "?") for i in threadpool_info()
-                    if i.get("user_api") == "blas"})
-    print(f"\nGFLOP/s, one thread, CPU time; best of 3 alternated rounds of the median of "
-          f"{args.repeat} calls; BLAS = scipy's sgemm / dgemm, kernels: "
-          f"{', '.join(cores)}." + ("" if levels else
-                                    " This CPU or build runs no own GEMM level."))
+                ratio = (
+                    f"{max(rate[lv] for lv in levels) / rate['blas']:.2f}x"
+                    if levels
+                    else "-"
+                )
+                print(
+                    f"| {name} | {m}x{n}x{k} | {op} | {dtype} | "
+                    + " | ".join(own)
+                    + (" | " if own else "")
+                    + f"{rate['blas']:.1f} | {ratio} |",
+                    flush=True,
+                )
+    cores = sorted(
+        {
+            i.get("architecture", "?")
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        }
+    )
+    print(
+        "\nGFLOP/s, one thread, CPU time; best of 3 alternated rounds of the median "
+        f"of {args.repeat} calls; BLAS = scipy's sgemm / dgemm, kernels: "
+        f"{', '.join(cores)}."
+        + ("" if levels else " This CPU or build runs no own GEMM level.")
+    )
     return 0
 
 

@@ -37,12 +37,15 @@ def main(argv=None):
     a = p.parse_args(argv)
     rng = np.random.default_rng(0)
     X = (rng.random((a.rows, 784)) < 0.3).astype(a.dtype)
-    vae = fastvae.VAE(hidden=(400,), latent_dim=20, epochs=1, batch_size=128,
-                      dtype=a.dtype, seed=0).fit(X[:2048])
+    vae = fastvae.VAE(
+        hidden=(400,), latent_dim=20, epochs=1, batch_size=128, dtype=a.dtype, seed=0
+    ).fit(X[:2048])
     Z = vae.transform(X)
     cpu = platform.processor() or platform.machine()
-    print(f"# 784-400-20 VAE, {a.rows} rows, {a.dtype}; {cpu}, "
-          f"fastvae {fastvae.__version__}, best of {a.repeats}")
+    print(
+        f"# 784-400-20 VAE, {a.rows} rows, {a.dtype}; {cpu}, "
+        f"fastvae {fastvae.__version__}, best of {a.repeats}"
+    )
     print("| threads | transform rows/s | score_samples rows/s | decode rows/s |")
     print("|---|---|---|---|")
     for nt in (1, 2):

@@ -69,10 +69,24 @@ def _write_data(path: Path, n: int, d: int) -> None:
 
 def _run(mode, path, a):
     out = subprocess.run(
-        [sys.executable, "-c", _WORKER, mode, str(path), str(a.rows), str(a.features),
-         a.hidden, str(a.latent_dim), str(a.batch_size), str(a.epochs),
-         str(a.threads)],
-        capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-c",
+            _WORKER,
+            mode,
+            str(path),
+            str(a.rows),
+            str(a.features),
+            a.hidden,
+            str(a.latent_dim),
+            str(a.batch_size),
+            str(a.epochs),
+            str(a.threads),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -101,21 +115,27 @@ def main(argv=None):
     sums = {m: {r["checksum"] for r in rs} for m, rs in runs.items()}
     same = sums["memory"] == sums["memmap"] and len(sums["memory"]) == 1
     mb = 2**20
-    rates = {m: statistics.median(r["samples_per_second"][-1] for r in rs)
-             for m, rs in runs.items()}
-    print(f"# {a.rows} x {a.features} float32 file, {size / mb:.0f} MB; VAE "
-          f"{a.features}-{a.hidden.replace(',', '-')}/{a.latent_dim}/{a.batch_size}, "
-          f"{a.epochs} epoch(s), threads {a.threads or fastvae.get_num_threads()}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"fastvae {fastvae.__version__}; median of {a.rounds} alternated rounds; "
-          f"same parameters both ways: {same}")
+    rates = {
+        m: statistics.median(r["samples_per_second"][-1] for r in rs)
+        for m, rs in runs.items()
+    }
+    print(
+        f"# {a.rows} x {a.features} float32 file, {size / mb:.0f} MB; VAE "
+        f"{a.features}-{a.hidden.replace(',', '-')}/{a.latent_dim}/{a.batch_size}, "
+        f"{a.epochs} epoch(s), threads {a.threads or fastvae.get_num_threads()}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"fastvae {fastvae.__version__}; median of {a.rounds} alternated rounds; "
+        f"same parameters both ways: {same}"
+    )
     print("| data | epoch samples/s | fit wall s | RSS before fit MB | peak RSS MB |")
     print("|---|---|---|---|---|")
     for mode, rs in runs.items():
-        print(f"| {mode} | {rates[mode]:,.0f} | "
-              f"{statistics.median(r['fit_seconds'] for r in rs):.2f} | "
-              f"{statistics.median(r['rss_before'] for r in rs) / mb:.0f} | "
-              f"{statistics.median(r['peak_rss'] for r in rs) / mb:.0f} |")
+        print(
+            f"| {mode} | {rates[mode]:,.0f} | "
+            f"{statistics.median(r['fit_seconds'] for r in rs):.2f} | "
+            f"{statistics.median(r['rss_before'] for r in rs) / mb:.0f} | "
+            f"{statistics.median(r['peak_rss'] for r in rs) / mb:.0f} |"
+        )
     print(f"memmap / memory throughput: {rates['memmap'] / rates['memory']:.3f}")
     return 0 if same else 1
 

@@ -59,8 +59,15 @@ def _model(config: str, threads: int, n_rows: int):
 
     hidden, latent, batch = CONFIGS[config]
     epochs = -(-_STEPS_PER_FIT // -(-n_rows // batch))
-    return fastvae.VAE(hidden=hidden, latent_dim=latent, batch_size=batch,
-                       n_threads=threads, epochs=epochs, warm_start=True, seed=0)
+    return fastvae.VAE(
+        hidden=hidden,
+        latent_dim=latent,
+        batch_size=batch,
+        n_threads=threads,
+        epochs=epochs,
+        warm_start=True,
+        seed=0,
+    )
 
 
 # -- workers: one JSON command per stdin line, one JSON reply per stdout line ----
@@ -93,8 +100,14 @@ def threaded_worker(config: str, threads: int) -> None:
             model.fit(X)
             samples += len(X) * model.epochs
         seconds = time.perf_counter() - start
-        _reply({"samples": samples, "seconds": seconds, "steps": model.t_ - steps0,
-                "load": [load0, os.getloadavg()[0]]})
+        _reply(
+            {
+                "samples": samples,
+                "seconds": seconds,
+                "steps": model.t_ - steps0,
+                "load": [load0, os.getloadavg()[0]],
+            }
+        )
 
 
 # Commands rank 0 passes on to the other ranks: [code, argument].
@@ -124,8 +137,14 @@ def mpi_worker(config: str, threads: int) -> None:
     n_params = model.params_.shape[0]
     buf = np.zeros(2, dtype=np.int64)
     if comm.rank == 0:
-        _reply({"ready": True, "ranks": comm.size, "n_params": int(n_params),
-                "isa": _isa()})
+        _reply(
+            {
+                "ready": True,
+                "ranks": comm.size,
+                "n_params": int(n_params),
+                "isa": _isa(),
+            }
+        )
     lines = iter(sys.stdin) if comm.rank == 0 else None
     while True:
         if comm.rank == 0:
@@ -159,9 +178,15 @@ def mpi_worker(config: str, threads: int) -> None:
             steps = model.t_ - steps0
             waits = comm.gather(wait, root=0)
             if comm.rank == 0:
-                _reply({"samples": samples, "seconds": seconds, "steps": steps,
+                _reply(
+                    {
+                        "samples": samples,
+                        "seconds": seconds,
+                        "steps": steps,
                         "allreduce_seconds": waits,
-                        "load": [load0, os.getloadavg()[0]]})
+                        "load": [load0, os.getloadavg()[0]],
+                    }
+                )
         elif code == _ALLREDUCE:
             times = _time_allreduce(comm, n_params, model.params_.dtype, arg // 1000)
             if comm.rank == 0:
@@ -188,8 +213,9 @@ def _time_allreduce(comm, n_params, dtype, repeats) -> list[float]:
 
 class Worker:
     def __init__(self, cmd, env):
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         self.info = self._read()
         self.rounds = []
 
@@ -222,24 +248,61 @@ def _mpiexec() -> str:
     return found
 
 
-def measure(config: str, ranks: int, rounds: int, seconds: float, log=print,
-            isa: str = "native", busy: int = 0) -> dict:
+def measure(
+    config: str,
+    ranks: int,
+    rounds: int,
+    seconds: float,
+    log=print,
+    isa: str = "native",
+    busy: int = 0,
+) -> dict:
     from fastvae.bench.scenarios import BusyLoad, check_isa, isa_env
 
     script = str(Path(__file__).resolve())
     env = {**isa_env("fastvae", isa), "PYTHONUNBUFFERED": "1"}
-    threaded = Worker([sys.executable, script, "--worker", "threads", "--config",
-                       config, "--threads", str(ranks)],
-                      {**env, "OMP_NUM_THREADS": str(ranks)})
+    threaded = Worker(
+        [
+            sys.executable,
+            script,
+            "--worker",
+            "threads",
+            "--config",
+            config,
+            "--threads",
+            str(ranks),
+        ],
+        {**env, "OMP_NUM_THREADS": str(ranks)},
+    )
     try:
-        mpi = Worker([_mpiexec(), "-n", str(ranks), sys.executable, script, "--worker",
-                      "mpi", "--config", config, "--threads", "1"],
-                     {**env, "OMP_NUM_THREADS": "1"})
+        mpi = Worker(
+            [
+                _mpiexec(),
+                "-n",
+                str(ranks),
+                sys.executable,
+                script,
+                "--worker",
+                "mpi",
+                "--config",
+                config,
+                "--threads",
+                "1",
+            ],
+            {**env, "OMP_NUM_THREADS": "1"},
+        )
     except BaseException:
         threaded.close()
         raise
-    isa_errors = sorted({e for e in (check_isa("fastvae", isa, w.info.get("isa"))
-                                     for w in (threaded, mpi)) if e})
+    isa_errors = sorted(
+        {
+            e
+            for e in (
+                check_isa("fastvae", isa, w.info.get("isa")) for w in (threaded, mpi)
+            )
+            if e
+        }
+    )
     for e in isa_errors:
         log(f"    warning: ISA cap not in effect: {e}")
     try:
@@ -248,10 +311,12 @@ def measure(config: str, ranks: int, rounds: int, seconds: float, log=print,
                 pair = (threaded, mpi) if r % 2 == 0 else (mpi, threaded)
                 for w in pair:
                     w.rounds.append(w.ask(cmd="run", seconds=seconds))
-                log(f"    round {r + 1}/{rounds}: threads "
+                log(
+                    f"    round {r + 1}/{rounds}: threads "
                     f"{_rate(threaded.rounds[-1]):,.0f}, MPI "
                     f"{_rate(mpi.rounds[-1]):,.0f} samples/s "
-                    f"(load {os.getloadavg()[0]:.1f})")
+                    f"(load {os.getloadavg()[0]:.1f})"
+                )
             alone = mpi.ask(cmd="allreduce", repeats=200)["allreduce_ms"]
     finally:
         threaded.close()
@@ -265,7 +330,9 @@ def measure(config: str, ranks: int, rounds: int, seconds: float, log=print,
     loads = [v for w in (threaded, mpi) for x in w.rounds for v in x["load"]]
     n_params = mpi.info["n_params"]
     return {
-        "config": config, "ranks": ranks, "n_params": n_params,
+        "config": config,
+        "ranks": ranks,
+        "n_params": n_params,
         "gradient_bytes": 4 * (n_params + 4),
         "threaded_samples_per_s": statistics.median(t_rates),
         "mpi_samples_per_s": statistics.median(m_rates),
@@ -274,11 +341,17 @@ def measure(config: str, ranks: int, rounds: int, seconds: float, log=print,
         "mpi_step_ms": statistics.median(step_ms),
         "allreduce_in_step_ms": statistics.median(wait_ms),
         "allreduce_alone_ms": statistics.median(alone),
-        "allreduce_alone_p10_p90_ms": [float(np.percentile(alone, 10)),
-                                       float(np.percentile(alone, 90))],
+        "allreduce_alone_p10_p90_ms": [
+            float(np.percentile(alone, 10)),
+            float(np.percentile(alone, 90)),
+        ],
         "load_average": [min(loads), statistics.median(loads), max(loads)],
-        "isa": isa, "busy": busy, "isa_reported": {"threaded": threaded.info.get("isa"),
-                                                   "mpi": mpi.info.get("isa")},
+        "isa": isa,
+        "busy": busy,
+        "isa_reported": {
+            "threaded": threaded.info.get("isa"),
+            "mpi": mpi.info.get("isa"),
+        },
         "isa_errors": isa_errors,
         "rounds": {"threaded": threaded.rounds, "mpi": mpi.rounds},
     }
@@ -302,7 +375,8 @@ def format_table(results: list[dict]) -> str:
             f"| {r['mpi_samples_per_s']:,.0f} | {100 * r['ratio']:.0f}% "
             f"| {r['mpi_step_ms']:.2f} | {r['allreduce_in_step_ms']:.2f} / "
             f"{r['allreduce_alone_ms']:.2f} | {r['gradient_bytes'] / 1e6:.2f} "
-            f"| {lo:.1f}-{hi:.1f} (median {med:.1f}) |")
+            f"| {lo:.1f}-{hi:.1f} (median {med:.1f}) |"
+        )
     return "\n".join(lines)
 
 
@@ -314,12 +388,14 @@ NETWORKS = {"10 Gb/s": (10e9 / 8, 25e-6), "100 Gb/s": (100e9 / 8, 2e-6)}
 NODES = (8, 64, 512)
 
 
-def ring_allreduce_seconds(n_nodes: int, n_bytes: float, bandwidth: float,
-                           latency: float) -> float:
+def ring_allreduce_seconds(
+    n_nodes: int, n_bytes: float, bandwidth: float, latency: float
+) -> float:
     """Ring allreduce: 2(N-1) messages in sequence, each rank sending (and
     receiving) 2(N-1)/N of the buffer."""
-    return (2 * (n_nodes - 1) * latency
-            + 2 * (n_nodes - 1) / n_nodes * n_bytes / bandwidth)
+    return (
+        2 * (n_nodes - 1) * latency + 2 * (n_nodes - 1) / n_nodes * n_bytes / bandwidth
+    )
 
 
 def cost_model(results: list[dict]) -> list[dict]:
@@ -332,26 +408,37 @@ def cost_model(results: list[dict]) -> list[dict]:
         compute = r["threaded_step_ms"] / 1000
         for net, (bandwidth, latency) in NETWORKS.items():
             for n in NODES:
-                comm = ring_allreduce_seconds(n, r["gradient_bytes"], bandwidth,
-                                              latency)
-                rows.append({"config": r["config"], "network": net, "nodes": n,
-                             "compute_ms": 1000 * compute, "allreduce_ms": 1000 * comm,
-                             "latency_ms": 1000 * 2 * (n - 1) * latency,
-                             "efficiency": compute / (compute + comm),
-                             "efficiency_overlapped": compute / max(compute, comm)})
+                comm = ring_allreduce_seconds(
+                    n, r["gradient_bytes"], bandwidth, latency
+                )
+                rows.append(
+                    {
+                        "config": r["config"],
+                        "network": net,
+                        "nodes": n,
+                        "compute_ms": 1000 * compute,
+                        "allreduce_ms": 1000 * comm,
+                        "latency_ms": 1000 * 2 * (n - 1) * latency,
+                        "efficiency": compute / (compute + comm),
+                        "efficiency_overlapped": compute / max(compute, comm),
+                    }
+                )
     return rows
 
 
 def format_cost_model(rows: list[dict]) -> str:
-    lines = ["| config | network | nodes | compute ms/step | Allreduce ms/step (of it "
-             "latency) | efficiency | if fully overlapped |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| config | network | nodes | compute ms/step | Allreduce ms/step (of it "
+        "latency) | efficiency | if fully overlapped |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['network']} | {r['nodes']} "
             f"| {r['compute_ms']:.2f} | {r['allreduce_ms']:.2f} "
             f"({r['latency_ms']:.2f}) | {100 * r['efficiency']:.0f}% "
-            f"| {100 * r['efficiency_overlapped']:.0f}% |")
+            f"| {100 * r['efficiency_overlapped']:.0f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -362,13 +449,25 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=2.0, help="per round and worker")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--out", default=str(_RESULTS / "mpi.json"))
-    p.add_argument("--isa", default="native", choices=("native", "avx2"),
-                   help="cap fastvae's instruction set in both workers (avx2), or "
-                   "leave the environment as it is (native)")
-    p.add_argument("--busy", type=int, default=0, metavar="N",
-                   help="N competing busy processes during the rounds")
-    p.add_argument("--cost-model", metavar="REPORT",
-                   help="print the cost model of a saved report and exit")
+    p.add_argument(
+        "--isa",
+        default="native",
+        choices=("native", "avx2"),
+        help="cap fastvae's instruction set in both workers (avx2), or "
+        "leave the environment as it is (native)",
+    )
+    p.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N competing busy processes during the rounds",
+    )
+    p.add_argument(
+        "--cost-model",
+        metavar="REPORT",
+        help="print the cost model of a saved report and exit",
+    )
     p.add_argument("--worker", choices=("threads", "mpi"), help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -395,25 +494,49 @@ def main(argv=None) -> int:
     machine = machine_info()
     results = []
     for config in args.configs:
-        print(f"  {config}: 1 process x {args.ranks} threads vs {args.ranks} ranks x "
-              f"1 thread; ISA {args.isa}, {args.busy} busy process(es)", flush=True)
-        results.append(measure(config, args.ranks, args.rounds, args.seconds,
-                               isa=args.isa, busy=args.busy))
-    report = {"machine": machine, "rounds": args.rounds,
-              "seconds_per_round": args.seconds, "isa": args.isa, "busy": args.busy,
-              "results": results,
-              "cost_model": {"networks": NETWORKS, "rows": cost_model(results)}}
+        print(
+            f"  {config}: 1 process x {args.ranks} threads vs {args.ranks} ranks x "
+            f"1 thread; ISA {args.isa}, {args.busy} busy process(es)",
+            flush=True,
+        )
+        results.append(
+            measure(
+                config,
+                args.ranks,
+                args.rounds,
+                args.seconds,
+                isa=args.isa,
+                busy=args.busy,
+            )
+        )
+    report = {
+        "machine": machine,
+        "rounds": args.rounds,
+        "seconds_per_round": args.seconds,
+        "isa": args.isa,
+        "busy": args.busy,
+        "results": results,
+        "cost_model": {"networks": NETWORKS, "rows": cost_model(results)},
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     m = report["machine"]
     print("\n" + heading(args.isa, args.busy) + "\n")
     print(format_table(results))
-    print(f"\n{m['date']}, {m['cpu']}, {m['cores']} cores; Python {m['python']}, "
-          f"fastvae {m['fastvae']}; medians of {args.rounds} alternated rounds of "
-          f"{args.seconds:g} s; report in {args.out}")
-    print("\nCost model (ring allreduce, no overlap; bandwidth and latency per "
-          "message: " + ", ".join(f"{k}: {bw * 8 / 1e9:g} Gb/s, {lat * 1e6:g} us"
-                                  for k, (bw, lat) in NETWORKS.items()) + "):")
+    print(
+        f"\n{m['date']}, {m['cpu']}, {m['cores']} cores; Python {m['python']}, "
+        f"fastvae {m['fastvae']}; medians of {args.rounds} alternated rounds of "
+        f"{args.seconds:g} s; report in {args.out}"
+    )
+    print(
+        "\nCost model (ring allreduce, no overlap; bandwidth and latency per "
+        "message: "
+        + ", ".join(
+            f"{k}: {bw * 8 / 1e9:g} Gb/s, {lat * 1e6:g} us"
+            for k, (bw, lat) in NETWORKS.items()
+        )
+        + "):"
+    )
     print(format_cost_model(report["cost_model"]["rows"]))
     return 0
 

@@ -46,23 +46,44 @@ def burda_schedule(n_stages: int, lr: float):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", default="../shared/data/mnist")
     parser.add_argument("--download", action="store_true")
-    parser.add_argument("--stages", type=int, default=8,
-                        help="stages of Burda et al.'s schedule (8 = 3,280 epochs)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="instead of the schedule: this many epochs at --lr")
+    parser.add_argument(
+        "--stages",
+        type=int,
+        default=8,
+        help="stages of Burda et al.'s schedule (8 = 3,280 epochs)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="instead of the schedule: this many epochs at --lr",
+    )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--k", type=int, default=5000, help="importance samples")
-    parser.add_argument("--test-every", type=int, default=1,
-                        help="score every n-th test image (1: all 10,000)")
-    parser.add_argument("--monitor-k", type=int, default=1000,
-                        help="importance samples of the estimate after each stage")
-    parser.add_argument("--monitor-every", type=int, default=10,
-                        help="after each stage, score every n-th test image")
+    parser.add_argument(
+        "--test-every",
+        type=int,
+        default=1,
+        help="score every n-th test image (1: all 10,000)",
+    )
+    parser.add_argument(
+        "--monitor-k",
+        type=int,
+        default=1000,
+        help="importance samples of the estimate after each stage",
+    )
+    parser.add_argument(
+        "--monitor-every",
+        type=int,
+        default=10,
+        help="after each stage, score every n-th test image",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/iwae")
@@ -77,30 +98,46 @@ def main(argv=None) -> int:
     test_bin = data.sample_binarize(test.X, seed=12345)
     monitor = test_bin[:: args.monitor_every]
     test_bin = test_bin[:: args.test_every]
-    stages = (burda_schedule(args.stages, args.lr) if args.epochs is None
-              else [(args.epochs, args.lr)])
+    stages = (
+        burda_schedule(args.stages, args.lr)
+        if args.epochs is None
+        else [(args.epochs, args.lr)]
+    )
 
     # Burda et al.: Adam with beta1 = 0.9, beta2 = 0.999, eps = 1e-4.
     vae = fastvae.VAE(
-        hidden=(200, 200), latent_dim=50, activation="tanh", likelihood="bernoulli",
-        dynamic_binarization=True, batch_size=args.batch_size, seed=args.seed,
-        n_threads=args.threads, verbose=0, warm_start=True,
+        hidden=(200, 200),
+        latent_dim=50,
+        activation="tanh",
+        likelihood="bernoulli",
+        dynamic_binarization=True,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        n_threads=args.threads,
+        verbose=0,
+        warm_start=True,
     )
     threads = fastvae.get_num_threads() if args.threads is None else args.threads
     curve, train_seconds = [], 0.0
     for i, (epochs, lr) in enumerate(stages):
         start = time.perf_counter()
-        vae.fit(train.X, epochs=epochs,
-                optimizer=fastvae.optim.Adam(lr=lr, beta1=0.9, beta2=0.999, eps=1e-4))
+        vae.fit(
+            train.X,
+            epochs=epochs,
+            optimizer=fastvae.optim.Adam(lr=lr, beta1=0.9, beta2=0.999, eps=1e-4),
+        )
         train_seconds += time.perf_counter() - start
         start = time.perf_counter()
         ll = vae.log_likelihood(monitor, k=args.monitor_k)
-        point = {"stage": i, "lr": lr, "epochs": vae.n_iter_,
-                 "train_minutes": train_seconds / 60,
-                 "train_elbo": vae.history_["elbo"][-1],
-                 f"test_nll_k{args.monitor_k}_every{args.monitor_every}":
-                     float(-ll.mean()),
-                 "eval_seconds": time.perf_counter() - start}
+        point = {
+            "stage": i,
+            "lr": lr,
+            "epochs": vae.n_iter_,
+            "train_minutes": train_seconds / 60,
+            "train_elbo": vae.history_["elbo"][-1],
+            f"test_nll_k{args.monitor_k}_every{args.monitor_every}": float(-ll.mean()),
+            "eval_seconds": time.perf_counter() - start,
+        }
         curve.append(point)
         print(json.dumps(point), flush=True)
         vae.save(out / "model.npz")
@@ -112,31 +149,50 @@ def main(argv=None) -> int:
     eval_seconds = time.perf_counter() - start
     result = {
         "architecture": "784-200-200-50 tanh, Bernoulli, dynamic binarization, Adam",
-        "schedule": ("Burda et al. (3**i epochs at lr 10**(-i/7) * %g), %d stages"
-                     % (args.lr, len(stages)) if args.epochs is None
-                     else f"{args.epochs} epochs at lr {args.lr:g}"),
-        "epochs": vae.n_iter_, "batch_size": args.batch_size,
+        "schedule": (
+            f"Burda et al. (3**i epochs at lr 10**(-i/7) * {args.lr:g}), "
+            f"{len(stages)} stages"
+            if args.epochs is None
+            else f"{args.epochs} epochs at lr {args.lr:g}"
+        ),
+        "epochs": vae.n_iter_,
+        "batch_size": args.batch_size,
         "train_seconds": train_seconds,
         "train_samples_per_second": vae.n_iter_ * len(train) / train_seconds,
-        "n_test": len(test_bin), "k": args.k,
-        "test_elbo": float(elbo.mean()), "test_nll": float(-ll.mean()),
+        "n_test": len(test_bin),
+        "k": args.k,
+        "test_elbo": float(elbo.mean()),
+        "test_nll": float(-ll.mean()),
         "test_nll_stderr": float(ll.std(ddof=1) / np.sqrt(len(ll))),
-        "eval_seconds": eval_seconds, "published_nll": PUBLISHED_NLL,
-        "threads": threads, "fastvae": fastvae.__version__, "curve": curve,
+        "eval_seconds": eval_seconds,
+        "published_nll": PUBLISHED_NLL,
+        "threads": threads,
+        "fastvae": fastvae.__version__,
+        "curve": curve,
     }
     _write_json(out / "result.json", result)
-    plotting.image_grid(vae.sample(64), (28, 28), out / "samples.png",
-                        title=f"samples after {vae.n_iter_} epochs")
-    plotting.reconstruction_grid(test_bin[:16], vae.reconstruct(test_bin[:16]), (28, 28),
-                                 out / "reconstructions.png")
+    plotting.image_grid(
+        vae.sample(64),
+        (28, 28),
+        out / "samples.png",
+        title=f"samples after {vae.n_iter_} epochs",
+    )
+    plotting.reconstruction_grid(
+        test_bin[:16],
+        vae.reconstruct(test_bin[:16]),
+        (28, 28),
+        out / "reconstructions.png",
+    )
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1))
-    print("| model | budget | test -ELBO | test NLL (k = %d) | published NLL |" % args.k)
+    print(f"| model | budget | test -ELBO | test NLL (k = {args.k}) | published NLL |")
     print("|---|---|---|---|---|")
-    print(f"| VAE 784-200-200-50 tanh | {vae.n_iter_} epochs, "
-          f"{train_seconds / 60:.0f} min on {threads} threads | "
-          f"{-result['test_elbo']:.2f} | "
-          f"{result['test_nll']:.2f} ± {result['test_nll_stderr']:.2f} | "
-          f"{PUBLISHED_NLL} (3,280 epochs) |")
+    print(
+        f"| VAE 784-200-200-50 tanh | {vae.n_iter_} epochs, "
+        f"{train_seconds / 60:.0f} min on {threads} threads | "
+        f"{-result['test_elbo']:.2f} | "
+        f"{result['test_nll']:.2f} ± {result['test_nll_stderr']:.2f} | "
+        f"{PUBLISHED_NLL} (3,280 epochs) |"
+    )
     return 0
 
 

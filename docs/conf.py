@@ -14,13 +14,17 @@ ROOT = DOCS.parent
 # (FASTVAE_DATA_DIR); by default the project's shared data beside the
 # repository. Without it the build fails here, loudly, rather than publish a
 # gallery that did not run.
-_data = Path(os.environ.setdefault(
-    "FASTVAE_DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve())))
+_data = Path(
+    os.environ.setdefault(
+        "FASTVAE_DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve())
+    )
+)
 if not (_data / "mnist" / "train-images-idx3-ubyte.gz").is_file():
     raise ConfigError(
         f"MNIST not found in {_data}/mnist; the gallery trains on it. Set "
         "FASTVAE_DATA_DIR to a folder holding mnist/ (see the data page of "
-        "the user guide).")
+        "the user guide)."
+    )
 # The gallery's numbers do not depend on the thread count; keep the build
 # from fighting other jobs for the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -56,11 +60,24 @@ numpydoc_class_members_toctree = False
 numpydoc_show_inherited_class_members = False
 numpydoc_xref_param_type = False
 # Check every docstring numpydoc renders; the build fails on a problem.
-numpydoc_validation_checks = {"GL06", "GL07", "SS01", "PR01", "PR02", "PR10",
-                              "RT02", "YD01"}
+numpydoc_validation_checks = {
+    "GL06",
+    "GL07",
+    "SS01",
+    "PR01",
+    "PR02",
+    "PR10",
+    "RT02",
+    "YD01",
+}
 numpydoc_validation_exclude = {
-    r"\.__init__$", r"\.__repr__$", r"\.__len__$", r"\.__post_init__$",
-    r"\.__sklearn_tags__$", r"\.__sklearn_is_fitted__$", r"\.__getstate__$",
+    r"\.__init__$",
+    r"\.__repr__$",
+    r"\.__len__$",
+    r"\.__post_init__$",
+    r"\.__sklearn_tags__$",
+    r"\.__sklearn_is_fitted__$",
+    r"\.__getstate__$",
     r"\.__setstate__$",
 }
 

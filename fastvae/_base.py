@@ -71,8 +71,9 @@ RULES = {
     "batch_size": Param(numbers.Integral, low=1, high=2**31 - 1),
     "lr": Param(numbers.Real, low=0.0, low_open=True, allow_none=True),
     "seed": Param(numbers.Integral, low=0, high=2**64 - 1),
-    "n_threads": Param(numbers.Integral, low=1, high=_step.MAX_THREADS,
-                       allow_none=True),
+    "n_threads": Param(
+        numbers.Integral, low=1, high=_step.MAX_THREADS, allow_none=True
+    ),
     "verbose": Param(int, choices=(0, 1, 2)),
     "warm_start": Param(int, choices=(False, True)),
     "beta": Param(numbers.Real, low=0.0),
@@ -235,7 +236,8 @@ class BaseAutoencoder:
         if input_features is not None and len(input_features) != self.n_features_in_:
             raise ValueError(
                 f"input_features has {len(input_features)} names, but "
-                f"{type(self).__name__} is expecting {self.n_features_in_}")
+                f"{type(self).__name__} is expecting {self.n_features_in_}"
+            )
         prefix = type(self).__name__.lower()
         k = self._fitted_settings["latent_dim"]
         return np.asarray([f"{prefix}{i}" for i in range(k)], dtype=object)
@@ -325,8 +327,13 @@ class BaseAutoencoder:
     # -- data and conditions ----------------------------------------------------
 
     def _data(self, s, X, name="X", n_features=None):
-        X = check_array(X, name=name, dtype=s["dtype"], n_features=n_features,
-                        owner=type(self).__name__)
+        X = check_array(
+            X,
+            name=name,
+            dtype=s["dtype"],
+            n_features=n_features,
+            owner=type(self).__name__,
+        )
         if s["likelihood"] == "bernoulli":
             _check_unit_interval(X, name)
         return X
@@ -336,21 +343,31 @@ class BaseAutoencoder:
         (a memmap or array-like, see fastvae.batches) checked in one
         sequential pass and left where it is."""
         if batches.is_out_of_core(X):
-            return batches.check(X, dtype=s["dtype"], n_features=n_features,
-                                 owner=type(self).__name__,
-                                 unit_interval=s["likelihood"] == "bernoulli")
+            return batches.check(
+                X,
+                dtype=s["dtype"],
+                n_features=n_features,
+                owner=type(self).__name__,
+                unit_interval=s["likelihood"] == "bernoulli",
+            )
         return self._data(s, X, n_features=n_features)
 
     def _conditions(self, cond, n_rows, dtype, n_cond=None, name="condition"):
         """None, or a validated (n_rows, n_cond) array of dtype."""
         if cond is None:
             return None
-        cond = check_array(cond, name=name, dtype=dtype, n_features=n_cond,
-                           feature_name="condition columns",
-                           owner=type(self).__name__)
+        cond = check_array(
+            cond,
+            name=name,
+            dtype=dtype,
+            n_features=n_cond,
+            feature_name="condition columns",
+            owner=type(self).__name__,
+        )
         if cond.shape[0] != n_rows:
             raise ValueError(
-                f"{name} has {cond.shape[0]} rows but the data have {n_rows}")
+                f"{name} has {cond.shape[0]} rows but the data have {n_rows}"
+            )
         return cond
 
     def _fitted_conditions(self, cond, n_rows, name="condition"):
@@ -358,28 +375,57 @@ class BaseAutoencoder:
         self._check_fitted()
         if self.n_conditions_ == 0:
             if cond is not None:
-                raise ValueError(f"{name} given, but this model was fitted without "
-                                 "conditions")
+                raise ValueError(
+                    f"{name} given, but this model was fitted without conditions"
+                )
             return None
         if cond is None:
             raise ValueError(
                 f"this model was fitted with {self.n_conditions_} condition columns; "
-                f"pass {name}= (an array of shape (n_samples, {self.n_conditions_}))")
-        return self._conditions(cond, n_rows, self.params_.dtype, self.n_conditions_,
-                                name)
+                f"pass {name}= (an array of shape (n_samples, {self.n_conditions_}))"
+            )
+        return self._conditions(
+            cond, n_rows, self.params_.dtype, self.n_conditions_, name
+        )
 
     # -- training ---------------------------------------------------------------
 
-    def _fit(self, X, condition, overrides, validation_data, checkpoint=None,
-             resume=None, partial=False, comm=None):
+    def _fit(
+        self,
+        X,
+        condition,
+        overrides,
+        validation_data,
+        checkpoint=None,
+        resume=None,
+        partial=False,
+        comm=None,
+    ):
         # The whole fit holds the estimator's lock: two threads fitting one
         # model run one after the other instead of mixing their state.
         with _instance_lock(self):
-            return self._fit_locked(X, condition, overrides, validation_data,
-                                    checkpoint, resume, partial, comm)
+            return self._fit_locked(
+                X,
+                condition,
+                overrides,
+                validation_data,
+                checkpoint,
+                resume,
+                partial,
+                comm,
+            )
 
-    def _fit_locked(self, X, condition, overrides, validation_data, checkpoint,
-                    resume, partial, comm=None):
+    def _fit_locked(
+        self,
+        X,
+        condition,
+        overrides,
+        validation_data,
+        checkpoint,
+        resume,
+        partial,
+        comm=None,
+    ):
         """Train (fit's body), holding the estimator's lock.
 
         checkpoint : dict, optional
@@ -399,7 +445,8 @@ class BaseAutoencoder:
         if partial:  # one epoch over X, continuing a fitted model
             s["epochs"] = 1
         X = self._training_data(
-            s, X, self.n_features_in_ if partial and fitted else s["input_dim"])
+            s, X, self.n_features_in_ if partial and fitted else s["input_dim"]
+        )
         n, d = X.shape
         cond = self._conditions(condition, n, s["dtype"])
         n_cond = 0 if cond is None else cond.shape[1]
@@ -407,8 +454,9 @@ class BaseAutoencoder:
         if validation_data is not None:
             if isinstance(validation_data, tuple):
                 if len(validation_data) != 2:
-                    raise ValueError("validation_data must be X_val or "
-                                     "(X_val, condition_val)")
+                    raise ValueError(
+                        "validation_data must be X_val or (X_val, condition_val)"
+                    )
                 X_val, cond_val = validation_data
             else:
                 X_val = validation_data
@@ -416,9 +464,11 @@ class BaseAutoencoder:
             if (cond_val is None) != (cond is None):
                 raise ValueError(
                     "validation_data must be (X_val, condition_val) exactly when fit "
-                    "is given condition")
-            cond_val = self._conditions(cond_val, X_val.shape[0], s["dtype"], n_cond,
-                                        "condition_val")
+                    "is given condition"
+                )
+            cond_val = self._conditions(
+                cond_val, X_val.shape[0], s["dtype"], n_cond, "condition_val"
+            )
         batch = s["batch_size"]
         if batch > n and not partial:
             warnings.warn(
@@ -429,9 +479,11 @@ class BaseAutoencoder:
         batch = min(batch, n)
 
         layout = self._layout(s, d, n_cond)
-        check_memory(training_bytes(layout, batch, s["dtype"].itemsize),
-                     f"training this {type(self).__name__}",
-                     "use smaller hidden layers, latent_dim or batch_size")
+        check_memory(
+            training_bytes(layout, batch, s["dtype"].itemsize),
+            f"training this {type(self).__name__}",
+            "use smaller hidden layers, latent_dim or batch_size",
+        )
         opt = s["optimizer"]
         writer = None
         fingerprint = None
@@ -455,7 +507,8 @@ class BaseAutoencoder:
                 f"partial_fit got data or settings that do not match the fitted "
                 f"{type(self).__name__} ({d} features and {n_cond} condition columns "
                 f"now, {self.n_features_in_} and {self.n_conditions_} before, or a "
-                "changed architecture or dtype); call fit to start over")
+                "changed architecture or dtype); call fit to start over"
+            )
         if not continuing:
             self.params_ = self._init_params(s, layout)
             self._opt_state = [layout.zeros(s["dtype"]) for _ in range(2)]
@@ -476,8 +529,11 @@ class BaseAutoencoder:
         self._lock = getattr(self, "_lock", None) or threading.RLock()
         # Built now, not on first use, so inference never changes __dict__.
         self._infer_net = self._network(s, layout, INFERENCE_CHUNK, n_cond)
-        data = (batches.Chunked(X, s["dtype"], batch, cond)
-                if batches.is_out_of_core(X) else batches.InMemory(X, cond))
+        data = (
+            batches.Chunked(X, s["dtype"], batch, cond)
+            if batches.is_out_of_core(X)
+            else batches.InMemory(X, cond)
+        )
 
         epochs = resume["epochs"] if resume is not None else self.n_iter_ + s["epochs"]
         epoch = resume["epoch"] if resume is not None else _ckpt.EpochProgress()
@@ -486,16 +542,25 @@ class BaseAutoencoder:
             if resume is not None:
                 last = (self.n_iter_, epoch.step, self.t_)
             writer = _ckpt.Checkpointer(
-                checkpoint["path"], checkpoint["every"], checkpoint["every_steps"],
-                {"epochs": epochs, "batch_size": batch, "data": fingerprint,
-                 "checkpoint_every": checkpoint["every"],
-                 "checkpoint_every_steps": checkpoint["every_steps"]},
-                checkpoint["user"], last=last)
+                checkpoint["path"],
+                checkpoint["every"],
+                checkpoint["every_steps"],
+                {
+                    "epochs": epochs,
+                    "batch_size": batch,
+                    "data": fingerprint,
+                    "checkpoint_every": checkpoint["every"],
+                    "checkpoint_every_steps": checkpoint["every_steps"],
+                },
+                checkpoint["user"],
+                last=last,
+            )
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
         if comm is not None:  # a fastvae.distributed.Group: steps over MPI ranks
-            net = comm.data_parallel(net, self, (X, cond, X_val, cond_val),
-                                     (epochs, epoch.step, batch))
+            net = comm.data_parallel(
+                net, self, (X, cond, X_val, cond_val), (epochs, epoch.step, batch)
+            )
         grads = layout.zeros(s["dtype"])
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
@@ -505,10 +570,22 @@ class BaseAutoencoder:
             with self._lock, blas_single_threaded():
                 while self.n_iter_ < epochs:
                     if bar is not None:
-                        bar.set_description(f"epoch {self.n_iter_ + 1}/{epochs}",
-                                            refresh=False)
-                    self._fit_epoch(s, net, data, grads, batch, log_every, bar,
-                                    X_val, cond_val, epoch, writer)
+                        bar.set_description(
+                            f"epoch {self.n_iter_ + 1}/{epochs}", refresh=False
+                        )
+                    self._fit_epoch(
+                        s,
+                        net,
+                        data,
+                        grads,
+                        batch,
+                        log_every,
+                        bar,
+                        X_val,
+                        cond_val,
+                        epoch,
+                        writer,
+                    )
                     epoch = _ckpt.EpochProgress()
                     if self._epoch_callback is not None:
                         self._epoch_callback(self)
@@ -523,8 +600,9 @@ class BaseAutoencoder:
         state, arrays = self._state()
         writer.write(state, arrays, epoch)
 
-    def _fit_epoch(self, s, net, data, grads, batch, log_every, bar, X_val,
-                   cond_val, epoch, writer):
+    def _fit_epoch(
+        self, s, net, data, grads, batch, log_every, bar, X_val, cond_val, epoch, writer
+    ):
         """Train the rest of one epoch from `epoch` (an EpochProgress: steps
         already done and their sums), writing checkpoints when due."""
         n = data.n_rows
@@ -537,12 +615,22 @@ class BaseAutoencoder:
         shown_recon = shown_kl = 0.0
         shown_steps = 0
         start = time.perf_counter()
-        for X, rows, cond in data.minibatches(order[epoch.step * batch:], batch):
+        for X, rows, cond in data.minibatches(order[epoch.step * batch :], batch):
             b = rows.shape[0]
             kl_weight = self._kl_weight(s, self.t_)
             status, recon_sum, kl_sum = net.train_step(
-                p, grads, s1, s2, X, rows, b, s["seed"], self.t_, kl_weight,
-                s["n_threads"], cond=cond,
+                p,
+                grads,
+                s1,
+                s2,
+                X,
+                rows,
+                b,
+                s["seed"],
+                self.t_,
+                kl_weight,
+                s["n_threads"],
+                cond=cond,
             )
             if status != 0:
                 what = "loss" if status == 1 else "gradient"
@@ -568,21 +656,29 @@ class BaseAutoencoder:
             if epoch.window_steps == log_every:
                 self.history_["step"].append(self.t_)
                 self.history_["step_loss"].append(
-                    epoch.window_loss / epoch.window_steps)
+                    epoch.window_loss / epoch.window_steps
+                )
                 if bar is not None:
                     # means over the window, in nats per sample; a dict keeps
                     # this order (keyword postfixes are sorted by name)
                     bar.set_postfix(
-                        {"loss": f"{epoch.window_loss / epoch.window_steps:.2f}",
-                         "recon": f"{shown_recon / shown_steps:.2f}",
-                         "kl": f"{shown_kl / shown_steps:.2f}"}, refresh=False)
+                        {
+                            "loss": f"{epoch.window_loss / epoch.window_steps:.2f}",
+                            "recon": f"{shown_recon / shown_steps:.2f}",
+                            "kl": f"{shown_kl / shown_steps:.2f}",
+                        },
+                        refresh=False,
+                    )
                 epoch.window_loss, epoch.window_steps = 0.0, 0
                 shown_recon = shown_kl = 0.0
                 shown_steps = 0
             if bar is not None:
                 bar.update(b)
-            if (writer is not None and epoch.step < steps_per_epoch
-                    and writer.step_due(self.t_)):
+            if (
+                writer is not None
+                and epoch.step < steps_per_epoch
+                and writer.step_due(self.t_)
+            ):
                 epoch.seconds = seconds_before + time.perf_counter() - start
                 self._write_checkpoint(writer, epoch)
         seconds = seconds_before + time.perf_counter() - start
@@ -627,8 +723,11 @@ class BaseAutoencoder:
     def _inference_network(self):
         if getattr(self, "_infer_net", None) is None:
             self._infer_net = self._network(
-                self._fitted_settings, self._fitted_layout, INFERENCE_CHUNK,
-                self.n_conditions_)
+                self._fitted_settings,
+                self._fitted_layout,
+                INFERENCE_CHUNK,
+                self.n_conditions_,
+            )
         return self._infer_net
 
     def _threads(self):
@@ -637,7 +736,10 @@ class BaseAutoencoder:
     def _input(self, X, name="X"):
         self._check_fitted()
         return check_array(
-            X, name=name, dtype=self.params_.dtype, n_features=self.n_features_in_,
+            X,
+            name=name,
+            dtype=self.params_.dtype,
+            n_features=self.n_features_in_,
             owner=type(self).__name__,
         )
 
@@ -652,8 +754,9 @@ class BaseAutoencoder:
     def _call(self, method, *args, **kwargs):
         with self._lock, blas_single_threaded():
             net = self._inference_network()
-            return getattr(net, method)(self.params_, *args, n_threads=self._threads(),
-                                        **kwargs)
+            return getattr(net, method)(
+                self.params_, *args, n_threads=self._threads(), **kwargs
+            )
 
     def _head(self, X, condition):
         X = self._input(X)
@@ -675,8 +778,11 @@ class BaseAutoencoder:
         """
         self._check_fitted()
         Z = check_array(
-            Z, name="Z", dtype=self.params_.dtype,
-            n_features=self._fitted_settings["latent_dim"], feature_name="latent dims",
+            Z,
+            name="Z",
+            dtype=self.params_.dtype,
+            n_features=self._fitted_settings["latent_dim"],
+            feature_name="latent dims",
             owner=type(self).__name__,
         )
         cond = self._fitted_conditions(condition, Z.shape[0])
@@ -689,8 +795,12 @@ class BaseAutoencoder:
         with self._lock, blas_single_threaded():
             net = self._inference_network()
             recon, kl = net.elbo_terms(
-                self.params_, X, self._fitted_settings["seed"], _rng.STREAM_EVAL,
-                n_threads=n_threads or self._threads(), cond=cond,
+                self.params_,
+                X,
+                self._fitted_settings["seed"],
+                _rng.STREAM_EVAL,
+                n_threads=n_threads or self._threads(),
+                cond=cond,
             )
         return -(recon + kl)
 
@@ -771,8 +881,10 @@ class BaseAutoencoder:
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         if state.get("estimator") != type(self).__name__:
-            raise ValueError(f"the state is of a {state.get('estimator')!r}, not a "
-                             f"{type(self).__name__}")
+            raise ValueError(
+                f"the state is of a {state.get('estimator')!r}, not a "
+                f"{type(self).__name__}"
+            )
         params = _section(state, "params")
         allowed = set(self._param_names()) - {"optimizer"}
         unknown = sorted(map(str, set(params) - allowed))
@@ -788,11 +900,16 @@ class BaseAutoencoder:
         opt_cls = optim.OPTIMIZER_NAMES.get(str(opt_meta.pop("name", None)))
         if opt_cls is None:
             raise ValueError(
-                f"optimizer must be one of {sorted(optim.OPTIMIZER_NAMES)}")
+                f"optimizer must be one of {sorted(optim.OPTIMIZER_NAMES)}"
+            )
         # The optimizer object holds the learning rate in effect, so lr is
         # None: a fit(lr=...) override must not be undone by the constructor's.
-        values = {**self.get_params(), **params, "optimizer": opt_cls(**opt_meta),
-                  "lr": None}
+        values = {
+            **self.get_params(),
+            **params,
+            "optimizer": opt_cls(**opt_meta),
+            "lr": None,
+        }
         s = self._settings(params=values)
         fitted = _check_fitted(_section(state, "fitted"))
         layout = self._layout(s, fitted["n_features_in_"], fitted["n_conditions_"])
@@ -800,13 +917,20 @@ class BaseAutoencoder:
             raise ValueError(f"the arrays must be {sorted(_STATE_ARRAYS)}")
         for name in sorted(_STATE_ARRAYS):
             a = arrays[name]
-            if (not isinstance(a, np.ndarray) or a.dtype != s["dtype"]
-                    or a.shape != (layout.size,)):
-                got = (f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray)
-                       else type(a).__name__)
+            if (
+                not isinstance(a, np.ndarray)
+                or a.dtype != s["dtype"]
+                or a.shape != (layout.size,)
+            ):
+                got = (
+                    f"{a.dtype}{list(a.shape)}"
+                    if isinstance(a, np.ndarray)
+                    else type(a).__name__
+                )
                 raise ValueError(
                     f"array {name!r} does not match the model's architecture (expected "
-                    f"{np.dtype(s['dtype'])}[{layout.size}], got {got})")
+                    f"{np.dtype(s['dtype'])}[{layout.size}], got {got})"
+                )
             if not np.isfinite(a).all():
                 raise ValueError(f"array {name!r} holds NaN or inf")
 
@@ -848,8 +972,9 @@ class BaseAutoencoder:
         self.params_ = _aligned_copy(self.params_, layout)
         self._opt_state = [_aligned_copy(a, layout) for a in self._opt_state]
         self._lock = threading.RLock()
-        self._infer_net = self._network(self._fitted_settings, layout,
-                                        INFERENCE_CHUNK, self.n_conditions_)
+        self._infer_net = self._network(
+            self._fitted_settings, layout, INFERENCE_CHUNK, self.n_conditions_
+        )
 
     def save(self, path):
         """Write the fitted model to `path` (.npz + JSON, atomic, no pickle).
@@ -898,20 +1023,30 @@ def _section(state, key):
 def _count(name, value, low=0, high=2**63 - 1):
     """An integer in [low, high] (steps are uint64 in the kernels; 2**63 is
     far beyond any run)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not low <= value <= high
+    ):
         raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     return int(value)
 
 
 def _check_fitted(fitted):
     """The fitted counters and history of a state, checked and copied."""
-    keys = {"n_features_in_", "n_conditions_", "n_iter_", "t_", "history_",
-            "loss_curve_"}
+    keys = {
+        "n_features_in_",
+        "n_conditions_",
+        "n_iter_",
+        "t_",
+        "history_",
+        "loss_curve_",
+    }
     missing = keys - set(fitted) - {"n_conditions_"}  # absent in early files: 0
     if missing or set(fitted) - keys:
-        raise ValueError(f"fitted must have the keys {sorted(keys)}, got "
-                         f"{sorted(map(str, fitted))}")
+        raise ValueError(
+            f"fitted must have the keys {sorted(keys)}, got {sorted(map(str, fitted))}"
+        )
     out = {
         "n_features_in_": _count("n_features_in_", fitted["n_features_in_"], low=1),
         "n_conditions_": _count("n_conditions_", fitted.get("n_conditions_", 0)),
@@ -928,20 +1063,35 @@ def _check_fitted(fitted):
         for v in values:
             if v is None and allow_none:
                 continue
-            if (isinstance(v, bool) or not isinstance(v, kind) or math.isnan(v)
-                    or (math.isinf(v) and not allow_inf)):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, kind)
+                or math.isnan(v)
+                or (math.isinf(v) and not allow_inf)
+            ):
                 raise ValueError(f"history_[{key!r}] holds {v!r}")
     lengths = {key: len(history[key]) for key in _HISTORY_ENTRIES}
-    if any(lengths[k] != out["n_iter_"] for k in lengths if k not in _PER_STEP) \
-            or lengths["step"] != lengths["step_loss"]:
+    if (
+        any(lengths[k] != out["n_iter_"] for k in lengths if k not in _PER_STEP)
+        or lengths["step"] != lengths["step_loss"]
+    ):
         raise ValueError(
-            f"history_ lengths {lengths} do not fit n_iter_={out['n_iter_']}")
+            f"history_ lengths {lengths} do not fit n_iter_={out['n_iter_']}"
+        )
     curve = fitted["loss_curve_"]
-    if (not isinstance(curve, list) or len(curve) != out["n_iter_"]
-            or any(isinstance(v, bool) or not isinstance(v, numbers.Real)
-                   or not math.isfinite(v) for v in curve)):
+    if (
+        not isinstance(curve, list)
+        or len(curve) != out["n_iter_"]
+        or any(
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Real)
+            or not math.isfinite(v)
+            for v in curve
+        )
+    ):
         raise ValueError(
-            f"loss_curve_ must be a list of {out['n_iter_']} finite numbers")
+            f"loss_curve_ must be a list of {out['n_iter_']} finite numbers"
+        )
     out["history_"] = {k: list(v) for k, v in history.items()}
     out["loss_curve_"] = [float(v) for v in curve]
     return out
@@ -958,8 +1108,18 @@ def _instance_lock(model):
 
 
 def _empty_history():
-    keys = ("epoch", "loss", "reconstruction", "kl", "elbo", "val_elbo", "seconds",
-            "samples_per_second", "step", "step_loss")
+    keys = (
+        "epoch",
+        "loss",
+        "reconstruction",
+        "kl",
+        "elbo",
+        "val_elbo",
+        "seconds",
+        "samples_per_second",
+        "step",
+        "step_loss",
+    )
     return {k: [] for k in keys}
 
 
@@ -987,8 +1147,9 @@ def _progress(verbose, total):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="sample", unit_scale=True, dynamic_ncols=True,
-                mininterval=0.2)
+    return tqdm(
+        total=total, unit="sample", unit_scale=True, dynamic_ncols=True, mininterval=0.2
+    )
 
 
 def _aligned_copy(a, layout):

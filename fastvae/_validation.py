@@ -105,8 +105,11 @@ def check_array(
             f". Reshape your data: {name}.reshape(-1, 1) for one feature or "
             f"{name}.reshape(1, -1) for one sample"
             if arr.ndim == 1
-            else (f"; flatten images with {name}.reshape(len({name}), -1)"
-                  if arr.ndim > 2 else "")
+            else (
+                f"; flatten images with {name}.reshape(len({name}), -1)"
+                if arr.ndim > 2
+                else ""
+            )
         )
         raise ValueError(
             f"{name} must be 2-D (n_samples, n_{feature_name}), got shape "
@@ -171,8 +174,11 @@ class Param:
             wanted = " or ".join(k.__name__ for k in kinds)
             raise TypeError(f"{name} must be {wanted}, got {value!r}")
         # ints are always finite (and np.isfinite fails on ints >= 2**64)
-        if (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
-                and not np.isfinite(value)):
+        if (
+            isinstance(value, numbers.Real)
+            and not isinstance(value, numbers.Integral)
+            and not np.isfinite(value)
+        ):
             raise ValueError(f"{name} must be finite, got {value!r}")
         if self.low is not None and (
             value <= self.low if self.low_open else value < self.low
@@ -228,8 +234,10 @@ def memory_limit_bytes() -> int | None:
         limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):
         pass
-    for path in ("/sys/fs/cgroup/memory.max",
-                 "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for path in (
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ):
         try:
             with open(path) as f:
                 text = f.read().strip()

@@ -55,11 +55,7 @@ def is_out_of_core(X) -> bool:
     if type(X).__module__.split(".")[0] in ("pandas", "polars", "scipy"):
         return False
     shape = getattr(X, "shape", None)
-    return (
-        shape is not None
-        and hasattr(X, "__getitem__")
-        and len(tuple(shape)) == 2
-    )
+    return shape is not None and hasattr(X, "__getitem__") and len(tuple(shape)) == 2
 
 
 def _memmap_of(a):
@@ -146,23 +142,28 @@ def check(X, *, dtype, name="X", n_features=None, owner=None, unit_interval=Fals
     """
     shape = tuple(int(v) for v in X.shape)
     if len(shape) != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape "
-                         f"{shape}")
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features), got shape {shape}"
+        )
     n, d = shape
     if n == 0:
         raise ValueError(f"{name} is empty: it has 0 samples, shape {shape}")
     if d == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={shape}) while a minimum "
-                         "of 1 is required.")
+        raise ValueError(
+            f"{name} has 0 feature(s) (shape={shape}) while a minimum of 1 is required."
+        )
     if n_features is not None and d != n_features:
-        raise ValueError(f"{name} has {d} features, but {owner or 'the model'} is "
-                         f"expecting {n_features} features as input")
+        raise ValueError(
+            f"{name} has {d} features, but {owner or 'the model'} is "
+            f"expecting {n_features} features as input"
+        )
     kind = np.asarray(X[0:1]).dtype.kind
     if kind == "c":
         raise ValueError(f"Complex data not supported: {name} has complex values")
     if kind not in "biufO":
-        raise TypeError(f"{name} must hold numbers, got dtype "
-                        f"{np.asarray(X[0:1]).dtype}")
+        raise TypeError(
+            f"{name} must hold numbers, got dtype {np.asarray(X[0:1]).dtype}"
+        )
     reader = _RowReader(X)
     step = max(1, WINDOW_BYTES // max(1, d * np.dtype(dtype).itemsize))
     lo, hi = np.inf, -np.inf
@@ -173,14 +174,16 @@ def check(X, *, dtype, name="X", n_features=None, owner=None, unit_interval=Fals
             row = r0 + int(np.argmax(~finite.all(axis=1)))
             raise ValueError(
                 f"{name} contains NaN or infinite values (first in row {row}); "
-                "remove or impute them before training")
+                "remove or impute them before training"
+            )
         if unit_interval:
             lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
     if unit_interval and (lo < 0.0 or hi > 1.0):
         raise ValueError(
             f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values "
             f"in [{lo:g}, {hi:g}]; scale the data (e.g. divide pixels by 255) or "
-            "use likelihood='gaussian'")
+            "use likelihood='gaussian'"
+        )
     return X
 
 

@@ -57,8 +57,15 @@ from fastvae import batches
 from fastvae import io as _io
 from fastvae._validation import Param
 
-__all__ = ["EpochProgress", "Checkpointer", "checkpoint_path", "data_fingerprint",
-           "check_same_data", "options", "read_progress"]
+__all__ = [
+    "EpochProgress",
+    "Checkpointer",
+    "checkpoint_path",
+    "data_fingerprint",
+    "check_same_data",
+    "options",
+    "read_progress",
+]
 
 DEFAULT_NAME = "checkpoint.npz"
 
@@ -104,7 +111,8 @@ def checkpoint_path(path, *, must_exist: bool = False) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"folder {folder} does not exist (for checkpoint {path})")
+            f"folder {folder} does not exist (for checkpoint {path})"
+        )
     return path
 
 
@@ -121,23 +129,31 @@ def data_fingerprint(X, cond: np.ndarray | None, dtype=None) -> dict:
         h = hashlib.sha256(np.ascontiguousarray(X).view(np.uint8))
     if cond is not None:
         h.update(np.ascontiguousarray(cond).view(np.uint8))
-    return {"n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
-            "n_conditions": 0 if cond is None else int(cond.shape[1]),
-            "sha256": h.hexdigest()}
+    return {
+        "n_samples": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+        "n_conditions": 0 if cond is None else int(cond.shape[1]),
+        "sha256": h.hexdigest(),
+    }
 
 
 def check_same_data(stored: dict, actual: dict) -> None:
     """ValueError unless the data resumed on are the data checkpointed."""
-    for key, what in (("n_samples", "samples"), ("n_features", "features"),
-                      ("n_conditions", "condition columns")):
+    for key, what in (
+        ("n_samples", "samples"),
+        ("n_features", "features"),
+        ("n_conditions", "condition columns"),
+    ):
         if stored[key] != actual[key]:
             raise ValueError(
                 f"the data have {actual[key]} {what} but the checkpointed run "
-                f"trained on {stored[key]}; resume needs the same training data")
+                f"trained on {stored[key]}; resume needs the same training data"
+            )
     if stored["sha256"] != actual["sha256"]:
         raise ValueError(
             "X (or condition) differs from the data the checkpointed run trained on "
-            "(SHA-256 mismatch); resume needs the same rows in the same order")
+            "(SHA-256 mismatch); resume needs the same rows in the same order"
+        )
 
 
 _COUNT = Param(numbers.Integral, low=0)
@@ -145,11 +161,16 @@ _POSITIVE = Param(numbers.Integral, low=1)
 
 
 def _real(name, value, *, low=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or (low is not None and value < low):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or (low is not None and value < low)
+    ):
         bound = f" >= {low}" if low is not None else ""
         raise ValueError(
-            f"progress {name} must be a finite number{bound}, got {value!r}")
+            f"progress {name} must be a finite number{bound}, got {value!r}"
+        )
     return float(value)
 
 
@@ -166,24 +187,38 @@ def read_progress(progress, *, n_iter: int, n_features: int, n_conditions: int) 
     """
     if not isinstance(progress, dict):
         raise ValueError("the checkpoint has no progress section")
-    keys = {"epochs", "batch_size", "epoch", "data", "checkpoint_every",
-            "checkpoint_every_steps"}
+    keys = {
+        "epochs",
+        "batch_size",
+        "epoch",
+        "data",
+        "checkpoint_every",
+        "checkpoint_every_steps",
+    }
     if set(progress) != keys:
-        raise ValueError(f"progress must have the keys {sorted(keys)}, got "
-                         f"{sorted(map(str, progress))}")
+        raise ValueError(
+            f"progress must have the keys {sorted(keys)}, got "
+            f"{sorted(map(str, progress))}"
+        )
     epochs = _POSITIVE.check("epochs", progress["epochs"])
     data = progress["data"]
-    if not isinstance(data, dict) or set(data) != {"n_samples", "n_features",
-                                                  "n_conditions", "sha256"}:
-        raise ValueError("progress data must have n_samples, n_features, "
-                         "n_conditions and sha256")
+    if not isinstance(data, dict) or set(data) != {
+        "n_samples",
+        "n_features",
+        "n_conditions",
+        "sha256",
+    }:
+        raise ValueError(
+            "progress data must have n_samples, n_features, n_conditions and sha256"
+        )
     n = _POSITIVE.check("data n_samples", data["n_samples"])
     if data["n_features"] != n_features or data["n_conditions"] != n_conditions:
         raise ValueError("progress data sizes do not match the model")
     if not isinstance(data["sha256"], str) or len(data["sha256"]) != 64:
         raise ValueError("progress data sha256 must be 64 hex digits")
-    batch = Param(numbers.Integral, low=1, high=n).check("batch_size",
-                                                         progress["batch_size"])
+    batch = Param(numbers.Integral, low=1, high=n).check(
+        "batch_size", progress["batch_size"]
+    )
     every = _COUNT.check("checkpoint_every", progress["checkpoint_every"])
     every_steps = progress["checkpoint_every_steps"]
     if every_steps is not None:
@@ -194,21 +229,33 @@ def read_progress(progress, *, n_iter: int, n_features: int, n_conditions: int) 
         raise ValueError(f"progress epoch must have the keys {sorted(names)}")
     steps_per_epoch = -(-n // batch)
     step = Param(numbers.Integral, low=0, high=steps_per_epoch - 1).check(
-        "epoch step", e["step"])
-    window = Param(numbers.Integral, low=0, high=step).check("window_steps",
-                                                              e["window_steps"])
+        "epoch step", e["step"]
+    )
+    window = Param(numbers.Integral, low=0, high=step).check(
+        "window_steps", e["window_steps"]
+    )
     epoch = EpochProgress(
-        step=int(step), window_steps=int(window),
+        step=int(step),
+        window_steps=int(window),
         reconstruction=_real("reconstruction", e["reconstruction"]),
-        kl=_real("kl", e["kl"]), loss=_real("loss", e["loss"]),
+        kl=_real("kl", e["kl"]),
+        loss=_real("loss", e["loss"]),
         window_loss=_real("window_loss", e["window_loss"]),
-        seconds=_real("seconds", e["seconds"], low=0.0))
+        seconds=_real("seconds", e["seconds"], low=0.0),
+    )
     if epochs < n_iter or (epochs == n_iter and step > 0):
-        raise ValueError(f"progress says {epochs} epochs in all but {n_iter} are done"
-                         + (" and one more is under way" if step else ""))
-    return {"epochs": int(epochs), "batch_size": int(batch), "epoch": epoch,
-            "data": dict(data), "checkpoint_every": int(every),
-            "checkpoint_every_steps": None if every_steps is None else int(every_steps)}
+        raise ValueError(
+            f"progress says {epochs} epochs in all but {n_iter} are done"
+            + (" and one more is under way" if step else "")
+        )
+    return {
+        "epochs": int(epochs),
+        "batch_size": int(batch),
+        "epoch": epoch,
+        "data": dict(data),
+        "checkpoint_every": int(every),
+        "checkpoint_every_steps": None if every_steps is None else int(every_steps),
+    }
 
 
 def options(checkpoint, every, every_steps, user) -> dict | None:
@@ -227,9 +274,12 @@ def options(checkpoint, every, every_steps, user) -> dict | None:
         json.dumps(user, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"checkpoint_meta must be JSON-serialisable: {exc}") from None
-    return {"path": path, "every": int(every),
-            "every_steps": None if every_steps is None else int(every_steps),
-            "user": user}
+    return {
+        "path": path,
+        "every": int(every),
+        "every_steps": None if every_steps is None else int(every_steps),
+        "user": user,
+    }
 
 
 class Checkpointer:
@@ -276,22 +326,26 @@ class Checkpointer:
         """Write the state atomically; refuse (FloatingPointError) when any
         number in it is not finite, so the last good checkpoint stays."""
         fitted = state["fitted"]
-        where = (f"epoch {fitted['n_iter_'] + (1 if epoch.step else 0)}, "
-                 f"step {fitted['t_']}")
+        where = (
+            f"epoch {fitted['n_iter_'] + (1 if epoch.step else 0)}, step {fitted['t_']}"
+        )
         sums = [epoch.reconstruction, epoch.kl, epoch.loss, epoch.window_loss]
         bad = [name for name, a in arrays.items() if not np.isfinite(a).all()]
         if bad or not all(math.isfinite(v) for v in sums):
             raise FloatingPointError(
                 f"{' and '.join(bad) or 'the loss sums'} became NaN or infinite by "
-                f"{where}; no checkpoint was written there. {self.describe_last()}")
+                f"{where}; no checkpoint was written there. {self.describe_last()}"
+            )
         meta = dict(state)
         meta["progress"] = {**self.progress, "epoch": epoch.to_json()}
         meta["user"] = self.user
         try:
             _io.save(self.path, meta, arrays, format=_io.CHECKPOINT_FORMAT)
         except OSError as exc:
-            raise OSError(f"could not write checkpoint {self.path} at {where}: {exc}. "
-                          f"{self.describe_last()}") from exc
+            raise OSError(
+                f"could not write checkpoint {self.path} at {where}: {exc}. "
+                f"{self.describe_last()}"
+            ) from exc
         self.last = (fitted["n_iter_"], epoch.step, fitted["t_"])
 
     def describe_last(self) -> str:
@@ -300,5 +354,7 @@ class Checkpointer:
             return f"No checkpoint had been written to {self.path} yet."
         n_iter, step, t = self.last
         at = f"{n_iter} epochs" + (f" and {step} steps" if step else "")
-        return (f"The last good checkpoint ({at}, step {t}) is kept at {self.path}; "
-                "continue from it with fastvae.resume (or fastvae train --resume).")
+        return (
+            f"The last good checkpoint ({at}, step {t}) is kept at {self.path}; "
+            "continue from it with fastvae.resume (or fastvae train --resume)."
+        )

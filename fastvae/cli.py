@@ -23,9 +23,16 @@ import numpy as np
 __all__ = ["main", "build_parser"]
 
 # Errors that describe a problem with the user's input or files.
-_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError,
-                NotADirectoryError, PermissionError, FloatingPointError,
-                MemoryError)
+_USER_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    FloatingPointError,
+    MemoryError,
+)
 
 _DEFAULT_OUT = "fastvae-run"
 
@@ -68,10 +75,12 @@ def _int_at_least(minimum: int):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected an integer, got {text!r}") from None
+                f"expected an integer, got {text!r}"
+            ) from None
         if value < minimum:
             raise argparse.ArgumentTypeError(
-                f"expected an integer >= {minimum}, got {value}")
+                f"expected an integer >= {minimum}, got {value}"
+            )
         return value
 
     return parse
@@ -87,22 +96,33 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_data_arguments(p: argparse.ArgumentParser, *, default: str | None,
-                        optional: bool = False) -> None:
+def _add_data_arguments(
+    p: argparse.ArgumentParser, *, default: str | None, optional: bool = False
+) -> None:
     p.add_argument(
-        "--data", default=default, required=default is None and not optional,
+        "--data",
+        default=default,
+        required=default is None and not optional,
         help="'shapes' (built in, generated), 'mnist', 'fashion-mnist', "
         "'binarized-mnist', or a .npy/.npz/.csv file (default: %(default)s)",
     )
     p.add_argument(
-        "--data-dir", default=None,
+        "--data-dir",
+        default=None,
         help="folder with the MNIST-family files (or its parent); default: "
         "$FASTVAE_DATA_DIR, else ~/.cache/fastvae",
     )
-    p.add_argument("--n-samples", type=_positive_int, default=None,
-                   help="use only this many rows (shapes: how many to generate)")
-    p.add_argument("--download", action="store_true",
-                   help="download missing MNIST-family files (checksums verified)")
+    p.add_argument(
+        "--n-samples",
+        type=_positive_int,
+        default=None,
+        help="use only this many rows (shapes: how many to generate)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download missing MNIST-family files (checksums verified)",
+    )
 
 
 def _sigma(text: str):
@@ -112,7 +132,8 @@ def _sigma(text: str):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a positive number or 'learned', got {text!r}") from None
+            f"expected a positive number or 'learned', got {text!r}"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,73 +157,144 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
-    t = sub.add_parser("train", help="train a model and write it, pictures and history",
-                       formatter_class=fmt)
+    t = sub.add_parser(
+        "train",
+        help="train a model and write it, pictures and history",
+        formatter_class=fmt,
+    )
     _add_data_arguments(t, default="shapes")
-    t.add_argument("--model", default="vae", choices=("vae", "ae", "dae"),
-                   help="VAE, plain autoencoder, or denoising autoencoder")
-    t.add_argument("--conditional", action="store_true",
-                   help="condition encoder and decoder on the data's labels (one-hot)")
-    t.add_argument("--validation", type=_fraction_or_count, default=0.1,
-                   help="held-out rows: a fraction, a count, or 0 for none")
-    t.add_argument("--hidden", type=_positive_int, nargs="+", default=[400],
-                   help="encoder hidden layer widths (the decoder mirrors them)")
+    t.add_argument(
+        "--model",
+        default="vae",
+        choices=("vae", "ae", "dae"),
+        help="VAE, plain autoencoder, or denoising autoencoder",
+    )
+    t.add_argument(
+        "--conditional",
+        action="store_true",
+        help="condition encoder and decoder on the data's labels (one-hot)",
+    )
+    t.add_argument(
+        "--validation",
+        type=_fraction_or_count,
+        default=0.1,
+        help="held-out rows: a fraction, a count, or 0 for none",
+    )
+    t.add_argument(
+        "--hidden",
+        type=_positive_int,
+        nargs="+",
+        default=[400],
+        help="encoder hidden layer widths (the decoder mirrors them)",
+    )
     t.add_argument("--latent-dim", type=int, default=20, help="size of z")
-    t.add_argument("--likelihood", default="bernoulli",
-                   help="'bernoulli' (data in [0, 1]) or 'gaussian'")
-    t.add_argument("--sigma", type=_sigma, default=1.0,
-                   help="observation noise of the Gaussian likelihood, or 'learned' "
-                   "(one per feature)")
-    t.add_argument("--activation", default="relu",
-                   help="hidden activation: relu, tanh, sigmoid or identity")
+    t.add_argument(
+        "--likelihood",
+        default="bernoulli",
+        help="'bernoulli' (data in [0, 1]) or 'gaussian'",
+    )
+    t.add_argument(
+        "--sigma",
+        type=_sigma,
+        default=1.0,
+        help="observation noise of the Gaussian likelihood, or 'learned' "
+        "(one per feature)",
+    )
+    t.add_argument(
+        "--activation",
+        default="relu",
+        help="hidden activation: relu, tanh, sigmoid or identity",
+    )
     t.add_argument("--optimizer", default="adam", help="adam, momentum or sgd")
-    t.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: 1e-3 for adam, 0.01 otherwise)")
-    t.add_argument("--epochs", type=int, default=None,
-                   help="epochs to train (unset: 20); with --resume, the total to "
-                   "reach (unset: the run's own)")
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: 1e-3 for adam, 0.01 otherwise)",
+    )
+    t.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs to train (unset: 20); with --resume, the total to "
+        "reach (unset: the run's own)",
+    )
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
-    t.add_argument("--kl-warmup", type=int, default=0,
-                   help="steps over which the KL weight rises linearly to beta")
-    t.add_argument("--corruption", type=float, default=None,
-                   help="probability of zeroing each input value during training "
-                   "(denoising; default 0.25 for dae, else 0)")
-    t.add_argument("--binarize", default="none", choices=("none", "static", "dynamic"),
-                   help="binary training targets: drawn once (static) or at every "
-                   "step (dynamic) as Bernoulli(x)")
+    t.add_argument(
+        "--kl-warmup",
+        type=int,
+        default=0,
+        help="steps over which the KL weight rises linearly to beta",
+    )
+    t.add_argument(
+        "--corruption",
+        type=float,
+        default=None,
+        help="probability of zeroing each input value during training "
+        "(denoising; default 0.25 for dae, else 0)",
+    )
+    t.add_argument(
+        "--binarize",
+        default="none",
+        choices=("none", "static", "dynamic"),
+        help="binary training targets: drawn once (static) or at every "
+        "step (dynamic) as Bernoulli(x)",
+    )
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None,
-                   help="compute threads (default: OMP_NUM_THREADS or all cores)")
+    t.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="compute threads (default: OMP_NUM_THREADS or all cores)",
+    )
     t.add_argument("--dtype", default="float32", help="float32 or float64")
     t.add_argument("--out", default=_DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                   help="write OUT/checkpoint.npz after every N epochs and at the end "
-                   "(unset: 1, or the run's own with --resume; 0: none, or only the "
-                   "final one with --resume)")
-    t.add_argument("--resume", default=None, metavar="RUN",
-                   help="continue the run in folder RUN (or checkpoint file RUN) "
-                   "exactly where its last checkpoint stopped, with its settings")
-    t.add_argument("--mpi", default="auto", choices=("auto", "on", "off"),
-                   help="data-parallel training over MPI ranks (mpiexec -n N fastvae "
-                   "train ...): auto = when an MPI launcher started more than one "
-                   "rank (PMI_RANK, PMIX_RANK, OMPI_COMM_WORLD_SIZE or "
-                   "MV2_COMM_WORLD_SIZE set); on = always (needs mpi4py); off = never")
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write OUT/checkpoint.npz after every N epochs and at the end "
+        "(unset: 1, or the run's own with --resume; 0: none, or only the "
+        "final one with --resume)",
+    )
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="continue the run in folder RUN (or checkpoint file RUN) "
+        "exactly where its last checkpoint stopped, with its settings",
+    )
+    t.add_argument(
+        "--mpi",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="data-parallel training over MPI ranks (mpiexec -n N fastvae "
+        "train ...): auto = when an MPI launcher started more than one "
+        "rank (PMI_RANK, PMIX_RANK, OMPI_COMM_WORLD_SIZE or "
+        "MV2_COMM_WORLD_SIZE set); on = always (needs mpi4py); off = never",
+    )
     t.set_defaults(handler=_train)
 
-    s = sub.add_parser("sample", help="decode draws z ~ N(0, I) into a PNG grid",
-                       formatter_class=fmt)
+    s = sub.add_parser(
+        "sample", help="decode draws z ~ N(0, I) into a PNG grid", formatter_class=fmt
+    )
     s.add_argument("--model", required=True, help="a model file written by train")
     s.add_argument("-n", type=_positive_int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--label", type=int, default=None,
-                   help="conditional models: the class to draw")
+    s.add_argument(
+        "--label", type=int, default=None, help="conditional models: the class to draw"
+    )
     s.add_argument("--out", default="samples.png", help="PNG file to write")
     s.set_defaults(handler=_sample)
 
-    r = sub.add_parser("reconstruct", help="originals and reconstructions as a PNG",
-                       formatter_class=fmt)
+    r = sub.add_parser(
+        "reconstruct",
+        help="originals and reconstructions as a PNG",
+        formatter_class=fmt,
+    )
     r.add_argument("--model", required=True, help="a model file written by train")
     _add_data_arguments(r, default="shapes")
     r.add_argument("--split", default="test", help="'train' or 'test' (named data)")
@@ -210,71 +302,124 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="reconstructions.png", help="PNG file to write")
     r.set_defaults(handler=_reconstruct)
 
-    e = sub.add_parser("eval", help="mean ELBO (and importance-sampled log p(x)) of a "
-                       "model on data", formatter_class=fmt)
+    e = sub.add_parser(
+        "eval",
+        help="mean ELBO (and importance-sampled log p(x)) of a model on data",
+        formatter_class=fmt,
+    )
     e.add_argument("--model", required=True, help="a model file written by train")
     _add_data_arguments(e, default="shapes")
     e.add_argument("--split", default="test", help="'train' or 'test' (named data)")
-    e.add_argument("--k", type=_positive_int, default=None,
-                   help="also estimate log p(x) with k importance samples (VAEs; "
-                   "papers use 5000)")
+    e.add_argument(
+        "--k",
+        type=_positive_int,
+        default=None,
+        help="also estimate log p(x) with k importance samples (VAEs; papers use 5000)",
+    )
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(handler=_eval)
 
     v = sub.add_parser(
-        "traverse", formatter_class=fmt,
+        "traverse",
+        formatter_class=fmt,
         help="decode codes that vary one latent dimension at a time (one row each)",
         description="Latent traversals: one grid row per latent dimension, the columns "
         "moving that dimension from -RANGE to +RANGE around a point, the others fixed. "
         "The point is z = 0 (the prior mean), or with --data and --index the posterior "
         "mean of that data row. Default dimensions: the first min(latent_dim, 10); "
         "with --data, the 10 with the largest mean KL(q(z_j|x) || N(0, 1)) on the data "
-        "(the variance of the codes for an autoencoder), largest first.")
+        "(the variance of the codes for an autoencoder), largest first.",
+    )
     v.add_argument("--model", required=True, help="a model file written by train")
     _add_data_arguments(v, default=None, optional=True)
     v.add_argument("--split", default="test", help="'train' or 'test' (named data)")
-    v.add_argument("--index", type=int, default=None,
-                   help="row of --data whose posterior mean is the centre; none: "
-                   "z = 0")
-    v.add_argument("--dims", type=int, nargs="+", default=None,
-                   help="latent dimensions to traverse; none: see above")
-    v.add_argument("--steps", type=_int_at_least(2), default=9,
-                   help="values per dimension (columns)")
-    v.add_argument("--range", type=_positive_float, default=3.0, dest="span",
-                   metavar="RANGE",
-                   help="largest offset from the centre, in latent units (prior "
-                   "standard deviations for a VAE)")
-    v.add_argument("--label", type=int, default=None,
-                   help="conditional models: the class to decode; none: the label "
-                   "of the --index row")
+    v.add_argument(
+        "--index",
+        type=int,
+        default=None,
+        help="row of --data whose posterior mean is the centre; none: z = 0",
+    )
+    v.add_argument(
+        "--dims",
+        type=int,
+        nargs="+",
+        default=None,
+        help="latent dimensions to traverse; none: see above",
+    )
+    v.add_argument(
+        "--steps",
+        type=_int_at_least(2),
+        default=9,
+        help="values per dimension (columns)",
+    )
+    v.add_argument(
+        "--range",
+        type=_positive_float,
+        default=3.0,
+        dest="span",
+        metavar="RANGE",
+        help="largest offset from the centre, in latent units (prior "
+        "standard deviations for a VAE)",
+    )
+    v.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="conditional models: the class to decode; none: the label "
+        "of the --index row",
+    )
     v.add_argument("--out", default="traverse.png", help="PNG file to write")
     v.set_defaults(handler=_traverse)
 
     i = sub.add_parser(
-        "interpolate", formatter_class=fmt,
+        "interpolate",
+        formatter_class=fmt,
         help="decode points on the line between the posterior means of two inputs",
         description="Encode rows FROM and TO of the data, decode STEPS points from one "
         "posterior mean to the other (both included; an autoencoder's codes), and draw "
         "them in one row between the two original images. Conditional models "
-        "interpolate the one-hot condition too, unless --label fixes it.")
+        "interpolate the one-hot condition too, unless --label fixes it.",
+    )
     i.add_argument("--model", required=True, help="a model file written by train")
     _add_data_arguments(i, default="shapes")
     i.add_argument("--split", default="test", help="'train' or 'test' (named data)")
-    i.add_argument("--from", type=int, required=True, dest="start", metavar="I",
-                   help="row of the first input")
-    i.add_argument("--to", type=int, required=True, dest="end", metavar="J",
-                   help="row of the second input")
-    i.add_argument("--steps", type=_int_at_least(2), default=10,
-                   help="decoded points, endpoints included")
-    i.add_argument("--slerp", action="store_true",
-                   help="spherical instead of linear interpolation")
-    i.add_argument("--label", type=int, default=None,
-                   help="conditional models: decode every point with this class")
+    i.add_argument(
+        "--from",
+        type=int,
+        required=True,
+        dest="start",
+        metavar="I",
+        help="row of the first input",
+    )
+    i.add_argument(
+        "--to",
+        type=int,
+        required=True,
+        dest="end",
+        metavar="J",
+        help="row of the second input",
+    )
+    i.add_argument(
+        "--steps",
+        type=_int_at_least(2),
+        default=10,
+        help="decoded points, endpoints included",
+    )
+    i.add_argument(
+        "--slerp", action="store_true", help="spherical instead of linear interpolation"
+    )
+    i.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="conditional models: decode every point with this class",
+    )
     i.add_argument("--out", default="interpolate.png", help="PNG file to write")
     i.set_defaults(handler=_interpolate)
 
     pl = sub.add_parser(
-        "plot", formatter_class=fmt,
+        "plot",
+        formatter_class=fmt,
         help="loss curves of a run folder, and a latent scatter coloured by label",
         description="Draw loss_curve.png (train loss per epoch and over windows of "
         "steps, validation ELBO, reconstruction and KL terms) from a run folder "
@@ -282,18 +427,27 @@ def build_parser() -> argparse.ArgumentParser:
         "when the run's data has labels and model.npz exists, latent.png: the "
         "posterior means of the held-out rows (the training rows when none were held "
         "out; first two principal components when latent_dim > 2), coloured by "
-        "label.")
+        "label.",
+    )
     pl.add_argument("--run", required=True, help="a folder written by fastvae train")
-    pl.add_argument("--out", default=None,
-                    help="folder for the pictures; none: the run folder")
-    pl.add_argument("--max-points", type=_positive_int, default=2000,
-                    help="at most this many points in the latent scatter")
+    pl.add_argument(
+        "--out", default=None, help="folder for the pictures; none: the run folder"
+    )
+    pl.add_argument(
+        "--max-points",
+        type=_positive_int,
+        default=2000,
+        help="at most this many points in the latent scatter",
+    )
     pl.set_defaults(handler=_plot)
 
     from fastvae.bench import harness
 
-    b = sub.add_parser("bench", help="time the training step against NumPy (and "
-                       "PyTorch/JAX when installed)", formatter_class=fmt)
+    b = sub.add_parser(
+        "bench",
+        help="time the training step against NumPy (and PyTorch/JAX when installed)",
+        formatter_class=fmt,
+    )
     harness.add_arguments(b)
     b.set_defaults(handler=harness.run_from_args)
     return parser
@@ -305,8 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_data(args, split: str = "train"):
     from fastvae import data
 
-    return data.load_dataset(args.data, data_dir=args.data_dir, split=split,
-                             n_samples=args.n_samples, download=args.download)
+    return data.load_dataset(
+        args.data,
+        data_dir=args.data_dir,
+        split=split,
+        n_samples=args.n_samples,
+        download=args.download,
+    )
 
 
 def _conditions(model, dataset):
@@ -324,7 +483,7 @@ def _image_shape(dataset, n_features: int):
     """The dataset's image shape, or a square one when the features make one."""
     if dataset is not None and dataset.image_shape is not None:
         return dataset.image_shape
-    side = int(round(n_features ** 0.5))
+    side = int(round(n_features**0.5))
     return (side, side) if side * side == n_features else None
 
 
@@ -350,7 +509,8 @@ def _mpi_group(mode: str):
         found = [v for v in distributed.LAUNCHER_VARIABLES if v in os.environ]
         raise UserError(
             f"started by an MPI launcher ({found[0]} is set) but {exc}; or pass "
-            "--mpi off to train on each process alone") from None
+            "--mpi off to train on each process alone"
+        ) from None
     if mode == "auto" and comm.Get_size() == 1:
         return None
     return distributed.Group(comm)
@@ -378,14 +538,17 @@ def _on_every_rank(group, run) -> int:
         if shared == "all" and group.is_root:
             raise  # reported by main like any error of one process
         if shared == "here":
-            print(f"fastvae: rank {group.rank} of {group.size}: error: {exc}",
-                  file=sys.stderr)
+            print(
+                f"fastvae: rank {group.rank} of {group.size}: error: {exc}",
+                file=sys.stderr,
+            )
         if shared:
             return 2
         user = isinstance(exc, (UserError, DataError, ModelFileError, *_USER_ERRORS))
         debug = bool(os.environ.get("FASTVAE_DEBUG"))
-        distributed.abort(group.comm, exc, 2 if user else 1,
-                          show_traceback=not user or debug)
+        distributed.abort(
+            group.comm, exc, 2 if user else 1, show_traceback=not user or debug
+        )
         raise  # not reached: abort ends the process
 
 
@@ -430,7 +593,8 @@ def _train_on(args, group) -> int:
         dataset = _load_data(args)
     if args.validation:
         train_set, val_set = data.train_validation_split(
-            dataset, n_validation=args.validation, seed=args.seed)
+            dataset, n_validation=args.validation, seed=args.seed
+        )
     else:
         train_set, val_set = dataset, None
     train_X = train_set.X
@@ -454,16 +618,29 @@ def _train_on(args, group) -> int:
         if info is None:
             model = _make_model(args)
             model._epoch_callback = log_epoch
-            model.fit(train_X, condition=cond, validation_data=validation,
-                      checkpoint=checkpoint if every else None, checkpoint_every=every,
-                      checkpoint_meta={"cli": settings}, comm=comm)
+            model.fit(
+                train_X,
+                condition=cond,
+                validation_data=validation,
+                checkpoint=checkpoint if every else None,
+                checkpoint_every=every,
+                checkpoint_meta={"cli": settings},
+                comm=comm,
+            )
             model._epoch_callback = None
             return model
-        return fastvae.resume(info["path"], train_X, condition=cond,
-                              validation_data=validation, epochs=args.epochs,
-                              checkpoint_every=every, n_threads=args.threads,
-                              verbose=0 if args.quiet else 1,
-                              epoch_callback=log_epoch, comm=comm)
+        return fastvae.resume(
+            info["path"],
+            train_X,
+            condition=cond,
+            validation_data=validation,
+            epochs=args.epochs,
+            checkpoint_every=every,
+            n_threads=args.threads,
+            verbose=0 if args.quiet else 1,
+            epoch_callback=log_epoch,
+            comm=comm,
+        )
 
     if not root:
         train()
@@ -473,12 +650,17 @@ def _train_on(args, group) -> int:
         how = f"{threads} threads"
     else:
         threads = group.default_threads() if args.threads is None else args.threads
-        how = (f"{group.size} MPI ranks x {threads} threads, global batch "
-               f"{args.batch_size}")
-    print(f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
-          f"samples x {train_set.X.shape[1]} features"
-          + (f", {len(val_set)} held out" if val_set is not None else "")
-          + f"; {how}", flush=True)
+        how = (
+            f"{group.size} MPI ranks x {threads} threads, global batch "
+            f"{args.batch_size}"
+        )
+    print(
+        f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
+        f"samples x {train_set.X.shape[1]} features"
+        + (f", {len(val_set)} held out" if val_set is not None else "")
+        + f"; {how}",
+        flush=True,
+    )
     if not args.quiet:
         from fastvae.config import blas_warnings
 
@@ -489,8 +671,10 @@ def _train_on(args, group) -> int:
     if info is not None:
         run_folder.truncate_metrics(out / run_folder.METRICS_FILE, info["epochs_done"])
     start = time.perf_counter()
-    with run_folder.MetricsLog(out / run_folder.METRICS_FILE,
-                               append=info is not None) as log:
+    with run_folder.MetricsLog(
+        out / run_folder.METRICS_FILE, append=info is not None
+    ) as log:
+
         def log_epoch(m):
             log.write(run_folder.epoch_record(m, time.perf_counter() - start))
 
@@ -498,34 +682,48 @@ def _train_on(args, group) -> int:
             model = train(log_epoch)
             done_before = 0
         else:
-            print(f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
-                  + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
-                  + f", to {args.epochs} epochs", flush=True)
+            print(
+                f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
+                + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
+                + f", to {args.epochs} epochs",
+                flush=True,
+            )
             model = train(log_epoch)
             batch = min(model.batch_size, len(train_set))
-            done_before = (len(train_set) * info["epochs_done"]
-                           + min(info["epoch_step"] * batch, len(train_set)))
+            done_before = len(train_set) * info["epochs_done"] + min(
+                info["epoch_step"] * batch, len(train_set)
+            )
     seconds = time.perf_counter() - start
 
-    paths = {"model": out / "model.npz", "history": out / "history.json",
-             "metrics": out / run_folder.METRICS_FILE, "run": out / run_folder.RUN_FILE,
-             "loss_curve": out / "loss_curve.png"}
+    paths = {
+        "model": out / "model.npz",
+        "history": out / "history.json",
+        "metrics": out / run_folder.METRICS_FILE,
+        "run": out / run_folder.RUN_FILE,
+        "loss_curve": out / "loss_curve.png",
+    }
     if checkpoint.is_file():
         paths["checkpoint"] = checkpoint
     model.save(paths["model"])
     record = {
         "settings": settings,
-        "data": {"name": dataset.name, "n_train": len(train_set),
-                 "n_validation": 0 if val_set is None else len(val_set),
-                 "n_features": int(train_set.X.shape[1])},
+        "data": {
+            "name": dataset.name,
+            "n_train": len(train_set),
+            "n_validation": 0 if val_set is None else len(val_set),
+            "n_features": int(train_set.X.shape[1]),
+        },
         "seconds": seconds,
         "history": model.history_,
     }
     text = json.dumps(record, indent=1, default=_json_default)
     write_atomic(paths["history"], lambda f: f.write(text.encode("utf-8")))
-    plotting.loss_curve(model.history_, paths["loss_curve"],
-                        title=f"fastvae on {dataset.name}",
-                        validation_label=_validation_label(args.model))
+    plotting.loss_curve(
+        model.history_,
+        paths["loss_curve"],
+        title=f"fastvae on {dataset.name}",
+        validation_label=_validation_label(args.model),
+    )
     shape = _image_shape(dataset, train_set.X.shape[1])
     if shape is not None:
         paths["samples"] = out / "samples.png"
@@ -534,11 +732,14 @@ def _train_on(args, group) -> int:
         shown_set = val_set if val_set is not None else train_set
         shown = shown_set.X[:16]
         shown_cond = _conditions(model, shown_set.subset(slice(0, 16)))
-        plotting.reconstruction_grid(shown, model.reconstruct(shown, shown_cond), shape,
-                                     paths["reconstructions"])
+        plotting.reconstruction_grid(
+            shown, model.reconstruct(shown, shown_cond), shape, paths["reconstructions"]
+        )
     else:
-        print("fastvae: the data are not images; no sample or reconstruction "
-              "pictures written")
+        print(
+            "fastvae: the data are not images; no sample or reconstruction "
+            "pictures written"
+        )
 
     h = model.history_
     n_seen = len(train_set) * model.n_iter_ - done_before
@@ -550,8 +751,10 @@ def _train_on(args, group) -> int:
     ]
     if h["val_elbo"] and h["val_elbo"][-1] is not None:
         what = "ELBO" if args.model == "vae" else "reconstruction log-likelihood"
-        lines.append(f"validation {what} {h['val_elbo'][0]:.3f} after epoch 1 -> "
-                     f"{h['val_elbo'][-1]:.3f} after epoch {model.n_iter_}")
+        lines.append(
+            f"validation {what} {h['val_elbo'][0]:.3f} after epoch 1 -> "
+            f"{h['val_elbo'][-1]:.3f} after epoch {model.n_iter_}"
+        )
     lines += [f"{name:>15}: {path}" for name, path in paths.items()]
     print("\n".join(lines))
     return 0
@@ -568,28 +771,32 @@ def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
     if source not in data.DATASET_NAMES:
         source = str(Path(source).expanduser().resolve())
     data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
-    run_folder.write_json(out / run_folder.RUN_FILE, {
-        "fastvae_version": __version__,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": args.model,
-        "conditional": bool(args.conditional),
-        "data": {
-            "source": source,
-            "data_dir": None if data_dir is None else str(Path(data_dir).expanduser()
-                                                          .resolve()),
-            "split": "train",
-            "n_samples": args.n_samples,
-            "validation": args.validation,
-            "split_seed": args.seed,
-            "name": dataset.name,
-            "n_train": len(train_set),
-            "n_validation": 0 if val_set is None else len(val_set),
-            "n_features": int(dataset.X.shape[1]),
-            "image_shape": dataset.image_shape,
-            "n_classes": None if dataset.y is None else int(dataset.y.max()) + 1,
+    run_folder.write_json(
+        out / run_folder.RUN_FILE,
+        {
+            "fastvae_version": __version__,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": args.model,
+            "conditional": bool(args.conditional),
+            "data": {
+                "source": source,
+                "data_dir": None
+                if data_dir is None
+                else str(Path(data_dir).expanduser().resolve()),
+                "split": "train",
+                "n_samples": args.n_samples,
+                "validation": args.validation,
+                "split_seed": args.seed,
+                "name": dataset.name,
+                "n_train": len(train_set),
+                "n_validation": 0 if val_set is None else len(val_set),
+                "n_features": int(dataset.X.shape[1]),
+                "image_shape": dataset.image_shape,
+                "n_classes": None if dataset.y is None else int(dataset.y.max()) + 1,
+            },
+            "settings": {k: v for k, v in vars(args).items() if k != "handler"},
         },
-        "settings": {k: v for k, v in vars(args).items() if k != "handler"},
-    })
+    )
 
 
 def _validation_label(kind: str) -> str:
@@ -601,24 +808,39 @@ def _resumed_arguments(args, info):
     --resume may change."""
     stored = info["meta"].get("cli")
     if not isinstance(stored, dict):
-        raise UserError(f"{info['path']} was not written by fastvae train; continue it "
-                        "with fastvae.resume in Python")
+        raise UserError(
+            f"{info['path']} was not written by fastvae train; continue it "
+            "with fastvae.resume in Python"
+        )
     defaults = vars(build_parser().parse_args(["train"]))
     for name, default in defaults.items():
         if name not in _RESUME_OPTIONS and getattr(args, name) != default:
             raise UserError(
                 f"--{name.replace('_', '-')} cannot be given with --resume: the "
                 "run's settings come from its checkpoint (--resume takes --epochs, "
-                "--threads, --checkpoint-every, --mpi and --quiet)")
-    merged = {**defaults, **{k: v for k, v in stored.items()
-                             if k in defaults and k not in _RESUME_OPTIONS}}
+                "--threads, --checkpoint-every, --mpi and --quiet)"
+            )
+    merged = {
+        **defaults,
+        **{
+            k: v
+            for k, v in stored.items()
+            if k in defaults and k not in _RESUME_OPTIONS
+        },
+    }
     merged.update(
-        resume=args.resume, out=str(info["path"].parent), quiet=args.quiet,
+        resume=args.resume,
+        out=str(info["path"].parent),
+        quiet=args.quiet,
         mpi=args.mpi,
         epochs=info["epochs"] if args.epochs is None else args.epochs,
         threads=stored.get("threads") if args.threads is None else args.threads,
-        checkpoint_every=(stored.get("checkpoint_every", 1)
-                          if args.checkpoint_every is None else args.checkpoint_every))
+        checkpoint_every=(
+            stored.get("checkpoint_every", 1)
+            if args.checkpoint_every is None
+            else args.checkpoint_every
+        ),
+    )
     return argparse.Namespace(**merged)
 
 
@@ -637,18 +859,28 @@ def _refuse_unfinished_run(out: Path, checkpoint: Path) -> None:
         raise UserError(
             f"{out} holds an unfinished run ({info['epochs_done']} of {info['epochs']} "
             f"epochs): continue it with --resume {out}, or delete {checkpoint} to "
-            "start over")
+            "start over"
+        )
 
 
 def _make_model(args):
     import fastvae
 
     common = dict(
-        hidden=tuple(args.hidden), latent_dim=args.latent_dim,
-        likelihood=args.likelihood, sigma=args.sigma, activation=args.activation,
-        dynamic_binarization=args.binarize == "dynamic", optimizer=args.optimizer,
-        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, dtype=args.dtype,
-        seed=args.seed, n_threads=args.threads, verbose=0 if args.quiet else 1,
+        hidden=tuple(args.hidden),
+        latent_dim=args.latent_dim,
+        likelihood=args.likelihood,
+        sigma=args.sigma,
+        activation=args.activation,
+        dynamic_binarization=args.binarize == "dynamic",
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        seed=args.seed,
+        n_threads=args.threads,
+        verbose=0 if args.quiet else 1,
     )
     if args.corruption is not None:
         common["corruption"] = args.corruption
@@ -667,13 +899,15 @@ def _write_samples(model, shape, path, n, seed, label):
     if hasattr(model, "sample"):
         if model.n_conditions_:
             classes = model.n_conditions_
-            labels = (np.full(n, label) if label is not None
-                      else np.arange(n) % classes)
+            labels = np.full(n, label) if label is not None else np.arange(n) % classes
             if labels.max() >= classes or labels.min() < 0:
                 raise UserError(f"--label must be in [0, {classes})")
             images = model.sample(n, condition=data.one_hot(labels, classes), seed=seed)
-            title = (f"samples of class {label}" if label is not None
-                     else f"samples, class = grid position mod {classes}")
+            title = (
+                f"samples of class {label}"
+                if label is not None
+                else f"samples, class = grid position mod {classes}"
+            )
         else:
             if label is not None:
                 raise UserError("--label needs a conditional model")
@@ -696,7 +930,8 @@ def _sample(args) -> int:
     if shape is None:
         raise UserError(
             f"the model's {model.n_features_in_} features are not a square image; "
-            "use the Python API (VAE.sample) for non-image data")
+            "use the Python API (VAE.sample) for non-image data"
+        )
     _write_samples(model, shape, args.out, args.n, args.seed, args.label)
     print(f"wrote {args.out}")
     return 0
@@ -714,7 +949,8 @@ def _reconstruct(args) -> int:
         raise UserError(f"{dataset.name} does not hold images; nothing to draw")
     shown = dataset.subset(slice(0, args.n))
     plotting.reconstruction_grid(
-        shown.X, model.reconstruct(shown.X, _conditions(model, shown)), shape, args.out)
+        shown.X, model.reconstruct(shown.X, _conditions(model, shown)), shape, args.out
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -729,24 +965,37 @@ def _eval(args) -> int:
     is_vae = hasattr(model, "log_likelihood")
     scores = model.score_samples(dataset.X, cond)
     name = "elbo" if is_vae else "reconstruction_log_likelihood"
-    result = {"data": dataset.name, "split": _split_for(args), "n_samples": len(scores),
-              name: float(np.mean(scores)), f"{name}_std": float(np.std(scores))}
+    result = {
+        "data": dataset.name,
+        "split": _split_for(args),
+        "n_samples": len(scores),
+        name: float(np.mean(scores)),
+        f"{name}_std": float(np.std(scores)),
+    }
     if args.k is not None:
         if not is_vae:
             raise UserError("--k needs a VAE: an autoencoder defines no density")
         start = time.perf_counter()
         ll = model.log_likelihood(dataset.X, cond, k=args.k)
-        result.update(log_likelihood=float(np.mean(ll)), k=args.k,
-                      nll=float(-np.mean(ll)), seconds=time.perf_counter() - start)
+        result.update(
+            log_likelihood=float(np.mean(ll)),
+            k=args.k,
+            nll=float(-np.mean(ll)),
+            seconds=time.perf_counter() - start,
+        )
     if args.json:
         print(json.dumps(result))
         return 0
     label = "ELBO" if is_vae else "reconstruction log-likelihood"
-    print(f"{dataset.name} ({result['split']}, {len(scores)} samples): mean {label} "
-          f"{result[name]:.4f} nats (std {result[name + '_std']:.4f})")
+    print(
+        f"{dataset.name} ({result['split']}, {len(scores)} samples): mean {label} "
+        f"{result[name]:.4f} nats (std {result[name + '_std']:.4f})"
+    )
     if args.k is not None:
-        print(f"importance-sampled log p(x), k={args.k}: {result['log_likelihood']:.4f} "
-              f"nats (NLL {result['nll']:.4f}) in {result['seconds']:.1f} s")
+        print(
+            f"importance-sampled log p(x), k={args.k}: {result['log_likelihood']:.4f} "
+            f"nats (NLL {result['nll']:.4f}) in {result['seconds']:.1f} s"
+        )
     return 0
 
 
@@ -754,8 +1003,18 @@ def _eval(args) -> int:
 _CLASS_NAMES = {
     "shapes": ("square", "ellipse", "triangle"),
     "mnist": tuple(str(d) for d in range(10)),
-    "fashion-mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
-                      "shirt", "sneaker", "bag", "ankle boot"),
+    "fashion-mnist": (
+        "T-shirt/top",
+        "trouser",
+        "pullover",
+        "dress",
+        "coat",
+        "sandal",
+        "shirt",
+        "sneaker",
+        "bag",
+        "ankle boot",
+    ),
 }
 
 
@@ -764,7 +1023,8 @@ def _picture_shape(model, dataset=None):
     if shape is None:
         raise UserError(
             f"the model's {model.n_features_in_} features are not a square image; "
-            "there is nothing to draw")
+            "there is nothing to draw"
+        )
     return shape
 
 
@@ -772,7 +1032,8 @@ def _check_index(option: str, index: int, dataset, split: str) -> None:
     if not 0 <= index < len(dataset):
         raise UserError(
             f"{option} {index} is out of range: {dataset.name} ({split}) has "
-            f"{len(dataset)} rows, 0 to {len(dataset) - 1}")
+            f"{len(dataset)} rows, 0 to {len(dataset) - 1}"
+        )
 
 
 def _decode_label(model, label):
@@ -816,13 +1077,17 @@ def _traverse(args) -> int:
             if label is None and model.n_conditions_:
                 label = int(dataset.y[args.index])
     if model.n_conditions_ and label is None:
-        raise UserError(f"the model is conditional: give --label (a class in [0, "
-                        f"{model.n_conditions_})) or --data with --index")
+        raise UserError(
+            f"the model is conditional: give --label (a class in [0, "
+            f"{model.n_conditions_})) or --data with --index"
+        )
     if args.dims is not None:
         bad = [d for d in args.dims if not 0 <= d < k]
         if bad:
-            raise UserError(f"--dims {bad[0]} is out of range: the model has {k} "
-                            f"latent dimensions, 0 to {k - 1}")
+            raise UserError(
+                f"--dims {bad[0]} is out of range: the model has {k} "
+                f"latent dimensions, 0 to {k - 1}"
+            )
         dims = np.asarray(args.dims, dtype=np.int64)
     elif scores is not None:
         dims = latent.top_dimensions(scores, min(k, 10))
@@ -834,21 +1099,38 @@ def _traverse(args) -> int:
     if model.n_conditions_:
         cond = data.one_hot(np.full(len(Z), label), model.n_conditions_)
     images = model.decode(Z, cond)
-    rows = [f"z{d}" + ("" if scores is None else f"\n{score_name} {scores[d]:.2f}")
-            for d in dims]
+    rows = [
+        f"z{d}" + ("" if scores is None else f"\n{score_name} {scores[d]:.2f}")
+        for d in dims
+    ]
     cols = [f"{v:+.3g}" if v else "0" for v in values]
-    where = ("z = 0" if args.index is None else
-             f"the posterior mean of {dataset.name} row {args.index}")
-    title = (f"latent traversals around {where}"
-             + ("" if label is None else f", class {label}"))
-    plotting.labelled_grid(images, _picture_shape(model, dataset), args.out,
-                           n_cols=args.steps, row_labels=rows, col_labels=cols,
-                           title=title)
-    how = ("the first" if scores is None or args.dims is not None else
-           f"the {len(dims)} with the largest {score_name} on the data,")
-    print(f"wrote {args.out}: {len(dims)} latent dimensions ({how} "
-          f"{', '.join(map(str, dims))}) x {args.steps} values from "
-          f"{-args.span:g} to +{args.span:g} around {where}")
+    where = (
+        "z = 0"
+        if args.index is None
+        else f"the posterior mean of {dataset.name} row {args.index}"
+    )
+    title = f"latent traversals around {where}" + (
+        "" if label is None else f", class {label}"
+    )
+    plotting.labelled_grid(
+        images,
+        _picture_shape(model, dataset),
+        args.out,
+        n_cols=args.steps,
+        row_labels=rows,
+        col_labels=cols,
+        title=title,
+    )
+    how = (
+        "the first"
+        if scores is None or args.dims is not None
+        else f"the {len(dims)} with the largest {score_name} on the data,"
+    )
+    print(
+        f"wrote {args.out}: {len(dims)} latent dimensions ({how} "
+        f"{', '.join(map(str, dims))}) x {args.steps} values from "
+        f"{-args.span:g} to +{args.span:g} around {where}"
+    )
     return 0
 
 
@@ -882,11 +1164,18 @@ def _interpolate(args) -> int:
     kind = "spherical" if args.slerp else "linear"
     what = "posterior means" if hasattr(model, "sample") else "codes"
     plotting.labelled_grid(
-        images, shape, args.out, n_cols=len(images), col_labels=cols,
+        images,
+        shape,
+        args.out,
+        n_cols=len(images),
+        col_labels=cols,
         title=f"{kind} interpolation between the {what} of {dataset.name} rows "
-        f"{args.start} and {args.end} (originals at the ends)")
-    print(f"wrote {args.out}: {dataset.name} ({split}) row {args.start} -> row "
-          f"{args.end}, {args.steps} {kind} steps between the {what}")
+        f"{args.start} and {args.end} (originals at the ends)",
+    )
+    print(
+        f"wrote {args.out}: {dataset.name} ({split}) row {args.start} -> row "
+        f"{args.end}, {args.steps} {kind} steps between the {what}"
+    )
     return 0
 
 
@@ -902,8 +1191,12 @@ def _plot(args) -> int:
     kind = (spec or {}).get("model", "vae")
     name = (spec or {}).get("data", {}).get("name")
     curves = out / "loss_curve.png"
-    plotting.loss_curve(history, curves, validation_label=_validation_label(kind),
-                        title=f"fastvae on {name}" if name else None)
+    plotting.loss_curve(
+        history,
+        curves,
+        validation_label=_validation_label(kind),
+        title=f"fastvae on {name}" if name else None,
+    )
     done = "" if source == run_folder.HISTORY_FILE else " (training still running?)"
     print(f"wrote {curves}: {len(history['epoch'])} epochs from {run / source}{done}")
     why_not = _latent_scatter(run, spec, out / "latent.png", args.max_points)
@@ -927,13 +1220,17 @@ def _latent_scatter(run: Path, spec, path: Path, max_points: int) -> str | None:
     if not model_path.is_file():
         return f"{model_path} does not exist yet"
     model = fastvae.load(model_path)
-    dataset = data.load_dataset(d["source"], data_dir=d.get("data_dir"),
-                                split=d.get("split", "train"),
-                                n_samples=d.get("n_samples"))
+    dataset = data.load_dataset(
+        d["source"],
+        data_dir=d.get("data_dir"),
+        split=d.get("split", "train"),
+        n_samples=d.get("n_samples"),
+    )
     part = "training"
     if d.get("validation"):
         _, dataset = data.train_validation_split(
-            dataset, n_validation=d["validation"], seed=d.get("split_seed", 0))
+            dataset, n_validation=d["validation"], seed=d.get("split_seed", 0)
+        )
         part = "held-out"
     if dataset.X.shape[1] != model.n_features_in_ or dataset.y is None:
         return f"the data at {d['source']} no longer match the model"
@@ -949,16 +1246,25 @@ def _latent_scatter(run: Path, spec, path: Path, max_points: int) -> str | None:
         points, axes = Z, (f"z0 ({what})", f"z1 ({what})")
     else:
         points, explained = latent.principal_components(Z, 2)
-        axes = tuple(f"PC{c + 1} of the {k}-D {what} ({explained[c]:.0%} of variance)"
-                     for c in range(2))
+        axes = tuple(
+            f"PC{c + 1} of the {k}-D {what} ({explained[c]:.0%} of variance)"
+            for c in range(2)
+        )
     names = _CLASS_NAMES.get(dataset.name)
     if names is not None and len(names) < int(dataset.y.max()) + 1:
         names = None
     plotting.latent_scatter(
-        points, dataset.y, path, class_names=names, axis_labels=axes,
-        title=f"{what} of {len(Z)} {part} rows of {dataset.name}, coloured by label")
-    print(f"wrote {path}: {len(Z)} {part} rows"
-          + (", first two principal components" if k > 2 else ""))
+        points,
+        dataset.y,
+        path,
+        class_names=names,
+        axis_labels=axes,
+        title=f"{what} of {len(Z)} {part} rows of {dataset.name}, coloured by label",
+    )
+    print(
+        f"wrote {path}: {len(Z)} {part} rows"
+        + (", first two principal components" if k > 2 else "")
+    )
     return None
 
 
@@ -971,7 +1277,8 @@ def _check_width(model, dataset) -> None:
     if dataset.X.shape[1] != model.n_features_in_:
         raise UserError(
             f"{dataset.name} has {dataset.X.shape[1]} features per sample but the "
-            f"model was trained on {model.n_features_in_}")
+            f"model was trained on {model.n_features_in_}"
+        )
 
 
 def _json_default(value):
@@ -1010,7 +1317,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, DataError, ModelFileError, *_USER_ERRORS) as exc:
         if os.environ.get("FASTVAE_DEBUG"):
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = (
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
         print(f"fastvae: error: {message}", file=sys.stderr)
         return 2
 

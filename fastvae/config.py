@@ -1,8 +1,9 @@
 """What fastvae runs on, and BLAS settings that cost it speed.
 
 Most of a training step is GEMM. On CPUs with AVX2 + FMA or AVX-512 fastvae
-uses its own GEMM kernels at the level FASTVAE_ISA allows (src_c/fastvae/gemm.h);
-at the baseline level, or with FASTVAE_GEMM=blas, it uses scipy's OpenBLAS, which picks its kernels from the CPU unless
+uses its own GEMM kernels at the level FASTVAE_ISA allows
+(src_c/fastvae/gemm.h); at the baseline level, or with FASTVAE_GEMM=blas, it
+uses scipy's OpenBLAS, which picks its kernels from the CPU unless
 OPENBLAS_CORETYPE names a core. Measured on a 2-core AMD EPYC with AVX-512
 whose environment set OPENBLAS_CORETYPE=Haswell: sgemm (2048^3, one thread)
 ran at 107 GFLOP/s with the forced Haswell (AVX2) kernels and at 203 GFLOP/s
@@ -22,9 +23,24 @@ __all__ = ["blas_warnings", "show_config", "cpu_flags"]
 # OpenBLAS core types whose kernels use AVX-512 (x86-64).
 _AVX512_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
 # Core types that exist on x86-64 but stop at AVX2 or older.
-_OLDER_CORES = {"haswell", "zen", "excavator", "steamroller", "piledriver",
-                "bulldozer", "sandybridge", "nehalem", "core2", "atom", "prescott",
-                "katmai", "barcelona", "opteron", "dunnington", "penryn"}
+_OLDER_CORES = {
+    "haswell",
+    "zen",
+    "excavator",
+    "steamroller",
+    "piledriver",
+    "bulldozer",
+    "sandybridge",
+    "nehalem",
+    "core2",
+    "atom",
+    "prescott",
+    "katmai",
+    "barcelona",
+    "opteron",
+    "dunnington",
+    "penryn",
+}
 
 
 def cpu_flags() -> set[str]:
@@ -71,7 +87,8 @@ def blas_warnings(environ=None, flags=None, gemm=None) -> list[str]:
             f"OPENBLAS_CORETYPE={core} makes OpenBLAS use pre-AVX-512 kernels on "
             "this AVX-512 CPU: its GEMMs, most of a training step, can run at about "
             "half speed (measured: sgemm 107 vs 203 GFLOP/s, a 784-400/20/128 step "
-            "21.7k vs 40.2k samples/s); unset it unless you need it")
+            "21.7k vs 40.2k samples/s); unset it unless you need it"
+        )
     return found
 
 
@@ -87,15 +104,21 @@ def show_config() -> str:
 
     import fastvae
 
-    blas = [f"{i.get('internal_api')} {i.get('version')} "
-            f"({i.get('architecture', '?')}, {i.get('num_threads')} threads)"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
+    blas = [
+        f"{i.get('internal_api')} {i.get('version')} "
+        f"({i.get('architecture', '?')}, {i.get('num_threads')} threads)"
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
     from fastvae._blas import own_gemm_level
 
     core = os.environ.get("OPENBLAS_CORETYPE")
     level = own_gemm_level()
-    gemm = (f"fastvae's own {'AVX-512' if level == 'avx512' else 'AVX2 + FMA'} kernels"
-            if level else "BLAS (scipy's)")
+    gemm = (
+        f"fastvae's own {'AVX-512' if level == 'avx512' else 'AVX2 + FMA'} kernels"
+        if level
+        else "BLAS (scipy's)"
+    )
     lines = [
         f"fastvae {fastvae.__version__}, C API {fastvae.C_API_VERSION}",
         f"OpenMP: {fastvae.openmp_enabled()}, threads: {fastvae.get_num_threads()}",

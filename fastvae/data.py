@@ -410,8 +410,15 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _read_verified(folder, filename: str, digests, verify: bool, source: str,
-                   dataset: str, download: bool = False):
+def _read_verified(
+    folder,
+    filename: str,
+    digests,
+    verify: bool,
+    source: str,
+    dataset: str,
+    download: bool = False,
+):
     """Bytes of ``folder/filename`` (a .gz) or its decompressed twin, checked.
 
     ``digests`` is (MD5 of the .gz, MD5 of the decompressed file): the
@@ -506,7 +513,11 @@ def _check_choice(name: str, value, choices) -> None:
 
 
 def load_mnist(
-    folder=None, *, kind: str = "mnist", split: str = "train", verify: bool = True,
+    folder=None,
+    *,
+    kind: str = "mnist",
+    split: str = "train",
+    verify: bool = True,
     download: bool = False,
 ) -> Dataset:
     """Load MNIST or Fashion-MNIST from the original IDX files.
@@ -1047,8 +1058,9 @@ def one_hot(labels, n_classes: int | None = None) -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {y.shape}")
-    if y.size and not (y.dtype.kind in "iu" or (y.dtype.kind == "f"
-                                                 and np.all(y == np.round(y)))):
+    if y.size and not (
+        y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(y == np.round(y)))
+    ):
         raise ValueError(f"labels must be integers, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if n_classes is None:
@@ -1056,7 +1068,8 @@ def one_hot(labels, n_classes: int | None = None) -> np.ndarray:
     n_classes = _check_int("n_classes", n_classes, 1)
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(
-            f"labels must lie in [0, {n_classes}), got values in [{y.min()}, {y.max()}]")
+            f"labels must lie in [0, {n_classes}), got values in [{y.min()}, {y.max()}]"
+        )
     out = np.zeros((y.size, n_classes), dtype=np.float32)
     out[np.arange(y.size), y] = 1.0
     return out

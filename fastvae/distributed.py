@@ -51,15 +51,27 @@ import numpy as np
 
 from fastvae.params import aligned_zeros
 
-__all__ = ["launched_by_mpi", "world", "Group", "DataParallelNetwork",
-           "RemoteRankError", "fit", "abort"]
+__all__ = [
+    "launched_by_mpi",
+    "world",
+    "Group",
+    "DataParallelNetwork",
+    "RemoteRankError",
+    "fit",
+    "abort",
+]
 
 # Environment variables MPI launchers set in every process they start:
 # MPICH's Hydra and Intel MPI (PMI_RANK, PMI_SIZE), Slurm's srun with PMI-2
 # (PMI_RANK, PMI_SIZE) or PMIx (PMIX_RANK), Open MPI (OMPI_COMM_WORLD_SIZE),
 # MVAPICH2 (MV2_COMM_WORLD_SIZE).
-LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE",
-                      "MV2_COMM_WORLD_SIZE")
+LAUNCHER_VARIABLES = (
+    "PMI_RANK",
+    "PMI_SIZE",
+    "PMIX_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "MV2_COMM_WORLD_SIZE",
+)
 # At most this many rows of the training data go into the consistency check
 # of the first collective (sizes, dtype and a CRC-32 of these rows).
 FINGERPRINT_ROWS = 4096
@@ -69,8 +81,10 @@ _RANK_SETTINGS = ("verbose", "n_threads")
 # The numbers after the gradient in the reduced buffer.
 _N_TAIL = 4  # ranks with a non-finite loss, with a non-finite gradient, recon, KL
 
-INSTALL_HINT = ("install mpi4py and an MPI library: pip install 'fastvae[mpi]' "
-                "mpich (or load the cluster's MPI module before pip install mpi4py)")
+INSTALL_HINT = (
+    "install mpi4py and an MPI library: pip install 'fastvae[mpi]' "
+    "mpich (or load the cluster's MPI module before pip install mpi4py)"
+)
 
 
 def launched_by_mpi(environ=None) -> bool:
@@ -168,12 +182,19 @@ class Group:
     """
 
     def __init__(self, comm):
-        for name in ("Get_rank", "Get_size", "Allreduce", "Bcast", "allgather",
-                     "Abort"):
+        for name in (
+            "Get_rank",
+            "Get_size",
+            "Allreduce",
+            "Bcast",
+            "allgather",
+            "Abort",
+        ):
             if not callable(getattr(comm, name, None)):
                 raise TypeError(
                     "comm must be an mpi4py communicator (e.g. MPI.COMM_WORLD), got "
-                    f"{type(comm).__module__}.{type(comm).__qualname__}")
+                    f"{type(comm).__module__}.{type(comm).__qualname__}"
+                )
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
@@ -220,13 +241,18 @@ class Group:
         number of steps would wait for each other forever)."""
         self._joined = True
         settings = model._fitted_settings
-        reports = self.comm.allgather({
-            "error": None,
-            "data": [_fingerprint(a) for a in arrays],
-            "settings": {k: repr(v) for k, v in sorted(settings.items())
-                         if k not in _RANK_SETTINGS},
-            "plan": [int(model.t_), int(model.n_iter_), *map(int, plan)],
-        })
+        reports = self.comm.allgather(
+            {
+                "error": None,
+                "data": [_fingerprint(a) for a in arrays],
+                "settings": {
+                    k: repr(v)
+                    for k, v in sorted(settings.items())
+                    if k not in _RANK_SETTINGS
+                },
+                "plan": [int(model.t_), int(model.n_iter_), *map(int, plan)],
+            }
+        )
         self._check_reports(reports)
 
     def share_failure(self, exc: BaseException) -> None:
@@ -242,9 +268,14 @@ class Group:
             ranks = ", ".join(str(r) for r, _ in failed)
             raise RemoteRankError(
                 f"fit failed on rank {ranks} of {self.size} before training: "
-                f"{failed[0][1]}")
-        for name, i in (("X", 0), ("condition", 1), ("validation X", 2),
-                        ("validation condition", 3)):
+                f"{failed[0][1]}"
+            )
+        for name, i in (
+            ("X", 0),
+            ("condition", 1),
+            ("validation X", 2),
+            ("validation condition", 3),
+        ):
             mine = reports[0]["data"][i]
             for r, rep in enumerate(reports):
                 if rep["data"][i] != mine:
@@ -252,10 +283,14 @@ class Group:
                     raise ValueError(
                         f"{name} differs between ranks (rank 0: {_describe(mine)}, "
                         f"rank {r}: {_describe(rep['data'][i])}); every rank must pass "
-                        "the same data to fit (each uses its shard of every minibatch)")
+                        "the same data to fit (each uses its shard of every minibatch)"
+                    )
         for r, rep in enumerate(reports):
-            differ = sorted(k for k in rep["settings"]
-                            if rep["settings"][k] != reports[0]["settings"].get(k))
+            differ = sorted(
+                k
+                for k in rep["settings"]
+                if rep["settings"][k] != reports[0]["settings"].get(k)
+            )
             if differ:
                 self.collective_failure = "all"
                 k = differ[0]
@@ -263,14 +298,16 @@ class Group:
                     f"the ranks' settings differ: {k} is {reports[0]['settings'][k]} "
                     f"on rank 0 and {rep['settings'][k]} on rank {r}"
                     + (f" (also {', '.join(differ[1:])})" if differ[1:] else "")
-                    + "; every rank must fit with the same settings")
+                    + "; every rank must fit with the same settings"
+                )
         if len({tuple(rep["plan"]) for rep in reports}) != 1:
             self.collective_failure = "all"
             raise ValueError(
                 "the ranks would train differently (steps done, epochs done, epochs "
                 "to reach, step in the epoch, batch): "
                 f"{[tuple(rep['plan']) for rep in reports]}; every rank must "
-                "continue the same fitted model or checkpoint")
+                "continue the same fitted model or checkpoint"
+            )
 
     def data_parallel(self, net, model, arrays, plan):
         """Join the fit, broadcast the model's state from rank 0 and return
@@ -325,9 +362,23 @@ class DataParallelNetwork:
         r, size = self.group.rank, self.group.size
         return n_rows * r // size, n_rows * (r + 1) // size
 
-    def train_step(self, params, grads, state1, state2, X, rows, batch, seed, step,
-                   kl_weight=1.0, n_threads=1, row_offset=0, global_batch=None,
-                   cond=None):
+    def train_step(
+        self,
+        params,
+        grads,
+        state1,
+        state2,
+        X,
+        rows,
+        batch,
+        seed,
+        step,
+        kl_weight=1.0,
+        n_threads=1,
+        row_offset=0,
+        global_batch=None,
+        cond=None,
+    ):
         """One data-parallel optimizer step on the global minibatch X[rows].
 
         Same arguments and results as Network.train_step, with batch the
@@ -351,8 +402,19 @@ class DataParallelNetwork:
         tail = self._tail
         if hi > lo:
             status, recon, kl = self.net.gradients(
-                params, self._grads, X, rows[lo:hi], hi - lo, seed, step, kl_weight,
-                n_threads, row_offset=lo, global_batch=batch, cond=cond)
+                params,
+                self._grads,
+                X,
+                rows[lo:hi],
+                hi - lo,
+                seed,
+                step,
+                kl_weight,
+                n_threads,
+                row_offset=lo,
+                global_batch=batch,
+                cond=cond,
+            )
         else:  # fewer rows than ranks: this rank adds nothing
             self._grads[...] = 0
             status, recon, kl = 0, 0.0, 0.0
@@ -421,13 +483,17 @@ def _fingerprint(a):
     n = int(a.shape[0])
     picked = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).astype(np.int64))
     rows = np.ascontiguousarray(a[picked])
-    return [[int(v) for v in a.shape], np.dtype(a.dtype).str,
-            zlib.crc32(rows.view(np.uint8))]
+    return [
+        [int(v) for v in a.shape],
+        np.dtype(a.dtype).str,
+        zlib.crc32(rows.view(np.uint8)),
+    ]
 
 
 def _describe(fp):
     if fp is None:
         return "none"
     shape, dtype, crc = fp
-    return (f"shape {tuple(shape)} {np.dtype(dtype).name}, CRC-32 of sampled rows "
-            f"{crc:08x}")
+    return (
+        f"shape {tuple(shape)} {np.dtype(dtype).name}, CRC-32 of sampled rows {crc:08x}"
+    )

@@ -27,9 +27,7 @@ MIRRORS = {
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
         "http://yann.lecun.com/exdb/mnist/",
     ),
-    "fashion-mnist": (
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    ),
+    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     "binarized-mnist": (
         "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/",
     ),
@@ -96,7 +94,8 @@ def fetch(dataset: str, filename: str, folder, md5: str) -> Path:
         write_atomic(path, lambda f, b=blob: f.write(b))
         return path
     message = (
-        f"could not download {filename} of {dataset}: " + "; ".join(failures)
+        f"could not download {filename} of {dataset}: "
+        + "; ".join(failures)
         + f". If this machine is offline, put the file in {folder} yourself."
     )
     if failures and all("checksum" in f for f in failures):

@@ -150,8 +150,9 @@ def write_npz_atomic(path, arrays: dict[str, np.ndarray]) -> None:
     write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
-def save(path, meta: dict, arrays: dict[str, np.ndarray], *,
-         format: str = MODEL_FORMAT) -> None:
+def save(
+    path, meta: dict, arrays: dict[str, np.ndarray], *, format: str = MODEL_FORMAT
+) -> None:
     """Save named arrays and JSON-serialisable metadata as a fastvae file.
 
     Parameters
@@ -166,9 +167,12 @@ def save(path, meta: dict, arrays: dict[str, np.ndarray], *,
     """
     if format not in FORMAT_VERSIONS:
         raise ValueError(
-            f"format must be one of {sorted(FORMAT_VERSIONS)}, got {format!r}")
-    arrays = {name: np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-              for name, a in arrays.items()}
+            f"format must be one of {sorted(FORMAT_VERSIONS)}, got {format!r}"
+        )
+    arrays = {
+        name: np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        for name, a in arrays.items()
+    }
     for name, a in arrays.items():
         if not _ARRAY_NAME.match(name) or name == META_KEY:
             raise ValueError(f"invalid array name {name!r}")
@@ -216,8 +220,10 @@ def load(path, *, formats=(MODEL_FORMAT,)) -> tuple[dict, dict[str, np.ndarray]]
         with zipfile.ZipFile(path) as zf:
             infos = _check_members(zf, path, path.stat().st_size, what)
             meta = _read_meta(zf, infos, path, formats, what)
-            return meta, {name: _read_array(zf, infos, path, name, spec)
-                          for name, spec in meta["arrays"].items()}
+            return meta, {
+                name: _read_array(zf, infos, path, name, spec)
+                for name, spec in meta["arrays"].items()
+            }
     except zipfile.BadZipFile as exc:
         raise ModelFileError(
             f"{path} is not a valid {what} (truncated or corrupted archive: {exc})"
@@ -247,12 +253,16 @@ def _check_members(zf: zipfile.ZipFile, path: Path, size: int, what: str) -> dic
         if info.compress_type != zipfile.ZIP_STORED:
             raise ModelFileError(
                 f"{path}: entry {name!r} is compressed; fastvae files are stored "
-                "uncompressed (a compressed entry could expand without bound)")
-        if (info.file_size != info.compress_size
-                or info.header_offset + info.compress_size > size):
+                "uncompressed (a compressed entry could expand without bound)"
+            )
+        if (
+            info.file_size != info.compress_size
+            or info.header_offset + info.compress_size > size
+        ):
             raise ModelFileError(
                 f"{path}: entry {name!r} declares {info.file_size} bytes that the "
-                f"file does not hold (truncated or corrupted)")
+                f"file does not hold (truncated or corrupted)"
+            )
         by_name[name[:-4]] = info
     if META_KEY not in by_name:
         raise ModelFileError(f"{path} is not a fastvae {what} (no metadata found)")
@@ -277,12 +287,14 @@ def _read_npy(zf, info, path, name, check) -> np.ndarray:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             else:
                 raise ModelFileError(
-                    f"{path}: array {name!r} has unsupported .npy version {version}")
+                    f"{path}: array {name!r} has unsupported .npy version {version}"
+                )
         except (zipfile.BadZipFile, ModelFileError, OSError):
             raise
         except Exception as exc:  # noqa: BLE001 - hostile header text
             raise ModelFileError(
-                f"{path}: array {name!r} has a malformed .npy header ({exc})") from None
+                f"{path}: array {name!r} has a malformed .npy header ({exc})"
+            ) from None
         shape = tuple(shape)
         check(shape, fortran, dtype)
         n_bytes = math.prod(shape) * dtype.itemsize
@@ -290,7 +302,8 @@ def _read_npy(zf, info, path, name, check) -> np.ndarray:
         if info.file_size != header_bytes + n_bytes:
             raise ModelFileError(
                 f"{path}: array {name!r} should hold {n_bytes} bytes of data but its "
-                f"entry holds {info.file_size - header_bytes} (truncated or corrupted)")
+                f"entry holds {info.file_size - header_bytes} (truncated or corrupted)"
+            )
         blob = f.read(n_bytes)
         f.read(1)  # reach the end of the member, so zipfile checks the CRC-32
     if len(blob) != n_bytes:
@@ -314,7 +327,8 @@ def _read_meta(zf, infos, path, formats, what) -> dict:
     if fmt not in formats:
         if fmt in FORMAT_VERSIONS:
             raise ModelFileError(
-                f"{path} is a fastvae {_describe((fmt,))}, not a {what}")
+                f"{path} is a fastvae {_describe((fmt,))}, not a {what}"
+            )
         raise ModelFileError(f"{path} is not a fastvae {what}")
     version, newest = meta.get("format_version"), FORMAT_VERSIONS[fmt]
     if type(version) is not int or not 1 <= version <= newest:
@@ -345,11 +359,16 @@ def _check_spec(path, name, spec) -> None:
     if dtype not in ALLOWED_DTYPES:
         raise ModelFileError(
             f"{path}: array {name!r} has disallowed dtype {dtype!r} (allowed: "
-            f"{', '.join(ALLOWED_DTYPES)})")
-    if (not isinstance(shape, list) or len(shape) > 8
-            or any(type(s) is not int or s < 0 for s in shape)):
+            f"{', '.join(ALLOWED_DTYPES)})"
+        )
+    if (
+        not isinstance(shape, list)
+        or len(shape) > 8
+        or any(type(s) is not int or s < 0 for s in shape)
+    ):
         raise ModelFileError(
-            f"{path} has a malformed shape for array {name!r}: {shape!r}")
+            f"{path} has a malformed shape for array {name!r}: {shape!r}"
+        )
     if not isinstance(digest, str) or not _SHA256.match(digest):
         raise ModelFileError(f"{path} has a malformed checksum for array {name!r}")
 
@@ -361,7 +380,8 @@ def _read_array(zf, infos, path, name, spec) -> np.ndarray:
         if dtype != want_dtype or shape != want_shape or fortran:
             raise ModelFileError(
                 f"{path}: array {name!r} is {dtype}{list(shape)} but the metadata "
-                f"says {want_dtype}{list(want_shape)}")
+                f"says {want_dtype}{list(want_shape)}"
+            )
 
     arr = _read_npy(zf, infos[name], path, name, check)
     if sha256(arr) != spec["sha256"]:

@@ -57,8 +57,9 @@ def kl_per_dimension(mu, logvar) -> np.ndarray:
     """
     mu, logvar = _matrix("mu", mu), _matrix("logvar", logvar)
     if mu.shape != logvar.shape:
-        raise ValueError(f"mu {mu.shape} and logvar {logvar.shape} must have the same "
-                         "shape")
+        raise ValueError(
+            f"mu {mu.shape} and logvar {logvar.shape} must have the same shape"
+        )
     return np.mean(0.5 * (mu * mu + np.exp(logvar) - 1.0 - logvar), axis=0)
 
 
@@ -177,8 +178,9 @@ def principal_components(Z, n_components: int = 2):
     """
     Z = _matrix("Z", Z)
     if not 1 <= n_components <= min(Z.shape):
-        raise ValueError(f"n_components must be in [1, {min(Z.shape)}], got "
-                         f"{n_components}")
+        raise ValueError(
+            f"n_components must be in [1, {min(Z.shape)}], got {n_components}"
+        )
     centred = Z - Z.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     components = vt[:n_components]

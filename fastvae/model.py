@@ -16,8 +16,14 @@ from fastvae import io as _io
 from fastvae._base import BaseAutoencoder
 from fastvae._validation import Param, check_memory
 
-__all__ = ["VAE", "Autoencoder", "DenoisingAutoencoder", "load", "resume",
-           "checkpoint_info"]
+__all__ = [
+    "VAE",
+    "Autoencoder",
+    "DenoisingAutoencoder",
+    "load",
+    "resume",
+    "checkpoint_info",
+]
 
 _COMMON_PARAMETERS = """
     input_dim : int, optional
@@ -177,10 +183,23 @@ class VAE(BaseAutoencoder):
             return float(s["beta"])
         return float(s["beta"]) * min(1.0, (t + 1) / s["kl_warmup"])
 
-    def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
-            optimizer=None, lr=None, validation_data=None, checkpoint=None,
-            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None,
-            comm=None):
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        condition=None,
+        epochs=None,
+        batch_size=None,
+        optimizer=None,
+        lr=None,
+        validation_data=None,
+        checkpoint=None,
+        checkpoint_every=1,
+        checkpoint_every_steps=None,
+        checkpoint_meta=None,
+        comm=None,
+    ):
         """Train on X.
 
         Parameters
@@ -254,9 +273,19 @@ class VAE(BaseAutoencoder):
         stderr and ends the whole MPI job with MPI_Abort.
         """
         return _fit_public(
-            self, X, condition, {"epochs": epochs, "batch_size": batch_size,
-                                 "optimizer": optimizer, "lr": lr}, validation_data,
-            (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta), comm)
+            self,
+            X,
+            condition,
+            {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "optimizer": optimizer,
+                "lr": lr,
+            },
+            validation_data,
+            (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta),
+            comm,
+        )
 
     def encode(self, X, condition=None):
         """Parameters of q(z|x).
@@ -333,16 +362,23 @@ class VAE(BaseAutoencoder):
         seed = self.seed if seed is None else seed
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
         check_memory(
-            int(n_samples) * (self._fitted_settings["latent_dim"] + self.n_features_in_)
-            * self.params_.dtype.itemsize, f"sample({n_samples})",
-            "draw fewer samples per call")
+            int(n_samples)
+            * (self._fitted_settings["latent_dim"] + self.n_features_in_)
+            * self.params_.dtype.itemsize,
+            f"sample({n_samples})",
+            "draw fewer samples per call",
+        )
         if condition is not None and self.n_conditions_:
             condition = np.asarray(condition)
             if condition.ndim == 1:
                 condition = np.broadcast_to(condition, (int(n_samples), condition.size))
         Z = _rng.normal_matrix(
-            seed, _rng.STREAM_SAMPLE, 0, int(n_samples),
-            self._fitted_settings["latent_dim"], dtype=self.params_.dtype,
+            seed,
+            _rng.STREAM_SAMPLE,
+            0,
+            int(n_samples),
+            self._fitted_settings["latent_dim"],
+            dtype=self.params_.dtype,
         )
         return self.decode(Z, condition)
 
@@ -512,10 +548,23 @@ class Autoencoder(BaseAutoencoder):
         self.verbose = verbose
         self.warm_start = warm_start
 
-    def fit(self, X, y=None, *, condition=None, epochs=None, batch_size=None,
-            optimizer=None, lr=None, validation_data=None, checkpoint=None,
-            checkpoint_every=1, checkpoint_every_steps=None, checkpoint_meta=None,
-            comm=None):
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        condition=None,
+        epochs=None,
+        batch_size=None,
+        optimizer=None,
+        lr=None,
+        validation_data=None,
+        checkpoint=None,
+        checkpoint_every=1,
+        checkpoint_every_steps=None,
+        checkpoint_meta=None,
+        comm=None,
+    ):
         """Train on X, as `VAE.fit`.
 
         history_["kl"] is all zeros and history_["val_elbo"] holds the
@@ -550,9 +599,19 @@ class Autoencoder(BaseAutoencoder):
             The fitted model (self).
         """
         return _fit_public(
-            self, X, condition, {"epochs": epochs, "batch_size": batch_size,
-                                 "optimizer": optimizer, "lr": lr}, validation_data,
-            (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta), comm)
+            self,
+            X,
+            condition,
+            {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "optimizer": optimizer,
+                "lr": lr,
+            },
+            validation_data,
+            (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta),
+            comm,
+        )
 
     def transform(self, X, condition=None):
         """The codes z = encoder(x).
@@ -678,12 +737,25 @@ class DenoisingAutoencoder(Autoencoder):
         warm_start=False,
     ):
         super().__init__(
-            input_dim, hidden, latent_dim, decoder_hidden=decoder_hidden,
-            likelihood=likelihood, sigma=sigma, activation=activation,
-            corruption=corruption, dynamic_binarization=dynamic_binarization,
-            optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
-            dtype=dtype, seed=seed, n_threads=n_threads, verbose=verbose,
-            warm_start=warm_start)
+            input_dim,
+            hidden,
+            latent_dim,
+            decoder_hidden=decoder_hidden,
+            likelihood=likelihood,
+            sigma=sigma,
+            activation=activation,
+            corruption=corruption,
+            dynamic_binarization=dynamic_binarization,
+            optimizer=optimizer,
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch_size,
+            dtype=dtype,
+            seed=seed,
+            n_threads=n_threads,
+            verbose=verbose,
+            warm_start=warm_start,
+        )
 
 
 ESTIMATORS = {cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencoder)}
@@ -700,20 +772,22 @@ def _on_ranks(comm, run):
     return distributed.fit(comm, run)
 
 
-def _fit_public(model, X, condition, overrides, validation_data, checkpoint_args,
-                comm):
+def _fit_public(model, X, condition, overrides, validation_data, checkpoint_args, comm):
     """fit's body for every estimator: over MPI with `comm`, else settings
     checked first (the likelier mistake), then the checkpoint options."""
     if comm is not None:
-        return _fit_on_ranks(model, X, condition, overrides, validation_data,
-                             checkpoint_args, comm)
+        return _fit_on_ranks(
+            model, X, condition, overrides, validation_data, checkpoint_args, comm
+        )
     model._settings(overrides)
-    return model._fit(X, condition, overrides, validation_data,
-                      _ckpt.options(*checkpoint_args))
+    return model._fit(
+        X, condition, overrides, validation_data, _ckpt.options(*checkpoint_args)
+    )
 
 
-def _fit_on_ranks(model, X, condition, overrides, validation_data, checkpoint_args,
-                  comm):
+def _fit_on_ranks(
+    model, X, condition, overrides, validation_data, checkpoint_args, comm
+):
     """fit over the ranks of comm. Settings and checkpoint options are checked
     inside the collective part, so that a rank they fail on cannot leave the
     others waiting; rank 0 alone writes checkpoints."""
@@ -721,8 +795,14 @@ def _fit_on_ranks(model, X, condition, overrides, validation_data, checkpoint_ar
     def run(group):
         model._settings(overrides)  # bad settings first: the likelier mistake
         options = _ckpt.options(*checkpoint_args) if group.is_root else None
-        return model._fit(X, condition, {**overrides, **group.overrides(model)},
-                          validation_data, options, comm=group)
+        return model._fit(
+            X,
+            condition,
+            {**overrides, **group.overrides(model)},
+            validation_data,
+            options,
+            comm=group,
+        )
 
     return _on_ranks(comm, run)
 
@@ -735,13 +815,15 @@ def _from_file(path, formats):
     cls = ESTIMATORS.get(estimator) if isinstance(estimator, str) else None
     if cls is None:
         raise _io.ModelFileError(
-            f"{path} holds {estimator!r}, not one of {sorted(ESTIMATORS)}")
+            f"{path} holds {estimator!r}, not one of {sorted(ESTIMATORS)}"
+        )
     model = cls()
     try:
         model._set_state(meta, arrays)
     except KeyError as exc:
         raise _io.ModelFileError(
-            f"{path} is not a valid {what}: missing {exc}") from None
+            f"{path} is not a valid {what}: missing {exc}"
+        ) from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise _io.ModelFileError(f"{path} is not a valid {what}: {exc}") from None
     return model, meta
@@ -778,8 +860,11 @@ def _read_checkpoint(checkpoint):
     model, meta = _from_file(path, (_io.CHECKPOINT_FORMAT,))
     try:
         progress = _ckpt.read_progress(
-            meta.get("progress"), n_iter=model.n_iter_,
-            n_features=model.n_features_in_, n_conditions=model.n_conditions_)
+            meta.get("progress"),
+            n_iter=model.n_iter_,
+            n_features=model.n_features_in_,
+            n_conditions=model.n_conditions_,
+        )
         if not isinstance(meta.get("user"), dict):
             raise ValueError("user must be a JSON object")
     except (TypeError, ValueError) as exc:
@@ -810,16 +895,32 @@ def checkpoint_info(checkpoint):
     """
     path, model, progress, meta = _read_checkpoint(checkpoint)
     step = progress["epoch"].step
-    return {"path": path, "estimator": type(model).__name__,
-            "epochs": progress["epochs"], "epochs_done": model.n_iter_,
-            "epoch_step": step, "steps": model.t_,
-            "finished": model.n_iter_ >= progress["epochs"] and step == 0,
-            "meta": meta["user"]}
+    return {
+        "path": path,
+        "estimator": type(model).__name__,
+        "epochs": progress["epochs"],
+        "epochs_done": model.n_iter_,
+        "epoch_step": step,
+        "steps": model.t_,
+        "finished": model.n_iter_ >= progress["epochs"] and step == 0,
+        "meta": meta["user"],
+    }
 
 
-def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
-           checkpoint_every=None, checkpoint_every_steps=None, n_threads=None,
-           verbose=None, epoch_callback=None, comm=None):
+def resume(
+    checkpoint,
+    X,
+    *,
+    condition=None,
+    validation_data=None,
+    epochs=None,
+    checkpoint_every=None,
+    checkpoint_every_steps=None,
+    n_threads=None,
+    verbose=None,
+    epoch_callback=None,
+    comm=None,
+):
     """Continue a checkpointed training run exactly where it stopped.
 
     The checkpoint (written by ``fit(..., checkpoint=...)``) holds the
@@ -881,6 +982,7 @@ def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
     >>> vae = fastvae.VAE(epochs=50).fit(X, checkpoint="run/")   # killed
     >>> vae = fastvae.resume("run/", X)                          # doctest: +SKIP
     """
+
     def run(group):
         root = group is None or group.is_root
         path, model, progress, meta = _read_checkpoint(checkpoint)
@@ -891,16 +993,23 @@ def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
                 raise ValueError(
                     f"epochs={epochs} but the checkpointed run has done "
                     f"{model.n_iter_} epochs"
-                    + (f" and {step} steps of the next" if step else ""))
+                    + (f" and {step} steps of the next" if step else "")
+                )
             progress["epochs"] = int(epochs)
         if n_threads is not None:
             model.n_threads = n_threads
         if verbose is not None:
             model.verbose = verbose
-        every = (progress["checkpoint_every"] if checkpoint_every is None
-                 else checkpoint_every)
-        every_steps = (progress["checkpoint_every_steps"]
-                       if checkpoint_every_steps is None else checkpoint_every_steps)
+        every = (
+            progress["checkpoint_every"]
+            if checkpoint_every is None
+            else checkpoint_every
+        )
+        every_steps = (
+            progress["checkpoint_every_steps"]
+            if checkpoint_every_steps is None
+            else checkpoint_every_steps
+        )
         options = None
         if root:
             options = _ckpt.options(path, every, every_steps, meta["user"])
@@ -911,9 +1020,15 @@ def resume(checkpoint, X, *, condition=None, validation_data=None, epochs=None,
         extra = {} if group is None else group.overrides(model)
         model._epoch_callback = epoch_callback
         try:
-            return model._fit(X, condition,
-                              {"batch_size": progress["batch_size"], **extra},
-                              validation_data, options, resume=progress, comm=group)
+            return model._fit(
+                X,
+                condition,
+                {"batch_size": progress["batch_size"], **extra},
+                validation_data,
+                options,
+                resume=progress,
+                comm=group,
+            )
         finally:
             model._epoch_callback = None
 

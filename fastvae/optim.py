@@ -3,9 +3,8 @@ over the flat parameter buffer (fastvae/_optim.pyx)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numbers
+from dataclasses import asdict, dataclass
 
 from fastvae._validation import Param
 

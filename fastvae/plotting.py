@@ -16,8 +16,15 @@ import numpy as np
 
 from fastvae.io import write_atomic
 
-__all__ = ["tile_images", "image_grid", "reconstruction_grid", "labelled_grid",
-           "loss_curve", "latent_scatter", "grid_zoom"]
+__all__ = [
+    "tile_images",
+    "image_grid",
+    "reconstruction_grid",
+    "labelled_grid",
+    "loss_curve",
+    "latent_scatter",
+    "grid_zoom",
+]
 
 _DPI = 100
 # Image grids are drawn pixel-exact: each image pixel becomes zoom x zoom
@@ -37,8 +44,9 @@ _TITLE_FONT = 9
 _LABEL_FONT = 7
 
 
-def tile_images(images, image_shape, n_cols: int, pad: int = 1,
-                pad_value: float = 0.0) -> np.ndarray:
+def tile_images(
+    images, image_shape, n_cols: int, pad: int = 1, pad_value: float = 0.0
+) -> np.ndarray:
     """Arrange flattened images in a grid, separated by `pad` pixels of `pad_value`.
 
     Parameters
@@ -65,13 +73,15 @@ def tile_images(images, image_shape, n_cols: int, pad: int = 1,
     if n_cols < 1 or len(images) == 0:
         raise ValueError("need at least one image and one column")
     n_rows = math.ceil(len(images) / n_cols)
-    grid = np.full((n_rows * (rows + pad) - pad, n_cols * (cols + pad) - pad),
-                   float(pad_value))
+    grid = np.full(
+        (n_rows * (rows + pad) - pad, n_cols * (cols + pad) - pad), float(pad_value)
+    )
     for k in range(n_rows * n_cols):
         r, c = divmod(k, n_cols)
         top, left = r * (rows + pad), c * (cols + pad)
         grid[top : top + rows, left : left + cols] = (
-            images[k].reshape(rows, cols) if k < len(images) else 0.0)
+            images[k].reshape(rows, cols) if k < len(images) else 0.0
+        )
     return grid
 
 
@@ -101,8 +111,7 @@ def _save_figure(fig, path) -> None:
     canvas.draw()
     rgb = np.asarray(canvas.buffer_rgba())[..., :3]
     buffer = _bytes_io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="png", optimize=True,
-                              dpi=(_DPI, _DPI))
+    Image.fromarray(rgb).save(buffer, format="png", optimize=True, dpi=(_DPI, _DPI))
     write_atomic(path, lambda f: f.write(buffer.getvalue()))
 
 
@@ -111,12 +120,14 @@ def _text_width_px(text: str, fontsize: float) -> float:
     from matplotlib.font_manager import FontProperties
 
     width, _, _ = RendererAgg(1, 1, _DPI).get_text_width_height_descent(
-        text, FontProperties(size=fontsize), ismath=False)
+        text, FontProperties(size=fontsize), ismath=False
+    )
     return width
 
 
-def _render_grid(path, images, image_shape, n_cols, *, title=None, row_labels=None,
-                 col_labels=None) -> None:
+def _render_grid(
+    path, images, image_shape, n_cols, *, title=None, row_labels=None, col_labels=None
+) -> None:
     """Draw a grid of images pixel-exact, with optional title and labels.
 
     The picture is ``left + zoom * grid_width + 4`` pixels wide (wider only
@@ -131,8 +142,9 @@ def _render_grid(path, images, image_shape, n_cols, *, title=None, row_labels=No
     grid = tile_images(images, image_shape, n_cols, pad_value=_PAD_VALUE)
     grid_h, grid_w = grid.shape[0] * zoom, grid.shape[1] * zoom
     left = _MARGIN_PX + (_ROW_LABEL_PX if row_labels else 0)
-    top = (_MARGIN_PX + (_TITLE_PX if title else 0)
-           + (_COL_LABEL_PX if col_labels else 0))
+    top = (
+        _MARGIN_PX + (_TITLE_PX if title else 0) + (_COL_LABEL_PX if col_labels else 0)
+    )
     width = left + grid_w + _MARGIN_PX
     if title:
         title_px = math.ceil(_text_width_px(title, _TITLE_FONT))
@@ -142,19 +154,38 @@ def _render_grid(path, images, image_shape, n_cols, *, title=None, row_labels=No
     # the 1e-3 keeps width / dpi * dpi from rounding down a pixel in Agg
     fig = Figure(figsize=((width + 1e-3) / _DPI, (height + 1e-3) / _DPI), dpi=_DPI)
     pixels = np.repeat(np.repeat(grid, zoom, axis=0), zoom, axis=1)
-    fig.figimage(pixels, xo=x0, yo=_MARGIN_PX, cmap="gray", vmin=0.0, vmax=1.0,
-                 origin="upper")
+    fig.figimage(
+        pixels, xo=x0, yo=_MARGIN_PX, cmap="gray", vmin=0.0, vmax=1.0, origin="upper"
+    )
     if title:
-        fig.text(0.5, 1.0 - (_MARGIN_PX + _TITLE_PX / 2) / height, title,
-                 ha="center", va="center", fontsize=_TITLE_FONT)
+        fig.text(
+            0.5,
+            1.0 - (_MARGIN_PX + _TITLE_PX / 2) / height,
+            title,
+            ha="center",
+            va="center",
+            fontsize=_TITLE_FONT,
+        )
     for c, label in enumerate(col_labels or ()):
         x = x0 + (c * (cols + 1) + cols / 2) * zoom
-        fig.text(x / width, 1.0 - (top - _COL_LABEL_PX / 2) / height, label,
-                 ha="center", va="center", fontsize=_LABEL_FONT)
+        fig.text(
+            x / width,
+            1.0 - (top - _COL_LABEL_PX / 2) / height,
+            label,
+            ha="center",
+            va="center",
+            fontsize=_LABEL_FONT,
+        )
     for r, label in enumerate(row_labels or ()):
         y = _MARGIN_PX + grid_h - (r * (rows + 1) + rows / 2) * zoom
-        fig.text((x0 - 4) / width, y / height, label, ha="right", va="center",
-                 fontsize=_LABEL_FONT)
+        fig.text(
+            (x0 - 4) / width,
+            y / height,
+            label,
+            ha="right",
+            va="center",
+            fontsize=_LABEL_FONT,
+        )
     _save_figure(fig, path)
 
 
@@ -168,8 +199,9 @@ def _unit_range(images: np.ndarray) -> np.ndarray:
     return (images - lo) / (hi - lo) if hi > lo else np.zeros_like(images)
 
 
-def image_grid(images, image_shape, path, *, n_cols: int | None = None,
-               title: str | None = None) -> None:
+def image_grid(
+    images, image_shape, path, *, n_cols: int | None = None, title: str | None = None
+) -> None:
     """Save flattened images as one PNG grid.
 
     Parameters
@@ -193,8 +225,15 @@ def image_grid(images, image_shape, path, *, n_cols: int | None = None,
     _render_grid(path, images, image_shape, n_cols, title=title)
 
 
-def reconstruction_grid(originals, reconstructions, image_shape, path, *,
-                        n_cols: int = 16, title: str | None = None) -> None:
+def reconstruction_grid(
+    originals,
+    reconstructions,
+    image_shape,
+    path,
+    *,
+    n_cols: int = 16,
+    title: str | None = None,
+) -> None:
     """Save originals and their reconstructions as a PNG, in alternating rows.
 
     Each pair of grid rows shows up to `n_cols` originals (upper row) and their
@@ -224,16 +263,28 @@ def reconstruction_grid(originals, reconstructions, image_shape, path, *,
         # pad a short last chunk so originals and reconstructions stay aligned
         short = n_cols - len(originals[chunk])
         blank = np.zeros((short, originals.shape[1]))
-        rows.append(np.concatenate([originals[chunk], blank, reconstructions[chunk],
-                                    blank]))
-    _render_grid(path, np.concatenate(rows), image_shape, n_cols,
-                 title=title or "originals (odd rows) and reconstructions (even rows)")
+        rows.append(
+            np.concatenate([originals[chunk], blank, reconstructions[chunk], blank])
+        )
+    _render_grid(
+        path,
+        np.concatenate(rows),
+        image_shape,
+        n_cols,
+        title=title or "originals (odd rows) and reconstructions (even rows)",
+    )
 
 
-def labelled_grid(images, image_shape, path, *, n_cols: int,
-                  row_labels: Sequence[str] | None = None,
-                  col_labels: Sequence[str] | None = None,
-                  title: str | None = None) -> None:
+def labelled_grid(
+    images,
+    image_shape,
+    path,
+    *,
+    n_cols: int,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
     """Save images as a PNG grid with a label per grid row and per column.
 
     The picture of latent traversals (one row per latent dimension, one
@@ -261,12 +312,21 @@ def labelled_grid(images, image_shape, path, *, n_cols: int,
     """
     images = _unit_range(images)
     n_rows = math.ceil(len(images) / n_cols)
-    for name, labels, n in (("row_labels", row_labels, n_rows),
-                            ("col_labels", col_labels, n_cols)):
+    for name, labels, n in (
+        ("row_labels", row_labels, n_rows),
+        ("col_labels", col_labels, n_cols),
+    ):
         if labels is not None and len(labels) != n:
             raise ValueError(f"{name} must have {n} entries, got {len(labels)}")
-    _render_grid(path, images, image_shape, n_cols, title=title,
-                 row_labels=row_labels, col_labels=col_labels)
+    _render_grid(
+        path,
+        images,
+        image_shape,
+        n_cols,
+        title=title,
+        row_labels=row_labels,
+        col_labels=col_labels,
+    )
 
 
 def _per_epoch(history, key, n_epochs):
@@ -293,8 +353,13 @@ def _log_axis(ax, values) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def loss_curve(history: Mapping[str, Sequence], path, *, title: str | None = None,
-               validation_label: str = "validation -ELBO") -> None:
+def loss_curve(
+    history: Mapping[str, Sequence],
+    path,
+    *,
+    title: str | None = None,
+    validation_label: str = "validation -ELBO",
+) -> None:
     """Save the training curves of a fitted model's ``history_`` as a PNG.
 
     Two panels over epochs: above, the mean training loss per epoch, the
@@ -336,10 +401,16 @@ def loss_curve(history: Mapping[str, Sequence], path, *, title: str | None = Non
     if step and len(step) == len(step_loss) and epochs[-1] > 0:
         # step windows on the epoch axis: epoch e ends at step e * (steps/epoch)
         steps_per_epoch = step[-1] / epochs[-1]
-        top.plot(np.asarray(step) / steps_per_epoch, step_loss, color="0.65",
-                 linewidth=0.8, label="train loss (windows of steps)")
-    top.plot(epochs, loss, "o-", color="C0", markersize=4,
-             label="train loss (epoch mean)")
+        top.plot(
+            np.asarray(step) / steps_per_epoch,
+            step_loss,
+            color="0.65",
+            linewidth=0.8,
+            label="train loss (windows of steps)",
+        )
+    top.plot(
+        epochs, loss, "o-", color="C0", markersize=4, label="train loss (epoch mean)"
+    )
     val = _per_epoch(history, "val_elbo", n)
     if val is not None:
         top.plot(epochs, -val, "s-", color="C1", markersize=4, label=validation_label)
@@ -350,11 +421,18 @@ def loss_curve(history: Mapping[str, Sequence], path, *, title: str | None = Non
     recon = _per_epoch(history, "reconstruction", n)
     kl = _per_epoch(history, "kl", n)
     if recon is not None:
-        bottom.plot(epochs, recon, "o-", color="C3", markersize=4,
-                    label="reconstruction -log p(x|z)")
+        bottom.plot(
+            epochs,
+            recon,
+            "o-",
+            color="C3",
+            markersize=4,
+            label="reconstruction -log p(x|z)",
+        )
     if kl is not None and np.any(kl != 0):
-        bottom.plot(epochs, kl, "^-", color="C2", markersize=4,
-                    label="KL(q(z|x) || p(z))")
+        bottom.plot(
+            epochs, kl, "^-", color="C2", markersize=4, label="KL(q(z|x) || p(z))"
+        )
     if bottom.get_lines():
         bottom.legend(loc="upper right", fontsize=8)
     bottom.set_ylabel("nats per sample")
@@ -365,9 +443,15 @@ def loss_curve(history: Mapping[str, Sequence], path, *, title: str | None = Non
     _save_figure(fig, path)
 
 
-def latent_scatter(points, labels, path, *, class_names: Sequence[str] | None = None,
-                   axis_labels: tuple[str, str] = ("z0", "z1"),
-                   title: str | None = None) -> None:
+def latent_scatter(
+    points,
+    labels,
+    path,
+    *,
+    class_names: Sequence[str] | None = None,
+    axis_labels: tuple[str, str] = ("z0", "z1"),
+    title: str | None = None,
+) -> None:
     """Save a 2-D scatter of latent codes, one colour per class, as a PNG.
 
     Parameters
@@ -394,22 +478,32 @@ def latent_scatter(points, labels, path, *, class_names: Sequence[str] | None = 
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
         raise ValueError(f"points must have shape (n_points, 2), got {points.shape}")
     if labels.shape != (len(points),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be {len(points)} integers, got shape "
-                         f"{labels.shape} of {labels.dtype}")
+        raise ValueError(
+            f"labels must be {len(points)} integers, got shape "
+            f"{labels.shape} of {labels.dtype}"
+        )
     if labels.min() < 0:
         raise ValueError(f"labels must be >= 0, got {labels.min()}")
     classes = np.unique(labels)
     if class_names is not None and len(class_names) <= classes.max():
-        raise ValueError(f"class_names has {len(class_names)} entries but labels go up "
-                         f"to {classes.max()}")
+        raise ValueError(
+            f"class_names has {len(class_names)} entries but labels go up "
+            f"to {classes.max()}"
+        )
     fig = Figure(figsize=(6.0, 5.2))
     ax = fig.add_subplot(1, 1, 1)
     from matplotlib import colormaps
 
     colours = colormaps["tab10" if classes.max() < 10 else "tab20"]
     order = np.random.default_rng(0).permutation(len(points))
-    ax.scatter(points[order, 0], points[order, 1],
-               color=colours(labels[order] % colours.N), s=6, alpha=0.7, linewidths=0)
+    ax.scatter(
+        points[order, 0],
+        points[order, 1],
+        color=colours(labels[order] % colours.N),
+        s=6,
+        alpha=0.7,
+        linewidths=0,
+    )
     for c in classes:
         name = class_names[c] if class_names is not None else f"class {c}"
         ax.scatter([], [], color=colours(int(c) % colours.N), s=20, label=name)

@@ -26,8 +26,17 @@ import numpy as np
 from fastvae.io import write_atomic
 
 __all__ = [
-    "RUN_FILE", "METRICS_FILE", "HISTORY_FILE", "MODEL_FILE", "METRIC_FIELDS",
-    "write_json", "MetricsLog", "epoch_record", "truncate_metrics", "read_run", "read_history",
+    "RUN_FILE",
+    "METRICS_FILE",
+    "HISTORY_FILE",
+    "MODEL_FILE",
+    "METRIC_FIELDS",
+    "write_json",
+    "MetricsLog",
+    "epoch_record",
+    "truncate_metrics",
+    "read_run",
+    "read_history",
 ]
 
 RUN_FILE = "run.json"
@@ -37,10 +46,28 @@ MODEL_FILE = "model.npz"
 
 # The fields of every metrics.jsonl line: the last entry of each per-epoch
 # list of history_, the optimizer step count, and seconds since fit began.
-METRIC_FIELDS = ("epoch", "step", "loss", "reconstruction", "kl", "elbo", "val_elbo",
-                 "seconds", "samples_per_second", "elapsed")
-_HISTORY_FIELDS = ("epoch", "loss", "reconstruction", "kl", "elbo", "val_elbo",
-                   "seconds", "samples_per_second")
+METRIC_FIELDS = (
+    "epoch",
+    "step",
+    "loss",
+    "reconstruction",
+    "kl",
+    "elbo",
+    "val_elbo",
+    "seconds",
+    "samples_per_second",
+    "elapsed",
+)
+_HISTORY_FIELDS = (
+    "epoch",
+    "loss",
+    "reconstruction",
+    "kl",
+    "elbo",
+    "val_elbo",
+    "seconds",
+    "samples_per_second",
+)
 
 
 def _plain(value):
@@ -138,8 +165,11 @@ def truncate_metrics(path, epochs: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int) \
-                and record["epoch"] <= epochs:
+        if (
+            isinstance(record, dict)
+            and isinstance(record.get("epoch"), int)
+            and record["epoch"] <= epochs
+        ):
             kept.append(line + "\n")
     text = "".join(kept)
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
@@ -195,7 +225,8 @@ def read_history(folder) -> tuple[dict, str]:
     if not path.is_file():
         raise FileNotFoundError(
             f"{folder} holds no {HISTORY_FILE} or {METRICS_FILE}; is it a folder "
-            "written by fastvae train?")
+            "written by fastvae train?"
+        )
     history = {key: [] for key in METRIC_FIELDS}
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     for number, line in enumerate(lines, 1):

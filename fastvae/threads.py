@@ -228,7 +228,10 @@ def _find_blas():
 
     _openblas, others = [], []
     for info in ThreadpoolController().select(user_api="blas").info():
-        if info["internal_api"] == "openblas" and info.get("threading_layer") == "pthreads":
+        if (
+            info["internal_api"] == "openblas"
+            and info.get("threading_layer") == "pthreads"
+        ):
             try:
                 _openblas.append(_OpenBLASThreads(info["filepath"]))
                 continue

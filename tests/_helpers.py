@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-import reference as ref
 from fastvae import _dense, _step
 from fastvae.params import Layout
 
@@ -32,10 +31,13 @@ def assert_close_scaled(got, want, scale, rtol, atol=0.0, err_msg=""):
     err = np.abs(got - want)
     bad = ~(err <= bound)
     if bad.any():
-        idx = np.unravel_index(np.argmax(np.where(bad, err - bound, -np.inf)), err.shape)
+        idx = np.unravel_index(
+            np.argmax(np.where(bad, err - bound, -np.inf)), err.shape
+        )
         raise AssertionError(
             f"{err_msg}: {bad.sum()} of {err.size} elements off; worst at {idx}: "
-            f"got {got[idx]!r}, want {want[idx]!r}, bound {np.broadcast_to(bound, err.shape)[idx]!r}"
+            f"got {got[idx]!r}, want {want[idx]!r}, "
+            f"bound {np.broadcast_to(bound, err.shape)[idx]!r}"
         )
 
 

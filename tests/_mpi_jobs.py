@@ -19,20 +19,71 @@ import numpy as np
 # a learned Gaussian sigma (its own gradient), float64, a last minibatch
 # smaller than the others, and fewer rows per minibatch than ranks.
 CONFIGS = {
-    "vae32": ("VAE", dict(hidden=(24,), latent_dim=4, batch_size=32, epochs=2), 250,
-              30, False),
-    "vae64": ("VAE", dict(hidden=(24, 16), latent_dim=3, batch_size=20, epochs=2,
-                          dtype="float64", optimizer="momentum"), 150, 30, False),
-    "noisy": ("VAE", dict(hidden=(24,), latent_dim=4, batch_size=25, epochs=2,
-                          corruption=0.2, dynamic_binarization=True, kl_warmup=7),
-              200, 30, True),
-    "gauss": ("VAE", dict(hidden=(16,), latent_dim=2, batch_size=16, epochs=2,
-                          likelihood="gaussian", sigma="learned"), 100, 12, False),
-    "dae": ("DenoisingAutoencoder", dict(hidden=(16,), latent_dim=3, batch_size=16,
-                                         epochs=2), 100, 30, False),
+    "vae32": (
+        "VAE",
+        dict(hidden=(24,), latent_dim=4, batch_size=32, epochs=2),
+        250,
+        30,
+        False,
+    ),
+    "vae64": (
+        "VAE",
+        dict(
+            hidden=(24, 16),
+            latent_dim=3,
+            batch_size=20,
+            epochs=2,
+            dtype="float64",
+            optimizer="momentum",
+        ),
+        150,
+        30,
+        False,
+    ),
+    "noisy": (
+        "VAE",
+        dict(
+            hidden=(24,),
+            latent_dim=4,
+            batch_size=25,
+            epochs=2,
+            corruption=0.2,
+            dynamic_binarization=True,
+            kl_warmup=7,
+        ),
+        200,
+        30,
+        True,
+    ),
+    "gauss": (
+        "VAE",
+        dict(
+            hidden=(16,),
+            latent_dim=2,
+            batch_size=16,
+            epochs=2,
+            likelihood="gaussian",
+            sigma="learned",
+        ),
+        100,
+        12,
+        False,
+    ),
+    "dae": (
+        "DenoisingAutoencoder",
+        dict(hidden=(16,), latent_dim=3, batch_size=16, epochs=2),
+        100,
+        30,
+        False,
+    ),
     # minibatches of 2 rows: on 3 ranks one shard of every step is empty
-    "pairs": ("VAE", dict(hidden=(8,), latent_dim=2, batch_size=2, epochs=1), 20, 10,
-              False),
+    "pairs": (
+        "VAE",
+        dict(hidden=(8,), latent_dim=2, batch_size=2, epochs=1),
+        20,
+        10,
+        False,
+    ),
 }
 
 
@@ -80,7 +131,8 @@ def equivalence(comm, out):
         if comm.rank == 0:
             arrays[f"{config}.params"] = model.params_
             arrays[f"{config}.same_on_all_ranks"] = np.array(
-                all(np.array_equal(every[0], p) for p in every))
+                all(np.array_equal(every[0], p) for p in every)
+            )
             arrays[f"{config}.t"] = np.array(model.t_)
             for key in ("loss", "val_elbo"):
                 arrays[f"{config}.{key}"] = np.array(model.history_[key], dtype=float)
@@ -176,8 +228,14 @@ def crash_after_checkpoints(Checkpointer, n_writes):
 def checkpointed_fit(comm, path):
     (X, cond), val = make_data(RESUMED)
     model = make_model(RESUMED, epochs=RESUMED_EPOCHS)
-    return model.fit(X, condition=cond, validation_data=val, checkpoint=path,
-                     checkpoint_every_steps=CHECKPOINT_EVERY_STEPS, comm=comm)
+    return model.fit(
+        X,
+        condition=cond,
+        validation_data=val,
+        checkpoint=path,
+        checkpoint_every_steps=CHECKPOINT_EVERY_STEPS,
+        comm=comm,
+    )
 
 
 def crash_mid_run(comm, out):
@@ -197,12 +255,27 @@ def resume(comm, out):
     (X, cond), val = make_data(RESUMED)
     model = fastvae.resume(out, X, condition=cond, validation_data=val, comm=comm)
     if comm.rank == 0:
-        np.savez(out + ".result.npz", params=model.params_, t=model.t_,
-                 n_iter=model.n_iter_, val_elbo=np.array(model.history_["val_elbo"]))
+        np.savez(
+            out + ".result.npz",
+            params=model.params_,
+            t=model.t_,
+            n_iter=model.n_iter_,
+            val_elbo=np.array(model.history_["val_elbo"]),
+        )
 
 
-JOBS = {f.__name__: f for f in (equivalence, fail_in_training, fail_before_training,
-                                settings_differ, non_finite, crash_mid_run, resume)}
+JOBS = {
+    f.__name__: f
+    for f in (
+        equivalence,
+        fail_in_training,
+        fail_before_training,
+        settings_differ,
+        non_finite,
+        crash_mid_run,
+        resume,
+    )
+}
 
 if __name__ == "__main__":
     from mpi4py import MPI

@@ -30,7 +30,8 @@ def npy(array, allow_pickle=False) -> bytes:
 def npy_header(descr: str, shape: tuple) -> bytes:
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
     return buffer.getvalue()
 
 

@@ -13,6 +13,7 @@ LOG_2PI = np.log(2 * np.pi)
 
 # -- activations ---------------------------------------------------------------
 
+
 def activation(a, name):
     if name == "identity":
         return a
@@ -40,6 +41,7 @@ def activation_grad_from_output(y, name):
 
 # -- dense layer ---------------------------------------------------------------
 
+
 def dense_forward(X, W, b, act):
     return activation(X @ W + b, act)
 
@@ -53,6 +55,7 @@ def dense_backward(X, W, dA, x_act):
 
 
 # -- reparameterization and KL ---------------------------------------------------
+
 
 def split_head(H):
     K = H.shape[1] // 2
@@ -80,11 +83,13 @@ def kl(H):
 def kl_backward(H):
     mu, lv = split_head(H)
     inside = (lv >= LOGVAR_MIN) & (lv <= LOGVAR_MAX)
-    return np.hstack([mu, 0.5 * (np.exp(np.clip(lv, LOGVAR_MIN, LOGVAR_MAX)) - 1)
-                      * inside])
+    return np.hstack(
+        [mu, 0.5 * (np.exp(np.clip(lv, LOGVAR_MIN, LOGVAR_MAX)) - 1) * inside]
+    )
 
 
 # -- reconstruction losses -------------------------------------------------------
+
 
 def bernoulli(L, X):
     """Per-row sum of softplus(L) - X * L, and d/dL = sigmoid(L) - X."""
@@ -95,11 +100,13 @@ def bernoulli(L, X):
 def gaussian(M, X, sigma):
     D = M.shape[1]
     loss = np.sum((X - M) ** 2, axis=1) / (2 * sigma**2) + D * (
-        np.log(sigma) + 0.5 * LOG_2PI)
+        np.log(sigma) + 0.5 * LOG_2PI
+    )
     return loss, (M - X) / sigma**2
 
 
 # -- optimizers ------------------------------------------------------------------
+
 
 def sgd(p, g, lr):
     return p - lr * g
@@ -134,8 +141,19 @@ LOGSIGMA_MIN, LOGSIGMA_MAX = -7.0, 5.0
 
 # -- the whole step ---------------------------------------------------------------
 
-def forward(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0, kind="vae",
-            cond=None, logsigma=None, x_in=None):
+
+def forward(
+    layers,
+    n_encoder,
+    X,
+    eps,
+    likelihood="bernoulli",
+    sigma=1.0,
+    kind="vae",
+    cond=None,
+    logsigma=None,
+    x_in=None,
+):
     """Forward pass. layers: list of (W, b, act), encoder layers [0, n_encoder)
     ending with the head (2K wide for a VAE, K for an autoencoder), then the
     decoder. cond: condition rows appended to the encoder and decoder inputs;
@@ -160,18 +178,39 @@ def forward(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0, kind="
     else:
         recon, dout, dlogsigma_rows = gaussian_learned(out, X, logsigma)
     kl_rows = kl(H) if kind == "vae" else np.zeros(X.shape[0])
-    return dict(acts=acts, H=H, Z=Z, dec=dec, recon=recon, kl=kl_rows,
-                dout=dout, dlogsigma_rows=dlogsigma_rows)
+    return dict(
+        acts=acts,
+        H=H,
+        Z=Z,
+        dec=dec,
+        recon=recon,
+        kl=kl_rows,
+        dout=dout,
+        dlogsigma_rows=dlogsigma_rows,
+    )
 
 
-def loss_and_grads(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0, beta=1.0,
-                   kind="vae", cond=None, logsigma=None, x_in=None):
+def loss_and_grads(
+    layers,
+    n_encoder,
+    X,
+    eps,
+    likelihood="bernoulli",
+    sigma=1.0,
+    beta=1.0,
+    kind="vae",
+    cond=None,
+    logsigma=None,
+    x_in=None,
+):
     """Mean negative ELBO (recon + beta * KL) over rows and its gradients.
 
     Returns (loss, recon_rows, kl_rows, grads) with grads a list of (dW, db)
     per layer, followed by d/d logsigma for a learned Gaussian.
     """
-    f = forward(layers, n_encoder, X, eps, likelihood, sigma, kind, cond, logsigma, x_in)
+    f = forward(
+        layers, n_encoder, X, eps, likelihood, sigma, kind, cond, logsigma, x_in
+    )
     n = X.shape[0]
     n_enc = n_encoder
     K = f["Z"].shape[1]
@@ -199,8 +238,16 @@ def loss_and_grads(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0,
     return loss, f["recon"], f["kl"], grads
 
 
-def log_likelihood(layers, n_encoder, X, eps, likelihood="bernoulli", sigma=1.0,
-                   cond=None, logsigma=None):
+def log_likelihood(
+    layers,
+    n_encoder,
+    X,
+    eps,
+    likelihood="bernoulli",
+    sigma=1.0,
+    cond=None,
+    logsigma=None,
+):
     """Importance-sampled log p(x): eps (n, k, K) are the standard normals of
     each row's k samples; log-mean-exp of log p(x|z) + log p(z) - log q(z|x)."""
     n, k, K = eps.shape

@@ -125,7 +125,11 @@ BAD_DATA = {
         "X cannot be read as a 2-D array of numbers .*rows of different lengths",
     ),
     "None": (None, TypeError, "X must be an array, got None"),
-    "sparse": (scipy.sparse.csr_matrix(X), ValueError, r"X is a sparse matrix.*toarray"),
+    "sparse": (
+        scipy.sparse.csr_matrix(X),
+        ValueError,
+        r"X is a sparse matrix.*toarray",
+    ),
     "masked values": (
         np.ma.masked_array(X, mask=X > 0.5),
         ValueError,
@@ -154,7 +158,9 @@ def test_bad_training_data_is_refused(cls, bad, error, message):
 
 
 def test_wrong_feature_count_for_input_dim():
-    with pytest.raises(ValueError, match="X has 12 features, but VAE is expecting 7 features"):
+    with pytest.raises(
+        ValueError, match="X has 12 features, but VAE is expecting 7 features"
+    ):
         _small(input_dim=7).fit(X)
 
 
@@ -197,7 +203,11 @@ BAD_CONDITIONS = {
         ValueError,
         "condition contains 1 NaN or infinite",
     ),
-    "complex": (COND.astype(complex), ValueError, "Complex data not supported: condition"),
+    "complex": (
+        COND.astype(complex),
+        ValueError,
+        "Complex data not supported: condition",
+    ),
     "strings": (COND.astype(str), TypeError, "condition must hold numbers"),
     "0 columns": (COND[:, :0], ValueError, r"condition has 0 condition column\(s\)"),
 }

@@ -38,16 +38,40 @@ def test_config_names_round_trip():
 
 def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "r.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "fastvae", "bench", "--quick",
-                           "--threads", "1", "--json", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastvae",
+            "bench",
+            "--quick",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert [r["impl"] for r in report["results"]] == ["fastvae", "numpy", "torch", "jax"]
+    assert [r["impl"] for r in report["results"]] == [
+        "fastvae",
+        "numpy",
+        "torch",
+        "jax",
+    ]
     for r in report["results"]:
         assert r["threads"] == 1 and r["config"] == "784-64/8/32"
-        if r["impl"] in ("torch", "jax") and importlib.util.find_spec(r["impl"]) is None:
+        if (
+            r["impl"] in ("torch", "jax")
+            and importlib.util.find_spec(r["impl"]) is None
+        ):
             assert r["error"] == "not installed" and r["samples_per_second"] is None
             continue
         assert r["error"] is None
@@ -59,8 +83,15 @@ def test_quick_run_end_to_end(tmp_path):
     assert "| 784-64/8/32 | 1 |" in proc.stdout and "fastvae / numpy" in proc.stdout
     assert report["machine"]["cores"] >= 1 and report["machine"]["blas"]
     kernels = {k["kernel"] for k in report["kernels"]}
-    assert {"dense forward", "dense backward", "reparameterization", "KL + gradient",
-            "Bernoulli loss + grad", "Gaussian loss + grad", "Adam update"} <= kernels
+    assert {
+        "dense forward",
+        "dense backward",
+        "reparameterization",
+        "KL + gradient",
+        "Bernoulli loss + grad",
+        "Gaussian loss + grad",
+        "Adam update",
+    } <= kernels
     assert all(k["fastvae_us"] > 0 and k["numpy_us"] > 0 for k in report["kernels"])
     assert "| Adam update |" in proc.stdout
 
@@ -84,17 +115,47 @@ def test_kernel_benchmarks_compare_equal_computations():
 
 def test_table_marks_failed_implementations():
     report = {
-        "machine": {"date": "d", "cpu": "c", "cores": 2, "python": "3", "numpy": "2",
-                    "scipy": "1", "fastvae": "0", "blas": ["b"]},
-        "rounds": 1, "seconds_per_round": 1.0,
+        "machine": {
+            "date": "d",
+            "cpu": "c",
+            "cores": 2,
+            "python": "3",
+            "numpy": "2",
+            "scipy": "1",
+            "fastvae": "0",
+            "blas": ["b"],
+        },
+        "rounds": 1,
+        "seconds_per_round": 1.0,
         "results": [
-            {"impl": "fastvae", "config": "x", "threads": 1, "samples_per_second": 200.0,
-             "peak_rss_mb": 50.0, "error": None, "flops_per_sample": 10,
-             "sgemm_gflops": 1e-6, "own_gemm_gflops": None, "gemm_limit_gflops": 1e-6},
-            {"impl": "numpy", "config": "x", "threads": 1, "samples_per_second": 100.0,
-             "peak_rss_mb": 40.0, "error": None},
-            {"impl": "torch", "config": "x", "threads": 1, "samples_per_second": None,
-             "peak_rss_mb": None, "error": "not installed"},
+            {
+                "impl": "fastvae",
+                "config": "x",
+                "threads": 1,
+                "samples_per_second": 200.0,
+                "peak_rss_mb": 50.0,
+                "error": None,
+                "flops_per_sample": 10,
+                "sgemm_gflops": 1e-6,
+                "own_gemm_gflops": None,
+                "gemm_limit_gflops": 1e-6,
+            },
+            {
+                "impl": "numpy",
+                "config": "x",
+                "threads": 1,
+                "samples_per_second": 100.0,
+                "peak_rss_mb": 40.0,
+                "error": None,
+            },
+            {
+                "impl": "torch",
+                "config": "x",
+                "threads": 1,
+                "samples_per_second": None,
+                "peak_rss_mb": None,
+                "error": "not installed",
+            },
         ],
     }
     table = format_table(report)
@@ -108,7 +169,9 @@ def _reference_case(seed=0):
     from fastvae.bench.numpy_vae import NumpyVAE
 
     config = Config((12,), 3, 9, "float64")
-    model = NumpyVAE(config.encoder_dims, config.decoder_dims, dtype="float64", seed=seed)
+    model = NumpyVAE(
+        config.encoder_dims, config.decoder_dims, dtype="float64", seed=seed
+    )
     rng = np.random.default_rng(seed + 1)
     x = (rng.random((9, 784)) < 0.3).astype(np.float64)
     eps = rng.standard_normal((9, 3))
@@ -152,12 +215,27 @@ def test_workers_use_the_fastvae_the_harness_imported(tmp_path):
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "run.py").write_text(
-        "import sys\nfrom fastvae.bench.harness import main\nsys.exit(main())\n")
+        "import sys\nfrom fastvae.bench.harness import main\nsys.exit(main())\n"
+    )
     out = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, str(scripts / "run.py"), "--quick", "--no-kernels",
-         "--impls", "fastvae", "--threads", "1", "--json", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(scripts / "run.py"),
+            "--quick",
+            "--no-kernels",
+            "--impls",
+            "fastvae",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     (result,) = json.loads(out.read_text())["results"]
     assert result["error"] is None and result["samples_per_second"] > 0
@@ -165,16 +243,25 @@ def test_workers_use_the_fastvae_the_harness_imported(tmp_path):
 
 # -- --isa, --busy, --scenarios -------------------------------------------------------
 
-_ISA_VARS = {"FASTVAE_ISA", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY",
-             "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "XLA_FLAGS"}
+_ISA_VARS = {
+    "FASTVAE_ISA",
+    "OPENBLAS_CORETYPE",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "XLA_FLAGS",
+}
 
 
 def test_isa_env_avx2_sets_exactly_each_implementations_variables():
     base = {"PATH": "/bin", "XLA_FLAGS": "--xla_dump_to=/tmp/x"}
     want = {
         "fastvae": {"FASTVAE_ISA": "avx2", "OPENBLAS_CORETYPE": "Haswell"},
-        "torch": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                  "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+        "torch": {
+            "ATEN_CPU_CAPABILITY": "avx2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        },
         "jax": {"XLA_FLAGS": "--xla_dump_to=/tmp/x --xla_cpu_max_isa=AVX2"},
         "numpy": {"OPENBLAS_CORETYPE": "Haswell"},
     }
@@ -217,17 +304,23 @@ def test_workers_get_the_capped_environment(monkeypatch):
     harness.Worker("fastvae", config, 1, isa="native", wait=False)
     assert seen["fastvae"]["OMP_NUM_THREADS"] == "1"
     # (XLA_FLAGS gets the one-thread flags of every 1-thread worker)
-    assert all(seen["fastvae"].get(v) == os.environ.get(v)
-               for v in _ISA_VARS - {"XLA_FLAGS"})
+    assert all(
+        seen["fastvae"].get(v) == os.environ.get(v) for v in _ISA_VARS - {"XLA_FLAGS"}
+    )
 
 
 def test_check_isa_flags_caps_that_did_not_take_effect():
     assert sc.check_isa("fastvae", "avx2", {"level": "avx2", "gemm": "blas"}) is None
     assert "avx512" in sc.check_isa("fastvae", "avx2", {"level": "avx512"})
-    assert sc.check_isa("fastvae", "avx2", {"level": "avx2", "gemm": "own",
-                                            "gemm_level": "avx2"}) is None
-    assert "GEMM" in sc.check_isa("fastvae", "avx2", {"level": "avx2", "gemm": "own",
-                                                      "gemm_level": "avx512"})
+    assert (
+        sc.check_isa(
+            "fastvae", "avx2", {"level": "avx2", "gemm": "own", "gemm_level": "avx2"}
+        )
+        is None
+    )
+    assert "GEMM" in sc.check_isa(
+        "fastvae", "avx2", {"level": "avx2", "gemm": "own", "gemm_level": "avx512"}
+    )
     assert sc.check_isa("torch", "avx2", {"cpu_capability": "AVX2"}) is None
     assert "AVX512" in sc.check_isa("torch", "avx2", {"cpu_capability": "AVX512"})
     assert "SkylakeX" in sc.check_isa("numpy", "avx2", {"openblas": ["SkylakeX"]})
@@ -271,8 +364,9 @@ def _ended(pid: int) -> bool:
         return True
 
 
-linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
-                                reason="reads /proc")
+linux_only = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="reads /proc"
+)
 
 
 @linux_only
@@ -306,8 +400,9 @@ class _FakeWorker:
 
     seen: list[int] = []
 
-    def __init__(self, impl, config, threads, isa="native", label=None, wait=True,
-                 fail=False):
+    def __init__(
+        self, impl, config, threads, isa="native", label=None, wait=True, fail=False
+    ):
         self.result = harness.Result(impl, config, threads, label=label)
         self.fail, self.rounds, self.killed = fail, 0, False
 
@@ -319,8 +414,9 @@ class _FakeWorker:
     def measure(self, seconds):
         import subprocess as sp
 
-        kids = sp.run(["pgrep", "-f", "for _ in range"], capture_output=True,
-                      text=True).stdout.split()
+        kids = sp.run(
+            ["pgrep", "-f", "for _ in range"], capture_output=True, text=True
+        ).stdout.split()
         _FakeWorker.seen.append(len(kids))
         self.rounds += 1
         if self.fail and self.rounds == 2:
@@ -338,15 +434,23 @@ class _FakeWorker:
 @pytest.mark.skipif(not shutil.which("pgrep"), reason="needs pgrep")
 def test_scenario_runs_busy_processes_and_stops_them_on_errors(monkeypatch):
     def before():
-        return set(subprocess.run(["pgrep", "-f", "for _ in range"],
-                                  capture_output=True, text=True).stdout.split())
+        return set(
+            subprocess.run(
+                ["pgrep", "-f", "for _ in range"], capture_output=True, text=True
+            ).stdout.split()
+        )
 
     others = before()  # spinners of anything else running here
     _FakeWorker.seen = []
     monkeypatch.setattr(harness, "Worker", _FakeWorker)
-    report = harness.run_scenario(sc.parse_scenario("busy2"), [Config((8,), 2, 4)],
-                                  ["fastvae", "numpy"], rounds=2, seconds=0.0,
-                                  log=lambda m: None)
+    report = harness.run_scenario(
+        sc.parse_scenario("busy2"),
+        [Config((8,), 2, 4)],
+        ["fastvae", "numpy"],
+        rounds=2,
+        seconds=0.0,
+        log=lambda m: None,
+    )
     assert report["busy"] == 2 and report["isa"] == "native"
     assert len(_FakeWorker.seen) == 6 and min(_FakeWorker.seen) >= 2 + len(others)
     assert before() <= others
@@ -361,8 +465,14 @@ def test_scenario_runs_busy_processes_and_stops_them_on_errors(monkeypatch):
 
     monkeypatch.setattr(harness, "Worker", failing)
     with pytest.raises(RuntimeError, match="measurement failed"):
-        harness.run_scenario(sc.parse_scenario("busy1"), [Config((8,), 2, 4)],
-                             ["fastvae"], rounds=3, seconds=0.0, log=lambda m: None)
+        harness.run_scenario(
+            sc.parse_scenario("busy1"),
+            [Config((8,), 2, 4)],
+            ["fastvae"],
+            rounds=3,
+            seconds=0.0,
+            log=lambda m: None,
+        )
     assert before() <= others
     assert made and all(w.killed for w in made)
 
@@ -373,10 +483,13 @@ def test_spinners_end_when_the_harness_is_killed(tmp_path):
     import signal
     import time
 
-    code = ("import sys, time\nfrom fastvae.bench.scenarios import BusyLoad\n"
-            "b = BusyLoad(2).start()\nprint(*b.pids, flush=True)\ntime.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            text=True, cwd=REPO)
+    code = (
+        "import sys, time\nfrom fastvae.bench.scenarios import BusyLoad\n"
+        "b = BusyLoad(2).start()\nprint(*b.pids, flush=True)\ntime.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 2 and not any(_ended(p) for p in pids)
     # right away: the spinners may still be starting up (a race fixed once)
@@ -393,12 +506,15 @@ def test_sigterm_to_the_benchmark_stops_its_spinners(tmp_path):
     import signal
     import time
 
-    code = ("import time\nfrom fastvae.bench import scenarios as sc\n"
-            "sc.terminate_on_sigterm()\n"
-            "with sc.BusyLoad(1) as b:\n"
-            "    print(*b.pids, flush=True)\n    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            text=True, cwd=REPO)
+    code = (
+        "import time\nfrom fastvae.bench import scenarios as sc\n"
+        "sc.terminate_on_sigterm()\n"
+        "with sc.BusyLoad(1) as b:\n"
+        "    print(*b.pids, flush=True)\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     pids = [int(p) for p in proc.stdout.readline().split()]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
@@ -409,8 +525,11 @@ def test_sigterm_to_the_benchmark_stops_its_spinners(tmp_path):
 def test_scenario_names_parse_and_bad_ones_are_rejected_clearly():
     got = sc.parse_scenarios("idle, avx2,busy1,busy12")
     assert [(s.name, s.isa, s.busy) for s in got] == [
-        ("idle", "native", 0), ("avx2", "avx2", 0), ("busy1", "native", 1),
-        ("busy12", "native", 12)]
+        ("idle", "native", 0),
+        ("avx2", "avx2", 0),
+        ("busy1", "native", 1),
+        ("busy12", "native", 12),
+    ]
     for bad in ("busy", "busy0", "busy-1", "fast", "avx512", "idle,,busy1", ""):
         with pytest.raises(ValueError, match="scenario") as exc:
             sc.parse_scenarios(bad)
@@ -426,9 +545,17 @@ def test_scenario_names_parse_and_bad_ones_are_rejected_clearly():
 
 
 def test_cli_rejects_a_bad_scenario_with_a_clear_error():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"),
-                           "--scenarios", "idle,busyX"], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--scenarios",
+            "idle,busyX",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "unknown scenario 'busyX'" in proc.stderr and "busyN" in proc.stderr
 
@@ -436,8 +563,14 @@ def test_cli_rejects_a_bad_scenario_with_a_clear_error():
 def test_targets_are_evaluated_from_one_table():
     # every scenario's targets come from sc.TARGETS alone
     assert {t.scenario for t in sc.TARGETS} == {"idle", "avx2", "busy1", "busy2"}
-    rates = {"784-400/20/128": {"fastvae": 1000.0, sc.FASTVAE_1T: 1100.0,
-                                "jax": 800.0, "torch": 400.0}}
+    rates = {
+        "784-400/20/128": {
+            "fastvae": 1000.0,
+            sc.FASTVAE_1T: 1100.0,
+            "jax": 800.0,
+            "torch": 400.0,
+        }
+    }
     checks = {c["target"]: c for c in sc.evaluate_targets("busy1", rates)}
     assert len(checks) == 2
     by_ratio = {c["ratio"]: c for c in checks.values()}
@@ -463,21 +596,38 @@ def test_scenario_table_shows_rates_ratios_and_targets():
     cfg = "784-400/20/128"
 
     def row(label, rate, impl=None, threads=0):
-        return {"impl": impl or label, "label": label, "config": cfg,
-                "threads": threads,
-                "threads_used": 2 if label == "fastvae" else None,
-                "samples_per_second": rate, "error": None, "isa_error": None}
-    part = {"scenario": {"name": "idle", "isa": "native", "busy": 0}, "isa": "native",
-            "busy": 0, "rounds": 5, "seconds_per_round": 1.0,
-            "load_average_start": [0.5, 0.5, 0.5],
-            "results": [row("fastvae", 3000.0),
-                        row(sc.FASTVAE_1T, 2000.0, "fastvae", 1),
-                        row("torch", 1000.0), row("jax", 2000.0)]}
+        return {
+            "impl": impl or label,
+            "label": label,
+            "config": cfg,
+            "threads": threads,
+            "threads_used": 2 if label == "fastvae" else None,
+            "samples_per_second": rate,
+            "error": None,
+            "isa_error": None,
+        }
+
+    part = {
+        "scenario": {"name": "idle", "isa": "native", "busy": 0},
+        "isa": "native",
+        "busy": 0,
+        "rounds": 5,
+        "seconds_per_round": 1.0,
+        "load_average_start": [0.5, 0.5, 0.5],
+        "results": [
+            row("fastvae", 3000.0),
+            row(sc.FASTVAE_1T, 2000.0, "fastvae", 1),
+            row("torch", 1000.0),
+            row("jax", 2000.0),
+        ],
+    }
     part["targets"] = sc.evaluate_targets("idle", harness.scenario_rates(part))
     text = harness.format_scenario(part)
     assert text.splitlines()[0].startswith("## Scenario idle: ISA native")
-    assert ("| 784-400/20/128 | 3,000 | 2,000 | 1,000 | 2,000 | 1.50x | 3.00x | 1.50x |"
-            in text)
+    assert (
+        "| 784-400/20/128 | 3,000 | 2,000 | 1,000 | 2,000 | 1.50x | 3.00x | 1.50x |"
+        in text
+    )
     assert "fastvae (2 threads) samples/s" in text
     assert "PASS  idle: 784-400/20/128: fastvae default / PyTorch >= 2x" in text
     assert "PASS  idle: 784-400/20/128: fastvae default / JAX >= 1.3x" in text
@@ -486,9 +636,22 @@ def test_scenario_table_shows_rates_ratios_and_targets():
 def test_quick_scenarios_end_to_end(tmp_path):
     out = tmp_path / "s.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--scenarios",
-         "avx2,busy1", "--quick", "--impls", "fastvae", "numpy", "--json", str(out)],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--scenarios",
+            "avx2,busy1",
+            "--quick",
+            "--impls",
+            "fastvae",
+            "numpy",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     m = report["machine"]
@@ -496,7 +659,11 @@ def test_quick_scenarios_end_to_end(tmp_path):
     assert len(m["load_average"]) == 3
     (avx2, busy1) = report["scenarios"]
     assert (avx2["isa"], avx2["busy"], busy1["isa"], busy1["busy"]) == (
-        "avx2", 0, "native", 1)
+        "avx2",
+        0,
+        "native",
+        1,
+    )
     for part in (avx2, busy1):
         labels = [r["label"] for r in part["results"]]
         assert labels == ["fastvae", "fastvae-1t", "numpy"]
@@ -511,10 +678,26 @@ def test_quick_scenarios_end_to_end(tmp_path):
 def test_isa_and_busy_options_of_a_single_run(tmp_path):
     out = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick",
-         "--no-kernels", "--impls", "fastvae", "--threads", "1", "--isa", "avx2",
-         "--busy", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--quick",
+            "--no-kernels",
+            "--impls",
+            "fastvae",
+            "--threads",
+            "1",
+            "--isa",
+            "avx2",
+            "--busy",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert (report["isa"], report["busy"]) == ("avx2", 1)
@@ -526,7 +709,11 @@ def test_isa_and_busy_options_of_a_single_run(tmp_path):
 
 
 def test_bench_mpi_has_the_isa_and_busy_options():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_mpi.py"),
-                           "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_mpi.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "--isa {native,avx2}" in proc.stdout and "--busy N" in proc.stdout

@@ -42,8 +42,9 @@ def _settings(**changes):
     # One thread: on a loaded 2-core machine two OpenMP threads make these tiny
     # steps 100x slower; results are bitwise the same for any thread count
     # (test_resume_on_one_thread_continues_a_two_thread_run).
-    settings = dict(hidden=(8,), latent_dim=2, epochs=4, batch_size=24, seed=2,
-                    n_threads=1)
+    settings = dict(
+        hidden=(8,), latent_dim=2, epochs=4, batch_size=24, seed=2, n_threads=1
+    )
     settings.update(changes)
     return settings
 
@@ -80,32 +81,59 @@ def assert_same_run(a, b):
 # -- exact resume ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, settings, every_steps, crash_at", [
-    (fastvae.VAE, {}, None, 2),                                        # epoch boundary
-    (fastvae.VAE, {}, 5, 3),                                           # mid-epoch
-    (fastvae.VAE, {"kl_warmup": 15, "dynamic_binarization": True,
-                   "corruption": 0.2, "beta": 0.5}, 4, 5),
-    (fastvae.VAE, {"dtype": np.float64, "optimizer": "momentum"}, 7, 3),
-    (fastvae.VAE, {"likelihood": "gaussian", "sigma": "learned",
-                   "optimizer": fastvae.optim.Adam(lr=3e-3, beta2=0.99)}, 3, 4),
-    (fastvae.DenoisingAutoencoder, {"optimizer": "sgd", "lr": 0.05}, 6, 3),
-])
-def test_resume_after_a_crash_is_bitwise_exact(X, tmp_path, monkeypatch, make,
-                                               settings, every_steps, crash_at):
+@pytest.mark.parametrize(
+    "make, settings, every_steps, crash_at",
+    [
+        (fastvae.VAE, {}, None, 2),  # epoch boundary
+        (fastvae.VAE, {}, 5, 3),  # mid-epoch
+        (
+            fastvae.VAE,
+            {
+                "kl_warmup": 15,
+                "dynamic_binarization": True,
+                "corruption": 0.2,
+                "beta": 0.5,
+            },
+            4,
+            5,
+        ),
+        (fastvae.VAE, {"dtype": np.float64, "optimizer": "momentum"}, 7, 3),
+        (
+            fastvae.VAE,
+            {
+                "likelihood": "gaussian",
+                "sigma": "learned",
+                "optimizer": fastvae.optim.Adam(lr=3e-3, beta2=0.99),
+            },
+            3,
+            4,
+        ),
+        (fastvae.DenoisingAutoencoder, {"optimizer": "sgd", "lr": 0.05}, 6, 3),
+    ],
+)
+def test_resume_after_a_crash_is_bitwise_exact(
+    X, tmp_path, monkeypatch, make, settings, every_steps, crash_at
+):
     cond = np.eye(3, dtype=np.float32)[np.arange(len(X)) % 3]
     kw = _settings(**settings)
     straight = make(**kw).fit(X, condition=cond, validation_data=(X[:40], cond[:40]))
     _crash_after(monkeypatch, crash_at)
     with pytest.raises(_Crash):
-        make(**kw).fit(X, condition=cond, validation_data=(X[:40], cond[:40]),
-                       checkpoint=tmp_path, checkpoint_every_steps=every_steps)
+        make(**kw).fit(
+            X,
+            condition=cond,
+            validation_data=(X[:40], cond[:40]),
+            checkpoint=tmp_path,
+            checkpoint_every_steps=every_steps,
+        )
     monkeypatch.undo()
     info = fastvae.checkpoint_info(tmp_path)
     assert not info["finished"] and info["epochs"] == 4
     if every_steps is not None:  # 9 steps per epoch: these checkpoints are mid-epoch
         assert info["epoch_step"] == info["steps"] % 9 != 0
-    resumed = fastvae.resume(tmp_path, X, condition=cond,
-                             validation_data=(X[:40], cond[:40]))
+    resumed = fastvae.resume(
+        tmp_path, X, condition=cond, validation_data=(X[:40], cond[:40])
+    )
     assert type(resumed) is make
     assert_same_run(resumed, straight)
     final = fastvae.checkpoint_info(tmp_path)
@@ -135,8 +163,9 @@ def test_resume_to_more_epochs_equals_a_longer_run(X, tmp_path):
     assert same.n_iter_ == 3
     resumed = fastvae.resume(tmp_path / "c.npz", X, epochs=6)
     assert_same_run(resumed, longer)
-    with pytest.raises(ValueError, match="epochs=5 but the checkpointed run has "
-                                         "done 6"):
+    with pytest.raises(
+        ValueError, match="epochs=5 but the checkpointed run has done 6"
+    ):
         fastvae.resume(tmp_path / "c.npz", X, epochs=5)
 
 
@@ -168,8 +197,9 @@ def test_checkpoint_every_n_epochs_and_at_the_end(X, tmp_path, monkeypatch):
     fastvae.VAE(**_settings(epochs=5)).fit(X, checkpoint=tmp_path, checkpoint_every=2)
     assert written == [(2, 0, 18), (4, 0, 36), (5, 0, 45)]
     written.clear()
-    fastvae.VAE(**_settings(epochs=2)).fit(X, checkpoint=tmp_path, checkpoint_every=0,
-                                           checkpoint_every_steps=4)
+    fastvae.VAE(**_settings(epochs=2)).fit(
+        X, checkpoint=tmp_path, checkpoint_every=0, checkpoint_every_steps=4
+    )
     # t = 4, 8 mid-epoch 1; 12, 16 mid-epoch 2; the end (18)
     assert written == [(0, 4, 4), (0, 8, 8), (1, 3, 12), (1, 7, 16), (2, 0, 18)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
@@ -181,11 +211,14 @@ def test_resume_refuses_other_data(X, tmp_path):
     other[7, 3] = 0.5
     with pytest.raises(ValueError, match="differs from the data the checkpointed run"):
         fastvae.resume(tmp_path, other, epochs=2)
-    with pytest.raises(ValueError, match="the data have 150 samples but the "
-                                         "checkpointed run trained on 200"):
+    with pytest.raises(
+        ValueError,
+        match="the data have 150 samples but the checkpointed run trained on 200",
+    ):
         fastvae.resume(tmp_path, X[:150], epochs=2)
-    with pytest.raises(ValueError, match="2 condition columns but the checkpointed run "
-                                         "trained on 0"):
+    with pytest.raises(
+        ValueError, match="2 condition columns but the checkpointed run trained on 0"
+    ):
         fastvae.resume(tmp_path, X, condition=np.ones((200, 2), np.float32), epochs=2)
 
 
@@ -211,8 +244,9 @@ def test_checkpoint_arguments_are_checked_before_training(X, tmp_path):
     with pytest.raises(TypeError, match="checkpoint_meta must be JSON-serialisable"):
         vae.fit(X, checkpoint=tmp_path, checkpoint_meta={"x": object()})
     assert not hasattr(vae, "params_") and not list(tmp_path.iterdir())
-    with pytest.raises(FileNotFoundError, match="checkpoint .*missing.npz does not "
-                                                "exist"):
+    with pytest.raises(
+        FileNotFoundError, match="checkpoint .*missing.npz does not exist"
+    ):
         fastvae.resume(tmp_path / "missing.npz", X)
 
 
@@ -220,8 +254,11 @@ def test_checkpoint_arguments_are_checked_before_training(X, tmp_path):
 
 
 def test_divergence_keeps_the_last_good_checkpoint(X, tmp_path):
-    vae = fastvae.VAE(**_settings(optimizer="sgd", lr=1e6, likelihood="gaussian",
-                                  epochs=5, batch_size=20))
+    vae = fastvae.VAE(
+        **_settings(
+            optimizer="sgd", lr=1e6, likelihood="gaussian", epochs=5, batch_size=20
+        )
+    )
     with pytest.raises(FloatingPointError) as info:
         vae.fit(X * 10, checkpoint=tmp_path, checkpoint_every_steps=1)
     message = str(info.value)
@@ -239,11 +276,15 @@ def test_non_finite_state_is_never_written(X, tmp_path):
     before = (tmp_path / "checkpoint.npz").read_bytes()
     state, arrays = vae._state()
     arrays = dict(arrays, opt_state2=np.full_like(arrays["opt_state2"], np.inf))
-    writer = fckpt.Checkpointer(tmp_path / "checkpoint.npz", 1, None,
-                                {"epochs": 1}, {}, last=(1, 0, vae.t_))
-    with pytest.raises(FloatingPointError, match="opt_state2 became NaN or infinite by "
-                                                 "epoch 1, step 9; no checkpoint was "
-                                                 "written.*last good checkpoint"):
+    writer = fckpt.Checkpointer(
+        tmp_path / "checkpoint.npz", 1, None, {"epochs": 1}, {}, last=(1, 0, vae.t_)
+    )
+    with pytest.raises(
+        FloatingPointError,
+        match="opt_state2 became NaN or infinite by "
+        "epoch 1, step 9; no checkpoint was "
+        "written.*last good checkpoint",
+    ):
         writer.write(state, arrays, fckpt.EpochProgress())
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
 
@@ -259,9 +300,12 @@ def test_a_failed_write_keeps_the_previous_checkpoint(X, tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(fio.os, "replace", replace)
-    with pytest.raises(OSError, match="could not write checkpoint .* at epoch 2, "
-                                      "step 18: disk quota exceeded.*last good "
-                                      r"checkpoint \(1 epochs, step 9\)"):
+    with pytest.raises(
+        OSError,
+        match="could not write checkpoint .* at epoch 2, "
+        "step 18: disk quota exceeded.*last good "
+        r"checkpoint \(1 epochs, step 9\)",
+    ):
         fastvae.VAE(**_settings()).fit(X, checkpoint=tmp_path)
     monkeypatch.undo()
     assert fastvae.checkpoint_info(tmp_path)["epochs_done"] == 1
@@ -272,21 +316,25 @@ def test_a_failed_write_keeps_the_previous_checkpoint(X, tmp_path, monkeypatch):
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get(
-        "PYTHONPATH", ""))
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     env.pop("FASTVAE_DEBUG", None)
     return env
 
 
 def _start_and_kill(cmd, checkpoint, cwd):
     """Start cmd, wait for its first checkpoint, kill -9 it at once."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while not checkpoint.exists():
         if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} before a checkpoint: "
-                                 f"{proc.stderr.read().decode()}")
+            raise AssertionError(
+                f"exited {proc.returncode} before a checkpoint: "
+                f"{proc.stderr.read().decode()}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("no checkpoint within 120 s")
@@ -297,9 +345,29 @@ def _start_and_kill(cmd, checkpoint, cwd):
     assert proc.returncode == -signal.SIGKILL
 
 
-CLI_RUN = ["--n-samples", "240", "--validation", "30", "--hidden", "16", "--latent-dim",
-           "2", "--batch-size", "21", "--epochs", "60", "--kl-warmup", "40",
-           "--binarize", "dynamic", "--seed", "5", "--threads", "1", "--quiet"]
+CLI_RUN = [
+    "--n-samples",
+    "240",
+    "--validation",
+    "30",
+    "--hidden",
+    "16",
+    "--latent-dim",
+    "2",
+    "--batch-size",
+    "21",
+    "--epochs",
+    "60",
+    "--kl-warmup",
+    "40",
+    "--binarize",
+    "dynamic",
+    "--seed",
+    "5",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 def test_cli_kill_9_and_resume_is_bitwise_exact(tmp_path, capsys):
@@ -320,9 +388,14 @@ def test_cli_kill_9_and_resume_is_bitwise_exact(tmp_path, capsys):
     assert cli.main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
     assert "--lr cannot be given with --resume" in capsys.readouterr().err
 
-    proc = subprocess.run([sys.executable, "-m", "fastvae", "train", "--resume", "run"],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastvae", "train", "--resume", "run"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     resuming = f"resuming run/checkpoint.npz after {info['epochs_done']} epochs"
     assert resuming in proc.stdout
@@ -346,12 +419,14 @@ def test_kill_9_mid_epoch_and_resume_is_bitwise_exact(X, tmp_path):
     kw = _settings(epochs=60, batch_size=20, kl_warmup=50, dynamic_binarization=True)
     np.save(tmp_path / "X.npy", X)
     script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import numpy as np, fastvae
         X = np.load("X.npy")
         fastvae.VAE(**{kw!r}).fit(X, checkpoint="ckpt.npz", checkpoint_every=0,
                                    checkpoint_every_steps=7)
-    """))
+    """)
+    )
     _start_and_kill([sys.executable, str(script)], tmp_path / "ckpt.npz", tmp_path)
     info = fastvae.checkpoint_info(tmp_path / "ckpt.npz")
     assert info["steps"] % 7 == 0 and info["steps"] < 600
@@ -365,8 +440,10 @@ def test_kill_9_mid_epoch_and_resume_is_bitwise_exact(X, tmp_path):
 def test_cli_resume_needs_a_cli_checkpoint(X, tmp_path, capsys):
     fastvae.VAE(**_settings(epochs=1)).fit(X, checkpoint=tmp_path)
     assert cli.main(["train", "--resume", str(tmp_path)]) == 2
-    assert "was not written by fastvae train; continue it with fastvae.resume" \
+    assert (
+        "was not written by fastvae train; continue it with fastvae.resume"
         in capsys.readouterr().err
+    )
 
 
 # -- checkpoint files that must be refused ------------------------------------------
@@ -375,9 +452,13 @@ def test_cli_resume_needs_a_cli_checkpoint(X, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def checkpoint_file(X, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
-    fastvae.VAE(**_settings(epochs=2)).fit(X, checkpoint=folder, checkpoint_every=0,
-                                           checkpoint_every_steps=13,
-                                           checkpoint_meta={"note": "hi"})
+    fastvae.VAE(**_settings(epochs=2)).fit(
+        X,
+        checkpoint=folder,
+        checkpoint_every=0,
+        checkpoint_every_steps=13,
+        checkpoint_meta={"note": "hi"},
+    )
     blob = (folder / "checkpoint.npz").read_bytes()
     return blob
 
@@ -391,9 +472,16 @@ def ckpt(checkpoint_file, tmp_path):
 
 def test_checkpoint_info(ckpt):
     info = fastvae.checkpoint_info(ckpt)
-    assert info == {"path": ckpt, "estimator": "VAE", "epochs": 2, "epochs_done": 2,
-                    "epoch_step": 0, "steps": 18, "finished": True,
-                    "meta": {"note": "hi"}}
+    assert info == {
+        "path": ckpt,
+        "estimator": "VAE",
+        "epochs": 2,
+        "epochs_done": 2,
+        "epoch_step": 0,
+        "steps": 18,
+        "finished": True,
+        "meta": {"note": "hi"},
+    }
     meta = _meta(_members(ckpt))
     assert meta["format"] == "fastvae-checkpoint" and meta["format_version"] == 1
     assert set(meta["arrays"]) == {"params", "opt_state1", "opt_state2"}
@@ -408,8 +496,9 @@ def test_truncated_checkpoints_are_refused(ckpt, X, fraction):
         fastvae.resume(ckpt, X)
 
 
-@pytest.mark.parametrize("member, at", [("params.npy", 200), ("opt_state2.npy", 900),
-                                        ("meta.npy", 300)])
+@pytest.mark.parametrize(
+    "member, at", [("params.npy", 200), ("opt_state2.npy", 900), ("meta.npy", 300)]
+)
 def test_corrupted_checkpoints_are_refused(ckpt, X, member, at):
     blob = bytearray(ckpt.read_bytes())
     blob[_member_offset(ckpt, member) + at] ^= 0x01
@@ -420,8 +509,9 @@ def test_corrupted_checkpoints_are_refused(ckpt, X, member, at):
 
 def test_a_model_file_is_not_a_checkpoint(X, tmp_path):
     fastvae.VAE(**_settings(epochs=1)).fit(X).save(tmp_path / "model.npz")
-    with pytest.raises(fastvae.ModelFileError, match="is a fastvae model file, not a "
-                                                     "checkpoint"):
+    with pytest.raises(
+        fastvae.ModelFileError, match="is a fastvae model file, not a checkpoint"
+    ):
         fastvae.resume(tmp_path / "model.npz", X)
 
 
@@ -435,37 +525,50 @@ def _edit(meta, path, value):
         d[path[-1]] = value
 
 
-@pytest.mark.parametrize("path, value, message", [
-    (("format_version",), 2, "checkpoint format version 2; this fastvae reads versions "
-                             "1 to 1 \\(upgrade fastvae"),
-    (("progress",), KeyError, "no progress section"),
-    (("progress",), [], "no progress section"),
-    (("progress", "extra"), 1, "progress must have the keys"),
-    (("progress", "epochs"), 1, "progress says 1 epochs in all but 2 are done"),
-    (("progress", "epochs"), "2", "epochs must be Integral"),
-    (("progress", "batch_size"), 0, "batch_size must be >= 1"),
-    (("progress", "batch_size"), 201, "batch_size must be <= 200"),
-    (("progress", "epoch", "step"), 9, "epoch step must be <= 8"),
-    (("progress", "epoch", "step"), -1, "epoch step must be >= 0"),
-    (("progress", "epoch", "step"), 2.5, "epoch step must be Integral"),
-    (("progress", "epoch", "window_steps"), 1, "window_steps must be <= 0"),
-    (("progress", "epoch", "loss"), float("nan"), "progress loss must be a finite"),
-    (("progress", "epoch", "seconds"), -1.0, "progress seconds must be a finite number "
-                                             ">= 0"),
-    (("progress", "epoch", "kl"), "0", "progress kl must be a finite number"),
-    (("progress", "epoch", "extra"), 0, "progress epoch must have the keys"),
-    (("progress", "epoch"), None, "progress epoch must have the keys"),
-    (("progress", "data", "sha256"), "abc", "sha256 must be 64 hex digits"),
-    (("progress", "data", "n_features"), 17, "data sizes do not match the model"),
-    (("progress", "data", "n_samples"), 0, "n_samples must be >= 1"),
-    (("progress", "data"), "X.npy", "progress data must have"),
-    (("progress", "checkpoint_every"), -2, "checkpoint_every must be >= 0"),
-    (("progress", "checkpoint_every_steps"), "13", "checkpoint_every_steps must be "
-                                                   "Integral"),
-    (("user",), ["cli"], "user must be a JSON object"),
-    (("fitted", "n_iter_"), 3, "history_ lengths"),
-    (("params", "dtype"), "float16", "dtype must be float32 or float64"),
-])
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (
+            ("format_version",),
+            2,
+            "checkpoint format version 2; this fastvae reads versions "
+            "1 to 1 \\(upgrade fastvae",
+        ),
+        (("progress",), KeyError, "no progress section"),
+        (("progress",), [], "no progress section"),
+        (("progress", "extra"), 1, "progress must have the keys"),
+        (("progress", "epochs"), 1, "progress says 1 epochs in all but 2 are done"),
+        (("progress", "epochs"), "2", "epochs must be Integral"),
+        (("progress", "batch_size"), 0, "batch_size must be >= 1"),
+        (("progress", "batch_size"), 201, "batch_size must be <= 200"),
+        (("progress", "epoch", "step"), 9, "epoch step must be <= 8"),
+        (("progress", "epoch", "step"), -1, "epoch step must be >= 0"),
+        (("progress", "epoch", "step"), 2.5, "epoch step must be Integral"),
+        (("progress", "epoch", "window_steps"), 1, "window_steps must be <= 0"),
+        (("progress", "epoch", "loss"), float("nan"), "progress loss must be a finite"),
+        (
+            ("progress", "epoch", "seconds"),
+            -1.0,
+            "progress seconds must be a finite number >= 0",
+        ),
+        (("progress", "epoch", "kl"), "0", "progress kl must be a finite number"),
+        (("progress", "epoch", "extra"), 0, "progress epoch must have the keys"),
+        (("progress", "epoch"), None, "progress epoch must have the keys"),
+        (("progress", "data", "sha256"), "abc", "sha256 must be 64 hex digits"),
+        (("progress", "data", "n_features"), 17, "data sizes do not match the model"),
+        (("progress", "data", "n_samples"), 0, "n_samples must be >= 1"),
+        (("progress", "data"), "X.npy", "progress data must have"),
+        (("progress", "checkpoint_every"), -2, "checkpoint_every must be >= 0"),
+        (
+            ("progress", "checkpoint_every_steps"),
+            "13",
+            "checkpoint_every_steps must be Integral",
+        ),
+        (("user",), ["cli"], "user must be a JSON object"),
+        (("fitted", "n_iter_"), 3, "history_ lengths"),
+        (("params", "dtype"), "float16", "dtype must be float32 or float64"),
+    ],
+)
 def test_checkpoints_with_wrong_progress_or_settings(ckpt, X, path, value, message):
     members = _members(ckpt)
     meta = _meta(members)
@@ -497,8 +600,9 @@ def test_a_pickle_inside_a_checkpoint_is_never_unpickled(ckpt, X, tmp_path):
             return (open, (str(marker), "w"))
 
     members = _members(ckpt)
-    members["opt_state1.npy"] = _npy(np.array([Exploit()], dtype=object),
-                                     allow_pickle=True)
+    members["opt_state1.npy"] = _npy(
+        np.array([Exploit()], dtype=object), allow_pickle=True
+    )
     _rewrite(ckpt, members)
     with pytest.raises(fastvae.ModelFileError, match="opt_state1"):
         fastvae.resume(ckpt, X)
@@ -507,8 +611,9 @@ def test_a_pickle_inside_a_checkpoint_is_never_unpickled(ckpt, X, tmp_path):
 
 def test_deeply_nested_user_metadata(ckpt, X):
     members = _members(ckpt)
-    text = json.dumps(_meta(members)).replace('"user": {"note": "hi"}',
-                                               '"user": ' + "[" * 50_000 + "]" * 50_000)
+    text = json.dumps(_meta(members)).replace(
+        '"user": {"note": "hi"}', '"user": ' + "[" * 50_000 + "]" * 50_000
+    )
     members["meta.npy"] = _meta_bytes(text)
     _rewrite(ckpt, members)
     with pytest.raises(fastvae.ModelFileError, match="unreadable metadata"):

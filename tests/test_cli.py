@@ -17,17 +17,38 @@ import fastvae
 from fastvae import data
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--n-samples", "600", "--epochs", "2", "--hidden", "32", "--latent-dim", "4",
-        "--batch-size", "64", "--quiet"]
+TINY = [
+    "--n-samples",
+    "600",
+    "--epochs",
+    "2",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
 
 
 def run_cli(*args, cwd, check=True):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     env.pop("FASTVAE_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "fastvae", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastvae", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -48,8 +69,13 @@ def trained(tmp_path_factory):
 
 def test_train_writes_every_output(trained):
     _, run, proc = trained
-    for name in ("model.npz", "history.json", "loss_curve.png", "samples.png",
-                 "reconstructions.png"):
+    for name in (
+        "model.npz",
+        "history.json",
+        "loss_curve.png",
+        "samples.png",
+        "reconstructions.png",
+    ):
         assert (run / name).is_file(), name
     assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temp files
     for name in ("loss_curve.png", "samples.png", "reconstructions.png"):
@@ -62,14 +88,28 @@ def test_train_history_has_one_entry_per_epoch(trained):
     _, run, _ = trained
     record = json.loads((run / "history.json").read_text())
     h = record["history"]
-    for key in ("epoch", "loss", "reconstruction", "kl", "elbo", "val_elbo", "seconds",
-                "samples_per_second"):
+    for key in (
+        "epoch",
+        "loss",
+        "reconstruction",
+        "kl",
+        "elbo",
+        "val_elbo",
+        "seconds",
+        "samples_per_second",
+    ):
         assert len(h[key]) == 2, key
     assert h["epoch"] == [1, 2]
     assert all(v is not None and v < 0 for v in h["val_elbo"])
-    assert record["data"] == {"name": "shapes", "n_train": 540, "n_validation": 60,
-                              "n_features": 784}
-    assert record["settings"]["latent_dim"] == 4 and record["settings"]["hidden"] == [32]
+    assert record["data"] == {
+        "name": "shapes",
+        "n_train": 540,
+        "n_validation": 60,
+        "n_features": 784,
+    }
+    assert record["settings"]["latent_dim"] == 4 and record["settings"]["hidden"] == [
+        32
+    ]
 
 
 def test_progress_bar_shows_epoch_losses_rate_and_eta(tmp_path):
@@ -81,8 +121,11 @@ def test_progress_bar_shows_epoch_losses_rate_and_eta(tmp_path):
     # and its two terms in nats per sample
     final = [line for line in states if line.startswith("epoch 2/2: 100%")]
     assert final, proc.stderr
-    assert re.search(r"\| 1\.08k/1\.08k \[\d\d:\d\d<00:00, +[\d.]+k?sample/s, "
-                     r"loss=[\d.]+, recon=[\d.]+, kl=[\d.]+\]", final[-1]), final[-1]
+    assert re.search(
+        r"\| 1\.08k/1\.08k \[\d\d:\d\d<00:00, +[\d.]+k?sample/s, "
+        r"loss=[\d.]+, recon=[\d.]+, kl=[\d.]+\]",
+        final[-1],
+    ), final[-1]
     # (whether an "epoch 1/2" state is drawn depends on timing: tqdm redraws at
     # most every 0.2 s, and a tiny epoch can end sooner)
 
@@ -95,8 +138,19 @@ def test_train_writes_metrics_lines_and_run_spec(trained):
     assert len(lines) == 2
     records = [json.loads(line) for line in lines]
     assert [list(r) for r in records] == [
-        ["epoch", "step", "loss", "reconstruction", "kl", "elbo", "val_elbo", "seconds",
-         "samples_per_second", "elapsed"]] * 2
+        [
+            "epoch",
+            "step",
+            "loss",
+            "reconstruction",
+            "kl",
+            "elbo",
+            "val_elbo",
+            "seconds",
+            "samples_per_second",
+            "elapsed",
+        ]
+    ] * 2
     h = json.loads((run / "history.json").read_text())["history"]
     assert [r["epoch"] for r in records] == [1, 2]
     assert [r["step"] for r in records] == [9, 18]  # 540 rows in batches of 64
@@ -106,9 +160,19 @@ def test_train_writes_metrics_lines_and_run_spec(trained):
     spec = json.loads((run / "run.json").read_text())
     assert spec["model"] == "vae" and spec["conditional"] is False
     assert spec["data"] == {
-        "source": "shapes", "data_dir": None, "split": "train", "n_samples": 600,
-        "validation": 0.1, "split_seed": 0, "name": "shapes", "n_train": 540,
-        "n_validation": 60, "n_features": 784, "image_shape": [28, 28], "n_classes": 3}
+        "source": "shapes",
+        "data_dir": None,
+        "split": "train",
+        "n_samples": 600,
+        "validation": 0.1,
+        "split_seed": 0,
+        "name": "shapes",
+        "n_train": 540,
+        "n_validation": 60,
+        "n_features": 784,
+        "image_shape": [28, 28],
+        "n_classes": 3,
+    }
 
 
 def _cell(png, top, left, r, c, zoom=2):
@@ -119,10 +183,13 @@ def _cell(png, top, left, r, c, zoom=2):
 
 def test_traverse_around_zero(trained):
     folder, run, _ = trained
-    proc = run_cli("traverse", "--model", run / "model.npz", "--out", "t0.png",
-                   cwd=folder)
-    assert ("4 latent dimensions (the first 0, 1, 2, 3) x 9 values from -3 to +3"
-            in proc.stdout)
+    proc = run_cli(
+        "traverse", "--model", run / "model.npz", "--out", "t0.png", cwd=folder
+    )
+    assert (
+        "4 latent dimensions (the first 0, 1, 2, 3) x 9 values from -3 to +3"
+        in proc.stdout
+    )
     png = imread(folder / "t0.png")
     # bands: 4 + 64 (row labels) left, 4 + 22 (title) + 14 (column labels) top,
     # 4 right and below; 4 rows and 9 columns of 28x28 images at 2x, 1-pixel gaps
@@ -134,8 +201,9 @@ def test_traverse_around_zero(trained):
     for r, c in ((0, 0), (2, 4), (3, 8)):
         z = np.zeros((1, 4), np.float32)
         z[0, r] = values[c]
-        np.testing.assert_allclose(_cell(png, top, left, r, c), model.decode(z)[0],
-                                   atol=2.5 / 255)
+        np.testing.assert_allclose(
+            _cell(png, top, left, r, c), model.decode(z)[0], atol=2.5 / 255
+        )
 
 
 def test_traverse_around_a_data_row_ranks_dimensions_by_kl(trained):
@@ -145,20 +213,51 @@ def test_traverse_around_a_data_row_ranks_dimensions_by_kl(trained):
     mu, logvar = model.encode(test.X)
     kl = np.mean(0.5 * (mu**2 + np.exp(logvar) - 1 - logvar), axis=0)
     order = ", ".join(str(d) for d in np.argsort(-kl))
-    proc = run_cli("traverse", "--model", run / "model.npz", "--data", "shapes",
-                   "--n-samples", "300", "--index", "7", "--out", "t1.png", cwd=folder)
+    proc = run_cli(
+        "traverse",
+        "--model",
+        run / "model.npz",
+        "--data",
+        "shapes",
+        "--n-samples",
+        "300",
+        "--index",
+        "7",
+        "--out",
+        "t1.png",
+        cwd=folder,
+    )
     assert f"the 4 with the largest KL on the data, {order})" in proc.stdout
     assert "around the posterior mean of shapes row 7" in proc.stdout
     assert imread(folder / "t1.png").shape[:2] == (274, 592)
-    proc = run_cli("traverse", "--model", run / "model.npz", "--data", "shapes",
-                   "--n-samples", "300", "--index", "7", "--dims", "3", "1", "--steps",
-                   "9", "--range", "2", "--out", "t2.png", cwd=folder)
+    proc = run_cli(
+        "traverse",
+        "--model",
+        run / "model.npz",
+        "--data",
+        "shapes",
+        "--n-samples",
+        "300",
+        "--index",
+        "7",
+        "--dims",
+        "3",
+        "1",
+        "--steps",
+        "9",
+        "--range",
+        "2",
+        "--out",
+        "t2.png",
+        cwd=folder,
+    )
     png = imread(folder / "t2.png")
     assert png.shape[:2] == (40 + 2 * (2 * 29 - 1) + 4, 592)
     # the middle column (offset 0) is the reconstruction of row 7
     for r in range(2):
-        np.testing.assert_allclose(_cell(png, 40, 68, r, 4),
-                                   model.reconstruct(test.X[7:8])[0], atol=2.5 / 255)
+        np.testing.assert_allclose(
+            _cell(png, 40, 68, r, 4), model.reconstruct(test.X[7:8])[0], atol=2.5 / 255
+        )
 
 
 def test_interpolate(trained):
@@ -167,9 +266,21 @@ def test_interpolate(trained):
     test = data.load_dataset("shapes", split="test", n_samples=100)
     pictures = {}
     for name, extra in (("lin.png", []), ("slerp.png", ["--slerp"])):
-        proc = run_cli("interpolate", "--model", run / "model.npz", "--n-samples",
-                       "100", "--from", "3", "--to", "42", *extra, "--out", name,
-                       cwd=folder)
+        proc = run_cli(
+            "interpolate",
+            "--model",
+            run / "model.npz",
+            "--n-samples",
+            "100",
+            "--from",
+            "3",
+            "--to",
+            "42",
+            *extra,
+            "--out",
+            name,
+            cwd=folder,
+        )
         assert "row 3 -> row 42, 10" in proc.stdout
         png = imread(folder / name)
         # one row: the two originals and 10 decoded steps; title and column labels
@@ -177,15 +288,22 @@ def test_interpolate(trained):
         assert png[..., :3].std() > 0.05
         np.testing.assert_allclose(_cell(png, 40, 4, 0, 0), test.X[3], atol=2.5 / 255)
         np.testing.assert_allclose(_cell(png, 40, 4, 0, 11), test.X[42], atol=2.5 / 255)
-        np.testing.assert_allclose(_cell(png, 40, 4, 0, 1),
-                                   model.reconstruct(test.X[3:4])[0], atol=2.5 / 255)
-        np.testing.assert_allclose(_cell(png, 40, 4, 0, 10),
-                                   model.reconstruct(test.X[42:43])[0], atol=2.5 / 255)
+        np.testing.assert_allclose(
+            _cell(png, 40, 4, 0, 1), model.reconstruct(test.X[3:4])[0], atol=2.5 / 255
+        )
+        np.testing.assert_allclose(
+            _cell(png, 40, 4, 0, 10),
+            model.reconstruct(test.X[42:43])[0],
+            atol=2.5 / 255,
+        )
         pictures[name] = png
     z = model.transform(test.X[[3, 42]])
     mid = (5 * z[0] + 4 * z[1]) / 9  # t = 4/9, the 5th step
-    np.testing.assert_allclose(_cell(pictures["lin.png"], 40, 4, 0, 5),
-                               model.decode(mid[None])[0], atol=2.5 / 255)
+    np.testing.assert_allclose(
+        _cell(pictures["lin.png"], 40, 4, 0, 5),
+        model.decode(mid[None])[0],
+        atol=2.5 / 255,
+    )
     assert np.abs(pictures["lin.png"] - pictures["slerp.png"]).max() > 0.05
 
 
@@ -217,8 +335,21 @@ def test_plot_a_run_in_progress_and_one_without_labels(trained, tmp_path):
     assert not (partial / "latent.png").exists()
 
     np.save(tmp_path / "points.npy", np.random.default_rng(0).random((200, 16)))
-    run_cli("train", "--data", "points.npy", "--epochs", "1", "--hidden", "8",
-            "--latent-dim", "2", "--quiet", "--out", "points", cwd=tmp_path)
+    run_cli(
+        "train",
+        "--data",
+        "points.npy",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--latent-dim",
+        "2",
+        "--quiet",
+        "--out",
+        "points",
+        cwd=tmp_path,
+    )
     proc = run_cli("plot", "--run", "points", cwd=tmp_path)
     assert "no latent scatter: the run's data (points) has no labels" in proc.stdout
     assert_picture(tmp_path / "points" / "loss_curve.png")
@@ -236,14 +367,35 @@ def test_train_model_loads_and_matches_history(trained):
 def test_sample_reconstruct_eval(trained):
     folder, run, _ = trained
     model_path = run / "model.npz"
-    run_cli("sample", "--model", model_path, "-n", "9", "--seed", "3", "--out", "s.png",
-            cwd=folder)
+    run_cli(
+        "sample",
+        "--model",
+        model_path,
+        "-n",
+        "9",
+        "--seed",
+        "3",
+        "--out",
+        "s.png",
+        cwd=folder,
+    )
     assert_picture(folder / "s.png", min_width=60, min_height=60)
-    run_cli("reconstruct", "--model", model_path, "--n-samples", "100", "-n", "8",
-            "--out", "r.png", cwd=folder)
+    run_cli(
+        "reconstruct",
+        "--model",
+        model_path,
+        "--n-samples",
+        "100",
+        "-n",
+        "8",
+        "--out",
+        "r.png",
+        cwd=folder,
+    )
     assert_picture(folder / "r.png", min_width=60, min_height=40)
-    proc = run_cli("eval", "--model", model_path, "--n-samples", "200", "--json",
-                   cwd=folder)
+    proc = run_cli(
+        "eval", "--model", model_path, "--n-samples", "200", "--json", cwd=folder
+    )
     result = json.loads(proc.stdout)
     model = fastvae.load(model_path)
     test_shapes = data.load_dataset("shapes", split="test", n_samples=200)
@@ -254,9 +406,23 @@ def test_sample_reconstruct_eval(trained):
 def test_train_on_a_users_npy_file_without_images(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "points.npy", rng.random((300, 5)).astype(np.float32))
-    proc = run_cli("train", "--data", "points.npy", "--epochs", "2", "--hidden", "8",
-                   "--latent-dim", "2", "--likelihood", "gaussian", "--quiet",
-                   "--out", "out", cwd=tmp_path)
+    proc = run_cli(
+        "train",
+        "--data",
+        "points.npy",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--latent-dim",
+        "2",
+        "--likelihood",
+        "gaussian",
+        "--quiet",
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
     assert "not images" in proc.stdout
     assert (tmp_path / "out" / "model.npz").is_file()
     assert (tmp_path / "out" / "loss_curve.png").is_file()
@@ -276,17 +442,27 @@ def test_train_on_a_users_npy_file_without_images(tmp_path):
         (["plot", "--run", "nowhere"], "run folder nowhere does not exist"),
         (["plot", "--run", "."], "holds no history.json or metrics.jsonl"),
         (["train", "--steps", "3"], "unrecognized arguments: --steps 3"),
-        (["traverse", "--model", "m.npz", "--steps", "1"],
-         "argument --steps: expected an integer >= 2, got 1"),
-        (["traverse", "--model", "m.npz", "--range", "0"],
-         "argument --range: expected a number > 0, got '0'"),
-        (["interpolate", "--model", "m.npz", "--from", "1"],
-         "the following arguments are required: --to"),
+        (
+            ["traverse", "--model", "m.npz", "--steps", "1"],
+            "argument --steps: expected an integer >= 2, got 1",
+        ),
+        (
+            ["traverse", "--model", "m.npz", "--range", "0"],
+            "argument --range: expected a number > 0, got '0'",
+        ),
+        (
+            ["interpolate", "--model", "m.npz", "--from", "1"],
+            "the following arguments are required: --to",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
-    proc = run_cli(*args, *(["--out", "o"] if args[0] in ("train", "traverse") else []),
-                   cwd=tmp_path, check=False)
+    proc = run_cli(
+        *args,
+        *(["--out", "o"] if args[0] in ("train", "traverse") else []),
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastvae: error: "), proc.stderr
@@ -298,27 +474,42 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
     "args, message",
     [
         (["traverse", "--index", "3"], "--index needs --data"),
-        (["traverse", "--dims", "1", "4"],
-         "--dims 4 is out of range: the model has 4 latent dimensions, 0 to 3"),
-        (["traverse", "--data", "shapes", "--n-samples", "50", "--index", "50"],
-         "--index 50 is out of range: shapes (test) has 50 rows, 0 to 49"),
+        (
+            ["traverse", "--dims", "1", "4"],
+            "--dims 4 is out of range: the model has 4 latent dimensions, 0 to 3",
+        ),
+        (
+            ["traverse", "--data", "shapes", "--n-samples", "50", "--index", "50"],
+            "--index 50 is out of range: shapes (test) has 50 rows, 0 to 49",
+        ),
         (["traverse", "--label", "1"], "--label needs a conditional model"),
-        (["interpolate", "--n-samples", "20", "--from", "-1", "--to", "3"],
-         "--from -1 is out of range: shapes (test) has 20 rows, 0 to 19"),
-        (["interpolate", "--n-samples", "20", "--from", "0", "--to", "20"],
-         "--to 20 is out of range"),
-        (["interpolate", "--data", "missing.npy", "--from", "0", "--to", "1"],
-         "missing.npy not found"),
-        (["interpolate", "--split", "valid", "--from", "0", "--to", "1"],
-         "split must be one of"),
-        (["traverse", "--out", "no/such/folder/t.png"],
-         "folder no/such/folder does not exist"),
+        (
+            ["interpolate", "--n-samples", "20", "--from", "-1", "--to", "3"],
+            "--from -1 is out of range: shapes (test) has 20 rows, 0 to 19",
+        ),
+        (
+            ["interpolate", "--n-samples", "20", "--from", "0", "--to", "20"],
+            "--to 20 is out of range",
+        ),
+        (
+            ["interpolate", "--data", "missing.npy", "--from", "0", "--to", "1"],
+            "missing.npy not found",
+        ),
+        (
+            ["interpolate", "--split", "valid", "--from", "0", "--to", "1"],
+            "split must be one of",
+        ),
+        (
+            ["traverse", "--out", "no/such/folder/t.png"],
+            "folder no/such/folder does not exist",
+        ),
     ],
 )
 def test_latent_picture_errors_are_one_line_and_exit_2(trained, args, message):
     folder, run, _ = trained
-    proc = run_cli(args[0], "--model", run / "model.npz", *args[1:], cwd=folder,
-                   check=False)
+    proc = run_cli(
+        args[0], "--model", run / "model.npz", *args[1:], cwd=folder, check=False
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastvae: error: "), proc.stderr
@@ -334,16 +525,31 @@ def test_corrupted_model_and_wrong_width_data(trained, tmp_path):
     assert proc.stderr.startswith("fastvae: error: ") and "bad.npz" in proc.stderr
 
     np.save(tmp_path / "narrow.npy", np.zeros((10, 3), np.float32))
-    proc = run_cli("reconstruct", "--model", run / "model.npz", "--data", "narrow.npy",
-                   cwd=tmp_path, check=False)
+    proc = run_cli(
+        "reconstruct",
+        "--model",
+        run / "model.npz",
+        "--data",
+        "narrow.npy",
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "3 features per sample but the model was trained on 784" in proc.stderr
 
 
 def test_bad_data_for_bernoulli_is_explained(tmp_path):
     np.save(tmp_path / "pixels.npy", np.full((50, 4), 255.0, np.float32))
-    proc = run_cli("train", "--data", "pixels.npy", "--quiet", "--out", "o",
-                   cwd=tmp_path, check=False)
+    proc = run_cli(
+        "train",
+        "--data",
+        "pixels.npy",
+        "--quiet",
+        "--out",
+        "o",
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 2
     assert "must lie in [0, 1] for the Bernoulli likelihood" in proc.stderr
 
@@ -357,54 +563,138 @@ def test_argparse_errors_exit_2(tmp_path):
 
 def test_model_family_options(tmp_path):
     run_cli("train", *TINY, "--model", "dae", "--out", "dae", cwd=tmp_path)
-    proc = run_cli("eval", "--model", "dae/model.npz", "--n-samples", "50", "--json",
-                   cwd=tmp_path)
+    proc = run_cli(
+        "eval", "--model", "dae/model.npz", "--n-samples", "50", "--json", cwd=tmp_path
+    )
     result = json.loads(proc.stdout)
     assert "reconstruction_log_likelihood" in result and "elbo" not in result
-    proc = run_cli("eval", "--model", "dae/model.npz", "--k", "5", cwd=tmp_path,
-                   check=False)
+    proc = run_cli(
+        "eval", "--model", "dae/model.npz", "--k", "5", cwd=tmp_path, check=False
+    )
     assert proc.returncode == 2 and "--k needs a VAE" in proc.stderr
-    proc = run_cli("traverse", "--model", "dae/model.npz", "--data", "shapes",
-                   "--n-samples", "50", "--out", "dt.png", cwd=tmp_path)
+    proc = run_cli(
+        "traverse",
+        "--model",
+        "dae/model.npz",
+        "--data",
+        "shapes",
+        "--n-samples",
+        "50",
+        "--out",
+        "dt.png",
+        cwd=tmp_path,
+    )
     assert "largest var on the data" in proc.stdout  # an autoencoder has no KL
     assert_picture(tmp_path / "dt.png")
     assert fastvae.load(tmp_path / "dae/model.npz").corruption == 0.25
 
-    run_cli("train", *TINY, "--conditional", "--binarize", "dynamic", "--out", "cvae",
-            cwd=tmp_path)
+    run_cli(
+        "train",
+        *TINY,
+        "--conditional",
+        "--binarize",
+        "dynamic",
+        "--out",
+        "cvae",
+        cwd=tmp_path,
+    )
     model = fastvae.load(tmp_path / "cvae/model.npz")
     assert model.n_conditions_ == 3 and model.dynamic_binarization  # 3 shape classes
-    run_cli("sample", "--model", "cvae/model.npz", "--label", "2", "-n", "4", "--out",
-            "two.png", cwd=tmp_path)
+    run_cli(
+        "sample",
+        "--model",
+        "cvae/model.npz",
+        "--label",
+        "2",
+        "-n",
+        "4",
+        "--out",
+        "two.png",
+        cwd=tmp_path,
+    )
     assert_picture(tmp_path / "two.png", min_width=30, min_height=30)
-    proc = run_cli("eval", "--model", "cvae/model.npz", "--n-samples", "40", "--k", "20",
-                   "--json", cwd=tmp_path)
+    proc = run_cli(
+        "eval",
+        "--model",
+        "cvae/model.npz",
+        "--n-samples",
+        "40",
+        "--k",
+        "20",
+        "--json",
+        cwd=tmp_path,
+    )
     result = json.loads(proc.stdout)
     assert result["k"] == 20 and result["log_likelihood"] > result["elbo"] - 5
-    proc = run_cli("sample", "--model", "cvae/model.npz", "--label", "7", cwd=tmp_path,
-                   check=False)
+    proc = run_cli(
+        "sample", "--model", "cvae/model.npz", "--label", "7", cwd=tmp_path, check=False
+    )
     assert proc.returncode == 2 and "--label must be in [0, 3)" in proc.stderr
     proc = run_cli("traverse", "--model", "cvae/model.npz", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert "the model is conditional: give --label" in proc.stderr
-    proc = run_cli("traverse", "--model", "cvae/model.npz", "--label", "1", "--dims",
-                   "0", "--out", "ct.png", cwd=tmp_path)
+    proc = run_cli(
+        "traverse",
+        "--model",
+        "cvae/model.npz",
+        "--label",
+        "1",
+        "--dims",
+        "0",
+        "--out",
+        "ct.png",
+        cwd=tmp_path,
+    )
     assert "around z = 0" in proc.stdout
     assert imread(tmp_path / "ct.png").shape[:2] == (40 + 56 + 4, 592)
-    run_cli("interpolate", "--model", "cvae/model.npz", "--n-samples", "20", "--from",
-            "0", "--to", "1", "--steps", "3", "--out", "ci.png", cwd=tmp_path)
+    run_cli(
+        "interpolate",
+        "--model",
+        "cvae/model.npz",
+        "--n-samples",
+        "20",
+        "--from",
+        "0",
+        "--to",
+        "1",
+        "--steps",
+        "3",
+        "--out",
+        "ci.png",
+        cwd=tmp_path,
+    )
     assert_picture(tmp_path / "ci.png")
     proc = run_cli("plot", "--run", "cvae", cwd=tmp_path)
     assert "wrote cvae/latent.png" in proc.stdout
 
     np.save(tmp_path / "g.npy", np.random.default_rng(0).standard_normal((200, 6)))
-    run_cli("train", "--data", "g.npy", "--likelihood", "gaussian", "--sigma", "learned",
-            "--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--quiet", "--out", "g",
-            cwd=tmp_path)
+    run_cli(
+        "train",
+        "--data",
+        "g.npy",
+        "--likelihood",
+        "gaussian",
+        "--sigma",
+        "learned",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--latent-dim",
+        "2",
+        "--quiet",
+        "--out",
+        "g",
+        cwd=tmp_path,
+    )
     assert fastvae.load(tmp_path / "g/model.npz").sigma_.shape == (6,)
-    proc = run_cli("train", *TINY, "--sigma", "wide", "--out", "x", cwd=tmp_path,
-                   check=False)
-    assert proc.returncode == 2 and "expected a positive number or 'learned'" in proc.stderr
+    proc = run_cli(
+        "train", *TINY, "--sigma", "wide", "--out", "x", cwd=tmp_path, check=False
+    )
+    assert (
+        proc.returncode == 2
+        and "expected a positive number or 'learned'" in proc.stderr
+    )
 
 
 @pytest.mark.slow

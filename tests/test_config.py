@@ -8,7 +8,9 @@ AVX512 = {"fpu", "avx2", "fma", "avx512f"}
 
 def test_a_forced_pre_avx512_openblas_core_is_reported_on_an_avx512_cpu():
     (warning,) = blas_warnings({"OPENBLAS_CORETYPE": "Haswell"}, AVX512, "blas")
-    assert warning.startswith("OPENBLAS_CORETYPE=Haswell makes OpenBLAS use pre-AVX-512")
+    assert warning.startswith(
+        "OPENBLAS_CORETYPE=Haswell makes OpenBLAS use pre-AVX-512"
+    )
     assert "unset it" in warning
     assert blas_warnings({"OPENBLAS_CORETYPE": " zen "}, AVX512, "blas")
 
@@ -16,7 +18,9 @@ def test_a_forced_pre_avx512_openblas_core_is_reported_on_an_avx512_cpu():
 def test_no_warning_when_the_core_is_right_or_unknown_or_the_cpu_has_no_avx512():
     assert blas_warnings({}, AVX512, "blas") == []
     assert blas_warnings({"OPENBLAS_CORETYPE": "SkylakeX"}, AVX512, "blas") == []
-    assert blas_warnings({"OPENBLAS_CORETYPE": "Haswell"}, {"avx2", "fma"}, "blas") == []
+    assert (
+        blas_warnings({"OPENBLAS_CORETYPE": "Haswell"}, {"avx2", "fma"}, "blas") == []
+    )
     assert blas_warnings({"OPENBLAS_CORETYPE": "NeoverseN1"}, AVX512, "blas") == []
 
 
@@ -40,12 +44,19 @@ def test_importing_an_unbuilt_source_tree_says_what_to_do(tmp_path):
     from pathlib import Path
 
     src = Path(fastvae.__file__).parent
-    shutil.copytree(src, tmp_path / "fastvae",
-                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "include", "__pycache__"))
+    shutil.copytree(
+        src,
+        tmp_path / "fastvae",
+        ignore=shutil.ignore_patterns("*.so", "*.pyd", "include", "__pycache__"),
+    )
     # -S: no site-packages, so an editable install's import hook cannot win
     # over the working directory (as it can when developing, not for users)
-    proc = subprocess.run([sys.executable, "-S", "-c", "import fastvae"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", "import fastvae"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "fastvae's compiled modules are missing" in proc.stderr
     assert "pip install -e ." in proc.stderr

@@ -27,8 +27,11 @@ from fastvae import VAE
 def busy_loops(n: int):
     """n processes that each keep one core busy with a plain Python loop."""
     procs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(n)
     ]
     try:
@@ -47,8 +50,14 @@ def _data(n=512, d=64, seed=0):
 
 
 def _fit(X, n_threads, **kw):
-    params = dict(hidden=(48, 32), latent_dim=6, batch_size=40, epochs=2,
-                  n_threads=n_threads, seed=3)
+    params = dict(
+        hidden=(48, 32),
+        latent_dim=6,
+        batch_size=40,
+        epochs=2,
+        n_threads=n_threads,
+        seed=3,
+    )
     params.update(kw)
     return VAE(**params).fit(X)
 
@@ -57,8 +66,14 @@ def _state(model):
     return model.params_.copy()
 
 
-@pytest.mark.parametrize("model", [{}, {"likelihood": "gaussian", "sigma": "learned"},
-                                   {"corruption": 0.2, "dynamic_binarization": True}])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {},
+        {"likelihood": "gaussian", "sigma": "learned"},
+        {"corruption": 0.2, "dynamic_binarization": True},
+    ],
+)
 def test_training_under_competing_load_is_bitwise_the_idle_result(model):
     X = _data() * 0.8 + 0.1
     idle = _state(_fit(X, 1, **model))
@@ -98,8 +113,12 @@ def test_a_busy_competitor_does_not_make_the_default_many_times_slower():
     PyTorch job beside it). Alternated rounds, median, a lenient bound."""
     rng = np.random.default_rng(0)
     X = (rng.random((1024, 784)) < 0.3).astype(np.float32)
-    models = {t: VAE(hidden=(400,), latent_dim=20, batch_size=128, epochs=1,
-                     n_threads=t, seed=0).fit(X[:256]) for t in (1, 2)}
+    models = {
+        t: VAE(
+            hidden=(400,), latent_dim=20, batch_size=128, epochs=1, n_threads=t, seed=0
+        ).fit(X[:256])
+        for t in (1, 2)
+    }
     rates = {1: [], 2: []}
     with busy_loops(1):
         for _ in range(3):

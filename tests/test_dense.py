@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+import reference as ref
+from _helpers import DTYPES, assert_close_scaled, fd4_all, rtol_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference as ref
-from _helpers import DTYPES, assert_close_scaled, fd4_all, rtol_for
 from fastvae import _dense
 
 ACTS = ["identity", "relu", "tanh", "sigmoid"]
@@ -32,8 +32,9 @@ def _check_forward(X, W, b, act, Y):
     scale = np.abs(Xd) @ np.abs(Wd) + np.abs(bd)
     want = ref.dense_forward(Xd, Wd, bd, act)
     own = 4 * np.finfo(X.dtype).eps * np.abs(want)
-    assert_close_scaled(Y, want, scale, rtol_for(X.dtype), atol=own + 1e-300,
-                        err_msg=f"forward {act}")
+    assert_close_scaled(
+        Y, want, scale, rtol_for(X.dtype), atol=own + 1e-300, err_msg=f"forward {act}"
+    )
 
 
 def _check_backward(X, W, dA, x_act, dX, dW, db):
@@ -56,7 +57,9 @@ def _check_backward(X, W, dA, x_act, dX, dW, db):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS)
-@pytest.mark.parametrize("shape", [(17, 33, 29), (64, 300, 400), (5, 1, 130), (1, 7, 1)])
+@pytest.mark.parametrize(
+    "shape", [(17, 33, 29), (64, 300, 400), (5, 1, 130), (1, 7, 1)]
+)
 def test_forward_matches_reference(dtype, act, shape):
     rng = np.random.default_rng(hash((act, shape)) % 2**32)
     X, W, b = _inputs(rng, *shape, dtype)
@@ -76,7 +79,9 @@ def test_forward_default_activation_is_identity():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_act", ACTS)
-@pytest.mark.parametrize("shape", [(17, 33, 29), (64, 300, 400), (3, 130, 2), (1, 1, 1)])
+@pytest.mark.parametrize(
+    "shape", [(17, 33, 29), (64, 300, 400), (3, 130, 2), (1, 1, 1)]
+)
 def test_backward_matches_reference(dtype, x_act, shape):
     rng = np.random.default_rng(hash((x_act, shape, 1)) % 2**32)
     n, k, m = shape
@@ -110,7 +115,9 @@ def test_activation_grad_matches_reference(dtype, act):
     D0 = rng.standard_normal((6, 35)).astype(dtype)
     D = D0.copy()
     assert _dense.activation_grad_memview(D, Y, act) is None  # in place
-    want = D0.astype(np.float64) * ref.activation_grad_from_output(Y.astype(np.float64), act)
+    want = D0.astype(np.float64) * ref.activation_grad_from_output(
+        Y.astype(np.float64), act
+    )
     # 1 - y*y and y*(1 - y) are formed in the working precision: bound the
     # error by the size of the terms, not of the (possibly cancelled) result
     y = np.abs(Y.astype(np.float64))
@@ -124,9 +131,17 @@ def test_activation_values_at_extremes():
         X = np.array([[1.0]], dtype=dtype)
         W = np.array([[1.0, 1.0, 1.0, 1.0]], dtype=dtype)
         b = np.array([-1.0, -1001.0, 999.0, 0.0], dtype=dtype)
-        assert _dense.dense_forward_memview(X, W, b, "relu").tolist() == [[0, 0, 1000, 1]]
-        assert _dense.dense_forward_memview(X, W, b, "sigmoid").tolist() == [[0.5, 0, 1, 1 / (1 + np.exp(dtype(-1)))]]
-        assert _dense.dense_forward_memview(X, W, b, "tanh")[0, :3].tolist() == [0, -1, 1]
+        assert _dense.dense_forward_memview(X, W, b, "relu").tolist() == [
+            [0, 0, 1000, 1]
+        ]
+        assert _dense.dense_forward_memview(X, W, b, "sigmoid").tolist() == [
+            [0.5, 0, 1, 1 / (1 + np.exp(dtype(-1)))]
+        ]
+        assert _dense.dense_forward_memview(X, W, b, "tanh")[0, :3].tolist() == [
+            0,
+            -1,
+            1,
+        ]
 
 
 # -- against finite differences (float64) ---------------------------------------
@@ -215,8 +230,12 @@ def test_read_only_inputs(dtype):
     B_rw = _dense.dense_backward_memview(X, W, dA, "sigmoid")
     for a in (X, W, b, dA):
         a.setflags(write=False)
-    np.testing.assert_array_equal(_dense.dense_forward_memview(X, W, b, "sigmoid"), Y_rw)
-    for a, c in zip(_dense.dense_backward_memview(X, W, dA, "sigmoid"), B_rw, strict=True):
+    np.testing.assert_array_equal(
+        _dense.dense_forward_memview(X, W, b, "sigmoid"), Y_rw
+    )
+    for a, c in zip(
+        _dense.dense_backward_memview(X, W, dA, "sigmoid"), B_rw, strict=True
+    ):
         np.testing.assert_array_equal(a, c)
     D0 = rng.standard_normal(X.shape).astype(dtype)
     D = D0.copy()
@@ -260,7 +279,9 @@ def test_empty_batch():
 def test_hypothesis_shapes_match_reference(n, k, m, act, x_act, dtype, n_threads, seed):
     rng = np.random.default_rng(seed)
     X, W, b = _inputs(rng, n, k, m, dtype, x_act)
-    _check_forward(X, W, b, act, _dense.dense_forward_memview(X, W, b, act, n_threads=n_threads))
+    _check_forward(
+        X, W, b, act, _dense.dense_forward_memview(X, W, b, act, n_threads=n_threads)
+    )
     dA = rng.standard_normal((n, m)).astype(dtype)
     dX, dW, db = _dense.dense_backward_memview(X, W, dA, x_act, n_threads=n_threads)
     _check_backward(X, W, dA, x_act, dX, dW, db)
@@ -322,8 +343,16 @@ def test_activation_codes():
 LEVELS = _dense.dense_rows_levels()
 # n_out: narrower than a vector, a vector's width, multiples and ragged widths of
 # the 4-vector tiles; n_in 1 up to a 784-feature input
-ROW_SHAPES = [(1, 1, 1), (7, 5, 3), (33, 17, 8), (29, 40, 40), (64, 13, 64),
-              (41, 784, 70), (9, 20, 400), (130, 64, 17)]
+ROW_SHAPES = [
+    (1, 1, 1),
+    (7, 5, 3),
+    (33, 17, 8),
+    (29, 40, 40),
+    (64, 13, 64),
+    (41, 784, 70),
+    (9, 20, 400),
+    (130, 64, 17),
+]
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -338,7 +367,9 @@ def test_rows_kernel_matches_reference(level, dtype, shape):
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(203, 784, 400), (97, 400, 40), (61, 20, 400), (38, 7, 3)])
+@pytest.mark.parametrize(
+    "shape", [(203, 784, 400), (97, 400, 40), (61, 20, 400), (38, 7, 3)]
+)
 def test_rows_kernel_is_bitwise_row_invariant(level, dtype, shape):
     """Any permutation, subset, single row or thread count gives bitwise the
     rows of the whole batch (BLAS does not: it rounds a row by its position)."""
@@ -348,16 +379,22 @@ def test_rows_kernel_is_bitwise_row_invariant(level, dtype, shape):
     for n_threads in (1, 2):
         for _ in range(3):
             perm = rng.permutation(shape[0])
-            got = _dense.dense_rows_memview(np.ascontiguousarray(X[perm]), W, b, "relu",
-                                            n_threads, level)
+            got = _dense.dense_rows_memview(
+                np.ascontiguousarray(X[perm]), W, b, "relu", n_threads, level
+            )
             np.testing.assert_array_equal(got, whole[perm])
-            sub = rng.choice(shape[0], size=int(rng.integers(1, shape[0])), replace=False)
-            got = _dense.dense_rows_memview(np.ascontiguousarray(X[sub]), W, b, "relu",
-                                            n_threads, level)
+            sub = rng.choice(
+                shape[0], size=int(rng.integers(1, shape[0])), replace=False
+            )
+            got = _dense.dense_rows_memview(
+                np.ascontiguousarray(X[sub]), W, b, "relu", n_threads, level
+            )
             np.testing.assert_array_equal(got, whole[sub])
     for i in (0, shape[0] // 2, shape[0] - 1):
         np.testing.assert_array_equal(
-            _dense.dense_rows_memview(X[i : i + 1], W, b, "relu", 1, level), whole[i : i + 1])
+            _dense.dense_rows_memview(X[i : i + 1], W, b, "relu", 1, level),
+            whole[i : i + 1],
+        )
 
 
 def test_rows_kernel_levels_and_arguments():

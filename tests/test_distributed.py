@@ -48,20 +48,27 @@ def _mpiexec():
 MPIEXEC = _mpiexec()
 if MPIEXEC is None and os.environ.get("FASTVAE_REQUIRE_MPI"):  # set by .ci/run
     raise RuntimeError("FASTVAE_REQUIRE_MPI is set but mpi4py or mpiexec is missing")
-needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="needs mpi4py and mpiexec "
-                               "(pip install mpi4py mpich)")
+needs_mpi = pytest.mark.skipif(
+    MPIEXEC is None, reason="needs mpi4py and mpiexec (pip install mpi4py mpich)"
+)
 
 
 def run_mpi(n, *args, timeout=180, check=True):
     """Run `mpiexec -n n args...`; returns the CompletedProcess and seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
-    proc = subprocess.run([MPIEXEC, "-n", str(n), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [MPIEXEC, "-n", str(n), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     seconds = time.perf_counter() - start
     if check and proc.returncode != 0:
-        raise AssertionError(f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n"
-                             f"{proc.stderr}")
+        raise AssertionError(
+            f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc, seconds
 
 
@@ -135,8 +142,20 @@ def test_shard_gradients_sum_to_the_minibatch_gradient(config):
         got_rows = []
         for lo, hi in ((0, 7), (7, 8), (8, 30)):
             part = np.zeros_like(p)
-            _, r_, k_ = net.gradients(p, part, X, rows[lo:hi], hi - lo, 3, 9, 0.5, 1,
-                                      row_offset=lo, global_batch=batch, cond=cond)
+            _, r_, k_ = net.gradients(
+                p,
+                part,
+                X,
+                rows[lo:hi],
+                hi - lo,
+                3,
+                9,
+                0.5,
+                1,
+                row_offset=lo,
+                global_batch=batch,
+                cond=cond,
+            )
             got_rows.append(net.row_losses(hi - lo))
             total += part
             recon_sum += r_
@@ -153,15 +172,20 @@ def test_validation_rows_in_pieces_are_those_of_the_whole():
     a row the same numbers (its noise is keyed by its values) in any piece."""
     model, X, _ = _fitted("vae32")
     whole = model._elbo_rows(X)
-    pieces = np.concatenate([model._elbo_rows(X[lo:hi])
-                             for lo, hi in ((0, 83), (83, 84), (84, len(X)))])
+    pieces = np.concatenate(
+        [model._elbo_rows(X[lo:hi]) for lo, hi in ((0, 83), (83, 84), (84, len(X)))]
+    )
     np.testing.assert_array_equal(pieces, whole)
 
 
 def test_launcher_detection():
     assert not distributed.launched_by_mpi({"HOME": "/root", "SLURM_PROCID": "0"})
-    for name in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE",
-                 "MV2_COMM_WORLD_SIZE"):
+    for name in (
+        "PMI_RANK",
+        "PMIX_RANK",
+        "OMPI_COMM_WORLD_SIZE",
+        "MV2_COMM_WORLD_SIZE",
+    ):
         assert distributed.launched_by_mpi({name: "3"})
 
 
@@ -177,20 +201,46 @@ def _cli_without_mpi4py(tmp_path, *args, env=()):
     fake = tmp_path / "fake"
     (fake / "mpi4py").mkdir(parents=True, exist_ok=True)
     (fake / "mpi4py" / "__init__.py").write_text(
-        "raise ImportError('No module named mpi4py (test)')\n")
-    environ = {**os.environ, "PYTHONPATH": str(fake), "OMP_NUM_THREADS": "1",
-               **dict(env)}
+        "raise ImportError('No module named mpi4py (test)')\n"
+    )
+    environ = {
+        **os.environ,
+        "PYTHONPATH": str(fake),
+        "OMP_NUM_THREADS": "1",
+        **dict(env),
+    }
     return subprocess.run(
-        [sys.executable, "-m", "fastvae", "train", "--n-samples", "100", "--epochs",
-         "1", "--hidden", "8", "--latent-dim", "2", "--quiet", "--out",
-         tmp_path / "run", *args], env=environ, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fastvae",
+            "train",
+            "--n-samples",
+            "100",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--latent-dim",
+            "2",
+            "--quiet",
+            "--out",
+            tmp_path / "run",
+            *args,
+        ],
+        env=environ,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_cli_under_a_launcher_without_mpi4py_says_what_to_install(tmp_path):
     proc = _cli_without_mpi4py(tmp_path, env={"PMI_RANK": "0", "PMI_SIZE": "2"})
     assert proc.returncode == 2, proc.stderr
-    assert "fastvae: error: started by an MPI launcher (PMI_RANK is set) but MPI " \
+    assert (
+        "fastvae: error: started by an MPI launcher (PMI_RANK is set) but MPI "
         "training needs mpi4py" in proc.stderr
+    )
     assert "pip install 'fastvae[mpi]'" in proc.stderr and "--mpi off" in proc.stderr
     proc = _cli_without_mpi4py(tmp_path, "--mpi", "on")
     assert proc.returncode == 2 and "--mpi on: MPI training needs mpi4py" in proc.stderr
@@ -230,20 +280,32 @@ def test_ranks_train_the_single_process_model(ranks, single_process, tmp_path):
         assert int(got[f"{config}.t"]) == ref.t_
         diff = np.abs(params.astype(np.float64) - ref.params_).max()
         assert diff <= PARAM_ATOL[ref.params_.dtype.type], (config, diff)
-        np.testing.assert_allclose(got[f"{config}.loss"], ref.history_["loss"],
-                                   rtol=1e-6)
-        np.testing.assert_allclose(got[f"{config}.val_elbo"],
-                                   np.array(ref.history_["val_elbo"], dtype=float),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            got[f"{config}.loss"], ref.history_["loss"], rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            got[f"{config}.val_elbo"],
+            np.array(ref.history_["val_elbo"], dtype=float),
+            rtol=1e-5,
+        )
 
 
 @needs_mpi
 def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
-    proc, seconds = run_mpi(2, sys.executable, JOBS, "fail_in_training",
-                            tmp_path / "x", timeout=120, check=False)
+    proc, seconds = run_mpi(
+        2,
+        sys.executable,
+        JOBS,
+        "fail_in_training",
+        tmp_path / "x",
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode != 0
-    assert "fastvae: rank 1 of 2 failed: RuntimeError: injected failure at step 3" \
+    assert (
+        "fastvae: rank 1 of 2 failed: RuntimeError: injected failure at step 3"
         in proc.stderr
+    )
     assert "MPI_Abort" in proc.stderr
     assert "fit returned" not in proc.stdout  # rank 0 did not train on alone
 
@@ -254,19 +316,23 @@ def _reports(out, ranks):
 
 @needs_mpi
 def test_a_failure_before_training_raises_on_every_rank(tmp_path):
-    run_mpi(2, sys.executable, JOBS, "fail_before_training", tmp_path / "x",
-            timeout=120)
+    run_mpi(
+        2, sys.executable, JOBS, "fail_before_training", tmp_path / "x", timeout=120
+    )
     rank0, rank1 = _reports(tmp_path / "x", 2)
-    assert rank0.startswith("RemoteRankError: fit failed on rank 1 of 2 before "
-                            "training: ValueError: X contains 1 NaN"), rank0
+    assert rank0.startswith(
+        "RemoteRankError: fit failed on rank 1 of 2 before "
+        "training: ValueError: X contains 1 NaN"
+    ), rank0
     assert rank1.startswith("ValueError: X contains 1 NaN"), rank1
 
 
 @needs_mpi
 def test_settings_that_differ_between_ranks_raise_on_every_rank(tmp_path):
     run_mpi(2, sys.executable, JOBS, "settings_differ", tmp_path / "x", timeout=120)
-    want = ("ValueError: the ranks' settings differ: epochs is 2 on rank 0 and 3 on "
-            "rank 1")
+    want = (
+        "ValueError: the ranks' settings differ: epochs is 2 on rank 0 and 3 on rank 1"
+    )
     assert all(r.startswith(want) for r in _reports(tmp_path / "x", 2))
 
 
@@ -283,16 +349,41 @@ def test_a_non_finite_loss_stops_every_rank_at_the_same_step(tmp_path):
 def test_cli_train_over_two_ranks(tmp_path):
     """mpiexec -n 2 fastvae train: one report, one run folder, the model one
     process trains."""
-    args = ["--n-samples", "300", "--epochs", "2", "--hidden", "32", "--latent-dim",
-            "4", "--batch-size", "30", "--quiet"]
-    proc, _ = run_mpi(2, sys.executable, "-m", "fastvae", "train", *args,
-                      "--out", tmp_path / "mpi")
+    args = [
+        "--n-samples",
+        "300",
+        "--epochs",
+        "2",
+        "--hidden",
+        "32",
+        "--latent-dim",
+        "4",
+        "--batch-size",
+        "30",
+        "--quiet",
+    ]
+    proc, _ = run_mpi(
+        2, sys.executable, "-m", "fastvae", "train", *args, "--out", tmp_path / "mpi"
+    )
     assert proc.stdout.count("fastvae: training a vae") == 1
     assert "2 MPI ranks x 1 threads, global batch 30" in proc.stdout
     assert proc.stdout.count("trained 2 epochs (18 steps)") == 1
     single = subprocess.run(
-        [sys.executable, "-m", "fastvae", "train", *args, "--threads", "1",
-         "--out", tmp_path / "one"], capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-m",
+            "fastvae",
+            "train",
+            *args,
+            "--threads",
+            "1",
+            "--out",
+            tmp_path / "one",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "1 threads" in single.stdout
     a = fastvae.load(tmp_path / "mpi" / "model.npz")
     b = fastvae.load(tmp_path / "one" / "model.npz")
@@ -332,20 +423,27 @@ def test_a_two_rank_run_resumes_on_one_process(tmp_path, straight_run):
     assert (info["steps"], info["epoch_step"]) == (10, 2), info  # mid-epoch 2
     (X, cond), val = _mpi_jobs.make_data(_mpi_jobs.RESUMED)
     resumed = fastvae.resume(path, X, condition=cond, validation_data=val)
-    _assert_same_run(resumed.params_, resumed.t_, resumed.n_iter_,
-                     resumed.history_["val_elbo"], straight_run)
+    _assert_same_run(
+        resumed.params_,
+        resumed.t_,
+        resumed.n_iter_,
+        resumed.history_["val_elbo"],
+        straight_run,
+    )
     assert fastvae.checkpoint_info(path)["finished"]
 
 
 @needs_mpi
 @pytest.mark.parametrize("ranks", [2, 3])
-def test_a_one_process_run_resumes_over_ranks(tmp_path, straight_run, ranks,
-                                              monkeypatch):
+def test_a_one_process_run_resumes_over_ranks(
+    tmp_path, straight_run, ranks, monkeypatch
+):
     from fastvae import checkpoint
 
     path = tmp_path / "run.ckpt.npz"
-    write = _mpi_jobs.crash_after_checkpoints(checkpoint.Checkpointer,
-                                              _mpi_jobs.CRASH_AFTER_WRITES)
+    write = _mpi_jobs.crash_after_checkpoints(
+        checkpoint.Checkpointer, _mpi_jobs.CRASH_AFTER_WRITES
+    )
     try:
         with pytest.raises(RuntimeError, match="crash after checkpoint 3"):
             _mpi_jobs.checkpointed_fit(None, path)
@@ -354,8 +452,9 @@ def test_a_one_process_run_resumes_over_ranks(tmp_path, straight_run, ranks,
     assert fastvae.checkpoint_info(path)["epoch_step"] == 2
     run_mpi(ranks, sys.executable, JOBS, "resume", path)
     got = np.load(str(path) + ".result.npz")
-    _assert_same_run(got["params"], int(got["t"]), int(got["n_iter"]), got["val_elbo"],
-                     straight_run)
+    _assert_same_run(
+        got["params"], int(got["t"]), int(got["n_iter"]), got["val_elbo"], straight_run
+    )
     info = fastvae.checkpoint_info(path)  # rank 0 went on checkpointing
     assert info["finished"] and info["steps"] == straight_run.t_
 
@@ -364,19 +463,55 @@ def test_a_one_process_run_resumes_over_ranks(tmp_path, straight_run, ranks,
 def test_cli_resume_on_two_ranks(tmp_path):
     """fastvae train for 1 epoch on one process, then mpiexec -n 2 fastvae
     train --resume to 2 epochs: the run one process trains for 2 epochs."""
-    args = ["--n-samples", "300", "--hidden", "32", "--latent-dim", "4",
-            "--batch-size", "30", "--quiet", "--threads", "1"]
+    args = [
+        "--n-samples",
+        "300",
+        "--hidden",
+        "32",
+        "--latent-dim",
+        "4",
+        "--batch-size",
+        "30",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
     for out, epochs in (("cut", "1"), ("whole", "2")):
-        subprocess.run([sys.executable, "-m", "fastvae", "train", *args, "--epochs",
-                        epochs, "--out", tmp_path / out], capture_output=True,
-                       text=True, check=True)
-    proc, _ = run_mpi(2, sys.executable, "-m", "fastvae", "train", "--resume",
-                      tmp_path / "cut", "--epochs", "2", "--quiet")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fastvae",
+                "train",
+                *args,
+                "--epochs",
+                epochs,
+                "--out",
+                tmp_path / out,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    proc, _ = run_mpi(
+        2,
+        sys.executable,
+        "-m",
+        "fastvae",
+        "train",
+        "--resume",
+        tmp_path / "cut",
+        "--epochs",
+        "2",
+        "--quiet",
+    )
     assert "resuming" in proc.stdout and "2 MPI ranks" in proc.stdout
     a = fastvae.load(tmp_path / "cut" / "model.npz")
     b = fastvae.load(tmp_path / "whole" / "model.npz")
     assert (a.n_iter_, a.t_) == (b.n_iter_, b.t_) == (2, 18)
     assert np.abs(a.params_ - b.params_).max() <= PARAM_ATOL[np.float32]
-    epochs = [json.loads(line)["epoch"] for line in
-              (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line)["epoch"]
+        for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2]

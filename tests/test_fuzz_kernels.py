@@ -709,10 +709,14 @@ def test_network_inference(a, data):
 
     # the evaluation noise of a row is keyed by its encoder input [x | c]
     x_in = np.ascontiguousarray(X0 if C == 0 else np.hstack([X0, cond0]), dtype=dtype)
-    eps_rows = np.vstack([
-        _rng.normal_matrix(a["seed"], _rng.STREAM_EVAL, 3, 1, K, dtype=dtype,
-                           row_offset=int(key)).astype(float)
-        for key in _step.row_keys(x_in)])
+    eps_rows = np.vstack(
+        [
+            _rng.normal_matrix(
+                a["seed"], _rng.STREAM_EVAL, 3, 1, K, dtype=dtype, row_offset=int(key)
+            ).astype(float)
+            for key in _step.row_keys(x_in)
+        ]
+    )
     fe = ref.forward(X=Xd, eps=eps_rows, cond=Cd, **kw)
     recon, kl = net.elbo_terms(p, X, a["seed"], _rng.STREAM_EVAL, 3, 0, threads, cond)
     _close(recon, fe["recon"], dtype, "elbo recon")

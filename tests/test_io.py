@@ -32,8 +32,14 @@ def X():
 
 @pytest.fixture(scope="module")
 def model(X):
-    return fastvae.VAE(hidden=(12,), latent_dim=3, epochs=2, batch_size=32, seed=4,
-                       optimizer=fastvae.optim.Adam(lr=0.003, beta2=0.99)).fit(X)
+    return fastvae.VAE(
+        hidden=(12,),
+        latent_dim=3,
+        epochs=2,
+        batch_size=32,
+        seed=4,
+        optimizer=fastvae.optim.Adam(lr=0.003, beta2=0.99),
+    ).fit(X)
 
 
 @pytest.fixture()
@@ -103,7 +109,9 @@ def test_save_into_missing_folder(model, tmp_path):
 
 
 def test_missing_file():
-    with pytest.raises(FileNotFoundError, match="model file missing.npz does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match="model file missing.npz does not exist"
+    ):
         fastvae.load("missing.npz")
 
 
@@ -120,7 +128,9 @@ def test_a_flipped_byte_in_the_parameters_is_detected(saved):
     at = _member_offset(saved, "params.npy") + 128 + 40  # past the .npy header
     blob[at] ^= 0x10
     saved.write_bytes(bytes(blob))
-    with pytest.raises(fastvae.ModelFileError, match="corrupted|checksum|CRC|could not"):
+    with pytest.raises(
+        fastvae.ModelFileError, match="corrupted|checksum|CRC|could not"
+    ):
         fastvae.load(saved)
 
 
@@ -143,7 +153,9 @@ def test_newer_format_version(saved):
     meta = _meta(members)
     meta["format_version"] = 999
     _rewrite(saved, _with_meta(members, meta))
-    with pytest.raises(fastvae.ModelFileError, match="format version 999.*upgrade fastvae"):
+    with pytest.raises(
+        fastvae.ModelFileError, match="format version 999.*upgrade fastvae"
+    ):
         fastvae.load(saved)
 
 
@@ -192,7 +204,9 @@ def test_arrays_that_do_not_fit_the_architecture(saved, model):
     meta = _meta(members)
     meta["params"]["latent_dim"] = 5  # the buffers were saved for latent_dim=3
     _rewrite(saved, _with_meta(members, meta))
-    with pytest.raises(fastvae.ModelFileError, match="does not match the model's architecture"):
+    with pytest.raises(
+        fastvae.ModelFileError, match="does not match the model's architecture"
+    ):
         fastvae.load(saved)
 
 
@@ -213,7 +227,10 @@ def test_invalid_settings_in_metadata(saved):
     meta = _meta(members)
     meta["params"]["activation"] = "gelu"
     _rewrite(saved, _with_meta(members, meta))
-    with pytest.raises(fastvae.ModelFileError, match="not a valid model file: activation must be one of"):
+    with pytest.raises(
+        fastvae.ModelFileError,
+        match="not a valid model file: activation must be one of",
+    ):
         fastvae.load(saved)
 
 
@@ -251,13 +268,21 @@ def test_saved_files_get_the_usual_permissions(model, tmp_path):
 # -- hostile files: each is refused with a ModelFileError naming the problem ----
 
 
-@pytest.mark.parametrize("header, message", [
-    (b"XXXXXX\x01\x00", "malformed .npy header"),
-    (b"\x93NUMPY\x03\x00", "malformed .npy header|unsupported .npy version"),
-    (b"\x93NUMPY\x01\x00\x20\x00{'descr': '<f4', 'fortran_order': Fal", "malformed"),
-    (b"\x93NUMPY\x01\x00\x20\x00__import__('os').system('true')   \n",
-     "malformed .npy header"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (b"XXXXXX\x01\x00", "malformed .npy header"),
+        (b"\x93NUMPY\x03\x00", "malformed .npy header|unsupported .npy version"),
+        (
+            b"\x93NUMPY\x01\x00\x20\x00{'descr': '<f4', 'fortran_order': Fal",
+            "malformed",
+        ),
+        (
+            b"\x93NUMPY\x01\x00\x20\x00__import__('os').system('true')   \n",
+            "malformed .npy header",
+        ),
+    ],
+)
 def test_malformed_array_headers(saved, header, message):
     members = _members(saved)
     members["params.npy"] = header + b"\0" * 64
@@ -350,8 +375,11 @@ def test_float64_buffers_in_a_float32_model(saved, model):
     meta = _meta(members)
     wide = model.params_.astype(np.float64)
     members["params.npy"] = _npy(wide)
-    meta["arrays"]["params"] = {"dtype": "<f8", "shape": list(wide.shape),
-                                "sha256": fio.sha256(wide)}
+    meta["arrays"]["params"] = {
+        "dtype": "<f8",
+        "shape": list(wide.shape),
+        "sha256": fio.sha256(wide),
+    }
     _rewrite(saved, _with_meta(members, meta))
     with pytest.raises(fastvae.ModelFileError, match="does not match the model's arch"):
         fastvae.load(saved)
@@ -362,8 +390,11 @@ def test_buffers_of_the_wrong_length(saved, model):
     meta = _meta(members)
     short = model.params_[:-16].copy()
     members["params.npy"] = _npy(short)
-    meta["arrays"]["params"] = {"dtype": "<f4", "shape": list(short.shape),
-                                "sha256": fio.sha256(short)}
+    meta["arrays"]["params"] = {
+        "dtype": "<f4",
+        "shape": list(short.shape),
+        "sha256": fio.sha256(short),
+    }
     _rewrite(saved, _with_meta(members, meta))
     with pytest.raises(fastvae.ModelFileError, match="does not match the model's arch"):
         fastvae.load(saved)
@@ -392,45 +423,48 @@ def _set(meta, path, value):
         d[path[-1]] = value
 
 
-@pytest.mark.parametrize("path, value, message", [
-    (("format_version",), True, "format version True"),
-    (("format_version",), "1", "format version '1'"),
-    (("format_version",), 0, "format version 0"),
-    (("format",), "fastvae-dataset", "is not a fastvae model file or checkpoint"),
-    (("format",), None, "is not a fastvae model file or checkpoint"),
-    (("arrays",), [], "no array list"),
-    (("arrays", "params", "shape"), "272", "malformed shape"),
-    (("arrays", "params", "shape"), [-1], "malformed shape"),
-    (("arrays", "params", "shape"), [1.5], "malformed shape"),
-    (("arrays", "params", "sha256"), 5, "malformed checksum"),
-    (("arrays", "params"), "float32", "malformed entry"),
-    (("estimator",), ["VAE"], "holds \\['VAE'\\], not one of"),
-    (("estimator",), "Pipeline", "holds 'Pipeline', not one of"),
-    (("params",), [], "'params' must be a JSON object"),
-    (("params", "latent_dim"), "3", "latent_dim must be Integral, got '3'"),
-    (("params", "hidden"), [12.5], "hidden must contain integers"),
-    (("params", "dtype"), "object", "dtype must be float32 or float64"),
-    (("params", "exploit"), 1, "unknown parameters \\['exploit'\\]"),
-    (("optimizer", "name"), "rmsprop", "optimizer must be one of"),
-    (("optimizer", "lr"), -1.0, "lr must be > 0"),
-    (("optimizer", "momentum"), 0.9, "unexpected keyword argument 'momentum'"),
-    (("fitted",), None, "'fitted' must be a JSON object"),
-    (("fitted", "n_iter_"), -5, "n_iter_ must be an integer in"),
-    (("fitted", "n_iter_"), 2.0, "n_iter_ must be an integer in"),
-    (("fitted", "t_"), -1, "t_ must be an integer in"),
-    (("fitted", "t_"), 2**70, "t_ must be an integer in"),
-    (("fitted", "t_"), "8", "t_ must be an integer in"),
-    (("fitted", "n_features_in_"), 10.5, "n_features_in_ must be an integer"),
-    (("fitted", "n_features_in_"), 21, "does not match the model's architecture"),
-    (("fitted", "n_conditions_"), True, "n_conditions_ must be an integer"),
-    (("fitted", "t_"), KeyError, "fitted must have the keys"),
-    (("fitted", "history_"), [], "history_ must have the keys"),
-    (("fitted", "history_", "loss"), 5, "history_\\['loss'\\] must be a list"),
-    (("fitted", "history_", "loss"), [1.0, "x"], "history_\\['loss'\\] holds 'x'"),
-    (("fitted", "history_", "loss"), [1.0, float("nan")], "holds nan"),
-    (("fitted", "history_", "loss"), [1.0], "history_ lengths"),
-    (("fitted", "loss_curve_"), [1.0, None], "loss_curve_ must be a list of 2"),
-])
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("format_version",), True, "format version True"),
+        (("format_version",), "1", "format version '1'"),
+        (("format_version",), 0, "format version 0"),
+        (("format",), "fastvae-dataset", "is not a fastvae model file or checkpoint"),
+        (("format",), None, "is not a fastvae model file or checkpoint"),
+        (("arrays",), [], "no array list"),
+        (("arrays", "params", "shape"), "272", "malformed shape"),
+        (("arrays", "params", "shape"), [-1], "malformed shape"),
+        (("arrays", "params", "shape"), [1.5], "malformed shape"),
+        (("arrays", "params", "sha256"), 5, "malformed checksum"),
+        (("arrays", "params"), "float32", "malformed entry"),
+        (("estimator",), ["VAE"], "holds \\['VAE'\\], not one of"),
+        (("estimator",), "Pipeline", "holds 'Pipeline', not one of"),
+        (("params",), [], "'params' must be a JSON object"),
+        (("params", "latent_dim"), "3", "latent_dim must be Integral, got '3'"),
+        (("params", "hidden"), [12.5], "hidden must contain integers"),
+        (("params", "dtype"), "object", "dtype must be float32 or float64"),
+        (("params", "exploit"), 1, "unknown parameters \\['exploit'\\]"),
+        (("optimizer", "name"), "rmsprop", "optimizer must be one of"),
+        (("optimizer", "lr"), -1.0, "lr must be > 0"),
+        (("optimizer", "momentum"), 0.9, "unexpected keyword argument 'momentum'"),
+        (("fitted",), None, "'fitted' must be a JSON object"),
+        (("fitted", "n_iter_"), -5, "n_iter_ must be an integer in"),
+        (("fitted", "n_iter_"), 2.0, "n_iter_ must be an integer in"),
+        (("fitted", "t_"), -1, "t_ must be an integer in"),
+        (("fitted", "t_"), 2**70, "t_ must be an integer in"),
+        (("fitted", "t_"), "8", "t_ must be an integer in"),
+        (("fitted", "n_features_in_"), 10.5, "n_features_in_ must be an integer"),
+        (("fitted", "n_features_in_"), 21, "does not match the model's architecture"),
+        (("fitted", "n_conditions_"), True, "n_conditions_ must be an integer"),
+        (("fitted", "t_"), KeyError, "fitted must have the keys"),
+        (("fitted", "history_"), [], "history_ must have the keys"),
+        (("fitted", "history_", "loss"), 5, "history_\\['loss'\\] must be a list"),
+        (("fitted", "history_", "loss"), [1.0, "x"], "history_\\['loss'\\] holds 'x'"),
+        (("fitted", "history_", "loss"), [1.0, float("nan")], "holds nan"),
+        (("fitted", "history_", "loss"), [1.0], "history_ lengths"),
+        (("fitted", "loss_curve_"), [1.0, None], "loss_curve_ must be a list of 2"),
+    ],
+)
 def test_wrong_metadata_types_and_values(saved, path, value, message):
     members = _members(saved)
     meta = _meta(members)
@@ -440,18 +474,29 @@ def test_wrong_metadata_types_and_values(saved, path, value, message):
         fastvae.load(saved)
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"format": "fastvae-model", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
-     "unreadable metadata"),
-    ('{"format": "fastvae-model", "x": 1' + "0" * 10_000 + "}", "unreadable metadata"),
-    ('{"format": "fastvae-model", ', "unreadable metadata"),
-    ("\udcff", "unreadable metadata"),
-    ("[1, 2]", "not a fastvae model file"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            '{"format": "fastvae-model", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "unreadable metadata",
+        ),
+        (
+            '{"format": "fastvae-model", "x": 1' + "0" * 10_000 + "}",
+            "unreadable metadata",
+        ),
+        ('{"format": "fastvae-model", ', "unreadable metadata"),
+        ("\udcff", "unreadable metadata"),
+        ("[1, 2]", "not a fastvae model file"),
+    ],
+)
 def test_unreadable_metadata(saved, text, message):
     members = _members(saved)
-    members["meta.npy"] = (_meta_bytes(text) if text != "\udcff" else
-                           _npy(np.frombuffer(b"\xff\xfe{}", np.uint8)))
+    members["meta.npy"] = (
+        _meta_bytes(text)
+        if text != "\udcff"
+        else _npy(np.frombuffer(b"\xff\xfe{}", np.uint8))
+    )
     _rewrite(saved, members)
     with pytest.raises(fastvae.ModelFileError, match=message):
         fastvae.load(saved)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import reference as ref
+
 import fastvae
 from fastvae import _dense, _losses, _optim, _step
 
@@ -23,8 +23,12 @@ ORDER = ["baseline", "avx2", "avx512"]
 CODES = {"baseline": 1, "avx2": 3, "avx512": 4}
 CPU = fastvae.get_isa()["cpu"]
 LEVELS = [
-    pytest.param(lv, marks=pytest.mark.skipif(
-        ORDER.index(lv) > ORDER.index(CPU), reason=f"this CPU or build has no {lv}"))
+    pytest.param(
+        lv,
+        marks=pytest.mark.skipif(
+            ORDER.index(lv) > ORDER.index(CPU), reason=f"this CPU or build has no {lv}"
+        ),
+    )
     for lv in ORDER
 ]
 TESTS = Path(__file__).resolve().parent
@@ -76,14 +80,18 @@ def test_kernels_match_reference(at_level, dtype, rtol):
     b = rng.standard_normal(19).astype(dtype)
     for act in ("identity", "relu", "tanh", "sigmoid"):
         want = ref.dense_forward(Ld, W.astype(np.float64), b.astype(np.float64), act)
-        for got in (_dense.dense_forward_memview(L, W, b, act),
-                    _dense.dense_rows_memview(L, W, b, act)):
-            np.testing.assert_allclose(got, want, rtol=rtol * 1e3, atol=rtol * 1e2,
-                                       err_msg=act)
+        for got in (
+            _dense.dense_forward_memview(L, W, b, act),
+            _dense.dense_rows_memview(L, W, b, act),
+        ):
+            np.testing.assert_allclose(
+                got, want, rtol=rtol * 1e3, atol=rtol * 1e2, err_msg=act
+            )
         Y = want.astype(dtype)
         Dm = rng.standard_normal(Y.shape).astype(dtype)
         want_d = Dm.astype(np.float64) * ref.activation_grad_from_output(
-            Y.astype(np.float64), act)
+            Y.astype(np.float64), act
+        )
         _dense.activation_grad_memview(Dm, Y, act)
         np.testing.assert_allclose(Dm, want_d, rtol=rtol * 10, atol=rtol, err_msg=act)
 
@@ -93,7 +101,9 @@ def test_kernels_match_reference(at_level, dtype, rtol):
     for t in range(1, 4):
         g = rng.standard_normal(p.size).astype(dtype)
         _optim.optimizer_update_memview("adam", t, p, g, s1, s2, 1e-3)
-        rp, rm, rv = ref.adam(rp, g.astype(np.float64), rm, rv, t, 1e-3, 0.9, 0.999, 1e-8)
+        rp, rm, rv = ref.adam(
+            rp, g.astype(np.float64), rm, rv, t, 1e-3, 0.9, 0.999, 1e-8
+        )
     np.testing.assert_allclose(p, rp, rtol=rtol * 10, atol=rtol / 10)
 
 
@@ -103,11 +113,24 @@ def test_kernel_test_modules_pass_at_level(level):
     env = dict(os.environ, FASTVAE_ISA=level)
     files = ["test_losses.py", "test_dense.py", "test_optim.py", "test_reparam.py"]
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         *(str(TESTS / f) for f in files)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            *(str(TESTS / f) for f in files),
+        ],
         # from the repository root, like the outer run: an in-place build
         # there is the fastvae under test, not another installed one
-        env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=900)
+        env=env,
+        cwd=TESTS.parent,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
 
 
@@ -132,12 +155,20 @@ def test_levels_run_different_code():
             out[lv] = (_bits(loss), _bits(grad), _bits(p))
     finally:
         fastvae.set_isa(before)
-    assert any(a != b for a, b in zip(out["baseline"], out["avx2"]))
+    assert any(a != b for a, b in zip(out["baseline"], out["avx2"], strict=True))
 
 
 def _fit(X, n_threads):
-    model = fastvae.VAE(X.shape[1], hidden=(48,), latent_dim=6, epochs=2, batch_size=32,
-                        dynamic_binarization=True, seed=3, n_threads=n_threads)
+    model = fastvae.VAE(
+        X.shape[1],
+        hidden=(48,),
+        latent_dim=6,
+        epochs=2,
+        batch_size=32,
+        dynamic_binarization=True,
+        seed=3,
+        n_threads=n_threads,
+    )
     model.fit(X)
     return model
 
@@ -153,8 +184,13 @@ def test_training_bitwise_across_threads(at_level, dtype):
         for nt in (1, 2, 3):
             fastvae.set_num_threads(nt)
             model = _fit(X, nt)
-            runs.append((_bits(model.params_), _bits(model.score_samples(X[:50])),
-                         _bits(model.transform(X[:50]))))
+            runs.append(
+                (
+                    _bits(model.params_),
+                    _bits(model.score_samples(X[:50])),
+                    _bits(model.transform(X[:50])),
+                )
+            )
     finally:
         fastvae.set_num_threads(prev)
     assert runs[1] == runs[0] and runs[2] == runs[0]
@@ -176,13 +212,20 @@ def test_training_differs_between_levels():
 
 @pytest.mark.parametrize("level", ["baseline", "avx2"])
 def test_env_sets_the_cap_at_import(level):
-    code = ("import fastvae; from fastvae import _dense, _losses, _optim, _step; "
-            "i = fastvae.get_isa(); "
-            "print(i['level'], i['cap'], [m._dispatch_level() "
-            "for m in (_dense, _losses, _optim, _step)])")
+    code = (
+        "import fastvae; from fastvae import _dense, _losses, _optim, _step; "
+        "i = fastvae.get_isa(); "
+        "print(i['level'], i['cap'], [m._dispatch_level() "
+        "for m in (_dense, _losses, _optim, _step)])"
+    )
     env = dict(os.environ, FASTVAE_ISA=level)
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     got_level, cap, probes = run.stdout.strip().split(" ", 2)
     assert cap == level

@@ -24,8 +24,9 @@ def test_kl_per_dimension_sums_to_the_elbo_kl_term():
 
 
 def test_top_dimensions():
-    np.testing.assert_array_equal(latent.top_dimensions([0.1, 3.0, 0.5, 3.0], 3),
-                                  [1, 3, 2])  # ties: lower index first
+    np.testing.assert_array_equal(
+        latent.top_dimensions([0.1, 3.0, 0.5, 3.0], 3), [1, 3, 2]
+    )  # ties: lower index first
     with pytest.raises(ValueError, match=r"n must be in \[1, 4\], got 5"):
         latent.top_dimensions([0.1, 3.0, 0.5, 3.0], 5)
 
@@ -33,8 +34,16 @@ def test_top_dimensions():
 def test_traversal_moves_one_dimension_per_row():
     center = np.array([0.5, -1.0, 2.0])
     Z = latent.traversal(center, [2, 0], [-1.0, 0.0, 1.0])
-    want = np.array([[0.5, -1.0, 1.0], [0.5, -1.0, 2.0], [0.5, -1.0, 3.0],
-                     [-0.5, -1.0, 2.0], [0.5, -1.0, 2.0], [1.5, -1.0, 2.0]])
+    want = np.array(
+        [
+            [0.5, -1.0, 1.0],
+            [0.5, -1.0, 2.0],
+            [0.5, -1.0, 3.0],
+            [-0.5, -1.0, 2.0],
+            [0.5, -1.0, 2.0],
+            [1.5, -1.0, 2.0],
+        ]
+    )
     np.testing.assert_array_equal(Z, want)
     with pytest.raises(ValueError, match=r"dims must be in \[0, 3\)"):
         latent.traversal(center, [3], [0.0])
@@ -57,15 +66,22 @@ def test_slerp_follows_the_arc():
     # every point of a quarter circle keeps the radius, and the angle moves evenly
     Z = latent.interpolate(e0, e1, 7, spherical=True)
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 2.0, rtol=1e-14)
-    np.testing.assert_allclose(np.arctan2(Z[:, 1], Z[:, 0]),
-                               np.linspace(0, np.pi / 2, 7), atol=1e-14)
+    np.testing.assert_allclose(
+        np.arctan2(Z[:, 1], Z[:, 0]), np.linspace(0, np.pi / 2, 7), atol=1e-14
+    )
 
 
 def test_slerp_of_parallel_opposite_or_zero_codes_is_the_line():
-    for z0, z1 in (([1.0, 1.0], [2.0, 2.0]), ([1.0, 0.0], [-1.0, 0.0]),
-                   ([0.0, 0.0], [1.0, 3.0])):
-        np.testing.assert_allclose(latent.interpolate(z0, z1, 4, spherical=True),
-                                   latent.interpolate(z0, z1, 4), atol=1e-12)
+    for z0, z1 in (
+        ([1.0, 1.0], [2.0, 2.0]),
+        ([1.0, 0.0], [-1.0, 0.0]),
+        ([0.0, 0.0], [1.0, 3.0]),
+    ):
+        np.testing.assert_allclose(
+            latent.interpolate(z0, z1, 4, spherical=True),
+            latent.interpolate(z0, z1, 4),
+            atol=1e-12,
+        )
 
 
 def test_principal_components_match_the_covariance_eigenvectors():

@@ -32,7 +32,9 @@ def test_mnist_validation_elbo_improves(shared_data):
     val = data.load_mnist(folder, split="test").X[::5]
     settings = dict(hidden=(200,), latent_dim=20, seed=0)
     before = _untrained_score(val, **settings)
-    vae = fastvae.VAE(epochs=5, batch_size=128, **settings).fit(train, validation_data=val)
+    vae = fastvae.VAE(epochs=5, batch_size=128, **settings).fit(
+        train, validation_data=val
+    )
     curve = vae.history_["val_elbo"]
     assert before < -500
     assert curve[-1] > -150, curve
@@ -46,7 +48,9 @@ def test_gaussian_vae_learns_the_shapes():
     reconstructions beat the mean image by a wide margin (MSE 0.014 vs 0.061)."""
     shapes = data.make_shapes(6000, seed=0)
     train, val = data.train_validation_split(shapes, n_validation=1000, seed=0)
-    settings = dict(hidden=(200,), latent_dim=10, likelihood="gaussian", sigma=0.2, seed=0)
+    settings = dict(
+        hidden=(200,), latent_dim=10, likelihood="gaussian", sigma=0.2, seed=0
+    )
     before = _untrained_score(val.X, **settings)
     vae = fastvae.VAE(epochs=8, **settings).fit(train.X, validation_data=val.X)
     assert before < -500

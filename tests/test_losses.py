@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-
 import reference as ref
 from _helpers import DTYPES, assert_close_scaled, fd4_all
+
 from fastvae import _losses
 
 LOG2 = np.log(2.0)
@@ -51,8 +51,12 @@ def test_kl_backward_matches_reference(dtype, scale):
 
 def test_kl_backward_default_scale_is_one():
     H = _head(np.random.default_rng(2), 4, 3)
-    np.testing.assert_array_equal(_losses.kl_backward_memview(H), _losses.kl_backward_memview(H, 1.0))
-    np.testing.assert_allclose(_losses.kl_backward_memview(H), ref.kl_backward(H), rtol=1e-15)
+    np.testing.assert_array_equal(
+        _losses.kl_backward_memview(H), _losses.kl_backward_memview(H, 1.0)
+    )
+    np.testing.assert_allclose(
+        _losses.kl_backward_memview(H), ref.kl_backward(H), rtol=1e-15
+    )
 
 
 def test_kl_finite_differences():
@@ -77,9 +81,13 @@ def test_kl_hand_values(dtype):
     # mu = 0, lv = log 2: 1/2 (2 - 1 - log 2) per dimension
     H = np.zeros((1, 2), dtype)
     H[0, 1] = np.log(2.0)
-    np.testing.assert_allclose(_losses.kl_memview(H), [0.5 * (1 - LOG2)], rtol=4 * _eps(dtype))
+    np.testing.assert_allclose(
+        _losses.kl_memview(H), [0.5 * (1 - LOG2)], rtol=4 * _eps(dtype)
+    )
     # gradient at the prior: zero
-    np.testing.assert_array_equal(_losses.kl_backward_memview(np.zeros((2, 6), dtype)), 0)
+    np.testing.assert_array_equal(
+        _losses.kl_backward_memview(np.zeros((2, 6), dtype)), 0
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -137,7 +145,9 @@ def test_bernoulli_hand_values(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bernoulli_extreme_logits_are_exact(dtype):
-    L = np.array([[1000.0, 1000.0, -1000.0, -1000.0, 1000.0, -1000.0, 200.0, -200.0]], dtype)
+    L = np.array(
+        [[1000.0, 1000.0, -1000.0, -1000.0, 1000.0, -1000.0, 200.0, -200.0]], dtype
+    )
     X = np.array([[0.0, 1.0, 1.0, 0.0, 0.25, 0.25, 0.0, 1.0]], dtype)
     loss, grad = _losses.bernoulli_memview(L, X)
     # exact limits: |l| when the target disagrees, 0 when it agrees; soft
@@ -146,10 +156,14 @@ def test_bernoulli_extreme_logits_are_exact(dtype):
     assert np.isfinite(loss[0])
     assert loss[0] == sum(per_elem)
     assert np.all(np.isfinite(grad))
-    np.testing.assert_array_equal(grad[0], [1.0, 0.0, -1.0, 0.0, 0.75, -0.25, 1.0, -1.0])
+    np.testing.assert_array_equal(
+        grad[0], [1.0, 0.0, -1.0, 0.0, 0.75, -0.25, 1.0, -1.0]
+    )
     # each element alone, to see the exact per-element limit
     for j, want in enumerate(per_elem):
-        lj, _ = _losses.bernoulli_memview(L[:, j : j + 1].copy(), X[:, j : j + 1].copy())
+        lj, _ = _losses.bernoulli_memview(
+            L[:, j : j + 1].copy(), X[:, j : j + 1].copy()
+        )
         assert lj[0] == want, j
 
 
@@ -233,7 +247,9 @@ def test_gaussian_hand_values(dtype, sigma):
     M[0, 0] += 1
     loss, grad = _losses.gaussian_memview(M, X, sigma)
     np.testing.assert_allclose(loss[0], const + 0.5 / sigma**2, rtol=4 * _eps(dtype))
-    assert grad[0, 0] == pytest.approx((float(M[0, 0]) - float(X[0, 0])) / sigma**2, rel=4 * _eps(dtype))
+    assert grad[0, 0] == pytest.approx(
+        (float(M[0, 0]) - float(X[0, 0])) / sigma**2, rel=4 * _eps(dtype)
+    )
 
 
 def test_gaussian_default_sigma_and_scale():

@@ -52,8 +52,9 @@ def test_detects_what_to_read_in_chunks(tmp_path):
 
 @pytest.mark.parametrize("chunks", ["default", "tiny"])
 @pytest.mark.parametrize("file_dtype", [np.float32, np.float64, np.uint8])
-def test_memmap_training_is_bitwise_in_memory_training(tmp_path, request, chunks,
-                                                       file_dtype):
+def test_memmap_training_is_bitwise_in_memory_training(
+    tmp_path, request, chunks, file_dtype
+):
     if chunks == "tiny":
         request.getfixturevalue("tiny_chunks")
     X = _binary(dtype=np.float32)
@@ -74,8 +75,9 @@ def test_chunks_hold_whole_minibatches_in_epoch_order(tmp_path, tiny_chunks):
     data = batches.Chunked(mm, np.float32, 32)
     assert data.chunk_rows == 96
     order = np.random.default_rng(1).permutation(300)
-    got = [(buf[rows].copy(), rows.size)
-           for buf, rows, _ in data.minibatches(order, 32)]
+    got = [
+        (buf[rows].copy(), rows.size) for buf, rows, _ in data.minibatches(order, 32)
+    ]
     assert [size for _, size in got] == [32] * 9 + [12]
     np.testing.assert_array_equal(np.vstack([rows for rows, _ in got]), X[order])
 
@@ -139,12 +141,18 @@ def test_partial_fit_on_a_memmap(tmp_path):
 @pytest.mark.parametrize(
     "edit, error, message",
     [
-        (lambda X: X.__setitem__((217, 4), np.nan), ValueError,
-         r"X contains NaN or infinite values \(first in row 217\)"),
+        (
+            lambda X: X.__setitem__((217, 4), np.nan),
+            ValueError,
+            r"X contains NaN or infinite values \(first in row 217\)",
+        ),
         (lambda X: X.__setitem__((3, 0), np.inf), ValueError, "first in row 3"),
-        (lambda X: X.__setitem__((9, 9), 1.5), ValueError,
-         r"must lie in \[0, 1\] for the Bernoulli likelihood, got values in "
-         r"\[0, 1.5\]"),
+        (
+            lambda X: X.__setitem__((9, 9), 1.5),
+            ValueError,
+            r"must lie in \[0, 1\] for the Bernoulli likelihood, got values in "
+            r"\[0, 1.5\]",
+        ),
     ],
     ids=["nan", "inf", "range"],
 )
@@ -212,7 +220,11 @@ def test_peak_memory_stays_far_below_the_file_size(tmp_path):
     def peak_growth(release):
         out = subprocess.run(
             [sys.executable, "-c", _RSS_SCRIPT, str(path), str(n), str(d), release],
-            capture_output=True, text=True, check=True, timeout=120)
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
         before, peak = (int(v) for v in out.stdout.split())
         return before, peak
 

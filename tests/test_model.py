@@ -6,10 +6,10 @@ import warnings
 
 import numpy as np
 import pytest
+import reference as ref
 import scipy.sparse
 
 import fastvae
-import reference as ref
 from fastvae import _rng
 from fastvae._base import _epoch_order
 
@@ -45,8 +45,17 @@ def fitted(X):
 def test_init_stores_arguments_unchanged():
     hidden = [8, 4]
     opt = fastvae.optim.Adam(lr=0.01)
-    vae = fastvae.VAE(5, hidden, 2, likelihood="gaussian", sigma=0.5, optimizer=opt,
-                      dtype="float64", n_threads=1, verbose=0)
+    vae = fastvae.VAE(
+        5,
+        hidden,
+        2,
+        likelihood="gaussian",
+        sigma=0.5,
+        optimizer=opt,
+        dtype="float64",
+        n_threads=1,
+        verbose=0,
+    )
     params = vae.get_params()
     assert params["input_dim"] == 5 and params["hidden"] is hidden
     assert params["optimizer"] is opt and params["dtype"] == "float64"
@@ -75,9 +84,14 @@ def test_fit_returns_self_and_infers_input_dim(X):
 
 def test_unfitted_model_raises(X):
     vae = _small()
-    for call in (lambda: vae.transform(X), lambda: vae.encode(X),
-                 lambda: vae.decode(np.zeros((1, 3))), lambda: vae.sample(2),
-                 lambda: vae.elbo(X), lambda: vae.save("never.npz")):
+    for call in (
+        lambda: vae.transform(X),
+        lambda: vae.encode(X),
+        lambda: vae.decode(np.zeros((1, 3))),
+        lambda: vae.sample(2),
+        lambda: vae.elbo(X),
+        lambda: vae.save("never.npz"),
+    ):
         with pytest.raises(fastvae.NotFittedError, match="not fitted"):
             call()
 
@@ -85,8 +99,16 @@ def test_unfitted_model_raises(X):
 def test_history_has_one_entry_per_epoch(X):
     vae = _small(epochs=3).fit(X, validation_data=X[:50])
     h = vae.history_
-    for key in ("epoch", "loss", "reconstruction", "kl", "elbo", "val_elbo", "seconds",
-                "samples_per_second"):
+    for key in (
+        "epoch",
+        "loss",
+        "reconstruction",
+        "kl",
+        "elbo",
+        "val_elbo",
+        "seconds",
+        "samples_per_second",
+    ):
         assert len(h[key]) == 3, key
     assert h["epoch"] == [1, 2, 3]
     assert vae.loss_curve_ == h["loss"]
@@ -140,9 +162,17 @@ def test_elbo_matches_reference_forward_pass(X):
     Xd = X[:20].astype(np.float64)
     layout = vae._fitted_layout
     acts = ["tanh", "tanh", "identity", "tanh", "tanh", "identity"]
-    layers = [(W, b, a) for (W, b), a in zip(layout.views(vae.params_), acts, strict=True)]
-    eps = np.vstack([_rng.normal_matrix(vae.seed, _rng.STREAM_EVAL, 0, 1, 3,
-                                        row_offset=ref.row_key(x)) for x in Xd])
+    layers = [
+        (W, b, a) for (W, b), a in zip(layout.views(vae.params_), acts, strict=True)
+    ]
+    eps = np.vstack(
+        [
+            _rng.normal_matrix(
+                vae.seed, _rng.STREAM_EVAL, 0, 1, 3, row_offset=ref.row_key(x)
+            )
+            for x in Xd
+        ]
+    )
     f = ref.forward(layers, layout.n_encoder, Xd, eps)
     np.testing.assert_allclose(vae.elbo(Xd), -(f["recon"] + f["kl"]), rtol=1e-12)
     mu, logvar = vae.encode(Xd)
@@ -162,8 +192,9 @@ def test_first_training_step_matches_reference_step():
     layers = [(W, b, a) for (W, b), a in zip(layout.views(p0), acts, strict=True)]
     rows = _epoch_order(vae.seed, 0, 32)
     eps = _rng.normal_matrix(vae.seed, _rng.STREAM_REPARAM, 0, 32, 3)
-    loss, _, _, grads = ref.loss_and_grads(layers, layout.n_encoder, X[rows], eps,
-                                           beta=0.7)
+    loss, _, _, grads = ref.loss_and_grads(
+        layers, layout.n_encoder, X[rows], eps, beta=0.7
+    )
     g = layout.zeros(np.float64)
     for (W, b), (dW, db) in zip(layout.views(g), grads, strict=True):
         W[...], b[...] = dW, db
@@ -215,7 +246,9 @@ def test_warm_start_cannot_switch_optimizer(X):
 def test_fit_overrides_do_not_change_constructor_settings(X):
     vae = _small(epochs=1)
     vae.fit(X, epochs=2, batch_size=64, lr=0.01)
-    assert vae.n_iter_ == 2 and vae.epochs == 1 and vae.batch_size == 32 and vae.lr is None
+    assert (
+        vae.n_iter_ == 2 and vae.epochs == 1 and vae.batch_size == 32 and vae.lr is None
+    )
 
 
 # -- input handling -----------------------------------------------------------------
@@ -237,7 +270,9 @@ def test_layouts_and_dtypes_of_input_give_the_same_result(fitted, X):
     np.testing.assert_array_equal(fitted.transform(ro), want)
     np.testing.assert_array_equal(fitted.transform(X.astype(np.float64)), want)
     ints = (X > 0.5).astype(np.int64)
-    np.testing.assert_array_equal(fitted.transform(ints), fitted.transform(ints.astype(np.float32)))
+    np.testing.assert_array_equal(
+        fitted.transform(ints), fitted.transform(ints.astype(np.float32))
+    )
     np.testing.assert_array_equal(fitted.transform(X.tolist()), want)
 
 
@@ -253,7 +288,9 @@ def test_memmap_input(tmp_path, fitted, X):
 
 
 def test_batch_larger_than_data_warns_and_uses_all_rows(X):
-    with pytest.warns(UserWarning, match="batch_size=500 is larger than the 200 samples"):
+    with pytest.warns(
+        UserWarning, match="batch_size=500 is larger than the 200 samples"
+    ):
         vae = _small(epochs=1, batch_size=500).fit(X)
     assert vae.t_ == 1
 
@@ -274,8 +311,20 @@ def test_batch_larger_than_data_warns_and_uses_all_rows(X):
         (None, TypeError, "X must be an array, got None"),
         (np.full((5, D), 2.0), ValueError, r"must lie in \[0, 1\] for the Bernoulli"),
     ],
-    ids=["1d", "3d", "no-rows", "no-cols", "nan", "inf", "complex", "strings", "object",
-         "sparse", "none", "bernoulli-range"],
+    ids=[
+        "1d",
+        "3d",
+        "no-rows",
+        "no-cols",
+        "nan",
+        "inf",
+        "complex",
+        "strings",
+        "object",
+        "sparse",
+        "none",
+        "bernoulli-range",
+    ],
 )
 def test_bad_training_data(bad, error, message):
     with pytest.raises(error, match=message):
@@ -283,13 +332,21 @@ def test_bad_training_data(bad, error, message):
 
 
 def test_bad_input_after_fit(fitted, X):
-    with pytest.raises(ValueError, match="X has 5 features, but VAE is expecting 24 features"):
+    with pytest.raises(
+        ValueError, match="X has 5 features, but VAE is expecting 24 features"
+    ):
         fitted.transform(np.zeros((3, 5)))
-    with pytest.raises(ValueError, match="X has 5 features, but VAE is expecting 24 features"):
+    with pytest.raises(
+        ValueError, match="X has 5 features, but VAE is expecting 24 features"
+    ):
         fitted.elbo(np.zeros((3, 5)))
-    with pytest.raises(ValueError, match="Z has 4 latent dims, but VAE is expecting 3 latent dims"):
+    with pytest.raises(
+        ValueError, match="Z has 4 latent dims, but VAE is expecting 3 latent dims"
+    ):
         fitted.decode(np.zeros((3, 4)))
-    with pytest.raises(ValueError, match="validation_data has 5 features, but VAE is expecting 24"):
+    with pytest.raises(
+        ValueError, match="validation_data has 5 features, but VAE is expecting 24"
+    ):
         _small().fit(X, validation_data=np.zeros((3, 5)))
     with pytest.raises(ValueError, match="NaN"):
         fitted.transform(np.full((2, D), np.nan))
@@ -319,12 +376,24 @@ def test_bad_input_after_fit(fitted, X):
         (dict(likelihood="poisson"), ValueError, "likelihood must be one of"),
         (dict(activation="gelu"), ValueError, "activation must be one of"),
         (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of"),
-        (dict(dtype=np.int32), TypeError, "dtype must be float32 or float64, got int32"),
-        (dict(dtype=np.float16), TypeError, "dtype must be float32 or float64, got float16"),
+        (
+            dict(dtype=np.int32),
+            TypeError,
+            "dtype must be float32 or float64, got int32",
+        ),
+        (
+            dict(dtype=np.float16),
+            TypeError,
+            "dtype must be float32 or float64, got float16",
+        ),
         (dict(seed=-1), ValueError, "seed must be >= 0"),
         (dict(n_threads=0), ValueError, "n_threads must be >= 1"),
         (dict(verbose=5), ValueError, r"verbose must be one of \[0, 1, 2\]"),
-        (dict(input_dim=7), ValueError, "X has 24 features, but VAE is expecting 7 features"),
+        (
+            dict(input_dim=7),
+            ValueError,
+            "X has 24 features, but VAE is expecting 7 features",
+        ),
     ],
 )
 def test_bad_settings_are_named(X, settings, error, message):
@@ -340,14 +409,20 @@ def test_empty_hidden_is_a_linear_vae(X):
 def test_non_finite_loss_stops_with_a_clear_error():
     X = np.full((64, D), 1e30, np.float32)
     vae = _small(likelihood="gaussian", epochs=1, batch_size=16)
-    with pytest.raises(FloatingPointError, match=r"NaN or infinite at step (\d+) .*lower"):
+    with pytest.raises(
+        FloatingPointError, match=r"NaN or infinite at step (\d+) .*lower"
+    ):
         vae.fit(X)
     assert np.isfinite(vae.params_).all()
 
 
 def test_divergence_midway_keeps_last_good_parameters(X):
-    vae = _small(optimizer="sgd", lr=1e6, likelihood="gaussian", epochs=5, batch_size=20)
-    with pytest.raises(FloatingPointError, match=r"(loss|gradient) became NaN or infinite") as info:
+    vae = _small(
+        optimizer="sgd", lr=1e6, likelihood="gaussian", epochs=5, batch_size=20
+    )
+    with pytest.raises(
+        FloatingPointError, match=r"(loss|gradient) became NaN or infinite"
+    ) as info:
         vae.fit(X * 10)
     assert np.isfinite(vae.params_).all()
     assert f"step {vae.t_}" in str(info.value)
@@ -355,7 +430,9 @@ def test_divergence_midway_keeps_last_good_parameters(X):
 
 def test_kl_warmup_and_beta_weight_the_kl_term(X):
     zero_beta = _small(beta=0.0, epochs=1).fit(X)
-    np.testing.assert_allclose(zero_beta.history_["loss"], zero_beta.history_["reconstruction"])
+    np.testing.assert_allclose(
+        zero_beta.history_["loss"], zero_beta.history_["reconstruction"]
+    )
     warm = _small(kl_warmup=10**6, epochs=1).fit(X)
     # the weight rises from 1e-6 per step: the loss is nearly the reconstruction
     h = warm.history_

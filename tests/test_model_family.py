@@ -22,8 +22,9 @@ def binary():
 
 @pytest.fixture(scope="module")
 def vae(binary):
-    return fastvae.VAE(hidden=(32,), latent_dim=4, epochs=30, batch_size=50,
-                       dtype=np.float64, seed=2).fit(binary)
+    return fastvae.VAE(
+        hidden=(32,), latent_dim=4, epochs=30, batch_size=50, dtype=np.float64, seed=2
+    ).fit(binary)
 
 
 # -- log p(x) ----------------------------------------------------------------------
@@ -51,12 +52,23 @@ def test_log_likelihood_converges_to_the_exact_linear_gaussian_value():
     latent, sigma = 2, 0.5
     A = rng.standard_normal((latent, 5))
     X = rng.standard_normal((500, latent)) @ A + sigma * rng.standard_normal((500, 5))
-    vae = fastvae.VAE(hidden=(), latent_dim=latent, likelihood="gaussian", sigma=sigma,
-                      epochs=60, batch_size=50, lr=0.01, dtype=np.float64, seed=0).fit(X)
+    vae = fastvae.VAE(
+        hidden=(),
+        latent_dim=latent,
+        likelihood="gaussian",
+        sigma=sigma,
+        epochs=60,
+        batch_size=50,
+        lr=0.01,
+        dtype=np.float64,
+        seed=0,
+    ).fit(X)
     (_, _), (W, b) = vae._fitted_layout.views(vae.params_)
     exact = multivariate_normal(b, W.T @ W + sigma**2 * np.eye(5)).logpdf(X[:40])
-    errors = {k: np.abs(vae.log_likelihood(X[:40], k=k) - exact).mean()
-              for k in (1, 10, 100, 5000)}
+    errors = {
+        k: np.abs(vae.log_likelihood(X[:40], k=k) - exact).mean()
+        for k in (1, 10, 100, 5000)
+    }
     # measured: 0.41, 0.066, 0.0084, 0.00037 nats
     assert errors[5000] < 0.005, errors
     assert errors[5000] < errors[100] < errors[10] < errors[1], errors
@@ -79,23 +91,30 @@ def test_conditional_vae_api(binary):
     labels = np.arange(len(binary)) % 3
     cond = data.one_hot(labels, 3)
     cvae = fastvae.VAE(hidden=(24,), latent_dim=3, epochs=3, seed=1).fit(
-        binary, condition=cond, validation_data=(binary[:40], cond[:40]))
+        binary, condition=cond, validation_data=(binary[:40], cond[:40])
+    )
     assert cvae.n_conditions_ == 3
     assert cvae.transform(binary[:5], cond[:5]).shape == (5, 3)
     assert cvae.sample(6, condition=[0, 1, 0]).shape == (6, D)
     assert cvae.sample(2, condition=cond[:2]).shape == (2, D)
     assert cvae.log_likelihood(binary[:3], cond[:3], k=5).shape == (3,)
-    assert cvae.history_["val_elbo"][-1] == pytest.approx(cvae.score(binary[:40],
-                                                                     condition=cond[:40]))
-    with pytest.raises(ValueError, match="fitted with 3 condition columns; pass condition="):
+    assert cvae.history_["val_elbo"][-1] == pytest.approx(
+        cvae.score(binary[:40], condition=cond[:40])
+    )
+    with pytest.raises(
+        ValueError, match="fitted with 3 condition columns; pass condition="
+    ):
         cvae.transform(binary[:5])
-    with pytest.raises(ValueError, match="condition has 4 condition columns, but VAE is expecting 3"):
+    with pytest.raises(
+        ValueError, match="condition has 4 condition columns, but VAE is expecting 3"
+    ):
         cvae.transform(binary[:5], np.zeros((5, 4)))
     with pytest.raises(ValueError, match="condition has 4 rows but the data have 5"):
         cvae.transform(binary[:5], cond[:4])
     with pytest.raises(ValueError, match="fitted without conditions"):
         fastvae.VAE(hidden=(8,), latent_dim=2, epochs=1).fit(binary).transform(
-            binary[:2], cond[:2])
+            binary[:2], cond[:2]
+        )
     with pytest.raises(ValueError, match=r"must be \(X_val, condition_val\)"):
         fastvae.VAE(epochs=1).fit(binary, condition=cond, validation_data=binary[:5])
 
@@ -112,7 +131,8 @@ def test_conditional_samples_follow_the_condition(shared_data):
     train = data.load_mnist(folder).subset(slice(0, 12000))
     cond = data.one_hot(train.y, 10)
     cvae = fastvae.VAE(hidden=(256,), latent_dim=2, epochs=5, seed=0).fit(
-        train.X, condition=cond)
+        train.X, condition=cond
+    )
     means = np.stack([train.X[train.y == c].mean(axis=0) for c in range(10)])
     labels = np.repeat(np.arange(10), 40)
     samples = cvae.sample(len(labels), condition=data.one_hot(labels, 10), seed=3)
@@ -134,12 +154,21 @@ def test_learned_sigma_follows_the_noise_of_each_feature():
     X = noise * rng.standard_normal((2000, 5))
     # Adam moves log-sigma by at most about lr per step: 640 steps at 0.01
     # reach log(0.05) = -3 from the initial 0
-    vae = fastvae.VAE(hidden=(16,), latent_dim=1, likelihood="gaussian", sigma="learned",
-                      epochs=40, lr=0.01, seed=0).fit(X)
+    vae = fastvae.VAE(
+        hidden=(16,),
+        latent_dim=1,
+        likelihood="gaussian",
+        sigma="learned",
+        epochs=40,
+        lr=0.01,
+        seed=0,
+    ).fit(X)
     learned = vae.sigma_
     assert learned.shape == (5,)
     np.testing.assert_allclose(learned, X.std(axis=0), rtol=0.1)
-    fixed = fastvae.VAE(hidden=(16,), latent_dim=1, likelihood="gaussian", epochs=1).fit(X)
+    fixed = fastvae.VAE(
+        hidden=(16,), latent_dim=1, likelihood="gaussian", epochs=1
+    ).fit(X)
     assert fixed.sigma_ == 1.0
     assert vae.score(X) > fixed.score(X) + 5
 
@@ -159,17 +188,21 @@ def test_dynamic_binarization_trains_on_fresh_binary_draws():
     rng = np.random.default_rng(3)
     P = rng.random((300, D)).astype(np.float32)  # probabilities, not binary
     settings = dict(hidden=(16,), latent_dim=3, epochs=2, seed=4)
-    dyn = [fastvae.VAE(dynamic_binarization=True, n_threads=t, **settings).fit(P).params_
-           for t in (1, 2)]
+    dyn = [
+        fastvae.VAE(dynamic_binarization=True, n_threads=t, **settings).fit(P).params_
+        for t in (1, 2)
+    ]
     np.testing.assert_array_equal(dyn[0], dyn[1])
     plain = fastvae.VAE(**settings).fit(P).params_
     static = fastvae.VAE(**settings).fit(data.sample_binarize(P, seed=1)).params_
     assert not np.array_equal(dyn[0], plain) and not np.array_equal(dyn[0], static)
-    with pytest.raises(ValueError, match="dynamic_binarization needs likelihood='bernoulli'"):
+    with pytest.raises(
+        ValueError, match="dynamic_binarization needs likelihood='bernoulli'"
+    ):
         fastvae.VAE(dynamic_binarization=True, likelihood="gaussian").fit(P)
 
 
-# -- autoencoder baselines ------------------------------------------------------------------
+# -- autoencoder baselines -------------------------------------------------------------
 
 
 def test_autoencoder_api(binary):
@@ -210,13 +243,22 @@ def test_denoising_autoencoder_removes_masking_noise(shared_data):
     assert err(ae) < np.mean((noisy - test) ** 2)
 
 
-@pytest.mark.parametrize("make", [
-    lambda X, c: fastvae.Autoencoder(hidden=(8,), latent_dim=2, epochs=2).fit(X),
-    lambda X, c: fastvae.DenoisingAutoencoder(hidden=(8,), latent_dim=2, epochs=2).fit(X),
-    lambda X, c: fastvae.VAE(hidden=(8,), latent_dim=2, epochs=2).fit(X, condition=c),
-    lambda X, c: fastvae.VAE(hidden=(8,), latent_dim=2, epochs=2, likelihood="gaussian",
-                             sigma="learned").fit(X),
-], ids=["ae", "dae", "cvae", "learned-sigma"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda X, c: fastvae.Autoencoder(hidden=(8,), latent_dim=2, epochs=2).fit(X),
+        lambda X, c: fastvae.DenoisingAutoencoder(
+            hidden=(8,), latent_dim=2, epochs=2
+        ).fit(X),
+        lambda X, c: fastvae.VAE(hidden=(8,), latent_dim=2, epochs=2).fit(
+            X, condition=c
+        ),
+        lambda X, c: fastvae.VAE(
+            hidden=(8,), latent_dim=2, epochs=2, likelihood="gaussian", sigma="learned"
+        ).fit(X),
+    ],
+    ids=["ae", "dae", "cvae", "learned-sigma"],
+)
 def test_save_load_round_trip(make, binary, tmp_path):
     cond = data.one_hot(np.arange(len(binary)) % 2, 2)
     model = make(binary, cond)
@@ -226,6 +268,7 @@ def test_save_load_round_trip(make, binary, tmp_path):
     for name in ("hidden", "latent_dim", "likelihood", "sigma", "corruption", "epochs"):
         assert loaded.get_params()[name] == model.get_params()[name], name
     c = cond[:10] if model.n_conditions_ else None
-    np.testing.assert_array_equal(loaded.transform(binary[:10], c),
-                                  model.transform(binary[:10], c))
+    np.testing.assert_array_equal(
+        loaded.transform(binary[:10], c), model.transform(binary[:10], c)
+    )
     np.testing.assert_array_equal(loaded.params_, model.params_)

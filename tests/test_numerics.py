@@ -7,7 +7,6 @@ them, in units in the last place (ulp) of the correctly rounded float32 result.
 
 import numpy as np
 import pytest
-
 from fastvae._numerics import apply_f32
 
 

@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import reference  # noqa: E402
+
 from fastvae.bench import numpy_vae  # noqa: E402
 
 NumpyVAE = numpy_vae.NumpyVAE

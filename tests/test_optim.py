@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-
 import reference as ref
 from _helpers import DTYPES, assert_close_scaled
+
 from fastvae import _optim
 
 KINDS = ["sgd", "momentum", "adam"]
@@ -37,8 +37,13 @@ def test_five_steps_match_reference(dtype, kind, hyper):
     s1 = np.zeros(n, dtype)
     s2 = np.zeros(n, dtype)
     rp, rs1, rs2 = (a.astype(np.float64) for a in (p, s1, s2))
-    hp = dict(lr=hyper["lr"], mu=hyper.get("momentum", 0.9), b1=hyper.get("beta1", 0.9),
-              b2=hyper.get("beta2", 0.999), eps=hyper.get("eps", 1e-8))
+    hp = dict(
+        lr=hyper["lr"],
+        mu=hyper.get("momentum", 0.9),
+        b1=hyper.get("beta1", 0.9),
+        b2=hyper.get("beta2", 0.999),
+        eps=hyper.get("eps", 1e-8),
+    )
     for t in range(1, 6):
         g = (rng.standard_normal(n) * 10.0 ** rng.uniform(-4, 1, n)).astype(dtype)
         g[:3] = 0  # parameters that see no gradient
@@ -47,11 +52,17 @@ def test_five_steps_match_reference(dtype, kind, hyper):
         np.testing.assert_allclose(p, rp, err_msg=f"params, t={t}", **TOL[dtype])
         if kind != "sgd":
             scale = np.abs(rs1).max()
-            np.testing.assert_allclose(s1, rs1, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale,
-                                       err_msg=f"state1, t={t}")
+            np.testing.assert_allclose(
+                s1,
+                rs1,
+                rtol=TOL[dtype]["rtol"],
+                atol=TOL[dtype]["atol"] * scale,
+                err_msg=f"state1, t={t}",
+            )
         if kind == "adam":
-            np.testing.assert_allclose(s2, rs2, rtol=TOL[dtype]["rtol"], atol=1e-30,
-                                       err_msg=f"state2, t={t}")
+            np.testing.assert_allclose(
+                s2, rs2, rtol=TOL[dtype]["rtol"], atol=1e-30, err_msg=f"state2, t={t}"
+            )
     if kind == "sgd":
         assert not s1.any() and not s2.any()  # states untouched
     if kind == "momentum":
@@ -95,7 +106,7 @@ def test_adam_first_step_is_lr_times_sign(dtype, lr):
 
 
 def test_adam_bias_correction_uses_t():
-    """Same state and gradient, different t: different step; t matters as pow(beta, t)."""
+    """Same state and gradient, different t: different step (pow(beta, t))."""
     n = 8
     g = np.linspace(-1, 1, n)
     outs = []
@@ -103,7 +114,9 @@ def test_adam_bias_correction_uses_t():
         p = np.zeros(n)
         s1, s2 = np.full(n, 0.1), np.full(n, 0.02)
         _optim.optimizer_update_memview("adam", t, p, g, s1, s2, 0.01)
-        rp, _, _ = ref.adam(np.zeros(n), g, np.full(n, 0.1), np.full(n, 0.02), t, 0.01, 0.9, 0.999, 1e-8)
+        rp, _, _ = ref.adam(
+            np.zeros(n), g, np.full(n, 0.1), np.full(n, 0.02), t, 0.01, 0.9, 0.999, 1e-8
+        )
         np.testing.assert_allclose(p, rp, rtol=1e-14, atol=1e-17)
         outs.append(p)
     assert not np.array_equal(outs[0], outs[1])
@@ -116,8 +129,17 @@ def test_adam_huge_t_is_finite():
     s1, s2 = np.full(n, 0.1, np.float32), np.full(n, 0.01, np.float32)
     _optim.optimizer_update_memview("adam", 10**9, p, g, s1, s2, 0.01)
     assert np.all(np.isfinite(p))
-    rp, _, _ = ref.adam(np.ones(n), np.full(n, 0.5), np.full(n, 0.1), np.full(n, 0.01), 10**9,
-                        0.01, 0.9, 0.999, 1e-8)
+    rp, _, _ = ref.adam(
+        np.ones(n),
+        np.full(n, 0.5),
+        np.full(n, 0.1),
+        np.full(n, 0.01),
+        10**9,
+        0.01,
+        0.9,
+        0.999,
+        1e-8,
+    )
     np.testing.assert_allclose(p, rp, rtol=1e-6)
 
 

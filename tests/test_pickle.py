@@ -33,16 +33,22 @@ def _same_fitted_state(a, b, timings=True):
         np.testing.assert_array_equal(s, t)
     assert a.get_params() == b.get_params()
     assert (a.n_features_in_, a.n_conditions_, a.n_iter_, a.t_) == (
-        b.n_features_in_, b.n_conditions_, b.n_iter_, b.t_)
+        b.n_features_in_,
+        b.n_conditions_,
+        b.n_iter_,
+        b.t_,
+    )
     skip = () if timings else TIMINGS
     assert {k: v for k, v in a.history_.items() if k not in skip} == {
-        k: v for k, v in b.history_.items() if k not in skip}
+        k: v for k, v in b.history_.items() if k not in skip
+    }
     assert a.loss_curve_ == b.loss_curve_
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cls", [fastvae.VAE, fastvae.Autoencoder,
-                                 fastvae.DenoisingAutoencoder])
+@pytest.mark.parametrize(
+    "cls", [fastvae.VAE, fastvae.Autoencoder, fastvae.DenoisingAutoencoder]
+)
 def test_round_trip_is_exact(cls, dtype):
     X = _binary()
     model = _small(cls, dtype=dtype).fit(X)
@@ -52,8 +58,9 @@ def test_round_trip_is_exact(cls, dtype):
     assert back.params_.ctypes.data % 64 == 0 and back.params_.flags.writeable
     np.testing.assert_array_equal(back.transform(X), model.transform(X))
     np.testing.assert_array_equal(back.score_samples(X), model.score_samples(X))
-    np.testing.assert_array_equal(back.decode(model.transform(X)),
-                                  model.decode(model.transform(X)))
+    np.testing.assert_array_equal(
+        back.decode(model.transform(X)), model.decode(model.transform(X))
+    )
     if cls is fastvae.VAE:
         np.testing.assert_array_equal(back.sample(5), model.sample(5))
 
@@ -79,8 +86,9 @@ def test_unfitted_model_pickles():
     assert not hasattr(back, "params_")
     with pytest.raises(fastvae.NotFittedError):
         back.transform(_binary())
-    np.testing.assert_array_equal(back.fit(_binary()).params_,
-                                  model.fit(_binary()).params_)
+    np.testing.assert_array_equal(
+        back.fit(_binary()).params_, model.fit(_binary()).params_
+    )
 
 
 def test_unpickled_model_trains_on_exactly():
@@ -103,8 +111,9 @@ def test_conditional_model_round_trip():
     model = _small().fit(X, condition=cond)
     back = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(back.transform(X, cond), model.transform(X, cond))
-    np.testing.assert_array_equal(back.sample(4, condition=cond[0]),
-                                  model.sample(4, condition=cond[0]))
+    np.testing.assert_array_equal(
+        back.sample(4, condition=cond[0]), model.sample(4, condition=cond[0])
+    )
 
 
 def test_deepcopy_and_joblib_memmapped_load(tmp_path):
@@ -131,5 +140,6 @@ def test_model_files_stay_pickle_free(tmp_path):
         assert set(f.files) >= {"params", "opt_state1", "opt_state2"}
         assert all(f[name].dtype != object for name in f.files)
     same = fastvae.load(path)
-    np.testing.assert_array_equal(same.params_,
-                                  pickle.loads(pickle.dumps(model)).params_)
+    np.testing.assert_array_equal(
+        same.params_, pickle.loads(pickle.dumps(model)).params_
+    )

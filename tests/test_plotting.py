@@ -81,16 +81,28 @@ def test_labelled_grid_is_pixel_exact(tmp_path):
     rng = np.random.default_rng(1)
     images = rng.random((6, 8 * 8))  # 2 rows x 3 columns of 8x8 images, zoom 7
     path = tmp_path / "g.png"
-    plotting.labelled_grid(images, (8, 8), path, n_cols=3, row_labels=["a", "b"],
-                           col_labels=["x", "y", "z"], title="t")
+    plotting.labelled_grid(
+        images,
+        (8, 8),
+        path,
+        n_cols=3,
+        row_labels=["a", "b"],
+        col_labels=["x", "y", "z"],
+        title="t",
+    )
     png = imread(path)
     zoom, left, top = 7, 4 + 64, 4 + 22 + 14
-    assert png.shape[:2] == (top + zoom * (2 * 9 - 1) + 4,
-                             left + zoom * (3 * 9 - 1) + 4)
+    assert png.shape[:2] == (
+        top + zoom * (2 * 9 - 1) + 4,
+        left + zoom * (3 * 9 - 1) + 4,
+    )
     for k in range(6):
         r, c = divmod(k, 3)
-        np.testing.assert_allclose(_cell(png, top, left, r, c, (8, 8), zoom),
-                                   images[k].reshape(8, 8), atol=2.5 / 255)
+        np.testing.assert_allclose(
+            _cell(png, top, left, r, c, (8, 8), zoom),
+            images[k].reshape(8, 8),
+            atol=2.5 / 255,
+        )
         # every screen pixel of an image pixel has the same value
         y, x = top + r * 9 * zoom, left + c * 9 * zoom
         block = png[y : y + zoom, x : x + zoom, 0]
@@ -105,19 +117,29 @@ def test_labelled_grid_is_pixel_exact(tmp_path):
 
 def test_labelled_grid_checks_labels(tmp_path):
     with pytest.raises(ValueError, match="row_labels must have 2 entries, got 1"):
-        plotting.labelled_grid(np.zeros((4, 4)), (2, 2), tmp_path / "x.png", n_cols=2,
-                               row_labels=["a"])
+        plotting.labelled_grid(
+            np.zeros((4, 4)), (2, 2), tmp_path / "x.png", n_cols=2, row_labels=["a"]
+        )
     with pytest.raises(ValueError, match="col_labels must have 2 entries, got 3"):
-        plotting.labelled_grid(np.zeros((4, 4)), (2, 2), tmp_path / "x.png", n_cols=2,
-                               col_labels=["a", "b", "c"])
+        plotting.labelled_grid(
+            np.zeros((4, 4)),
+            (2, 2),
+            tmp_path / "x.png",
+            n_cols=2,
+            col_labels=["a", "b", "c"],
+        )
 
 
 def test_image_grid_size_and_a_long_title_widens_it(tmp_path):
     plotting.image_grid(np.ones((9, 784)), (28, 28), tmp_path / "a.png")
     side = 2 * (3 * 29 - 1)
     assert imread(tmp_path / "a.png").shape[:2] == (side + 8, side + 8)
-    plotting.image_grid(np.ones((1, 784)), (28, 28), tmp_path / "b.png",
-                        title="a title much wider than one 56-pixel image")
+    plotting.image_grid(
+        np.ones((1, 784)),
+        (28, 28),
+        tmp_path / "b.png",
+        title="a title much wider than one 56-pixel image",
+    )
     png = imread(tmp_path / "b.png")
     assert png.shape[0] == 4 + 22 + 56 + 4 and png.shape[1] > 200
     # the image is centred under the title
@@ -127,10 +149,15 @@ def test_image_grid_size_and_a_long_title_widens_it(tmp_path):
 
 
 def test_loss_curve(tmp_path):
-    history = {"epoch": [1, 2, 3], "loss": [300.0, 150.0, 120.0],
-               "reconstruction": [295.0, 141.0, 109.0], "kl": [5.0, 9.0, 11.0],
-               "val_elbo": [-280.0, -160.0, -125.0], "step": [10, 20, 30, 40, 50, 60],
-               "step_loss": [500, 300, 200, 150, 130, 120]}
+    history = {
+        "epoch": [1, 2, 3],
+        "loss": [300.0, 150.0, 120.0],
+        "reconstruction": [295.0, 141.0, 109.0],
+        "kl": [5.0, 9.0, 11.0],
+        "val_elbo": [-280.0, -160.0, -125.0],
+        "step": [10, 20, 30, 40, 50, 60],
+        "step_loss": [500, 300, 200, 150, 130, 120],
+    }
     plotting.loss_curve(history, tmp_path / "c.png")
     image = imread(tmp_path / "c.png")
     assert image.shape[:2] == (560, 700) and image[..., :3].std() > 0.05
@@ -143,13 +170,26 @@ def test_loss_curve(tmp_path):
 def test_loss_curve_from_metrics_lines_and_of_an_autoencoder(tmp_path):
     """What `fastvae plot` reads mid-run (no step windows), and an
     autoencoder's history (KL all zero, no validation)."""
-    metrics = {"epoch": [1, 2], "loss": [90.0, 80.0], "reconstruction": [85.0, 74.0],
-               "kl": [5.0, 6.0], "val_elbo": [-91.0, -82.0]}
+    metrics = {
+        "epoch": [1, 2],
+        "loss": [90.0, 80.0],
+        "reconstruction": [85.0, 74.0],
+        "kl": [5.0, 6.0],
+        "val_elbo": [-91.0, -82.0],
+    }
     plotting.loss_curve(metrics, tmp_path / "m.png")
-    autoencoder = {"epoch": [1], "loss": [70.0], "reconstruction": [70.0], "kl": [0.0],
-                   "val_elbo": [None], "step": [], "step_loss": []}
-    plotting.loss_curve(autoencoder, tmp_path / "a.png",
-                        validation_label="validation -log p(x | code)")
+    autoencoder = {
+        "epoch": [1],
+        "loss": [70.0],
+        "reconstruction": [70.0],
+        "kl": [0.0],
+        "val_elbo": [None],
+        "step": [],
+        "step_loss": [],
+    }
+    plotting.loss_curve(
+        autoencoder, tmp_path / "a.png", validation_label="validation -log p(x | code)"
+    )
     for name in ("m.png", "a.png"):
         assert imread(tmp_path / name).shape[:2] == (560, 700)
 
@@ -159,8 +199,9 @@ def test_latent_scatter(tmp_path):
     labels = np.repeat([0, 1, 2], 100)
     points = rng.standard_normal((300, 2)) + 4.0 * labels[:, None]
     path = tmp_path / "s.png"
-    plotting.latent_scatter(points, labels, path, class_names=["a", "b", "c"],
-                            axis_labels=("PC1", "PC2"))
+    plotting.latent_scatter(
+        points, labels, path, class_names=["a", "b", "c"], axis_labels=("PC1", "PC2")
+    )
     image = imread(path)[..., :3]
     assert image.shape[:2] == (520, 600)
     # the three classes are drawn in tab10's first three colours
@@ -174,8 +215,9 @@ def test_latent_scatter(tmp_path):
     with pytest.raises(ValueError, match="labels must be 5 integers"):
         plotting.latent_scatter(np.zeros((5, 2)), np.zeros(5), path)
     with pytest.raises(ValueError, match="class_names has 1 entries"):
-        plotting.latent_scatter(np.zeros((2, 2)), np.array([0, 1]), path,
-                                class_names=["a"])
+        plotting.latent_scatter(
+            np.zeros((2, 2)), np.array([0, 1]), path, class_names=["a"]
+        )
 
 
 def test_plots_do_not_load_pyplot_or_change_the_backend(tmp_path):
@@ -187,6 +229,7 @@ def test_plots_do_not_load_pyplot_or_change_the_backend(tmp_path):
         f"plotting.image_grid(np.ones((2, 4)), (2, 2), {str(tmp_path / 'x.png')!r}); "
         "print('matplotlib.pyplot' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["False"]

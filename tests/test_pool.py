@@ -17,15 +17,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "c" / "pool_stress.c"
 CC = os.environ.get("CC", "cc")
 
-pytestmark = pytest.mark.skipif(shutil.which(CC) is None, reason=f"no C compiler ({CC})")
+pytestmark = pytest.mark.skipif(
+    shutil.which(CC) is None, reason=f"no C compiler ({CC})"
+)
 
 
 def _build(tmp_path: Path, *flags: str, adapt: bool = False) -> Path:
     # The protocol tests want every job shared: the inline choice off.
     flags = flags if adapt else ("-DFV_POOL_ADAPT=0", *flags)
     exe = tmp_path / "pool_stress"
-    cmd = [CC, "-O2", "-g", "-pthread", *flags, f"-I{ROOT / 'src_c'}", str(SOURCE),
-           "-o", str(exe)]
+    cmd = [
+        CC,
+        "-O2",
+        "-g",
+        "-pthread",
+        *flags,
+        f"-I{ROOT / 'src_c'}",
+        str(SOURCE),
+        "-o",
+        str(exe),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return exe
 
@@ -33,17 +44,22 @@ def _build(tmp_path: Path, *flags: str, adapt: bool = False) -> Path:
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 def test_pool_runs_every_block_once_after_its_dependencies(tmp_path, threads):
     exe = _build(tmp_path)
-    out = subprocess.run([str(exe), str(threads), "600"], capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [str(exe), str(threads), "600"], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
-def test_helpers_without_cpu_time_make_the_caller_work_alone_until_they_have_it(tmp_path):
+def test_helpers_without_cpu_time_make_the_caller_work_alone_until_they_have_it(
+    tmp_path,
+):
     # Lenient on timing: the C program gives the return to shared jobs 20 s.
     exe = _build(tmp_path, adapt=True)
-    out = subprocess.run([str(exe), "adapt"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(exe), "adapt"], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
@@ -57,6 +73,7 @@ def test_pool_has_no_data_races_under_thread_sanitizer(tmp_path):
     if probe.returncode != 0:
         pytest.skip(f"ThreadSanitizer does not run here: {probe.stderr.strip()[:200]}")
     for threads in (2, 3):
-        out = subprocess.run([str(exe), str(threads), "80"], capture_output=True,
-                             text=True, timeout=600)
+        out = subprocess.run(
+            [str(exe), str(threads), "80"], capture_output=True, text=True, timeout=600
+        )
         assert out.returncode == 0 and "ThreadSanitizer" not in out.stderr, out.stderr

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-
 import reference as ref
 from _helpers import DTYPES, assert_close_scaled, fd4_all, rtol_for
+
 from fastvae import _reparam, _rng
 
 SEED, STREAM, STEP = 1234, _rng.STREAM_REPARAM, 7
@@ -24,10 +24,14 @@ def _head(rng, n, K, dtype=np.float64, lv_lo=-3.0, lv_hi=2.0):
 def test_forward_eps_is_normal_matrix_and_z_matches_reference(dtype, n, K):
     rng = np.random.default_rng(n * 100 + K)
     H = _head(rng, n, K, dtype)
-    Z, eps = _reparam.reparam_forward_memview(H, SEED, STREAM, STEP, row_offset=21, draw=2)
+    Z, eps = _reparam.reparam_forward_memview(
+        H, SEED, STREAM, STEP, row_offset=21, draw=2
+    )
     assert Z.shape == eps.shape == (n, K)
     assert Z.dtype == eps.dtype == np.dtype(dtype)
-    want_eps = _rng.normal_matrix(SEED, STREAM, STEP, n, K, row_offset=21, draw=2, dtype=dtype)
+    want_eps = _rng.normal_matrix(
+        SEED, STREAM, STEP, n, K, row_offset=21, draw=2, dtype=dtype
+    )
     np.testing.assert_array_equal(eps, want_eps)
     Hd, epsd = H.astype(np.float64), eps.astype(np.float64)
     want = ref.reparam_forward(Hd, epsd)
@@ -102,11 +106,15 @@ def test_clamp_backward_masks_gradient_outside_range(dtype):
     inside = (lv >= -30) & (lv <= 20)
     assert np.all(dH[0, K:][~inside] == 0)
     want = 2.0 * 0.75 * 0.5 * np.exp(0.5 * np.clip(lv, -30, 20))
-    np.testing.assert_allclose(dH[0, K:][inside], want[inside], rtol=4 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(
+        dH[0, K:][inside], want[inside], rtol=4 * np.finfo(dtype).eps
+    )
     assert np.all(dH[0, K:][inside] > 0)
     np.testing.assert_allclose(
         dH.astype(np.float64),
-        ref.reparam_backward(H.astype(np.float64), eps.astype(np.float64), dZ.astype(np.float64)),
+        ref.reparam_backward(
+            H.astype(np.float64), eps.astype(np.float64), dZ.astype(np.float64)
+        ),
         rtol=4 * np.finfo(dtype).eps,
     )
 
@@ -188,7 +196,9 @@ def test_float32_agrees_with_float64():
     H64 = _head(rng, 50, 8)
     H32 = H64.astype(np.float32)
     Z32, e32 = _reparam.reparam_forward_memview(H32, SEED, STREAM, STEP)
-    Z64, e64 = _reparam.reparam_forward_memview(H32.astype(np.float64), SEED, STREAM, STEP)
+    Z64, e64 = _reparam.reparam_forward_memview(
+        H32.astype(np.float64), SEED, STREAM, STEP
+    )
     np.testing.assert_array_equal(e32, e64.astype(np.float32))
     scale = np.abs(H64[:, :8]) + np.exp(0.5 * H64[:, 8:]) * np.abs(e64)
     assert_close_scaled(Z32, Z64, scale, rtol_for(np.float32))
@@ -207,15 +217,21 @@ def test_read_only_inputs():
     want_bwd = _reparam.reparam_backward_memview(H, eps, dZ)
     for a in (H, eps, dZ):
         a.setflags(write=False)
-    for a, b in zip(_reparam.reparam_forward_memview(H, SEED, STREAM, STEP), want_fwd, strict=True):
+    for a, b in zip(
+        _reparam.reparam_forward_memview(H, SEED, STREAM, STEP), want_fwd, strict=True
+    ):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(_reparam.reparam_backward_memview(H, eps, dZ), want_bwd)
+    np.testing.assert_array_equal(
+        _reparam.reparam_backward_memview(H, eps, dZ), want_bwd
+    )
 
 
 def test_empty_batch():
     Z, eps = _reparam.reparam_forward_memview(np.zeros((0, 4)), 1, 1, 1)
     assert Z.shape == eps.shape == (0, 2)
-    assert _reparam.reparam_backward_memview(np.zeros((0, 4)), np.zeros((0, 2)), np.zeros((0, 2))).shape == (0, 4)
+    assert _reparam.reparam_backward_memview(
+        np.zeros((0, 4)), np.zeros((0, 2)), np.zeros((0, 2))
+    ).shape == (0, 4)
 
 
 # -- argument checking ----------------------------------------------------------------
@@ -227,20 +243,31 @@ def test_bad_head_width_raises():
     with pytest.raises(ValueError):
         _reparam.reparam_forward_memview(np.zeros((3, 0)), 1, 1, 1)
     with pytest.raises(ValueError):
-        _reparam.reparam_backward_memview(np.zeros((3, 5)), np.zeros((3, 2)), np.zeros((3, 2)))
+        _reparam.reparam_backward_memview(
+            np.zeros((3, 5)), np.zeros((3, 2)), np.zeros((3, 2))
+        )
 
 
 @pytest.mark.parametrize(
-    "eps_shape, dz_shape", [((3, 3), (3, 2)), ((3, 2), (3, 3)), ((2, 2), (3, 2)), ((3, 2), (4, 2))]
+    "eps_shape, dz_shape",
+    [((3, 3), (3, 2)), ((3, 2), (3, 3)), ((2, 2), (3, 2)), ((3, 2), (4, 2))],
 )
 def test_backward_shape_mismatch_raises(eps_shape, dz_shape):
     with pytest.raises(ValueError):
-        _reparam.reparam_backward_memview(np.zeros((3, 4)), np.zeros(eps_shape), np.zeros(dz_shape))
+        _reparam.reparam_backward_memview(
+            np.zeros((3, 4)), np.zeros(eps_shape), np.zeros(dz_shape)
+        )
 
 
 def test_negative_counter_parts_raise():
     H = np.zeros((2, 4))
-    for kw in ({"seed": -1}, {"stream": -1}, {"step": -1}, {"row_offset": -1}, {"draw": -1}):
+    for kw in (
+        {"seed": -1},
+        {"stream": -1},
+        {"step": -1},
+        {"row_offset": -1},
+        {"draw": -1},
+    ):
         args = dict(seed=1, stream=1, step=1, row_offset=0, draw=0)
         args.update(kw)
         with pytest.raises((OverflowError, ValueError)):

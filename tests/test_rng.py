@@ -202,11 +202,25 @@ def test_normal_matrix_columns_are_prefixes():
 @pytest.mark.parametrize("which", ["seed", "stream", "step", "draw", "row_offset"])
 def test_normal_matrix_every_counter_part_matters(which):
     kw = dict(seed=11, stream=1, step=4, draw=0, row_offset=0)
-    a = _rng.normal_matrix(kw["seed"], kw["stream"], kw["step"], 8, 8,
-                           row_offset=kw["row_offset"], draw=kw["draw"])
+    a = _rng.normal_matrix(
+        kw["seed"],
+        kw["stream"],
+        kw["step"],
+        8,
+        8,
+        row_offset=kw["row_offset"],
+        draw=kw["draw"],
+    )
     kw[which] += 1
-    b = _rng.normal_matrix(kw["seed"], kw["stream"], kw["step"], 8, 8,
-                           row_offset=kw["row_offset"], draw=kw["draw"])
+    b = _rng.normal_matrix(
+        kw["seed"],
+        kw["stream"],
+        kw["step"],
+        8,
+        8,
+        row_offset=kw["row_offset"],
+        draw=kw["draw"],
+    )
     if which == "row_offset":
         np.testing.assert_array_equal(a[1:], b[:-1])  # a shift, nothing else
         assert not np.any(a[0] == b[0])
@@ -233,7 +247,9 @@ def test_normal_matrix_float32_is_rounded_float64():
 def test_normal_matrix_thread_count_does_not_matter(dtype, shape):
     a = _rng.normal_matrix(42, 1, 0, *shape, row_offset=10, dtype=dtype, n_threads=1)
     for nt in (2, 3):
-        b = _rng.normal_matrix(42, 1, 0, *shape, row_offset=10, dtype=dtype, n_threads=nt)
+        b = _rng.normal_matrix(
+            42, 1, 0, *shape, row_offset=10, dtype=dtype, n_threads=nt
+        )
         assert a.tobytes() == b.tobytes()
 
 
@@ -259,7 +275,7 @@ def test_normal_moments(million_normals):
     # variance (sqrt(2/n) for a normal).
     assert abs(z.mean()) < 5 / np.sqrt(n)
     assert abs(z.var() - 1.0) < 5 * np.sqrt(2.0 / n)
-    # third and fourth moments: skewness ~ 0 (sd sqrt(6/n)), kurtosis ~ 3 (sd sqrt(24/n))
+    # 3rd and 4th moments: skewness ~ 0 (sd sqrt(6/n)), kurtosis ~ 3 (sd sqrt(24/n))
     assert abs(stats.skew(z)) < 5 * np.sqrt(6.0 / n)
     assert abs(stats.kurtosis(z)) < 5 * np.sqrt(24.0 / n)
     # Box-Muller from 53-bit uniforms cannot exceed sqrt(-2 log 2^-53)
@@ -305,7 +321,12 @@ def test_normal_streams_are_independent():
 
 
 def test_stream_constants_are_distinct():
-    streams = [_rng.STREAM_REPARAM, _rng.STREAM_EVAL, _rng.STREAM_SAMPLE, _rng.STREAM_USER]
+    streams = [
+        _rng.STREAM_REPARAM,
+        _rng.STREAM_EVAL,
+        _rng.STREAM_SAMPLE,
+        _rng.STREAM_USER,
+    ]
     assert len(set(streams)) == 4
 
 

@@ -10,14 +10,31 @@ from fastvae import run_folder
 
 
 def _model(epochs):
-    history = {key: [] for key in ("epoch", "loss", "reconstruction", "kl", "elbo",
-                                   "val_elbo", "seconds", "samples_per_second")}
+    history = {
+        key: []
+        for key in (
+            "epoch",
+            "loss",
+            "reconstruction",
+            "kl",
+            "elbo",
+            "val_elbo",
+            "seconds",
+            "samples_per_second",
+        )
+    }
     model = SimpleNamespace(history_=history, t_=0)
     for e in range(1, epochs + 1):
-        for key, value in (("epoch", e), ("loss", 100.0 / e),
-                           ("reconstruction", 90.0 / e), ("kl", 10.0 / e),
-                           ("elbo", -100.0 / e), ("val_elbo", None), ("seconds", 0.5),
-                           ("samples_per_second", math.inf)):
+        for key, value in (
+            ("epoch", e),
+            ("loss", 100.0 / e),
+            ("reconstruction", 90.0 / e),
+            ("kl", 10.0 / e),
+            ("elbo", -100.0 / e),
+            ("val_elbo", None),
+            ("seconds", 0.5),
+            ("samples_per_second", math.inf),
+        ):
             history[key].append(value)
         model.t_ += 7
     return model
@@ -33,9 +50,18 @@ def test_metrics_log_writes_one_flushed_line_per_epoch(tmp_path):
             assert len(lines) == epochs
     first, second = (json.loads(line) for line in lines)
     assert tuple(first) == run_folder.METRIC_FIELDS
-    assert second == {"epoch": 2, "step": 14, "loss": 50.0, "reconstruction": 45.0,
-                      "kl": 5.0, "elbo": -50.0, "val_elbo": None, "seconds": 0.5,
-                      "samples_per_second": None, "elapsed": 1.2}  # inf is not JSON
+    assert second == {
+        "epoch": 2,
+        "step": 14,
+        "loss": 50.0,
+        "reconstruction": 45.0,
+        "kl": 5.0,
+        "elbo": -50.0,
+        "val_elbo": None,
+        "seconds": 0.5,
+        "samples_per_second": None,
+        "elapsed": 1.2,
+    }  # inf is not JSON
     with run_folder.MetricsLog(path, append=True) as log:
         log.write(run_folder.epoch_record(_model(3), elapsed=1.8))
     assert len(path.read_text().splitlines()) == 3
@@ -51,8 +77,9 @@ def test_read_history_prefers_history_json(tmp_path):
     history, source = run_folder.read_history(tmp_path)
     assert source == "metrics.jsonl"
     assert history["epoch"] == [1, 2] and history["loss"] == [100.0, 50.0]
-    run_folder.write_json(tmp_path / run_folder.HISTORY_FILE,
-                          {"history": {"epoch": [1], "loss": [3.0]}})
+    run_folder.write_json(
+        tmp_path / run_folder.HISTORY_FILE, {"history": {"epoch": [1], "loss": [3.0]}}
+    )
     history, source = run_folder.read_history(tmp_path)
     assert source == "history.json" and history == {"epoch": [1], "loss": [3.0]}
 

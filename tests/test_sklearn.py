@@ -85,7 +85,8 @@ _strict = (
 with warnings.catch_warnings():  # "does not inherit from BaseEstimator": by design
     warnings.simplefilter("ignore", UserWarning)
     _CHECKS = parametrize_with_checks(
-        ESTIMATORS, expected_failed_checks=_expected_failures, **_strict)
+        ESTIMATORS, expected_failed_checks=_expected_failures, **_strict
+    )
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # batch_size > the checks' tiny data
@@ -102,7 +103,8 @@ def test_tags():
     assert not tags.target_tags.required and not tags.input_tags.sparse
     assert tags.transformer_tags.preserves_dtype == ["float32"]
     assert get_tags(fastvae.VAE(dtype="float64")).transformer_tags.preserves_dtype == [
-        "float64"]
+        "float64"
+    ]
     assert get_tags(fastvae.Autoencoder()).estimator_type is None
 
 
@@ -123,9 +125,12 @@ def _unit(n=120, d=10, seed=0):
 def test_pipeline_with_scaler_and_vae():
     rng = np.random.default_rng(1)
     X = 5.0 * _unit(90, 8) + rng.normal(3.0, 0.1, (90, 8))  # not in [0, 1]
-    pipe = Pipeline([("scale", MinMaxScaler()),
-                     ("vae", fastvae.VAE(hidden=(8,), latent_dim=2, epochs=3,
-                                         batch_size=16))])
+    pipe = Pipeline(
+        [
+            ("scale", MinMaxScaler()),
+            ("vae", fastvae.VAE(hidden=(8,), latent_dim=2, epochs=3, batch_size=16)),
+        ]
+    )
     Z = pipe.fit(X).transform(X)
     assert Z.shape == (90, 2) and Z.dtype == np.float32
     scaled = MinMaxScaler().fit_transform(X)
@@ -138,27 +143,42 @@ def test_pipeline_with_scaler_and_vae():
 
 def test_grid_search_picks_latent_dim_by_score():
     X = _unit(96, 10)
-    search = GridSearchCV(fastvae.VAE(hidden=(16,), epochs=4, batch_size=16, seed=0),
-                          {"latent_dim": [2, 8]}, cv=3)
+    search = GridSearchCV(
+        fastvae.VAE(hidden=(16,), epochs=4, batch_size=16, seed=0),
+        {"latent_dim": [2, 8]},
+        cv=3,
+    )
     search.fit(X)
     scores = search.cv_results_["mean_test_score"]
     assert scores.shape == (2,) and np.all(np.isfinite(scores))
     # each fold's score is the mean ELBO of the held-out rows (VAE.score)
     folds = list(sklearn.model_selection.KFold(3).split(X))  # cv=3 without labels
     for i, k in enumerate([2, 8]):
-        want = np.mean([
-            fastvae.VAE(hidden=(16,), latent_dim=k, epochs=4, batch_size=16, seed=0)
-            .fit(X[train]).score(X[test]) for train, test in folds])
+        want = np.mean(
+            [
+                fastvae.VAE(hidden=(16,), latent_dim=k, epochs=4, batch_size=16, seed=0)
+                .fit(X[train])
+                .score(X[test])
+                for train, test in folds
+            ]
+        )
         assert scores[i] == pytest.approx(want, rel=1e-12)
     assert search.best_params_ == {"latent_dim": [2, 8][int(np.argmax(scores))]}
     assert search.best_estimator_.n_features_in_ == 10
-    assert search.best_estimator_.transform(X).shape == (96, search.best_params_[
-        "latent_dim"])
+    assert search.best_estimator_.transform(X).shape == (
+        96,
+        search.best_params_["latent_dim"],
+    )
 
 
 def test_clone_keeps_parameters_and_drops_fitted_state():
-    vae = fastvae.VAE(hidden=[8], latent_dim=3, epochs=1, batch_size=16,
-                      optimizer=fastvae.optim.Adam(lr=0.01)).fit(_unit(40, 6))
+    vae = fastvae.VAE(
+        hidden=[8],
+        latent_dim=3,
+        epochs=1,
+        batch_size=16,
+        optimizer=fastvae.optim.Adam(lr=0.01),
+    ).fit(_unit(40, 6))
     twin = clone(vae)
     assert twin.get_params() == vae.get_params()
     assert twin.hidden == [8] and not hasattr(twin, "params_")
@@ -177,13 +197,17 @@ def test_feature_names_out():
     assert names.dtype == object and names.tolist() == ["vae0", "vae1", "vae2"]
     named = vae.get_feature_names_out([f"x{i}" for i in range(6)])
     assert named.tolist() == names.tolist()
-    with pytest.raises(ValueError, match="input_features has 2 names, but VAE is "
-                                         "expecting 6"):
+    with pytest.raises(
+        ValueError, match="input_features has 2 names, but VAE is expecting 6"
+    ):
         vae.get_feature_names_out(["a", "b"])
-    ae = fastvae.DenoisingAutoencoder(hidden=(8,), latent_dim=2, epochs=1,
-                                      batch_size=16).fit(X)
-    assert ae.get_feature_names_out().tolist() == ["denoisingautoencoder0",
-                                                   "denoisingautoencoder1"]
+    ae = fastvae.DenoisingAutoencoder(
+        hidden=(8,), latent_dim=2, epochs=1, batch_size=16
+    ).fit(X)
+    assert ae.get_feature_names_out().tolist() == [
+        "denoisingautoencoder0",
+        "denoisingautoencoder1",
+    ]
 
 
 def test_partial_fit_is_one_epoch_with_state_kept():
@@ -221,8 +245,9 @@ def test_warm_start_fit_continues_from_learned_parameters():
     first = warm.params_.copy()
     warm.fit(X)
     assert warm.n_iter_ == 2 and not np.array_equal(warm.params_, first)
-    np.testing.assert_array_equal(warm.params_, fastvae.VAE(epochs=2, **settings)
-                                  .fit(X).params_)
+    np.testing.assert_array_equal(
+        warm.params_, fastvae.VAE(epochs=2, **settings).fit(X).params_
+    )
     cold = fastvae.VAE(epochs=1, **settings).fit(X)
     cold.fit(X)
     assert cold.n_iter_ == 1
@@ -260,13 +285,31 @@ def test_inference_is_bitwise_row_invariant(dtype, n_threads):
     chunk)."""
     rng = np.random.default_rng(0)
     X = _unit(1100, 64, seed=1).astype(dtype)
-    vae = fastvae.VAE(hidden=(40, 24), latent_dim=5, epochs=1, batch_size=64,
-                      dtype=dtype, n_threads=n_threads).fit(X)
-    ae = fastvae.Autoencoder(hidden=(40,), latent_dim=5, epochs=1, batch_size=64,
-                             dtype=dtype, n_threads=n_threads).fit(X)
+    vae = fastvae.VAE(
+        hidden=(40, 24),
+        latent_dim=5,
+        epochs=1,
+        batch_size=64,
+        dtype=dtype,
+        n_threads=n_threads,
+    ).fit(X)
+    ae = fastvae.Autoencoder(
+        hidden=(40,),
+        latent_dim=5,
+        epochs=1,
+        batch_size=64,
+        dtype=dtype,
+        n_threads=n_threads,
+    ).fit(X)
     Z = rng.standard_normal((1100, 5)).astype(dtype)
-    methods = [(vae.transform, X), (vae.score_samples, X), (vae.reconstruct, X),
-               (vae.decode, Z), (ae.transform, X), (ae.score_samples, X)]
+    methods = [
+        (vae.transform, X),
+        (vae.score_samples, X),
+        (vae.reconstruct, X),
+        (vae.decode, Z),
+        (ae.transform, X),
+        (ae.score_samples, X),
+    ]
     for method, data in methods:
         whole = method(data)
         for _ in range(3):
@@ -289,8 +332,9 @@ def test_input_kinds_and_refusals():
     want = vae.transform(X)
     np.testing.assert_array_equal(vae.transform(X.astype(np.float64)), want)
     ints = (X > 0.5).astype(np.int32)
-    np.testing.assert_array_equal(vae.transform(ints),
-                                  vae.transform(ints.astype(np.float32)))
+    np.testing.assert_array_equal(
+        vae.transform(ints), vae.transform(ints.astype(np.float32))
+    )
     ro = X.copy()
     ro.setflags(write=False)
     np.testing.assert_array_equal(vae.transform(ro), want)

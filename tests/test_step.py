@@ -3,17 +3,17 @@ reference.loss_and_grads / reference.forward and the reference optimizers."""
 
 import numpy as np
 import pytest
-
 import reference as ref
 from _helpers import (
     DTYPES,
-    flat_grads,
     fd4,
+    flat_grads,
     init_params,
     make_network,
     ref_layers,
     trainable_mask,
 )
+
 from fastvae import _dense, _rng, _step
 from fastvae.params import Layout
 
@@ -41,10 +41,24 @@ def _data(rng, likelihood, n=N_ROWS, dtype=np.float64):
     return X.astype(dtype)
 
 
-def _setup(arch="1-hidden", likelihood="bernoulli", dtype=np.float64, seed=0, max_batch=MAX_BATCH):
+def _setup(
+    arch="1-hidden",
+    likelihood="bernoulli",
+    dtype=np.float64,
+    seed=0,
+    max_batch=MAX_BATCH,
+):
     enc_h, dec_h, hidden_acts = ARCHS[arch]
     net, lay, acts = make_network(
-        D, enc_h, K, dec_h, hidden_acts, likelihood, LIKELIHOODS[likelihood], max_batch, dtype
+        D,
+        enc_h,
+        K,
+        dec_h,
+        hidden_acts,
+        likelihood,
+        LIKELIHOODS[likelihood],
+        max_batch,
+        dtype,
     )
     rng = np.random.default_rng(seed)
     p = init_params(lay, rng, dtype)
@@ -52,15 +66,34 @@ def _setup(arch="1-hidden", likelihood="bernoulli", dtype=np.float64, seed=0, ma
     return net, lay, acts, p, X
 
 
-def _reference(lay, acts, p, X, rows, batch, step, likelihood, kl_weight, dtype,
-               row_offset=0, stream=_rng.STREAM_REPARAM, seed=SEED):
+def _reference(
+    lay,
+    acts,
+    p,
+    X,
+    rows,
+    batch,
+    step,
+    likelihood,
+    kl_weight,
+    dtype,
+    row_offset=0,
+    stream=_rng.STREAM_REPARAM,
+    seed=SEED,
+):
     """reference.loss_and_grads on the minibatch with the kernel's eps."""
     Xb = (X[:batch] if rows is None else X[rows]).astype(np.float64)
-    eps = _rng.normal_matrix(seed, stream, step, batch, K, row_offset=row_offset,
-                             dtype=dtype).astype(np.float64)
+    eps = _rng.normal_matrix(
+        seed, stream, step, batch, K, row_offset=row_offset, dtype=dtype
+    ).astype(np.float64)
     loss, recon, kl, grads = ref.loss_and_grads(
-        ref_layers(lay, p, acts), lay.n_encoder, Xb, eps, likelihood,
-        LIKELIHOODS[likelihood], beta=kl_weight,
+        ref_layers(lay, p, acts),
+        lay.n_encoder,
+        Xb,
+        eps,
+        likelihood,
+        LIKELIHOODS[likelihood],
+        beta=kl_weight,
     )
     return loss, recon, kl, flat_grads(lay, grads)
 
@@ -71,8 +104,9 @@ def _assert_grads(g, gref, dtype, msg=""):
     if dtype == np.float64:
         np.testing.assert_allclose(g, gref, rtol=1e-11, atol=1e-12 * scale, err_msg=msg)
     else:
-        np.testing.assert_allclose(g, gref, rtol=F32["grad_rtol"], atol=F32["grad_atol"] * scale,
-                                   err_msg=msg)
+        np.testing.assert_allclose(
+            g, gref, rtol=F32["grad_rtol"], atol=F32["grad_atol"] * scale, err_msg=msg
+        )
 
 
 def _assert_sum(got, want, dtype, msg=""):
@@ -111,11 +145,23 @@ def test_train_step_matches_reference(arch, likelihood, kind, gather, dtype):
     for step in (0, 1, 6):  # Adam's t = step + 1: 1, 2, 7
         p0, s10, s20 = p.copy(), s1.copy(), s2.copy()
         status, recon_sum, kl_sum = net.train_step(
-            p, g, s1, s2, X, rows, B, seed=SEED, step=step, kl_weight=kl_weight, n_threads=2
+            p,
+            g,
+            s1,
+            s2,
+            X,
+            rows,
+            B,
+            seed=SEED,
+            step=step,
+            kl_weight=kl_weight,
+            n_threads=2,
         )
         assert status == 0
         assert recon_sum < 100 * B * D  # a sane training trajectory
-        _, recon, kl, gref = _reference(lay, acts, p0, X, rows, B, step, likelihood, kl_weight, dtype)
+        _, recon, kl, gref = _reference(
+            lay, acts, p0, X, rows, B, step, likelihood, kl_weight, dtype
+        )
         _assert_sum(recon_sum, recon.sum(), dtype, "recon_sum")
         _assert_sum(kl_sum, kl.sum(), dtype, "kl_sum")
         _assert_grads(g, gref, dtype, f"grads at step {step}")
@@ -123,14 +169,24 @@ def test_train_step_matches_reference(arch, likelihood, kind, gather, dtype):
         # kernel's own gradient (Adam amplifies relative errors of tiny gradients)
         gsrc = gref if dtype == np.float64 else g
         rp, rs1, rs2 = _ref_update(kind, p0, gsrc, s10, s20, step + 1, lr)
-        tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-6, atol=1e-6)
+        tol = (
+            dict(rtol=1e-12, atol=1e-14)
+            if dtype == np.float64
+            else dict(rtol=1e-6, atol=1e-6)
+        )
         np.testing.assert_allclose(p, rp, err_msg=f"params at step {step}", **tol)
         if kind != "sgd":
-            np.testing.assert_allclose(s1, rs1, rtol=tol["rtol"], atol=tol["atol"] * np.abs(rs1).max(),
-                                       err_msg=f"state1 at step {step}")
+            np.testing.assert_allclose(
+                s1,
+                rs1,
+                rtol=tol["rtol"],
+                atol=tol["atol"] * np.abs(rs1).max(),
+                err_msg=f"state1 at step {step}",
+            )
         if kind == "adam":
-            np.testing.assert_allclose(s2, rs2, rtol=tol["rtol"], atol=1e-20,
-                                       err_msg=f"state2 at step {step}")
+            np.testing.assert_allclose(
+                s2, rs2, rtol=tol["rtol"], atol=1e-20, err_msg=f"state2 at step {step}"
+            )
         assert not np.array_equal(p, p0)
     # padding between layers is never written
     pad = ~trainable_mask(lay)
@@ -144,11 +200,14 @@ def test_gradients_matches_reference_and_leaves_params(likelihood, dtype):
     p_copy = p.copy()
     g = lay.zeros(dtype)
     g[:] = np.nan  # must be overwritten wherever it matters
-    status, recon_sum, kl_sum = net.gradients(p, g, X, ROWS, B, seed=SEED, step=11,
-                                              kl_weight=1.7, n_threads=2)
+    status, recon_sum, kl_sum = net.gradients(
+        p, g, X, ROWS, B, seed=SEED, step=11, kl_weight=1.7, n_threads=2
+    )
     assert status == 0
     np.testing.assert_array_equal(p, p_copy)
-    _, recon, kl, gref = _reference(lay, acts, p, X, ROWS, B, 11, likelihood, 1.7, dtype)
+    _, recon, kl, gref = _reference(
+        lay, acts, p, X, ROWS, B, 11, likelihood, 1.7, dtype
+    )
     mask = trainable_mask(lay)
     assert np.all(np.isfinite(g[mask]))
     _assert_grads(np.where(mask, g, 0), gref, dtype)
@@ -162,8 +221,9 @@ def test_row_losses(dtype):
     g = lay.zeros(dtype)
     net.set_optimizer("sgd", 0.1)
     p0 = p.copy()
-    status, recon_sum, kl_sum = net.train_step(p, g, lay.zeros(dtype), lay.zeros(dtype),
-                                               X, ROWS, B, seed=SEED, step=2)
+    status, recon_sum, kl_sum = net.train_step(
+        p, g, lay.zeros(dtype), lay.zeros(dtype), X, ROWS, B, seed=SEED, step=2
+    )
     assert status == 0
     _, recon, kl, _ = _reference(lay, acts, p0, X, ROWS, B, 2, "gaussian", 1.0, dtype)
     rl = net.row_losses(B)
@@ -180,7 +240,9 @@ def test_row_losses(dtype):
     # after gradients() with a smaller batch
     net.gradients(p, g, X, None, 4, seed=SEED, step=0)
     _, recon, kl, _ = _reference(lay, acts, p, X, None, 4, 0, "gaussian", 1.0, dtype)
-    np.testing.assert_allclose(net.row_losses(4), np.stack([recon, kl], axis=1), rtol=rtol)
+    np.testing.assert_allclose(
+        net.row_losses(4), np.stack([recon, kl], axis=1), rtol=rtol
+    )
     assert net.row_losses(0).shape == (0, 2)
     for bad in (-1, MAX_BATCH + 1):
         with pytest.raises(ValueError):
@@ -192,8 +254,12 @@ def test_row_losses(dtype):
 
 def _sample_param_indices(lay, rng, per_w=4, per_b=2):
     idx = []
-    for (n_in, n_out), wo, bo in zip(lay.shapes, lay.w_offsets, lay.b_offsets, strict=True):
-        idx += list(wo + rng.choice(n_in * n_out, size=min(per_w, n_in * n_out), replace=False))
+    for (n_in, n_out), wo, bo in zip(
+        lay.shapes, lay.w_offsets, lay.b_offsets, strict=True
+    ):
+        idx += list(
+            wo + rng.choice(n_in * n_out, size=min(per_w, n_in * n_out), replace=False)
+        )
         idx += list(bo + rng.choice(n_out, size=min(per_b, n_out), replace=False))
     return idx
 
@@ -202,8 +268,17 @@ def _sample_param_indices(lay, rng, per_w=4, per_b=2):
 @pytest.mark.parametrize("hidden_acts", [("tanh", "sigmoid"), ("sigmoid", "tanh")])
 def test_full_loss_finite_differences(likelihood, hidden_acts):
     enc_h, dec_h = (17, 12), (11,)
-    net, lay, acts = make_network(D, enc_h, K, dec_h, hidden_acts, likelihood,
-                                  LIKELIHOODS[likelihood], MAX_BATCH, np.float64)
+    net, lay, acts = make_network(
+        D,
+        enc_h,
+        K,
+        dec_h,
+        hidden_acts,
+        likelihood,
+        LIKELIHOODS[likelihood],
+        MAX_BATCH,
+        np.float64,
+    )
     rng = np.random.default_rng(5)
     p = init_params(lay, rng, np.float64, b_scale=0.3)
     X = _data(rng, likelihood)
@@ -211,8 +286,9 @@ def test_full_loss_finite_differences(likelihood, hidden_acts):
     scratch = lay.zeros(np.float64)
 
     def loss():
-        status, r, k = net.gradients(p, scratch, X, ROWS, B, seed=SEED, step=step,
-                                     kl_weight=kl_weight)
+        status, r, k = net.gradients(
+            p, scratch, X, ROWS, B, seed=SEED, step=step, kl_weight=kl_weight
+        )
         assert status == 0
         return (r + kl_weight * k) / B
 
@@ -228,8 +304,9 @@ def test_full_loss_finite_differences(likelihood, hidden_acts):
 def test_full_loss_finite_differences_with_relu_and_clamped_logvar():
     """relu layers (kinks are measure-zero) and a head bias that pushes one
     log-variance below the clamp for every row: its gradient is exactly zero."""
-    net, lay, acts = make_network(D, (16,), K, (14,), ("relu",), "bernoulli", 1.0,
-                                  MAX_BATCH, np.float64)
+    net, lay, acts = make_network(
+        D, (16,), K, (14,), ("relu",), "bernoulli", 1.0, MAX_BATCH, np.float64
+    )
     rng = np.random.default_rng(6)
     p = init_params(lay, rng, np.float64, b_scale=0.3)
     (_, b_head) = lay.views(p)[lay.n_encoder - 1]
@@ -242,7 +319,9 @@ def test_full_loss_finite_differences_with_relu_and_clamped_logvar():
 
     g = lay.zeros(np.float64)
     net.gradients(p, g, X, ROWS, B, seed=SEED, step=0)
-    _, _, _, gref = _reference(lay, acts, p, X, ROWS, B, 0, "bernoulli", 1.0, np.float64)
+    _, _, _, gref = _reference(
+        lay, acts, p, X, ROWS, B, 0, "bernoulli", 1.0, np.float64
+    )
     _assert_grads(g, gref, np.float64)
     b_head_off = lay.b_offsets[lay.n_encoder - 1]
     assert g[b_head_off + K] == 0.0
@@ -264,16 +343,30 @@ def test_bitwise_identical_for_any_thread_count_mnist_sized():
     X = (rng.random((100, n_features)) > 0.7).astype(dtype)
     results = []
     for nt in (1, 2, 3):
-        net = _step.Network(lay.encoder_dims, lay.decoder_dims,
-                            [_dense.ACTIVATIONS[a] for a in acts], lay.w_offsets,
-                            lay.b_offsets, lay.size, "bernoulli", 1.0, batch, dtype)
+        net = _step.Network(
+            lay.encoder_dims,
+            lay.decoder_dims,
+            [_dense.ACTIVATIONS[a] for a in acts],
+            lay.w_offsets,
+            lay.b_offsets,
+            lay.size,
+            "bernoulli",
+            1.0,
+            batch,
+            dtype,
+        )
         net.set_optimizer("adam", 1e-3)
         p, g, s1, s2 = p0.copy(), lay.zeros(dtype), lay.zeros(dtype), lay.zeros(dtype)
         sums = []
         for step in range(5):
-            rows = np.random.default_rng(step).choice(100, batch, replace=False).astype(np.int64)
-            status, r, k = net.train_step(p, g, s1, s2, X, rows, batch, seed=SEED, step=step,
-                                          n_threads=nt)
+            rows = (
+                np.random.default_rng(step)
+                .choice(100, batch, replace=False)
+                .astype(np.int64)
+            )
+            status, r, k = net.train_step(
+                p, g, s1, s2, X, rows, batch, seed=SEED, step=step, n_threads=nt
+            )
             assert status == 0
             sums.append((r, k, net.row_losses(batch).tobytes()))
         results.append((p.tobytes(), g.tobytes(), s1.tobytes(), s2.tobytes(), sums))
@@ -288,8 +381,14 @@ def test_inference_bitwise_identical_for_any_thread_count(dtype):
     Z = np.random.default_rng(0).standard_normal((N_ROWS, K)).astype(dtype)
     base = None
     for nt in (1, 2, 3):
-        out = (net.encode(p, X, n_threads=nt).tobytes(), net.decode(p, Z, n_threads=nt).tobytes(),
-               *(a.tobytes() for a in net.elbo_terms(p, X, SEED, _rng.STREAM_EVAL, n_threads=nt)))
+        out = (
+            net.encode(p, X, n_threads=nt).tobytes(),
+            net.decode(p, Z, n_threads=nt).tobytes(),
+            *(
+                a.tobytes()
+                for a in net.elbo_terms(p, X, SEED, _rng.STREAM_EVAL, n_threads=nt)
+            ),
+        )
         g = lay.zeros(dtype)
         net.gradients(p, g, X, ROWS, B, SEED, 0, n_threads=nt)
         out += (g.tobytes(),)
@@ -298,7 +397,7 @@ def test_inference_bitwise_identical_for_any_thread_count(dtype):
         assert out == base, f"{nt} threads"
 
 
-# -- non-finite data ---------------------------------------------------------------------
+# -- non-finite data -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -308,10 +407,14 @@ def test_non_finite_data_returns_1_and_changes_nothing(likelihood, dtype, bad):
     net, lay, acts, p, X = _setup("1-hidden", likelihood, dtype, seed=9)
     net.set_optimizer("adam", 0.01)
     g, s1, s2 = lay.zeros(dtype), lay.zeros(dtype), lay.zeros(dtype)
-    assert net.train_step(p, g, s1, s2, X, ROWS, B, SEED, 0)[0] == 0  # states now non-zero
+    assert (
+        net.train_step(p, g, s1, s2, X, ROWS, B, SEED, 0)[0] == 0
+    )  # states now non-zero
     X[20, 4] = bad  # row 20 is in ROWS
     before = [a.copy() for a in (p, s1, s2)]
-    status, recon_sum, kl_sum = net.train_step(p, g, s1, s2, X, ROWS, B, SEED, 1, n_threads=2)
+    status, recon_sum, kl_sum = net.train_step(
+        p, g, s1, s2, X, ROWS, B, SEED, 1, n_threads=2
+    )
     assert status == 1
     assert not np.isfinite(recon_sum)
     for a, b0 in zip((p, s1, s2), before, strict=True):
@@ -339,16 +442,18 @@ def test_finite_loss_with_non_finite_gradient_returns_2(n_threads):
     while the loss, summed in double, stays finite: nothing may be updated."""
     dtype, sigma = np.float32, 1e-20
     enc_h, dec_h, hidden_acts = ARCHS["1-hidden"]
-    net, lay, acts = make_network(D, enc_h, K, dec_h, hidden_acts, "gaussian", sigma,
-                                  MAX_BATCH, dtype)
+    net, lay, acts = make_network(
+        D, enc_h, K, dec_h, hidden_acts, "gaussian", sigma, MAX_BATCH, dtype
+    )
     rng = np.random.default_rng(12)
     p = init_params(lay, rng, dtype)
     X = _data(rng, "gaussian", dtype=dtype)
     net.set_optimizer("adam", 0.01)
     g, s1, s2 = lay.zeros(dtype), lay.zeros(dtype), lay.zeros(dtype)
     before = [a.copy() for a in (p, s1, s2)]
-    status, recon_sum, kl_sum = net.train_step(p, g, s1, s2, X, ROWS, B, SEED, 0,
-                                               n_threads=n_threads)
+    status, recon_sum, kl_sum = net.train_step(
+        p, g, s1, s2, X, ROWS, B, SEED, 0, n_threads=n_threads
+    )
     assert status == 2
     assert np.isfinite(recon_sum) and np.isfinite(kl_sum)
     assert not np.isfinite(g).all()
@@ -364,7 +469,7 @@ def test_too_many_threads_raise():
         net.train_step(p, g, g.copy(), g.copy(), X, None, B, SEED, 0, n_threads=257)
 
 
-# -- encode / decode / elbo_terms -------------------------------------------------------
+# -- encode / decode / elbo_terms ------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -382,7 +487,9 @@ def test_inference_matches_reference(likelihood, dtype, n):
     Href = Xd
     for W, b, a in layers[: lay.n_encoder]:
         Href = ref.dense_forward(Href, W, b, a)
-    np.testing.assert_allclose(H, Href, rtol=rtol, atol=rtol * max(1.0, np.abs(Href).max(initial=0)))
+    np.testing.assert_allclose(
+        H, Href, rtol=rtol, atol=rtol * max(1.0, np.abs(Href).max(initial=0))
+    )
     # decode: sigmoid(logits) or the Gaussian mean
     Z = np.random.default_rng(1).standard_normal((n, K)).astype(dtype)
     out = net.decode(p, Z, n_threads=2)
@@ -391,20 +498,32 @@ def test_inference_matches_reference(likelihood, dtype, n):
     for W, b, a in layers[lay.n_encoder :]:
         Y = ref.dense_forward(Y, W, b, a)
     want = ref.activation(Y, "sigmoid") if likelihood == "bernoulli" else Y
-    np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * max(1.0, np.abs(want).max(initial=0)))
+    np.testing.assert_allclose(
+        out, want, rtol=rtol, atol=rtol * max(1.0, np.abs(want).max(initial=0))
+    )
     if likelihood == "bernoulli":
         assert np.all((out >= 0) & (out <= 1))
     # elbo_terms: eps of row i from counter row key(X[i]) (the row's hash), given draw
     keys = [ref.row_key(x) for x in X]
     np.testing.assert_array_equal(_step.row_keys(X), np.array(keys, dtype=np.uint64))
     for stream, step, draw in [(_rng.STREAM_EVAL, 0, 0), (_rng.STREAM_SAMPLE, 5, 3)]:
-        recon, kl = net.elbo_terms(p, X, SEED, stream, step=step, draw=draw, n_threads=2)
+        recon, kl = net.elbo_terms(
+            p, X, SEED, stream, step=step, draw=draw, n_threads=2
+        )
         assert recon.shape == kl.shape == (n,)
         assert recon.dtype == kl.dtype == np.float64
-        eps = np.array([_rng.normal_matrix(SEED, stream, step, 1, K, row_offset=k, draw=draw,
-                                           dtype=dtype)[0] for k in keys]).reshape(n, K)
+        eps = np.array(
+            [
+                _rng.normal_matrix(
+                    SEED, stream, step, 1, K, row_offset=k, draw=draw, dtype=dtype
+                )[0]
+                for k in keys
+            ]
+        ).reshape(n, K)
         eps = eps.astype(np.float64)
-        f = ref.forward(layers, lay.n_encoder, Xd, eps, likelihood, LIKELIHOODS[likelihood])
+        f = ref.forward(
+            layers, lay.n_encoder, Xd, eps, likelihood, LIKELIHOODS[likelihood]
+        )
         rt = 1e-12 if dtype == np.float64 else 2e-4
         np.testing.assert_allclose(recon, f["recon"], rtol=rt)
         np.testing.assert_allclose(kl, f["kl"], rtol=rt, atol=rt)
@@ -427,7 +546,9 @@ def test_elbo_terms_defaults_and_dependence():
     X2 = X.copy()
     X2[3, 0] = 1.0 - X2[3, 0]
     keys, keys2 = _step.row_keys(X), _step.row_keys(X2)
-    assert keys[3] != keys2[3] and np.array_equal(np.delete(keys, 3), np.delete(keys2, 3))
+    assert keys[3] != keys2[3] and np.array_equal(
+        np.delete(keys, 3), np.delete(keys2, 3)
+    )
     assert len(set(keys.tolist())) == len(X)
     # -0 and +0 are the same input to the network, and get the same key
     Z = np.zeros((2, 5))
@@ -435,7 +556,7 @@ def test_elbo_terms_defaults_and_dependence():
     assert _step.row_keys(Z)[0] == _step.row_keys(Z)[1]
 
 
-# -- data-parallel semantics: row_offset and global_batch --------------------------------
+# -- data-parallel semantics: row_offset and global_batch ------------------------------
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
@@ -447,9 +568,15 @@ def test_half_batches_sum_to_full_batch(likelihood):
     g_full = lay.zeros(np.float64)
     _, r_full, k_full = net.gradients(p, g_full, X, rows, Bf, **kw)
     g1, g2 = lay.zeros(np.float64), lay.zeros(np.float64)
-    _, r1, k1 = net.gradients(p, g1, X, rows[:h], h, row_offset=0, global_batch=Bf, **kw)
-    _, r2, k2 = net.gradients(p, g2, X, rows[h:], h, row_offset=h, global_batch=Bf, **kw)
-    np.testing.assert_allclose(g1 + g2, g_full, rtol=1e-13, atol=1e-15 * np.abs(g_full).max())
+    _, r1, k1 = net.gradients(
+        p, g1, X, rows[:h], h, row_offset=0, global_batch=Bf, **kw
+    )
+    _, r2, k2 = net.gradients(
+        p, g2, X, rows[h:], h, row_offset=h, global_batch=Bf, **kw
+    )
+    np.testing.assert_allclose(
+        g1 + g2, g_full, rtol=1e-13, atol=1e-15 * np.abs(g_full).max()
+    )
     assert r1 + r2 == pytest.approx(r_full, rel=1e-14)
     assert k1 + k2 == pytest.approx(k_full, rel=1e-14)
     # without the offset the second half would reuse the first half's noise
@@ -462,11 +589,13 @@ def test_half_batches_sum_to_full_batch(likelihood):
 def test_row_offset_and_global_batch_match_reference(dtype):
     net, lay, acts, p, X = _setup("1-hidden", "gaussian", dtype, seed=14)
     g = lay.zeros(dtype)
-    status, r, k = net.gradients(p, g, X, ROWS, B, SEED, 3, kl_weight=0.5, row_offset=1000,
-                                 global_batch=4 * B)
+    status, r, k = net.gradients(
+        p, g, X, ROWS, B, SEED, 3, kl_weight=0.5, row_offset=1000, global_batch=4 * B
+    )
     assert status == 0
-    _, recon, kl, gref = _reference(lay, acts, p, X, ROWS, B, 3, "gaussian", 0.5, dtype,
-                                    row_offset=1000)
+    _, recon, kl, gref = _reference(
+        lay, acts, p, X, ROWS, B, 3, "gaussian", 0.5, dtype, row_offset=1000
+    )
     # averaged over global_batch rows instead of B
     _assert_grads(g, gref * B / (4 * B), dtype)
     _assert_sum(r, recon.sum(), dtype)
@@ -474,27 +603,52 @@ def test_row_offset_and_global_batch_match_reference(dtype):
     net.set_optimizer("sgd", 1.0)
     p0 = p.copy()
     g2 = lay.zeros(dtype)
-    net.train_step(p, g2, lay.zeros(dtype), lay.zeros(dtype), X, ROWS, B, SEED, 3,
-                   kl_weight=0.5, row_offset=1000, global_batch=4 * B)
+    net.train_step(
+        p,
+        g2,
+        lay.zeros(dtype),
+        lay.zeros(dtype),
+        X,
+        ROWS,
+        B,
+        SEED,
+        3,
+        kl_weight=0.5,
+        row_offset=1000,
+        global_batch=4 * B,
+    )
     np.testing.assert_array_equal(g2, g)
-    np.testing.assert_allclose(p, p0 - g.astype(np.float64), rtol=1e-6 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(
+        p, p0 - g.astype(np.float64), rtol=1e-6 if dtype == np.float32 else 1e-15
+    )
 
 
-# -- architectures ----------------------------------------------------------------------
+# -- architectures ---------------------------------------------------------------------
 
 
 def test_32_layers_work_and_match_reference():
     enc_h = (6,) * 15
     dec_h = (7,) * 15
-    net, lay, acts = make_network(D, enc_h, K, dec_h, ("tanh", "sigmoid", "relu"), "bernoulli",
-                                  1.0, MAX_BATCH, np.float64)
+    net, lay, acts = make_network(
+        D,
+        enc_h,
+        K,
+        dec_h,
+        ("tanh", "sigmoid", "relu"),
+        "bernoulli",
+        1.0,
+        MAX_BATCH,
+        np.float64,
+    )
     assert len(lay.shapes) == 32 == _step.MAX_LAYERS
     rng = np.random.default_rng(15)
     p = init_params(lay, rng, np.float64, w_scale=0.5)
     X = _data(rng, "bernoulli")
     g = lay.zeros(np.float64)
     _, r, _ = net.gradients(p, g, X, ROWS, B, SEED, 0)
-    _, recon, _, gref = _reference(lay, acts, p, X, ROWS, B, 0, "bernoulli", 1.0, np.float64)
+    _, recon, _, gref = _reference(
+        lay, acts, p, X, ROWS, B, 0, "bernoulli", 1.0, np.float64
+    )
     _assert_grads(g, gref, np.float64)
     _assert_sum(r, recon.sum(), np.float64)
 
@@ -520,8 +674,12 @@ def test_default_optimizer_does_not_move_params():
     net, lay, acts, p, X = _setup("0-hidden", "bernoulli", np.float64, seed=17)
     p0 = p.copy()
     g = lay.zeros(np.float64)
-    assert net.train_step(p, g, lay.zeros(np.float64), lay.zeros(np.float64), X, None, B,
-                          SEED, 0)[0] == 0
+    assert (
+        net.train_step(
+            p, g, lay.zeros(np.float64), lay.zeros(np.float64), X, None, B, SEED, 0
+        )[0]
+        == 0
+    )
     np.testing.assert_array_equal(p, p0)
     assert np.abs(g).max() > 0
 
@@ -539,7 +697,11 @@ def test_read_only_inputs():
     rows = ROWS.copy()
     g1 = lay.zeros(np.float64)
     net.gradients(p, g1, X, rows, B, SEED, 0)
-    want = (net.encode(p, X), net.decode(p, X[:, :K].copy()), net.elbo_terms(p, X, SEED, 2))
+    want = (
+        net.encode(p, X),
+        net.decode(p, X[:, :K].copy()),
+        net.elbo_terms(p, X, SEED, 2),
+    )
     for a in (p, X, rows):
         a.setflags(write=False)
     g2 = lay.zeros(np.float64)
@@ -547,7 +709,9 @@ def test_read_only_inputs():
     np.testing.assert_array_equal(g1, g2)
     net.set_optimizer("sgd", 0.1)
     p2 = p.copy()
-    net.train_step(p2, g2, lay.zeros(np.float64), lay.zeros(np.float64), X, rows, B, SEED, 0)
+    net.train_step(
+        p2, g2, lay.zeros(np.float64), lay.zeros(np.float64), X, rows, B, SEED, 0
+    )
     np.testing.assert_array_equal(net.encode(p, X), want[0])
     Zro = X[:, :K].copy()
     Zro.setflags(write=False)
@@ -555,7 +719,7 @@ def test_read_only_inputs():
     np.testing.assert_array_equal(net.elbo_terms(p, X, SEED, 2)[0], want[2][0])
 
 
-# -- input validation -----------------------------------------------------------------------
+# -- input validation ------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -638,7 +802,9 @@ def test_wrong_buffer_length_raises(small):
     net, lay, p, X, (g, s1, s2) = small
     short = np.zeros(lay.size - 1)
     with pytest.raises(ValueError, match="length"):
-        net.train_step(short, short.copy(), short.copy(), short.copy(), X, ROWS, B, SEED, 0)
+        net.train_step(
+            short, short.copy(), short.copy(), short.copy(), X, ROWS, B, SEED, 0
+        )
     for i in range(3):
         bufs = [g, s1, s2]
         bufs[i] = short
@@ -665,8 +831,18 @@ def test_set_optimizer_unknown_kind_raises(small):
 
 
 def _net_args(lay, acts):
-    return [lay.encoder_dims, lay.decoder_dims, [_dense.ACTIVATIONS[a] for a in acts],
-            lay.w_offsets, lay.b_offsets, lay.size, "bernoulli", 1.0, 8, np.float64]
+    return [
+        lay.encoder_dims,
+        lay.decoder_dims,
+        [_dense.ACTIVATIONS[a] for a in acts],
+        lay.w_offsets,
+        lay.b_offsets,
+        lay.size,
+        "bernoulli",
+        1.0,
+        8,
+        np.float64,
+    ]
 
 
 def test_constructor_rejects_bad_configurations():

@@ -4,9 +4,9 @@ importance-sampled log-likelihood, each against tests/reference.py."""
 
 import numpy as np
 import pytest
-
 import reference as ref
 from _helpers import fd4
+
 from fastvae import _dense, _rng, _step
 from fastvae.params import Layout
 
@@ -15,12 +15,25 @@ SEED = 7
 ROWS = np.array([3, 7, 1, 0, 29, 20, 5, 5, 11], dtype=np.int64)
 
 
-def _network(kind="vae", n_cond=0, likelihood="bernoulli", sigma=0.8, corrupt=0.0,
-             binarize=False, enc_hidden=(10,), dec_hidden=(8,), max_batch=MAX_BATCH,
-             dtype=np.float64, acts=("tanh", "sigmoid")):
+def _network(
+    kind="vae",
+    n_cond=0,
+    likelihood="bernoulli",
+    sigma=0.8,
+    corrupt=0.0,
+    binarize=False,
+    enc_hidden=(10,),
+    dec_hidden=(8,),
+    max_batch=MAX_BATCH,
+    dtype=np.float64,
+    acts=("tanh", "sigmoid"),
+):
     head = 2 * K if kind == "vae" else K
-    lay = Layout((D + n_cond, *enc_hidden, head), (K + n_cond, *dec_hidden, D),
-                 n_tail=D if likelihood == "gaussian_learned" else 0)
+    lay = Layout(
+        (D + n_cond, *enc_hidden, head),
+        (K + n_cond, *dec_hidden, D),
+        n_tail=D if likelihood == "gaussian_learned" else 0,
+    )
     names = []
     k = 0
     for hidden in (enc_hidden, dec_hidden):
@@ -28,12 +41,23 @@ def _network(kind="vae", n_cond=0, likelihood="bernoulli", sigma=0.8, corrupt=0.
             names.append(acts[k % len(acts)])
             k += 1
         names.append("identity")
-    net = _step.Network(lay.encoder_dims, lay.decoder_dims,
-                        [_dense.ACTIVATIONS[a] for a in names], lay.w_offsets,
-                        lay.b_offsets, lay.size, likelihood, sigma, max_batch, dtype,
-                        kind=kind, n_cond=n_cond,
-                        logsigma_offset=lay.tail_offset if lay.n_tail else -1,
-                        corrupt=corrupt, binarize=binarize)
+    net = _step.Network(
+        lay.encoder_dims,
+        lay.decoder_dims,
+        [_dense.ACTIVATIONS[a] for a in names],
+        lay.w_offsets,
+        lay.b_offsets,
+        lay.size,
+        likelihood,
+        sigma,
+        max_batch,
+        dtype,
+        kind=kind,
+        n_cond=n_cond,
+        logsigma_offset=lay.tail_offset if lay.n_tail else -1,
+        corrupt=corrupt,
+        binarize=binarize,
+    )
     return net, lay, names
 
 
@@ -91,15 +115,23 @@ def test_gradients_match_reference(case, n_threads):
     X, cond = _data(lik, seed=3)
     cond_arg = cond if settings.get("n_cond") else None
     g = lay.zeros(np.float64)
-    status, recon_sum, kl_sum = net.gradients(p, g, X, ROWS, B, SEED, 4, kl_weight=0.6,
-                                              n_threads=n_threads, cond=cond_arg)
+    status, recon_sum, kl_sum = net.gradients(
+        p, g, X, ROWS, B, SEED, 4, kl_weight=0.6, n_threads=n_threads, cond=cond_arg
+    )
     assert status == 0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 4, B, K)
     loss, recon, kl, grads = ref.loss_and_grads(
-        _layers(lay, p, names), lay.n_encoder, X[ROWS], eps, lik, 0.8, beta=0.6,
+        _layers(lay, p, names),
+        lay.n_encoder,
+        X[ROWS],
+        eps,
+        lik,
+        0.8,
+        beta=0.6,
         kind=settings.get("kind", "vae"),
         cond=None if cond_arg is None else cond[ROWS],
-        logsigma=lay.tail(p) if lay.n_tail else None)
+        logsigma=lay.tail(p) if lay.n_tail else None,
+    )
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
     assert kl_sum == pytest.approx(kl.sum(), rel=1e-12, abs=1e-12)
     if settings.get("kind") == "ae":
@@ -120,8 +152,9 @@ def test_loss_finite_differences(case):
     net.gradients(p, g, X, ROWS, B, SEED, 0, cond=cond_arg)
 
     def loss():
-        _, r, k = net.gradients(p, lay.zeros(np.float64), X, ROWS, B, SEED, 0,
-                                cond=cond_arg)
+        _, r, k = net.gradients(
+            p, lay.zeros(np.float64), X, ROWS, B, SEED, 0, cond=cond_arg
+        )
         return (r + k) / B
 
     rng = np.random.default_rng(0)
@@ -145,8 +178,14 @@ def test_learned_sigma_is_clamped():
     assert net.gradients(p, g, X, None, B, SEED, 0)[0] == 0
     assert lay.tail(g)[0] == 0.0 and lay.tail(g)[1] == 0.0 and lay.tail(g)[2] != 0.0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 0, B, K)
-    _, recon, _, _ = ref.loss_and_grads(_layers(lay, p, names), lay.n_encoder, X[:B], eps,
-                                        "gaussian_learned", logsigma=lay.tail(p))
+    _, recon, _, _ = ref.loss_and_grads(
+        _layers(lay, p, names),
+        lay.n_encoder,
+        X[:B],
+        eps,
+        "gaussian_learned",
+        logsigma=lay.tail(p),
+    )
     np.testing.assert_allclose(net.row_losses(B)[:, 0], recon, rtol=1e-12)
 
 
@@ -158,15 +197,33 @@ def test_dynamic_binarization_and_masking_noise(n_threads):
     X[:] = np.random.default_rng(1).random(X.shape)  # probabilities
     g = lay.zeros(np.float64)
     step, offset = 5, 40
-    assert net.gradients(p, g, X, ROWS, B, SEED, step, row_offset=offset,
-                         global_batch=B, n_threads=n_threads)[0] == 0
-    u_bin = _rng.uniform_matrix(SEED, _rng.STREAM_BINARIZE, step, B, D, row_offset=offset)
-    u_mask = _rng.uniform_matrix(SEED, _rng.STREAM_CORRUPT, step, B, D, row_offset=offset)
+    assert (
+        net.gradients(
+            p,
+            g,
+            X,
+            ROWS,
+            B,
+            SEED,
+            step,
+            row_offset=offset,
+            global_batch=B,
+            n_threads=n_threads,
+        )[0]
+        == 0
+    )
+    u_bin = _rng.uniform_matrix(
+        SEED, _rng.STREAM_BINARIZE, step, B, D, row_offset=offset
+    )
+    u_mask = _rng.uniform_matrix(
+        SEED, _rng.STREAM_CORRUPT, step, B, D, row_offset=offset
+    )
     target = (u_bin < X[ROWS]).astype(np.float64)
     seen = np.where(u_mask < 0.3, 0.0, target)
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, step, B, K, row_offset=offset)
-    _, recon, _, grads = ref.loss_and_grads(_layers(lay, p, names), lay.n_encoder, target,
-                                            eps, x_in=seen)
+    _, recon, _, grads = ref.loss_and_grads(
+        _layers(lay, p, names), lay.n_encoder, target, eps, x_in=seen
+    )
     np.testing.assert_allclose(net.row_losses(B)[:, 0], recon, rtol=1e-12)
     np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
     # the noise is redrawn at every step
@@ -181,8 +238,9 @@ def test_inference_ignores_training_noise():
     p = _params(lay, seed=4)
     X, _ = _data("bernoulli", seed=4)
     np.testing.assert_array_equal(noisy.encode(p, X), clean.encode(p, X))
-    np.testing.assert_array_equal(noisy.elbo_terms(p, X, SEED, 2)[0],
-                                  clean.elbo_terms(p, X, SEED, 2)[0])
+    np.testing.assert_array_equal(
+        noisy.elbo_terms(p, X, SEED, 2)[0], clean.elbo_terms(p, X, SEED, 2)[0]
+    )
 
 
 @pytest.mark.parametrize("case", ["ae", "cvae", "cae-gaussian"])
@@ -196,16 +254,30 @@ def test_inference_with_conditions_and_autoencoders(case):
     layers = _layers(lay, p, names)
     # evaluation noise: row i's counter is the key of its encoder input [x | c]
     x_in = X if c is None else np.hstack([X, c])
-    eps = np.vstack([_rng.normal_matrix(SEED, _rng.STREAM_EVAL, 0, 1, K, row_offset=ref.row_key(r))
-                     for r in x_in])
+    eps = np.vstack(
+        [
+            _rng.normal_matrix(
+                SEED, _rng.STREAM_EVAL, 0, 1, K, row_offset=ref.row_key(r)
+            )
+            for r in x_in
+        ]
+    )
     np.testing.assert_array_equal(_step.row_keys(x_in), [ref.row_key(r) for r in x_in])
-    f = ref.forward(layers, lay.n_encoder, X, eps, lik, 0.8, kind=settings.get("kind", "vae"),
-                    cond=c)
+    f = ref.forward(
+        layers,
+        lay.n_encoder,
+        X,
+        eps,
+        lik,
+        0.8,
+        kind=settings.get("kind", "vae"),
+        cond=c,
+    )
     np.testing.assert_allclose(net.encode(p, X, cond=c), f["H"], rtol=1e-12, atol=1e-14)
     Z = np.random.default_rng(0).standard_normal((N_ROWS, K))
     dec_in = Z if c is None else np.hstack([Z, c])
     h = dec_in
-    for W, b, a in layers[lay.n_encoder:]:
+    for W, b, a in layers[lay.n_encoder :]:
         h = ref.dense_forward(h, W, b, a)
     want = 1 / (1 + np.exp(-h)) if lik == "bernoulli" else h
     np.testing.assert_allclose(net.decode(p, Z, cond=c), want, rtol=1e-12, atol=1e-14)
@@ -218,18 +290,29 @@ def test_conditions_are_checked():
     net, lay, _ = _network(n_cond=C)
     p = _params(lay, seed=1)
     X, cond = _data("bernoulli", seed=1)
-    with pytest.raises(ValueError, match=r"needs conditions: an array of shape \(n_rows, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"needs conditions: an array of shape \(n_rows, 4\)"
+    ):
         net.encode(p, X)
-    with pytest.raises(ValueError, match=r"cond must have shape \(30, 4\), got \(30, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"cond must have shape \(30, 4\), got \(30, 3\)"
+    ):
         net.encode(p, X, cond=cond[:, :3].copy())
     plain, lay2, _ = _network()
     with pytest.raises(ValueError, match="takes no conditions"):
         plain.encode(_params(lay2, 1), X, cond=cond)
 
 
-@pytest.mark.parametrize("settings", [dict(), dict(n_cond=C), dict(likelihood="gaussian"),
-                                      dict(likelihood="gaussian_learned")],
-                         ids=["vae", "cvae", "gaussian", "learned-sigma"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),
+        dict(n_cond=C),
+        dict(likelihood="gaussian"),
+        dict(likelihood="gaussian_learned"),
+    ],
+    ids=["vae", "cvae", "gaussian", "learned-sigma"],
+)
 def test_log_likelihood_matches_reference(settings):
     lik = settings.get("likelihood", "bernoulli")
     net, lay, names = _network(**settings, max_batch=8)  # windows split rows' samples
@@ -237,13 +320,32 @@ def test_log_likelihood_matches_reference(settings):
     X, cond = _data(lik, seed=8, n=5)
     c = cond if settings.get("n_cond") else None
     k, offset = 13, 100
-    got = net.log_likelihood(p, X, k, SEED, _rng.STREAM_IS, cond=c, row_offset=offset,
-                             n_threads=2)
-    eps = np.stack([np.vstack([_rng.normal_matrix(SEED, _rng.STREAM_IS, s, 1, K,
-                                                  row_offset=offset + r) for s in range(k)])
-                    for r in range(5)])
-    want = ref.log_likelihood(_layers(lay, p, names), lay.n_encoder, X, eps, lik, 0.8,
-                              cond=c, logsigma=lay.tail(p) if lay.n_tail else None)
+    got = net.log_likelihood(
+        p, X, k, SEED, _rng.STREAM_IS, cond=c, row_offset=offset, n_threads=2
+    )
+    eps = np.stack(
+        [
+            np.vstack(
+                [
+                    _rng.normal_matrix(
+                        SEED, _rng.STREAM_IS, s, 1, K, row_offset=offset + r
+                    )
+                    for s in range(k)
+                ]
+            )
+            for r in range(5)
+        ]
+    )
+    want = ref.log_likelihood(
+        _layers(lay, p, names),
+        lay.n_encoder,
+        X,
+        eps,
+        lik,
+        0.8,
+        cond=c,
+        logsigma=lay.tail(p) if lay.n_tail else None,
+    )
     np.testing.assert_allclose(got, want, rtol=1e-11)
 
 
@@ -253,8 +355,9 @@ def test_log_likelihood_does_not_depend_on_chunking_or_threads():
     for max_batch, threads in ((4, 1), (16, 2), (64, 2)):
         net, lay, names = _network(max_batch=max_batch)
         p = _params(lay, seed=3)
-        results.append(net.log_likelihood(p, X, 10, SEED, _rng.STREAM_IS,
-                                          n_threads=threads))
+        results.append(
+            net.log_likelihood(p, X, 10, SEED, _rng.STREAM_IS, n_threads=threads)
+        )
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
 
@@ -272,8 +375,18 @@ def test_log_likelihood_needs_a_vae():
 def test_network_validates_the_model_family():
     lay = Layout((D, 2 * K), (K, D))
     acts = [_dense.ACTIVATIONS["identity"]] * 2
-    args = (lay.encoder_dims, lay.decoder_dims, acts, lay.w_offsets, lay.b_offsets,
-            lay.size, "bernoulli", 1.0, 8, np.float64)
+    args = (
+        lay.encoder_dims,
+        lay.decoder_dims,
+        acts,
+        lay.w_offsets,
+        lay.b_offsets,
+        lay.size,
+        "bernoulli",
+        1.0,
+        8,
+        np.float64,
+    )
     with pytest.raises(ValueError, match="kind must be one of"):
         _step.Network(*args, kind="gan")
     with pytest.raises(ValueError, match="head = latent_dim"):

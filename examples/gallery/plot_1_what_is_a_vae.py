@@ -47,8 +47,10 @@ print(train.X.shape, train.X.dtype, train.X.min(), train.X.max())
 # code, a Bernoulli likelihood for pixel intensities in [0, 1].
 vae = fastvae.VAE(hidden=(256,), latent_dim=16, epochs=8, batch_size=100, seed=0)
 vae.fit(train.X)
-print(f"{vae.n_iter_} epochs, {vae.t_} steps, "
-      f"training ELBO {vae.history_['elbo'][-1]:.1f} nats per image")
+print(
+    f"{vae.n_iter_} epochs, {vae.t_} steps, "
+    f"training ELBO {vae.history_['elbo'][-1]:.1f} nats per image"
+)
 
 # %%
 # Generate: decode z ~ N(0, I)
@@ -68,7 +70,9 @@ def show_grid(images, n_cols, title, ax=None):
     grid = np.ones((n_rows * 29 + 1, n_cols * 29 + 1))
     for i, image in enumerate(images):
         r, c = divmod(i, n_cols)
-        grid[1 + 29 * r: 29 * (r + 1), 1 + 29 * c: 29 * (c + 1)] = image.reshape(28, 28)
+        grid[1 + 29 * r : 29 * (r + 1), 1 + 29 * c : 29 * (c + 1)] = image.reshape(
+            28, 28
+        )
     ax = ax or plt.figure(figsize=(n_cols * 0.6, n_rows * 0.6 + 0.4)).gca()
     ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
     ax.set_title(title)
@@ -93,8 +97,9 @@ plt.show()
 test = data.load_mnist(split="test").subset(slice(0, 8))
 mu, logvar = vae.encode(test.X)
 print("mu", mu.shape, "sigma of the first code:", np.exp(logvar[0] / 2).round(2))
-show_grid(np.vstack([test.X, vae.reconstruct(test.X)]), 8,
-          "originals / reconstructions")
+show_grid(
+    np.vstack([test.X, vae.reconstruct(test.X)]), 8, "originals / reconstructions"
+)
 plt.show()
 
 # %%

@@ -71,13 +71,15 @@ kl_closed = 0.5 * np.sum(np.exp(logvar) + mu**2 - 1 - logvar, axis=1)
 rng = np.random.default_rng(0)
 S = 2000
 eps = rng.standard_normal((S, *mu.shape))
-z = mu + np.exp(logvar / 2) * eps               # the reparameterisation trick
+z = mu + np.exp(logvar / 2) * eps  # the reparameterisation trick
 log_q = np.sum(-0.5 * eps**2 - 0.5 * logvar - 0.5 * np.log(2 * np.pi), axis=2)
 log_p = np.sum(-0.5 * z**2 - 0.5 * np.log(2 * np.pi), axis=2)
 kl_mc = np.mean(log_q - log_p, axis=0)
 print(f"closed form {kl_closed[:4].round(2)}, Monte Carlo {kl_mc[:4].round(2)}")
-print(f"largest difference over {len(test)} images: "
-      f"{np.max(np.abs(kl_closed - kl_mc)):.3f} nats")
+print(
+    f"largest difference over {len(test)} images: "
+    f"{np.max(np.abs(kl_closed - kl_mc)):.3f} nats"
+)
 
 # %%
 # The reparameterisation trick
@@ -105,8 +107,10 @@ for s in range(n_z):
     p = np.clip(p, 1e-7, 1 - 1e-7)
     recon += np.sum(test * np.log(p) + (1 - test) * np.log1p(-p), axis=1) / n_z
 elbo_numpy = recon - kl_closed
-print(f"ELBO by hand: {elbo_numpy.mean():.2f} nats; "
-      f"fastvae's one-sample elbo(): {vae.elbo(test).mean():.2f}")
+print(
+    f"ELBO by hand: {elbo_numpy.mean():.2f} nats; "
+    f"fastvae's one-sample elbo(): {vae.elbo(test).mean():.2f}"
+)
 
 # %%
 # Measuring the gap with importance sampling
@@ -132,8 +136,9 @@ for k in ks:
 print(f"ELBO (50 one-sample estimates):  {elbo.mean():8.2f} nats")
 
 fig, ax = plt.subplots(figsize=(5.5, 3.5))
-ax.semilogx(ks, [estimates[k].mean() for k in ks], "o-",
-            label="importance-sampled log p(x)")
+ax.semilogx(
+    ks, [estimates[k].mean() for k in ks], "o-", label="importance-sampled log p(x)"
+)
 ax.axhline(elbo.mean(), color="C1", ls="--", label="ELBO")
 ax.set_xlabel("importance samples k")
 ax.set_ylabel("nats per image (mean over 200)")
@@ -161,6 +166,8 @@ ax2.set_xlabel("KL(q(z|x) || p(z))   [nats]")
 ax2.set_ylabel("gap [nats]")
 fig.tight_layout()
 plt.show()
-print(f"mean gap {gap.mean():.2f} nats, "
-      f"mean KL(q || p(z)) {kl_closed.mean():.2f} nats, "
-      f"images with a negative gap: {np.sum(gap < 0)}")
+print(
+    f"mean gap {gap.mean():.2f} nats, "
+    f"mean KL(q || p(z)) {kl_closed.mean():.2f} nats, "
+    f"images with a negative gap: {np.sum(gap < 0)}"
+)

@@ -46,8 +46,9 @@ models = {
     "VAE": fastvae.VAE(**settings),
     "autoencoder": fastvae.Autoencoder(**settings),
     "denoising AE": fastvae.DenoisingAutoencoder(corruption=0.25, **settings),
-    "RBM": BernoulliRBM(n_components=128, learning_rate=0.06, batch_size=10,
-                        n_iter=10, random_state=0),
+    "RBM": BernoulliRBM(
+        n_components=128, learning_rate=0.06, batch_size=10, n_iter=10, random_state=0
+    ),
 }
 for name, model in models.items():
     start = time.perf_counter()
@@ -78,7 +79,7 @@ def show_rows(rows, labels, title):
     width = 1.2 + n_cols * 0.55  # 1.2 inches for the row labels
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(width, len(rows) * 0.62 + 0.4))
     fig.subplots_adjust(left=1.2 / width, right=0.98, wspace=0.1, hspace=0.1)
-    for r, (images, label) in enumerate(zip(rows, labels)):
+    for r, (images, label) in enumerate(zip(rows, labels, strict=True)):
         for c in range(n_cols):
             ax = axes[r, c]
             ax.imshow(images[c].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
@@ -97,8 +98,11 @@ reconstructions = {
     "denoising AE": models["denoising AE"].reconstruct(originals),
     "RBM": rbm_reconstruct(models["RBM"], originals),
 }
-show_rows([originals, *reconstructions.values()], ["original", *reconstructions],
-          "reconstructions of test images")
+show_rows(
+    [originals, *reconstructions.values()],
+    ["original", *reconstructions],
+    "reconstructions of test images",
+)
 
 # %%
 # How close the reconstructions are, as the mean squared error per pixel
@@ -121,9 +125,14 @@ for name, recon in errors.items():
 rng = np.random.default_rng(0)
 damaged = originals * (rng.random(originals.shape) >= 0.25)
 show_rows(
-    [damaged, models["autoencoder"].reconstruct(damaged),
-     models["denoising AE"].reconstruct(damaged)],
-    ["damaged", "autoencoder", "denoising AE"], "reconstructing damaged images")
+    [
+        damaged,
+        models["autoencoder"].reconstruct(damaged),
+        models["denoising AE"].reconstruct(damaged),
+    ],
+    ["damaged", "autoencoder", "denoising AE"],
+    "reconstructing damaged images",
+)
 
 # %%
 # Generation
@@ -160,8 +169,11 @@ print(f"300 Gibbs steps for {n} chains: {time.perf_counter() - start:.1f} s")
 hidden = rbm.transform(v)
 rbm_samples = sigmoid(hidden @ rbm.components_ + rbm.intercept_visible_)
 
-show_rows([vae_samples, ae_samples, rbm_samples],
-          ["VAE", "autoencoder", "RBM (Gibbs)"], "new images")
+show_rows(
+    [vae_samples, ae_samples, rbm_samples],
+    ["VAE", "autoencoder", "RBM (Gibbs)"],
+    "new images",
+)
 
 # %%
 # What each can and cannot do
@@ -177,12 +189,18 @@ show_rows([vae_samples, ae_samples, rbm_samples],
 # log-likelihood of the input, which is not a density: it rewards copying.
 binary_test = data.sample_binarize(test, seed=0)
 vae, ae = models["VAE"], models["autoencoder"]
-print(f"VAE      ELBO {vae.score(binary_test):8.1f}   "
-      f"log p(x) (k=100) {vae.log_likelihood(binary_test, k=100).mean():8.1f}")
-print(f"AE       reconstruction log-likelihood {ae.score(binary_test):8.1f}"
-      "  (not a density)")
-print(f"RBM      pseudo-log-likelihood {rbm.score_samples(binary_test).mean():8.1f}"
-      "  (not comparable)")
+print(
+    f"VAE      ELBO {vae.score(binary_test):8.1f}   "
+    f"log p(x) (k=100) {vae.log_likelihood(binary_test, k=100).mean():8.1f}"
+)
+print(
+    f"AE       reconstruction log-likelihood {ae.score(binary_test):8.1f}"
+    "  (not a density)"
+)
+print(
+    f"RBM      pseudo-log-likelihood {rbm.score_samples(binary_test).mean():8.1f}"
+    "  (not comparable)"
+)
 
 # %%
 # ================== ============= ============ ============= ================

@@ -28,7 +28,9 @@ class Config:
     @property
     def name(self) -> str:
         suffix = "" if self.dtype == "float32" else f" {self.dtype}"
-        return f"784-{'-'.join(map(str, self.hidden))}/{self.latent}/{self.batch}{suffix}"
+        return (
+            f"784-{'-'.join(map(str, self.hidden))}/{self.latent}/{self.batch}{suffix}"
+        )
 
     @property
     def encoder_dims(self) -> tuple[int, ...]:
@@ -41,7 +43,8 @@ class Config:
     def layer_shapes(self) -> list[tuple[int, int]]:
         enc, dec = self.encoder_dims, self.decoder_dims
         return list(zip(enc[:-1], enc[1:], strict=True)) + list(
-            zip(dec[:-1], dec[1:], strict=True))
+            zip(dec[:-1], dec[1:], strict=True)
+        )
 
     def flops_per_sample(self) -> int:
         """GEMM FLOPs of one sample's training step, 2 per multiply-add.
@@ -56,8 +59,12 @@ class Config:
         return 2 * macs
 
     def to_dict(self) -> dict:
-        return {"hidden": list(self.hidden), "latent": self.latent, "batch": self.batch,
-                "dtype": self.dtype}
+        return {
+            "hidden": list(self.hidden),
+            "latent": self.latent,
+            "batch": self.batch,
+            "dtype": self.dtype,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:
@@ -85,8 +92,12 @@ def parse_config(text: str) -> Config:
         widths = dims.split("-")
         if widths[0] != str(N_FEATURES):
             raise ValueError
-        return Config(tuple(int(w) for w in widths[1:]), int(latent), int(batch),
-                      rest.strip() or "float32")
+        return Config(
+            tuple(int(w) for w in widths[1:]),
+            int(latent),
+            int(batch),
+            rest.strip() or "float32",
+        )
     except ValueError:
         raise ValueError(
             f"configuration {text!r} is not of the form 784-H1[-H2...]/LATENT/BATCH "

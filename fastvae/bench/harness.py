@@ -55,11 +55,19 @@ class Result:
         return statistics.median(self.rates) if self.rates else None
 
     def to_dict(self) -> dict:
-        return {"impl": self.impl, "config": self.config.name, "threads": self.threads,
-                "samples_per_second": self.median, "rounds": self.rates,
-                "peak_rss_mb": self.maxrss_mb, "error": self.error,
-                "label": self.label or self.impl, "threads_used": self.threads_used,
-                "isa": self.isa, "isa_error": self.isa_error}
+        return {
+            "impl": self.impl,
+            "config": self.config.name,
+            "threads": self.threads,
+            "samples_per_second": self.median,
+            "rounds": self.rates,
+            "peak_rss_mb": self.maxrss_mb,
+            "error": self.error,
+            "label": self.label or self.impl,
+            "threads_used": self.threads_used,
+            "isa": self.isa,
+            "isa_error": self.isa_error,
+        }
 
 
 class Worker:
@@ -71,8 +79,15 @@ class Worker:
     process (so several warm up at once): call `wait_ready` before use.
     """
 
-    def __init__(self, impl: str, config: Config, threads: int, isa: str = "native",
-                 label: str | None = None, wait: bool = True):
+    def __init__(
+        self,
+        impl: str,
+        config: Config,
+        threads: int,
+        isa: str = "native",
+        label: str | None = None,
+        wait: bool = True,
+    ):
         env = sc.isa_env(impl, isa)
         self.isa_cap = isa
         if threads:
@@ -81,8 +96,10 @@ class Worker:
         if threads == 1:
             # XLA's CPU backend has no thread-count setting but these flags;
             # the worker also pins itself to one core (workers.main).
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
-                                "false intra_op_parallelism_threads=1").strip()
+            env["XLA_FLAGS"] = (
+                env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                "false intra_op_parallelism_threads=1"
+            ).strip()
         self.result = Result(impl, config, threads, label=label)
         # Run from the folder that holds the fastvae this process imported:
         # `-m` looks in the working directory first, and from a source tree
@@ -90,10 +107,20 @@ class Worker:
         import fastvae
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastvae.bench.workers", impl,
-             json.dumps(config.to_dict()), str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-            cwd=Path(fastvae.__file__).resolve().parent.parent)
+            [
+                sys.executable,
+                "-m",
+                "fastvae.bench.workers",
+                impl,
+                json.dumps(config.to_dict()),
+                str(threads),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=Path(fastvae.__file__).resolve().parent.parent,
+        )
         self._ready = False
         if wait:
             self.wait_ready()
@@ -109,8 +136,9 @@ class Worker:
             return
         self.result.threads_used = reply.get("threads")
         self.result.isa = reply.get("isa")
-        self.result.isa_error = sc.check_isa(self.result.impl, self.isa_cap,
-                                             self.result.isa)
+        self.result.isa_error = sc.check_isa(
+            self.result.impl, self.isa_cap, self.result.isa
+        )
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -163,15 +191,16 @@ def _start_workers(specs: list[dict]) -> list[Worker]:
     return workers
 
 
-def _measure_together(workers: list[Worker], rounds: int, seconds: float,
-                      busy: int = 0) -> None:
+def _measure_together(
+    workers: list[Worker], rounds: int, seconds: float, busy: int = 0
+) -> None:
     """Alternated rounds of all `workers`, with `busy` processes spinning
     meanwhile; closes the workers (kills them on an exception)."""
     try:
         with sc.BusyLoad(busy):
             for r in range(rounds):
                 # rotate the order too, so no worker always runs right after another
-                for w in workers[r % len(workers):] + workers[: r % len(workers)]:
+                for w in workers[r % len(workers) :] + workers[: r % len(workers)]:
                     if w.alive:
                         w.measure(seconds)
     except BaseException:
@@ -209,26 +238,42 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    blas = [f"{i['internal_api']} {i.get('version')} ({i.get('architecture', '?')})"
-            for i in threadpool_info() if i["user_api"] == "blas"]
+    blas = [
+        f"{i['internal_api']} {i.get('version')} ({i.get('architecture', '?')})"
+        for i in threadpool_info()
+        if i["user_api"] == "blas"
+    ]
     flags = _cpu_flags()
     return {
-        "date": datetime.date.today().isoformat(), "cpu": cpu,
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu,
         "flags": {f: f in flags for f in ("avx2", "fma", "avx512f")},
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
-        "python": platform.python_version(), "numpy": numpy.__version__,
-        "scipy": scipy.__version__, "fastvae": fastvae.__version__,
-        "openmp": fastvae.openmp_enabled(), "blas": sorted(set(blas)),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "fastvae": fastvae.__version__,
+        "openmp": fastvae.openmp_enabled(),
+        "blas": sorted(set(blas)),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "gemm": gemm_backend(),
         "warnings": blas_warnings(),
     }
 
 
-def run(configs, impls, thread_counts, rounds: int, seconds: float, log=print,
-        isa: str = "native", busy: int = 0) -> dict:
+def run(
+    configs,
+    impls,
+    thread_counts,
+    rounds: int,
+    seconds: float,
+    log=print,
+    isa: str = "native",
+    busy: int = 0,
+) -> dict:
     """Measure everything; returns the report as a dict (see `format_table`).
 
     The machine's GEMM rate is measured by two more workers in the same
@@ -238,15 +283,26 @@ def run(configs, impls, thread_counts, rounds: int, seconds: float, log=print,
     `isa` caps every worker's instruction set (scenarios.isa_env), `busy`
     processes spin while each configuration is measured.
     """
-    report = {"machine": machine_info(), "rounds": rounds, "seconds_per_round": seconds,
-              "isa": isa, "busy": busy, "results": []}
+    report = {
+        "machine": machine_info(),
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "isa": isa,
+        "busy": busy,
+        "results": [],
+    }
     for config in configs:
         for threads in thread_counts:
-            log(f"  {config.name}, {threads} thread(s): {', '.join(impls)}, "
-                "sgemm, own GEMM")
-            workers = _start_workers([
-                {"impl": impl, "config": config, "threads": threads, "isa": isa}
-                for impl in (*impls, "sgemm", "owngemm")])
+            log(
+                f"  {config.name}, {threads} thread(s): {', '.join(impls)}, "
+                "sgemm, own GEMM"
+            )
+            workers = _start_workers(
+                [
+                    {"impl": impl, "config": config, "threads": threads, "isa": isa}
+                    for impl in (*impls, "sgemm", "owngemm")
+                ]
+            )
             _measure_together(workers, rounds, seconds, busy)
             sgemm, own = (w.result.median for w in workers[-2:])
             for w in workers[:-2]:
@@ -272,8 +328,12 @@ def format_table(report: dict) -> str:
         if r["impl"] not in impls:
             impls.append(r["impl"])
     others = [i for i in impls if i != "fastvae"]
-    head = (["config", "threads"] + [f"{i} samples/s" for i in impls]
-            + [f"fastvae / {i}" for i in others] + ["fastvae FLOP eff.", "peak RSS MB"])
+    head = (
+        ["config", "threads"]
+        + [f"{i} samples/s" for i in impls]
+        + [f"fastvae / {i}" for i in others]
+        + ["fastvae FLOP eff.", "peak RSS MB"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (config, threads), row in by_key.items():
         cells = [config, str(threads)]
@@ -288,27 +348,45 @@ def format_table(report: dict) -> str:
             cells.append(_ratio(fv, row.get(i, {}).get("samples_per_second")))
         rate = row.get("fastvae", {}).get("gemm_limit_gflops")
         flops = row.get("fastvae", {}).get("flops_per_sample")
-        cells.append(f"{100 * fv * flops / (rate * 1e9):.0f}%" if fv and rate and flops
-                     else "–")
-        cells.append(" / ".join(
-            f"{i} {row[i]['peak_rss_mb']:.0f}" for i in impls
-            if i in row and row[i]["peak_rss_mb"]))
+        cells.append(
+            f"{100 * fv * flops / (rate * 1e9):.0f}%" if fv and rate and flops else "–"
+        )
+        cells.append(
+            " / ".join(
+                f"{i} {row[i]['peak_rss_mb']:.0f}"
+                for i in impls
+                if i in row and row[i]["peak_rss_mb"]
+            )
+        )
         lines.append("| " + " | ".join(cells) + " |")
     m = report["machine"]
+
     def rate_range(key, float64):
         rates: dict[int, list[float]] = {}
         for r in report["results"]:
-            if (r["impl"] == "fastvae" and r.get(key)
-                    and r["config"].endswith("float64") == float64):
+            if (
+                r["impl"] == "fastvae"
+                and r.get(key)
+                and r["config"].endswith("float64") == float64
+            ):
                 rates.setdefault(r["threads"], []).append(r[key])
-        return ", ".join(f"{t} thread(s) {min(g):.0f}-{max(g):.0f} GFLOP/s"
-                         for t, g in sorted(rates.items())) or "not measured"
+        return (
+            ", ".join(
+                f"{t} thread(s) {min(g):.0f}-{max(g):.0f} GFLOP/s"
+                for t, g in sorted(rates.items())
+            )
+            or "not measured"
+        )
 
-    rates = (f"scipy sgemm {rate_range('sgemm_gflops', False)}; fastvae's own GEMM "
-             f"{rate_range('own_gemm_gflops', False)}")
+    rates = (
+        f"scipy sgemm {rate_range('sgemm_gflops', False)}; fastvae's own GEMM "
+        f"{rate_range('own_gemm_gflops', False)}"
+    )
     if any(r["config"].endswith("float64") for r in report["results"]):
-        rates += (f"; float64 rows against dgemm {rate_range('sgemm_gflops', True)} and "
-                  f"fastvae's own float64 GEMM {rate_range('own_gemm_gflops', True)}")
+        rates += (
+            f"; float64 rows against dgemm {rate_range('sgemm_gflops', True)} and "
+            f"fastvae's own float64 GEMM {rate_range('own_gemm_gflops', True)}"
+        )
     lines.append("")
     lines.append(
         f"{m['date']}, {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy "
@@ -318,9 +396,13 @@ def format_table(report: dict) -> str:
         "Median of "
         f"{report['rounds']} alternated rounds of {report['seconds_per_round']} s. "
         "FLOP efficiency = GEMM FLOPs per step / step time / the faster GEMM rate."
-        + (f" OPENBLAS_CORETYPE={m['openblas_coretype']}."
-           if m.get("openblas_coretype") else "")
-        + _conditions(report))
+        + (
+            f" OPENBLAS_CORETYPE={m['openblas_coretype']}."
+            if m.get("openblas_coretype")
+            else ""
+        )
+        + _conditions(report)
+    )
     lines += [f"\nWarning: {w}." for w in m.get("warnings", [])]
     lines += _isa_warnings(report["results"])
     return "\n".join(lines)
@@ -345,37 +427,56 @@ def _isa_warnings(results: list[dict]) -> list[str]:
 
 def heading(isa: str, busy: int, name: str | None = None) -> str:
     """The line printed above a table: the conditions it was measured in."""
-    what = f"ISA {isa}" + (" (as the machine and environment are)" if isa == "native"
-                           else " (every implementation capped)")
+    what = f"ISA {isa}" + (
+        " (as the machine and environment are)"
+        if isa == "native"
+        else " (every implementation capped)"
+    )
     what += f", {busy} busy process(es)"
     return f"## {'Scenario ' + name + ': ' if name else ''}{what}"
 
 
 # -- scenarios -------------------------------------------------------------------------
 
-_NAMES = {"fastvae": "fastvae", sc.FASTVAE_1T: "fastvae 1 thread", "numpy": "NumPy",
-          "torch": "PyTorch", "jax": "JAX"}
+_NAMES = {
+    "fastvae": "fastvae",
+    sc.FASTVAE_1T: "fastvae 1 thread",
+    "numpy": "NumPy",
+    "torch": "PyTorch",
+    "jax": "JAX",
+}
 
 
-def run_scenario(scenario: sc.Scenario, configs, impls, rounds: int, seconds: float,
-                 log=print) -> dict:
+def run_scenario(
+    scenario: sc.Scenario, configs, impls, rounds: int, seconds: float, log=print
+) -> dict:
     """One scenario: per configuration, fastvae at its default thread count
     and on one thread, the other implementations at their defaults, all in
     one alternated rotation under the scenario's ISA cap and busy load."""
-    out = {"scenario": scenario.to_dict(), "isa": scenario.isa, "busy": scenario.busy,
-           "load_average_start": list(os.getloadavg()), "results": []}
+    out = {
+        "scenario": scenario.to_dict(),
+        "isa": scenario.isa,
+        "busy": scenario.busy,
+        "load_average_start": list(os.getloadavg()),
+        "results": [],
+    }
     for config in configs:
-        specs = [{"impl": "fastvae", "config": config, "threads": 0,
-                  "label": "fastvae"},
-                 {"impl": "fastvae", "config": config, "threads": 1,
-                  "label": sc.FASTVAE_1T}]
-        specs += [{"impl": i, "config": config, "threads": 0, "label": i}
-                  for i in impls if i != "fastvae"]
+        specs = [
+            {"impl": "fastvae", "config": config, "threads": 0, "label": "fastvae"},
+            {"impl": "fastvae", "config": config, "threads": 1, "label": sc.FASTVAE_1T},
+        ]
+        specs += [
+            {"impl": i, "config": config, "threads": 0, "label": i}
+            for i in impls
+            if i != "fastvae"
+        ]
         for spec in specs:
             spec["isa"] = scenario.isa
-        log(f"  [{scenario.name}] {config.name}: "
+        log(
+            f"  [{scenario.name}] {config.name}: "
             f"{', '.join(s['label'] for s in specs)}"
-            + (f" (+{scenario.busy} busy)" if scenario.busy else ""))
+            + (f" (+{scenario.busy} busy)" if scenario.busy else "")
+        )
         start = time.monotonic()
         workers = _start_workers(specs)
         _measure_together(workers, rounds, seconds, scenario.busy)
@@ -403,6 +504,7 @@ def format_scenario(scenario_report: dict) -> str:
         by_config.setdefault(r["config"], {})[r["label"]] = r
         if r["label"] not in labels:
             labels.append(r["label"])
+
     def name(label, row=None):
         r = (row or {}).get(label)
         if label == "fastvae" and r and r.get("threads_used"):
@@ -410,12 +512,22 @@ def format_scenario(scenario_report: dict) -> str:
         return _NAMES.get(label, label)
 
     first = next(iter(by_config.values()), {})
-    head = (["config"] + [f"{name(lb, first)} samples/s" for lb in labels]
-            + [f"{_NAMES[a]} / {_NAMES[b]}".replace(" / fastvae 1 thread",
-                                                     " / own 1 thread")
-               for a, b in sc.RATIOS.values()])
-    lines = [heading(s["isa"], s["busy"], s["name"]), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = (
+        ["config"]
+        + [f"{name(lb, first)} samples/s" for lb in labels]
+        + [
+            f"{_NAMES[a]} / {_NAMES[b]}".replace(
+                " / fastvae 1 thread", " / own 1 thread"
+            )
+            for a, b in sc.RATIOS.values()
+        ]
+    )
+    lines = [
+        heading(s["isa"], s["busy"], s["name"]),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     rates = scenario_rates(scenario_report)
     for config, row in by_config.items():
         cells = [config]
@@ -435,8 +547,10 @@ def format_scenario(scenario_report: dict) -> str:
         f"Medians of {scenario_report['rounds']} alternated rounds of "
         f"{scenario_report['seconds_per_round']} s; libraries at their default thread "
         "counts unless marked 1 thread"
-        + (f"; load average at the start {load[0]:.2f}" if load else "") + "."
-        + _conditions(scenario_report))
+        + (f"; load average at the start {load[0]:.2f}" if load else "")
+        + "."
+        + _conditions(scenario_report)
+    )
     lines += _isa_warnings(scenario_report["results"])
     if scenario_report.get("targets"):
         lines.append("")
@@ -446,34 +560,71 @@ def format_scenario(scenario_report: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by `fastvae bench` and benchmarks/run.py)."""
-    parser.add_argument("--configs", nargs="+", default=None,
-                        help="configurations like 784-400/20/128 (default: all targets)")
-    parser.add_argument("--impls", nargs="+", default=None, choices=IMPLS,
-                        help="implementations to time (default: all; with "
-                        f"--scenarios: {' '.join(SCENARIO_IMPLS)})")
-    parser.add_argument("--threads", nargs="+", default=["1", "all"],
-                        help="thread counts, 'all' = every core")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        help="configurations like 784-400/20/128 (default: all targets)",
+    )
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        default=None,
+        choices=IMPLS,
+        help="implementations to time (default: all; with "
+        f"--scenarios: {' '.join(SCENARIO_IMPLS)})",
+    )
+    parser.add_argument(
+        "--threads",
+        nargs="+",
+        default=["1", "all"],
+        help="thread counts, 'all' = every core",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of a round")
-    parser.add_argument("--quick", action="store_true",
-                        help="one tiny configuration, 2 short rounds (a smoke test)")
-    parser.add_argument("--no-kernels", dest="kernels", action="store_false",
-                        help="skip the kernel micro-benchmarks")
-    parser.add_argument("--only-kernels", action="store_true",
-                        help="only the kernel micro-benchmarks")
-    parser.add_argument("--json", default="benchmarks/results/latest.json",
-                        help="where to write the full report")
-    parser.add_argument("--isa", default="native", choices=sc.ISAS,
-                        help="cap every implementation's instruction set (avx2), or "
-                        "leave the environment as it is (native)")
-    parser.add_argument("--busy", type=_non_negative_int, default=0, metavar="N",
-                        help="N competing busy processes while measuring")
-    parser.add_argument("--scenarios", type=_scenario_list, default=None,
-                        metavar="LIST",
-                        help="run several conditions in one invocation, one table and "
-                        "the targets' PASS/MISS lines each, e.g. idle,avx2,busy1,busy2 "
-                        "(idle: native ISA, no load; avx2: --isa avx2; "
-                        "busyN: --busy N)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one tiny configuration, 2 short rounds (a smoke test)",
+    )
+    parser.add_argument(
+        "--no-kernels",
+        dest="kernels",
+        action="store_false",
+        help="skip the kernel micro-benchmarks",
+    )
+    parser.add_argument(
+        "--only-kernels", action="store_true", help="only the kernel micro-benchmarks"
+    )
+    parser.add_argument(
+        "--json",
+        default="benchmarks/results/latest.json",
+        help="where to write the full report",
+    )
+    parser.add_argument(
+        "--isa",
+        default="native",
+        choices=sc.ISAS,
+        help="cap every implementation's instruction set (avx2), or "
+        "leave the environment as it is (native)",
+    )
+    parser.add_argument(
+        "--busy",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="N competing busy processes while measuring",
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=_scenario_list,
+        default=None,
+        metavar="LIST",
+        help="run several conditions in one invocation, one table and "
+        "the targets' PASS/MISS lines each, e.g. idle,avx2,busy1,busy2 "
+        "(idle: native ISA, no load; avx2: --isa avx2; "
+        "busyN: --busy N)",
+    )
 
 
 def _non_negative_int(text: str) -> int:
@@ -495,8 +646,11 @@ def _scenario_list(text: str) -> list[sc.Scenario]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="fastvae bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fastvae bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 
@@ -505,24 +659,46 @@ def run_from_args(args) -> int:
     sc.terminate_on_sigterm()  # so the busy processes and workers are stopped
     if getattr(args, "scenarios", None):
         return _run_scenarios_from_args(args)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count()
+    )
     threads = sorted({cores if t == "all" else int(t) for t in args.threads})
     if args.quick:
         configs, rounds, seconds = QUICK_CONFIGS, 2, 0.2
     else:
-        configs = CONFIGS if args.configs is None else [parse_config(c) for c in args.configs]
+        configs = (
+            CONFIGS if args.configs is None else [parse_config(c) for c in args.configs]
+        )
         rounds, seconds = args.rounds, args.seconds
-    print(f"fastvae bench: {len(configs)} configuration(s), threads {threads}, "
-          f"{rounds} rounds of {seconds} s", flush=True)
+    print(
+        f"fastvae bench: {len(configs)} configuration(s), threads {threads}, "
+        f"{rounds} rounds of {seconds} s",
+        flush=True,
+    )
+
     def log(msg):
         print(msg, flush=True)
 
     if args.only_kernels:
-        report = {"machine": machine_info(), "rounds": rounds,
-                  "seconds_per_round": seconds, "results": []}
+        report = {
+            "machine": machine_info(),
+            "rounds": rounds,
+            "seconds_per_round": seconds,
+            "results": [],
+        }
     else:
-        report = run(configs, args.impls or list(IMPLS), threads, rounds, seconds,
-                     log=log, isa=args.isa, busy=args.busy)
+        report = run(
+            configs,
+            args.impls or list(IMPLS),
+            threads,
+            rounds,
+            seconds,
+            log=log,
+            isa=args.isa,
+            busy=args.busy,
+        )
     if args.kernels or args.only_kernels:
         from fastvae.bench import kernels
 
@@ -534,8 +710,10 @@ def run_from_args(args) -> int:
         print("\n" + heading(args.isa, args.busy) + "\n")
         print(format_table(report))
     if "kernels" in report:
-        print("\nKernels (shapes of the 784-400/20/128 step, float32, one thread; "
-              "median µs per call, lower is better):\n")
+        print(
+            "\nKernels (shapes of the 784-400/20/128 step, float32, one thread; "
+            "median µs per call, lower is better):\n"
+        )
         print(kernels.format_table(report["kernels"]))
     _write_json(args.json, report)
     return 0
@@ -547,8 +725,11 @@ def _plan(args) -> tuple:
     four scenarios take about 20 minutes on 2 busy cores."""
     if args.quick:
         return QUICK_CONFIGS, 2, 0.2
-    configs = ([c for c in CONFIGS if c.dtype == "float32"] if args.configs is None
-               else [parse_config(c) for c in args.configs])
+    configs = (
+        [c for c in CONFIGS if c.dtype == "float32"]
+        if args.configs is None
+        else [parse_config(c) for c in args.configs]
+    )
     return configs, args.rounds, args.seconds
 
 
@@ -569,26 +750,42 @@ def _run_scenarios_from_args(args) -> int:
     run."""
     configs, rounds, seconds = _plan(args)
     names = ", ".join(s.name for s in args.scenarios)
-    print(f"fastvae bench: scenarios {names}; {len(configs)} configuration(s), "
-          f"{rounds} rounds of {seconds} s", flush=True)
+    print(
+        f"fastvae bench: scenarios {names}; {len(configs)} configuration(s), "
+        f"{rounds} rounds of {seconds} s",
+        flush=True,
+    )
     if args.isa != "native" or args.busy:
         print("  (--isa and --busy are ignored: each scenario sets its own)")
-    report = {"machine": machine_info(), "rounds": rounds, "seconds_per_round": seconds,
-              "scenarios": []}
+    report = {
+        "machine": machine_info(),
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+        "scenarios": [],
+    }
+
     def log(msg):
         print(msg, flush=True)
 
     for scenario in args.scenarios:
-        part = run_scenario(scenario, configs, args.impls or list(SCENARIO_IMPLS),
-                            rounds, seconds, log=log)
+        part = run_scenario(
+            scenario,
+            configs,
+            args.impls or list(SCENARIO_IMPLS),
+            rounds,
+            seconds,
+            log=log,
+        )
         part.update(rounds=rounds, seconds_per_round=seconds)
         report["scenarios"].append(part)
         print("\n" + format_scenario(part) + "\n", flush=True)
     m = report["machine"]
-    print(f"{m['date']}, {m['cpu']}, {m['cores']} cores (avx2 {m['flags']['avx2']}, "
-          f"avx512f {m['flags']['avx512f']}); Python {m['python']}, "
-          f"NumPy {m['numpy']}, fastvae {m['fastvae']}; BLAS: {'; '.join(m['blas'])}; "
-          f"load average at the start {m['load_average'][0]:.2f}.")
+    print(
+        f"{m['date']}, {m['cpu']}, {m['cores']} cores (avx2 {m['flags']['avx2']}, "
+        f"avx512f {m['flags']['avx512f']}); Python {m['python']}, "
+        f"NumPy {m['numpy']}, fastvae {m['fastvae']}; BLAS: {'; '.join(m['blas'])}; "
+        f"load average at the start {m['load_average'][0]:.2f}."
+    )
     report["targets"] = [t for part in report["scenarios"] for t in part["targets"]]
     _write_json(args.json, report)
     return 0

@@ -26,8 +26,12 @@ def init_layers(encoder_dims, decoder_dims, dtype="float32", seed=0):
     for dims in (encoder_dims, decoder_dims):
         for n_in, n_out in zip(dims[:-1], dims[1:], strict=True):
             limit = math.sqrt(6.0 / (n_in + n_out))
-            layers.append((rng.uniform(-limit, limit, (n_in, n_out)).astype(dtype),
-                           np.zeros(n_out, dtype)))
+            layers.append(
+                (
+                    rng.uniform(-limit, limit, (n_in, n_out)).astype(dtype),
+                    np.zeros(n_out, dtype),
+                )
+            )
     return layers
 
 
@@ -52,13 +56,23 @@ def negative_elbo(layers, x, eps, n_encoder):
     return (recon + kl) / x.shape[0]
 
 
-def make_trainer(encoder_dims, decoder_dims, dtype="float32", lr=1e-3, seed=0,
-                 beta1=0.9, beta2=0.999, eps=1e-8):
+def make_trainer(
+    encoder_dims,
+    decoder_dims,
+    dtype="float32",
+    lr=1e-3,
+    seed=0,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-8,
+):
     """Initial state and a jitted ``step(state, x) -> (state, loss)``."""
     n_encoder = len(encoder_dims) - 1
     latent = decoder_dims[0]
-    layers = [tuple(jnp.asarray(a) for a in layer)
-              for layer in init_layers(encoder_dims, decoder_dims, dtype, seed)]
+    layers = [
+        tuple(jnp.asarray(a) for a in layer)
+        for layer in init_layers(encoder_dims, decoder_dims, dtype, seed)
+    ]
     zeros = jax.tree_util.tree_map(jnp.zeros_like, layers)
     state = (layers, zeros, zeros, jnp.zeros((), jnp.int32), jax.random.PRNGKey(seed))
 
@@ -70,11 +84,17 @@ def make_trainer(encoder_dims, decoder_dims, dtype="float32", lr=1e-3, seed=0,
         loss, grads = jax.value_and_grad(negative_elbo)(params, x, noise, n_encoder)
         t = t + 1
         m = jax.tree_util.tree_map(lambda a, g: beta1 * a + (1 - beta1) * g, m, grads)
-        v = jax.tree_util.tree_map(lambda a, g: beta2 * a + (1 - beta2) * g * g, v, grads)
+        v = jax.tree_util.tree_map(
+            lambda a, g: beta2 * a + (1 - beta2) * g * g, v, grads
+        )
         step_size = lr / (1 - beta1**t)
         root_bc2 = jnp.sqrt(1 - beta2**t)
         params = jax.tree_util.tree_map(
-            lambda p, a, b: p - step_size * a / (jnp.sqrt(b) / root_bc2 + eps), params, m, v)
+            lambda p, a, b: p - step_size * a / (jnp.sqrt(b) / root_bc2 + eps),
+            params,
+            m,
+            v,
+        )
         return (params, m, v, t, key), loss
 
     return state, step

@@ -32,8 +32,16 @@ from fastvae.threads import partition_count
 
 BATCH, N_IN, N_HIDDEN, LATENT = 128, 784, 400, 20
 # Parameters of the 784-400/20/128 VAE: 784-400-40 encoder, 20-400-784 decoder.
-N_PARAMS = (N_IN * N_HIDDEN + N_HIDDEN + N_HIDDEN * 2 * LATENT + 2 * LATENT
-            + LATENT * N_HIDDEN + N_HIDDEN + N_HIDDEN * N_IN + N_IN)
+N_PARAMS = (
+    N_IN * N_HIDDEN
+    + N_HIDDEN
+    + N_HIDDEN * 2 * LATENT
+    + 2 * LATENT
+    + LATENT * N_HIDDEN
+    + N_HIDDEN
+    + N_HIDDEN * N_IN
+    + N_IN
+)
 
 
 def _softplus(x):
@@ -79,8 +87,9 @@ def _kernels(rng, threads: int, big: int = 16384):
 
         def fv_reparam():
             step["t"] += 1
-            return _reparam.reparam_forward_memview(H, 0, _rng.STREAM_SAMPLE, step["t"],
-                                                    n_threads=threads)
+            return _reparam.reparam_forward_memview(
+                H, 0, _rng.STREAM_SAMPLE, step["t"], n_threads=threads
+            )
 
         def np_reparam_backward():
             logvar = H[:, LATENT:]
@@ -94,15 +103,27 @@ def _kernels(rng, threads: int, big: int = 16384):
 
         shape = f"{n}x{LATENT}"
         return [
-            ("reparameterization", f"z = mu + exp(logvar/2) eps with eps, {shape}",
-             fv_reparam, np_reparam),
-            ("reparam. backward", f"d(mu, logvar) from dz, {shape}",
-             lambda: _reparam.reparam_backward_memview(H, eps, dZ, threads),
-             np_reparam_backward),
-            ("KL + gradient", f"closed-form KL per row and its gradient, {shape}",
-             lambda: (_losses.kl_memview(H, threads),
-                      _losses.kl_backward_memview(H, scale)),
-             np_kl),
+            (
+                "reparameterization",
+                f"z = mu + exp(logvar/2) eps with eps, {shape}",
+                fv_reparam,
+                np_reparam,
+            ),
+            (
+                "reparam. backward",
+                f"d(mu, logvar) from dz, {shape}",
+                lambda: _reparam.reparam_backward_memview(H, eps, dZ, threads),
+                np_reparam_backward,
+            ),
+            (
+                "KL + gradient",
+                f"closed-form KL per row and its gradient, {shape}",
+                lambda: (
+                    _losses.kl_memview(H, threads),
+                    _losses.kl_backward_memview(H, scale),
+                ),
+                np_kl,
+            ),
         ]
 
     def np_bernoulli():
@@ -129,27 +150,45 @@ def _kernels(rng, threads: int, big: int = 16384):
 
     def fv_adam():
         fv_state["t"] += 1
-        _optim.optimizer_update_memview("adam", fv_state["t"], p, g, m1, v1, 1e-3,
-                                        n_threads=threads)
+        _optim.optimizer_update_memview(
+            "adam", fv_state["t"], p, g, m1, v1, 1e-3, n_threads=threads
+        )
 
     return [
-        ("dense forward", "128x784 @ 784x400 + b, ReLU",
-         lambda: _dense.dense_forward_memview(X, W, b, "relu", threads, parts),
-         np_forward),
-        ("dense backward", "dX, dW, db of that layer",
-         lambda: _dense.dense_backward_memview(X, W, dA, "identity", True, threads,
-                                               parts),
-         np_backward),
+        (
+            "dense forward",
+            "128x784 @ 784x400 + b, ReLU",
+            lambda: _dense.dense_forward_memview(X, W, b, "relu", threads, parts),
+            np_forward,
+        ),
+        (
+            "dense backward",
+            "dX, dW, db of that layer",
+            lambda: _dense.dense_backward_memview(
+                X, W, dA, "identity", True, threads, parts
+            ),
+            np_backward,
+        ),
         *latent_kernels(BATCH),
         *latent_kernels(big),
-        ("Bernoulli loss + grad", "BCE with logits per row and its gradient, 128x784",
-         lambda: _losses.bernoulli_memview(logits, target, scale, threads),
-         np_bernoulli),
-        ("Gaussian loss + grad", "squared error per row and its gradient, 128x784",
-         lambda: _losses.gaussian_memview(logits, target, 1.0, scale, threads),
-         np_gaussian),
-        ("Adam update", f"one fused pass over {N_PARAMS:,} float32 parameters",
-         fv_adam, np_adam),
+        (
+            "Bernoulli loss + grad",
+            "BCE with logits per row and its gradient, 128x784",
+            lambda: _losses.bernoulli_memview(logits, target, scale, threads),
+            np_bernoulli,
+        ),
+        (
+            "Gaussian loss + grad",
+            "squared error per row and its gradient, 128x784",
+            lambda: _losses.gaussian_memview(logits, target, 1.0, scale, threads),
+            np_gaussian,
+        ),
+        (
+            "Adam update",
+            f"one fused pass over {N_PARAMS:,} float32 parameters",
+            fv_adam,
+            np_adam,
+        ),
     ]
 
 
@@ -181,18 +220,28 @@ def run(thread_counts, rounds: int = 5, seconds: float = 0.2, log=print) -> list
                     else:
                         with threadpool_limits(threads, user_api="blas"):
                             np_times.append(_time_calls(fn, seconds))
-            results.append({"kernel": name, "what": what, "threads": threads,
-                            "fastvae_us": 1e6 * statistics.median(fv_times),
-                            "numpy_us": 1e6 * statistics.median(np_times)})
+            results.append(
+                {
+                    "kernel": name,
+                    "what": what,
+                    "threads": threads,
+                    "fastvae_us": 1e6 * statistics.median(fv_times),
+                    "numpy_us": 1e6 * statistics.median(np_times),
+                }
+            )
     return results
 
 
 def format_table(results: list[dict]) -> str:
     """The kernel results as a markdown table."""
-    lines = ["| kernel | shape | threads | fastvae µs | numpy µs | numpy / fastvae |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| kernel | shape | threads | fastvae µs | numpy µs | numpy / fastvae |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r['kernel']} | {r['what']} | {r['threads']} | "
-                     f"{r['fastvae_us']:,.1f} | {r['numpy_us']:,.1f} | "
-                     f"{r['numpy_us'] / r['fastvae_us']:.2f}x |")
+        lines.append(
+            f"| {r['kernel']} | {r['what']} | {r['threads']} | "
+            f"{r['fastvae_us']:,.1f} | {r['numpy_us']:,.1f} | "
+            f"{r['numpy_us'] / r['fastvae_us']:.2f}x |"
+        )
     return "\n".join(lines)

@@ -28,8 +28,11 @@ _OPENBLAS = {"OPENBLAS_CORETYPE": "Haswell"}
 ISA_ENV: dict[str, dict[str, dict[str, str]]] = {
     "avx2": {
         "fastvae": {"FASTVAE_ISA": "avx2", **_OPENBLAS},
-        "torch": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                  "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+        "torch": {
+            "ATEN_CPU_CAPABILITY": "avx2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        },
         "jax": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
         "numpy": dict(_OPENBLAS),
         "sgemm": dict(_OPENBLAS),
@@ -113,10 +116,15 @@ class BusyLoad:
     def start(self) -> BusyLoad:
         try:
             for _ in range(self.n):
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-S", "-c", SPINNER, str(os.getpid())],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, start_new_session=True))
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-S", "-c", SPINNER, str(os.getpid())],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
         except BaseException:
             self.stop()
             raise
@@ -142,6 +150,7 @@ class BusyLoad:
 def terminate_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so `finally` blocks (BusyLoad, the
     workers) clean up when the benchmark is killed politely."""
+
     def handler(signum, frame):
         raise SystemExit(128 + signum)
 
@@ -166,8 +175,10 @@ class Scenario:
         return {"name": self.name, "isa": self.isa, "busy": self.busy}
 
 
-_SCENARIO_HELP = ("idle (native ISA, no load), avx2 (every implementation capped "
-                  "at AVX2), busyN (N >= 1 competing busy processes, e.g. busy2)")
+_SCENARIO_HELP = (
+    "idle (native ISA, no load), avx2 (every implementation capped "
+    "at AVX2), busyN (N >= 1 competing busy processes, e.g. busy2)"
+)
 
 
 def parse_scenario(name: str) -> Scenario:
@@ -179,8 +190,9 @@ def parse_scenario(name: str) -> Scenario:
     m = re.fullmatch(r"busy([1-9][0-9]*)", name)
     if m:
         return Scenario(name, busy=int(m.group(1)))
-    raise ValueError(f"unknown scenario {name!r}; scenarios are {_SCENARIO_HELP}, "
-                     "comma-separated")
+    raise ValueError(
+        f"unknown scenario {name!r}; scenarios are {_SCENARIO_HELP}, comma-separated"
+    )
 
 
 def parse_scenarios(text: str) -> list[Scenario]:
@@ -204,8 +216,12 @@ def parse_scenarios(text: str) -> list[Scenario]:
 # its default thread count, fastvae on one thread, the others at their
 # defaults.
 FASTVAE_1T = "fastvae-1t"
-_LABELS = {"fastvae": "fastvae default", FASTVAE_1T: "fastvae 1 thread",
-           "jax": "JAX", "torch": "PyTorch"}
+_LABELS = {
+    "fastvae": "fastvae default",
+    FASTVAE_1T: "fastvae 1 thread",
+    "jax": "JAX",
+    "torch": "PyTorch",
+}
 RATIOS = {  # ratio column -> (numerator, denominator)
     "fastvae/jax": ("fastvae", "jax"),
     "fastvae/torch": ("fastvae", "torch"),
@@ -246,8 +262,9 @@ def ratio(rates: dict[str, float | None], name: str) -> float | None:
     return num / den if num and den else None
 
 
-def evaluate_targets(scenario: str, rates: dict[str, dict[str, float | None]],
-                     targets=TARGETS) -> list[dict]:
+def evaluate_targets(
+    scenario: str, rates: dict[str, dict[str, float | None]], targets=TARGETS
+) -> list[dict]:
     """Check the targets of `scenario` against `rates` (config name ->
     column key -> samples/s). Status "PASS", "MISS", or "n/a" when the
     configuration or an implementation was not measured."""
@@ -262,9 +279,18 @@ def evaluate_targets(scenario: str, rates: dict[str, dict[str, float | None]],
             status = "PASS"
         else:
             status = "MISS"
-        out.append({"target": t.describe(), "scenario": t.scenario, "config": t.config,
-                    "ratio": t.ratio, "minimum": t.minimum, "strict": t.strict,
-                    "value": value, "status": status})
+        out.append(
+            {
+                "target": t.describe(),
+                "scenario": t.scenario,
+                "config": t.config,
+                "ratio": t.ratio,
+                "minimum": t.minimum,
+                "strict": t.strict,
+                "value": value,
+                "status": status,
+            }
+        )
     return out
 
 

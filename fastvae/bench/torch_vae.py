@@ -17,8 +17,12 @@ from torch.nn import functional as F
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
-_ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh,
-                "sigmoid": nn.Sigmoid}
+_ACTIVATIONS = {
+    "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
 
 
 def _mlp(dims, activation):
@@ -41,8 +45,15 @@ class TorchVAE(nn.Module):
     sigma, beta : float
     """
 
-    def __init__(self, encoder_dims, decoder_dims, activation="relu",
-                 likelihood="bernoulli", sigma=1.0, beta=1.0):
+    def __init__(
+        self,
+        encoder_dims,
+        decoder_dims,
+        activation="relu",
+        likelihood="bernoulli",
+        sigma=1.0,
+        beta=1.0,
+    ):
         super().__init__()
         self.latent = decoder_dims[0]
         self.encoder = _mlp(encoder_dims, activation)
@@ -62,13 +73,16 @@ class TorchVAE(nn.Module):
             recon = F.binary_cross_entropy_with_logits(out, x, reduction="sum")
         else:
             recon = ((out - x) ** 2).sum() / (2 * self.sigma**2) + x.numel() * (
-                math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+                math.log(self.sigma) + 0.5 * math.log(2 * math.pi)
+            )
         kl = 0.5 * torch.sum(torch.exp(logvar) + mu * mu - 1.0 - logvar)
         return (recon + self.beta * kl) / x.shape[0]
 
     def load_numpy_layers(self, layers):
         """Copy (W, b) pairs with W of shape (n_in, n_out), encoder first."""
-        linears = [m for m in [*self.encoder, *self.decoder] if isinstance(m, nn.Linear)]
+        linears = [
+            m for m in [*self.encoder, *self.decoder] if isinstance(m, nn.Linear)
+        ]
         with torch.no_grad():
             for lin, (W, b) in zip(linears, layers, strict=True):
                 lin.weight.copy_(torch.as_tensor(W).T)

@@ -49,9 +49,15 @@ class FastvaeStep:
 
         self.X = _data(config)
         self.model = fastvae.VAE(
-            hidden=config.hidden, latent_dim=config.latent, batch_size=config.batch,
-            dtype=config.dtype, n_threads=threads or None, epochs=1, warm_start=True,
-            seed=0)
+            hidden=config.hidden,
+            latent_dim=config.latent,
+            batch_size=config.batch,
+            dtype=config.dtype,
+            n_threads=threads or None,
+            epochs=1,
+            warm_start=True,
+            seed=0,
+        )
         self.model.fit(self.X)  # warm-up: allocation, first touch, the pool started
 
     def run(self, seconds: float) -> int:
@@ -71,8 +77,9 @@ class NumpyStep:
 
         self.X = _data(config)
         self.batch = config.batch
-        self.model = NumpyVAE(config.encoder_dims, config.decoder_dims,
-                              dtype=config.dtype, seed=0)
+        self.model = NumpyVAE(
+            config.encoder_dims, config.decoder_dims, dtype=config.dtype, seed=0
+        )
         self._i = 0
         self.run(0.0)
 
@@ -103,8 +110,9 @@ class TorchStep:
             torch.set_num_threads(threads)
         self.X = torch.from_numpy(_data(config))
         self.batch = config.batch
-        _, self.step = make_trainer(config.encoder_dims, config.decoder_dims,
-                                    dtype=config.dtype)
+        _, self.step = make_trainer(
+            config.encoder_dims, config.decoder_dims, dtype=config.dtype
+        )
         self._i = 0
         self.run(0.0)
 
@@ -134,11 +142,14 @@ class JaxStep:
         except ImportError as exc:
             raise NotInstalled(str(exc)) from None
         X = _data(config)
-        self.batches = [jax.device_put(X[j : j + config.batch])
-                        for j in range(0, len(X) - config.batch + 1, config.batch)]
+        self.batches = [
+            jax.device_put(X[j : j + config.batch])
+            for j in range(0, len(X) - config.batch + 1, config.batch)
+        ]
         self.batch = config.batch
-        self.state, self.step = make_trainer(config.encoder_dims, config.decoder_dims,
-                                             dtype=config.dtype)
+        self.state, self.step = make_trainer(
+            config.encoder_dims, config.decoder_dims, dtype=config.dtype
+        )
         self._i = 0
         self.run(0.0)  # compiles
 
@@ -146,7 +157,9 @@ class JaxStep:
         samples = 0
         start = time.perf_counter()
         while True:
-            self.state, loss = self.step(self.state, self.batches[self._i % len(self.batches)])
+            self.state, loss = self.step(
+                self.state, self.batches[self._i % len(self.batches)]
+            )
             self._i += 1
             samples += self.batch
             if samples % (8 * self.batch) == 0 or seconds == 0.0:
@@ -196,8 +209,10 @@ class OwnGemmRate(_GemmRate):
         from fastvae import _blas, _dense
 
         if not _blas.own_gemm_available():
-            raise NotInstalled("fastvae's own GEMM needs AVX2 + FMA or AVX-512 "
-                               "(and FASTVAE_ISA not baseline)")
+            raise NotInstalled(
+                "fastvae's own GEMM needs AVX2 + FMA or AVX-512 "
+                "(and FASTVAE_ISA not baseline)"
+            )
         rng = np.random.default_rng(0)
         dtype = np.dtype(config.dtype)
         self.forward = _dense.dense_forward_memview
@@ -208,12 +223,19 @@ class OwnGemmRate(_GemmRate):
         self.run(0.0)
 
     def multiply(self) -> None:
-        self.forward(self.a, self.b, self.bias, "identity", self.threads,
-                     max(2, self.threads))
+        self.forward(
+            self.a, self.b, self.bias, "identity", self.threads, max(2, self.threads)
+        )
 
 
-IMPLEMENTATIONS = {"fastvae": FastvaeStep, "numpy": NumpyStep, "torch": TorchStep,
-                   "jax": JaxStep, "sgemm": SgemmRate, "owngemm": OwnGemmRate}
+IMPLEMENTATIONS = {
+    "fastvae": FastvaeStep,
+    "numpy": NumpyStep,
+    "torch": TorchStep,
+    "jax": JaxStep,
+    "sgemm": SgemmRate,
+    "owngemm": OwnGemmRate,
+}
 
 
 def threads_used(impl_name: str, threads: int) -> int | None:
@@ -231,8 +253,9 @@ def threads_used(impl_name: str, threads: int) -> int | None:
     if impl_name in ("numpy", "sgemm"):
         from threadpoolctl import threadpool_info
 
-        counts = [i["num_threads"] for i in threadpool_info()
-                  if i["user_api"] == "blas"]
+        counts = [
+            i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"
+        ]
         return max(counts) if counts else None
     return None  # XLA has no thread count to ask
 
@@ -258,8 +281,14 @@ def isa_report(impl_name: str) -> dict:
     if impl_name in ("fastvae", "numpy", "sgemm", "owngemm"):
         from threadpoolctl import threadpool_info
 
-        out["openblas"] = sorted({i.get("architecture") for i in threadpool_info()
-                                  if i.get("internal_api") == "openblas"} - {None})
+        out["openblas"] = sorted(
+            {
+                i.get("architecture")
+                for i in threadpool_info()
+                if i.get("internal_api") == "openblas"
+            }
+            - {None}
+        )
         out["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
     return out
 
@@ -283,8 +312,13 @@ def main(argv: list[str]) -> int:
     except NotInstalled as exc:
         _reply({"error": "not installed", "detail": str(exc)})
         return 0
-    _reply({"ready": True, "threads": threads_used(impl_name, threads),
-            "isa": isa_report(impl_name)})
+    _reply(
+        {
+            "ready": True,
+            "threads": threads_used(impl_name, threads),
+            "isa": isa_report(impl_name),
+        }
+    )
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "run":
@@ -292,7 +326,9 @@ def main(argv: list[str]) -> int:
             samples = impl.run(float(cmd["seconds"]))
             _reply({"samples": samples, "seconds": time.perf_counter() - start})
         elif cmd["cmd"] == "quit":
-            _reply({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            _reply(
+                {"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            )
             return 0
     return 0
 
