@@ -161,11 +161,16 @@ typedef struct {
 #define FV_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define FV_LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 
-static inline int64_t fv_pool_now_ns(void)
+static inline int64_t fv_pool_clock_ns(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline int64_t fv_pool_now_ns(void)
+{
+    return fv_pool_clock_ns(CLOCK_MONOTONIC);
 }
 
 static inline void fv_pool_futex_wait(uint32_t *word, uint32_t expected)
@@ -342,9 +347,7 @@ static void fv_pool_run_inline(fv_pool_fn fn, void *ctx, int n_phases, const int
 /* CPU time of every thread of the process. */
 static inline int64_t fv_pool_cpu_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return fv_pool_clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 /* Seconds every CPU of the machine spent idle since boot (Linux's
@@ -475,6 +478,31 @@ static void fv_pool_account(fv_pool_kind *k, int was_inline, int64_t now, int64_
         fv_pool_watch(k, now, FV_POOL_STAY_FIRST_NS);
 }
 
+/* Publish a job to `helpers` workers and take part in it (under P->busy). */
+static void fv_pool_run_shared(fv_pool *P, fv_pool_fn fn, void *ctx, int n_phases,
+                               const int *n_blocks, int helpers)
+{
+    uint32_t g = P->last_gen + 1;
+    if (g == 0)
+        g = 1; /* generation 0 marks the end of a job's phases */
+    P->last_gen = g;
+    P->fn = fn;
+    P->ctx = ctx;
+    __atomic_store_n(&P->max_helpers, helpers, __ATOMIC_RELAXED);
+    for (int p = 0; p < n_phases; p++) {
+        __atomic_store_n(&P->n_blocks[p], n_blocks[p], __ATOMIC_RELAXED);
+        __atomic_store_n(&P->done[p].word, (uint64_t)g << 32, __ATOMIC_RELAXED);
+        __atomic_store_n(&P->claim[p].word, (uint64_t)g << 32, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&P->claim[n_phases].word, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&P->join.word, (uint64_t)g << 32, __ATOMIC_RELAXED);
+    __atomic_store_n(&P->gen.v, g, __ATOMIC_SEQ_CST);
+    if (helpers > 0 && __atomic_load_n(&P->idle.v, __ATOMIC_SEQ_CST))
+        fv_pool_futex_wake(&P->gen.v, helpers);
+    fv_pool_participate(P, g, 0);
+    fv_pool_wait_phase(P, g, n_phases - 1);
+}
+
 /* Run a job of n_phases phases (phase p has n_blocks[p] >= 1 blocks) on up
  * to n_threads threads, the caller included; returns when every block is
  * done. Denormals are flushed to zero while it runs, on every thread. */
@@ -499,37 +527,15 @@ static void fv_pool_run(fv_pool_fn fn, void *ctx, int n_phases, const int *n_blo
         t0 = fv_pool_now_ns();
         kind = fv_pool_kind_of(P, fn, n_phases, n_blocks, n_threads, t0);
         c0 = fv_pool_cpu_ns();
-        if (kind->inline_mode && !kind->trial) {
-            fv_pool_run_inline(fn, ctx, n_phases, n_blocks);
-            int64_t c1 = fv_pool_cpu_ns(), t1 = fv_pool_now_ns();
-            fv_pool_account(kind, 1, t1, t1 - t0, c1 - c0);
-            pthread_mutex_unlock(&P->busy);
-            fv_flush_denormals_end(env);
-            return;
-        }
     }
-    uint32_t g = P->last_gen + 1;
-    if (g == 0)
-        g = 1; /* generation 0 marks the end of a job's phases */
-    P->last_gen = g;
-    P->fn = fn;
-    P->ctx = ctx;
-    __atomic_store_n(&P->max_helpers, helpers, __ATOMIC_RELAXED);
-    for (int p = 0; p < n_phases; p++) {
-        __atomic_store_n(&P->n_blocks[p], n_blocks[p], __ATOMIC_RELAXED);
-        __atomic_store_n(&P->done[p].word, (uint64_t)g << 32, __ATOMIC_RELAXED);
-        __atomic_store_n(&P->claim[p].word, (uint64_t)g << 32, __ATOMIC_RELAXED);
-    }
-    __atomic_store_n(&P->claim[n_phases].word, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&P->join.word, (uint64_t)g << 32, __ATOMIC_RELAXED);
-    __atomic_store_n(&P->gen.v, g, __ATOMIC_SEQ_CST);
-    if (helpers > 0 && __atomic_load_n(&P->idle.v, __ATOMIC_SEQ_CST))
-        fv_pool_futex_wake(&P->gen.v, helpers);
-    fv_pool_participate(P, g, 0);
-    fv_pool_wait_phase(P, g, n_phases - 1);
+    int alone = kind && kind->inline_mode && !kind->trial;
+    if (alone)
+        fv_pool_run_inline(fn, ctx, n_phases, n_blocks);
+    else
+        fv_pool_run_shared(P, fn, ctx, n_phases, n_blocks, helpers);
     if (kind) {
         int64_t c1 = fv_pool_cpu_ns(), t1 = fv_pool_now_ns();
-        fv_pool_account(kind, 0, t1, t1 - t0, c1 - c0);
+        fv_pool_account(kind, alone, t1, t1 - t0, c1 - c0);
     }
     pthread_mutex_unlock(&P->busy);
     fv_flush_denormals_end(env);
