@@ -6,7 +6,7 @@ Writes a float32 file of binary data (rows x features) into --dir, then fits
 a VAE (default 784-400-20, batch 128, Adam, one epoch) in fresh processes that
 take turns: "memory" reads the whole file into RAM first (np.fromfile),
 "memmap" passes np.memmap(mode="r") to fit, which gathers shuffled chunks of
-minibatches and releases the file's pages as it goes (fastvae.batches). Both
+minibatches and releases the file's pages as it goes (fastvae.data.batches). Both
 give bitwise the same parameters. Prints the median epoch samples/s (the
 chunked reads happen inside the epoch), the whole fit's wall time (memmap:
 plus its validation pass over the file), and each process's peak resident

@@ -127,7 +127,7 @@ def mpi_worker(config: str, threads: int) -> None:
     """One rank of `mpiexec -n R`: rank 0 reads the commands, all train."""
     from mpi4py import MPI
 
-    from fastvae import distributed
+    from fastvae.models import distributed
 
     comm = MPI.COMM_WORLD
     group = distributed.Group(comm)

@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 import fastvae
-from fastvae import data, plotting
-from fastvae.io import write_atomic
+from fastvae import data
+from fastvae._atomic import write_atomic
+from fastvae.cli import plotting
 
 PUBLISHED_NLL = 86.76  # Burda et al. 2016, Table 1, VAE, k = 1, one stochastic layer
 

@@ -7,11 +7,7 @@ small Python API on top.
 
 from pathlib import Path as _Path
 
-__version__ = "0.1.0"
-
-# Version of the C-level API (the .pxd files and C headers); bumped whenever
-# a declared signature changes. Additions do not bump it.
-C_API_VERSION = 1
+from fastvae._version import C_API_VERSION, __version__
 
 try:
     from fastvae import _threads  # noqa: E402, F401  (the first compiled module)
@@ -25,10 +21,9 @@ except ImportError as _exc:  # pragma: no cover - depends on how it was run
         "installed fastvae is imported instead."
     ) from _exc
 
-from fastvae._validation import NotFittedError  # noqa: E402
 from fastvae.config import show_config  # noqa: E402
-from fastvae.io import ModelFileError  # noqa: E402
-from fastvae.model import (  # noqa: E402
+from fastvae.exceptions import ModelFileError, NotFittedError  # noqa: E402
+from fastvae.models import (  # noqa: E402
     VAE,
     Autoencoder,
     DenoisingAutoencoder,

@@ -1308,7 +1308,7 @@ cdef class Network:
         """In place: the optimizer update train_step applies for `step`
         (0-based; Adam's t = step + 1), from a gradient computed elsewhere:
         gradients on a shard of the minibatch, summed over processes
-        (fastvae.distributed). gradients then apply_update on one process
+        (fastvae.models.distributed). gradients then apply_update on one process
         give train_step's parameters bitwise.
         """
         self._check_buffers(params.shape[0], floating is float)

@@ -16,10 +16,6 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-class NotFittedError(ValueError, AttributeError):
-    """A method needs a fitted model (call fit, or fastvae.load)."""
-
-
 def check_dtype(dtype, name: str = "dtype") -> np.dtype:
     """float32 or float64, given as a NumPy dtype, type or string."""
     try:

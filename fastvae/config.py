@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fastvae._blas import own_gemm_level
+from fastvae._version import C_API_VERSION, __version__
+from fastvae.threads import get_num_threads, openmp_enabled
+
 __all__ = ["blas_warnings", "show_config", "cpu_flags"]
 
 # OpenBLAS core types whose kernels use AVX-512 (x86-64).
@@ -102,16 +106,12 @@ def show_config() -> str:
     """
     from threadpoolctl import threadpool_info
 
-    import fastvae
-
     blas = [
         f"{i.get('internal_api')} {i.get('version')} "
         f"({i.get('architecture', '?')}, {i.get('num_threads')} threads)"
         for i in threadpool_info()
         if i.get("user_api") == "blas"
     ]
-    from fastvae._blas import own_gemm_level
-
     core = os.environ.get("OPENBLAS_CORETYPE")
     level = own_gemm_level()
     gemm = (
@@ -120,8 +120,8 @@ def show_config() -> str:
         else "BLAS (scipy's)"
     )
     lines = [
-        f"fastvae {fastvae.__version__}, C API {fastvae.C_API_VERSION}",
-        f"OpenMP: {fastvae.openmp_enabled()}, threads: {fastvae.get_num_threads()}",
+        f"fastvae {__version__}, C API {C_API_VERSION}",
+        f"OpenMP: {openmp_enabled()}, threads: {get_num_threads()}",
         f"GEMM of the training step: {gemm} "
         f"(FASTVAE_GEMM={os.environ.get('FASTVAE_GEMM', 'auto')})",
         "BLAS: " + ("; ".join(blas) if blas else "not loaded yet"),

@@ -2,7 +2,7 @@
 per-dimension KL and a two-dimensional projection.
 
 Plain NumPy on arrays of codes; the command line encodes and decodes them
-with a model (fastvae.cli) and draws them (fastvae.plotting).
+with a model (fastvae.cli) and draws them (fastvae.cli.plotting).
 """
 
 from __future__ import annotations

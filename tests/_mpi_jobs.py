@@ -142,7 +142,7 @@ def equivalence(comm, out):
 
 def fail_in_training(comm, out):
     """Rank 1 raises at its 4th step; the others wait in the Allreduce."""
-    from fastvae import distributed
+    from fastvae.models import distributed
 
     if comm.rank == 1:
         step = distributed.DataParallelNetwork.train_step
@@ -240,7 +240,7 @@ def checkpointed_fit(comm, path):
 
 def crash_mid_run(comm, out):
     """A run over the ranks whose rank 0 dies after its 3rd checkpoint."""
-    from fastvae import checkpoint
+    from fastvae.models import checkpoint
 
     if comm.rank == 0:
         crash_after_checkpoints(checkpoint.Checkpointer, CRASH_AFTER_WRITES)

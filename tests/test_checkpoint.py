@@ -24,9 +24,9 @@ from _zipfiles import rewrite as _rewrite
 from _zipfiles import with_meta as _with_meta
 
 import fastvae
-from fastvae import checkpoint as fckpt
-from fastvae import cli
-from fastvae import io as fio
+from fastvae import _atomic, cli
+from fastvae.models import checkpoint as fckpt
+from fastvae.models import file_format as fio
 
 REPO = Path(__file__).resolve().parent.parent
 D = 16
@@ -226,7 +226,7 @@ def test_a_killed_write_leaves_a_temporary_file_that_resume_removes(X, tmp_path)
     fastvae.VAE(**_settings(epochs=1)).fit(X, checkpoint=tmp_path)
     stale = tmp_path / ".checkpoint.npz.x1y2z3.tmp"
     stale.write_bytes(b"half a checkpoint")
-    assert fio.temporary_files(tmp_path / "checkpoint.npz") == [stale]
+    assert _atomic.temporary_files(tmp_path / "checkpoint.npz") == [stale]
     fastvae.resume(tmp_path, X, epochs=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
 
@@ -299,7 +299,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(X, tmp_path, monkeypatch):
             raise OSError("disk quota exceeded")
         real_replace(src, dst)
 
-    monkeypatch.setattr(fio.os, "replace", replace)
+    monkeypatch.setattr(_atomic.os, "replace", replace)
     with pytest.raises(
         OSError,
         match="could not write checkpoint .* at epoch 2, "

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-import fastvae.data as data_module
+import fastvae.data.shapes as data_module
 from fastvae.data import (
     DataError,
     Dataset,

@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (fastvae.distributed).
+"""Data-parallel training over MPI (fastvae.models.distributed).
 
 The first tests need no MPI: the pieces a data-parallel step is made of
 (gradients on shards with their global row positions, apply_update,
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae import distributed
+from fastvae.models import distributed
 from fastvae.optim import kernel_settings
 from fastvae.threads import blas_single_threaded
 
@@ -438,7 +438,7 @@ def test_a_two_rank_run_resumes_on_one_process(tmp_path, straight_run):
 def test_a_one_process_run_resumes_over_ranks(
     tmp_path, straight_run, ranks, monkeypatch
 ):
-    from fastvae import checkpoint
+    from fastvae.models import checkpoint
 
     path = tmp_path / "run.ckpt.npz"
     write = _mpi_jobs.crash_after_checkpoints(

@@ -10,7 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from fastvae import data, download
+from fastvae import data
+from fastvae.data import download
 
 
 @pytest.fixture()

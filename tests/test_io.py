@@ -19,7 +19,8 @@ from _zipfiles import rewrite as _rewrite
 from _zipfiles import with_meta as _with_meta
 
 import fastvae
-from fastvae import io as fio
+from fastvae import _atomic
+from fastvae.models import file_format as fio
 
 D = 20
 
@@ -96,7 +97,7 @@ def test_failed_rename_keeps_the_old_file(model, saved, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("rename failed")
 
-    monkeypatch.setattr(fio.os, "replace", broken_replace)
+    monkeypatch.setattr(_atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="rename failed"):
         model.save(saved)
     assert saved.read_bytes() == before

@@ -1,4 +1,4 @@
-"""Training on data bigger than memory (fastvae.batches): memmaps and other
+"""Training on data bigger than memory (fastvae.data.batches): memmaps and other
 array-likes are read in chunks, give bitwise the parameters of in-memory
 training, are validated like arrays, and keep resident memory bounded."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae import batches
+from fastvae.data import batches
 
 
 def _binary(n=300, d=20, seed=0, dtype=np.float32):
@@ -184,7 +184,7 @@ _RSS_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     import fastvae
-    from fastvae import batches
+    from fastvae.data import batches
 
     def status(key):
         with open("/proc/self/status") as f:

@@ -11,7 +11,7 @@ import scipy.sparse
 
 import fastvae
 from fastvae import _rng
-from fastvae._base import _epoch_order
+from fastvae.models.base import _epoch_order
 
 D = 24
 

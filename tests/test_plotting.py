@@ -1,4 +1,4 @@
-"""fastvae.plotting: grid layout, PNG output, no global matplotlib state."""
+"""fastvae.cli.plotting: grid layout, PNG output, no global matplotlib state."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from fastvae import plotting
+from fastvae.cli import plotting
 
 
 def test_tile_images_places_each_image_in_its_cell():
@@ -225,7 +225,7 @@ def test_plots_do_not_load_pyplot_or_change_the_backend(tmp_path):
     notebook's backend and current figures) is never touched."""
     code = (
         "import sys, numpy as np; "
-        "from fastvae import plotting, cli; "
+        "from fastvae.cli import plotting; from fastvae import cli; "
         f"plotting.image_grid(np.ones((2, 4)), (2, 2), {str(tmp_path / 'x.png')!r}); "
         "print('matplotlib.pyplot' in sys.modules)"
     )

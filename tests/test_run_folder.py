@@ -1,4 +1,4 @@
-"""fastvae.run_folder: metrics.jsonl lines and reading a run folder back."""
+"""fastvae.cli.run_folder: metrics.jsonl lines and reading a run folder back."""
 
 import json
 import math
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fastvae import run_folder
+from fastvae.cli import run_folder
 
 
 def _model(epochs):

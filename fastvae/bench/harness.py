@@ -735,7 +735,7 @@ def _plan(args) -> tuple:
 
 def _write_json(where: str | None, report: dict) -> None:
     if where:
-        from fastvae.io import write_atomic
+        from fastvae._atomic import write_atomic
 
         path = Path(where)
         path.parent.mkdir(parents=True, exist_ok=True)

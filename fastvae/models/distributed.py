@@ -49,6 +49,7 @@ import zlib
 
 import numpy as np
 
+from fastvae.exceptions import RemoteRankError
 from fastvae.params import aligned_zeros
 
 __all__ = [
@@ -148,11 +149,6 @@ def abort(comm, exc: BaseException, code: int = 1, *, show_traceback: bool = Tru
         # MPICH's MPI_Abort can return before the launcher kills the job;
         # nothing of this rank may run on (nor catch the exception).
         os._exit(code)
-
-
-class RemoteRankError(RuntimeError):
-    """Raised by fit on the other ranks when one rank's fit failed before
-    training (its message names that rank and gives its error)."""
 
 
 class Group:

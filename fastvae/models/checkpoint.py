@@ -1,7 +1,8 @@
 """Training checkpoints: the global state a run needs to continue exactly.
 
-A checkpoint is a fastvae file (fastvae.io: an uncompressed .npz of plain
-arrays plus JSON metadata, SHA-256 per array, atomic writes, never pickle)
+A checkpoint is a fastvae file (fastvae.models.file_format: an uncompressed
+.npz of plain arrays plus JSON metadata, SHA-256 per array, atomic writes,
+never pickle)
 of format "fastvae-checkpoint", version 1. It holds exactly what a model
 file holds, plus where training stands:
 
@@ -53,9 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastvae import batches
-from fastvae import io as _io
 from fastvae._validation import Param
+from fastvae.data import batches
+from fastvae.models import file_format as _io
 
 __all__ = [
     "EpochProgress",
@@ -119,7 +120,7 @@ def checkpoint_path(path, *, must_exist: bool = False) -> Path:
 def data_fingerprint(X, cond: np.ndarray | None, dtype=None) -> dict:
     """Sizes and SHA-256 of the training data (X, then conditions).
 
-    An out-of-core X (fastvae.batches) is hashed in windows of rows converted
+    An out-of-core X (fastvae.data.batches) is hashed in windows of rows converted
     to `dtype`, which gives the digest of the same data held in memory."""
     if batches.is_out_of_core(X):
         h = hashlib.sha256()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastvae.io import write_atomic
+from fastvae._atomic import write_atomic
 
 __all__ = [
     "RUN_FILE",

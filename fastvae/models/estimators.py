@@ -1,7 +1,7 @@
 """The estimators: VAE, Autoencoder and DenoisingAutoencoder, and load().
 
 All three train with the same compiled step (one nogil call per minibatch)
-and share the scikit-learn conventions of fastvae._base.BaseAutoencoder.
+and share the scikit-learn conventions of fastvae.models.base.BaseAutoencoder.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import numbers
 
 import numpy as np
 
-from fastvae import _rng
-from fastvae import checkpoint as _ckpt
-from fastvae import io as _io
-from fastvae._base import BaseAutoencoder
+from fastvae import _atomic, _rng
 from fastvae._validation import Param, check_memory
+from fastvae.models import checkpoint as _ckpt
+from fastvae.models import file_format as _io
+from fastvae.models.base import BaseAutoencoder
 
 __all__ = [
     "VAE",
@@ -222,7 +222,7 @@ class VAE(BaseAutoencoder):
             `checkpoint_every_steps` steps when given, and at the end. Each
             write replaces the previous checkpoint atomically; a run that is
             killed continues exactly with `fastvae.resume`. See the
-            fastvae.checkpoint module for the format. With `comm`, rank 0
+            fastvae.models.checkpoint module for the format. With `comm`, rank 0
             writes it (its arguments count, the other ranks' are ignored).
         checkpoint_every : int >= 0, default=1
             Epochs between checkpoints (a checkpoint follows every epoch whose
@@ -234,13 +234,13 @@ class VAE(BaseAutoencoder):
         checkpoint_meta : dict, optional
             JSON-serialisable data stored in the checkpoint (returned by
             `fastvae.checkpoint_info` as "meta").
-        comm : mpi4py communicator or fastvae.distributed.Group, optional
+        comm : mpi4py communicator or fastvae.models.distributed.Group, optional
             Train data-parallel over its ranks (e.g. ``MPI.COMM_WORLD`` in a
             script started by ``mpiexec -n 4 python -m mpi4py train.py``).
             Every rank calls fit with the same X and settings; batch_size is
             the global minibatch, of which each rank computes one share, and
             the result equals one process's training on the same minibatches
-            up to float rounding (see fastvae.distributed). Only rank 0 shows
+            up to float rounding (see fastvae.models.distributed). Only rank 0 shows
             progress and writes checkpoints; saving the model is the caller's
             (e.g. ``if comm.rank == 0: vae.save(path)``). When n_threads is
             None and OMP_NUM_THREADS unset, each rank uses its cores divided
@@ -256,7 +256,7 @@ class VAE(BaseAutoencoder):
         ValueError, TypeError
             For invalid settings or data (the message names the problem).
             With `comm`, an error on one rank before training raises on every
-            rank (fastvae.distributed.RemoteRankError, a RuntimeError, on the
+            rank (fastvae.exceptions.RemoteRankError, a RuntimeError, on the
             others), and so do data or settings that differ between ranks.
         FloatingPointError
             If the loss or a gradient becomes NaN or infinite; the parameters
@@ -590,7 +590,7 @@ class Autoencoder(BaseAutoencoder):
             Also checkpoint every this many steps.
         checkpoint_meta : dict, optional
             JSON-serialisable data stored in the checkpoint.
-        comm : mpi4py communicator or fastvae.distributed.Group, optional
+        comm : mpi4py communicator or fastvae.models.distributed.Group, optional
             Train data-parallel over its ranks, as for `VAE.fit`.
 
         Returns
@@ -763,11 +763,11 @@ ESTIMATORS = {cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencod
 
 def _on_ranks(comm, run):
     """run(None) on this process, or run(group) on every rank of comm as one
-    data-parallel fit (fastvae.distributed.fit: errors before training are
+    data-parallel fit (fastvae.models.distributed.fit: errors before training are
     shared, a failure of one rank during it aborts the job)."""
     if comm is None:
         return run(None)
-    from fastvae import distributed
+    from fastvae.models import distributed
 
     return distributed.fit(comm, run)
 
@@ -1015,7 +1015,7 @@ def resume(
             options = _ckpt.options(path, every, every_steps, meta["user"])
             # The run that wrote this checkpoint is over: what a kill -9 left
             # of its temporary files is garbage.
-            for tmp in _io.temporary_files(path):
+            for tmp in _atomic.temporary_files(path):
                 tmp.unlink(missing_ok=True)
         extra = {} if group is None else group.overrides(model)
         model._epoch_callback = epoch_callback

@@ -15,7 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from fastvae.io import write_atomic
+from fastvae._atomic import write_atomic
+from fastvae.exceptions import DataError, DownloadError
 
 __all__ = ["MIRRORS", "DownloadError", "fetch"]
 
@@ -34,10 +35,6 @@ MIRRORS = {
 }
 # Seconds to wait for a server before trying the next mirror.
 TIMEOUT = 30
-
-
-class DownloadError(OSError):
-    """No mirror delivered the file (offline, moved, or refused)."""
 
 
 def _md5(data: bytes) -> str:
@@ -70,8 +67,6 @@ def fetch(dataset: str, filename: str, folder, md5: str) -> Path:
     fastvae.data.DataError
         If every file a mirror served failed the checksum.
     """
-    from fastvae.data import DataError
-
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     override = os.environ.get("FASTVAE_DATA_URL")

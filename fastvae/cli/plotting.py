@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fastvae.io import write_atomic
+from fastvae._atomic import write_atomic
 
 __all__ = [
     "tile_images",

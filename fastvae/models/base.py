@@ -1,7 +1,7 @@
 """What VAE and the autoencoders share: settings, the compiled network, the
 training loop, conditions, inference calls and model-file metadata.
 
-The public estimators (fastvae.model) add the methods that depend on what
+The public estimators (fastvae.models.estimators) add the methods that depend on what
 the model is: sampling and likelihoods for a VAE, codes for an autoencoder.
 """
 
@@ -16,11 +16,9 @@ import warnings
 
 import numpy as np
 
-from fastvae import _dense, _step, batches
-from fastvae import checkpoint as _ckpt
+from fastvae import _dense, _step
 from fastvae._numerics import LOGSIGMA_RANGE
 from fastvae._validation import (
-    NotFittedError,
     Param,
     check_array,
     check_dtype,
@@ -29,6 +27,10 @@ from fastvae._validation import (
     check_params,
     training_bytes,
 )
+from fastvae._version import __version__
+from fastvae.data import batches
+from fastvae.exceptions import NotFittedError
+from fastvae.models import checkpoint as _ckpt
 from fastvae.optim import kernel_settings, make_optimizer
 from fastvae.params import Layout
 from fastvae.threads import blas_single_threaded, partition_count, resolve_num_threads
@@ -340,7 +342,7 @@ class BaseAutoencoder:
 
     def _training_data(self, s, X, n_features):
         """Validated training data: an array in memory, or an out-of-core X
-        (a memmap or array-like, see fastvae.batches) checked in one
+        (a memmap or array-like, see fastvae.data.batches) checked in one
         sequential pass and left where it is."""
         if batches.is_out_of_core(X):
             return batches.check(
@@ -429,7 +431,7 @@ class BaseAutoencoder:
         """Train (fit's body), holding the estimator's lock.
 
         checkpoint : dict, optional
-            Validated options from fastvae.checkpoint.options: where and how
+            Validated options from fastvae.models.checkpoint.options: where and how
             often to write checkpoints.
         resume : dict, optional
             The validated progress of the checkpoint whose state `_set_state`
@@ -437,7 +439,7 @@ class BaseAutoencoder:
             epochs, with its batch size.
         partial : bool
             partial_fit: one epoch over X, continuing a fitted model.
-        comm : fastvae.distributed.Group, optional
+        comm : fastvae.models.distributed.Group, optional
             Train data-parallel over its MPI ranks.
         """
         s = self._settings(overrides)
@@ -557,7 +559,7 @@ class BaseAutoencoder:
             )
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
-        if comm is not None:  # a fastvae.distributed.Group: steps over MPI ranks
+        if comm is not None:  # a fastvae.models.distributed.Group: steps over MPI ranks
             net = comm.data_parallel(
                 net, self, (X, cond, X_val, cond_val), (epochs, epoch.step, batch)
             )
@@ -830,9 +832,8 @@ class BaseAutoencoder:
         (n_params,) (the model's own buffers, not copies). Nothing in it
         depends on a process, a thread count or a machine: `_set_state`
         restores exactly this state anywhere, model files are it written by
-        fastvae.io, and checkpoints are it plus the training progress.
+        fastvae.models.file_format, and checkpoints are it plus the training progress.
         """
-        from fastvae import __version__
 
         self._check_fitted()
         s = self._fitted_settings
@@ -987,7 +988,7 @@ class BaseAutoencoder:
         path : str or os.PathLike
             The file to write (replaced atomically if it exists).
         """
-        from fastvae import io as _io
+        from fastvae.models import file_format as _io
 
         state, arrays = self._state()
         _io.save(path, state, arrays, format=_io.MODEL_FORMAT)

@@ -3,7 +3,7 @@ latent space (traverse, interpolate), plot a run, and benchmark.
 
 ``fastvae train`` with no arguments trains the default model on the built-in
 shapes data and writes the model, pictures and the training history into
-``fastvae-run/`` (the layout is described in fastvae.run_folder). Mistakes a
+``fastvae-run/`` (the layout is described in fastvae.cli.run_folder). Mistakes a
 user can make (a missing file, an unknown option value, data of the wrong
 shape, an index out of range) end with one ``fastvae: error: ...`` line and
 exit status 2; internal errors keep their traceback.
@@ -146,7 +146,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastvae`` command."""
-    from fastvae import __version__
+    from fastvae._version import __version__
 
     parser = _Parser(
         prog="fastvae",
@@ -495,9 +495,9 @@ _DEFAULT_EPOCHS = 20
 
 
 def _mpi_group(mode: str):
-    """The MPI ranks to train over (a fastvae.distributed.Group), or None to
+    """The MPI ranks to train over (a fastvae.models.distributed.Group), or None to
     train on this process alone."""
-    from fastvae import distributed
+    from fastvae.models import distributed
 
     if mode == "off" or (mode == "auto" and not distributed.launched_by_mpi()):
         return None
@@ -527,9 +527,9 @@ def _on_every_rank(group, run) -> int:
     """run() on every rank of an MPI job. An error raised alike on all ranks
     is reported once by rank 0 (exit status 2 everywhere); an error on one
     rank (the others would wait for it) ends the job with MPI_Abort."""
-    from fastvae import distributed
     from fastvae.data import DataError
-    from fastvae.io import ModelFileError
+    from fastvae.exceptions import ModelFileError
+    from fastvae.models import distributed
 
     try:
         return run()
@@ -557,8 +557,9 @@ def _train_on(args, group) -> int:
     every rank loads the data and trains its shards; rank 0 alone prints and
     writes the run folder."""
     import fastvae
-    from fastvae import data, plotting, run_folder
-    from fastvae.io import write_atomic
+    from fastvae import data
+    from fastvae._atomic import write_atomic
+    from fastvae.cli import plotting, run_folder
 
     root = group is None or group.is_root
     info = None
@@ -765,7 +766,9 @@ def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
     (fastvae plot), written before training so it exists while it runs."""
     from datetime import datetime, timezone
 
-    from fastvae import __version__, data, run_folder
+    from fastvae import data
+    from fastvae._version import __version__
+    from fastvae.cli import run_folder
 
     source = args.data
     if source not in data.DATASET_NAMES:
@@ -847,7 +850,7 @@ def _resumed_arguments(args, info):
 def _refuse_unfinished_run(out: Path, checkpoint: Path) -> None:
     """A new run must not overwrite the checkpoint of one that can go on."""
     import fastvae
-    from fastvae.io import ModelFileError
+    from fastvae.exceptions import ModelFileError
 
     if not checkpoint.is_file():
         return
@@ -894,7 +897,8 @@ def _make_model(args):
 def _write_samples(model, shape, path, n, seed, label):
     """A grid of samples: a VAE's draws (per class for a conditional one, or
     of one class), or an autoencoder's decoded random codes."""
-    from fastvae import _rng, data, plotting
+    from fastvae import _rng, data
+    from fastvae.cli import plotting
 
     if hasattr(model, "sample"):
         if model.n_conditions_:
@@ -939,7 +943,7 @@ def _sample(args) -> int:
 
 def _reconstruct(args) -> int:
     import fastvae
-    from fastvae import plotting
+    from fastvae.cli import plotting
 
     model = fastvae.load(args.model)
     dataset = _load_data(args, split=_split_for(args))
@@ -1050,7 +1054,8 @@ def _decode_label(model, label):
 
 def _traverse(args) -> int:
     import fastvae
-    from fastvae import data, latent, plotting
+    from fastvae import data, latent
+    from fastvae.cli import plotting
 
     model = fastvae.load(args.model)
     k = int(model.latent_dim)
@@ -1136,7 +1141,8 @@ def _traverse(args) -> int:
 
 def _interpolate(args) -> int:
     import fastvae
-    from fastvae import data, latent, plotting
+    from fastvae import data, latent
+    from fastvae.cli import plotting
 
     model = fastvae.load(args.model)
     label = _decode_label(model, args.label)
@@ -1180,7 +1186,7 @@ def _interpolate(args) -> int:
 
 
 def _plot(args) -> int:
-    from fastvae import plotting, run_folder
+    from fastvae.cli import plotting, run_folder
 
     run = Path(args.run)
     history, source = run_folder.read_history(run)
@@ -1209,7 +1215,8 @@ def _latent_scatter(run: Path, spec, path: Path, max_points: int) -> str | None:
     """Draw the run's held-out posterior means coloured by label; returns why
     not when the run cannot give them."""
     import fastvae
-    from fastvae import data, latent, plotting, run_folder
+    from fastvae import data, latent
+    from fastvae.cli import plotting, run_folder
 
     if spec is None:
         return f"{run} has no {run_folder.RUN_FILE} (a run from an older fastvae)"
@@ -1306,7 +1313,7 @@ def main(argv: list[str] | None = None) -> int:
         0 on success, 2 for a usage or input error, 130 when interrupted.
     """
     from fastvae.data import DataError
-    from fastvae.io import ModelFileError
+    from fastvae.exceptions import ModelFileError
 
     args = build_parser().parse_args(argv)
     try:
