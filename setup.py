@@ -16,7 +16,7 @@ from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 
-# One list of compiled modules: fastvae/<name>.pyx -> fastvae.<name>.
+# One list of compiled modules: fastvae/_core/<name>.pyx -> fastvae._core.<name>.
 MODULES = [
     "_threads",
     "_numerics",
@@ -43,9 +43,10 @@ BASE_COMPILE_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fno-wrapv
 
 def copy_public_headers():
     """Ship src_c's headers and the package's .pxd files in one folder,
-    fastvae/include/fastvae/, so that fastvae.get_include() serves both the
-    C compiler and Cython, whether fastvae is installed or editable (an
-    editable install is not on sys.path, where Cython looks for .pxd files)."""
+    fastvae/include/fastvae/ (the .pxd files of fastvae/_core/ in its _core/
+    subfolder), so that fastvae.get_include() serves both the C compiler and
+    Cython, whether fastvae is installed or editable (an editable install is
+    not on sys.path, where Cython looks for .pxd files)."""
     src = HERE / "src_c" / "fastvae"
     dst = HERE / "fastvae" / "include" / "fastvae"
     if not src.is_dir():  # building from an sdist that already has them
@@ -55,6 +56,9 @@ def copy_public_headers():
         shutil.copyfile(header, dst / header.name)
     for pxd in (HERE / "fastvae").glob("*.pxd"):
         shutil.copyfile(pxd, dst / pxd.name)
+    (dst / "_core").mkdir(exist_ok=True)
+    for pxd in (HERE / "fastvae" / "_core").glob("*.pxd"):
+        shutil.copyfile(pxd, dst / "_core" / pxd.name)
 
 
 def env_flag(name):
@@ -122,8 +126,8 @@ def extensions():
 
     exts = [
         Extension(
-            f"fastvae.{name}",
-            [f"fastvae/{name}.pyx"],
+            f"fastvae._core.{name}",
+            [f"fastvae/_core/{name}.pyx"],
             include_dirs=["src_c"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )

@@ -21,7 +21,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from fastvae import _blas
+from fastvae._core import _blas
 
 # (name, trans_a, trans_b, m, n, k): C is m x n, the sum runs over k.
 SHAPES = [

@@ -29,13 +29,13 @@
 #   threads and give bitwise the same numbers for any n_threads; inside your
 #   own parallel region pass n_threads=1.
 # - GEMMs go through scipy's BLAS, which must be single-threaded while they
-#   run (fastvae.threads.blas_single_threaded(), or threadpoolctl's
+#   run (fastvae._core.threads.blas_single_threaded(), or threadpoolctl's
 #   threadpool_limits(1, "blas")): OpenMP owns the cores.
 # - `parts` (GEMM column blocks, 1 to 64) fixes how a layer's GEMM is cut
 #   into blocks; results depend on it, not on the thread count. Use
-#   fastvae.threads.partition_count() for the numbers fastvae.VAE produces.
+#   fastvae._core.threads.partition_count() for the numbers fastvae.VAE produces.
 
-from fastvae._numerics cimport (
+from fastvae._core._numerics cimport (
     FV_ACT_IDENTITY, FV_ACT_RELU, FV_ACT_SIGMOID, FV_ACT_TANH, FV_KIND_AE,
     FV_KIND_VAE, FV_LIK_BERNOULLI, FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED,
     FV_LOGSIGMA_MAX, FV_LOGSIGMA_MIN, FV_LOGVAR_MAX, FV_LOGVAR_MIN,
@@ -51,7 +51,7 @@ from fastvae._numerics cimport (
 # FV_LOGSIGMA_MIN, FV_LOGSIGMA_MAX (-7, 5): the same for a learned Gaussian
 #   log-sigma.
 
-from fastvae._rng cimport (
+from fastvae._core._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_EVAL, FV_STREAM_IS,
     FV_STREAM_REPARAM, FV_STREAM_SAMPLE, FV_STREAM_USER, fv_normal4,
     fv_normal_fill_f32, fv_normal_fill_f64, fv_philox4x64_10, fv_u64_to_unit,
@@ -83,9 +83,9 @@ from fastvae._rng cimport (
 # fv_uniform_fill_f64(seed, stream, row, step, draw, double* out, int64_t n)
 #   out[e] = uniform e of (row, step, draw) in [0, 1), e < n.
 
-from fastvae._dense cimport dense_backward, dense_forward
+from fastvae._core._dense cimport dense_backward, dense_forward
 
-# -- Dense layers (fastvae/_dense.pyx) ---------------------------------------
+# -- Dense layers (fastvae/_core/_dense.pyx) ---------------------------------------
 # void dense_forward(int n_rows, int n_in, int n_out,
 #                    const floating* X, int ldx, const floating* W,
 #                    const floating* b, floating* Y, int ldy, int activation,
@@ -106,11 +106,11 @@ from fastvae._dense cimport dense_backward, dense_forward
 #   respect to the previous layer's pre-activation. Outputs overwrite, never
 #   accumulate, and overlap no input or each other.
 
-from fastvae._reparam cimport (
+from fastvae._core._reparam cimport (
     reparam_backward, reparam_backward_rows, reparam_forward,
     reparam_forward_rows)
 
-# -- Reparameterization (fastvae/_reparam.pyx) -------------------------------
+# -- Reparameterization (fastvae/_core/_reparam.pyx) -------------------------------
 # H (n_rows, 2K) is an encoder head [mu | logvar] with leading dimension ldh
 # (raw log-variances; clamped to [FV_LOGVAR_MIN, FV_LOGVAR_MAX] inside).
 # void reparam_forward_rows(const floating* H, int ldh, int K,
@@ -132,10 +132,10 @@ from fastvae._reparam cimport (
 #   / 2 (0 where the clamp is active); overwrites dH (n_rows, 2K).
 # void reparam_backward(int64_t n_rows, <the same from H to lddh>, int n_threads)
 
-from fastvae._losses cimport (
+from fastvae._core._losses cimport (
     bernoulli_rows, gaussian_rows, kl_backward_rows, kl_rows)
 
-# -- Losses of the negative ELBO (fastvae/_losses.pyx) -----------------------
+# -- Losses of the negative ELBO (fastvae/_core/_losses.pyx) -----------------------
 # Each writes one double per row, loss_out[i] for i in [r0, r1).
 # void kl_rows(const floating* H, int ldh, int K, double* loss_out,
 #              int64_t r0, int64_t r1)
@@ -158,9 +158,9 @@ from fastvae._losses cimport (
 #   + D (log sigma + log(2 pi) / 2), grad = scale * (M - X) / sigma^2.
 #   grad may be NULL; it must not overlap M or X.
 
-from fastvae._optim cimport fv_optimizer, optimizer_update, optimizer_update_range
+from fastvae._core._optim cimport fv_optimizer, optimizer_update, optimizer_update_range
 
-# -- Optimizers (fastvae/_optim.pyx) -----------------------------------------
+# -- Optimizers (fastvae/_core/_optim.pyx) -----------------------------------------
 # struct fv_optimizer: int kind (FV_OPT_*), double lr, momentum, beta1,
 #   beta2, eps. Fill it yourself or take a Network's with network_config.
 #   SGD:      p -= lr * g
@@ -178,17 +178,17 @@ from fastvae._optim cimport fv_optimizer, optimizer_update, optimizer_update_ran
 # void optimizer_update(<the same up to state2>, int64_t n, int n_threads)
 #   Elements [0, n).
 
-from fastvae._step cimport (
+from fastvae._core._step cimport (
     FV_MAX_LAYERS, FV_MAX_TEAM, FV_ROW_SCRATCH, compute_gradients, decode_rows,
     elbo_rows, encode_rows, fv_layer, fv_step_args, fv_vae_config,
     log_likelihood_rows, network_config, train_step)
 
-# -- The whole training step (fastvae/_step.pyx) -----------------------------
+# -- The whole training step (fastvae/_core/_step.pyx) -----------------------------
 # struct fv_vae_config: a network's architecture and the layout of its flat
 #   parameter buffer (layer l's W at layers[l].w_offset, b at b_offset) and
 #   workspace. Offsets are in elements, not bytes, so one config serves
-#   float32 and float64 buffers. Get it from a Python fastvae._step.Network
-#   with network_config (the fields are documented in fastvae/_step.pxd; do
+#   float32 and float64 buffers. Get it from a Python fastvae._core._step.Network
+#   with network_config (the fields are documented in fastvae/_core/_step.pxd; do
 #   not fill them by hand). Useful fields: n_params (length of the params,
 #   grads and state buffers), work_size (elements of the workspace),
 #   max_batch, n_features, latent_dim, n_cond, kind.
@@ -203,7 +203,7 @@ from fastvae._step cimport (
 #                    fv_optimizer* opt_out) except -1
 #   Needs the GIL: copy a Network's config and optimizer (either pointer may
 #   be NULL; the optimizer is SGD with lr 0 until Network.set_optimizer is
-#   called); TypeError for anything but a fastvae._step.Network.
+#   called); TypeError for anything but a fastvae._core._step.Network.
 # int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
 #                const fv_step_args* args, floating* params, floating* grads,
 #                floating* state1, floating* state2, floating* work,
@@ -217,7 +217,7 @@ from fastvae._step cimport (
 #   grads, state1, state2: cfg.n_params each (zero grads once before the
 #   first call: the update runs over all n_params, and the alignment padding
 #   between layers is never written); params, grads, state1, state2 and
-#   work 64-byte aligned for speed (fastvae.params.aligned_zeros: with grads
+#   work 64-byte aligned for speed (fastvae._core.params.aligned_zeros: with grads
 #   16 bytes off, two threads wrote into shared cache lines at every block
 #   edge and a 784-400/20/16 step ran at 21k instead of 56-62k samples/s);
 #   work: cfg.work_size elements; row_losses: FV_ROW_SCRATCH(cfg.max_batch)
@@ -258,8 +258,8 @@ from fastvae._step cimport (
 cdef extern from "fastvae/version.h":
     int FASTVAE_C_API_VERSION
 
-from fastvae._threads cimport fv_isa_bind as _fv_isa_bind
-from fastvae._threads cimport fv_isa_slot as _fv_isa_slot
+from fastvae._core._threads cimport fv_isa_bind as _fv_isa_bind
+from fastvae._core._threads cimport fv_isa_slot as _fv_isa_slot
 
 
 # Raise ImportError unless the installed fastvae has the C API this module

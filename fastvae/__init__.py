@@ -10,7 +10,7 @@ from pathlib import Path as _Path
 from fastvae._version import C_API_VERSION, __version__
 
 try:
-    from fastvae import _threads  # noqa: E402, F401  (the first compiled module)
+    from fastvae._core import _threads  # noqa: E402, F401  (the first compiled module)
 except ImportError as _exc:  # pragma: no cover - depends on how it was run
     if "_threads" not in str(_exc):
         raise
@@ -21,6 +21,13 @@ except ImportError as _exc:  # pragma: no cover - depends on how it was run
         "installed fastvae is imported instead."
     ) from _exc
 
+from fastvae._core.threads import (  # noqa: E402
+    get_isa,
+    get_num_threads,
+    openmp_enabled,
+    set_isa,
+    set_num_threads,
+)
 from fastvae.config import show_config  # noqa: E402
 from fastvae.exceptions import ModelFileError, NotFittedError  # noqa: E402
 from fastvae.models import (  # noqa: E402
@@ -30,13 +37,6 @@ from fastvae.models import (  # noqa: E402
     checkpoint_info,
     load,
     resume,
-)
-from fastvae.threads import (  # noqa: E402
-    get_isa,
-    get_num_threads,
-    openmp_enabled,
-    set_isa,
-    set_num_threads,
 )
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fastvae._blas import own_gemm_level
+from fastvae._core._blas import own_gemm_level
+from fastvae._core.threads import get_num_threads, openmp_enabled
 from fastvae._version import C_API_VERSION, __version__
-from fastvae.threads import get_num_threads, openmp_enabled
 
 __all__ = ["blas_warnings", "show_config", "cpu_flags"]
 
@@ -79,7 +79,7 @@ def blas_warnings(environ=None, flags=None, gemm=None) -> list[str]:
     environ = os.environ if environ is None else environ
     flags = cpu_flags() if flags is None else flags
     if gemm is None:
-        from fastvae._blas import gemm_backend
+        from fastvae._core._blas import gemm_backend
 
         gemm = gemm_backend()
     found = []

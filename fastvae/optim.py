@@ -1,5 +1,5 @@
 """Optimizer settings. The updates themselves are one fused compiled pass
-over the flat parameter buffer (fastvae/_optim.pyx)."""
+over the flat parameter buffer (fastvae/_core/_optim.pyx)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastvae import _dense, _step
-from fastvae.params import Layout
+from fastvae._core import _dense, _step
+from fastvae._core.params import Layout
 
 DTYPES = (np.float32, np.float64)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastvae import _blas
+from fastvae._core import _blas
 from fastvae.bench import harness
 from fastvae.bench import scenarios as sc
 from fastvae.bench.configs import CONFIGS, Config, parse_config

@@ -151,5 +151,5 @@ def test_more_threads_than_blocks_and_cores_give_the_same_numbers():
     X = _data(64, 16)
     kw = dict(hidden=(8,), latent_dim=2, batch_size=16)
     ref = _state(_fit(X, 1, **kw))
-    for t in (2, 5, 16, fastvae.threads.MAX_THREADS):
+    for t in (2, 5, 16, fastvae._core.threads.MAX_THREADS):
         np.testing.assert_array_equal(_state(_fit(X, t, **kw)), ref, err_msg=f"{t}")

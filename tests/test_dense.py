@@ -1,4 +1,4 @@
-"""Dense layer kernels (fastvae/_dense.pyx) against tests/reference.py."""
+"""Dense layer kernels (fastvae/_core/_dense.pyx) against tests/reference.py."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from _helpers import DTYPES, assert_close_scaled, fd4_all, rtol_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastvae import _dense
+from fastvae._core import _dense
 
 ACTS = ["identity", "relu", "tanh", "sigmoid"]
 

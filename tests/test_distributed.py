@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 import fastvae
+from fastvae._core.threads import blas_single_threaded
 from fastvae.models import distributed
 from fastvae.optim import kernel_settings
-from fastvae.threads import blas_single_threaded
 
 JOBS = Path(__file__).with_name("_mpi_jobs.py")
 # Parameters after 2 epochs over R ranks vs one process on the same

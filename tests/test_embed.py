@@ -15,9 +15,9 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import fastvae
-from fastvae import _dense, _rng, _step
-from fastvae.params import Layout
-from fastvae.threads import partition_count
+from fastvae._core import _dense, _rng, _step
+from fastvae._core.params import Layout
+from fastvae._core.threads import partition_count
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "cython_embed"
@@ -40,7 +40,7 @@ def test_c_api_version_macro_matches_python():
 
 
 def _cimported(pxd):
-    return re.findall(r"^from fastvae\.(\w+) cimport", pxd.read_text(), re.M)
+    return re.findall(r"^from fastvae\.([\w.]+) cimport", pxd.read_text(), re.M)
 
 
 def test_get_include_holds_the_whole_public_api():
@@ -54,8 +54,9 @@ def test_get_include_holds_the_whole_public_api():
         if name in seen:
             continue
         seen.add(name)
-        pxd = inc / f"{name}.pxd"
-        assert pxd.read_bytes() == (package / f"{name}.pxd").read_bytes(), (
+        pxd = inc / f"{name.replace('.', '/')}.pxd"
+        own = package / f"{name.replace('.', '/')}.pxd"
+        assert pxd.read_bytes() == own.read_bytes(), (
             f"{pxd} differs from the package's {name}.pxd: rebuild "
             "(python setup.py build_ext --inplace copies it)"
         )
@@ -63,7 +64,8 @@ def test_get_include_holds_the_whole_public_api():
         headers |= set(
             re.findall(r'cdef extern from "fastvae/(\w+\.h)"', pxd.read_text())
         )
-    assert {"_dense", "_losses", "_optim", "_reparam", "_rng", "_step"} <= seen
+    core = {"_dense", "_losses", "_optim", "_reparam", "_rng", "_step"}
+    assert {f"_core.{name}" for name in core} <= seen
     todo = sorted(headers)
     assert "version.h" in todo and "philox.h" in todo
     while todo:
@@ -79,9 +81,9 @@ def test_every_public_function_is_exported():
     package = Path(fastvae.__file__).parent
     public = (package / "__init__.pxd").read_text()
     checked = 0
-    imports = r"^from fastvae\.(\w+) cimport (?:\(([^)]*)\)|([^\n(]+)$)"
+    imports = r"^from fastvae\.([\w.]+) cimport (?:\(([^)]*)\)|([^\n(]+)$)"
     for module, group, line in re.findall(imports, public, re.M):
-        pxd = (package / f"{module}.pxd").read_text()
+        pxd = (package / f"{module.replace('.', '/')}.pxd").read_text()
         capi = getattr(importlib.import_module(f"fastvae.{module}"), "__pyx_capi__", {})
         for name in re.findall(r"\w+", group or line):
             if not re.search(rf"^cdef (?!inline|extern)[^\n]*\b{name}\(", pxd, re.M):
@@ -246,7 +248,7 @@ def test_bad_input_raises_through_the_c_api(embed):
     net, lay = _network(np.float64)
     X, params, rows = _problem(np.float64, "bernoulli", n_steps=2)
     zeros = lay.zeros(np.float64)
-    with pytest.raises(TypeError, match="fastvae._step.Network"):
+    with pytest.raises(TypeError, match="fastvae._core._step.Network"):
         embed.train(object(), params, zeros, zeros, X, rows, SEED)
     with pytest.raises(ValueError, match=f"length {lay.size}"):
         embed.train(net, params[:-1], zeros[:-1], zeros[:-1], X, rows, SEED)

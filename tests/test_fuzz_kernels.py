@@ -29,8 +29,17 @@ from _helpers import (
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fastvae import _blas, _dense, _losses, _numerics, _optim, _reparam, _rng, _step
-from fastvae.params import Layout
+from fastvae._core import (
+    _blas,
+    _dense,
+    _losses,
+    _numerics,
+    _optim,
+    _reparam,
+    _rng,
+    _step,
+)
+from fastvae._core.params import Layout
 
 FUZZ = settings(
     max_examples=60,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae import _blas
+from fastvae._core import _blas
 
 own = pytest.mark.skipif(
     not _blas.own_gemm_available(),
@@ -462,7 +462,7 @@ def test_the_step_gemm_runs_at_the_process_isa_level(level):
 def test_fastvae_isa_baseline_makes_the_gemm_fall_back_to_blas():
     env = dict(os.environ, FASTVAE_ISA="baseline", FASTVAE_GEMM="auto")
     code = (
-        "from fastvae import _blas; import fastvae; "
+        "from fastvae._core import _blas; import fastvae; "
         "print(_blas.own_gemm_level(), _blas.gemm_backend(), "
         "'AVX' in fastvae.show_config().split('GEMM of the training step:')[1]"
         ".splitlines()[0])"

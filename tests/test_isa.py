@@ -17,7 +17,7 @@ import pytest
 import reference as ref
 
 import fastvae
-from fastvae import _dense, _losses, _optim, _step
+from fastvae._core import _dense, _losses, _optim, _step
 
 ORDER = ["baseline", "avx2", "avx512"]
 CODES = {"baseline": 1, "avx2": 3, "avx512": 4}
@@ -213,7 +213,7 @@ def test_training_differs_between_levels():
 @pytest.mark.parametrize("level", ["baseline", "avx2"])
 def test_env_sets_the_cap_at_import(level):
     code = (
-        "import fastvae; from fastvae import _dense, _losses, _optim, _step; "
+        "import fastvae; from fastvae._core import _dense, _losses, _optim, _step; "
         "i = fastvae.get_isa(); "
         "print(i['level'], i['cap'], [m._dispatch_level() "
         "for m in (_dense, _losses, _optim, _step)])"

@@ -1,11 +1,11 @@
-"""Loss kernels (fastvae/_losses.pyx) against tests/reference.py."""
+"""Loss kernels (fastvae/_core/_losses.pyx) against tests/reference.py."""
 
 import numpy as np
 import pytest
 import reference as ref
 from _helpers import DTYPES, assert_close_scaled, fd4_all
 
-from fastvae import _losses
+from fastvae._core import _losses
 
 LOG2 = np.log(2.0)
 

@@ -39,7 +39,7 @@ def soak(steps: int, cycles: int) -> dict:
     and after each of `cycles` fit/transform/save/load cycles; the first
     tenth of each run is warm-up."""
     import fastvae
-    from fastvae import _rng
+    from fastvae._core import _rng
 
     rng = np.random.default_rng(0)
     report = {}
@@ -148,7 +148,7 @@ def _calls():
     """Every compiled entry point with small arguments: name -> (fn, args)."""
     from _helpers import init_params, make_network
 
-    from fastvae import _blas, _dense, _losses, _numerics, _optim, _reparam, _rng
+    from fastvae._core import _blas, _dense, _losses, _numerics, _optim, _reparam, _rng
 
     rng = np.random.default_rng(0)
     A, W, b = rng.standard_normal((6, 5)), rng.standard_normal((5, 4)), np.zeros(4)

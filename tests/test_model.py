@@ -10,7 +10,7 @@ import reference as ref
 import scipy.sparse
 
 import fastvae
-from fastvae import _rng
+from fastvae._core import _rng
 from fastvae.models.base import _epoch_order
 
 D = 24

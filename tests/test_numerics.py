@@ -7,7 +7,7 @@ them, in units in the last place (ulp) of the correctly rounded float32 result.
 
 import numpy as np
 import pytest
-from fastvae._numerics import apply_f32
+from fastvae._core._numerics import apply_f32
 
 
 def _ulp_error(got, exact):

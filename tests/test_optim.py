@@ -1,11 +1,11 @@
-"""Optimizer kernels (fastvae/_optim.pyx) against tests/reference.py."""
+"""Optimizer kernels (fastvae/_core/_optim.pyx) against tests/reference.py."""
 
 import numpy as np
 import pytest
 import reference as ref
 from _helpers import DTYPES, assert_close_scaled
 
-from fastvae import _optim
+from fastvae._core import _optim
 
 KINDS = ["sgd", "momentum", "adam"]
 TOL = {np.float32: dict(rtol=2e-6, atol=2e-7), np.float64: dict(rtol=1e-14, atol=1e-15)}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae import _step
+from fastvae._core import _step
 
 
 def _binary(n=80, d=12, seed=0):

@@ -1,11 +1,12 @@
-"""Reparameterization kernels (fastvae/_reparam.pyx) against tests/reference.py."""
+"""Reparameterization kernels (fastvae/_core/_reparam.pyx) against
+tests/reference.py."""
 
 import numpy as np
 import pytest
 import reference as ref
 from _helpers import DTYPES, assert_close_scaled, fd4_all, rtol_for
 
-from fastvae import _reparam, _rng
+from fastvae._core import _reparam, _rng
 
 SEED, STREAM, STEP = 1234, _rng.STREAM_REPARAM, 7
 

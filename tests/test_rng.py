@@ -1,4 +1,4 @@
-"""Philox4x64-10 and the normals drawn from it (fastvae/_rng.pyx, philox.h)."""
+"""Philox4x64-10 and the normals drawn from it (fastvae/_core/_rng.pyx, philox.h)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fastvae import _rng
+from fastvae._core import _rng
 
 U64 = 2**64 - 1
 M = 0xFFFFFFFFFFFFFFFF

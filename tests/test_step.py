@@ -1,4 +1,4 @@
-"""The one-call training step and inference passes (fastvae/_step.pyx) against
+"""The one-call training step and inference passes (fastvae/_core/_step.pyx) against
 reference.loss_and_grads / reference.forward and the reference optimizers."""
 
 import numpy as np
@@ -14,8 +14,8 @@ from _helpers import (
     trainable_mask,
 )
 
-from fastvae import _dense, _rng, _step
-from fastvae.params import Layout
+from fastvae._core import _dense, _rng, _step
+from fastvae._core.params import Layout
 
 D, K, B, N_ROWS, MAX_BATCH = 30, 5, 9, 40, 16
 SEED = 42

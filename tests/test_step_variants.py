@@ -7,8 +7,8 @@ import pytest
 import reference as ref
 from _helpers import fd4
 
-from fastvae import _dense, _rng, _step
-from fastvae.params import Layout
+from fastvae._core import _dense, _rng, _step
+from fastvae._core.params import Layout
 
 D, K, C, B, N_ROWS, MAX_BATCH = 12, 3, 4, 9, 30, 16
 SEED = 7

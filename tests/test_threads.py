@@ -17,7 +17,7 @@ from _helpers import init_params, make_network
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastvae
-from fastvae import (
+from fastvae._core import (
     _blas,
     _dense,
     _losses,
@@ -29,7 +29,7 @@ from fastvae import (
     _threads,
     threads,
 )
-from fastvae.threads import blas_single_threaded
+from fastvae._core.threads import blas_single_threaded
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,7 @@
 
     python setup.py build_ext --inplace && python demo.py
 
-The Python side only sets things up: a fastvae._step.Network describes the
+The Python side only sets things up: a fastvae._core._step.Network describes the
 architecture and the layout of the flat parameter buffer; embed.train copies
 that layout into a C struct once and runs every step without the GIL.
 """
@@ -10,9 +10,9 @@ that layout into a C struct once and runs every step without the GIL.
 import embed
 import numpy as np
 
-from fastvae import _dense, _step
-from fastvae.params import Layout
-from fastvae.threads import blas_single_threaded, partition_count
+from fastvae._core import _dense, _step
+from fastvae._core.params import Layout
+from fastvae._core.threads import blas_single_threaded, partition_count
 
 D, H, K, BATCH, STEPS, SEED = 64, 32, 4, 16, 200, 0
 

@@ -228,7 +228,7 @@ def machine_info() -> dict:
     from threadpoolctl import threadpool_info
 
     import fastvae
-    from fastvae._blas import gemm_backend
+    from fastvae._core._blas import gemm_backend
 
     cpu = platform.processor() or platform.machine()
     try:

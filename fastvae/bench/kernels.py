@@ -27,8 +27,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from fastvae import _dense, _losses, _optim, _reparam, _rng
-from fastvae.threads import partition_count
+from fastvae._core import _dense, _losses, _optim, _reparam, _rng
+from fastvae._core.threads import partition_count
 
 BATCH, N_IN, N_HIDDEN, LATENT = 128, 784, 400, 20
 # Parameters of the 784-400/20/128 VAE: 784-400-40 encoder, 20-400-784 decoder.

@@ -206,7 +206,7 @@ class OwnGemmRate(_GemmRate):
     columns over the threads like the training step."""
 
     def __init__(self, config: Config, threads: int):
-        from fastvae import _blas, _dense
+        from fastvae._core import _blas, _dense
 
         if not _blas.own_gemm_available():
             raise NotInstalled(
@@ -267,7 +267,7 @@ def isa_report(impl_name: str) -> dict:
     out: dict = {}
     if impl_name in ("fastvae", "owngemm"):
         import fastvae
-        from fastvae._blas import gemm_backend, own_gemm_level
+        from fastvae._core._blas import gemm_backend, own_gemm_level
 
         out = dict(fastvae.get_isa())
         out["gemm"] = gemm_backend()

@@ -897,7 +897,8 @@ def _make_model(args):
 def _write_samples(model, shape, path, n, seed, label):
     """A grid of samples: a VAE's draws (per class for a conditional one, or
     of one class), or an autoencoder's decoded random codes."""
-    from fastvae import _rng, data
+    from fastvae import data
+    from fastvae._core import _rng
     from fastvae.cli import plotting
 
     if hasattr(model, "sample"):

@@ -16,8 +16,14 @@ import warnings
 
 import numpy as np
 
-from fastvae import _dense, _step
-from fastvae._numerics import LOGSIGMA_RANGE
+from fastvae._core import _dense, _step
+from fastvae._core._numerics import LOGSIGMA_RANGE
+from fastvae._core.params import Layout
+from fastvae._core.threads import (
+    blas_single_threaded,
+    partition_count,
+    resolve_num_threads,
+)
 from fastvae._validation import (
     Param,
     check_array,
@@ -32,8 +38,6 @@ from fastvae.data import batches
 from fastvae.exceptions import NotFittedError
 from fastvae.models import checkpoint as _ckpt
 from fastvae.optim import kernel_settings, make_optimizer
-from fastvae.params import Layout
-from fastvae.threads import blas_single_threaded, partition_count, resolve_num_threads
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -792,7 +796,7 @@ class BaseAutoencoder:
 
     def _elbo_rows(self, X, cond=None, n_threads=None):
         """Per-row -(reconstruction + KL) with the fixed evaluation stream."""
-        from fastvae import _rng
+        from fastvae._core import _rng
 
         with self._lock, blas_single_threaded():
             net = self._inference_network()

@@ -49,8 +49,8 @@ import zlib
 
 import numpy as np
 
+from fastvae._core.params import aligned_zeros
 from fastvae.exceptions import RemoteRankError
-from fastvae.params import aligned_zeros
 
 __all__ = [
     "launched_by_mpi",
@@ -206,7 +206,7 @@ class Group:
         fastvae.set_num_threads, else the cores of this process split among
         the ranks on its node (so 4 ranks on a 4-core node do not each start
         4 spinning threads)."""
-        from fastvae import threads
+        from fastvae._core import threads
 
         if threads._num_threads is not None or "OMP_NUM_THREADS" in os.environ:
             return threads.get_num_threads()
@@ -311,7 +311,7 @@ class Group:
 
         Parameters
         ----------
-        net : fastvae._step.Network
+        net : fastvae._core._step.Network
             The training network, its optimizer set.
         model : the estimator being fitted (params_ and _opt_state set)
         arrays : (X, condition, X_val, condition_val), each an array or None

@@ -10,7 +10,8 @@ import numbers
 
 import numpy as np
 
-from fastvae import _atomic, _rng
+from fastvae import _atomic
+from fastvae._core import _rng
 from fastvae._validation import Param, check_memory
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models import file_format as _io

@@ -24,7 +24,7 @@
  * code. Results can differ in the last bits between levels (FMA or not),
  * not between rows, calls or threads.
  *
- * The Cython declarations in fastvae/_dense.pxd mirror this header and must
+ * The Cython declarations in fastvae/_core/_dense.pxd mirror this header and must
  * match it.
  */
 #ifndef FASTVAE_DENSE_ROWS_H

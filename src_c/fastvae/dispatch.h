@@ -44,7 +44,7 @@
  * Each extension module has its own copy of these static functions and so
  * its own pointer to the cap: a module binds it with
  * fv_isa_bind(fv_isa_slot()) when it loads (fastvae's modules do; see
- * fastvae/_dense.pyx; a third party's Cython module does through
+ * fastvae/_core/_dense.pyx; a third party's Cython module does through
  * fastvae.check_c_api_version(), fastvae/__init__.pxd). One that includes
  * these headers without binding runs the header kernels it compiles in at
  * the CPU's best level, whatever FASTVAE_ISA says.

@@ -10,7 +10,7 @@
  * accumulate in double in a fixed order (FV_SUM_LANES, numerics.h), so any
  * split of rows or elements across threads gives bitwise the same results.
  *
- * The Cython declarations in fastvae/_elementwise.pxd mirror this header and
+ * The Cython declarations in fastvae/_core/_elementwise.pxd mirror this header and
  * must match it.
  */
 #ifndef FASTVAE_ELEMENTWISE_H

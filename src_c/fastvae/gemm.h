@@ -29,7 +29,7 @@
  * (FV_ISA_AVX512 or FV_ISA_AVX2, isa.h), 0 when they do not apply (a lower
  * level, a build without dispatch, both operands transposed): the caller
  * then uses BLAS. Which level runs is the caller's choice, one switch per
- * process owned by fastvae._blas; the caller must not pass a level the CPU
+ * process owned by fastvae._core._blas; the caller must not pass a level the CPU
  * lacks (fv_isa() never exceeds it).
  */
 #ifndef FASTVAE_GEMM_H

@@ -9,7 +9,7 @@
  * process runs the same code: results are bitwise equal for any thread count
  * and may differ in the last bits between levels.
  *
- * The cap lives in ONE int per process, owned by fastvae._threads (the first
+ * The cap lives in ONE int per process, owned by fastvae._core._threads (the first
  * compiled module fastvae imports; FASTVAE_ISA sets it there, and
  * fastvae.set_isa() changes it). Every extension module that includes this
  * header binds to that int when it loads (fv_isa_bind). Code that includes
@@ -36,7 +36,7 @@
 static int fv_isa_unbound_cap_ = 0;
 static volatile int *fv_isa_cap_ = &fv_isa_unbound_cap_;
 
-/* Make this module read the process's cap from `slot` (fastvae._threads). */
+/* Make this module read the process's cap from `slot` (fastvae._core._threads). */
 static inline __attribute__((unused)) void fv_isa_bind(int *slot) { fv_isa_cap_ = slot; }
 
 /* The highest level this build and CPU can run (cached; the CPU does not

@@ -3,7 +3,7 @@
  * and optimizers, the log-variance clamp, and numerically stable logistic
  * functions. Float variants end in _f32, double variants in _f64.
  *
- * The Cython declarations in fastvae/_numerics.pxd mirror this header and
+ * The Cython declarations in fastvae/_core/_numerics.pxd mirror this header and
  * must match it.
  */
 #ifndef FASTVAE_NUMERICS_H

@@ -18,7 +18,7 @@
  * that packs the shared operand again, so fewer blocks are faster: on 2 cores,
  * 2 blocks instead of ~384-column ones made the 784-1024-1024/64/512 step 7%
  * faster (784-400/20/128 the same). `parts` is the number of cores the
- * process may use (fastvae.threads.partition_count()), fixed for a process,
+ * process may use (fastvae._core.threads.partition_count()), fixed for a process,
  * so results do not depend on the number of threads.
  *
  * Small GEMMs (work <= FV_SMALL_GEMM_WORK): blocks of about

@@ -12,7 +12,7 @@
  * Box-Muller in double precision. Element e of a row is lane e % 4 of block
  * e / 4, so a single element can be recomputed without its neighbours.
  *
- * The Cython declarations in fastvae/_rng.pxd mirror this header and must
+ * The Cython declarations in fastvae/_core/_rng.pxd mirror this header and must
  * match it.
  */
 #ifndef FASTVAE_PHILOX_H

@@ -43,7 +43,7 @@
  *    per-thread scratch.
  *
  * One pool per process (per extension module that includes this header;
- * only fastvae._step does). One job runs at a time; a caller that finds the
+ * only fastvae._core._step does). One job runs at a time; a caller that finds the
  * pool busy (another Python thread's job) runs its job alone, inline, with
  * the same results. After fork() the child starts a new pool.
  *

@@ -14,7 +14,7 @@
  * every SIMD level. Not cryptographic: keys only need to differ between rows.
  *
  * tests/reference.py has the same function in NumPy; the Cython declarations
- * in fastvae/_step.pyx mirror this header and must match it.
+ * in fastvae/_core/_step.pyx mirror this header and must match it.
  */
 #ifndef FASTVAE_ROW_HASH_H
 #define FASTVAE_ROW_HASH_H

@@ -8,8 +8,8 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from fastvae._checks cimport check_disjoint
-from fastvae._threads cimport (FV_ISA_AVX2, FV_ISA_AVX512, fv_isa, fv_isa_bind,
+from fastvae._core._checks cimport check_disjoint
+from fastvae._core._threads cimport (FV_ISA_AVX2, FV_ISA_AVX512, fv_isa, fv_isa_bind,
                                fv_isa_cpu, fv_isa_slot)
 
 # Read the process's ISA cap (src_c/fastvae/isa.h), not a copy of our own.

@@ -31,15 +31,15 @@ import threading
 import warnings
 from contextlib import contextmanager
 
-from fastvae._threads import (
+from fastvae._core._threads import (
     MAX_THREADS,
     cpu_isa,
     isa_cap,
     omp_max_threads,
     openmp_enabled,
 )
-from fastvae._threads import isa as _isa
-from fastvae._threads import set_isa as _set_isa
+from fastvae._core._threads import isa as _isa
+from fastvae._core._threads import set_isa as _set_isa
 from fastvae._validation import check_n_threads
 
 __all__ = [

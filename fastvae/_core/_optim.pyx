@@ -5,15 +5,15 @@ from cython.parallel cimport parallel, threadid
 from libc.math cimport INFINITY, isfinite, pow, sqrt
 from libc.stdint cimport int64_t
 
-from fastvae._checks cimport check_disjoint, check_threads
-from fastvae._elementwise cimport (
+from fastvae._core._checks cimport check_disjoint, check_threads
+from fastvae._core._elementwise cimport (
     fv_adam_update_f32, fv_adam_update_f64, fv_dispatch_probe,
     fv_momentum_update_f32, fv_momentum_update_f64, fv_sgd_update_f32,
     fv_sgd_update_f64)
-from fastvae._numerics cimport FV_OPT_ADAM, FV_OPT_MOMENTUM, FV_OPT_SGD
-from fastvae._parallel cimport (
+from fastvae._core._numerics cimport FV_OPT_ADAM, FV_OPT_MOMENTUM, FV_OPT_SGD
+from fastvae._core._parallel cimport (
     FV_BLOCK_ALIGN, fv_omp_get_num_threads, fv_split_range)
-from fastvae._threads cimport fv_isa_bind, fv_isa_slot
+from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
 # not at the CPU's best level.

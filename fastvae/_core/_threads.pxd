@@ -1,4 +1,4 @@
-# C-level services of fastvae._threads that other extension modules cimport.
+# C-level services of fastvae._core._threads that other extension modules cimport.
 
 cdef extern from "fastvae/isa.h" nogil:
     int FV_ISA_BASELINE

@@ -17,31 +17,31 @@ from libc.math cimport exp, isfinite, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
-from fastvae._blas cimport gemm_uses_own
-from fastvae._checks cimport (
+from fastvae._core._blas cimport gemm_uses_own
+from fastvae._core._checks cimport (
     check_disjoint, check_finite, check_threads, check_u64)
-from fastvae._dense cimport (
+from fastvae._core._dense cimport (
     dense_forward_block, fv_dense_rows_f32, fv_dense_rows_f64,
     input_grad_block, weight_grad_block)
-from fastvae._elementwise cimport (
+from fastvae._core._elementwise cimport (
     fv_bernoulli_draw_f32, fv_bernoulli_draw_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
     fv_dispatch_probe, fv_gaussian_learned_rows_f32,
     fv_gaussian_learned_rows_f64, fv_mask_f32, fv_mask_f64)
-from fastvae._losses cimport (
+from fastvae._core._losses cimport (
     bernoulli_rows, gaussian_rows, kl_backward_rows, kl_rows)
-from fastvae._numerics cimport (
+from fastvae._core._numerics cimport (
     FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI,
     FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_LOG_2PI, FV_OPT_ADAM,
     FV_OPT_SGD, fv_clamp_logvar, fv_sigmoid_f32, fv_sigmoid_f64)
-from fastvae._optim cimport make_optimizer, optimizer_update_range
-from fastvae._parallel cimport (
+from fastvae._core._optim cimport make_optimizer, optimizer_update_range
+from fastvae._core._parallel cimport (
     FV_BLOCK_ALIGN, FV_MAX_BLOCKS, fv_block_start, fv_n_col_blocks)
-from fastvae._reparam cimport reparam_backward_rows, reparam_forward_rows
-from fastvae._rng cimport (
+from fastvae._core._reparam cimport reparam_backward_rows, reparam_forward_rows
+from fastvae._core._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
     fv_normal_fill_f32, fv_normal_fill_f64)
-from fastvae._threads cimport fv_isa_bind, fv_isa_slot
+from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
 # not at the CPU's best level.
@@ -983,7 +983,7 @@ cdef class Network:
     parts : int, default=2
         Column blocks of large GEMMs (fastvae/partition.h); results depend on
         it but not on the number of threads. The models pass
-        fastvae.threads.partition_count().
+        fastvae._core.threads.partition_count().
     kind : {"vae", "ae"}, default="vae"
     n_cond : int, default=0
         Width of the condition vector fed to encoder and decoder.
@@ -1497,7 +1497,7 @@ cdef int network_config(object network, fv_vae_config* cfg_out,
                         fv_optimizer* opt_out) except -1:
     cdef Network net
     if not isinstance(network, Network):
-        raise TypeError(f"network must be a fastvae._step.Network, got "
+        raise TypeError(f"network must be a fastvae._core._step.Network, got "
                         f"{type(network).__module__}.{type(network).__qualname__}")
     net = <Network> network
     if cfg_out != NULL:

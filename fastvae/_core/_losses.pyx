@@ -7,12 +7,12 @@ from cython.parallel cimport prange
 from libc.math cimport exp
 from libc.stdint cimport int64_t
 
-from fastvae._checks cimport check_finite, check_threads
-from fastvae._elementwise cimport (
+from fastvae._core._checks cimport check_finite, check_threads
+from fastvae._core._elementwise cimport (
     fv_bernoulli_rows_f32, fv_bernoulli_rows_f64, fv_dispatch_probe,
     fv_gaussian_rows_f32, fv_gaussian_rows_f64)
-from fastvae._numerics cimport fv_clamp_logvar, fv_logvar_grad_mask
-from fastvae._threads cimport fv_isa_bind, fv_isa_slot
+from fastvae._core._numerics cimport fv_clamp_logvar, fv_logvar_grad_mask
+from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
 # not at the CPU's best level.

@@ -6,18 +6,18 @@ from cython cimport floating
 from cython.parallel cimport parallel, threadid
 from libc.stdint cimport int64_t
 
-from fastvae._blas cimport gemm
-from fastvae._checks cimport check_disjoint, check_threads
-from fastvae._elementwise cimport (
+from fastvae._core._blas cimport gemm
+from fastvae._core._checks cimport check_disjoint, check_threads
+from fastvae._core._elementwise cimport (
     fv_bias_activation_f32, fv_bias_activation_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
     fv_dispatch_probe, fv_mul_activation_grad_f32, fv_mul_activation_grad_f64)
-from fastvae._numerics cimport (
+from fastvae._core._numerics cimport (
     FV_ACT_IDENTITY, FV_ACT_RELU, FV_ACT_SIGMOID, FV_ACT_TANH)
-from fastvae._parallel cimport (
+from fastvae._core._parallel cimport (
     FV_MAX_BLOCKS, fv_block_start, fv_n_col_blocks, fv_omp_get_num_threads,
     fv_split_range)
-from fastvae._threads cimport fv_isa, fv_isa_bind, fv_isa_cpu, fv_isa_slot
+from fastvae._core._threads cimport fv_isa, fv_isa_bind, fv_isa_cpu, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
 # not at the CPU's best level.

@@ -17,7 +17,7 @@
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
 
-from fastvae._optim cimport fv_optimizer
+from fastvae._core._optim cimport fv_optimizer
 
 cdef enum:
     FV_MAX_LAYERS = 32
@@ -144,7 +144,7 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
                               uint64_t row_offset, double* out,
                               int n_threads) noexcept nogil
 
-# Copy the configuration of `network`, a fastvae._step.Network, into cfg_out
+# Copy the configuration of `network`, a fastvae._core._step.Network, into cfg_out
 # and its optimizer (Network.set_optimizer) into opt_out; either may be NULL.
 # Needs the GIL (call it once, before the nogil loop); TypeError for any
 # other object. The config holds offsets, not pointers, so it serves float32

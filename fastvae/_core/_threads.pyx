@@ -2,10 +2,10 @@
 
 import os
 
-from fastvae._checks cimport FV_MAX_THREADS
-from fastvae._parallel cimport fv_omp_get_max_threads, fv_openmp_enabled
+from fastvae._core._checks cimport FV_MAX_THREADS
+from fastvae._core._parallel cimport fv_omp_get_max_threads, fv_openmp_enabled
 
-# Most threads one compiled call accepts (fastvae/_checks.pxd).
+# Most threads one compiled call accepts (fastvae/_core/_checks.pxd).
 MAX_THREADS = FV_MAX_THREADS
 
 # The one ISA cap of the process (src_c/fastvae/isa.h); 0 = no cap.
