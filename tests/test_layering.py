@@ -33,6 +33,7 @@ FOUNDATION = {
     "fastvae._atomic",
     "fastvae.optim",
     "fastvae.latent",
+    "fastvae.callbacks",
 }
 CORE_PACKAGE = "fastvae._core"
 

@@ -615,11 +615,9 @@ def _train_on(args, group) -> int:
     every = args.checkpoint_every
     comm = None if group is None else group.comm
 
-    def train(log_epoch=None):
+    def train(callbacks=None):
         if info is None:
-            model = _make_model(args)
-            model._epoch_callback = log_epoch
-            model.fit(
+            return _make_model(args).fit(
                 train_X,
                 condition=cond,
                 validation_data=validation,
@@ -627,9 +625,8 @@ def _train_on(args, group) -> int:
                 checkpoint_every=every,
                 checkpoint_meta={"cli": settings},
                 comm=comm,
+                callbacks=callbacks,
             )
-            model._epoch_callback = None
-            return model
         return fastvae.resume(
             info["path"],
             train_X,
@@ -639,7 +636,7 @@ def _train_on(args, group) -> int:
             checkpoint_every=every,
             n_threads=args.threads,
             verbose=0 if args.quiet else 1,
-            epoch_callback=log_epoch,
+            callbacks=callbacks,
             comm=comm,
         )
 
@@ -675,12 +672,8 @@ def _train_on(args, group) -> int:
     with run_folder.MetricsLog(
         out / run_folder.METRICS_FILE, append=info is not None
     ) as log:
-
-        def log_epoch(m):
-            log.write(run_folder.epoch_record(m, time.perf_counter() - start))
-
         if info is None:
-            model = train(log_epoch)
+            model = train([log])
             done_before = 0
         else:
             print(
@@ -689,7 +682,7 @@ def _train_on(args, group) -> int:
                 + f", to {args.epochs} epochs",
                 flush=True,
             )
-            model = train(log_epoch)
+            model = train([log])
             batch = min(model.batch_size, len(train_set))
             done_before = len(train_set) * info["epochs_done"] + min(
                 info["epoch_step"] * batch, len(train_set)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from fastvae._atomic import write_atomic
+from fastvae.callbacks import Callback
 
 __all__ = [
     "RUN_FILE",
@@ -114,8 +116,11 @@ def epoch_record(model, elapsed: float) -> dict:
     return {key: _plain(record[key]) for key in METRIC_FIELDS}
 
 
-class MetricsLog:
+class MetricsLog(Callback):
     """metrics.jsonl of a run: one JSON line per epoch, flushed at once.
+
+    A fit callback: as one, it writes `epoch_record` after every epoch, with
+    the seconds since the log was opened.
 
     Parameters
     ----------
@@ -127,12 +132,16 @@ class MetricsLog:
     Examples
     --------
     >>> with MetricsLog(folder / METRICS_FILE) as log:   # doctest: +SKIP
-    ...     log.write(epoch_record(model, elapsed))
+    ...     model.fit(X, callbacks=[log])
     """
 
     def __init__(self, path, *, append: bool = False):
         self.path = Path(path)
         self._file = open(self.path, "a" if append else "w", encoding="utf-8")
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, model, logs) -> None:
+        self.write(epoch_record(model, time.perf_counter() - self._start))
 
     def write(self, record: dict) -> None:
         """Append one line and flush it (and fsync) so readers see whole lines."""

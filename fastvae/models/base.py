@@ -34,6 +34,7 @@ from fastvae._validation import (
     training_bytes,
 )
 from fastvae._version import __version__
+from fastvae.callbacks import ProgressBar, check_callbacks
 from fastvae.data import batches
 from fastvae.exceptions import NotFittedError
 from fastvae.models import checkpoint as _ckpt
@@ -91,11 +92,6 @@ class BaseAutoencoder:
     """Shared machinery; see fastvae.VAE and fastvae.Autoencoder."""
 
     _kind = "vae"  # the compiled network's kind: "vae" or "ae"
-    # A hook for the command line: when set, called as fn(model) after every
-    # epoch of fit, once that epoch's history_ entries are recorded (the CLI
-    # writes metrics.jsonl with it). Not a constructor argument: it is not a
-    # setting of the model and is never saved.
-    _epoch_callback = None
 
     # -- scikit-learn parameter protocol --------------------------------------
 
@@ -179,7 +175,7 @@ class BaseAutoencoder:
     def __sklearn_is_fitted__(self):
         return getattr(self, "params_", None) is not None
 
-    def partial_fit(self, X, y=None, *, condition=None):
+    def partial_fit(self, X, y=None, *, condition=None, callbacks=None):
         """One pass over X, continuing from the current parameters.
 
         "One pass" is one epoch over X: its rows in minibatches of
@@ -196,13 +192,15 @@ class BaseAutoencoder:
         X : array-like of shape (n_samples, n_features)
         y : ignored
         condition : array-like of shape (n_samples, n_conditions), optional
+        callbacks : list of fastvae.callbacks.Callback, optional
+            Run inside this pass, as for `fit`.
 
         Returns
         -------
         self
             The estimator.
         """
-        return self._fit(X, condition, {}, None, partial=True)
+        return self._fit(X, condition, {}, None, partial=True, callbacks=callbacks)
 
     def fit_transform(self, X, y=None, *, condition=None, **fit_params):
         """fit(X, ...) then transform(X): the codes of the training data.
@@ -406,7 +404,9 @@ class BaseAutoencoder:
         resume=None,
         partial=False,
         comm=None,
+        callbacks=None,
     ):
+        callbacks = check_callbacks(callbacks)
         # The whole fit holds the estimator's lock: two threads fitting one
         # model run one after the other instead of mixing their state.
         with _instance_lock(self):
@@ -419,6 +419,7 @@ class BaseAutoencoder:
                 resume,
                 partial,
                 comm,
+                callbacks,
             )
 
     def _fit_locked(
@@ -431,6 +432,7 @@ class BaseAutoencoder:
         resume,
         partial,
         comm=None,
+        callbacks=(),
     ):
         """Train (fit's body), holding the estimator's lock.
 
@@ -445,6 +447,8 @@ class BaseAutoencoder:
             partial_fit: one epoch over X, continuing a fitted model.
         comm : fastvae.models.distributed.Group, optional
             Train data-parallel over its MPI ranks.
+        callbacks : list of fastvae.callbacks.Callback
+            Checked by the caller; a ProgressBar goes first when verbose.
         """
         s = self._settings(overrides)
         fitted = getattr(self, "params_", None) is not None
@@ -564,42 +568,54 @@ class BaseAutoencoder:
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
         if comm is not None:  # a fastvae.models.distributed.Group: steps over MPI ranks
-            net = comm.data_parallel(
+            stepper = comm.data_parallel(
                 net, self, (X, cond, X_val, cond_val), (epochs, epoch.step, batch)
             )
+        else:
+            stepper = LocalStepper(net)
         grads = layout.zeros(s["dtype"])
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
         remaining = (epochs - self.n_iter_) * n - min(n, epoch.step * batch)
-        bar = _progress(s["verbose"], remaining)
+        if s["verbose"]:
+            callbacks = [ProgressBar(s["verbose"]), *callbacks]
+        hooks = _Hooks(self, callbacks)
+        hooks.train_begin(
+            {
+                "epochs": epochs,
+                "epochs_done": self.n_iter_,
+                "n_samples": n,
+                "batch_size": batch,
+                "steps_per_epoch": steps_per_epoch,
+                "remaining_samples": remaining,
+            }
+        )
         try:
             with self._lock, blas_single_threaded():
                 while self.n_iter_ < epochs:
-                    if bar is not None:
-                        bar.set_description(
-                            f"epoch {self.n_iter_ + 1}/{epochs}", refresh=False
-                        )
-                    self._fit_epoch(
+                    hooks.epoch_begin(self.n_iter_ + 1)
+                    stopped = self._fit_epoch(
                         s,
-                        net,
+                        stepper,
                         data,
                         grads,
                         batch,
                         log_every,
-                        bar,
+                        hooks,
                         X_val,
                         cond_val,
                         epoch,
                         writer,
                     )
+                    if stopped == "mid-epoch":  # the checkpoint keeps the position
+                        break
                     epoch = _ckpt.EpochProgress()
-                    if self._epoch_callback is not None:
-                        self._epoch_callback(self)
+                    if hooks.epoch_end(self.history_) or stopped:
+                        break
                 if writer is not None and not writer.written_at(self.t_):
                     self._write_checkpoint(writer, epoch)
         finally:
-            if bar is not None:
-                bar.close()
+            hooks.train_end()
         return self
 
     def _write_checkpoint(self, writer, epoch):
@@ -607,19 +623,31 @@ class BaseAutoencoder:
         writer.write(state, arrays, epoch)
 
     def _fit_epoch(
-        self, s, net, data, grads, batch, log_every, bar, X_val, cond_val, epoch, writer
+        self,
+        s,
+        net,
+        data,
+        grads,
+        batch,
+        log_every,
+        hooks,
+        X_val,
+        cond_val,
+        epoch,
+        writer,
     ):
         """Train the rest of one epoch from `epoch` (an EpochProgress: steps
-        already done and their sums), writing checkpoints when due."""
+        already done and their sums), writing checkpoints when due.
+
+        Returns None, or where a callback's on_step_end stopped training:
+        "mid-epoch" (`epoch` then holds the position reached) or "at the
+        epoch's end" (the epoch is complete and recorded)."""
         n = data.n_rows
         steps_per_epoch = -(-n // batch)
         order = _epoch_order(s["seed"], self.n_iter_, n)
         p, (s1, s2) = self.params_, self._opt_state
         seconds_before = epoch.seconds
-        # the progress bar's window means of the two loss terms (display only,
-        # so not part of the checkpointed EpochProgress)
-        shown_recon = shown_kl = 0.0
-        shown_steps = 0
+        stop = False
         start = time.perf_counter()
         for X, rows, cond in data.minibatches(order[epoch.step * batch :], batch):
             b = rows.shape[0]
@@ -656,37 +684,30 @@ class BaseAutoencoder:
             epoch.loss += loss * b
             epoch.window_loss += loss
             epoch.window_steps += 1
-            shown_recon += recon_sum / b
-            shown_kl += kl_sum / b
-            shown_steps += 1
             if epoch.window_steps == log_every:
                 self.history_["step"].append(self.t_)
                 self.history_["step_loss"].append(
                     epoch.window_loss / epoch.window_steps
                 )
-                if bar is not None:
-                    # means over the window, in nats per sample; a dict keeps
-                    # this order (keyword postfixes are sorted by name)
-                    bar.set_postfix(
-                        {
-                            "loss": f"{epoch.window_loss / epoch.window_steps:.2f}",
-                            "recon": f"{shown_recon / shown_steps:.2f}",
-                            "kl": f"{shown_kl / shown_steps:.2f}",
-                        },
-                        refresh=False,
-                    )
                 epoch.window_loss, epoch.window_steps = 0.0, 0
-                shown_recon = shown_kl = 0.0
-                shown_steps = 0
-            if bar is not None:
-                bar.update(b)
-            if (
-                writer is not None
-                and epoch.step < steps_per_epoch
-                and writer.step_due(self.t_)
+            stop = hooks.step_end(
+                {
+                    "step": self.t_,
+                    "epoch": self.n_iter_ + 1,
+                    "batch_size": b,
+                    "loss": loss,
+                    "reconstruction": recon_sum / b,
+                    "kl": kl_sum / b,
+                }
+            )
+            if epoch.step < steps_per_epoch and (
+                stop or (writer is not None and writer.step_due(self.t_))
             ):
                 epoch.seconds = seconds_before + time.perf_counter() - start
-                self._write_checkpoint(writer, epoch)
+                if writer is not None and writer.step_due(self.t_):
+                    self._write_checkpoint(writer, epoch)
+                if stop:
+                    return "mid-epoch"
         seconds = seconds_before + time.perf_counter() - start
         recon_total, kl_total, loss_total = epoch.reconstruction, epoch.kl, epoch.loss
         self.n_iter_ += 1
@@ -700,22 +721,12 @@ class BaseAutoencoder:
         h["samples_per_second"].append(n / seconds if seconds > 0 else float("inf"))
         val = None
         if X_val is not None:
-            if isinstance(net, _step.Network):
-                val = float(np.mean(self._elbo_rows(X_val, cond_val, s["n_threads"])))
-            else:  # data-parallel: each rank its share of the rows
-                val = net.mean_elbo(self, X_val, cond_val, s["n_threads"])
+            val = net.mean_elbo(self, X_val, cond_val, s["n_threads"])
         h["val_elbo"].append(val)
         self.loss_curve_.append(loss_total / n)
-        if s["verbose"] >= 2:
-            msg = (
-                f"epoch {self.n_iter_}: loss {loss_total / n:.4f}, "
-                f"recon {recon_total / n:.4f}, kl {kl_total / n:.4f}"
-            )
-            if val is not None:
-                msg += f", val {val:.4f}"
-            (bar.write if bar is not None else print)(msg)
         if writer is not None and writer.epoch_due(self.n_iter_, self.t_):
             self._write_checkpoint(writer, _ckpt.EpochProgress())
+        return "at the epoch's end" if stop else None
 
     # -- inference --------------------------------------------------------------
 
@@ -1145,16 +1156,63 @@ def _check_unit_interval(X, name):
         )
 
 
-def _progress(verbose, total):
-    """A bar over all training samples of all epochs: its rate is samples/s
-    and its ETA covers the whole fit; the epoch is in the description."""
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
+class LocalStepper:
+    """Training steps on this process: the compiled Network itself, and the
+    validation ELBO over all rows. fastvae.models.distributed's
+    DataParallelNetwork has the same two methods over MPI ranks."""
 
-    return tqdm(
-        total=total, unit="sample", unit_scale=True, dynamic_ncols=True, mininterval=0.2
+    def __init__(self, net):
+        self.net = net
+
+    def train_step(self, *args, **kwargs):
+        return self.net.train_step(*args, **kwargs)
+
+    def mean_elbo(self, model, X, cond, n_threads):
+        return float(np.mean(model._elbo_rows(X, cond, n_threads)))
+
+
+class _Hooks:
+    """Runs fit's callbacks in order; a True from any stops training."""
+
+    _EPOCH_KEYS = (
+        "epoch",
+        "loss",
+        "reconstruction",
+        "kl",
+        "elbo",
+        "val_elbo",
+        "seconds",
+        "samples_per_second",
     )
+
+    def __init__(self, model, callbacks):
+        self.model = model
+        self.callbacks = callbacks
+
+    def train_begin(self, info):
+        for cb in self.callbacks:
+            cb.on_train_begin(self.model, dict(info))
+
+    def epoch_begin(self, epoch):
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self.model, epoch)
+
+    def step_end(self, logs):
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_step_end(self.model, logs)) or stop
+        return stop
+
+    def epoch_end(self, history):
+        logs = {key: history[key][-1] for key in self._EPOCH_KEYS}
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_epoch_end(self.model, dict(logs))) or stop
+        return stop
+
+    def train_end(self):
+        for cb in self.callbacks:
+            cb.on_train_end(self.model)
 
 
 def _aligned_copy(a, layout):

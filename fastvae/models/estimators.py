@@ -200,6 +200,7 @@ class VAE(BaseAutoencoder):
         checkpoint_every_steps=None,
         checkpoint_meta=None,
         comm=None,
+        callbacks=None,
     ):
         """Train on X.
 
@@ -246,6 +247,11 @@ class VAE(BaseAutoencoder):
             (e.g. ``if comm.rank == 0: vae.save(path)``). When n_threads is
             None and OMP_NUM_THREADS unset, each rank uses its cores divided
             by the ranks on its node.
+        callbacks : list of fastvae.callbacks.Callback, optional
+            Code run at the start, after every step and epoch, and at the end
+            of training; a hook returning True stops training there (see
+            fastvae.callbacks). With ``verbose >= 1`` a ProgressBar runs
+            first. With `comm`, every rank runs its own.
 
         Returns
         -------
@@ -286,6 +292,7 @@ class VAE(BaseAutoencoder):
             validation_data,
             (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta),
             comm,
+            callbacks,
         )
 
     def encode(self, X, condition=None):
@@ -565,6 +572,7 @@ class Autoencoder(BaseAutoencoder):
         checkpoint_every_steps=None,
         checkpoint_meta=None,
         comm=None,
+        callbacks=None,
     ):
         """Train on X, as `VAE.fit`.
 
@@ -593,6 +601,8 @@ class Autoencoder(BaseAutoencoder):
             JSON-serialisable data stored in the checkpoint.
         comm : mpi4py communicator or fastvae.models.distributed.Group, optional
             Train data-parallel over its ranks, as for `VAE.fit`.
+        callbacks : list of fastvae.callbacks.Callback, optional
+            Run inside fit, as for `VAE.fit`.
 
         Returns
         -------
@@ -612,6 +622,7 @@ class Autoencoder(BaseAutoencoder):
             validation_data,
             (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta),
             comm,
+            callbacks,
         )
 
     def transform(self, X, condition=None):
@@ -773,21 +784,35 @@ def _on_ranks(comm, run):
     return distributed.fit(comm, run)
 
 
-def _fit_public(model, X, condition, overrides, validation_data, checkpoint_args, comm):
+def _fit_public(
+    model, X, condition, overrides, validation_data, checkpoint_args, comm, callbacks
+):
     """fit's body for every estimator: over MPI with `comm`, else settings
     checked first (the likelier mistake), then the checkpoint options."""
     if comm is not None:
         return _fit_on_ranks(
-            model, X, condition, overrides, validation_data, checkpoint_args, comm
+            model,
+            X,
+            condition,
+            overrides,
+            validation_data,
+            checkpoint_args,
+            comm,
+            callbacks,
         )
     model._settings(overrides)
     return model._fit(
-        X, condition, overrides, validation_data, _ckpt.options(*checkpoint_args)
+        X,
+        condition,
+        overrides,
+        validation_data,
+        _ckpt.options(*checkpoint_args),
+        callbacks=callbacks,
     )
 
 
 def _fit_on_ranks(
-    model, X, condition, overrides, validation_data, checkpoint_args, comm
+    model, X, condition, overrides, validation_data, checkpoint_args, comm, callbacks
 ):
     """fit over the ranks of comm. Settings and checkpoint options are checked
     inside the collective part, so that a rank they fail on cannot leave the
@@ -803,6 +828,7 @@ def _fit_on_ranks(
             validation_data,
             options,
             comm=group,
+            callbacks=callbacks,
         )
 
     return _on_ranks(comm, run)
@@ -919,7 +945,7 @@ def resume(
     checkpoint_every_steps=None,
     n_threads=None,
     verbose=None,
-    epoch_callback=None,
+    callbacks=None,
     comm=None,
 ):
     """Continue a checkpointed training run exactly where it stopped.
@@ -949,9 +975,9 @@ def resume(
         Threads from now on; the model's setting when None.
     verbose : {0, 1, 2}, optional
         The model's setting when None.
-    epoch_callback : callable, optional
-        Called as ``epoch_callback(model)`` after every epoch (the command
-        line appends to metrics.jsonl with it).
+    callbacks : list of fastvae.callbacks.Callback, optional
+        Run inside the continued training, as for fit (the command line
+        appends to metrics.jsonl with one).
     comm : mpi4py communicator, optional
         Continue data-parallel over its ranks, as ``fit(comm=...)``: every
         rank reads the checkpoint (a path all of them see) and rank 0 goes on
@@ -1019,18 +1045,15 @@ def resume(
             for tmp in _atomic.temporary_files(path):
                 tmp.unlink(missing_ok=True)
         extra = {} if group is None else group.overrides(model)
-        model._epoch_callback = epoch_callback
-        try:
-            return model._fit(
-                X,
-                condition,
-                {"batch_size": progress["batch_size"], **extra},
-                validation_data,
-                options,
-                resume=progress,
-                comm=group,
-            )
-        finally:
-            model._epoch_callback = None
+        return model._fit(
+            X,
+            condition,
+            {"batch_size": progress["batch_size"], **extra},
+            validation_data,
+            options,
+            resume=progress,
+            comm=group,
+            callbacks=callbacks,
+        )
 
     return _on_ranks(comm, run)
