@@ -1,0 +1,420 @@
+"""``fastvae train``: train a model into a run folder (model, checkpoint,
+history, metrics, pictures), resume it, or train over MPI ranks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from fastvae.cli.common import (
+    USER_ERRORS,
+    UserError,
+    conditions_for,
+    image_shape,
+    json_default,
+    load_data,
+    validation_label,
+    write_samples,
+)
+from fastvae.cli.parser import build_parser
+
+# Options of train that --resume may set; every other one comes from the run.
+# --mpi too: a checkpoint holds global state, so a run may go on with another
+# number of MPI ranks.
+_RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every", "mpi")
+
+
+_DEFAULT_EPOCHS = 20
+
+
+def _mpi_group(mode: str):
+    """The MPI ranks to train over (a fastvae.models.distributed.Group), or None to
+    train on this process alone."""
+    from fastvae.models import distributed
+
+    if mode == "off" or (mode == "auto" and not distributed.launched_by_mpi()):
+        return None
+    try:
+        comm = distributed.world()
+    except ImportError as exc:
+        if mode == "on":
+            raise UserError(f"--mpi on: {exc}") from None
+        found = [v for v in distributed.LAUNCHER_VARIABLES if v in os.environ]
+        raise UserError(
+            f"started by an MPI launcher ({found[0]} is set) but {exc}; or pass "
+            "--mpi off to train on each process alone"
+        ) from None
+    if mode == "auto" and comm.Get_size() == 1:
+        return None
+    return distributed.Group(comm)
+
+
+def train_command(args) -> int:
+    group = _mpi_group(args.mpi)
+    if group is None:
+        return _train_on(args, None)
+    return _on_every_rank(group, lambda: _train_on(args, group))
+
+
+def _on_every_rank(group, run) -> int:
+    """run() on every rank of an MPI job. An error raised alike on all ranks
+    is reported once by rank 0 (exit status 2 everywhere); an error on one
+    rank (the others would wait for it) ends the job with MPI_Abort."""
+    from fastvae.data import DataError
+    from fastvae.exceptions import ModelFileError
+    from fastvae.models import distributed
+
+    try:
+        return run()
+    except BaseException as exc:
+        shared = group.collective_failure
+        if shared == "all" and group.is_root:
+            raise  # reported by main like any error of one process
+        if shared == "here":
+            print(
+                f"fastvae: rank {group.rank} of {group.size}: error: {exc}",
+                file=sys.stderr,
+            )
+        if shared:
+            return 2
+        user = isinstance(exc, (UserError, DataError, ModelFileError, *USER_ERRORS))
+        debug = bool(os.environ.get("FASTVAE_DEBUG"))
+        distributed.abort(
+            group.comm, exc, 2 if user else 1, show_traceback=not user or debug
+        )
+        raise  # not reached: abort ends the process
+
+
+def _train_on(args, group) -> int:
+    """fastvae train on this process, or on this rank of an MPI job (group):
+    every rank loads the data and trains its shards; rank 0 alone prints and
+    writes the run folder."""
+    import fastvae
+    from fastvae import data
+    from fastvae._atomic import write_atomic
+    from fastvae.cli import plotting, run_folder
+
+    root = group is None or group.is_root
+    info = None
+    if args.resume is not None:
+        info = fastvae.checkpoint_info(args.resume)
+        args = _resumed_arguments(args, info)
+    else:
+        args.epochs = _DEFAULT_EPOCHS if args.epochs is None else args.epochs
+        if args.checkpoint_every is None:
+            args.checkpoint_every = 1
+        # Absolute paths, so that --resume works from any folder.
+        is_file = args.data.lower().endswith((".npy", ".npz", ".csv"))
+        if is_file and Path(args.data).is_file():
+            args.data = str(Path(args.data).resolve())
+        if args.data_dir is not None and Path(args.data_dir).is_dir():
+            args.data_dir = str(Path(args.data_dir).resolve())
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    out = Path(args.out)
+    checkpoint = out / "checkpoint.npz"
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
+        if info is None:
+            _refuse_unfinished_run(out, checkpoint)
+    if group is not None and args.download:  # rank 0 downloads, the others wait
+        if not root:
+            group.comm.Barrier()
+        dataset = load_data(args)
+        if root:
+            group.comm.Barrier()
+    else:
+        dataset = load_data(args)
+    if args.validation:
+        train_set, val_set = data.train_validation_split(
+            dataset, n_validation=args.validation, seed=args.seed
+        )
+    else:
+        train_set, val_set = dataset, None
+    train_X = train_set.X
+    if args.binarize == "static":
+        train_X = data.sample_binarize(train_X, seed=args.seed)
+    cond = val_cond = None
+    if args.conditional:
+        if dataset.y is None:
+            raise UserError(f"--conditional needs labels, and {dataset.name} has none")
+        n_classes = int(dataset.y.max()) + 1
+        cond = data.one_hot(train_set.y, n_classes)
+        val_cond = None if val_set is None else data.one_hot(val_set.y, n_classes)
+    validation = None
+    if val_set is not None:
+        validation = val_set.X if val_cond is None else (val_set.X, val_cond)
+    settings = {k: v for k, v in vars(args).items() if k != "resume"}
+    every = args.checkpoint_every
+    comm = None if group is None else group.comm
+
+    def train(callbacks=None):
+        if info is None:
+            return make_model(args).fit(
+                train_X,
+                condition=cond,
+                validation_data=validation,
+                checkpoint=checkpoint if every else None,
+                checkpoint_every=every,
+                checkpoint_meta={"cli": settings},
+                comm=comm,
+                callbacks=callbacks,
+            )
+        return fastvae.resume(
+            info["path"],
+            train_X,
+            condition=cond,
+            validation_data=validation,
+            epochs=args.epochs,
+            checkpoint_every=every,
+            n_threads=args.threads,
+            verbose=0 if args.quiet else 1,
+            callbacks=callbacks,
+            comm=comm,
+        )
+
+    if not root:
+        train()
+        return 0
+    if group is None:
+        threads = fastvae.get_num_threads() if args.threads is None else args.threads
+        how = f"{threads} threads"
+    else:
+        threads = group.default_threads() if args.threads is None else args.threads
+        how = (
+            f"{group.size} MPI ranks x {threads} threads, global batch "
+            f"{args.batch_size}"
+        )
+    print(
+        f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
+        f"samples x {train_set.X.shape[1]} features"
+        + (f", {len(val_set)} held out" if val_set is not None else "")
+        + f"; {how}",
+        flush=True,
+    )
+    if not args.quiet:
+        from fastvae.config import blas_warnings
+
+        for note in blas_warnings():
+            print(f"fastvae: note: {note}", file=sys.stderr, flush=True)
+    if info is None:
+        _write_run_spec(out, args, dataset, train_set, val_set)
+    if info is not None:
+        run_folder.truncate_metrics(out / run_folder.METRICS_FILE, info["epochs_done"])
+    start = time.perf_counter()
+    with run_folder.MetricsLog(
+        out / run_folder.METRICS_FILE, append=info is not None
+    ) as log:
+        if info is None:
+            model = train([log])
+            done_before = 0
+        else:
+            print(
+                f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
+                + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
+                + f", to {args.epochs} epochs",
+                flush=True,
+            )
+            model = train([log])
+            batch = min(model.batch_size, len(train_set))
+            done_before = len(train_set) * info["epochs_done"] + min(
+                info["epoch_step"] * batch, len(train_set)
+            )
+    seconds = time.perf_counter() - start
+
+    paths = {
+        "model": out / "model.npz",
+        "history": out / "history.json",
+        "metrics": out / run_folder.METRICS_FILE,
+        "run": out / run_folder.RUN_FILE,
+        "loss_curve": out / "loss_curve.png",
+    }
+    if checkpoint.is_file():
+        paths["checkpoint"] = checkpoint
+    model.save(paths["model"])
+    record = {
+        "settings": settings,
+        "data": {
+            "name": dataset.name,
+            "n_train": len(train_set),
+            "n_validation": 0 if val_set is None else len(val_set),
+            "n_features": int(train_set.X.shape[1]),
+        },
+        "seconds": seconds,
+        "history": model.history_,
+    }
+    text = json.dumps(record, indent=1, default=json_default)
+    write_atomic(paths["history"], lambda f: f.write(text.encode("utf-8")))
+    plotting.loss_curve(
+        model.history_,
+        paths["loss_curve"],
+        title=f"fastvae on {dataset.name}",
+        validation_label=validation_label(args.model),
+    )
+    shape = image_shape(dataset, train_set.X.shape[1])
+    if shape is not None:
+        paths["samples"] = out / "samples.png"
+        paths["reconstructions"] = out / "reconstructions.png"
+        write_samples(model, shape, paths["samples"], 64, args.seed, None)
+        shown_set = val_set if val_set is not None else train_set
+        shown = shown_set.X[:16]
+        shown_cond = conditions_for(model, shown_set.subset(slice(0, 16)))
+        plotting.reconstruction_grid(
+            shown, model.reconstruct(shown, shown_cond), shape, paths["reconstructions"]
+        )
+    else:
+        print(
+            "fastvae: the data are not images; no sample or reconstruction "
+            "pictures written"
+        )
+
+    h = model.history_
+    n_seen = len(train_set) * model.n_iter_ - done_before
+    lines = [
+        f"trained {model.n_iter_} epochs ({model.t_} steps) in {seconds:.1f} s: "
+        f"{n_seen / seconds:,.0f} samples/s"
+        + (" since the resume" if info is not None else ""),
+        f"final train loss {h['loss'][-1]:.3f} nats/sample (ELBO {h['elbo'][-1]:.3f})",
+    ]
+    if h["val_elbo"] and h["val_elbo"][-1] is not None:
+        what = "ELBO" if args.model == "vae" else "reconstruction log-likelihood"
+        lines.append(
+            f"validation {what} {h['val_elbo'][0]:.3f} after epoch 1 -> "
+            f"{h['val_elbo'][-1]:.3f} after epoch {model.n_iter_}"
+        )
+    lines += [f"{name:>15}: {path}" for name, path in paths.items()]
+    print("\n".join(lines))
+    return 0
+
+
+def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
+    """run.json: enough to reload the training and validation rows later
+    (fastvae plot), written before training so it exists while it runs."""
+    from datetime import datetime, timezone
+
+    from fastvae import data
+    from fastvae._version import __version__
+    from fastvae.cli import run_folder
+
+    source = args.data
+    if source not in data.DATASET_NAMES:
+        source = str(Path(source).expanduser().resolve())
+    data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
+    run_folder.write_json(
+        out / run_folder.RUN_FILE,
+        {
+            "fastvae_version": __version__,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": args.model,
+            "conditional": bool(args.conditional),
+            "data": {
+                "source": source,
+                "data_dir": None
+                if data_dir is None
+                else str(Path(data_dir).expanduser().resolve()),
+                "split": "train",
+                "n_samples": args.n_samples,
+                "validation": args.validation,
+                "split_seed": args.seed,
+                "name": dataset.name,
+                "n_train": len(train_set),
+                "n_validation": 0 if val_set is None else len(val_set),
+                "n_features": int(dataset.X.shape[1]),
+                "image_shape": dataset.image_shape,
+                "n_classes": None if dataset.y is None else int(dataset.y.max()) + 1,
+            },
+            "settings": dict(vars(args)),
+        },
+    )
+
+
+def _resumed_arguments(args, info):
+    """The settings of the run a checkpoint belongs to, with the options
+    --resume may change."""
+    stored = info["meta"].get("cli")
+    if not isinstance(stored, dict):
+        raise UserError(
+            f"{info['path']} was not written by fastvae train; continue it "
+            "with fastvae.resume in Python"
+        )
+    defaults = vars(build_parser().parse_args(["train"]))
+    for name, default in defaults.items():
+        if name not in _RESUME_OPTIONS and getattr(args, name) != default:
+            raise UserError(
+                f"--{name.replace('_', '-')} cannot be given with --resume: the "
+                "run's settings come from its checkpoint (--resume takes --epochs, "
+                "--threads, --checkpoint-every, --mpi and --quiet)"
+            )
+    merged = {
+        **defaults,
+        **{
+            k: v
+            for k, v in stored.items()
+            if k in defaults and k not in _RESUME_OPTIONS
+        },
+    }
+    merged.update(
+        resume=args.resume,
+        out=str(info["path"].parent),
+        quiet=args.quiet,
+        mpi=args.mpi,
+        epochs=info["epochs"] if args.epochs is None else args.epochs,
+        threads=stored.get("threads") if args.threads is None else args.threads,
+        checkpoint_every=(
+            stored.get("checkpoint_every", 1)
+            if args.checkpoint_every is None
+            else args.checkpoint_every
+        ),
+    )
+    return argparse.Namespace(**merged)
+
+
+def _refuse_unfinished_run(out: Path, checkpoint: Path) -> None:
+    """A new run must not overwrite the checkpoint of one that can go on."""
+    import fastvae
+    from fastvae.exceptions import ModelFileError
+
+    if not checkpoint.is_file():
+        return
+    try:
+        info = fastvae.checkpoint_info(checkpoint)
+    except ModelFileError:
+        return  # unreadable: nothing left to continue
+    if not info["finished"]:
+        raise UserError(
+            f"{out} holds an unfinished run ({info['epochs_done']} of {info['epochs']} "
+            f"epochs): continue it with --resume {out}, or delete {checkpoint} to "
+            "start over"
+        )
+
+
+def make_model(args):
+    import fastvae
+
+    common = dict(
+        hidden=tuple(args.hidden),
+        latent_dim=args.latent_dim,
+        likelihood=args.likelihood,
+        sigma=args.sigma,
+        activation=args.activation,
+        dynamic_binarization=args.binarize == "dynamic",
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        seed=args.seed,
+        n_threads=args.threads,
+        verbose=0 if args.quiet else 1,
+    )
+    if args.corruption is not None:
+        common["corruption"] = args.corruption
+    if args.model == "vae":
+        return fastvae.VAE(beta=args.beta, kl_warmup=args.kl_warmup, **common)
+    if args.model == "ae":
+        return fastvae.Autoencoder(**common)
+    return fastvae.DenoisingAutoencoder(**common)
