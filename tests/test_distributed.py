@@ -75,7 +75,7 @@ def run_mpi(n, *args, timeout=180, check=True):
 def _network(model, batch):
     s, layout = model._fitted_settings, model._fitted_layout
     net = model._network(s, layout, batch, model.n_conditions_)
-    net.set_optimizer(**kernel_settings(s["optimizer"]))
+    net.set_optimizer(**kernel_settings(s.optimizer))
     return net
 
 

@@ -25,12 +25,9 @@ from fastvae._core.threads import (
     resolve_num_threads,
 )
 from fastvae._validation import (
-    Param,
     check_array,
     check_dtype,
-    check_layer_sizes,
     check_memory,
-    check_params,
     training_bytes,
 )
 from fastvae._version import __version__
@@ -38,54 +35,20 @@ from fastvae.callbacks import ProgressBar, check_callbacks
 from fastvae.data import batches
 from fastvae.exceptions import NotFittedError
 from fastvae.models import checkpoint as _ckpt
-from fastvae.optim import kernel_settings, make_optimizer
+from fastvae.models.settings import Settings
+from fastvae.optim import kernel_settings
 
-HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
-LIKELIHOODS = ("bernoulli", "gaussian")
 # Rows per compiled call in encode/decode/elbo/log_likelihood: bounds the
 # workspace (about 4 kB per row for a 784-400-20 model) whatever the input.
 INFERENCE_CHUNK = 512
-# The compiled network holds at most 32 layers (FV_MAX_LAYERS).
-MAX_HIDDEN_LAYERS = 15
+
 # Distinct key words so initialisation and shuffling never share a stream
 # with each other or with the kernels' Philox streams.
 _INIT_STREAM = 0x1A17
 _SHUFFLE_STREAM = 0x5EED
-# The kernels take layer widths as C ints.
-_MAX_WIDTH = 2**31 - 1
+
 # Creates each estimator's lock exactly once, even when two threads race.
 _LOCK_GUARD = threading.Lock()
-
-
-class _Sigma:
-    """Param rule for sigma: a positive number or "learned"."""
-
-    def check(self, name, value):
-        if value == "learned" and isinstance(value, str):
-            return value
-        return Param(numbers.Real, low=0.0, low_open=True).check(name, value)
-
-
-RULES = {
-    "input_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH, allow_none=True),
-    "latent_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH // 2),
-    "likelihood": Param(str, choices=LIKELIHOODS),
-    "sigma": _Sigma(),
-    "activation": Param(str, choices=HIDDEN_ACTIVATIONS),
-    "corruption": Param(numbers.Real, low=0.0, high=1.0, high_open=True),
-    "dynamic_binarization": Param(int, choices=(False, True)),
-    "epochs": Param(numbers.Integral, low=1),
-    "batch_size": Param(numbers.Integral, low=1, high=2**31 - 1),
-    "lr": Param(numbers.Real, low=0.0, low_open=True, allow_none=True),
-    "seed": Param(numbers.Integral, low=0, high=2**64 - 1),
-    "n_threads": Param(
-        numbers.Integral, low=1, high=_step.MAX_THREADS, allow_none=True
-    ),
-    "verbose": Param(int, choices=(0, 1, 2)),
-    "warm_start": Param(int, choices=(False, True)),
-    "beta": Param(numbers.Real, low=0.0),
-    "kl_warmup": Param(numbers.Integral, low=0),
-}
 
 
 class BaseAutoencoder:
@@ -243,57 +206,36 @@ class BaseAutoencoder:
                 f"{type(self).__name__} is expecting {self.n_features_in_}"
             )
         prefix = type(self).__name__.lower()
-        k = self._fitted_settings["latent_dim"]
+        k = self._fitted_settings.latent_dim
         return np.asarray([f"{prefix}{i}" for i in range(k)], dtype=object)
 
     # -- settings and architecture --------------------------------------------
 
-    def _settings(self, overrides=None, params=None):
+    def _settings(self, overrides=None, params=None) -> Settings:
         """Validated settings: the constructor's values (or `params`) with
         fit's overrides."""
         values = dict(self.get_params() if params is None else params)
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        check_params(values, {k: r for k, r in RULES.items() if k in values})
-        values["dtype"] = check_dtype(values["dtype"])
-        values["hidden"] = check_layer_sizes(values["hidden"], "hidden")
-        dec = values["decoder_hidden"]
-        values["decoder_hidden"] = (
-            tuple(reversed(values["hidden"]))
-            if dec is None
-            else check_layer_sizes(dec, "decoder_hidden")
-        )
-        for name in ("hidden", "decoder_hidden"):
-            if len(values[name]) > MAX_HIDDEN_LAYERS:
-                raise ValueError(
-                    f"{name} has {len(values[name])} layers; at most "
-                    f"{MAX_HIDDEN_LAYERS} are supported"
-                )
-        if values["sigma"] == "learned" and values["likelihood"] != "gaussian":
-            raise ValueError("sigma='learned' needs likelihood='gaussian'")
-        if values["dynamic_binarization"] and values["likelihood"] != "bernoulli":
-            raise ValueError("dynamic_binarization needs likelihood='bernoulli'")
-        values["optimizer"] = make_optimizer(values["optimizer"], values["lr"])
-        values["n_threads"] = resolve_num_threads(values["n_threads"])
-        return values
+        return Settings.from_params(values)
 
     def _layout(self, s, n_features, n_cond):
-        k = s["latent_dim"]
+        k = s.latent_dim
         head = 2 * k if self._kind == "vae" else k
         return Layout(
-            (n_features + n_cond, *s["hidden"], head),
-            (k + n_cond, *s["decoder_hidden"], n_features),
-            n_tail=n_features if s["sigma"] == "learned" else 0,
+            (n_features + n_cond, *s.hidden, head),
+            (k + n_cond, *s.decoder_hidden, n_features),
+            n_tail=n_features if s.sigma == "learned" else 0,
         )
 
     def _activation_codes(self, s, layout):
-        act = _dense.ACTIVATIONS[s["activation"]]
+        act = _dense.ACTIVATIONS[s.activation]
         ident = _dense.ACTIVATIONS["identity"]
         n_enc = layout.n_encoder
         n = len(layout.shapes)
         return [ident if i in (n_enc - 1, n - 1) else act for i in range(n)]
 
     def _network(self, s, layout, max_batch, n_cond):
-        learned = s["sigma"] == "learned"
+        learned = s.sigma == "learned"
         return _step.Network(
             layout.encoder_dims,
             layout.decoder_dims,
@@ -301,23 +243,23 @@ class BaseAutoencoder:
             layout.w_offsets,
             layout.b_offsets,
             layout.size,
-            "gaussian_learned" if learned else s["likelihood"],
-            1.0 if learned else float(s["sigma"]),
+            "gaussian_learned" if learned else s.likelihood,
+            1.0 if learned else float(s.sigma),
             int(max_batch),
-            s["dtype"],
+            s.dtype,
             partition_count(),
             kind=self._kind,
             n_cond=n_cond,
             logsigma_offset=layout.tail_offset if learned else -1,
-            corrupt=float(s["corruption"]),
-            binarize=bool(s["dynamic_binarization"]),
+            corrupt=float(s.corruption),
+            binarize=bool(s.dynamic_binarization),
         )
 
     def _init_params(self, s, layout):
         """Glorot-uniform weights (He gain for ReLU layers), zero biases; a
         learned Gaussian starts at sigma = 1 (log-sigma 0)."""
-        rng = np.random.Generator(np.random.Philox(key=[s["seed"], _INIT_STREAM]))
-        params = layout.zeros(s["dtype"])
+        rng = np.random.Generator(np.random.Philox(key=[s.seed, _INIT_STREAM]))
+        params = layout.zeros(s.dtype)
         codes = self._activation_codes(s, layout)
         for (W, _), code in zip(layout.views(params), codes, strict=True):
             gain = math.sqrt(2.0) if code == _dense.ACTIVATIONS["relu"] else 1.0
@@ -334,11 +276,11 @@ class BaseAutoencoder:
         X = check_array(
             X,
             name=name,
-            dtype=s["dtype"],
+            dtype=s.dtype,
             n_features=n_features,
             owner=type(self).__name__,
         )
-        if s["likelihood"] == "bernoulli":
+        if s.likelihood == "bernoulli":
             _check_unit_interval(X, name)
         return X
 
@@ -349,10 +291,10 @@ class BaseAutoencoder:
         if batches.is_out_of_core(X):
             return batches.check(
                 X,
-                dtype=s["dtype"],
+                dtype=s.dtype,
                 n_features=n_features,
                 owner=type(self).__name__,
-                unit_interval=s["likelihood"] == "bernoulli",
+                unit_interval=s.likelihood == "bernoulli",
             )
         return self._data(s, X, n_features=n_features)
 
@@ -405,6 +347,7 @@ class BaseAutoencoder:
         partial=False,
         comm=None,
         callbacks=None,
+        settings=None,
     ):
         callbacks = check_callbacks(callbacks)
         # The whole fit holds the estimator's lock: two threads fitting one
@@ -420,6 +363,7 @@ class BaseAutoencoder:
                 partial,
                 comm,
                 callbacks,
+                settings,
             )
 
     def _fit_locked(
@@ -433,6 +377,7 @@ class BaseAutoencoder:
         partial,
         comm=None,
         callbacks=(),
+        settings=None,
     ):
         """Train (fit's body), holding the estimator's lock.
 
@@ -449,16 +394,18 @@ class BaseAutoencoder:
             Train data-parallel over its MPI ranks.
         callbacks : list of fastvae.callbacks.Callback
             Checked by the caller; a ProgressBar goes first when verbose.
+        settings : Settings, optional
+            `self._settings(overrides)` when the caller has made it already.
         """
-        s = self._settings(overrides)
+        s = self._settings(overrides) if settings is None else settings
         fitted = getattr(self, "params_", None) is not None
         if partial:  # one epoch over X, continuing a fitted model
-            s["epochs"] = 1
+            s = s.replace(epochs=1)
         X = self._training_data(
-            s, X, self.n_features_in_ if partial and fitted else s["input_dim"]
+            s, X, self.n_features_in_ if partial and fitted else s.input_dim
         )
         n, d = X.shape
-        cond = self._conditions(condition, n, s["dtype"])
+        cond = self._conditions(condition, n, s.dtype)
         n_cond = 0 if cond is None else cond.shape[1]
         X_val = cond_val = None
         if validation_data is not None:
@@ -477,9 +424,9 @@ class BaseAutoencoder:
                     "is given condition"
                 )
             cond_val = self._conditions(
-                cond_val, X_val.shape[0], s["dtype"], n_cond, "condition_val"
+                cond_val, X_val.shape[0], s.dtype, n_cond, "condition_val"
             )
-        batch = s["batch_size"]
+        batch = s.batch_size
         if batch > n and not partial:
             warnings.warn(
                 f"batch_size={batch} is larger than the {n} samples; using {n}",
@@ -490,15 +437,15 @@ class BaseAutoencoder:
 
         layout = self._layout(s, d, n_cond)
         check_memory(
-            training_bytes(layout, batch, s["dtype"].itemsize),
+            training_bytes(layout, batch, s.dtype.itemsize),
             f"training this {type(self).__name__}",
             "use smaller hidden layers, latent_dim or batch_size",
         )
-        opt = s["optimizer"]
+        opt = s.optimizer
         writer = None
         fingerprint = None
         if checkpoint is not None or resume is not None:
-            fingerprint = _ckpt.data_fingerprint(X, cond, s["dtype"])
+            fingerprint = _ckpt.data_fingerprint(X, cond, s.dtype)
             if resume is not None:
                 _ckpt.check_same_data(resume["data"], fingerprint)
         if resume is not None:
@@ -507,10 +454,10 @@ class BaseAutoencoder:
             continuing = True
         else:
             continuing = (
-                (s["warm_start"] or partial)
+                (s.warm_start or partial)
                 and fitted
                 and self._fitted_layout == layout
-                and self.params_.dtype == s["dtype"]
+                and self.params_.dtype == s.dtype
             )
         if partial and fitted and not continuing:
             raise ValueError(
@@ -521,7 +468,7 @@ class BaseAutoencoder:
             )
         if not continuing:
             self.params_ = self._init_params(s, layout)
-            self._opt_state = [layout.zeros(s["dtype"]) for _ in range(2)]
+            self._opt_state = [layout.zeros(s.dtype) for _ in range(2)]
             self._optimizer_name = opt.name
             self.t_ = 0
             self.n_iter_ = 0
@@ -540,12 +487,12 @@ class BaseAutoencoder:
         # Built now, not on first use, so inference never changes __dict__.
         self._infer_net = self._network(s, layout, INFERENCE_CHUNK, n_cond)
         data = (
-            batches.Chunked(X, s["dtype"], batch, cond)
+            batches.Chunked(X, s.dtype, batch, cond)
             if batches.is_out_of_core(X)
             else batches.InMemory(X, cond)
         )
 
-        epochs = resume["epochs"] if resume is not None else self.n_iter_ + s["epochs"]
+        epochs = resume["epochs"] if resume is not None else self.n_iter_ + s.epochs
         epoch = resume["epoch"] if resume is not None else _ckpt.EpochProgress()
         if checkpoint is not None:
             last = None
@@ -573,12 +520,12 @@ class BaseAutoencoder:
             )
         else:
             stepper = LocalStepper(net)
-        grads = layout.zeros(s["dtype"])
+        grads = layout.zeros(s.dtype)
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
         remaining = (epochs - self.n_iter_) * n - min(n, epoch.step * batch)
-        if s["verbose"]:
-            callbacks = [ProgressBar(s["verbose"]), *callbacks]
+        if s.verbose:
+            callbacks = [ProgressBar(s.verbose), *callbacks]
         hooks = _Hooks(self, callbacks)
         hooks.train_begin(
             {
@@ -644,7 +591,7 @@ class BaseAutoencoder:
         epoch's end" (the epoch is complete and recorded)."""
         n = data.n_rows
         steps_per_epoch = -(-n // batch)
-        order = _epoch_order(s["seed"], self.n_iter_, n)
+        order = _epoch_order(s.seed, self.n_iter_, n)
         p, (s1, s2) = self.params_, self._opt_state
         seconds_before = epoch.seconds
         stop = False
@@ -660,10 +607,10 @@ class BaseAutoencoder:
                 X,
                 rows,
                 b,
-                s["seed"],
+                s.seed,
                 self.t_,
                 kl_weight,
-                s["n_threads"],
+                s.n_threads,
                 cond=cond,
             )
             if status != 0:
@@ -672,7 +619,7 @@ class BaseAutoencoder:
                     f"the {what} became NaN or infinite at step {self.t_} "
                     f"(epoch {self.n_iter_ + 1}, reconstruction sum {recon_sum:.4g}, "
                     f"KL sum {kl_sum:.4g}); parameters are those before this step. "
-                    f"Try a lower learning rate (lr={s['optimizer'].lr:g} now), "
+                    f"Try a lower learning rate (lr={s.optimizer.lr:g} now), "
                     "a smaller batch, or check X for extreme values."
                     + ("" if writer is None else " " + writer.describe_last())
                 )
@@ -721,7 +668,7 @@ class BaseAutoencoder:
         h["samples_per_second"].append(n / seconds if seconds > 0 else float("inf"))
         val = None
         if X_val is not None:
-            val = net.mean_elbo(self, X_val, cond_val, s["n_threads"])
+            val = net.mean_elbo(self, X_val, cond_val, s.n_threads)
         h["val_elbo"].append(val)
         self.loss_curve_.append(loss_total / n)
         if writer is not None and writer.epoch_due(self.n_iter_, self.t_):
@@ -764,7 +711,7 @@ class BaseAutoencoder:
         """_input for data whose likelihood is evaluated: a Bernoulli
         likelihood of values outside [0, 1] is no probability at all."""
         X = self._input(X, name)
-        if self._fitted_settings["likelihood"] == "bernoulli":
+        if self._fitted_settings.likelihood == "bernoulli":
             _check_unit_interval(X, name)
         return X
 
@@ -798,7 +745,7 @@ class BaseAutoencoder:
             Z,
             name="Z",
             dtype=self.params_.dtype,
-            n_features=self._fitted_settings["latent_dim"],
+            n_features=self._fitted_settings.latent_dim,
             feature_name="latent dims",
             owner=type(self).__name__,
         )
@@ -814,7 +761,7 @@ class BaseAutoencoder:
             recon, kl = net.elbo_terms(
                 self.params_,
                 X,
-                self._fitted_settings["seed"],
+                self._fitted_settings.seed,
                 _rng.STREAM_EVAL,
                 n_threads=n_threads or self._threads(),
                 cond=cond,
@@ -827,10 +774,10 @@ class BaseAutoencoder:
         array of shape (n_features,) of learned values."""
         self._check_fitted()
         s = self._fitted_settings
-        if s["likelihood"] != "gaussian":
+        if s.likelihood != "gaussian":
             raise AttributeError("sigma_ exists only for likelihood='gaussian'")
-        if s["sigma"] != "learned":
-            return float(s["sigma"])
+        if s.sigma != "learned":
+            return float(s.sigma)
         logsigma = self._fitted_layout.tail(self.params_).astype(np.float64)
         return np.exp(np.clip(logsigma, *LOGSIGMA_RANGE))
 
@@ -855,8 +802,8 @@ class BaseAutoencoder:
         params = {
             k: _jsonable(v) for k, v in self.get_params().items() if k != "optimizer"
         }
-        params["dtype"] = np.dtype(s["dtype"]).name
-        opt = s["optimizer"]
+        params["dtype"] = np.dtype(s.dtype).name
+        opt = s.optimizer
         state = {
             "estimator": type(self).__name__,
             "params": params,
@@ -935,7 +882,7 @@ class BaseAutoencoder:
             a = arrays[name]
             if (
                 not isinstance(a, np.ndarray)
-                or a.dtype != s["dtype"]
+                or a.dtype != s.dtype
                 or a.shape != (layout.size,)
             ):
                 got = (
@@ -945,7 +892,7 @@ class BaseAutoencoder:
                 )
                 raise ValueError(
                     f"array {name!r} does not match the model's architecture (expected "
-                    f"{np.dtype(s['dtype'])}[{layout.size}], got {got})"
+                    f"{np.dtype(s.dtype)}[{layout.size}], got {got})"
                 )
             if not np.isfinite(a).all():
                 raise ValueError(f"array {name!r} holds NaN or inf")
@@ -956,7 +903,7 @@ class BaseAutoencoder:
         self._opt_state = [
             _aligned_copy(arrays[n], layout) for n in ("opt_state1", "opt_state2")
         ]
-        self._optimizer_name = s["optimizer"].name
+        self._optimizer_name = s.optimizer.name
         self.n_features_in_ = fitted["n_features_in_"]
         self.n_conditions_ = fitted["n_conditions_"]
         self.n_iter_ = fitted["n_iter_"]

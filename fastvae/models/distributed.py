@@ -243,7 +243,7 @@ class Group:
                 "data": [_fingerprint(a) for a in arrays],
                 "settings": {
                     k: repr(v)
-                    for k, v in sorted(settings.items())
+                    for k, v in sorted(settings.as_dict().items())
                     if k not in _RANK_SETTINGS
                 },
                 "plan": [int(model.t_), int(model.n_iter_), *map(int, plan)],

@@ -180,9 +180,9 @@ class VAE(BaseAutoencoder):
         self.warm_start = warm_start
 
     def _kl_weight(self, s, t):
-        if s["kl_warmup"] <= 0:
-            return float(s["beta"])
-        return float(s["beta"]) * min(1.0, (t + 1) / s["kl_warmup"])
+        if s.kl_warmup <= 0:
+            return float(s.beta)
+        return float(s.beta) * min(1.0, (t + 1) / s.kl_warmup)
 
     def fit(
         self,
@@ -371,7 +371,7 @@ class VAE(BaseAutoencoder):
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
         check_memory(
             int(n_samples)
-            * (self._fitted_settings["latent_dim"] + self.n_features_in_)
+            * (self._fitted_settings.latent_dim + self.n_features_in_)
             * self.params_.dtype.itemsize,
             f"sample({n_samples})",
             "draw fewer samples per call",
@@ -385,7 +385,7 @@ class VAE(BaseAutoencoder):
             _rng.STREAM_SAMPLE,
             0,
             int(n_samples),
-            self._fitted_settings["latent_dim"],
+            self._fitted_settings.latent_dim,
             dtype=self.params_.dtype,
         )
         return self.decode(Z, condition)
@@ -800,7 +800,7 @@ def _fit_public(
             comm,
             callbacks,
         )
-    model._settings(overrides)
+    settings = model._settings(overrides)  # bad settings first: the likelier mistake
     return model._fit(
         X,
         condition,
@@ -808,6 +808,7 @@ def _fit_public(
         validation_data,
         _ckpt.options(*checkpoint_args),
         callbacks=callbacks,
+        settings=settings,
     )
 
 

@@ -1,0 +1,155 @@
+"""An estimator's settings, validated once into one typed, frozen object.
+
+The estimators keep scikit-learn's protocol: ``__init__`` stores its
+arguments untouched. ``fit`` (and restoring a saved model) turns them, with
+fit's overrides, into a :class:`Settings`: every value checked against its
+rule, the defaults filled in (the decoder mirrors the encoder, the optimizer
+object made from its name and learning rate, the thread count resolved).
+Everything past that point reads typed attributes, never the raw arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastvae._core import _step
+from fastvae._core.threads import resolve_num_threads
+from fastvae._validation import (
+    Param,
+    check_dtype,
+    check_layer_sizes,
+    check_params,
+)
+from fastvae.optim import SGD, Adam, Momentum, make_optimizer
+
+__all__ = [
+    "HIDDEN_ACTIVATIONS",
+    "LIKELIHOODS",
+    "MAX_HIDDEN_LAYERS",
+    "RULES",
+    "Settings",
+]
+
+HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+LIKELIHOODS = ("bernoulli", "gaussian")
+# The compiled network holds at most 32 layers (FV_MAX_LAYERS).
+MAX_HIDDEN_LAYERS = 15
+# The kernels take layer widths as C ints.
+_MAX_WIDTH = 2**31 - 1
+
+
+class _Sigma:
+    """Param rule for sigma: a positive number or "learned"."""
+
+    def check(self, name, value):
+        if value == "learned" and isinstance(value, str):
+            return value
+        return Param(numbers.Real, low=0.0, low_open=True).check(name, value)
+
+
+RULES = {
+    "input_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH, allow_none=True),
+    "latent_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH // 2),
+    "likelihood": Param(str, choices=LIKELIHOODS),
+    "sigma": _Sigma(),
+    "activation": Param(str, choices=HIDDEN_ACTIVATIONS),
+    "corruption": Param(numbers.Real, low=0.0, high=1.0, high_open=True),
+    "dynamic_binarization": Param(int, choices=(False, True)),
+    "epochs": Param(numbers.Integral, low=1),
+    "batch_size": Param(numbers.Integral, low=1, high=2**31 - 1),
+    "lr": Param(numbers.Real, low=0.0, low_open=True, allow_none=True),
+    "seed": Param(numbers.Integral, low=0, high=2**64 - 1),
+    "n_threads": Param(
+        numbers.Integral, low=1, high=_step.MAX_THREADS, allow_none=True
+    ),
+    "verbose": Param(int, choices=(0, 1, 2)),
+    "warm_start": Param(int, choices=(False, True)),
+    "beta": Param(numbers.Real, low=0.0),
+    "kl_warmup": Param(numbers.Integral, low=0),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one fit (or of a restored model).
+
+    The fields are the constructor arguments of the estimators, normalised:
+    ``hidden`` and ``decoder_hidden`` are tuples (the decoder mirrors the
+    encoder when not given), ``dtype`` a NumPy dtype, ``optimizer`` an
+    optimizer object holding the learning rate in effect, ``n_threads`` the
+    resolved thread count. ``beta`` and ``kl_warmup`` exist for the VAE only;
+    the autoencoders keep their defaults.
+    """
+
+    input_dim: int | None
+    hidden: tuple[int, ...]
+    decoder_hidden: tuple[int, ...]
+    latent_dim: int
+    likelihood: str
+    sigma: float | str
+    activation: str
+    corruption: float
+    dynamic_binarization: bool
+    optimizer: SGD | Momentum | Adam
+    lr: float | None
+    epochs: int
+    batch_size: int
+    dtype: np.dtype
+    seed: int
+    n_threads: int
+    verbose: int
+    warm_start: bool
+    beta: float = 1.0
+    kl_warmup: int = 0
+
+    @classmethod
+    def from_params(cls, values: dict[str, Any]) -> Settings:
+        """Check `values` (an estimator's get_params() with fit's overrides)
+        and normalise them.
+
+        Raises
+        ------
+        ValueError, TypeError
+            Naming the first setting that breaks its rule, or two settings
+            that do not go together.
+        """
+        values = dict(values)
+        check_params(values, {k: r for k, r in RULES.items() if k in values})
+        values["dtype"] = check_dtype(values["dtype"])
+        values["hidden"] = check_layer_sizes(values["hidden"], "hidden")
+        dec = values["decoder_hidden"]
+        values["decoder_hidden"] = (
+            tuple(reversed(values["hidden"]))
+            if dec is None
+            else check_layer_sizes(dec, "decoder_hidden")
+        )
+        for name in ("hidden", "decoder_hidden"):
+            if len(values[name]) > MAX_HIDDEN_LAYERS:
+                raise ValueError(
+                    f"{name} has {len(values[name])} layers; at most "
+                    f"{MAX_HIDDEN_LAYERS} are supported"
+                )
+        if values["sigma"] == "learned" and values["likelihood"] != "gaussian":
+            raise ValueError("sigma='learned' needs likelihood='gaussian'")
+        if values["dynamic_binarization"] and values["likelihood"] != "bernoulli":
+            raise ValueError("dynamic_binarization needs likelihood='bernoulli'")
+        values["optimizer"] = make_optimizer(values["optimizer"], values["lr"])
+        values["n_threads"] = resolve_num_threads(values["n_threads"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:  # a new constructor argument without a field here
+            raise TypeError(f"settings without a field: {unknown}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (not re-validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Field name -> value (the values themselves, not copies)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
