@@ -11,7 +11,7 @@ import scipy.sparse
 
 import fastvae
 from fastvae._core import _rng
-from fastvae.models.base import _epoch_order
+from fastvae.models.training import _epoch_order
 
 D = 24
 

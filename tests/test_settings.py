@@ -41,3 +41,14 @@ def test_an_argument_without_a_field_is_caught():
     params = {**fastvae.VAE().get_params(), "surprise": 1}
     with pytest.raises(TypeError, match=r"settings without a field: \['surprise'\]"):
         Settings.from_params(params)
+
+
+def test_every_history_field_has_one_definition():
+    from fastvae.models import persistence
+    from fastvae.models.history import EPOCH_FIELDS, HISTORY_FIELDS, empty_history
+
+    X = (np.random.default_rng(0).random((32, 4)) < 0.5).astype(np.float32)
+    vae = fastvae.VAE(hidden=(3,), latent_dim=2, epochs=1, n_threads=1).fit(X)
+    assert tuple(vae.history_) == HISTORY_FIELDS == tuple(empty_history())
+    assert set(persistence._HISTORY_RULES) == set(HISTORY_FIELDS)
+    assert set(EPOCH_FIELDS) <= set(HISTORY_FIELDS)

@@ -26,6 +26,7 @@ import numpy as np
 
 from fastvae._atomic import write_atomic
 from fastvae.callbacks import Callback
+from fastvae.models.history import EPOCH_FIELDS
 
 __all__ = [
     "RUN_FILE",
@@ -59,16 +60,6 @@ METRIC_FIELDS = (
     "seconds",
     "samples_per_second",
     "elapsed",
-)
-_HISTORY_FIELDS = (
-    "epoch",
-    "loss",
-    "reconstruction",
-    "kl",
-    "elbo",
-    "val_elbo",
-    "seconds",
-    "samples_per_second",
 )
 
 
@@ -110,7 +101,7 @@ def epoch_record(model, elapsed: float) -> dict:
     dict with the keys METRIC_FIELDS
     """
     h = model.history_
-    record = {key: h[key][-1] for key in _HISTORY_FIELDS}
+    record = {key: h[key][-1] for key in EPOCH_FIELDS}
     record["step"] = int(model.t_)
     record["elapsed"] = float(elapsed)
     return {key: _plain(record[key]) for key in METRIC_FIELDS}

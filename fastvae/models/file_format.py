@@ -19,7 +19,7 @@ So a hostile file cannot make fastvae allocate more than the file's own
 size, and any error is a `ModelFileError` naming the file and the problem.
 What the metadata *means* (settings, sizes that must fit the architecture,
 finite parameters) is checked by the estimator that restores it
-(fastvae.models.base.BaseAutoencoder._set_state).
+(fastvae.models.persistence.Persistence._set_state).
 """
 
 from __future__ import annotations

@@ -1,0 +1,319 @@
+"""Persistence of the estimators: their complete state as JSON metadata and
+flat arrays (model files, checkpoints), checked field by field on the way
+back in, and in-memory pickling for scikit-learn's clone and joblib."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+
+import numpy as np
+
+from fastvae._validation import (
+    check_dtype,
+)
+from fastvae._version import __version__
+from fastvae.models.history import HISTORY_FIELDS, STEP_FIELDS
+from fastvae.models.inference import INFERENCE_CHUNK
+
+_STATE_ARRAYS = {"params", "opt_state1", "opt_state2"}
+
+
+# How each history list's entries may look: (type, allow None, allow inf).
+# Per field of history_: (number type, None allowed, infinity allowed).
+_HISTORY_RULES = {
+    "epoch": (numbers.Integral, False, False),
+    "loss": (numbers.Real, False, False),
+    "reconstruction": (numbers.Real, False, False),
+    "kl": (numbers.Real, False, False),
+    "elbo": (numbers.Real, False, False),
+    "val_elbo": (numbers.Real, True, False),
+    "seconds": (numbers.Real, False, False),
+    "samples_per_second": (numbers.Real, False, True),
+    "step": (numbers.Integral, False, False),
+    "step_loss": (numbers.Real, False, False),
+}
+
+
+def _section(state, key):
+    value = state.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"{key!r} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _count(name, value, low=0, high=2**63 - 1):
+    """An integer in [low, high] (steps are uint64 in the kernels; 2**63 is
+    far beyond any run)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not low <= value <= high
+    ):
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def _check_fitted(fitted):
+    """The fitted counters and history of a state, checked and copied."""
+    keys = {
+        "n_features_in_",
+        "n_conditions_",
+        "n_iter_",
+        "t_",
+        "history_",
+        "loss_curve_",
+    }
+    missing = keys - set(fitted) - {"n_conditions_"}  # absent in early files: 0
+    if missing or set(fitted) - keys:
+        raise ValueError(
+            f"fitted must have the keys {sorted(keys)}, got {sorted(map(str, fitted))}"
+        )
+    out = {
+        "n_features_in_": _count("n_features_in_", fitted["n_features_in_"], low=1),
+        "n_conditions_": _count("n_conditions_", fitted.get("n_conditions_", 0)),
+        "n_iter_": _count("n_iter_", fitted["n_iter_"]),
+        "t_": _count("t_", fitted["t_"]),
+    }
+    history = fitted["history_"]
+    if not isinstance(history, dict) or set(history) != set(HISTORY_FIELDS):
+        raise ValueError(f"history_ must have the keys {sorted(HISTORY_FIELDS)}")
+    for key, (kind, allow_none, allow_inf) in _HISTORY_RULES.items():
+        values = history[key]
+        if not isinstance(values, list):
+            raise ValueError(f"history_[{key!r}] must be a list")
+        for v in values:
+            if v is None and allow_none:
+                continue
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, kind)
+                or math.isnan(v)
+                or (math.isinf(v) and not allow_inf)
+            ):
+                raise ValueError(f"history_[{key!r}] holds {v!r}")
+    lengths = {key: len(history[key]) for key in HISTORY_FIELDS}
+    if (
+        any(lengths[k] != out["n_iter_"] for k in lengths if k not in STEP_FIELDS)
+        or lengths["step"] != lengths["step_loss"]
+    ):
+        raise ValueError(
+            f"history_ lengths {lengths} do not fit n_iter_={out['n_iter_']}"
+        )
+    curve = fitted["loss_curve_"]
+    if (
+        not isinstance(curve, list)
+        or len(curve) != out["n_iter_"]
+        or any(
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Real)
+            or not math.isfinite(v)
+            for v in curve
+        )
+    ):
+        raise ValueError(
+            f"loss_curve_ must be a list of {out['n_iter_']} finite numbers"
+        )
+    out["history_"] = {k: list(v) for k, v in history.items()}
+    out["loss_curve_"] = [float(v) for v in curve]
+    return out
+
+
+def _aligned_copy(a, layout):
+    out = layout.zeros(a.dtype)
+    out[...] = a
+    return out
+
+
+def _fields(opt):
+    from dataclasses import asdict
+
+    return asdict(opt)
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, type) or isinstance(v, np.dtype):
+        return np.dtype(v).name
+    return v
+
+
+class Persistence:
+    """Mixin of BaseAutoencoder: the state of model files and checkpoints
+    (_state, _set_state), pickling and save."""
+
+    def _state(self):
+        """The fitted model's complete state, as (metadata, arrays).
+
+        metadata (JSON-serialisable): "estimator" (class name), "params"
+        (constructor arguments but the optimizer), "optimizer" (name and
+        hyper-parameters in effect), "fitted" (n_features_in_, n_conditions_,
+        n_iter_, t_, history_, loss_curve_) and "fastvae_version". arrays:
+        "params", "opt_state1", "opt_state2", the flat buffers of shape
+        (n_params,) (the model's own buffers, not copies). Nothing in it
+        depends on a process, a thread count or a machine: `_set_state`
+        restores exactly this state anywhere, model files are it written by
+        fastvae.models.file_format, and checkpoints are it plus the training progress.
+        """
+
+        self._check_fitted()
+        s = self._fitted_settings
+        params = {
+            k: _jsonable(v) for k, v in self.get_params().items() if k != "optimizer"
+        }
+        params["dtype"] = np.dtype(s.dtype).name
+        opt = s.optimizer
+        state = {
+            "estimator": type(self).__name__,
+            "params": params,
+            "optimizer": {"name": opt.name, **_fields(opt)},
+            "fitted": {
+                "n_features_in_": self.n_features_in_,
+                "n_conditions_": self.n_conditions_,
+                "n_iter_": self.n_iter_,
+                "t_": self.t_,
+                "history_": self.history_,
+                "loss_curve_": self.loss_curve_,
+            },
+            "fastvae_version": __version__,
+        }
+        arrays = {
+            "params": self.params_,
+            "opt_state1": self._opt_state[0],
+            "opt_state2": self._opt_state[1],
+        }
+        return state, arrays
+
+    def _set_state(self, state, arrays):
+        """Restore a state returned by `_state` (possibly read from a file).
+
+        Everything is checked before anything is changed: the constructor
+        arguments and optimizer against their rules, the fitted counters and
+        history for types and consistency, and the arrays for dtype, the
+        length the architecture implies, and finiteness. The estimator's
+        class must match state["estimator"].
+
+        Raises
+        ------
+        ValueError, TypeError
+            Naming what is missing or wrong; the model is then unchanged.
+        """
+        from fastvae import optim
+
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        if state.get("estimator") != type(self).__name__:
+            raise ValueError(
+                f"the state is of a {state.get('estimator')!r}, not a "
+                f"{type(self).__name__}"
+            )
+        params = _section(state, "params")
+        allowed = set(self._param_names()) - {"optimizer"}
+        unknown = sorted(map(str, set(params) - allowed))
+        if unknown:
+            raise ValueError(f"unknown parameters {unknown}")
+        params = dict(params)
+        for name in ("hidden", "decoder_hidden"):  # JSON has no tuples
+            if isinstance(params.get(name), list):
+                params[name] = tuple(params[name])
+        if "dtype" in params:
+            params["dtype"] = check_dtype(str(params["dtype"])).type
+        opt_meta = dict(_section(state, "optimizer"))
+        opt_cls = optim.OPTIMIZER_NAMES.get(str(opt_meta.pop("name", None)))
+        if opt_cls is None:
+            raise ValueError(
+                f"optimizer must be one of {sorted(optim.OPTIMIZER_NAMES)}"
+            )
+        # The optimizer object holds the learning rate in effect, so lr is
+        # None: a fit(lr=...) override must not be undone by the constructor's.
+        values = {
+            **self.get_params(),
+            **params,
+            "optimizer": opt_cls(**opt_meta),
+            "lr": None,
+        }
+        s = self._settings(params=values)
+        fitted = _check_fitted(_section(state, "fitted"))
+        layout = self._layout(s, fitted["n_features_in_"], fitted["n_conditions_"])
+        if not isinstance(arrays, dict) or set(arrays) != _STATE_ARRAYS:
+            raise ValueError(f"the arrays must be {sorted(_STATE_ARRAYS)}")
+        for name in sorted(_STATE_ARRAYS):
+            a = arrays[name]
+            if (
+                not isinstance(a, np.ndarray)
+                or a.dtype != s.dtype
+                or a.shape != (layout.size,)
+            ):
+                got = (
+                    f"{a.dtype}{list(a.shape)}"
+                    if isinstance(a, np.ndarray)
+                    else type(a).__name__
+                )
+                raise ValueError(
+                    f"array {name!r} does not match the model's architecture (expected "
+                    f"{np.dtype(s.dtype)}[{layout.size}], got {got})"
+                )
+            if not np.isfinite(a).all():
+                raise ValueError(f"array {name!r} holds NaN or inf")
+
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.params_ = _aligned_copy(arrays["params"], layout)
+        self._opt_state = [
+            _aligned_copy(arrays[n], layout) for n in ("opt_state1", "opt_state2")
+        ]
+        self._optimizer_name = s.optimizer.name
+        self.n_features_in_ = fitted["n_features_in_"]
+        self.n_conditions_ = fitted["n_conditions_"]
+        self.n_iter_ = fitted["n_iter_"]
+        self.t_ = fitted["t_"]
+        self.history_ = fitted["history_"]
+        self.loss_curve_ = fitted["loss_curve_"]
+        self._fitted_layout = layout
+        self._fitted_settings = s
+        self._lock = getattr(self, "_lock", None) or threading.RLock()
+        self._infer_net = self._network(s, layout, INFERENCE_CHUNK, self.n_conditions_)
+
+    def __getstate__(self):
+        """Constructor arguments and fitted state, without the compiled
+        networks and the lock (rebuilt by __setstate__). Model files use
+        save/load, which never pickle."""
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state.pop("_infer_net", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if getattr(self, "params_", None) is None:
+            return
+        layout = self._fitted_layout
+        # An unpickled buffer may be unaligned, or a read-only memmap (joblib)
+        self.params_ = _aligned_copy(self.params_, layout)
+        self._opt_state = [_aligned_copy(a, layout) for a in self._opt_state]
+        self._lock = threading.RLock()
+        self._infer_net = self._network(
+            self._fitted_settings, layout, INFERENCE_CHUNK, self.n_conditions_
+        )
+
+    def save(self, path):
+        """Write the fitted model to `path` (.npz + JSON, atomic, no pickle).
+
+        The file holds the constructor arguments, the parameter buffer, the
+        optimizer state and the training history; `fastvae.load` restores it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (replaced atomically if it exists).
+        """
+        from fastvae.models import file_format as _io
+
+        state, arrays = self._state()
+        _io.save(path, state, arrays, format=_io.MODEL_FORMAT)

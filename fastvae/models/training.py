@@ -1,0 +1,439 @@
+"""The training loop of the estimators: fit's checks and setup, the epochs
+of compiled steps, checkpoints and callbacks."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from fastvae._core.threads import (
+    blas_single_threaded,
+)
+from fastvae._validation import (
+    check_memory,
+    training_bytes,
+)
+from fastvae.callbacks import ProgressBar, check_callbacks
+from fastvae.data import batches
+from fastvae.models import checkpoint as _ckpt
+from fastvae.models.history import EPOCH_FIELDS, empty_history
+from fastvae.models.inference import INFERENCE_CHUNK
+from fastvae.optim import kernel_settings
+
+_SHUFFLE_STREAM = 0x5EED
+
+
+# Creates each estimator's lock exactly once, even when two threads race.
+_LOCK_GUARD = threading.Lock()
+
+
+def _instance_lock(model):
+    """The estimator's re-entrant lock, created on first use (scikit-learn's
+    __init__ stores arguments only)."""
+    lock = model.__dict__.get("_lock")
+    if lock is None:
+        with _LOCK_GUARD:
+            lock = model.__dict__.setdefault("_lock", threading.RLock())
+    return lock
+
+
+def _epoch_order(seed, epoch, n):
+    """The minibatch order of one epoch: a pure function of (seed, epoch)."""
+    bitgen = np.random.Philox(key=[seed, _SHUFFLE_STREAM], counter=[0, epoch, 0, 0])
+    # copy=False: for data bigger than memory this index is what grows with n
+    return np.random.Generator(bitgen).permutation(n).astype(np.int64, copy=False)
+
+
+class LocalStepper:
+    """Training steps on this process: the compiled Network itself, and the
+    validation ELBO over all rows. fastvae.models.distributed's
+    DataParallelNetwork has the same two methods over MPI ranks."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def train_step(self, *args, **kwargs):
+        return self.net.train_step(*args, **kwargs)
+
+    def mean_elbo(self, model, X, cond, n_threads):
+        return float(np.mean(model._elbo_rows(X, cond, n_threads)))
+
+
+class _Hooks:
+    """Runs fit's callbacks in order; a True from any stops training."""
+
+    def __init__(self, model, callbacks):
+        self.model = model
+        self.callbacks = callbacks
+
+    def train_begin(self, info):
+        for cb in self.callbacks:
+            cb.on_train_begin(self.model, dict(info))
+
+    def epoch_begin(self, epoch):
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self.model, epoch)
+
+    def step_end(self, logs):
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_step_end(self.model, logs)) or stop
+        return stop
+
+    def epoch_end(self, history):
+        logs = {key: history[key][-1] for key in EPOCH_FIELDS}
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_epoch_end(self.model, dict(logs))) or stop
+        return stop
+
+    def train_end(self):
+        for cb in self.callbacks:
+            cb.on_train_end(self.model)
+
+
+class Training:
+    """Mixin of BaseAutoencoder: fit's machinery (settings to network, the
+    epoch loop, checkpoints and callbacks)."""
+
+    def _fit(
+        self,
+        X,
+        condition,
+        overrides,
+        validation_data,
+        checkpoint=None,
+        resume=None,
+        partial=False,
+        comm=None,
+        callbacks=None,
+        settings=None,
+    ):
+        callbacks = check_callbacks(callbacks)
+        # The whole fit holds the estimator's lock: two threads fitting one
+        # model run one after the other instead of mixing their state.
+        with _instance_lock(self):
+            return self._fit_locked(
+                X,
+                condition,
+                overrides,
+                validation_data,
+                checkpoint,
+                resume,
+                partial,
+                comm,
+                callbacks,
+                settings,
+            )
+
+    def _fit_locked(
+        self,
+        X,
+        condition,
+        overrides,
+        validation_data,
+        checkpoint,
+        resume,
+        partial,
+        comm=None,
+        callbacks=(),
+        settings=None,
+    ):
+        """Train (fit's body), holding the estimator's lock.
+
+        checkpoint : dict, optional
+            Validated options from fastvae.models.checkpoint.options: where and how
+            often to write checkpoints.
+        resume : dict, optional
+            The validated progress of the checkpoint whose state `_set_state`
+            restored: training continues from its position, to its total of
+            epochs, with its batch size.
+        partial : bool
+            partial_fit: one epoch over X, continuing a fitted model.
+        comm : fastvae.models.distributed.Group, optional
+            Train data-parallel over its MPI ranks.
+        callbacks : list of fastvae.callbacks.Callback
+            Checked by the caller; a ProgressBar goes first when verbose.
+        settings : Settings, optional
+            `self._settings(overrides)` when the caller has made it already.
+        """
+        s = self._settings(overrides) if settings is None else settings
+        fitted = getattr(self, "params_", None) is not None
+        if partial:  # one epoch over X, continuing a fitted model
+            s = s.replace(epochs=1)
+        X = self._training_data(
+            s, X, self.n_features_in_ if partial and fitted else s.input_dim
+        )
+        n, d = X.shape
+        cond = self._conditions(condition, n, s.dtype)
+        n_cond = 0 if cond is None else cond.shape[1]
+        X_val = cond_val = None
+        if validation_data is not None:
+            if isinstance(validation_data, tuple):
+                if len(validation_data) != 2:
+                    raise ValueError(
+                        "validation_data must be X_val or (X_val, condition_val)"
+                    )
+                X_val, cond_val = validation_data
+            else:
+                X_val = validation_data
+            X_val = self._data(s, X_val, "validation_data", n_features=d)
+            if (cond_val is None) != (cond is None):
+                raise ValueError(
+                    "validation_data must be (X_val, condition_val) exactly when fit "
+                    "is given condition"
+                )
+            cond_val = self._conditions(
+                cond_val, X_val.shape[0], s.dtype, n_cond, "condition_val"
+            )
+        batch = s.batch_size
+        if batch > n and not partial:
+            warnings.warn(
+                f"batch_size={batch} is larger than the {n} samples; using {n}",
+                UserWarning,
+                stacklevel=5,  # the caller of VAE.fit
+            )
+        batch = min(batch, n)
+
+        layout = self._layout(s, d, n_cond)
+        check_memory(
+            training_bytes(layout, batch, s.dtype.itemsize),
+            f"training this {type(self).__name__}",
+            "use smaller hidden layers, latent_dim or batch_size",
+        )
+        opt = s.optimizer
+        writer = None
+        fingerprint = None
+        if checkpoint is not None or resume is not None:
+            fingerprint = _ckpt.data_fingerprint(X, cond, s.dtype)
+            if resume is not None:
+                _ckpt.check_same_data(resume["data"], fingerprint)
+        if resume is not None:
+            if self._fitted_layout != layout or self._optimizer_name != opt.name:
+                raise ValueError("the data do not fit the checkpointed model")
+            continuing = True
+        else:
+            continuing = (
+                (s.warm_start or partial)
+                and fitted
+                and self._fitted_layout == layout
+                and self.params_.dtype == s.dtype
+            )
+        if partial and fitted and not continuing:
+            raise ValueError(
+                f"partial_fit got data or settings that do not match the fitted "
+                f"{type(self).__name__} ({d} features and {n_cond} condition columns "
+                f"now, {self.n_features_in_} and {self.n_conditions_} before, or a "
+                "changed architecture or dtype); call fit to start over"
+            )
+        if not continuing:
+            self.params_ = self._init_params(s, layout)
+            self._opt_state = [layout.zeros(s.dtype) for _ in range(2)]
+            self._optimizer_name = opt.name
+            self.t_ = 0
+            self.n_iter_ = 0
+            self.history_ = empty_history()
+            self.loss_curve_ = []
+        elif self._optimizer_name != opt.name:
+            raise ValueError(
+                f"warm_start cannot switch optimizer from {self._optimizer_name} "
+                f"to {opt.name}"
+            )
+        self.n_features_in_ = d
+        self.n_conditions_ = n_cond
+        self._fitted_layout = layout
+        self._fitted_settings = s
+        self._lock = getattr(self, "_lock", None) or threading.RLock()
+        # Built now, not on first use, so inference never changes __dict__.
+        self._infer_net = self._network(s, layout, INFERENCE_CHUNK, n_cond)
+        data = (
+            batches.Chunked(X, s.dtype, batch, cond)
+            if batches.is_out_of_core(X)
+            else batches.InMemory(X, cond)
+        )
+
+        epochs = resume["epochs"] if resume is not None else self.n_iter_ + s.epochs
+        epoch = resume["epoch"] if resume is not None else _ckpt.EpochProgress()
+        if checkpoint is not None:
+            last = None
+            if resume is not None:
+                last = (self.n_iter_, epoch.step, self.t_)
+            writer = _ckpt.Checkpointer(
+                checkpoint["path"],
+                checkpoint["every"],
+                checkpoint["every_steps"],
+                {
+                    "epochs": epochs,
+                    "batch_size": batch,
+                    "data": fingerprint,
+                    "checkpoint_every": checkpoint["every"],
+                    "checkpoint_every_steps": checkpoint["every_steps"],
+                },
+                checkpoint["user"],
+                last=last,
+            )
+        net = self._network(s, layout, batch, n_cond)
+        net.set_optimizer(**kernel_settings(opt))
+        if comm is not None:  # a fastvae.models.distributed.Group: steps over MPI ranks
+            stepper = comm.data_parallel(
+                net, self, (X, cond, X_val, cond_val), (epochs, epoch.step, batch)
+            )
+        else:
+            stepper = LocalStepper(net)
+        grads = layout.zeros(s.dtype)
+        steps_per_epoch = -(-n // batch)
+        log_every = max(1, steps_per_epoch // 20)
+        remaining = (epochs - self.n_iter_) * n - min(n, epoch.step * batch)
+        if s.verbose:
+            callbacks = [ProgressBar(s.verbose), *callbacks]
+        hooks = _Hooks(self, callbacks)
+        hooks.train_begin(
+            {
+                "epochs": epochs,
+                "epochs_done": self.n_iter_,
+                "n_samples": n,
+                "batch_size": batch,
+                "steps_per_epoch": steps_per_epoch,
+                "remaining_samples": remaining,
+            }
+        )
+        try:
+            with self._lock, blas_single_threaded():
+                while self.n_iter_ < epochs:
+                    hooks.epoch_begin(self.n_iter_ + 1)
+                    stopped = self._fit_epoch(
+                        s,
+                        stepper,
+                        data,
+                        grads,
+                        batch,
+                        log_every,
+                        hooks,
+                        X_val,
+                        cond_val,
+                        epoch,
+                        writer,
+                    )
+                    if stopped == "mid-epoch":  # the checkpoint keeps the position
+                        break
+                    epoch = _ckpt.EpochProgress()
+                    if hooks.epoch_end(self.history_) or stopped:
+                        break
+                if writer is not None and not writer.written_at(self.t_):
+                    self._write_checkpoint(writer, epoch)
+        finally:
+            hooks.train_end()
+        return self
+
+    def _write_checkpoint(self, writer, epoch):
+        state, arrays = self._state()
+        writer.write(state, arrays, epoch)
+
+    def _fit_epoch(
+        self,
+        s,
+        net,
+        data,
+        grads,
+        batch,
+        log_every,
+        hooks,
+        X_val,
+        cond_val,
+        epoch,
+        writer,
+    ):
+        """Train the rest of one epoch from `epoch` (an EpochProgress: steps
+        already done and their sums), writing checkpoints when due.
+
+        Returns None, or where a callback's on_step_end stopped training:
+        "mid-epoch" (`epoch` then holds the position reached) or "at the
+        epoch's end" (the epoch is complete and recorded)."""
+        n = data.n_rows
+        steps_per_epoch = -(-n // batch)
+        order = _epoch_order(s.seed, self.n_iter_, n)
+        p, (s1, s2) = self.params_, self._opt_state
+        seconds_before = epoch.seconds
+        stop = False
+        start = time.perf_counter()
+        for X, rows, cond in data.minibatches(order[epoch.step * batch :], batch):
+            b = rows.shape[0]
+            kl_weight = self._kl_weight(s, self.t_)
+            status, recon_sum, kl_sum = net.train_step(
+                p,
+                grads,
+                s1,
+                s2,
+                X,
+                rows,
+                b,
+                s.seed,
+                self.t_,
+                kl_weight,
+                s.n_threads,
+                cond=cond,
+            )
+            if status != 0:
+                what = "loss" if status == 1 else "gradient"
+                raise FloatingPointError(
+                    f"the {what} became NaN or infinite at step {self.t_} "
+                    f"(epoch {self.n_iter_ + 1}, reconstruction sum {recon_sum:.4g}, "
+                    f"KL sum {kl_sum:.4g}); parameters are those before this step. "
+                    f"Try a lower learning rate (lr={s.optimizer.lr:g} now), "
+                    "a smaller batch, or check X for extreme values."
+                    + ("" if writer is None else " " + writer.describe_last())
+                )
+            self.t_ += 1
+            epoch.step += 1
+            loss = (recon_sum + kl_weight * kl_sum) / b
+            epoch.reconstruction += recon_sum
+            epoch.kl += kl_sum
+            epoch.loss += loss * b
+            epoch.window_loss += loss
+            epoch.window_steps += 1
+            if epoch.window_steps == log_every:
+                self.history_["step"].append(self.t_)
+                self.history_["step_loss"].append(
+                    epoch.window_loss / epoch.window_steps
+                )
+                epoch.window_loss, epoch.window_steps = 0.0, 0
+            stop = hooks.step_end(
+                {
+                    "step": self.t_,
+                    "epoch": self.n_iter_ + 1,
+                    "batch_size": b,
+                    "loss": loss,
+                    "reconstruction": recon_sum / b,
+                    "kl": kl_sum / b,
+                }
+            )
+            if epoch.step < steps_per_epoch and (
+                stop or (writer is not None and writer.step_due(self.t_))
+            ):
+                epoch.seconds = seconds_before + time.perf_counter() - start
+                if writer is not None and writer.step_due(self.t_):
+                    self._write_checkpoint(writer, epoch)
+                if stop:
+                    return "mid-epoch"
+        seconds = seconds_before + time.perf_counter() - start
+        recon_total, kl_total, loss_total = epoch.reconstruction, epoch.kl, epoch.loss
+        self.n_iter_ += 1
+        h = self.history_
+        h["epoch"].append(self.n_iter_)
+        h["loss"].append(loss_total / n)
+        h["reconstruction"].append(recon_total / n)
+        h["kl"].append(kl_total / n)
+        h["elbo"].append(-(recon_total + kl_total) / n)
+        h["seconds"].append(seconds)
+        h["samples_per_second"].append(n / seconds if seconds > 0 else float("inf"))
+        val = None
+        if X_val is not None:
+            val = net.mean_elbo(self, X_val, cond_val, s.n_threads)
+        h["val_elbo"].append(val)
+        self.loss_curve_.append(loss_total / n)
+        if writer is not None and writer.epoch_due(self.n_iter_, self.t_):
+            self._write_checkpoint(writer, _ckpt.EpochProgress())
+        return "at the epoch's end" if stop else None
