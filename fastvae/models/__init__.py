@@ -4,14 +4,9 @@ loop, persistence, checkpoints and MPI training.
 Layer: above the compiled core and the data, below the command line.
 """
 
-from fastvae.models.estimators import (
-    VAE,
-    Autoencoder,
-    DenoisingAutoencoder,
-    checkpoint_info,
-    load,
-    resume,
-)
+from fastvae.models.autoencoders import Autoencoder, DenoisingAutoencoder
+from fastvae.models.loading import checkpoint_info, load, resume
+from fastvae.models.vae import VAE
 
 __all__ = [
     "VAE",

@@ -4,9 +4,9 @@ and the checks of data and conditions.
 
 The training loop (fastvae.models.training), the inference plumbing
 (fastvae.models.inference) and persistence (fastvae.models.persistence) are
-mixins of BaseAutoencoder. The public estimators (fastvae.models.estimators)
-add the methods that depend on what the model is: sampling and likelihoods
-for a VAE, codes for an autoencoder.
+mixins of BaseAutoencoder. The public estimators (fastvae.models.vae and
+fastvae.models.autoencoders) add the methods that depend on what the model
+is: sampling and likelihoods for a VAE, codes for an autoencoder.
 """
 
 from __future__ import annotations

@@ -95,9 +95,184 @@ class _Hooks:
             cb.on_train_end(self.model)
 
 
+def run_on_ranks(comm, run):
+    """run(None) on this process, or run(group) on every rank of comm as one
+    data-parallel fit (fastvae.models.distributed.fit: errors before training are
+    shared, a failure of one rank during it aborts the job)."""
+    if comm is None:
+        return run(None)
+    from fastvae.models import distributed
+
+    return distributed.fit(comm, run)
+
+
+def fit_estimator(
+    model, X, condition, overrides, validation_data, checkpoint_args, comm, callbacks
+):
+    """fit's body for every estimator: over MPI with `comm`, else settings
+    checked first (the likelier mistake), then the checkpoint options."""
+    if comm is not None:
+        return _fit_on_ranks(
+            model,
+            X,
+            condition,
+            overrides,
+            validation_data,
+            checkpoint_args,
+            comm,
+            callbacks,
+        )
+    settings = model._settings(overrides)  # bad settings first: the likelier mistake
+    return model._fit(
+        X,
+        condition,
+        overrides,
+        validation_data,
+        _ckpt.options(*checkpoint_args),
+        callbacks=callbacks,
+        settings=settings,
+    )
+
+
+def _fit_on_ranks(
+    model, X, condition, overrides, validation_data, checkpoint_args, comm, callbacks
+):
+    """fit over the ranks of comm. Settings and checkpoint options are checked
+    inside the collective part, so that a rank they fail on cannot leave the
+    others waiting; rank 0 alone writes checkpoints."""
+
+    def run(group):
+        model._settings(overrides)  # bad settings first: the likelier mistake
+        options = _ckpt.options(*checkpoint_args) if group.is_root else None
+        return model._fit(
+            X,
+            condition,
+            {**overrides, **group.overrides(model)},
+            validation_data,
+            options,
+            comm=group,
+            callbacks=callbacks,
+        )
+
+    return run_on_ranks(comm, run)
+
+
 class Training:
     """Mixin of BaseAutoencoder: fit's machinery (settings to network, the
     epoch loop, checkpoints and callbacks)."""
+
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        condition=None,
+        epochs=None,
+        batch_size=None,
+        optimizer=None,
+        lr=None,
+        validation_data=None,
+        checkpoint=None,
+        checkpoint_every=1,
+        checkpoint_every_steps=None,
+        checkpoint_meta=None,
+        comm=None,
+        callbacks=None,
+    ):
+        """Train on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; in [0, 1] for the Bernoulli likelihood.
+        y : ignored
+            Accepted for scikit-learn compatibility.
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Makes the model conditional: every method then takes the matching
+            condition rows.
+        epochs, batch_size, optimizer, lr : optional
+            Override the constructor's values for this call.
+        validation_data : array-like of shape (n_val, n_features), or a tuple
+            (X_val, condition_val) for a conditional model, optional.
+            Its mean ELBO is recorded after every epoch in history_["val_elbo"]
+            (for an autoencoder, whose history_["kl"] is all zeros, its mean
+            reconstruction log-likelihood log p(x | encoder(x))).
+        checkpoint : str or os.PathLike, optional
+            Write training checkpoints to this file (or to checkpoint.npz in
+            this folder): after every `checkpoint_every` epochs, after every
+            `checkpoint_every_steps` steps when given, and at the end. Each
+            write replaces the previous checkpoint atomically; a run that is
+            killed continues exactly with `fastvae.resume`. See the
+            fastvae.models.checkpoint module for the format. With `comm`, rank 0
+            writes it (its arguments count, the other ranks' are ignored).
+        checkpoint_every : int >= 0, default=1
+            Epochs between checkpoints (a checkpoint follows every epoch whose
+            number is a multiple of it); 0 for none but the final one (and
+            the `checkpoint_every_steps` ones).
+        checkpoint_every_steps : int >= 1, optional
+            Also checkpoint after every step whose count ``t_`` is a multiple of
+            it, mid-epoch too.
+        checkpoint_meta : dict, optional
+            JSON-serialisable data stored in the checkpoint (returned by
+            `fastvae.checkpoint_info` as "meta").
+        comm : mpi4py communicator or fastvae.models.distributed.Group, optional
+            Train data-parallel over its ranks (e.g. ``MPI.COMM_WORLD`` in a
+            script started by ``mpiexec -n 4 python -m mpi4py train.py``).
+            Every rank calls fit with the same X and settings; batch_size is
+            the global minibatch, of which each rank computes one share, and
+            the result equals one process's training on the same minibatches
+            up to float rounding (see fastvae.models.distributed). Only rank 0 shows
+            progress and writes checkpoints; saving the model is the caller's
+            (e.g. ``if comm.rank == 0: vae.save(path)``). When n_threads is
+            None and OMP_NUM_THREADS unset, each rank uses its cores divided
+            by the ranks on its node.
+        callbacks : list of fastvae.callbacks.Callback, optional
+            Code run at the start, after every step and epoch, and at the end
+            of training; a hook returning True stops training there (see
+            fastvae.callbacks). With ``verbose >= 1`` a ProgressBar runs
+            first. With `comm`, every rank runs its own.
+
+        Returns
+        -------
+        self
+            The fitted estimator.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For invalid settings or data (the message names the problem).
+            With `comm`, an error on one rank before training raises on every
+            rank (fastvae.exceptions.RemoteRankError, a RuntimeError, on the
+            others), and so do data or settings that differ between ranks.
+        FloatingPointError
+            If the loss or a gradient becomes NaN or infinite; the parameters
+            are those before the failing step, no checkpoint is written with
+            non-finite numbers, and the message says where the last good
+            checkpoint is. With `comm`, on every rank at the same step.
+        ImportError
+            If `comm` is given but mpi4py or an MPI library is missing.
+
+        Notes
+        -----
+        With `comm`, any other exception while training (on one rank, which
+        the others would wait for forever) prints the rank and the error on
+        stderr and ends the whole MPI job with MPI_Abort.
+        """
+        return fit_estimator(
+            self,
+            X,
+            condition,
+            {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "optimizer": optimizer,
+                "lr": lr,
+            },
+            validation_data,
+            (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta),
+            comm,
+            callbacks,
+        )
 
     def _fit(
         self,

@@ -1,0 +1,219 @@
+"""The plain and the denoising autoencoder: codes without a density."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastvae.models.base import BaseAutoencoder
+from fastvae.models.docstrings import ATTRIBUTES, COMMON_PARAMETERS, TRAINING_PARAMETERS
+
+
+class Autoencoder(BaseAutoencoder):
+    __doc__ = (
+        """Plain (deterministic) autoencoder on the same compiled core.
+
+    The encoder maps x to a code z = encoder(x) and the decoder maps z back;
+    training minimises the reconstruction loss -log p(x|z) (no KL term, no
+    sampling). With `corruption` > 0 the encoder sees inputs with values
+    zeroed at random (a denoising autoencoder, see DenoisingAutoencoder). The
+    baseline of the VAE tutorials: reconstructions are good, but decoding
+    random codes does not give data-like samples, since nothing shapes the
+    code distribution.
+
+    Parameters
+    ----------"""
+        + COMMON_PARAMETERS
+        + """    corruption : float in [0, 1), default=0.0
+        Training only: probability of zeroing each input value the encoder
+        sees; the reconstruction target stays clean.
+"""
+        + TRAINING_PARAMETERS
+        + ATTRIBUTES
+    )
+
+    _kind = "ae"
+
+    def __init__(
+        self,
+        input_dim=None,
+        hidden=(400,),
+        latent_dim=20,
+        *,
+        decoder_hidden=None,
+        likelihood="bernoulli",
+        sigma=1.0,
+        activation="relu",
+        corruption=0.0,
+        dynamic_binarization=False,
+        optimizer="adam",
+        lr=None,
+        epochs=10,
+        batch_size=128,
+        dtype=np.float32,
+        seed=0,
+        n_threads=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        self.input_dim = input_dim
+        self.hidden = hidden
+        self.latent_dim = latent_dim
+        self.decoder_hidden = decoder_hidden
+        self.likelihood = likelihood
+        self.sigma = sigma
+        self.activation = activation
+        self.corruption = corruption
+        self.dynamic_binarization = dynamic_binarization
+        self.optimizer = optimizer
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.seed = seed
+        self.n_threads = n_threads
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    def transform(self, X, condition=None):
+        """The codes z = encoder(x).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, latent_dim)
+        """
+        return self._head(X, condition)
+
+    def encode(self, X, condition=None):
+        """The codes z = encoder(x), as `transform`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, latent_dim)
+        """
+        return self._head(X, condition)
+
+    def reconstruct(self, X, condition=None):
+        """decode(transform(X)): reconstructions through the codes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+        """
+        return self.decode(self.transform(X, condition), condition)
+
+    def score_samples(self, X, condition=None):
+        """Per-sample reconstruction log-likelihood log p(x | z = encoder(x)).
+
+        Not a bound on log p(x): an autoencoder defines no density.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), float64
+        """
+        X = self._target(X)
+        return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
+
+    def score(self, X, y=None, condition=None):
+        """Mean per-sample reconstruction log-likelihood (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+            Accepted for scikit-learn compatibility.
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        float
+        """
+        return float(np.mean(self.score_samples(X, condition)))
+
+
+class DenoisingAutoencoder(Autoencoder):
+    __doc__ = (
+        """Autoencoder trained to reconstruct inputs from corrupted copies.
+
+    The same as ``Autoencoder(corruption=0.25)``: during training each input
+    value the encoder sees is zeroed with probability `corruption` (masking
+    noise, Vincent et al. 2008), while the loss compares the decoder's output
+    with the clean input. Evaluation uses clean inputs.
+
+    Parameters
+    ----------"""
+        + COMMON_PARAMETERS
+        + """    corruption : float in (0, 1), default=0.25
+        Training only: probability of zeroing each input value the encoder
+        sees; the reconstruction target stays clean.
+"""
+        + TRAINING_PARAMETERS
+        + ATTRIBUTES
+    )
+
+    def __init__(
+        self,
+        input_dim=None,
+        hidden=(400,),
+        latent_dim=20,
+        *,
+        decoder_hidden=None,
+        likelihood="bernoulli",
+        sigma=1.0,
+        activation="relu",
+        corruption=0.25,
+        dynamic_binarization=False,
+        optimizer="adam",
+        lr=None,
+        epochs=10,
+        batch_size=128,
+        dtype=np.float32,
+        seed=0,
+        n_threads=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        super().__init__(
+            input_dim,
+            hidden,
+            latent_dim,
+            decoder_hidden=decoder_hidden,
+            likelihood=likelihood,
+            sigma=sigma,
+            activation=activation,
+            corruption=corruption,
+            dynamic_binarization=dynamic_binarization,
+            optimizer=optimizer,
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch_size,
+            dtype=dtype,
+            seed=seed,
+            n_threads=n_threads,
+            verbose=verbose,
+            warm_start=warm_start,
+        )

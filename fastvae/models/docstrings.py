@@ -1,0 +1,71 @@
+"""Docstring sections the estimators share (their constructor arguments
+and fitted attributes), written once."""
+
+COMMON_PARAMETERS = """
+    input_dim : int, optional
+        Number of features. Inferred from the data in `fit` when None.
+    hidden : int or tuple of int, default=(400,)
+        Encoder hidden layer widths.
+    latent_dim : int, default=20
+        Size of the code z.
+    decoder_hidden : int or tuple of int, optional
+        Decoder hidden layer widths; the reverse of `hidden` when None.
+    likelihood : {"bernoulli", "gaussian"}, default="bernoulli"
+        p(x|z): Bernoulli with logits for data in [0, 1], or Gaussian.
+    sigma : float or "learned", default=1.0
+        Observation noise of the Gaussian likelihood: a fixed value, or
+        "learned" for one trained standard deviation per feature (its log
+        clamped to [-7, 5]).
+    activation : {"relu", "tanh", "sigmoid", "identity"}, default="relu"
+        Activation of every hidden layer.
+"""
+
+
+TRAINING_PARAMETERS = """
+    dynamic_binarization : bool, default=False
+        Draw binary training targets x ~ Bernoulli(X) afresh at every step
+        (X in [0, 1], Bernoulli likelihood): the "dynamically binarized MNIST"
+        of the VAE literature.
+    optimizer : {"adam", "momentum", "sgd"} or a fastvae.optim object, default="adam"
+    lr : float, optional
+        Learning rate; the optimizer's default (Adam 1e-3, SGD and momentum
+        0.01) when None.
+    epochs : int, default=10
+    batch_size : int, default=128
+    dtype : numpy.float32 or numpy.float64, default=numpy.float32
+        Precision of parameters and computation.
+    seed : int, default=0
+        Seeds initialisation, shuffling and every random draw (Philox key);
+        the same seed gives bitwise identical results for any thread count.
+    n_threads : int, optional
+        Threads for this model; fastvae.get_num_threads() when None.
+    verbose : {0, 1, 2}, default=0
+        1 shows a progress bar during `fit`, 2 also prints one line per epoch.
+    warm_start : bool, default=False
+        When True, `fit` on a fitted model continues from its parameters and
+        optimizer state instead of starting over.
+"""
+
+
+ATTRIBUTES = """
+    Attributes
+    ----------
+    params_ : ndarray of shape (n_params,)
+        All weights and biases (and learned log-sigmas) in one contiguous
+        buffer.
+    n_features_in_ : int
+    n_conditions_ : int
+        Width of the condition vector the model was fitted with (0: none).
+    n_iter_ : int
+        Epochs trained.
+    t_ : int
+        Optimizer steps taken.
+    history_ : dict of lists
+        Per epoch: "epoch", "loss", "reconstruction", "kl", "elbo",
+        "val_elbo" (None without validation data), "seconds",
+        "samples_per_second"; finer: "step", "step_loss".
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    sigma_ : float or ndarray of shape (n_features,)
+        Gaussian likelihood only: the fixed or learned standard deviations.
+"""
