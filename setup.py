@@ -27,6 +27,7 @@ MODULES = [
     "_losses",
     "_optim",
     "_step",
+    "_network",
 ]
 
 OPENMP_FLAG = "-fopenmp"

@@ -178,16 +178,17 @@ from fastvae._core._optim cimport fv_optimizer, optimizer_update, optimizer_upda
 # void optimizer_update(<the same up to state2>, int64_t n, int n_threads)
 #   Elements [0, n).
 
+from fastvae._core._network cimport network_config
 from fastvae._core._step cimport (
     FV_MAX_LAYERS, FV_MAX_TEAM, FV_ROW_SCRATCH, compute_gradients, decode_rows,
     elbo_rows, encode_rows, fv_layer, fv_step_args, fv_vae_config,
-    log_likelihood_rows, network_config, train_step)
+    log_likelihood_rows, train_step)
 
 # -- The whole training step (fastvae/_core/_step.pyx) -----------------------------
 # struct fv_vae_config: a network's architecture and the layout of its flat
 #   parameter buffer (layer l's W at layers[l].w_offset, b at b_offset) and
 #   workspace. Offsets are in elements, not bytes, so one config serves
-#   float32 and float64 buffers. Get it from a Python fastvae._core._step.Network
+#   float32 and float64 buffers. Get it from a Python fastvae._core._network.Network
 #   with network_config (the fields are documented in fastvae/_core/_step.pxd; do
 #   not fill them by hand). Useful fields: n_params (length of the params,
 #   grads and state buffers), work_size (elements of the workspace),
@@ -203,7 +204,7 @@ from fastvae._core._step cimport (
 #                    fv_optimizer* opt_out) except -1
 #   Needs the GIL: copy a Network's config and optimizer (either pointer may
 #   be NULL; the optimizer is SGD with lr 0 until Network.set_optimizer is
-#   called); TypeError for anything but a fastvae._core._step.Network.
+#   called); TypeError for anything but a fastvae._core._network.Network.
 # int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
 #                const fv_step_args* args, floating* params, floating* grads,
 #                floating* state1, floating* state2, floating* work,

@@ -267,7 +267,7 @@ def check_memory(n_bytes: int, what: str, hint: str) -> None:
 def training_bytes(layout, max_batch: int, itemsize: int) -> int:
     """Lower bound of the memory one fit allocates: the parameters, gradients
     and two optimizer states, plus the step's activations and gradients for
-    max_batch rows (see fastvae._core._step.Network)."""
+    max_batch rows (see fastvae._core._network.Network)."""
     widths = [n_out for _, n_out in layout.shapes]
     max_width = max(max(n_in, n_out) for n_in, n_out in layout.shapes)
     per_row = sum(widths) + 2 * max_width + 2 * layout.encoder_dims[0]

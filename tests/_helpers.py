@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastvae._core import _dense, _step
+from fastvae._core import _dense, _network
 from fastvae._core.params import Layout
 
 DTYPES = (np.float32, np.float64)
@@ -94,7 +94,7 @@ def make_network(
             acts.append(hidden_acts[k % len(hidden_acts)])
             k += 1
         acts.append("identity")
-    net = _step.Network(
+    net = _network.Network(
         lay.encoder_dims,
         lay.decoder_dims,
         [_dense.ACTIVATIONS[a] for a in acts],

@@ -15,7 +15,8 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import fastvae
-from fastvae._core import _dense, _rng, _step
+from fastvae._core import _dense, _rng
+from fastvae._core import _network as network_module
 from fastvae._core.params import Layout
 from fastvae._core.threads import partition_count
 
@@ -119,7 +120,7 @@ def embed(tmp_path_factory):
 
 def _network(dtype, likelihood="bernoulli", optimizer="adam", max_batch=B):
     lay = Layout((D, H, 2 * K), (K, H, D))
-    net = _step.Network(
+    net = network_module.Network(
         lay.encoder_dims,
         lay.decoder_dims,
         [RELU, IDENTITY, RELU, IDENTITY],
@@ -248,7 +249,7 @@ def test_bad_input_raises_through_the_c_api(embed):
     net, lay = _network(np.float64)
     X, params, rows = _problem(np.float64, "bernoulli", n_steps=2)
     zeros = lay.zeros(np.float64)
-    with pytest.raises(TypeError, match="fastvae._core._step.Network"):
+    with pytest.raises(TypeError, match="fastvae._core._network.Network"):
         embed.train(object(), params, zeros, zeros, X, rows, SEED)
     with pytest.raises(ValueError, match=f"length {lay.size}"):
         embed.train(net, params[:-1], zeros[:-1], zeros[:-1], X, rows, SEED)

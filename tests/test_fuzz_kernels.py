@@ -33,11 +33,11 @@ from fastvae._core import (
     _blas,
     _dense,
     _losses,
+    _network,
     _numerics,
     _optim,
     _reparam,
     _rng,
-    _step,
 )
 from fastvae._core.params import Layout
 
@@ -543,7 +543,7 @@ def _build(a, rng):
         + [a["act"]] * len(a["dec"])
         + ["identity"]
     )
-    net = _step.Network(
+    net = _network.Network(
         lay.encoder_dims,
         lay.decoder_dims,
         [_dense.ACTIVATIONS[x] for x in names],
@@ -723,7 +723,7 @@ def test_network_inference(a, data):
             _rng.normal_matrix(
                 a["seed"], _rng.STREAM_EVAL, 3, 1, K, dtype=dtype, row_offset=int(key)
             ).astype(float)
-            for key in _step.row_keys(x_in)
+            for key in _network.row_keys(x_in)
         ]
     )
     fe = ref.forward(X=Xd, eps=eps_rows, cond=Cd, **kw)
@@ -934,7 +934,7 @@ def test_network_refuses_aliased_buffers_and_bad_scalars():
     with pytest.raises(ValueError, match=r"k \* n_rows < 2\*\*62"):
         net.log_likelihood(p, X, 2**61, 0, 0)
     with pytest.raises(ValueError, match="sigma must be finite"):
-        _step.Network(
+        _network.Network(
             lay.encoder_dims,
             lay.decoder_dims,
             [0, 0, 0, 0],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae._core import _step
+from fastvae._core import _network
 
 
 def _binary(n=80, d=12, seed=0):
@@ -69,14 +69,16 @@ def test_pickle_holds_no_compiled_objects_or_locks():
     model = _small().fit(_binary())
     state = model.__getstate__()
     assert "_lock" not in state and "_infer_net" not in state
-    assert not any(isinstance(v, _step.Network) for v in state.values())
+    assert not any(isinstance(v, _network.Network) for v in state.values())
     # which is why they are left out: neither pickles
     with pytest.raises(TypeError):
         pickle.dumps(model._infer_net)
     with pytest.raises(TypeError):
         pickle.dumps(model._lock)
     back = pickle.loads(pickle.dumps(model))
-    assert isinstance(back._infer_net, _step.Network) and back._lock is not model._lock
+    assert (
+        isinstance(back._infer_net, _network.Network) and back._lock is not model._lock
+    )
 
 
 def test_unfitted_model_pickles():

@@ -14,7 +14,7 @@ from _helpers import (
     trainable_mask,
 )
 
-from fastvae._core import _dense, _rng, _step
+from fastvae._core import _dense, _network, _rng
 from fastvae._core.params import Layout
 
 D, K, B, N_ROWS, MAX_BATCH = 30, 5, 9, 40, 16
@@ -343,7 +343,7 @@ def test_bitwise_identical_for_any_thread_count_mnist_sized():
     X = (rng.random((100, n_features)) > 0.7).astype(dtype)
     results = []
     for nt in (1, 2, 3):
-        net = _step.Network(
+        net = _network.Network(
             lay.encoder_dims,
             lay.decoder_dims,
             [_dense.ACTIVATIONS[a] for a in acts],
@@ -505,7 +505,7 @@ def test_inference_matches_reference(likelihood, dtype, n):
         assert np.all((out >= 0) & (out <= 1))
     # elbo_terms: eps of row i from counter row key(X[i]) (the row's hash), given draw
     keys = [ref.row_key(x) for x in X]
-    np.testing.assert_array_equal(_step.row_keys(X), np.array(keys, dtype=np.uint64))
+    np.testing.assert_array_equal(_network.row_keys(X), np.array(keys, dtype=np.uint64))
     for stream, step, draw in [(_rng.STREAM_EVAL, 0, 0), (_rng.STREAM_SAMPLE, 5, 3)]:
         recon, kl = net.elbo_terms(
             p, X, SEED, stream, step=step, draw=draw, n_threads=2
@@ -545,7 +545,7 @@ def test_elbo_terms_defaults_and_dependence():
     # and of its values: changing one value of a row changes its noise only
     X2 = X.copy()
     X2[3, 0] = 1.0 - X2[3, 0]
-    keys, keys2 = _step.row_keys(X), _step.row_keys(X2)
+    keys, keys2 = _network.row_keys(X), _network.row_keys(X2)
     assert keys[3] != keys2[3] and np.array_equal(
         np.delete(keys, 3), np.delete(keys2, 3)
     )
@@ -553,7 +553,7 @@ def test_elbo_terms_defaults_and_dependence():
     # -0 and +0 are the same input to the network, and get the same key
     Z = np.zeros((2, 5))
     Z[1, 2] = -0.0
-    assert _step.row_keys(Z)[0] == _step.row_keys(Z)[1]
+    assert _network.row_keys(Z)[0] == _network.row_keys(Z)[1]
 
 
 # -- data-parallel semantics: row_offset and global_batch ------------------------------
@@ -640,7 +640,7 @@ def test_32_layers_work_and_match_reference():
         MAX_BATCH,
         np.float64,
     )
-    assert len(lay.shapes) == 32 == _step.MAX_LAYERS
+    assert len(lay.shapes) == 32 == _network.MAX_LAYERS
     rng = np.random.default_rng(15)
     p = init_params(lay, rng, np.float64, w_scale=0.5)
     X = _data(rng, "bernoulli")
@@ -848,7 +848,7 @@ def _net_args(lay, acts):
 def test_constructor_rejects_bad_configurations():
     lay = Layout((D, 12, 2 * K), (K, 12, D))
     acts = ["tanh", "identity", "tanh", "identity"]
-    _step.Network(*_net_args(lay, acts))  # the good one
+    _network.Network(*_net_args(lay, acts))  # the good one
 
     def bad(exc=ValueError, **changes):
         args = _net_args(lay, acts)
@@ -856,7 +856,7 @@ def test_constructor_rejects_bad_configurations():
         for k, v in changes.items():
             args[names.index(k)] = v
         with pytest.raises(exc):
-            _step.Network(*args)
+            _network.Network(*args)
 
     bad(enc=(D, 12, 2 * K + 2))  # head != 2 * latent
     bad(dec=(K, 12, D + 1))  # output != n_features
@@ -885,4 +885,4 @@ def test_constructor_rejects_more_than_32_layers():
     assert len(lay.shapes) == 33
     acts = (["tanh"] * 16 + ["identity"]) + (["tanh"] * 15 + ["identity"])
     with pytest.raises(ValueError, match="32"):
-        _step.Network(*_net_args(lay, acts))
+        _network.Network(*_net_args(lay, acts))

@@ -7,7 +7,8 @@ import pytest
 import reference as ref
 from _helpers import fd4
 
-from fastvae._core import _dense, _rng, _step
+from fastvae._core import _dense, _rng
+from fastvae._core import _network as network_module
 from fastvae._core.params import Layout
 
 D, K, C, B, N_ROWS, MAX_BATCH = 12, 3, 4, 9, 30, 16
@@ -41,7 +42,7 @@ def _network(
             names.append(acts[k % len(acts)])
             k += 1
         names.append("identity")
-    net = _step.Network(
+    net = network_module.Network(
         lay.encoder_dims,
         lay.decoder_dims,
         [_dense.ACTIVATIONS[a] for a in names],
@@ -262,7 +263,9 @@ def test_inference_with_conditions_and_autoencoders(case):
             for r in x_in
         ]
     )
-    np.testing.assert_array_equal(_step.row_keys(x_in), [ref.row_key(r) for r in x_in])
+    np.testing.assert_array_equal(
+        network_module.row_keys(x_in), [ref.row_key(r) for r in x_in]
+    )
     f = ref.forward(
         layers,
         lay.n_encoder,
@@ -388,12 +391,12 @@ def test_network_validates_the_model_family():
         np.float64,
     )
     with pytest.raises(ValueError, match="kind must be one of"):
-        _step.Network(*args, kind="gan")
+        network_module.Network(*args, kind="gan")
     with pytest.raises(ValueError, match="head = latent_dim"):
-        _step.Network(*args, kind="ae")
+        network_module.Network(*args, kind="ae")
     with pytest.raises(ValueError, match="2 condition columns"):
-        _step.Network(*args, n_cond=2)
+        network_module.Network(*args, n_cond=2)
     with pytest.raises(ValueError, match="corrupt must be in"):
-        _step.Network(*args, corrupt=1.0)
+        network_module.Network(*args, corrupt=1.0)
     with pytest.raises(ValueError, match="log-sigmas do not fit"):
-        _step.Network(*args[:6], "gaussian_learned", 1.0, 8, np.float64)
+        network_module.Network(*args[:6], "gaussian_learned", 1.0, 8, np.float64)

@@ -2,7 +2,7 @@
 
     python setup.py build_ext --inplace && python demo.py
 
-The Python side only sets things up: a fastvae._core._step.Network describes the
+The Python side only sets things up: a fastvae._core._network.Network describes the
 architecture and the layout of the flat parameter buffer; embed.train copies
 that layout into a C struct once and runs every step without the GIL.
 """
@@ -10,7 +10,7 @@ that layout into a C struct once and runs every step without the GIL.
 import embed
 import numpy as np
 
-from fastvae._core import _dense, _step
+from fastvae._core import _dense, _network
 from fastvae._core.params import Layout
 from fastvae._core.threads import blas_single_threaded, partition_count
 
@@ -18,7 +18,7 @@ D, H, K, BATCH, STEPS, SEED = 64, 32, 4, 16, 200, 0
 
 relu, identity = _dense.ACTIVATIONS["relu"], _dense.ACTIVATIONS["identity"]
 layout = Layout((D, H, 2 * K), (K, H, D))  # encoder and decoder widths
-network = _step.Network(
+network = _network.Network(
     layout.encoder_dims,
     layout.decoder_dims,
     [relu, identity, relu, identity],  # the head and the output are linear

@@ -10,7 +10,7 @@ Three functions, each running its hot loop in nogil code of this module:
   your own: another loss, another layer).
 
 Python objects are touched only before and after the nogil blocks: the
-layout of a fastvae._core._step.Network is copied into a C struct once.
+layout of a fastvae._core._network.Network is copied into a C struct once.
 """
 
 import numpy as np

@@ -17,6 +17,7 @@
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
 
+from fastvae._core._numerics cimport FV_KIND_VAE
 from fastvae._core._optim cimport fv_optimizer
 
 cdef enum:
@@ -144,10 +145,18 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
                               uint64_t row_offset, double* out,
                               int n_threads) noexcept nogil
 
-# Copy the configuration of `network`, a fastvae._core._step.Network, into cfg_out
-# and its optimizer (Network.set_optimizer) into opt_out; either may be NULL.
-# Needs the GIL (call it once, before the nogil loop); TypeError for any
-# other object. The config holds offsets, not pointers, so it serves float32
-# and float64 buffers alike and stays valid after the Network is gone.
-cdef int network_config(object network, fv_vae_config* cfg_out,
-                        fv_optimizer* opt_out) except -1
+# Workspace regions start on 64-byte boundaries (16 float32 / 8 float64).
+cdef inline int64_t fv_round_up(int64_t n) noexcept nogil:
+    return (n + 15) // 16 * 16
+
+
+cdef inline int fv_head_width(const fv_vae_config* cfg) noexcept nogil:
+    return 2 * cfg.latent_dim if cfg.kind == FV_KIND_VAE else cfg.latent_dim
+
+
+# The optimizer update train_step applies after its backward pass, alone:
+# the same blocks and denormal flushing, so the same numbers.
+cdef void apply_update(const fv_vae_config* cfg, const fv_optimizer* opt,
+                       int64_t t, floating* params, const floating* grads,
+                       floating* state1, floating* state2,
+                       int n_threads) noexcept nogil

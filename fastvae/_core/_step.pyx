@@ -8,6 +8,12 @@ writes its own part of the output and every sum runs in a fixed order, so
 results are bitwise equal for any thread count and any scheduling, and a
 thread that another process keeps off its core holds nobody up (it only
 delays the blocks it has started).
+
+Why one module of about 900 lines: the job planner, the per-phase block
+functions and the runner are module-level cdef functions that Cython
+compiles into one C file, where gcc inlines them into the block loop.
+Split across extension modules they would call each other through the C
+API's function pointers. The Python-facing Network is in _network.pyx.
 """
 
 import numpy as np
@@ -41,6 +47,8 @@ from fastvae._core._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._core._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
     fv_normal_fill_f32, fv_normal_fill_f64)
+from fastvae._core._pool cimport FV_POOL_MAX_PHASES, fv_pool_fn, fv_pool_run
+from fastvae._core._row_hash cimport fv_row_key_f32, fv_row_key_f64
 from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
@@ -52,19 +60,6 @@ def _dispatch_level():
     """The ISA level (1, 3, 4) this module's kernels run at now (tests)."""
     return fv_dispatch_probe(0)
 
-
-cdef extern from "fastvae/row_hash.h" nogil:
-    # must match src_c/fastvae/row_hash.h
-    uint64_t fv_row_key_f32(const float* x, int n)
-    uint64_t fv_row_key_f64(const double* x, int n)
-
-cdef extern from "fastvae/pool.h" nogil:
-    # must match src_c/fastvae/pool.h
-    ctypedef void (*fv_pool_fn)(void* ctx, int phase, int block,
-                                int tid) noexcept nogil
-    int FV_POOL_MAX_PHASES
-    void fv_pool_run(fv_pool_fn fn, void* ctx, int n_phases,
-                     const int* n_blocks, int n_threads)
 
 cdef extern from *:
     """
@@ -80,14 +75,7 @@ cdef extern from *:
     void fv_atomic_add_i64(int64_t* p, int64_t v) nogil
     int64_t fv_atomic_load_i64(int64_t* p) nogil
 
-LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN,
-               "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED}
-KINDS = {"vae": FV_KIND_VAE, "ae": FV_KIND_AE}
-MAX_LAYERS = FV_MAX_LAYERS
 MAX_THREADS = FV_MAX_TEAM
-
-# Workspace regions start on 64-byte boundaries (16 float32 / 8 float64).
-cdef int64_t _ALIGN = 16
 
 cdef enum:
     # Phases of the longest job: inputs, 2 per layer, latent, reconstruction,
@@ -113,10 +101,6 @@ cdef enum:
     PH_BACKWARD, PH_HEAD_GRAD, PH_VERDICT, PH_UPDATE,
     PH_ENCODE, PH_DECODE, PH_ELBO,
     PH_LL_DRAWS, PH_LL_LOSSES, PH_LL_ACCUM
-
-
-cdef inline int64_t _round_up(int64_t n) noexcept nogil:
-    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
 ctypedef struct fv_phase:
@@ -178,10 +162,6 @@ ctypedef struct fv_job:
 # ---------------------------------------------------------------------------
 # Planning: which phases a call has and how each is cut. Cuts depend on the
 # sizes (and, for BLAS, cfg.parts) only, never on the thread count.
-
-cdef inline int _head_width(const fv_vae_config* cfg) noexcept nogil:
-    return 2 * cfg.latent_dim if cfg.kind == FV_KIND_VAE else cfg.latent_dim
-
 
 cdef inline bint _plain(const fv_vae_config* cfg, bint training) noexcept nogil:
     """True when the encoder reads the data rows as they are."""
@@ -485,7 +465,7 @@ cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
     log-sigma gradient terms, into sgrad)."""
     cdef int D = cfg.n_features
     cdef floating* sgrad = work + cfg.sgrad_offset if grad != NULL else NULL
-    cdef floating* scratch = work + cfg.scratch_offset + tid * _round_up(D)
+    cdef floating* scratch = work + cfg.scratch_offset + tid * fv_round_up(D)
     if cfg.likelihood == FV_LIK_BERNOULLI:
         bernoulli_rows(out, D, x, <int> ldx, D, grad_scale, grad, D, recon,
                        r0, r1)
@@ -723,7 +703,7 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
             _inputs_rows(j, r0, r1, work)
         _forward_rows(cfg, 0, cfg.n_encoder, params, work, x, j.ld_x, r0, r1)
         H = work + cfg.layers[cfg.n_encoder - 1].out_offset
-        nb = _head_width(cfg)
+        nb = fv_head_width(cfg)
         for i in range(r0, r1):
             memcpy(<floating*> j.out + i * j.ldo, H + i * nb,
                    nb * sizeof(floating))
@@ -827,7 +807,7 @@ cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,
                      sums_out)
 
 
-cdef void _apply_update(const fv_vae_config* cfg, const fv_optimizer* opt,
+cdef void apply_update(const fv_vae_config* cfg, const fv_optimizer* opt,
                         int64_t t, floating* params, const floating* grads,
                         floating* state1, floating* state2,
                         int n_threads) noexcept nogil:
@@ -942,588 +922,3 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
         q0 += j.n
     for r in range(n):
         out[r] = top[r] + log(total[r]) - log(<double> k)
-
-
-# ---------------------------------------------------------------------------
-# Python side: a Network turns the model's architecture into the C config
-# once, owns the workspace, and checks every array it passes to C.
-
-cdef _aligned_empty(int64_t n, dtype):
-    """A 64-byte aligned 1-D array (numpy only guarantees 16)."""
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(n + 64 // itemsize, dtype=dtype)
-    start = (-raw.ctypes.data % 64) // itemsize
-    return raw[start:start + n]
-
-
-cdef class Network:
-    """Compiled network (VAE or autoencoder) of fixed architecture, dtype and
-    max batch size.
-
-    Parameters
-    ----------
-    encoder_dims : sequence of int
-        (n_features + n_cond, hidden..., head) with head 2 * latent_dim for a
-        VAE and latent_dim for an autoencoder.
-    decoder_dims : sequence of int
-        (latent_dim + n_cond, hidden..., n_features).
-    activations : sequence of int
-        Activation code of every layer, encoder then decoder; the encoder head
-        and the decoder output must be identity.
-    w_offsets, b_offsets : sequence of int
-        Offsets of each layer's W and b in the flat parameter buffer.
-    n_params : int
-        Length of the flat parameter buffer.
-    likelihood : {"bernoulli", "gaussian", "gaussian_learned"}
-    sigma : float
-        Fixed Gaussian observation noise (used by "gaussian" only).
-    max_batch : int
-        Largest number of rows one call handles.
-    dtype : numpy.float32 or numpy.float64
-    parts : int, default=2
-        Column blocks of large GEMMs (fastvae/partition.h); results depend on
-        it but not on the number of threads. The models pass
-        fastvae._core.threads.partition_count().
-    kind : {"vae", "ae"}, default="vae"
-    n_cond : int, default=0
-        Width of the condition vector fed to encoder and decoder.
-    logsigma_offset : int, default=-1
-        Offset of the n_features learned log-sigmas ("gaussian_learned").
-    corrupt : float in [0, 1), default=0
-        Training only: probability of zeroing each input value (denoising).
-    binarize : bool, default=False
-        Training only: targets drawn as Bernoulli(x) at every step (dynamic
-        binarization; x must lie in [0, 1]).
-    """
-
-    cdef fv_vae_config cfg
-    cdef fv_optimizer opt
-    cdef readonly object dtype
-    cdef object _work
-    cdef object _row_losses
-    # set while a call runs in the workspace (without the GIL): a second
-    # thread using the same Network would overwrite it mid-call
-    cdef bint _busy
-
-    def __init__(self, encoder_dims, decoder_dims, activations, w_offsets,
-                 b_offsets, int64_t n_params, str likelihood, double sigma,
-                 int max_batch, dtype, int parts=2, str kind="vae",
-                 int n_cond=0, int64_t logsigma_offset=-1, double corrupt=0.0,
-                 bint binarize=False):
-        dims = [[int(d) for d in encoder_dims], [int(d) for d in decoder_dims]]
-        n_enc = len(dims[0]) - 1
-        n_layers = n_enc + len(dims[1]) - 1
-        if n_enc < 1 or len(dims[1]) < 2 or n_layers > FV_MAX_LAYERS:
-            raise ValueError(
-                f"need 1 to {FV_MAX_LAYERS} layers in total, with at least one "
-                "in the encoder and one in the decoder")
-        if not (len(activations) == len(w_offsets) == len(b_offsets) == n_layers):
-            raise ValueError("one activation, W offset and b offset per layer")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-        if n_cond < 0:
-            raise ValueError(f"n_cond must be >= 0, got {n_cond}")
-        D = dims[1][len(dims[1]) - 1]
-        K = dims[1][0] - n_cond
-        head = 2 * K if kind == "vae" else K
-        if K < 1 or dims[0][n_enc] != head or dims[0][0] != D + n_cond:
-            raise ValueError(
-                f"a {kind} with {n_cond} condition columns needs encoder dims "
-                "(n_features + n_cond, ..., head) and decoder dims "
-                "(latent_dim + n_cond, ..., n_features) with head = "
-                f"{'2 * latent_dim' if kind == 'vae' else 'latent_dim'}; got "
-                f"{tuple(dims[0])} and {tuple(dims[1])}")
-        if any(d < 1 for d in dims[0] + dims[1]):
-            raise ValueError("every layer size must be >= 1")
-        if (activations[n_enc - 1] != FV_ACT_IDENTITY
-                or activations[n_layers - 1] != FV_ACT_IDENTITY):
-            raise ValueError("the encoder head and decoder output are linear")
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}")
-        check_finite(sigma, "sigma")
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        if likelihood == "gaussian_learned" and not (
-                0 <= logsigma_offset and logsigma_offset + D <= n_params):
-            raise ValueError(f"the {D} log-sigmas do not fit in {n_params} "
-                             f"parameters at offset {logsigma_offset}")
-        if not 0.0 <= corrupt < 1.0:
-            raise ValueError(f"corrupt must be in [0, 1), got {corrupt}")
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if not 1 <= parts <= FV_MAX_BLOCKS:
-            raise ValueError(f"parts must be in [1, {FV_MAX_BLOCKS}], got {parts}")
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-
-        cdef fv_vae_config* c = &self.cfg
-        c.n_layers = n_layers
-        c.n_encoder = n_enc
-        c.kind = KINDS[kind]
-        c.n_features = D
-        c.latent_dim = K
-        c.n_cond = n_cond
-        c.likelihood = LIKELIHOODS[likelihood]
-        c.sigma = sigma
-        c.logsigma_offset = logsigma_offset
-        c.corrupt = corrupt
-        c.binarize = binarize
-        c.parts = parts
-        c.max_batch = max_batch
-        c.n_params = n_params
-        sizes = [(dims[0][i], dims[0][i + 1]) for i in range(n_enc)] + [
-            (dims[1][i], dims[1][i + 1]) for i in range(len(dims[1]) - 1)]
-        cdef int64_t off = 0
-        cdef int64_t rows = max_batch
-        max_width = 0
-        for l, (n_in, n_out) in enumerate(sizes):
-            w_off, b_off = int(w_offsets[l]), int(b_offsets[l])
-            if (w_off < 0 or b_off < 0 or w_off + n_in * n_out > n_params
-                    or b_off + n_out > n_params):
-                raise ValueError(f"layer {l} does not fit in {n_params} parameters")
-            c.layers[l].n_in = n_in
-            c.layers[l].n_out = n_out
-            c.layers[l].activation = activations[l]
-            c.layers[l].w_offset = w_off
-            c.layers[l].b_offset = b_off
-            c.layers[l].out_offset = off
-            off += _round_up(rows * n_out)
-            max_width = max(max_width, n_in, n_out)
-        regions = [("xin", rows * (D + n_cond)), ("xtgt", rows * D),
-                   ("eps", rows * K), ("z", rows * (K + n_cond)),
-                   ("dh", rows * 2 * K),
-                   ("sgrad", rows * D if likelihood == "gaussian_learned" else 0),
-                   ("scratch", FV_MAX_TEAM * _round_up(D)
-                    if likelihood == "gaussian_learned" else 0),
-                   ("grad0", rows * max_width), ("grad1", rows * max_width)]
-        at = {}
-        for name, size in regions:
-            at[name] = off
-            off += _round_up(size)
-        c.xin_offset, c.xtgt_offset = at["xin"], at["xtgt"]
-        c.eps_offset, c.z_offset, c.dh_offset = at["eps"], at["z"], at["dh"]
-        c.sgrad_offset, c.scratch_offset = at["sgrad"], at["scratch"]
-        c.grad_offset[0], c.grad_offset[1] = at["grad0"], at["grad1"]
-        c.work_size = off
-        self._work = _aligned_empty(off, self.dtype)
-        self._row_losses = np.zeros(FV_ROW_SCRATCH(max_batch), dtype=np.float64)
-        self.opt = make_optimizer("sgd", 0.0, 0.0, 0.0, 0.0, 0.0)
-
-    @property
-    def max_batch(self):
-        return self.cfg.max_batch
-
-    @property
-    def parts(self):
-        return self.cfg.parts
-
-    @property
-    def n_params(self):
-        return self.cfg.n_params
-
-    @property
-    def work_size(self):
-        return self.cfg.work_size
-
-    @property
-    def n_cond(self):
-        return self.cfg.n_cond
-
-    @property
-    def head_width(self):
-        return _head_width(&self.cfg)
-
-    def set_optimizer(self, str kind, double lr, double momentum=0.9,
-                      double beta1=0.9, double beta2=0.999, double eps=1e-8):
-        """Optimizer used by train_step (ValueError on an unknown kind)."""
-        self.opt = make_optimizer(kind, lr, momentum, beta1, beta2, eps)
-
-    # -- checks shared by the entry points ---------------------------------
-
-    cdef int _claim(self) except -1:
-        """Take the workspace for one call (under the GIL, so test-and-set is
-        atomic); the call clears _busy when its nogil part returns."""
-        if self._busy:
-            raise RuntimeError(
-                "this Network is in use by another thread (they would share its "
-                "workspace); give each thread its own Network")
-        self._busy = True
-        return 0
-
-    cdef _check_buffers(self, Py_ssize_t n_params, bint is_float):
-        if is_float != (self.dtype == np.float32):
-            raise TypeError(f"arrays must be {self.dtype} for this network")
-        if n_params != self.cfg.n_params:
-            raise ValueError(f"parameter buffers must have length "
-                             f"{self.cfg.n_params}, got {n_params}")
-
-    cdef _check_cond(self, object cond, Py_ssize_t n_rows):
-        if self.cfg.n_cond == 0:
-            if cond is not None:
-                raise ValueError("this network takes no conditions")
-            return
-        if cond is None:
-            raise ValueError(f"this network needs conditions: an array of shape "
-                             f"(n_rows, {self.cfg.n_cond})")
-        if cond.shape[0] != n_rows or cond.shape[1] != self.cfg.n_cond:
-            raise ValueError(f"cond must have shape ({n_rows}, {self.cfg.n_cond}), "
-                             f"got ({cond.shape[0]}, {cond.shape[1]})")
-
-    cdef _check_rows(self, Py_ssize_t n_rows, Py_ssize_t n_cols, int batch,
-                     const int64_t[::1] rows):
-        cdef Py_ssize_t i
-        if n_cols != self.cfg.n_features:
-            raise ValueError(f"X must have {self.cfg.n_features} columns, "
-                             f"got {n_cols}")
-        if not 1 <= batch <= self.cfg.max_batch:
-            raise ValueError(f"batch must be in [1, {self.cfg.max_batch}], "
-                             f"got {batch}")
-        if rows is None:
-            if batch > n_rows:
-                raise ValueError("batch is larger than X")
-            return
-        if rows.shape[0] != batch:
-            raise ValueError("rows must have one index per batch row")
-        for i in range(batch):
-            if not 0 <= rows[i] < n_rows:
-                raise IndexError(f"row index {rows[i]} out of range for "
-                                 f"{n_rows} rows")
-
-    cdef fv_step_args _args(self, seed, step, row_offset, global_batch, int batch,
-                            double kl_weight, int n_threads) except *:
-        cdef fv_step_args a
-        check_threads(n_threads)
-        a.seed = check_u64(seed, "seed")
-        a.step = check_u64(step, "step")
-        if not 0 <= row_offset < 2**63:
-            raise ValueError(f"row_offset must be in [0, 2**63), got {row_offset}")
-        a.row_offset = row_offset
-        a.global_batch = batch if global_batch is None else global_batch
-        if a.global_batch < batch:
-            raise ValueError("global_batch must be >= batch")
-        check_finite(kl_weight, "kl_weight")
-        a.kl_weight = kl_weight
-        a.n_threads = n_threads
-        return a
-
-    # -- training -----------------------------------------------------------
-
-    def train_step(self, floating[::1] params, floating[::1] grads,
-                   floating[::1] state1, floating[::1] state2,
-                   const floating[:, ::1] X, const int64_t[::1] rows, int batch,
-                   seed, step, double kl_weight=1.0, int n_threads=1,
-                   row_offset=0, global_batch=None,
-                   const floating[:, ::1] cond=None):
-        """One optimizer step on the minibatch X[rows] (rows None: X[:batch]),
-        with conditions cond[rows] for a conditional network.
-
-        Returns
-        -------
-        status : int
-            0; 1 if the loss was not finite, 2 if the loss was finite but a
-            gradient was not (in both cases nothing was updated).
-        recon_sum, kl_sum : float
-            Sums over the minibatch rows of -log p(x|z) and KL(q || p).
-        """
-        self._check_buffers(params.shape[0], floating is float)
-        if (grads.shape[0] != params.shape[0] or state1.shape[0] != params.shape[0]
-                or state2.shape[0] != params.shape[0]):
-            raise ValueError("grads and optimizer states must match params")
-        self._check_rows(X.shape[0], X.shape[1], batch, rows)
-        self._check_cond(cond, X.shape[0])
-        cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
-                                         batch, kl_weight, n_threads)
-        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
-        cdef Py_ssize_t xbytes = X.shape[0] * X.shape[1] * sizeof(floating)
-        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
-        check_disjoint("X", &X[0, 0], xbytes, "params", &params[0], nbytes)
-        check_disjoint("X", &X[0, 0], xbytes, "grads", &grads[0], nbytes)
-        # the optimizer's buffers are restrict; state1 is unused by SGD and
-        # state2 by SGD and momentum, so callers may pass one dummy for both
-        if self.opt.kind != FV_OPT_SGD:
-            check_disjoint("params", &params[0], nbytes, "state1", &state1[0], nbytes)
-            check_disjoint("grads", &grads[0], nbytes, "state1", &state1[0], nbytes)
-            check_disjoint("X", &X[0, 0], xbytes, "state1", &state1[0], nbytes)
-        if self.opt.kind == FV_OPT_ADAM:
-            check_disjoint("params", &params[0], nbytes, "state2", &state2[0], nbytes)
-            check_disjoint("grads", &grads[0], nbytes, "state2", &state2[0], nbytes)
-            check_disjoint("X", &X[0, 0], xbytes, "state2", &state2[0], nbytes)
-            check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
-        cdef floating[::1] work = self._work
-        cdef double[::1] row_losses = self._row_losses
-        cdef double sums[2]
-        cdef int status
-        cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
-        cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
-        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
-        self._claim()
-        with nogil:
-            status = train_step(&self.cfg, &self.opt, &a, &params[0], &grads[0],
-                                &state1[0], &state2[0], &work[0],
-                                &row_losses[0], &X[0, 0], X.shape[1], c_ptr,
-                                ldc, rows_ptr, batch, sums)
-        self._busy = False
-        return status, sums[0], sums[1]
-
-    def gradients(self, const floating[::1] params, floating[::1] grads,
-                  const floating[:, ::1] X, const int64_t[::1] rows, int batch,
-                  seed, step, double kl_weight=1.0, int n_threads=1,
-                  row_offset=0, global_batch=None,
-                  const floating[:, ::1] cond=None):
-        """Gradient of this minibatch's share of the loss into grads.
-
-        Returns (status, recon_sum, kl_sum) like train_step.
-        """
-        self._check_buffers(params.shape[0], floating is float)
-        if grads.shape[0] != params.shape[0]:
-            raise ValueError("grads must match params")
-        self._check_rows(X.shape[0], X.shape[1], batch, rows)
-        self._check_cond(cond, X.shape[0])
-        cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
-                                         batch, kl_weight, n_threads)
-        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
-        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
-        check_disjoint("X", &X[0, 0], X.shape[0] * X.shape[1] * sizeof(floating),
-                       "grads", &grads[0], nbytes)
-        cdef floating[::1] work = self._work
-        cdef double[::1] row_losses = self._row_losses
-        cdef double sums[2]
-        cdef int status
-        cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
-        cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
-        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
-        self._claim()
-        with nogil:
-            status = compute_gradients(&self.cfg, &a, &params[0], &grads[0],
-                                       &work[0], &row_losses[0], &X[0, 0],
-                                       X.shape[1], c_ptr, ldc, rows_ptr, batch,
-                                       sums)
-        self._busy = False
-        return status, sums[0], sums[1]
-
-    def apply_update(self, floating[::1] params, const floating[::1] grads,
-                     floating[::1] state1, floating[::1] state2, step,
-                     int n_threads=1):
-        """In place: the optimizer update train_step applies for `step`
-        (0-based; Adam's t = step + 1), from a gradient computed elsewhere:
-        gradients on a shard of the minibatch, summed over processes
-        (fastvae.models.distributed). gradients then apply_update on one process
-        give train_step's parameters bitwise.
-        """
-        self._check_buffers(params.shape[0], floating is float)
-        if (grads.shape[0] != params.shape[0] or state1.shape[0] != params.shape[0]
-                or state2.shape[0] != params.shape[0]):
-            raise ValueError("grads and optimizer states must match params")
-        check_threads(n_threads)
-        cdef int64_t t = <int64_t> check_u64(step, "step") + 1
-        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
-        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
-        if self.opt.kind != FV_OPT_SGD:
-            check_disjoint("params", &params[0], nbytes, "state1", &state1[0], nbytes)
-            check_disjoint("grads", &grads[0], nbytes, "state1", &state1[0], nbytes)
-        if self.opt.kind == FV_OPT_ADAM:
-            check_disjoint("params", &params[0], nbytes, "state2", &state2[0], nbytes)
-            check_disjoint("grads", &grads[0], nbytes, "state2", &state2[0], nbytes)
-            check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
-        with nogil:
-            _apply_update(&self.cfg, &self.opt, t, &params[0], &grads[0],
-                          &state1[0], &state2[0], n_threads)
-
-    def row_losses(self, int batch):
-        """Per-row (recon, kl) of the last training call, shape (batch, 2)."""
-        if not 0 <= batch <= self.cfg.max_batch:
-            raise ValueError("batch out of range")
-        m = self.cfg.max_batch
-        return np.stack([self._row_losses[:batch],
-                         self._row_losses[m:m + batch]], axis=1)
-
-    # -- inference, in chunks of max_batch rows -----------------------------
-
-    def encode(self, const floating[::1] params, const floating[:, ::1] X,
-               int n_threads=1, const floating[:, ::1] cond=None):
-        """Encoder head of every row: VAE [mu | raw logvar] (n_rows,
-        2 * latent_dim), autoencoder z (n_rows, latent_dim)."""
-        self._check_buffers(params.shape[0], floating is float)
-        if X.shape[1] != self.cfg.n_features:
-            raise ValueError(f"X must have {self.cfg.n_features} columns")
-        self._check_cond(cond, X.shape[0])
-        check_threads(n_threads)
-        cdef int64_t n = X.shape[0], start
-        cdef int chunk
-        cdef int width = _head_width(&self.cfg)
-        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
-        out_arr = np.empty((n, width), dtype=self.dtype)
-        cdef floating[:, ::1] out = out_arr
-        cdef floating[::1] work = self._work
-        if n == 0:
-            return out_arr
-        self._claim()
-        with nogil:
-            start = 0
-            while start < n:
-                chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                encode_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
-                            X.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                            ldc, chunk, &out[start, 0], width, n_threads)
-                start += chunk
-        self._busy = False
-        return out_arr
-
-    def decode(self, const floating[::1] params, const floating[:, ::1] Z,
-               int n_threads=1, const floating[:, ::1] cond=None):
-        """Mean of p(x|z, c) for every row of Z: (n_rows, n_features)."""
-        self._check_buffers(params.shape[0], floating is float)
-        if Z.shape[1] != self.cfg.latent_dim:
-            raise ValueError(f"Z must have {self.cfg.latent_dim} columns")
-        self._check_cond(cond, Z.shape[0])
-        check_threads(n_threads)
-        cdef int64_t n = Z.shape[0], start
-        cdef int chunk
-        cdef int D = self.cfg.n_features
-        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
-        out_arr = np.empty((n, D), dtype=self.dtype)
-        cdef floating[:, ::1] out = out_arr
-        cdef floating[::1] work = self._work
-        if n == 0:
-            return out_arr
-        self._claim()
-        with nogil:
-            start = 0
-            while start < n:
-                chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                decode_rows(&self.cfg, &params[0], &work[0], &Z[start, 0],
-                            Z.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                            ldc, chunk, &out[start, 0], D, n_threads)
-                start += chunk
-        self._busy = False
-        return out_arr
-
-    def elbo_terms(self, const floating[::1] params, const floating[:, ::1] X,
-                   seed, stream, step=0, draw=0, int n_threads=1,
-                   const floating[:, ::1] cond=None):
-        """Per-row (-log p(x|z), KL) with z drawn from (seed, stream, step, draw).
-
-        Row i's eps comes from Philox counter (block, row_keys(X)[i], step,
-        draw) under key (seed, stream): a pure function of the row's values
-        (with its condition), so a row gets the same numbers in any batch.
-
-        Returns
-        -------
-        recon, kl : float64 arrays of shape (n_rows,)
-        """
-        self._check_buffers(params.shape[0], floating is float)
-        if X.shape[1] != self.cfg.n_features:
-            raise ValueError(f"X must have {self.cfg.n_features} columns")
-        self._check_cond(cond, X.shape[0])
-        check_threads(n_threads)
-        cdef int64_t n = X.shape[0], start
-        cdef int chunk
-        cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
-        cdef uint64_t t = check_u64(step, "step"), d = check_u64(draw, "draw")
-        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
-        recon_arr = np.empty(n, dtype=np.float64)
-        kl_arr = np.empty(n, dtype=np.float64)
-        cdef double[::1] recon = recon_arr
-        cdef double[::1] kl = kl_arr
-        cdef floating[::1] work = self._work
-        if n == 0:
-            return recon_arr, kl_arr
-        self._claim()
-        with nogil:
-            start = 0
-            while start < n:
-                chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                elbo_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
-                          X.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                          ldc, chunk, s, st, t, d, &recon[start], &kl[start],
-                          n_threads)
-                start += chunk
-        self._busy = False
-        return recon_arr, kl_arr
-
-    def log_likelihood(self, const floating[::1] params,
-                       const floating[:, ::1] X, k, seed, stream,
-                       int n_threads=1, const floating[:, ::1] cond=None,
-                       row_offset=0):
-        """Importance-sampled log p(x | c) of every row with k samples.
-
-        Row i's samples are a pure function of (seed, stream, row_offset + i,
-        sample index), whatever the chunking.
-
-        Returns
-        -------
-        float64 array of shape (n_rows,)
-        """
-        self._check_buffers(params.shape[0], floating is float)
-        if self.cfg.kind != FV_KIND_VAE:
-            raise ValueError("log-likelihoods need a VAE (an autoencoder "
-                             "defines no density)")
-        if X.shape[1] != self.cfg.n_features:
-            raise ValueError(f"X must have {self.cfg.n_features} columns")
-        k = check_u64(k, "k")
-        if not 1 <= k * max(X.shape[0], 1) < 2**62:
-            raise ValueError(f"k must be >= 1 with k * n_rows < 2**62, got k={k} "
-                             f"for {X.shape[0]} rows")
-        self._check_cond(cond, X.shape[0])
-        check_threads(n_threads)
-        cdef int64_t n = X.shape[0], start, kk = k
-        cdef int chunk
-        cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
-        cdef uint64_t ro = check_u64(row_offset, "row_offset")
-        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
-        out_arr = np.empty(n, dtype=np.float64)
-        cdef double[::1] out = out_arr
-        cdef floating[::1] work = self._work
-        cdef double[::1] row_losses = self._row_losses
-        if n == 0:
-            return out_arr
-        self._claim()
-        with nogil:
-            start = 0
-            while start < n:
-                chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                log_likelihood_rows(&self.cfg, &params[0], &work[0],
-                                    &row_losses[0], &X[start, 0], X.shape[1],
-                                    NULL if ldc == 0 else &cond[start, 0], ldc,
-                                    chunk, kk, s, st, ro + <uint64_t> start,
-                                    &out[start], n_threads)
-                start += chunk
-        self._busy = False
-        return out_arr
-
-
-cdef int network_config(object network, fv_vae_config* cfg_out,
-                        fv_optimizer* opt_out) except -1:
-    cdef Network net
-    if not isinstance(network, Network):
-        raise TypeError(f"network must be a fastvae._core._step.Network, got "
-                        f"{type(network).__module__}.{type(network).__qualname__}")
-    net = <Network> network
-    if cfg_out != NULL:
-        cfg_out[0] = net.cfg
-    if opt_out != NULL:
-        opt_out[0] = net.opt
-    return 0
-
-
-def row_keys(const floating[:, ::1] X):
-    """The 64-bit key of every row (fastvae/row_hash.h): the Philox row
-    counter of its evaluation noise in elbo_terms (rows of [x | c] for a
-    conditional network).
-
-    Returns
-    -------
-    uint64 array of shape (n_rows,)
-    """
-    cdef Py_ssize_t i, n = X.shape[0]
-    cdef int width = X.shape[1]
-    out_arr = np.empty(n, dtype=np.uint64)
-    cdef uint64_t[::1] out = out_arr
-    with nogil:
-        for i in range(n):
-            if floating is float:
-                out[i] = fv_row_key_f32(&X[i, 0], width)
-            else:
-                out[i] = fv_row_key_f64(&X[i, 0], width)
-    return out_arr

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from fastvae._core import _dense, _step
+from fastvae._core import _dense, _network
 from fastvae._core.params import Layout
 from fastvae._core.threads import partition_count
 from fastvae._validation import check_array
@@ -216,7 +216,7 @@ class BaseAutoencoder(Training, Inference, Persistence):
 
     def _network(self, s, layout, max_batch, n_cond):
         learned = s.sigma == "learned"
-        return _step.Network(
+        return _network.Network(
             layout.encoder_dims,
             layout.decoder_dims,
             self._activation_codes(s, layout),

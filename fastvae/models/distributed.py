@@ -311,7 +311,7 @@ class Group:
 
         Parameters
         ----------
-        net : fastvae._core._step.Network
+        net : fastvae._core._network.Network
             The training network, its optimizer set.
         model : the estimator being fitted (params_ and _opt_state set)
         arrays : (X, condition, X_val, condition_val), each an array or None
