@@ -55,11 +55,15 @@ def test_pool_runs_every_block_once_after_its_dependencies(tmp_path, threads):
 def test_helpers_without_cpu_time_make_the_caller_work_alone_until_they_have_it(
     tmp_path,
 ):
-    # Lenient on timing: the C program gives the return to shared jobs 20 s.
+    # Lenient on timing: the C program gives the return to shared jobs 20 s,
+    # and says it cannot tell (status 3) when other processes kept the
+    # machine's cores busy all that time, so that staying inline was right.
     exe = _build(tmp_path, adapt=True)
     out = subprocess.run(
         [str(exe), "adapt"], capture_output=True, text=True, timeout=300
     )
+    if out.returncode == 3:
+        pytest.skip(out.stderr.strip())
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
