@@ -21,7 +21,7 @@ from fastvae._core._row_hash cimport fv_row_key_f32, fv_row_key_f64
 from fastvae._core._step cimport (
     FV_MAX_LAYERS, FV_MAX_TEAM, FV_ROW_SCRATCH, apply_update,
     compute_gradients, decode_rows, elbo_rows, encode_rows, fv_head_width,
-    fv_layer, fv_round_up, fv_step_args, fv_vae_config, log_likelihood_rows,
+    fv_round_up, fv_step_args, fv_vae_config, log_likelihood_rows,
     train_step)
 from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 

@@ -9,7 +9,7 @@ ctypedef struct fv_optimizer:
     double lr
     double momentum   # momentum: v = momentum * v + g;  p -= lr * v
     double beta1      # Adam, as in Kingma & Ba with PyTorch's epsilon placement:
-    double beta2      #   p -= lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
+    double beta2      # p -= lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
     double eps
 
 # Update elements [i0, i1) for step t (1-based; Adam's bias correction).

@@ -9,7 +9,7 @@ import numpy as np
 from cython.parallel cimport prange
 
 from fastvae._core._checks cimport check_threads
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport uint64_t
 
 STREAM_REPARAM = FV_STREAM_REPARAM
 STREAM_EVAL = FV_STREAM_EVAL

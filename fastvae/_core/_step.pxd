@@ -48,7 +48,7 @@ ctypedef struct fv_vae_config:
     int n_cond              # width of the condition vector (0: none)
     int likelihood          # FV_LIK_BERNOULLI, _GAUSSIAN or _GAUSSIAN_LEARNED
     double sigma            # fixed Gaussian observation noise
-    int64_t logsigma_offset # learned log-sigmas in params (n_features)
+    int64_t logsigma_offset  # learned log-sigmas in params (n_features)
     double corrupt          # training: probability of zeroing an input value
     int binarize            # training: targets ~ Bernoulli(x), redrawn each step
     int parts               # GEMM column blocks (fastvae/partition.h)

@@ -16,16 +16,12 @@ Split across extension modules they would call each other through the C
 API's function pointers. The Python-facing Network is in _network.pyx.
 """
 
-import numpy as np
-
 from cython cimport floating
 from libc.math cimport exp, isfinite, log
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from fastvae._core._blas cimport gemm_uses_own
-from fastvae._core._checks cimport (
-    check_disjoint, check_finite, check_threads, check_u64)
 from fastvae._core._dense cimport (
     dense_forward_block, fv_dense_rows_f32, fv_dense_rows_f64,
     input_grad_block, weight_grad_block)
@@ -37,17 +33,15 @@ from fastvae._core._elementwise cimport (
 from fastvae._core._losses cimport (
     bernoulli_rows, gaussian_rows, kl_backward_rows, kl_rows)
 from fastvae._core._numerics cimport (
-    FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI,
-    FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_LOG_2PI, FV_OPT_ADAM,
-    FV_OPT_SGD, fv_clamp_logvar, fv_sigmoid_f32, fv_sigmoid_f64)
-from fastvae._core._optim cimport make_optimizer, optimizer_update_range
-from fastvae._core._parallel cimport (
-    FV_BLOCK_ALIGN, FV_MAX_BLOCKS, fv_block_start, fv_n_col_blocks)
+    FV_ACT_IDENTITY, FV_KIND_VAE, FV_LIK_BERNOULLI, FV_LIK_GAUSSIAN,
+    FV_LIK_GAUSSIAN_LEARNED, fv_clamp_logvar, fv_sigmoid_f32, fv_sigmoid_f64)
+from fastvae._core._optim cimport optimizer_update_range
+from fastvae._core._parallel cimport fv_block_start, fv_n_col_blocks
 from fastvae._core._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._core._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
     fv_normal_fill_f32, fv_normal_fill_f64)
-from fastvae._core._pool cimport FV_POOL_MAX_PHASES, fv_pool_fn, fv_pool_run
+from fastvae._core._pool cimport fv_pool_run
 from fastvae._core._row_hash cimport fv_row_key_f32, fv_row_key_f64
 from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 

@@ -44,14 +44,14 @@
 #define FV_DISPATCH_IMPL "fastvae/dense_rows_impl.h"
 
 /* -- float32 ---------------------------------------------------------------- */
-#define FV_T float
+#define FV_T        float
 #define FV_RD(name) FV_K(fv_rd_##name##_f32)
 #include "fastvae/dispatch_each.h"
 #undef FV_RD
 #undef FV_T
 
 /* -- float64 ---------------------------------------------------------------- */
-#define FV_T double
+#define FV_T        double
 #define FV_RD(name) FV_K(fv_rd_##name##_f64)
 #include "fastvae/dispatch_each.h"
 #undef FV_RD
@@ -61,16 +61,16 @@
 
 /* Layers narrower than one vector: one row and one column at a time, k in
  * order (a row's numbers still depend on that row alone). */
-#define FV_RD_NARROW(T)                                                                  \
-    for (int64_t i = r0; i < r1; i++) {                                                  \
-        const T *x = X + i * ldx;                                                        \
-        T *y = Y + i * ldy;                                                              \
-        for (int j = 0; j < n_out; j++) {                                                \
-            T acc = 0;                                                                   \
-            for (int k = 0; k < n_in; k++)                                               \
-                acc += x[k] * W[(int64_t)k * n_out + j];                                 \
-            y[j] = acc;                                                                  \
-        }                                                                                \
+#define FV_RD_NARROW(T)                                                                        \
+    for (int64_t i = r0; i < r1; i++) {                                                        \
+        const T *x = X + i * ldx;                                                              \
+        T *y = Y + i * ldy;                                                                    \
+        for (int j = 0; j < n_out; j++) {                                                      \
+            T acc = 0;                                                                         \
+            for (int k = 0; k < n_in; k++)                                                     \
+                acc += x[k] * W[(int64_t)k * n_out + j];                                       \
+            y[j] = acc;                                                                        \
+        }                                                                                      \
     }
 
 /* Y[i, :] = act(X[i, :] @ W + b) for rows i in [r0, r1) with the kernels of
@@ -80,36 +80,37 @@
  * mixes levels. One definition for both precisions: T the type, S its
  * suffix, V the elements of one AVX2 vector (the narrowest layer a level's
  * tiles take is V, 2V at v4). */
-#define FV_RD_DEFINE(T, S, V)                                                            \
-    FV_DISPATCH_VOID(fv_rd_tiles_##S,                                                    \
-                     (int64_t r0, int64_t r1, int n_in, int n_out, const T *X,           \
-                      int64_t ldx, const T *W, T *Y, int64_t ldy),                       \
-                     (r0, r1, n_in, n_out, X, ldx, W, Y, ldy))                           \
-                                                                                         \
-    static inline __attribute__((unused)) void fv_dense_rows_at_##S(                     \
-        int level, int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx, \
-        const T *W, const T *b, T *Y, int64_t ldy, int activation)                       \
-    {                                                                                    \
-        if (r1 <= r0 || n_out <= 0)                                                      \
-            return;                                                                      \
-        if (!FV_ISA_DISPATCH || (level != FV_ISA_AVX512 && level != FV_ISA_AVX2))        \
-            level = FV_ISA_BASELINE;                                                     \
-        if (n_out < (level == FV_ISA_AVX512 ? 2 * (V) : level == FV_ISA_AVX2 ? (V) : (V) / 2)) { \
-            FV_RD_NARROW(T)                                                              \
-        } else {                                                                         \
-            fv_rd_tiles_##S##_at(level, r0, r1, n_in, n_out, X, ldx, W, Y, ldy);         \
-        }                                                                                \
-        fv_bias_activation_##S##_at(level, Y + r0 * ldy, ldy, (int)(r1 - r0), n_out, b,  \
-                                    activation);                                         \
-    }                                                                                    \
-                                                                                         \
-    /* Y[i, :] = act(X[i, :] @ W + b) for rows i in [r0, r1). */                        \
-    static inline __attribute__((unused)) void fv_dense_rows_##S(                        \
-        int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx,            \
-        const T *W, const T *b, T *Y, int64_t ldy, int activation)                       \
-    {                                                                                    \
-        fv_dense_rows_at_##S(fv_isa(), r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy,        \
-                             activation);                                                \
+#define FV_RD_DEFINE(T, S, V)                                                                  \
+    FV_DISPATCH_VOID(fv_rd_tiles_##S,                                                          \
+                     (int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx,    \
+                      const T *W, T *Y, int64_t ldy),                                          \
+                     (r0, r1, n_in, n_out, X, ldx, W, Y, ldy))                                 \
+                                                                                               \
+    static inline __attribute__((unused)) void fv_dense_rows_at_##S(                           \
+        int level, int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx,       \
+        const T *W, const T *b, T *Y, int64_t ldy, int activation)                             \
+    {                                                                                          \
+        if (r1 <= r0 || n_out <= 0)                                                            \
+            return;                                                                            \
+        if (!FV_ISA_DISPATCH || (level != FV_ISA_AVX512 && level != FV_ISA_AVX2))              \
+            level = FV_ISA_BASELINE;                                                           \
+        if (n_out < (level == FV_ISA_AVX512 ? 2 * (V)                                          \
+                     : level == FV_ISA_AVX2 ? (V)                                              \
+                                            : (V) / 2)) {                                      \
+            FV_RD_NARROW(T)                                                                    \
+        } else {                                                                               \
+            fv_rd_tiles_##S##_at(level, r0, r1, n_in, n_out, X, ldx, W, Y, ldy);               \
+        }                                                                                      \
+        fv_bias_activation_##S##_at(level, Y + r0 * ldy, ldy, (int)(r1 - r0), n_out, b,        \
+                                    activation);                                               \
+    }                                                                                          \
+                                                                                               \
+    /* Y[i, :] = act(X[i, :] @ W + b) for rows i in [r0, r1). */                               \
+    static inline __attribute__((unused)) void fv_dense_rows_##S(                              \
+        int64_t r0, int64_t r1, int n_in, int n_out, const T *X, int64_t ldx, const T *W,      \
+        const T *b, T *Y, int64_t ldy, int activation)                                         \
+    {                                                                                          \
+        fv_dense_rows_at_##S(fv_isa(), r0, r1, n_in, n_out, X, ldx, W, b, Y, ldy, activation); \
     }
 
 FV_RD_DEFINE(float, f32, 8)

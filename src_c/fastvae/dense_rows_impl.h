@@ -16,13 +16,13 @@
  * baseline: 2 of 16, SSE2). */
 #if FV_LEVEL == FV_ISA_AVX512
 #define FV_RD_VBYTES 64
-#define FV_RD_C 4
+#define FV_RD_C      4
 #elif FV_LEVEL == FV_ISA_AVX2
 #define FV_RD_VBYTES 32
-#define FV_RD_C 2
+#define FV_RD_C      2
 #else
 #define FV_RD_VBYTES 16
-#define FV_RD_C 2
+#define FV_RD_C      2
 #endif
 
 typedef FV_T FV_RD(vec) __attribute__((vector_size(FV_RD_VBYTES)));
@@ -36,8 +36,8 @@ typedef FV_T FV_RD(vec) __attribute__((vector_size(FV_RD_VBYTES)));
  * registers. Rows may repeat (the same row in two slots computes the same
  * numbers) and vectors may overlap (lanes compute independently). */
 FV_LEVEL_TARGET static inline __attribute__((always_inline)) void
-FV_RD(tile)(int n_in, const FV_T *const *x, const FV_T *restrict W, int64_t ldw,
-            const int *off, int nv, FV_T *const *y)
+FV_RD(tile)(int n_in, const FV_T *const *x, const FV_T *restrict W, int64_t ldw, const int *off,
+            int nv, FV_T *const *y)
 {
     FV_RD(vec) acc[FV_RD_R][FV_RD_C];
     FV_RD(vec) w[FV_RD_C];

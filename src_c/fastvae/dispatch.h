@@ -54,8 +54,8 @@
 
 #include "fastvae/isa.h"
 
-#define FV_CAT_(a, b) a##b
-#define FV_CAT(a, b) FV_CAT_(a, b)
+#define FV_CAT_(a, b)   a##b
+#define FV_CAT(a, b)    FV_CAT_(a, b)
 #define FV_UNPAREN(...) __VA_ARGS__
 
 /* Name of the current level's copy of a kernel (inside an *_impl.h). */
@@ -64,49 +64,55 @@
 /* The copies are `static` (header-only: no link step for users), so a
  * translation unit that does not call one would warn. */
 #if defined(__GNUC__)
-#define FV_KERNEL static FV_LEVEL_TARGET __attribute__((unused))
+#define FV_KERNEL     static FV_LEVEL_TARGET __attribute__((unused))
 #define FV_DISPATCHER static inline __attribute__((unused))
 #else
-#define FV_KERNEL static
+#define FV_KERNEL     static
 #define FV_DISPATCHER static inline
 #endif
 
 #if FV_ISA_DISPATCH
-#define FV_DISPATCH_CASES_(name, args, ret)                                               \
-    case FV_ISA_AVX512:                                                                   \
-        ret FV_CAT(name, _v4) args;                                                       \
-        break;                                                                            \
-    case FV_ISA_AVX2:                                                                     \
-        ret FV_CAT(name, _v3) args;                                                       \
+#define FV_DISPATCH_CASES_(name, args, ret)                                                    \
+    case FV_ISA_AVX512:                                                                        \
+        ret FV_CAT(name, _v4) args;                                                            \
+        break;                                                                                 \
+    case FV_ISA_AVX2:                                                                          \
+        ret FV_CAT(name, _v3) args;                                                            \
         break;
 #else
 #define FV_DISPATCH_CASES_(name, args, ret)
 #endif
 
 /* `ret_type name params` (and name##_at) over the level copies of `name`. */
-#define FV_DISPATCH(ret_type, name, params, args)                                       \
-    FV_DISPATCHER ret_type FV_CAT(name, _at)(int level, FV_UNPAREN params)              \
-    {                                                                                   \
-        ret_type result_;                                                               \
-        switch (level) {                                                                \
-            FV_DISPATCH_CASES_(name, args, result_ =)                                   \
-        default:                                                                        \
-            result_ = FV_CAT(name, _base) args;                                         \
-        }                                                                               \
-        return result_;                                                                 \
-    }                                                                                   \
-    FV_DISPATCHER ret_type name params { return FV_CAT(name, _at)(fv_isa(), FV_UNPAREN args); }
+#define FV_DISPATCH(ret_type, name, params, args)                                              \
+    FV_DISPATCHER ret_type FV_CAT(name, _at)(int level, FV_UNPAREN params)                     \
+    {                                                                                          \
+        ret_type result_;                                                                      \
+        switch (level) {                                                                       \
+            FV_DISPATCH_CASES_(name, args, result_ =)                                          \
+        default:                                                                               \
+            result_ = FV_CAT(name, _base) args;                                                \
+        }                                                                                      \
+        return result_;                                                                        \
+    }                                                                                          \
+    FV_DISPATCHER ret_type name params                                                         \
+    {                                                                                          \
+        return FV_CAT(name, _at)(fv_isa(), FV_UNPAREN args);                                   \
+    }
 
-#define FV_DISPATCH_VOID(name, params, args)                                            \
-    FV_DISPATCHER void FV_CAT(name, _at)(int level, FV_UNPAREN params)                  \
-    {                                                                                   \
-        switch (level) {                                                                \
-            FV_DISPATCH_CASES_(name, args, )                                            \
-        default:                                                                        \
-            FV_CAT(name, _base) args;                                                   \
-        }                                                                               \
-    }                                                                                   \
-    FV_DISPATCHER void name params { FV_CAT(name, _at)(fv_isa(), FV_UNPAREN args); }
+#define FV_DISPATCH_VOID(name, params, args)                                                   \
+    FV_DISPATCHER void FV_CAT(name, _at)(int level, FV_UNPAREN params)                         \
+    {                                                                                          \
+        switch (level) {                                                                       \
+            FV_DISPATCH_CASES_(name, args, )                                                   \
+        default:                                                                               \
+            FV_CAT(name, _base) args;                                                          \
+        }                                                                                      \
+    }                                                                                          \
+    FV_DISPATCHER void name params                                                             \
+    {                                                                                          \
+        FV_CAT(name, _at)(fv_isa(), FV_UNPAREN args);                                          \
+    }
 
 /* fv_dispatch_probe(x) returns the level of the copy that ran (x is unused:
  * FV_DISPATCH needs a parameter): tests call it in each module to check

@@ -6,7 +6,7 @@
  * would include each other).
  */
 
-#define FV_LEVEL FV_ISA_BASELINE
+#define FV_LEVEL        FV_ISA_BASELINE
 #define FV_LEVEL_SUFFIX _base
 #define FV_LEVEL_TARGET
 #include FV_DISPATCH_IMPL
@@ -15,7 +15,7 @@
 #undef FV_LEVEL_TARGET
 
 #if FV_ISA_DISPATCH
-#define FV_LEVEL FV_ISA_AVX2
+#define FV_LEVEL        FV_ISA_AVX2
 #define FV_LEVEL_SUFFIX _v3
 #define FV_LEVEL_TARGET __attribute__((target("arch=x86-64-v3")))
 #include FV_DISPATCH_IMPL
@@ -23,7 +23,7 @@
 #undef FV_LEVEL_SUFFIX
 #undef FV_LEVEL_TARGET
 
-#define FV_LEVEL FV_ISA_AVX512
+#define FV_LEVEL        FV_ISA_AVX512
 #define FV_LEVEL_SUFFIX _v4
 #define FV_LEVEL_TARGET __attribute__((target("arch=x86-64-v4")))
 #include FV_DISPATCH_IMPL

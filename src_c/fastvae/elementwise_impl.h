@@ -20,9 +20,9 @@ FV_LEVEL_TARGET static inline double FV_KF(fv_sum_lanes)(const double *acc)
  *   grad        = scale * (sigmoid(L) - X)       (skipped when grad is NULL)
  * Element terms come from fv_bce_logits (numerics.h). */
 FV_KERNEL void FV_KF(fv_bernoulli_rows)(const FV_T *restrict L, int64_t ldl,
-                                       const FV_T *restrict X, int64_t ldx, int D,
-                                       FV_T scale, FV_T *restrict grad, int64_t ldg,
-                                       double *restrict loss_out, int64_t r0, int64_t r1)
+                                        const FV_T *restrict X, int64_t ldx, int D, FV_T scale,
+                                        FV_T *restrict grad, int64_t ldg,
+                                        double *restrict loss_out, int64_t r0, int64_t r1)
 {
     const int d_end = D - D % FV_SUM_LANES;
     for (int64_t i = r0; i < r1; i++) {
@@ -56,10 +56,9 @@ FV_KERNEL void FV_KF(fv_bernoulli_rows)(const FV_T *restrict L, int64_t ldl,
  *   loss_out[i] = sum_d (X - M)^2 / (2 sigma^2) + D * (log sigma + log(2 pi) / 2)
  *   grad        = scale * (M - X) / sigma^2      (skipped when grad is NULL) */
 FV_KERNEL void FV_KF(fv_gaussian_rows)(const FV_T *restrict M, int64_t ldm,
-                                      const FV_T *restrict X, int64_t ldx, int D,
-                                      double sigma, FV_T scale, FV_T *restrict grad,
-                                      int64_t ldg, double *restrict loss_out, int64_t r0,
-                                      int64_t r1)
+                                       const FV_T *restrict X, int64_t ldx, int D, double sigma,
+                                       FV_T scale, FV_T *restrict grad, int64_t ldg,
+                                       double *restrict loss_out, int64_t r0, int64_t r1)
 {
     const int d_end = D - D % FV_SUM_LANES;
     const double inv_var = 1.0 / (sigma * sigma);
@@ -100,16 +99,18 @@ FV_KERNEL void FV_KF(fv_gaussian_rows)(const FV_T *restrict M, int64_t ldm,
  *   sgrad       = scale * (1 - (X - M)^2 exp(-2 s_d)) (0 where s_d is clamped),
  * the per-row terms of d loss / d s_d, summed over rows by the caller in a
  * fixed order. inv_var is scratch of D elements. */
-FV_KERNEL void FV_KF(fv_gaussian_learned_rows)(
-    const FV_T *restrict M, int64_t ldm, const FV_T *restrict X, int64_t ldx, int D,
-    const FV_T *restrict logsigma, FV_T scale, FV_T *restrict grad, int64_t ldg,
-    FV_T *restrict sgrad, int64_t ldsg, FV_T *restrict inv_var, double *restrict loss_out,
-    int64_t r0, int64_t r1)
+FV_KERNEL void
+FV_KF(fv_gaussian_learned_rows)(const FV_T *restrict M, int64_t ldm, const FV_T *restrict X,
+                                int64_t ldx, int D, const FV_T *restrict logsigma, FV_T scale,
+                                FV_T *restrict grad, int64_t ldg, FV_T *restrict sgrad,
+                                int64_t ldsg, FV_T *restrict inv_var, double *restrict loss_out,
+                                int64_t r0, int64_t r1)
 {
     double const_term = 0.5 * FV_LOG_2PI * D;
     for (int d = 0; d < D; d++) {
         double s = logsigma[d];
-        double sc = s < FV_LOGSIGMA_MIN ? FV_LOGSIGMA_MIN : (s > FV_LOGSIGMA_MAX ? FV_LOGSIGMA_MAX : s);
+        double sc =
+            s < FV_LOGSIGMA_MIN ? FV_LOGSIGMA_MIN : (s > FV_LOGSIGMA_MAX ? FV_LOGSIGMA_MAX : s);
         inv_var[d] = (FV_T)exp(-2.0 * sc);
         const_term += sc;
     }
@@ -129,7 +130,8 @@ FV_KERNEL void FV_KF(fv_gaussian_learned_rows)(
             for (int d = 0; d < D; d++) {
                 FV_T r = m[d] - x[d];
                 FV_T inside = logsigma[d] < FV_LOGSIGMA_MIN || logsigma[d] > FV_LOGSIGMA_MAX
-                                  ? (FV_T)0 : (FV_T)1;
+                                  ? (FV_T)0
+                                  : (FV_T)1;
                 g[d] = scale * r * inv_var[d];
                 sg[d] = scale * ((FV_T)1 - r * r * inv_var[d]) * inside;
             }
@@ -143,8 +145,8 @@ FV_KERNEL void FV_KF(fv_gaussian_learned_rows)(
  *   fv_bernoulli_draw: dst = u < p ? 1 : 0   (dynamic binarization)
  *   fv_mask:           dst = u < rate ? 0 : src (masking noise) */
 FV_KERNEL void FV_KF(fv_bernoulli_draw)(const FV_T *restrict p, FV_T *restrict dst, int n,
-                                       uint64_t seed, uint64_t stream, uint64_t row,
-                                       uint64_t step)
+                                        uint64_t seed, uint64_t stream, uint64_t row,
+                                        uint64_t step)
 {
     double u[4];
     for (int b = 0; 4 * b < n; b++) {
@@ -154,9 +156,8 @@ FV_KERNEL void FV_KF(fv_bernoulli_draw)(const FV_T *restrict p, FV_T *restrict d
     }
 }
 
-FV_KERNEL void FV_KF(fv_mask)(const FV_T *restrict src, FV_T *restrict dst, int n,
-                             double rate, uint64_t seed, uint64_t stream, uint64_t row,
-                             uint64_t step)
+FV_KERNEL void FV_KF(fv_mask)(const FV_T *restrict src, FV_T *restrict dst, int n, double rate,
+                              uint64_t seed, uint64_t stream, uint64_t row, uint64_t step)
 {
     double u[4];
     for (int b = 0; 4 * b < n; b++) {
@@ -167,9 +168,8 @@ FV_KERNEL void FV_KF(fv_mask)(const FV_T *restrict src, FV_T *restrict dst, int 
 }
 
 /* In place, rows [0, n_rows), columns [0, n_cols): Y = act(Y + b). */
-FV_KERNEL void FV_KF(fv_bias_activation)(FV_T *restrict Y, int64_t ldy, int n_rows,
-                                        int n_cols, const FV_T *restrict b,
-                                        int activation)
+FV_KERNEL void FV_KF(fv_bias_activation)(FV_T *restrict Y, int64_t ldy, int n_rows, int n_cols,
+                                         const FV_T *restrict b, int activation)
 {
     for (int i = 0; i < n_rows; i++) {
         FV_T *y = Y + i * ldy;
@@ -198,8 +198,8 @@ FV_KERNEL void FV_KF(fv_bias_activation)(FV_T *restrict Y, int64_t ldy, int n_ro
 
 /* In place: D *= act'(a), written through the activation's output Y = act(a). */
 FV_KERNEL void FV_KF(fv_mul_activation_grad)(FV_T *restrict Dm, int64_t ldd,
-                                            const FV_T *restrict Y, int64_t ldy,
-                                            int n_rows, int n_cols, int activation)
+                                             const FV_T *restrict Y, int64_t ldy, int n_rows,
+                                             int n_cols, int activation)
 {
     if (activation == FV_ACT_IDENTITY)
         return;
@@ -228,7 +228,7 @@ FV_KERNEL void FV_KF(fv_mul_activation_grad)(FV_T *restrict Dm, int64_t ldd,
  * loop vectorises; columns go in chunks so the partial sums stay in registers
  * or L1. */
 FV_KERNEL void FV_KF(fv_column_sums)(const FV_T *restrict A, int64_t lda, int n_rows,
-                                    int n_cols, FV_T *restrict out)
+                                     int n_cols, FV_T *restrict out)
 {
     enum { CHUNK = 128 };
     double acc[CHUNK];
@@ -250,8 +250,8 @@ FV_KERNEL void FV_KF(fv_column_sums)(const FV_T *restrict A, int64_t lda, int n_
  * v - v is 0 for every finite v and NaN otherwise; the comparison
  * vectorises where isfinite() may not, and an int counter per row keeps the
  * reduction in 32-bit lanes. */
-FV_KERNEL int64_t FV_KF(fv_count_nonfinite)(const FV_T *restrict A, int64_t lda,
-                                           int n_rows, int n_cols)
+FV_KERNEL int64_t FV_KF(fv_count_nonfinite)(const FV_T *restrict A, int64_t lda, int n_rows,
+                                            int n_cols)
 {
     int64_t bad = 0;
     for (int i = 0; i < n_rows; i++) {
@@ -273,15 +273,14 @@ FV_KERNEL int64_t FV_KF(fv_count_nonfinite)(const FV_T *restrict A, int64_t lda,
  *           (PyTorch's placement of eps). The caller passes 1 - b1 and
  *           1 - b2 rounded from double: 1 - 0.999f in float is 1.3e-5 off. */
 FV_KERNEL void FV_KF(fv_sgd_update)(FV_T *restrict p, const FV_T *restrict g, int64_t n,
-                                   FV_T lr)
+                                    FV_T lr)
 {
     for (int64_t i = 0; i < n; i++)
         p[i] -= lr * g[i];
 }
 
 FV_KERNEL void FV_KF(fv_momentum_update)(FV_T *restrict p, const FV_T *restrict g,
-                                        FV_T *restrict v, int64_t n, FV_T lr,
-                                        FV_T momentum)
+                                         FV_T *restrict v, int64_t n, FV_T lr, FV_T momentum)
 {
     for (int64_t i = 0; i < n; i++) {
         FV_T vi = momentum * v[i] + g[i];
@@ -290,11 +289,10 @@ FV_KERNEL void FV_KF(fv_momentum_update)(FV_T *restrict p, const FV_T *restrict 
     }
 }
 
-FV_KERNEL void FV_KF(fv_adam_update)(FV_T *restrict p, const FV_T *restrict g,
-                                    FV_T *restrict m, FV_T *restrict v, int64_t n,
-                                    FV_T beta1, FV_T one_minus_beta1, FV_T beta2,
-                                    FV_T one_minus_beta2, FV_T step_size,
-                                    FV_T inv_sqrt_bc2, FV_T eps)
+FV_KERNEL void FV_KF(fv_adam_update)(FV_T *restrict p, const FV_T *restrict g, FV_T *restrict m,
+                                     FV_T *restrict v, int64_t n, FV_T beta1,
+                                     FV_T one_minus_beta1, FV_T beta2, FV_T one_minus_beta2,
+                                     FV_T step_size, FV_T inv_sqrt_bc2, FV_T eps)
 {
     for (int64_t i = 0; i < n; i++) {
         FV_T gi = g[i];

@@ -77,9 +77,9 @@ FV_A_TILE void FV_A(tile)(int k, const FV_T *const *a, int64_t sk, const FV_T *r
         for (int c = 0; c < nv; c++)
             b[c] = FV_A_LOADU(P + (int64_t)kk * ldp + c * FV_A_V);
         FV_A_VEC x;
-#define FV_A_ROW(r, ar)                                                                  \
-    x = FV_A_SET1(ar[off]);                                                              \
-    for (int c = 0; c < nv; c++)                                                         \
+#define FV_A_ROW(r, ar)                                                                        \
+    x = FV_A_SET1(ar[off]);                                                                    \
+    for (int c = 0; c < nv; c++)                                                               \
         acc[r][c] = FV_A_FMA(x, b[c], acc[r][c]);
         FV_A_ROW(0, a0)
         FV_A_ROW(1, a1)
@@ -93,8 +93,8 @@ FV_A_TILE void FV_A(tile)(int k, const FV_T *const *a, int64_t sk, const FV_T *r
         for (int r = 0; r < FV_GEMM_A_R; r++)
             if (r < rows)
                 for (int c = 0; c < nv; c++)
-                    FV_A(store)(c_rows[r] + c * FV_A_V, acc[r][c], width - c * FV_A_V,
-                                alpha, beta);
+                    FV_A(store)(c_rows[r] + c * FV_A_V, acc[r][c], width - c * FV_A_V, alpha,
+                                beta);
         return;
     }
     FV_T t[FV_GEMM_A_R][FV_A_TW] __attribute__((aligned(32)));
@@ -110,7 +110,7 @@ FV_A_TILE void FV_A(tile)(int k, const FV_T *const *a, int64_t sk, const FV_T *r
  * columns (so the tile loads whole aligned vectors). trans: op(P)[kk, j] is
  * P[j * ldp + kk]. Packing moves numbers, never changes them. */
 FV_GEMM_TARGET_V3 static void FV_A(pack)(int trans, int k, const FV_T *P, int64_t ldp,
-                                          int width, FV_T *restrict buf)
+                                         int width, FV_T *restrict buf)
 {
     if (!trans) {
         for (int kk = 0; kk < k; kk++) {
@@ -145,7 +145,7 @@ FV_GEMM_TARGET_V3 static void FV_A(pack)(int trans, int k, const FV_T *P, int64_
  * copies of its last column, as the row pointers do) to buf, R numbers per
  * kk: one sequential stream instead of R numbers from each of k rows. */
 FV_GEMM_TARGET_V3 static void FV_A(pack_at)(int m, int k, const FV_T *A, int64_t lda,
-                                             FV_T *restrict buf)
+                                            FV_T *restrict buf)
 {
     /* Blocks of 8 rows of A: read along rows while they stay in L1, rather
      * than 6 numbers from each of k rows again per group (the conflicts
@@ -171,9 +171,8 @@ FV_GEMM_TARGET_V3 static void FV_A(pack_at)(int m, int k, const FV_T *A, int64_t
  * panels of A^T to pack against many of B^T), otherwise on packed B^T.
  * Returns 0, having done nothing, when the panel buffer cannot be had. */
 FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, int k,
-                                         FV_T alpha, const FV_T *A, int64_t lda,
-                                         const FV_T *B, int64_t ldb, FV_T beta, FV_T *C,
-                                         int64_t ldc)
+                                        FV_T alpha, const FV_T *A, int64_t lda, const FV_T *B,
+                                        int64_t ldb, FV_T beta, FV_T *C, int64_t ldc)
 {
     const int swap = trans_b && (m <= FV_GEMM_A_SWAP_ROWS || k > 2 * m);
     /* Q: the operand broadcast by rows; P: the one packed into panels. */
@@ -189,9 +188,10 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
      * packed: 1024x1024x512 61 / 89, 1024x64x512 65 / 75, 784x400x128
      * 85 / 91, but 784x64x128 (the step's weight-gradient block) 88 / 76. */
     const int64_t groups = (q_n + FV_GEMM_A_R - 1) / FV_GEMM_A_R;
-    const int pack_a = !swap && trans_a && m > FV_GEMM_A_R &&
-                       ((lda * sizeof(FV_T)) % 1024 == 0 ? n > FV_A_V : n > FV_GEMM_A_PACK_MIN_N) &&
-                       groups * FV_GEMM_A_R * (int64_t)k * sizeof(FV_T) <= FV_GEMM_A_PACK_BYTES;
+    const int pack_a =
+        !swap && trans_a && m > FV_GEMM_A_R &&
+        ((lda * sizeof(FV_T)) % 1024 == 0 ? n > FV_A_V : n > FV_GEMM_A_PACK_MIN_N) &&
+        groups * FV_GEMM_A_R * (int64_t)k * sizeof(FV_T) <= FV_GEMM_A_PACK_BYTES;
     const int64_t kk1 = k > 0 ? k : 1;
     const int64_t panels = (p_n + FV_A_TW - 1) / FV_A_TW;
     /* Rows of C per chunk: their rows of op(A) (chunk x k) stay in L2 while
@@ -239,8 +239,7 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
                                            : buf;
             const int64_t ldpanel = direct ? ldp : FV_A_TW;
             if (!direct && !pack_all)
-                FV_A(pack)(ptrans, k, ptrans ? P + (int64_t)j0 * ldp : P + j0, ldp, width,
-                           buf);
+                FV_A(pack)(ptrans, k, ptrans ? P + (int64_t)j0 * ldp : P + j0, ldp, width, buf);
             for (int i0 = (int)ic; i0 < ie; i0 += FV_GEMM_A_R) {
                 int rows = q_n - i0 < FV_GEMM_A_R ? q_n - i0 : FV_GEMM_A_R;
                 for (int r = 0; r < FV_GEMM_A_R; r++) {
@@ -249,7 +248,7 @@ FV_GEMM_TARGET_V3 static int FV_A(gemm)(int trans_a, int trans_b, int m, int n, 
                     c_rows[r] = C + i * ldc + j0;
                 }
                 FV_T *c0 = C + (int64_t)j0 * ldc + i0;
-#define FV_A_CALL(NV, TR)                                                                 \
+#define FV_A_CALL(NV, TR)                                                                      \
     FV_A(tile)(k, a, ska, panel, ldpanel, NV, width, TR, c_rows, c0, ldc, rows, alpha, beta)
                 if (swap) {
                     if (nv == 2)

@@ -30,8 +30,7 @@ FV_G_TILE FV_G_MASK FV_G(mask)(int lanes)
 
 /* out = alpha * acc + beta * out over the lanes of `mask`; out is not read
  * when beta == 0 (it may hold NaN or be uninitialised, as BLAS allows). */
-FV_G_TILE void FV_G(store)(FV_T *out, FV_G(vec) acc, FV_G_MASK mask, FV_T alpha,
-                           FV_T beta)
+FV_G_TILE void FV_G(store)(FV_T *out, FV_G(vec) acc, FV_G_MASK mask, FV_T alpha, FV_T beta)
 {
     if (alpha != 1)
         acc *= alpha;
@@ -46,10 +45,9 @@ FV_G_TILE void FV_G(store)(FV_T *out, FV_G(vec) acc, FV_G_MASK mask, FV_T alpha,
  * sk is 1 when A is row-major (NN) and lda when it is transposed (TN).
  * nv is a constant after inlining (the switch in outer), so the
  * accumulators live in registers. */
-FV_G_TILE void FV_G(outer_tile)(int k, const FV_T *const *a, int64_t sk,
-                                const FV_T *restrict B, int64_t ldb, int nv,
-                                FV_G_MASK mask, FV_T *const *c_rows, int rows,
-                                FV_T alpha, FV_T beta)
+FV_G_TILE void FV_G(outer_tile)(int k, const FV_T *const *a, int64_t sk, const FV_T *restrict B,
+                                int64_t ldb, int nv, FV_G_MASK mask, FV_T *const *c_rows,
+                                int rows, FV_T alpha, FV_T beta)
 {
     FV_G(vec) acc[FV_GEMM_R][FV_GEMM_CV];
     FV_G(vec) b[FV_GEMM_CV];
@@ -79,7 +77,7 @@ FV_G_TILE void FV_G(outer_tile)(int k, const FV_T *const *a, int64_t sk,
  * (contiguous), zero-padded to whole vectors; B points at the panel's first
  * column of op(B), trans_b says op(B)[kk, j] is B[j * ldb + kk]. */
 FV_GEMM_TARGET static void FV_G(pack_panel)(int trans_b, int k, const FV_T *B, int64_t ldb,
-                                             int width, int tw, FV_T *restrict buf)
+                                            int width, int tw, FV_T *restrict buf)
 {
     if (trans_b) {
         /* Blocks of 16 kk so the reads run along rows of B. */
@@ -116,17 +114,17 @@ FV_GEMM_TARGET static void FV_G(pack_panel)(int trans_b, int k, const FV_T *B, i
  * 512x1024x1024 NN product ran at 170 GFLOP/s against 225 for 128x400x784),
  * so with enough row groups to pay for the copy the panel is packed into a
  * contiguous buffer first. Packing moves numbers, never changes them. */
-FV_GEMM_TARGET static int FV_G(outer)(int trans_a, int trans_b, int m, int n, int k,
-                                       FV_T alpha, const FV_T *A, int64_t lda,
-                                       const FV_T *B, int64_t ldb, FV_T beta, FV_T *C,
-                                       int64_t ldc)
+FV_GEMM_TARGET static int FV_G(outer)(int trans_a, int trans_b, int m, int n, int k, FV_T alpha,
+                                      const FV_T *A, int64_t lda, const FV_T *B, int64_t ldb,
+                                      FV_T beta, FV_T *C, int64_t ldc)
 {
     const int tw = FV_GEMM_CV * FV_G_V;
     const int64_t sr = trans_a ? 1 : lda, sk = trans_a ? lda : 1;
     const FV_T *a[FV_GEMM_R];
     FV_T *c_rows[FV_GEMM_R];
     FV_T *buf = NULL;
-    if (k > 0 && (trans_b || (m >= FV_GEMM_PACK_MIN_ROWS && (ldb * sizeof(FV_T)) % 1024 == 0))) {
+    if (k > 0 &&
+        (trans_b || (m >= FV_GEMM_PACK_MIN_ROWS && (ldb * sizeof(FV_T)) % 1024 == 0))) {
         buf = (FV_T *)fv_gemm_scratch((size_t)k * tw * sizeof(FV_T));
         if (!buf && trans_b)
             return 0;
@@ -177,8 +175,7 @@ FV_GEMM_TARGET static int FV_G(outer)(int trans_a, int trans_b, int m, int n, in
  * each accumulator holds V strided partial sums, and one reduction tree turns
  * the V accumulators into one vector of results. */
 FV_G_TILE void FV_G(dot_tile)(int k, const FV_T *const *a, const FV_T *const *b,
-                              FV_T *const *c_rows, int rows, int cols, FV_T alpha,
-                              FV_T beta)
+                              FV_T *const *c_rows, int rows, int cols, FV_T alpha, FV_T beta)
 {
     FV_G(vec) acc[FV_G_DOT_RA][FV_G_DOT_RB];
     FV_G(vec) x[FV_G_DOT_RA], y[FV_G_DOT_RB];
@@ -219,8 +216,8 @@ FV_G_TILE void FV_G(dot_tile)(int k, const FV_T *const *a, const FV_T *const *b,
  * row-major. B rows go in blocks that stay in L2 while every row group of A
  * passes over them. */
 FV_GEMM_TARGET static void FV_G(dot)(int m, int n, int k, FV_T alpha, const FV_T *A,
-                                      int64_t lda, const FV_T *B, int64_t ldb, FV_T beta,
-                                      FV_T *C, int64_t ldc)
+                                     int64_t lda, const FV_T *B, int64_t ldb, FV_T beta,
+                                     FV_T *C, int64_t ldc)
 {
     const FV_T *a[FV_G_DOT_RA], *b[FV_G_DOT_RB];
     FV_T *c_rows[FV_G_DOT_RA];

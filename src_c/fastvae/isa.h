@@ -20,13 +20,13 @@
 #define FASTVAE_ISA_H
 
 #define FV_ISA_BASELINE 1
-#define FV_ISA_AVX2 3
-#define FV_ISA_AVX512 4
+#define FV_ISA_AVX2     3
+#define FV_ISA_AVX512   4
 
 /* Whether this build has the x86-64-v3/v4 code paths: GCC >= 12 on x86-64
  * Linux (the level names and the intrinsics the kernels use), unless
  * FASTVAE_NO_DISPATCH asks for the baseline build only. */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) &&       \
     defined(__linux__) && !defined(FASTVAE_NO_DISPATCH)
 #define FV_ISA_DISPATCH 1
 #else
@@ -37,7 +37,10 @@ static int fv_isa_unbound_cap_ = 0;
 static volatile int *fv_isa_cap_ = &fv_isa_unbound_cap_;
 
 /* Make this module read the process's cap from `slot` (fastvae._core._threads). */
-static inline __attribute__((unused)) void fv_isa_bind(int *slot) { fv_isa_cap_ = slot; }
+static inline __attribute__((unused)) void fv_isa_bind(int *slot)
+{
+    fv_isa_cap_ = slot;
+}
 
 /* The highest level this build and CPU can run (cached; the CPU does not
  * change under a process). */

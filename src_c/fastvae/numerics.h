@@ -15,24 +15,24 @@
 
 /* Activation codes (stable: they are stored in model files). */
 #define FV_ACT_IDENTITY 0
-#define FV_ACT_RELU 1
-#define FV_ACT_TANH 2
-#define FV_ACT_SIGMOID 3
+#define FV_ACT_RELU     1
+#define FV_ACT_TANH     2
+#define FV_ACT_SIGMOID  3
 
 /* Likelihood codes (stable: they are stored in model files). */
-#define FV_LIK_BERNOULLI 0
-#define FV_LIK_GAUSSIAN 1         /* fixed scalar sigma */
+#define FV_LIK_BERNOULLI        0
+#define FV_LIK_GAUSSIAN         1 /* fixed scalar sigma */
 #define FV_LIK_GAUSSIAN_LEARNED 2 /* one learned log-sigma per feature */
 
 /* Model kinds: VAE (stochastic encoder, KL term) or a plain autoencoder
  * (deterministic code z = encoder(x), no KL). */
 #define FV_KIND_VAE 0
-#define FV_KIND_AE 1
+#define FV_KIND_AE  1
 
 /* Optimizer codes. */
-#define FV_OPT_SGD 0
+#define FV_OPT_SGD      0
 #define FV_OPT_MOMENTUM 1
-#define FV_OPT_ADAM 2
+#define FV_OPT_ADAM     2
 
 /* The encoder's log-variance is clamped to [MIN, MAX] before exp(): exp(20)
  * ~ 4.9e8 stays far from float32 overflow (3.4e38) even squared-free, and
@@ -75,7 +75,7 @@ static inline double fv_logvar_grad_mask(double lv)
  * and logf.c (S. L. Moshier), about 1 ulp over the ranges used. Rounding
  * to an integer uses the 1.5 * 2^23 trick: rintf is a libm call on
  * baseline x86-64 (roundps needs SSE4.1). */
-#define FV_EXP_F32_MAX 88.3762626647949f  /* log(FLT_MAX) */
+#define FV_EXP_F32_MAX 88.3762626647949f    /* log(FLT_MAX) */
 #define FV_EXP_F32_MIN (-87.3365447504019f) /* log(FLT_MIN) */
 
 static inline float fv_bits_to_f32(uint32_t bits)

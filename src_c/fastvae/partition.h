@@ -29,10 +29,10 @@
  * 1e6 because aligned cuts make some blocks up to 16 columns wider: at 1e6,
  * the last of six blocks of 16x784 @ 784x400 was 80 columns (1.003e6) and
  * took twice as long as the others. */
-#define FV_MIN_BLOCK_COLS 128
-#define FV_SMALL_GEMM_WORK 8000000
+#define FV_MIN_BLOCK_COLS   128
+#define FV_SMALL_GEMM_WORK  8000000
 #define FV_SMALL_BLOCK_WORK 800000
-#define FV_MAX_BLOCKS 64
+#define FV_MAX_BLOCKS       64
 /* Block starts are rounded down to this many columns (one 64-byte line of
  * float32) when every block stays at least this wide. */
 #define FV_BLOCK_ALIGN 16
@@ -69,8 +69,8 @@ static inline int fv_block_start(int n, int nb, int b)
 /* Even split of [0, n) into `parts` contiguous ranges, for work whose result
  * does not depend on the cut (row-wise and element-wise kernels). Starts are
  * multiples of `align` so threads never share a cache line. */
-static inline void fv_split_range(int64_t n, int parts, int p, int64_t align,
-                                  int64_t *lo, int64_t *hi)
+static inline void fv_split_range(int64_t n, int parts, int p, int64_t align, int64_t *lo,
+                                  int64_t *hi)
 {
     int64_t a = n * p / parts, b = n * (p + 1) / parts;
     if (align > 1) {

@@ -22,13 +22,13 @@
 #include <stdint.h>
 
 /* Purposes of random streams; part of the key, so streams never overlap. */
-#define FV_STREAM_REPARAM 1u /* eps of the reparameterization in training */
-#define FV_STREAM_EVAL 2u    /* eps used by elbo / score_samples */
-#define FV_STREAM_SAMPLE 3u  /* latent draws of sample() */
-#define FV_STREAM_BINARIZE 4u /* dynamic binarization of training rows */
-#define FV_STREAM_CORRUPT 5u /* input masking of denoising training */
-#define FV_STREAM_IS 6u      /* latent draws of importance-sampled log p(x) */
-#define FV_STREAM_USER 16u   /* first stream free for users of the C API */
+#define FV_STREAM_REPARAM  1u  /* eps of the reparameterization in training */
+#define FV_STREAM_EVAL     2u  /* eps used by elbo / score_samples */
+#define FV_STREAM_SAMPLE   3u  /* latent draws of sample() */
+#define FV_STREAM_BINARIZE 4u  /* dynamic binarization of training rows */
+#define FV_STREAM_CORRUPT  5u  /* input masking of denoising training */
+#define FV_STREAM_IS       6u  /* latent draws of importance-sampled log p(x) */
+#define FV_STREAM_USER     16u /* first stream free for users of the C API */
 
 #define FV_PHILOX_M0 UINT64_C(0xD2E7470EE14C6C93)
 #define FV_PHILOX_M1 UINT64_C(0xCA5A826395121157)
@@ -84,8 +84,8 @@ static inline double fv_u64_to_unit(uint64_t x)
 /* Four standard normals from one block, Box-Muller in double precision.
  * The first uniform of each pair is mapped to (0, 1] so log() stays finite;
  * the largest possible |z| is sqrt(-2 log 2^-53) ~ 8.57. */
-static inline void fv_normal4(uint64_t seed, uint64_t stream, uint64_t block,
-                              uint64_t row, uint64_t step, uint64_t draw, double out[4])
+static inline void fv_normal4(uint64_t seed, uint64_t stream, uint64_t block, uint64_t row,
+                              uint64_t step, uint64_t draw, double out[4])
 {
     const double two_pi = 6.283185307179586476925286766559;
     uint64_t ctr[4] = {block, row, step, draw};

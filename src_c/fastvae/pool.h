@@ -83,7 +83,7 @@
 #include "fastvae/fpenv.h"
 
 #define FV_POOL_MAX_THREADS 256
-#define FV_POOL_MAX_PHASES 256
+#define FV_POOL_MAX_PHASES  256
 /* How long a thread spins before it sleeps: long enough to cover the gap
  * between two training steps and a typical block (tens of microseconds),
  * far below a scheduler time slice (milliseconds). */
@@ -101,10 +101,10 @@
 #define FV_POOL_MIN_CORES 1.15
 /* Times in ns: CPU time is judged over windows of jobs, not single jobs,
  * which vary with every time slice. */
-#define FV_POOL_WINDOW_NS 30000000LL
+#define FV_POOL_WINDOW_NS     30000000LL
 #define FV_POOL_STAY_FIRST_NS 100000000LL
-#define FV_POOL_STAY_MAX_NS 2000000000LL
-#define FV_POOL_GAP_NS 100000000LL /* a pause between two jobs of a kind */
+#define FV_POOL_STAY_MAX_NS   2000000000LL
+#define FV_POOL_GAP_NS        100000000LL /* a pause between two jobs of a kind */
 
 /* Block `block` of phase `phase` of a job, on thread `tid`. */
 typedef void (*fv_pool_fn)(void *ctx, int phase, int block, int tid);
@@ -123,14 +123,14 @@ typedef struct {
 typedef struct {
     fv_pool_fn fn; /* the kind: fn, phases, blocks, threads; fn NULL: unused */
     int n_phases, blocks, n_threads;
-    uint64_t used;   /* when last used, in jobs */
-    int inline_mode; /* the way chosen: shared (0) or inline (1) */
-    int trial;       /* 1 while a shared run is tried */
+    uint64_t used;      /* when last used, in jobs */
+    int inline_mode;    /* the way chosen: shared (0) or inline (1) */
+    int trial;          /* 1 while a shared run is tried */
     int64_t stay_ns;    /* length of a stay inline before a trial */
     int64_t next_check; /* when to look for a free core next */
     double idle0;       /* the machine's idle CPU seconds at idle_t; < 0: unknown */
     int64_t idle_t;
-    int64_t last_end;   /* when the last job of the kind ended */
+    int64_t last_end;        /* when the last job of the kind ended */
     int64_t wall_ns, cpu_ns; /* the window so far: wall and process CPU time */
     int jobs;                /* and its jobs */
 } fv_pool_kind;
@@ -158,7 +158,7 @@ typedef struct {
     pthread_t workers[FV_POOL_MAX_THREADS];
 } fv_pool;
 
-#define FV_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define FV_LOAD(p)         __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define FV_LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 
 static inline int64_t fv_pool_clock_ns(clockid_t clock)
@@ -242,8 +242,8 @@ static void fv_pool_participate(fv_pool *P, uint32_t g, int tid)
             uint32_t nb = (uint32_t)FV_LOAD_RELAXED(&P->n_blocks[p]);
             if (next >= nb)
                 break; /* all taken: on to the next phase */
-            if (!__atomic_compare_exchange_n(&P->claim[p].word, &c, c + 1, 1,
-                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            if (!__atomic_compare_exchange_n(&P->claim[p].word, &c, c + 1, 1, __ATOMIC_ACQ_REL,
+                                             __ATOMIC_ACQUIRE))
                 continue;
             if (p > 0)
                 fv_pool_wait_phase(P, g, p - 1);
@@ -447,8 +447,8 @@ static void fv_pool_account(fv_pool_kind *k, int was_inline, int64_t now, int64_
     if (!was_inline) {
         if (cores < FV_POOL_MIN_CORES) {
             /* After a failed trial, stay inline twice as long. */
-            int64_t longer = 2 * k->stay_ns < FV_POOL_STAY_MAX_NS ? 2 * k->stay_ns
-                                                                   : FV_POOL_STAY_MAX_NS;
+            int64_t longer =
+                2 * k->stay_ns < FV_POOL_STAY_MAX_NS ? 2 * k->stay_ns : FV_POOL_STAY_MAX_NS;
             k->stay_ns = k->trial ? longer : FV_POOL_STAY_FIRST_NS;
             k->inline_mode = 1;
             fv_pool_watch(k, now, k->stay_ns);

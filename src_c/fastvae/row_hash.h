@@ -25,7 +25,7 @@
 #include "fastvae/dispatch.h"
 
 #define FV_ROW_HASH_LANES 16
-#define FV_ROW_HASH_MUL 0x9E3779B1u
+#define FV_ROW_HASH_MUL   0x9E3779B1u
 
 static inline uint64_t fv_mix64(uint64_t z)
 {
