@@ -90,6 +90,10 @@ class Adam:
 OPTIMIZER_NAMES = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
 
 
+# Any of the optimizer objects (annotations of the estimators).
+Optimizer = SGD | Momentum | Adam
+
+
 def make_optimizer(optimizer, lr: float | None = None):
     """An optimizer settings object from a name or an instance.
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from fastvae.models.base import BaseAutoencoder
 from fastvae.models.docstrings import ATTRIBUTES, COMMON_PARAMETERS, TRAINING_PARAMETERS
+from fastvae.optim import Optimizer
 
 
 class Autoencoder(BaseAutoencoder):
@@ -35,26 +39,26 @@ class Autoencoder(BaseAutoencoder):
 
     def __init__(
         self,
-        input_dim=None,
-        hidden=(400,),
-        latent_dim=20,
+        input_dim: int | None = None,
+        hidden: Sequence[int] = (400,),
+        latent_dim: int = 20,
         *,
-        decoder_hidden=None,
-        likelihood="bernoulli",
-        sigma=1.0,
-        activation="relu",
-        corruption=0.0,
-        dynamic_binarization=False,
-        optimizer="adam",
-        lr=None,
-        epochs=10,
-        batch_size=128,
-        dtype=np.float32,
-        seed=0,
-        n_threads=None,
-        verbose=0,
-        warm_start=False,
-    ):
+        decoder_hidden: Sequence[int] | None = None,
+        likelihood: str = "bernoulli",
+        sigma: float | str = 1.0,
+        activation: str = "relu",
+        corruption: float = 0.0,
+        dynamic_binarization: bool = False,
+        optimizer: str | Optimizer = "adam",
+        lr: float | None = None,
+        epochs: int = 10,
+        batch_size: int = 128,
+        dtype: DTypeLike = np.float32,
+        seed: int = 0,
+        n_threads: int | None = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ) -> None:
         self.input_dim = input_dim
         self.hidden = hidden
         self.latent_dim = latent_dim
@@ -74,7 +78,7 @@ class Autoencoder(BaseAutoencoder):
         self.verbose = verbose
         self.warm_start = warm_start
 
-    def transform(self, X, condition=None):
+    def transform(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """The codes z = encoder(x).
 
         Parameters
@@ -89,7 +93,7 @@ class Autoencoder(BaseAutoencoder):
         """
         return self._head(X, condition)
 
-    def encode(self, X, condition=None):
+    def encode(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """The codes z = encoder(x), as `transform`.
 
         Parameters
@@ -104,7 +108,9 @@ class Autoencoder(BaseAutoencoder):
         """
         return self._head(X, condition)
 
-    def reconstruct(self, X, condition=None):
+    def reconstruct(
+        self, X: ArrayLike, condition: ArrayLike | None = None
+    ) -> np.ndarray:
         """decode(transform(X)): reconstructions through the codes.
 
         Parameters
@@ -119,7 +125,9 @@ class Autoencoder(BaseAutoencoder):
         """
         return self.decode(self.transform(X, condition), condition)
 
-    def score_samples(self, X, condition=None):
+    def score_samples(
+        self, X: ArrayLike, condition: ArrayLike | None = None
+    ) -> np.ndarray:
         """Per-sample reconstruction log-likelihood log p(x | z = encoder(x)).
 
         Not a bound on log p(x): an autoencoder defines no density.
@@ -137,7 +145,9 @@ class Autoencoder(BaseAutoencoder):
         X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
-    def score(self, X, y=None, condition=None):
+    def score(
+        self, X: ArrayLike, y: object = None, condition: ArrayLike | None = None
+    ) -> float:
         """Mean per-sample reconstruction log-likelihood (higher is better).
 
         Parameters
@@ -177,26 +187,26 @@ class DenoisingAutoencoder(Autoencoder):
 
     def __init__(
         self,
-        input_dim=None,
-        hidden=(400,),
-        latent_dim=20,
+        input_dim: int | None = None,
+        hidden: Sequence[int] = (400,),
+        latent_dim: int = 20,
         *,
-        decoder_hidden=None,
-        likelihood="bernoulli",
-        sigma=1.0,
-        activation="relu",
-        corruption=0.25,
-        dynamic_binarization=False,
-        optimizer="adam",
-        lr=None,
-        epochs=10,
-        batch_size=128,
-        dtype=np.float32,
-        seed=0,
-        n_threads=None,
-        verbose=0,
-        warm_start=False,
-    ):
+        decoder_hidden: Sequence[int] | None = None,
+        likelihood: str = "bernoulli",
+        sigma: float | str = 1.0,
+        activation: str = "relu",
+        corruption: float = 0.25,
+        dynamic_binarization: bool = False,
+        optimizer: str | Optimizer = "adam",
+        lr: float | None = None,
+        epochs: int = 10,
+        batch_size: int = 128,
+        dtype: DTypeLike = np.float32,
+        seed: int = 0,
+        n_threads: int | None = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ) -> None:
         super().__init__(
             input_dim,
             hidden,

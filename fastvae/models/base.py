@@ -13,18 +13,26 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from fastvae._core import _dense, _network
+import fastvae._core._dense as _dense
+import fastvae._core._network as _network
 from fastvae._core.params import Layout
 from fastvae._core.threads import partition_count
 from fastvae._validation import check_array
+from fastvae.callbacks import Callback
 from fastvae.data import batches
 from fastvae.models.inference import Inference, _check_unit_interval
 from fastvae.models.persistence import Persistence
 from fastvae.models.settings import Settings
 from fastvae.models.training import Training
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Distinct key words so initialisation and shuffling never share a stream
 # with each other or with the kernels' Philox streams.
@@ -33,6 +41,12 @@ _INIT_STREAM = 0x1A17
 
 class BaseAutoencoder(Training, Inference, Persistence):
     """Shared machinery; see fastvae.VAE and fastvae.Autoencoder."""
+
+    if TYPE_CHECKING:  # every estimator defines it (fit_transform calls it)
+
+        def transform(
+            self, X: ArrayLike, condition: ArrayLike | None = None
+        ) -> np.ndarray: ...
 
     _kind = "vae"  # the compiled network's kind: "vae" or "ae"
 
@@ -43,7 +57,7 @@ class BaseAutoencoder(Training, Inference, Persistence):
         sig = inspect.signature(cls.__init__)
         return [p for p in sig.parameters if p != "self"]
 
-    def get_params(self, deep=True):
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Constructor arguments as a dict (scikit-learn protocol).
 
         Parameters
@@ -59,7 +73,7 @@ class BaseAutoencoder(Training, Inference, Persistence):
         """
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params):
+    def set_params(self, **params: Any) -> Self:
         """Set constructor arguments (scikit-learn protocol).
 
         Parameters
@@ -96,7 +110,7 @@ class BaseAutoencoder(Training, Inference, Persistence):
 
     # -- scikit-learn estimator protocol (without importing scikit-learn) -----
 
-    _estimator_type_tag = None  # scikit-learn's estimator_type tag
+    _estimator_type_tag: str | None = None  # scikit-learn's estimator_type tag
 
     def __sklearn_tags__(self):
         """Tags for scikit-learn's tools and checks (called only by
@@ -118,7 +132,14 @@ class BaseAutoencoder(Training, Inference, Persistence):
     def __sklearn_is_fitted__(self):
         return getattr(self, "params_", None) is not None
 
-    def partial_fit(self, X, y=None, *, condition=None, callbacks=None):
+    def partial_fit(
+        self,
+        X: ArrayLike,
+        y: object = None,
+        *,
+        condition: ArrayLike | None = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> Self:
         """One pass over X, continuing from the current parameters.
 
         "One pass" is one epoch over X: its rows in minibatches of
@@ -145,7 +166,14 @@ class BaseAutoencoder(Training, Inference, Persistence):
         """
         return self._fit(X, condition, {}, None, partial=True, callbacks=callbacks)
 
-    def fit_transform(self, X, y=None, *, condition=None, **fit_params):
+    def fit_transform(
+        self,
+        X: ArrayLike,
+        y: object = None,
+        *,
+        condition: ArrayLike | None = None,
+        **fit_params: Any,
+    ) -> np.ndarray:
         """fit(X, ...) then transform(X): the codes of the training data.
 
         Parameters
@@ -164,7 +192,9 @@ class BaseAutoencoder(Training, Inference, Persistence):
         """
         return self.fit(X, condition=condition, **fit_params).transform(X, condition)
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(
+        self, input_features: Sequence[str] | np.ndarray | None = None
+    ) -> np.ndarray:
         """Names of transform's output columns: the lower-cased class name
         and the latent index ("vae0", "vae1", ..., like scikit-learn's
         class-name prefix convention).

@@ -3,7 +3,10 @@ chunks of INFERENCE_CHUNK rows, decode and the ELBO per row."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastvae._core._numerics import LOGSIGMA_RANGE
 from fastvae._core.threads import (
@@ -14,6 +17,9 @@ from fastvae._validation import (
     check_array,
 )
 from fastvae.exceptions import NotFittedError
+
+if TYPE_CHECKING:
+    from fastvae.models.settings import Settings
 
 # Rows per compiled call in encode/decode/elbo/log_likelihood: bounds the
 # workspace (about 4 kB per row for a 784-400-20 model) whatever the input.
@@ -33,6 +39,17 @@ def _check_unit_interval(X, name):
 class Inference:
     """Mixin of BaseAutoencoder: checked inputs and chunked compiled calls
     for the public methods."""
+
+    # Fitted state and helpers of BaseAutoencoder that these methods use.
+    params_: np.ndarray
+    n_features_in_: int
+    _fitted_settings: Settings
+
+    if TYPE_CHECKING:
+
+        def _fitted_conditions(
+            self, cond: ArrayLike | None, n_rows: int, name: str = "condition"
+        ) -> np.ndarray | None: ...
 
     def _check_fitted(self):
         if getattr(self, "params_", None) is None:
@@ -54,7 +71,7 @@ class Inference:
     def _threads(self):
         return resolve_num_threads(self.n_threads)
 
-    def _input(self, X, name="X"):
+    def _input(self, X, name="X") -> np.ndarray:
         self._check_fitted()
         return check_array(
             X,
@@ -64,7 +81,7 @@ class Inference:
             owner=type(self).__name__,
         )
 
-    def _target(self, X, name="X"):
+    def _target(self, X, name="X") -> np.ndarray:
         """_input for data whose likelihood is evaluated: a Bernoulli
         likelihood of values outside [0, 1] is no probability at all."""
         X = self._input(X, name)
@@ -84,7 +101,7 @@ class Inference:
         cond = self._fitted_conditions(condition, X.shape[0])
         return self._call("encode", X, cond=cond)
 
-    def decode(self, Z, condition=None):
+    def decode(self, Z: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Mean of p(x | z): sigmoid(logits) for Bernoulli, the mean for Gaussian.
 
         Parameters

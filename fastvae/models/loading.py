@@ -4,14 +4,23 @@ see where a run stands, and resume it."""
 from __future__ import annotations
 
 import numbers
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from numpy.typing import ArrayLike
 
 from fastvae import _atomic
 from fastvae._validation import Param
+from fastvae.callbacks import Callback
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models import file_format as _io
 from fastvae.models.autoencoders import Autoencoder, DenoisingAutoencoder
 from fastvae.models.training import run_on_ranks
 from fastvae.models.vae import VAE
+
+if TYPE_CHECKING:
+    from fastvae.models.base import BaseAutoencoder
 
 ESTIMATORS = {cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencoder)}
 
@@ -38,7 +47,7 @@ def _from_file(path, formats):
     return model, meta
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> BaseAutoencoder:
     """Load a model written by VAE.save (or an autoencoder's save), or the
     model in a training checkpoint.
 
@@ -81,7 +90,7 @@ def _read_checkpoint(checkpoint):
     return path, model, progress, meta
 
 
-def checkpoint_info(checkpoint):
+def checkpoint_info(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     """Where a checkpointed run stands (the whole file is verified).
 
     Parameters
@@ -117,19 +126,19 @@ def checkpoint_info(checkpoint):
 
 
 def resume(
-    checkpoint,
-    X,
+    checkpoint: str | os.PathLike[str],
+    X: ArrayLike,
     *,
-    condition=None,
-    validation_data=None,
-    epochs=None,
-    checkpoint_every=None,
-    checkpoint_every_steps=None,
-    n_threads=None,
-    verbose=None,
-    callbacks=None,
-    comm=None,
-):
+    condition: ArrayLike | None = None,
+    validation_data: ArrayLike | tuple[ArrayLike, ArrayLike] | None = None,
+    epochs: int | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_every_steps: int | None = None,
+    n_threads: int | None = None,
+    verbose: int | None = None,
+    callbacks: Sequence[Callback] | None = None,
+    comm: Any = None,
+) -> BaseAutoencoder:
     """Continue a checkpointed training run exactly where it stopped.
 
     The checkpoint (written by ``fit(..., checkpoint=...)``) holds the

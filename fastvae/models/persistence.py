@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import threading
 
 import numpy as np
@@ -302,7 +303,7 @@ class Persistence:
             self._fitted_settings, layout, INFERENCE_CHUNK, self.n_conditions_
         )
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the fitted model to `path` (.npz + JSON, atomic, no pickle).
 
         The file holds the constructor arguments, the parameter buffer, the

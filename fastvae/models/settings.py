@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fastvae._core import _step
+import fastvae._core._step as _step
 from fastvae._core.threads import resolve_num_threads
 from fastvae._validation import (
     Param,
@@ -52,7 +52,7 @@ class _Sigma:
         return Param(numbers.Real, low=0.0, low_open=True).check(name, value)
 
 
-RULES = {
+RULES: dict[str, Any] = {
     "input_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH, allow_none=True),
     "latent_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH // 2),
     "likelihood": Param(str, choices=LIKELIHOODS),

@@ -3,11 +3,15 @@ of compiled steps, checkpoints and callbacks."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastvae._core.threads import (
     blas_single_threaded,
@@ -16,12 +20,15 @@ from fastvae._validation import (
     check_memory,
     training_bytes,
 )
-from fastvae.callbacks import ProgressBar, check_callbacks
+from fastvae.callbacks import Callback, ProgressBar, check_callbacks
 from fastvae.data import batches
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models.history import EPOCH_FIELDS, empty_history
 from fastvae.models.inference import INFERENCE_CHUNK
-from fastvae.optim import kernel_settings
+from fastvae.optim import Optimizer, kernel_settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 _SHUFFLE_STREAM = 0x5EED
 
@@ -163,22 +170,22 @@ class Training:
 
     def fit(
         self,
-        X,
-        y=None,
+        X: ArrayLike,
+        y: object = None,
         *,
-        condition=None,
-        epochs=None,
-        batch_size=None,
-        optimizer=None,
-        lr=None,
-        validation_data=None,
-        checkpoint=None,
-        checkpoint_every=1,
-        checkpoint_every_steps=None,
-        checkpoint_meta=None,
-        comm=None,
-        callbacks=None,
-    ):
+        condition: ArrayLike | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        optimizer: str | Optimizer | None = None,
+        lr: float | None = None,
+        validation_data: ArrayLike | tuple[ArrayLike, ArrayLike] | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 1,
+        checkpoint_every_steps: int | None = None,
+        checkpoint_meta: dict[str, Any] | None = None,
+        comm: Any = None,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> Self:
         """Train on X.
 
         Parameters

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
-from fastvae._core import _rng
+import fastvae._core._rng as _rng
 from fastvae._validation import Param, check_memory
 from fastvae.models.base import BaseAutoencoder
 from fastvae.models.docstrings import ATTRIBUTES, COMMON_PARAMETERS, TRAINING_PARAMETERS
+from fastvae.optim import Optimizer
 
 
 class VAE(BaseAutoencoder):
@@ -54,28 +57,28 @@ class VAE(BaseAutoencoder):
 
     def __init__(
         self,
-        input_dim=None,
-        hidden=(400,),
-        latent_dim=20,
+        input_dim: int | None = None,
+        hidden: Sequence[int] = (400,),
+        latent_dim: int = 20,
         *,
-        decoder_hidden=None,
-        likelihood="bernoulli",
-        sigma=1.0,
-        activation="relu",
-        beta=1.0,
-        kl_warmup=0,
-        corruption=0.0,
-        dynamic_binarization=False,
-        optimizer="adam",
-        lr=None,
-        epochs=10,
-        batch_size=128,
-        dtype=np.float32,
-        seed=0,
-        n_threads=None,
-        verbose=0,
-        warm_start=False,
-    ):
+        decoder_hidden: Sequence[int] | None = None,
+        likelihood: str = "bernoulli",
+        sigma: float | str = 1.0,
+        activation: str = "relu",
+        beta: float = 1.0,
+        kl_warmup: int = 0,
+        corruption: float = 0.0,
+        dynamic_binarization: bool = False,
+        optimizer: str | Optimizer = "adam",
+        lr: float | None = None,
+        epochs: int = 10,
+        batch_size: int = 128,
+        dtype: DTypeLike = np.float32,
+        seed: int = 0,
+        n_threads: int | None = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ) -> None:
         self.input_dim = input_dim
         self.hidden = hidden
         self.latent_dim = latent_dim
@@ -102,7 +105,9 @@ class VAE(BaseAutoencoder):
             return float(s.beta)
         return float(s.beta) * min(1.0, (t + 1) / s.kl_warmup)
 
-    def encode(self, X, condition=None):
+    def encode(
+        self, X: ArrayLike, condition: ArrayLike | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Parameters of q(z|x).
 
         Parameters
@@ -121,7 +126,7 @@ class VAE(BaseAutoencoder):
         k = H.shape[1] // 2
         return H[:, :k].copy(), np.clip(H[:, k:], -30.0, 20.0)
 
-    def transform(self, X, condition=None):
+    def transform(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Posterior means mu(x).
 
         Deterministic, and row by row: each output row is a pure function of
@@ -140,7 +145,9 @@ class VAE(BaseAutoencoder):
         H = self._head(X, condition)
         return H[:, : H.shape[1] // 2].copy()
 
-    def reconstruct(self, X, condition=None):
+    def reconstruct(
+        self, X: ArrayLike, condition: ArrayLike | None = None
+    ) -> np.ndarray:
         """decode(transform(X)): reconstructions through the posterior means.
 
         Parameters
@@ -155,7 +162,13 @@ class VAE(BaseAutoencoder):
         """
         return self.decode(self.transform(X, condition), condition)
 
-    def sample(self, n_samples=1, *, condition=None, seed=None):
+    def sample(
+        self,
+        n_samples: int = 1,
+        *,
+        condition: ArrayLike | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
         """Draw x-space means by decoding z ~ N(0, I).
 
         Parameters
@@ -197,7 +210,7 @@ class VAE(BaseAutoencoder):
         )
         return self.decode(Z, condition)
 
-    def elbo(self, X, condition=None):
+    def elbo(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Per-sample evidence lower bound log p(x|z) - KL(q(z|x) || p(z)).
 
         One z per sample, its eps drawn from a fixed evaluation stream keyed by
@@ -217,7 +230,9 @@ class VAE(BaseAutoencoder):
         X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
-    def score_samples(self, X, condition=None):
+    def score_samples(
+        self, X: ArrayLike, condition: ArrayLike | None = None
+    ) -> np.ndarray:
         """Per-sample ELBO, a lower bound on log p(x); see `elbo`.
 
         Parameters
@@ -232,7 +247,9 @@ class VAE(BaseAutoencoder):
         """
         return self.elbo(X, condition)
 
-    def score(self, X, y=None, condition=None):
+    def score(
+        self, X: ArrayLike, y: object = None, condition: ArrayLike | None = None
+    ) -> float:
         """Mean per-sample ELBO of X in nats (higher is better).
 
         The mean of `score_samples(X)`: a lower bound on the mean
@@ -254,7 +271,14 @@ class VAE(BaseAutoencoder):
         """
         return float(np.mean(self.elbo(X, condition)))
 
-    def log_likelihood(self, X, condition=None, *, k=5000, seed=None):
+    def log_likelihood(
+        self,
+        X: ArrayLike,
+        condition: ArrayLike | None = None,
+        *,
+        k: int = 5000,
+        seed: int | None = None,
+    ) -> np.ndarray:
         """Importance-sampled estimate of log p(x) for every sample.
 
         log p(x) ~ log (1/k) sum_s p(x | z_s) p(z_s) / q(z_s | x) with
