@@ -17,7 +17,7 @@ from fastvae._core import _blas
 from fastvae.bench import harness
 from fastvae.bench import scenarios as sc
 from fastvae.bench.configs import CONFIGS, Config, parse_config
-from fastvae.bench.harness import format_table
+from fastvae.bench.report import format_table
 
 REPO = Path(__file__).resolve().parent.parent
 
