@@ -198,3 +198,28 @@ def test_the_checker_sees_imports_and_cycles():
         > layer("fastvae._core._step")
         > layer("fastvae.exceptions")
     )
+
+
+# Headers only other headers include: the SIMD dispatch macros and the
+# bodies included once per precision or ISA level (*_impl.h).
+C_INTERNAL = {"dispatch.h", "dispatch_each.h"}
+
+
+def test_every_c_header_has_exactly_one_pxd_mirror():
+    headers = sorted(
+        h.name
+        for h in (PACKAGE.parent / "src_c" / "fastvae").glob("*.h")
+        if not h.name.endswith("_impl.h") and h.name not in C_INTERNAL
+    )
+    declared = {}
+    for paths in sources().values():
+        for path in paths:
+            for h in re.findall(
+                r'cdef extern from "fastvae/(\w+\.h)"', path.read_text()
+            ):
+                declared.setdefault(h, set()).add(path.name)
+    problems = {h: sorted(declared.get(h, ())) for h in headers}
+    problems = {h: files for h, files in problems.items() if len(files) != 1}
+    assert not problems, f"headers without exactly one .pxd mirror: {problems}"
+    # the mirrors are .pxd files (a .pyx would keep its declarations private)
+    assert all(f.endswith(".pxd") for files in declared.values() for f in files)

@@ -5,26 +5,15 @@ them, else scipy's BLAS (no link step of our own)."""
 import os
 
 from cython cimport floating
-from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastvae._core._checks cimport check_disjoint
+from fastvae._core._gemm cimport fv_gemm_at_f32, fv_gemm_at_f64
 from fastvae._core._threads cimport (FV_ISA_AVX2, FV_ISA_AVX512, fv_isa, fv_isa_bind,
                                fv_isa_cpu, fv_isa_slot)
 
 # Read the process's ISA cap (src_c/fastvae/isa.h), not a copy of our own.
 fv_isa_bind(fv_isa_slot())
-
-
-cdef extern from "fastvae/gemm.h" nogil:
-    int fv_gemm_at_f32(int level, int trans_a, int trans_b, int m, int n, int k,
-                       float alpha, const float* A, int64_t lda,
-                       const float* B, int64_t ldb, float beta, float* C,
-                       int64_t ldc)
-    int fv_gemm_at_f64(int level, int trans_a, int trans_b, int m, int n, int k,
-                       double alpha, const double* A, int64_t lda,
-                       const double* B, int64_t ldb, double beta, double* C,
-                       int64_t ldc)
 
 GEMM_BACKENDS = ("auto", "own", "blas")
 _LEVELS = {"avx512": FV_ISA_AVX512, "avx2": FV_ISA_AVX2}

@@ -14,9 +14,9 @@ from fastvae._core._elementwise cimport (
     fv_dispatch_probe, fv_mul_activation_grad_f32, fv_mul_activation_grad_f64)
 from fastvae._core._numerics cimport (
     FV_ACT_IDENTITY, FV_ACT_RELU, FV_ACT_SIGMOID, FV_ACT_TANH)
-from fastvae._core._parallel cimport (
-    FV_MAX_BLOCKS, fv_block_start, fv_n_col_blocks, fv_omp_get_num_threads,
-    fv_split_range)
+from fastvae._core._omp_shim cimport fv_omp_get_num_threads
+from fastvae._core._partition cimport (
+    FV_MAX_BLOCKS, fv_block_start, fv_n_col_blocks, fv_split_range)
 from fastvae._core._threads cimport fv_isa, fv_isa_bind, fv_isa_cpu, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),

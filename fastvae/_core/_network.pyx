@@ -16,7 +16,7 @@ from fastvae._core._numerics cimport (
     FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI,
     FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_OPT_ADAM, FV_OPT_SGD)
 from fastvae._core._optim cimport fv_optimizer, make_optimizer
-from fastvae._core._parallel cimport FV_MAX_BLOCKS
+from fastvae._core._partition cimport FV_MAX_BLOCKS
 from fastvae._core._row_hash cimport fv_row_key_f32, fv_row_key_f64
 from fastvae._core._step cimport (
     FV_MAX_LAYERS, FV_MAX_TEAM, FV_ROW_SCRATCH, apply_update,

@@ -11,8 +11,8 @@ from fastvae._core._elementwise cimport (
     fv_momentum_update_f32, fv_momentum_update_f64, fv_sgd_update_f32,
     fv_sgd_update_f64)
 from fastvae._core._numerics cimport FV_OPT_ADAM, FV_OPT_MOMENTUM, FV_OPT_SGD
-from fastvae._core._parallel cimport (
-    FV_BLOCK_ALIGN, fv_omp_get_num_threads, fv_split_range)
+from fastvae._core._omp_shim cimport fv_omp_get_num_threads
+from fastvae._core._partition cimport FV_BLOCK_ALIGN, fv_split_range
 from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),

@@ -9,7 +9,8 @@ from libc.stdint cimport int64_t, uint64_t
 
 from fastvae._core._checks cimport check_threads, check_u64
 from fastvae._core._numerics cimport fv_clamp_logvar, fv_logvar_grad_mask
-from fastvae._core._parallel cimport fv_omp_get_num_threads, fv_split_range
+from fastvae._core._omp_shim cimport fv_omp_get_num_threads
+from fastvae._core._partition cimport fv_split_range
 from fastvae._core._rng cimport fv_normal_fill_f32, fv_normal_fill_f64
 
 

@@ -36,7 +36,7 @@ from fastvae._core._numerics cimport (
     FV_ACT_IDENTITY, FV_KIND_VAE, FV_LIK_BERNOULLI, FV_LIK_GAUSSIAN,
     FV_LIK_GAUSSIAN_LEARNED, fv_clamp_logvar, fv_sigmoid_f32, fv_sigmoid_f64)
 from fastvae._core._optim cimport optimizer_update_range
-from fastvae._core._parallel cimport fv_block_start, fv_n_col_blocks
+from fastvae._core._partition cimport fv_block_start, fv_n_col_blocks
 from fastvae._core._reparam cimport reparam_backward_rows, reparam_forward_rows
 from fastvae._core._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,

@@ -3,7 +3,7 @@
 import os
 
 from fastvae._core._checks cimport FV_MAX_THREADS
-from fastvae._core._parallel cimport fv_omp_get_max_threads, fv_openmp_enabled
+from fastvae._core._omp_shim cimport fv_omp_get_max_threads, fv_openmp_enabled
 
 # Most threads one compiled call accepts (fastvae/_core/_checks.pxd).
 MAX_THREADS = FV_MAX_THREADS
