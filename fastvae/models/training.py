@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastvae._core.threads import (
-    blas_single_threaded,
-)
+from fastvae._core.threads import blas_single_threaded, resolve_num_threads
 from fastvae._validation import (
     check_memory,
     training_bytes,
@@ -149,16 +147,23 @@ def _fit_on_ranks(
     others waiting; rank 0 alone writes checkpoints."""
 
     def run(group):
-        model._settings(overrides)  # bad settings first: the likelier mistake
+        settings = model._settings(overrides)  # bad settings: the likelier mistake
+        # The rank's own overrides (quiet ranks, the per-node thread default)
+        # are valid by construction: they change the settings, unchecked.
+        extra = group.overrides(model)
+        if "n_threads" in extra:
+            extra["n_threads"] = resolve_num_threads(extra["n_threads"])
+        settings = settings.replace(**extra)
         options = _ckpt.options(*checkpoint_args) if group.is_root else None
         return model._fit(
             X,
             condition,
-            {**overrides, **group.overrides(model)},
+            {**overrides, **extra},
             validation_data,
             options,
             comm=group,
             callbacks=callbacks,
+            settings=settings,
         )
 
     return run_on_ranks(comm, run)
