@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fastvae.cli.common import (
-    DEFAULT_OUT,
-)
+from fastvae.cli.common import DEFAULT_OUT
 
 
 def _positive_int(text: str) -> int:

@@ -9,13 +9,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fastvae._core._numerics import LOGSIGMA_RANGE
-from fastvae._core.threads import (
-    blas_single_threaded,
-    resolve_num_threads,
-)
-from fastvae._validation import (
-    check_array,
-)
+from fastvae._core.threads import blas_single_threaded, resolve_num_threads
+from fastvae._validation import check_array
 from fastvae.exceptions import NotFittedError
 
 if TYPE_CHECKING:

@@ -11,9 +11,7 @@ import threading
 
 import numpy as np
 
-from fastvae._validation import (
-    check_dtype,
-)
+from fastvae._validation import check_dtype
 from fastvae._version import __version__
 from fastvae.models.history import HISTORY_FIELDS, STEP_FIELDS
 from fastvae.models.inference import INFERENCE_CHUNK

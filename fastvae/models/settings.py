@@ -19,12 +19,7 @@ import numpy as np
 
 import fastvae._core._step as _step
 from fastvae._core.threads import resolve_num_threads
-from fastvae._validation import (
-    Param,
-    check_dtype,
-    check_layer_sizes,
-    check_params,
-)
+from fastvae._validation import Param, check_dtype, check_layer_sizes, check_params
 from fastvae.optim import SGD, Adam, Momentum, make_optimizer
 
 __all__ = [

@@ -14,10 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fastvae._core.threads import blas_single_threaded, resolve_num_threads
-from fastvae._validation import (
-    check_memory,
-    training_bytes,
-)
+from fastvae._validation import check_memory, training_bytes
 from fastvae.callbacks import Callback, ProgressBar, check_callbacks
 from fastvae.data import batches
 from fastvae.models import checkpoint as _ckpt
@@ -59,9 +56,7 @@ class LocalStepper:
 
     def __init__(self, net):
         self.net = net
-
-    def train_step(self, *args, **kwargs):
-        return self.net.train_step(*args, **kwargs)
+        self.train_step = net.train_step  # the compiled call, unwrapped
 
     def mean_elbo(self, model, X, cond, n_threads):
         return float(np.mean(model._elbo_rows(X, cond, n_threads)))
@@ -158,7 +153,7 @@ def _fit_on_ranks(
         return model._fit(
             X,
             condition,
-            {**overrides, **extra},
+            overrides,
             validation_data,
             options,
             comm=group,
@@ -597,11 +592,10 @@ class Training:
                     "kl": kl_sum / b,
                 }
             )
-            if epoch.step < steps_per_epoch and (
-                stop or (writer is not None and writer.step_due(self.t_))
-            ):
+            due = writer is not None and writer.step_due(self.t_)
+            if epoch.step < steps_per_epoch and (stop or due):
                 epoch.seconds = seconds_before + time.perf_counter() - start
-                if writer is not None and writer.step_due(self.t_):
+                if due:
                     self._write_checkpoint(writer, epoch)
                 if stop:
                     return "mid-epoch"
