@@ -5,7 +5,8 @@ Pass them as ``fit(X, callbacks=[...])`` (also ``partial_fit`` and
 the hooks it needs; every hook gets the model being trained, whose
 ``history_``, ``t_`` (steps done) and ``n_iter_`` (epochs done) are up to
 date when the hook runs. The progress bar of ``verbose >= 1`` is one of
-them (:class:`ProgressBar`), and so is the command line's metrics file.
+them (:class:`ProgressBar`), and so are fit's checkpoint writer
+(``checkpoint=``) and the command line's metrics file.
 
 Stopping: a hook ``on_step_end`` or ``on_epoch_end`` that returns ``True``
 ends training at that step or epoch boundary. fit then returns normally,
@@ -20,9 +21,75 @@ every rank runs its own callbacks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
-__all__ = ["Callback", "LambdaCallback", "ProgressBar", "check_callbacks"]
+__all__ = [
+    "Callback",
+    "EpochProgress",
+    "LambdaCallback",
+    "ProgressBar",
+    "TrainingState",
+    "check_callbacks",
+]
+
+
+@dataclass
+class EpochProgress:
+    """Where training stands inside one epoch, and the sums it has so far.
+
+    Parameters
+    ----------
+    step : int
+        Minibatches of the current epoch already done (0 at its start).
+    reconstruction, kl, loss : float
+        Sums over those minibatches' samples, of which the epoch's history
+        entries are made.
+    window_loss : float
+        Sum of the per-sample step losses not yet recorded in
+        ``history_["step_loss"]``, over `window_steps` steps.
+    window_steps : int
+        How many steps `window_loss` covers.
+    seconds : float
+        Training time of the epoch so far.
+    """
+
+    step: int = 0
+    reconstruction: float = 0.0
+    kl: float = 0.0
+    loss: float = 0.0
+    window_loss: float = 0.0
+    window_steps: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+Outcome = Literal["finished", "stopped", "failed"]
+
+
+@dataclass
+class TrainingState:
+    """What fit's loop knows beyond the model, kept up to date as it runs.
+
+    Callbacks get it as ``info["state"]`` in ``on_train_begin`` and may read
+    it in any later hook; only the loop writes it.
+
+    Parameters
+    ----------
+    epoch : EpochProgress
+        The position inside the current epoch (a new one starts at every
+        epoch boundary); exact after every step.
+    outcome : {"finished", "stopped", "failed"} or None
+        None while training; in ``on_train_end``: "finished" (all epochs
+        done), "stopped" (a callback returned True) or "failed" (an error,
+        or Ctrl-C, ended training; the model then holds the parameters
+        before the failing step).
+    """
+
+    epoch: EpochProgress = field(default_factory=EpochProgress)
+    outcome: Outcome | None = None
 
 
 class Callback:
@@ -32,8 +99,10 @@ class Callback:
 
     - ``on_train_begin(model, info)``: once, before the first step. `info`
       has ``epochs`` (the total the run trains to), ``epochs_done``,
-      ``n_samples``, ``batch_size``, ``steps_per_epoch`` and
-      ``remaining_samples`` (samples left to train on, all epochs).
+      ``n_samples``, ``batch_size``, ``steps_per_epoch``,
+      ``remaining_samples`` (samples left to train on, all epochs) and
+      ``state``, a live :class:`TrainingState` (the position inside the
+      epoch, and in ``on_train_end`` how training ended).
     - ``on_epoch_begin(model, epoch)``: `epoch` counts from 1.
     - ``on_step_end(model, logs)``: after every step; `logs` has ``step``
       (= ``model.t_``), ``epoch``, ``batch_size`` and the step's per-sample
@@ -42,7 +111,8 @@ class Callback:
       recorded; `logs` holds them (``epoch``, ``loss``, ``reconstruction``,
       ``kl``, ``elbo``, ``val_elbo``, ``seconds``, ``samples_per_second``).
     - ``on_train_end(model)``: once, also when training stops with an
-      error (then after the error, which fit raises afterwards).
+      error (then after the error, which fit raises afterwards). Every
+      callback's ``on_train_end`` runs even if an earlier one raises.
 
     ``on_step_end`` and ``on_epoch_end`` may return True to stop training.
 

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae.callbacks import Callback, LambdaCallback, ProgressBar
+from fastvae.callbacks import (
+    Callback,
+    EpochProgress,
+    LambdaCallback,
+    ProgressBar,
+    TrainingState,
+)
+from fastvae.models import checkpoint
+from fastvae.models.checkpoint import Checkpointer
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +65,10 @@ def test_hooks_run_in_order_with_their_arguments(X):
     kinds = [k for k, _ in rec.events]
     per_epoch = ["epoch_begin"] + ["step_end"] * 4 + ["epoch_end"]
     assert kinds == ["train_begin"] + per_epoch * 3 + ["train_end"]
-    info = rec.events[0][1]
+    info = dict(rec.events[0][1])
+    state = info.pop("state")
+    assert isinstance(state, TrainingState)
+    assert state.outcome == "finished" and state.epoch == EpochProgress()
     assert info == {
         "epochs": 3,
         "epochs_done": 0,
@@ -135,6 +146,105 @@ def test_on_train_end_runs_when_training_fails(X):
     with pytest.raises(RuntimeError, match="callback failed"):
         small().fit(X, callbacks=[rec, LambdaCallback(on_step_end=boom)])
     assert rec.events[-1] == ("train_end", None)
+
+
+class Outcome(Callback):
+    """Records the live state's position at every step and its outcome."""
+
+    def on_train_begin(self, model, info):
+        self.state, self.steps, self.outcome = info["state"], [], None
+
+    def on_step_end(self, model, logs):
+        self.steps.append(self.state.epoch.step)
+
+    def on_train_end(self, model):
+        self.outcome = self.state.outcome
+
+
+def test_the_state_tracks_the_epoch_and_says_how_training_ended(X):
+    seen = Outcome()
+    small(epochs=2).fit(X, callbacks=[seen])
+    assert seen.steps == [1, 2, 3, 4] * 2 and seen.outcome == "finished"
+    small(epochs=2).fit(
+        X, callbacks=[seen, LambdaCallback(on_step_end=lambda m, logs: True)]
+    )
+    assert seen.steps == [1] and seen.outcome == "stopped"
+    assert seen.state.epoch.step == 1 and seen.state.epoch.loss > 0
+
+    def boom(model, logs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        small().fit(X, callbacks=[seen, LambdaCallback(on_step_end=boom)])
+    assert seen.outcome == "failed"
+
+
+def test_every_on_train_end_runs_and_the_first_error_is_raised(X):
+    rec = Recorder()
+
+    def boom(model):
+        raise RuntimeError("first")
+
+    def late(model):
+        raise ValueError("second")
+
+    with pytest.raises(RuntimeError, match="first"):
+        small(epochs=1).fit(
+            X,
+            callbacks=[
+                LambdaCallback(on_train_end=boom),
+                LambdaCallback(on_train_end=late),
+                rec,
+            ],
+        )
+    assert rec.events[-1] == ("train_end", None)
+
+
+def test_checkpointing_is_a_callback_that_runs_before_the_others(
+    X, tmp_path, monkeypatch
+):
+    order = []
+
+    class Spy(Checkpointer):
+        def write(self, state, arrays, epoch):
+            order.append(("checkpoint", state["fitted"]["t_"]))
+            super().write(state, arrays, epoch)
+
+    class Watch(Callback):
+        def on_train_begin(self, model, info):
+            order.append(("begin", None))
+
+        def on_epoch_end(self, model, logs):
+            order.append(("epoch_end", model.t_))
+
+    # fit puts its checkpoint writer first among the callbacks
+    monkeypatch.setattr(checkpoint, "Checkpointer", Spy)
+    small(epochs=2).fit(X, callbacks=[Watch()], checkpoint=tmp_path)
+    assert order == [
+        ("begin", None),
+        ("checkpoint", 4),
+        ("epoch_end", 4),
+        ("checkpoint", 8),
+        ("epoch_end", 8),
+    ]
+    assert fastvae.checkpoint_info(tmp_path)["steps"] == 8
+
+
+def test_a_failed_run_writes_no_checkpoint_at_its_end(X, tmp_path):
+    def boom(model, logs):
+        if logs["step"] == 3:
+            raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        small(epochs=2).fit(
+            X,
+            callbacks=[LambdaCallback(on_step_end=boom)],
+            checkpoint=tmp_path,
+            checkpoint_every_steps=2,
+        )
+    # the step-2 checkpoint stays: none was written after the failure
+    info = fastvae.checkpoint_info(tmp_path)
+    assert info["steps"] == 2 and info["epoch_step"] == 2
 
 
 def test_the_progress_bar_is_a_callback(X, capsys):

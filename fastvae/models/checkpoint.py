@@ -49,12 +49,13 @@ import json
 import math
 import numbers
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
 from fastvae._validation import Param
+from fastvae.callbacks import Callback, EpochProgress
 from fastvae.data import batches
 from fastvae.models import file_format as _io
 
@@ -69,22 +70,6 @@ __all__ = [
 ]
 
 DEFAULT_NAME = "checkpoint.npz"
-
-
-@dataclass
-class EpochProgress:
-    """Where training stands inside one epoch, and the sums it has so far."""
-
-    step: int = 0
-    reconstruction: float = 0.0
-    kl: float = 0.0
-    loss: float = 0.0
-    window_loss: float = 0.0
-    window_steps: int = 0
-    seconds: float = 0.0
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def checkpoint_path(path, *, must_exist: bool = False) -> Path:
@@ -283,8 +268,14 @@ def options(checkpoint, every, every_steps, user) -> dict | None:
     }
 
 
-class Checkpointer:
-    """Writes a run's checkpoints and remembers the last good one.
+class Checkpointer(Callback):
+    """The callback that writes a run's checkpoints and remembers the last
+    good one; fit adds it (first among its callbacks) for ``checkpoint=``.
+
+    It writes after every step due by `every_steps` while an epoch is under
+    way, after every epoch due by `every` or `every_steps`, and when training
+    ends unless it failed (an error or Ctrl-C may leave the model between a
+    step and its bookkeeping, so the last good checkpoint stays instead).
 
     Parameters
     ----------
@@ -313,6 +304,30 @@ class Checkpointer:
         self.progress = progress
         self.user = user
         self.last = last
+        self._state = None
+        self._steps_per_epoch = 0
+
+    def on_train_begin(self, model, info):
+        self._state = info["state"]
+        self._steps_per_epoch = info["steps_per_epoch"]
+
+    def on_step_end(self, model, logs):
+        # At an epoch's last step on_epoch_end writes, with the epoch recorded.
+        epoch = self._state.epoch
+        if epoch.step < self._steps_per_epoch and self.step_due(model.t_):
+            self._write_model(model, epoch)
+
+    def on_epoch_end(self, model, logs):
+        if self.epoch_due(model.n_iter_, model.t_):
+            self._write_model(model, self._state.epoch)
+
+    def on_train_end(self, model):
+        if self._state.outcome != "failed" and not self.written_at(model.t_):
+            self._write_model(model, self._state.epoch)
+
+    def _write_model(self, model, epoch):
+        state, arrays = model._state()
+        self.write(state, arrays, epoch)
 
     def step_due(self, t: int) -> bool:
         return self.every_steps is not None and t % self.every_steps == 0

@@ -15,7 +15,13 @@ from numpy.typing import ArrayLike
 
 from fastvae._core.threads import blas_single_threaded, resolve_num_threads
 from fastvae._validation import check_memory, training_bytes
-from fastvae.callbacks import Callback, ProgressBar, check_callbacks
+from fastvae.callbacks import (
+    Callback,
+    EpochProgress,
+    ProgressBar,
+    TrainingState,
+    check_callbacks,
+)
 from fastvae.data import batches
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models.history import EPOCH_FIELDS, empty_history
@@ -91,8 +97,16 @@ class _Hooks:
         return stop
 
     def train_end(self):
+        """Every callback's on_train_end, even after one raises; then the
+        first error is raised."""
+        error = None
         for cb in self.callbacks:
-            cb.on_train_end(self.model)
+            try:
+                cb.on_train_end(self.model)
+            except BaseException as exc:  # Ctrl-C in one must not skip the rest
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 def run_on_ranks(comm, run):
@@ -438,11 +452,16 @@ class Training:
         )
 
         epochs = resume["epochs"] if resume is not None else self.n_iter_ + s.epochs
-        epoch = resume["epoch"] if resume is not None else _ckpt.EpochProgress()
+        state = TrainingState()
+        if resume is not None:
+            state.epoch = resume["epoch"]
+        callbacks = list(callbacks)
+        if s.verbose:
+            callbacks.insert(0, ProgressBar(s.verbose))
         if checkpoint is not None:
             last = None
             if resume is not None:
-                last = (self.n_iter_, epoch.step, self.t_)
+                last = (self.n_iter_, state.epoch.step, self.t_)
             writer = _ckpt.Checkpointer(
                 checkpoint["path"],
                 checkpoint["every"],
@@ -457,20 +476,23 @@ class Training:
                 checkpoint["user"],
                 last=last,
             )
+            # First, so a checkpoint is on disk before any other hook runs.
+            callbacks.insert(0, writer)
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
         if comm is not None:  # a fastvae.models.distributed.Group: steps over MPI ranks
             stepper = comm.data_parallel(
-                net, self, (X, cond, X_val, cond_val), (epochs, epoch.step, batch)
+                net,
+                self,
+                (X, cond, X_val, cond_val),
+                (epochs, state.epoch.step, batch),
             )
         else:
             stepper = LocalStepper(net)
         grads = layout.zeros(s.dtype)
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
-        remaining = (epochs - self.n_iter_) * n - min(n, epoch.step * batch)
-        if s.verbose:
-            callbacks = [ProgressBar(s.verbose), *callbacks]
+        remaining = (epochs - self.n_iter_) * n - min(n, state.epoch.step * batch)
         hooks = _Hooks(self, callbacks)
         hooks.train_begin(
             {
@@ -480,8 +502,10 @@ class Training:
                 "batch_size": batch,
                 "steps_per_epoch": steps_per_epoch,
                 "remaining_samples": remaining,
+                "state": state,
             }
         )
+        stopped = None
         try:
             with self._lock, blas_single_threaded():
                 while self.n_iter_ < epochs:
@@ -496,23 +520,22 @@ class Training:
                         hooks,
                         X_val,
                         cond_val,
-                        epoch,
+                        state,
                         writer,
                     )
-                    if stopped == "mid-epoch":  # the checkpoint keeps the position
+                    if stopped == "mid-epoch":  # state.epoch keeps the position
                         break
-                    epoch = _ckpt.EpochProgress()
-                    if hooks.epoch_end(self.history_) or stopped:
+                    if hooks.epoch_end(self.history_):
+                        stopped = "at the epoch's end"
+                    if stopped:
                         break
-                if writer is not None and not writer.written_at(self.t_):
-                    self._write_checkpoint(writer, epoch)
+            state.outcome = "stopped" if stopped else "finished"
+        except BaseException:
+            state.outcome = "failed"
+            raise
         finally:
             hooks.train_end()
         return self
-
-    def _write_checkpoint(self, writer, epoch):
-        state, arrays = self._state()
-        writer.write(state, arrays, epoch)
 
     def _fit_epoch(
         self,
@@ -525,17 +548,21 @@ class Training:
         hooks,
         X_val,
         cond_val,
-        epoch,
+        state,
         writer,
     ):
-        """Train the rest of one epoch from `epoch` (an EpochProgress: steps
-        already done and their sums), writing checkpoints when due.
+        """Train the rest of one epoch from `state.epoch` (steps already done
+        and their sums), which every step keeps exact; record the epoch in the
+        history and start `state.epoch` afresh at its end.
+
+        `writer` (the checkpoint callback, or None) is only named in errors.
 
         Returns None, or where a callback's on_step_end stopped training:
-        "mid-epoch" (`epoch` then holds the position reached) or "at the
+        "mid-epoch" (`state.epoch` then holds the position reached) or "at the
         epoch's end" (the epoch is complete and recorded)."""
         n = data.n_rows
         steps_per_epoch = -(-n // batch)
+        epoch = state.epoch
         order = _epoch_order(s.seed, self.n_iter_, n)
         p, (s1, s2) = self.params_, self._opt_state
         seconds_before = epoch.seconds
@@ -582,6 +609,7 @@ class Training:
                     epoch.window_loss / epoch.window_steps
                 )
                 epoch.window_loss, epoch.window_steps = 0.0, 0
+            epoch.seconds = seconds_before + time.perf_counter() - start
             stop = hooks.step_end(
                 {
                     "step": self.t_,
@@ -592,14 +620,9 @@ class Training:
                     "kl": kl_sum / b,
                 }
             )
-            due = writer is not None and writer.step_due(self.t_)
-            if epoch.step < steps_per_epoch and (stop or due):
-                epoch.seconds = seconds_before + time.perf_counter() - start
-                if due:
-                    self._write_checkpoint(writer, epoch)
-                if stop:
-                    return "mid-epoch"
-        seconds = seconds_before + time.perf_counter() - start
+            if stop and epoch.step < steps_per_epoch:
+                return "mid-epoch"
+        seconds = epoch.seconds
         recon_total, kl_total, loss_total = epoch.reconstruction, epoch.kl, epoch.loss
         self.n_iter_ += 1
         h = self.history_
@@ -615,6 +638,5 @@ class Training:
             val = net.mean_elbo(self, X_val, cond_val, s.n_threads)
         h["val_elbo"].append(val)
         self.loss_curve_.append(loss_total / n)
-        if writer is not None and writer.epoch_due(self.n_iter_, self.t_):
-            self._write_checkpoint(writer, _ckpt.EpochProgress())
+        state.epoch = EpochProgress()
         return "at the epoch's end" if stop else None
