@@ -464,6 +464,12 @@ def _set(meta, path, value):
         (("fitted", "history_", "loss"), [1.0, float("nan")], "holds nan"),
         (("fitted", "history_", "loss"), [1.0], "history_ lengths"),
         (("fitted", "loss_curve_"), [1.0, None], "loss_curve_ must be a list of 2"),
+        (("fitted", "training_data_"), [], "training_data_ must have the keys"),
+        (("fitted", "training_data_", "min"), None, "min and max must be finite"),
+        (("fitted", "training_data_", "max"), -5.0, "min .* exceeds max -5"),
+        (("fitted", "training_data_", "n_features"), 7, "has 7 features but the"),
+        (("fitted", "training_data_", "source"), "x", "source must be a JSON obj"),
+        (("fitted", "training_data_", "rows"), 1, "training_data_ must have the"),
     ],
 )
 def test_wrong_metadata_types_and_values(saved, path, value, message):

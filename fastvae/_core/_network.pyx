@@ -7,6 +7,7 @@ importance-sampled log-likelihood terms).
 
 import numpy as np
 
+from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
 
@@ -33,6 +34,11 @@ LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN,
                "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED}
 KINDS = {"vae": FV_KIND_VAE, "ae": FV_KIND_AE}
 MAX_LAYERS = FV_MAX_LAYERS
+
+# (row, sample) pairs per compiled log-likelihood call: about 0.1-0.5 s for
+# a 784-200-200-50 model, so that Ctrl-C and progress reports come that
+# often even with k = 5000 (Ctrl-C is only seen between compiled calls).
+LL_PAIRS_PER_CALL = 1 << 16
 
 
 cdef _aligned_empty(int64_t n, dtype):
@@ -446,15 +452,19 @@ cdef class Network:
         if n == 0:
             return out_arr
         self._claim()
-        with nogil:
+        try:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                encode_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
-                            X.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                            ldc, chunk, &out[start, 0], width, n_threads)
+                with nogil:
+                    encode_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
+                                X.shape[1],
+                                NULL if ldc == 0 else &cond[start, 0], ldc,
+                                chunk, &out[start, 0], width, n_threads)
                 start += chunk
-        self._busy = False
+                PyErr_CheckSignals()
+        finally:
+            self._busy = False
         return out_arr
 
     def decode(self, const floating[::1] params, const floating[:, ::1] Z,
@@ -475,15 +485,19 @@ cdef class Network:
         if n == 0:
             return out_arr
         self._claim()
-        with nogil:
+        try:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                decode_rows(&self.cfg, &params[0], &work[0], &Z[start, 0],
-                            Z.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                            ldc, chunk, &out[start, 0], D, n_threads)
+                with nogil:
+                    decode_rows(&self.cfg, &params[0], &work[0], &Z[start, 0],
+                                Z.shape[1],
+                                NULL if ldc == 0 else &cond[start, 0], ldc,
+                                chunk, &out[start, 0], D, n_threads)
                 start += chunk
-        self._busy = False
+                PyErr_CheckSignals()
+        finally:
+            self._busy = False
         return out_arr
 
     def elbo_terms(self, const floating[::1] params, const floating[:, ::1] X,
@@ -517,26 +531,31 @@ cdef class Network:
         if n == 0:
             return recon_arr, kl_arr
         self._claim()
-        with nogil:
+        try:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                elbo_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
-                          X.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                          ldc, chunk, s, st, t, d, &recon[start], &kl[start],
-                          n_threads)
+                with nogil:
+                    elbo_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
+                              X.shape[1], NULL if ldc == 0 else &cond[start, 0],
+                              ldc, chunk, s, st, t, d, &recon[start],
+                              &kl[start], n_threads)
                 start += chunk
-        self._busy = False
+                PyErr_CheckSignals()
+        finally:
+            self._busy = False
         return recon_arr, kl_arr
 
     def log_likelihood(self, const floating[::1] params,
                        const floating[:, ::1] X, k, seed, stream,
                        int n_threads=1, const floating[:, ::1] cond=None,
-                       row_offset=0):
+                       row_offset=0, progress=None):
         """Importance-sampled log p(x | c) of every row with k samples.
 
         Row i's samples are a pure function of (seed, stream, row_offset + i,
-        sample index), whatever the chunking.
+        sample index), whatever the chunking. Rows go to C in chunks of about
+        LL_PAIRS_PER_CALL (row, sample) pairs; between chunks Ctrl-C is
+        checked and `progress(rows_done)` is called when given.
 
         Returns
         -------
@@ -563,20 +582,29 @@ cdef class Network:
         cdef double[::1] out = out_arr
         cdef floating[::1] work = self._work
         cdef double[::1] row_losses = self._row_losses
+        cdef int64_t rows_per_call = min(<int64_t> self.cfg.max_batch,
+                                         max(<int64_t> 1, LL_PAIRS_PER_CALL // kk))
         if n == 0:
             return out_arr
         self._claim()
-        with nogil:
+        try:
             start = 0
             while start < n:
-                chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                log_likelihood_rows(&self.cfg, &params[0], &work[0],
-                                    &row_losses[0], &X[start, 0], X.shape[1],
-                                    NULL if ldc == 0 else &cond[start, 0], ldc,
-                                    chunk, kk, s, st, ro + <uint64_t> start,
-                                    &out[start], n_threads)
+                chunk = <int> min(rows_per_call, n - start)
+                with nogil:
+                    log_likelihood_rows(&self.cfg, &params[0], &work[0],
+                                        &row_losses[0], &X[start, 0],
+                                        X.shape[1],
+                                        NULL if ldc == 0 else &cond[start, 0],
+                                        ldc, chunk, kk, s, st,
+                                        ro + <uint64_t> start, &out[start],
+                                        n_threads)
                 start += chunk
-        self._busy = False
+                PyErr_CheckSignals()
+                if progress is not None:
+                    progress(start)
+        finally:
+            self._busy = False
         return out_arr
 
 

@@ -66,6 +66,11 @@ ATTRIBUTES = """
         "samples_per_second"; finer: "step", "step_loss".
     loss_curve_ : list of float
         Mean training loss of each epoch.
+    training_data_ : dict
+        What the model was trained on: "n_samples" and "n_features" of the
+        last fit, "min" and "max" over all data it was fitted on, and a
+        "source" a caller may add (the command line stores the data's name
+        and location there); saved in model files.
     sigma_ : float or ndarray of shape (n_features,)
         Gaussian likelihood only: the fixed or learned standard deviations.
 """

@@ -64,8 +64,9 @@ def _check_fitted(fitted):
         "history_",
         "loss_curve_",
     }
-    missing = keys - set(fitted) - {"n_conditions_"}  # absent in early files: 0
-    if missing or set(fitted) - keys:
+    # Absent in early files: n_conditions_ (then 0) and training_data_ (None).
+    missing = keys - set(fitted) - {"n_conditions_"}
+    if missing or set(fitted) - keys - {"training_data_"}:
         raise ValueError(
             f"fitted must have the keys {sorted(keys)}, got {sorted(map(str, fitted))}"
         )
@@ -116,7 +117,42 @@ def _check_fitted(fitted):
         )
     out["history_"] = {k: list(v) for k, v in history.items()}
     out["loss_curve_"] = [float(v) for v in curve]
+    out["training_data_"] = _check_training_data(fitted.get("training_data_"))
     return out
+
+
+_TRAINING_DATA_KEYS = {"n_samples", "n_features", "min", "max"}
+
+
+def _check_training_data(value):
+    """training_data_ of a state: None (files before it), or the summary fit
+    made, with the "source" a caller may have added. (Its n_features is
+    compared with the architecture's by _set_state.)"""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not (
+        _TRAINING_DATA_KEYS <= set(value) <= _TRAINING_DATA_KEYS | {"source"}
+    ):
+        raise ValueError(
+            f"training_data_ must have the keys {sorted(_TRAINING_DATA_KEYS)} "
+            "(and optionally source)"
+        )
+    _count("training_data_ n_samples", value["n_samples"], low=1)
+    _count("training_data_ n_features", value["n_features"], low=1)
+    lo, hi = value["min"], value["max"]
+    for v in (lo, hi):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, numbers.Real)
+            or not math.isfinite(v)
+        ):
+            raise ValueError(f"training_data_ min and max must be finite, got {v!r}")
+    if lo > hi:
+        raise ValueError(f"training_data_ min {lo} exceeds max {hi}")
+    source = value.get("source")
+    if source is not None and not isinstance(source, dict):
+        raise ValueError("training_data_ source must be a JSON object")
+    return dict(value)
 
 
 def _aligned_copy(a, layout):
@@ -179,6 +215,7 @@ class Persistence:
                 "t_": self.t_,
                 "history_": self.history_,
                 "loss_curve_": self.loss_curve_,
+                "training_data_": getattr(self, "training_data_", None),
             },
             "fastvae_version": __version__,
         }
@@ -260,6 +297,12 @@ class Persistence:
                 )
             if not np.isfinite(a).all():
                 raise ValueError(f"array {name!r} holds NaN or inf")
+        seen = fitted["training_data_"]
+        if seen is not None and seen["n_features"] != fitted["n_features_in_"]:
+            raise ValueError(
+                f"training_data_ has {seen['n_features']} features but the model "
+                f"{fitted['n_features_in_']}"
+            )
 
         for name, value in values.items():
             setattr(self, name, value)
@@ -274,6 +317,7 @@ class Persistence:
         self.t_ = fitted["t_"]
         self.history_ = fitted["history_"]
         self.loss_curve_ = fitted["loss_curve_"]
+        self.training_data_ = fitted["training_data_"]
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()

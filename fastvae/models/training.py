@@ -55,6 +55,31 @@ def _epoch_order(seed, epoch, n):
     return np.random.Generator(bitgen).permutation(n).astype(np.int64, copy=False)
 
 
+def _data_summary(X, dtype, before: dict | None) -> dict:
+    """training_data_ for a fit on X: its size and value range, the range
+    widened to cover `before` (the summary of the fit continued), whose
+    "source" stays."""
+    if batches.is_out_of_core(X):
+        lo, hi = np.inf, -np.inf
+        for block in batches.row_blocks(X, dtype):
+            if block.size:
+                lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    else:
+        lo, hi = float(X.min()), float(X.max())
+    summary = {
+        "n_samples": int(X.shape[0]),
+        "n_features": int(X.shape[1]),
+        "min": lo,
+        "max": hi,
+    }
+    if before is not None:
+        summary["min"] = min(lo, before["min"])
+        summary["max"] = max(hi, before["max"])
+        if "source" in before:
+            summary["source"] = before["source"]
+    return summary
+
+
 class LocalStepper:
     """Training steps on this process: the compiled Network itself, and the
     validation ELBO over all rows. fastvae.models.distributed's
@@ -438,6 +463,9 @@ class Training:
                 f"warm_start cannot switch optimizer from {self._optimizer_name} "
                 f"to {opt.name}"
             )
+        self.training_data_ = _data_summary(
+            X, s.dtype, getattr(self, "training_data_", None) if continuing else None
+        )
         self.n_features_in_ = d
         self.n_conditions_ = n_cond
         self._fitted_layout = layout

@@ -278,6 +278,7 @@ class VAE(BaseAutoencoder):
         *,
         k: int = 5000,
         seed: int | None = None,
+        progress: bool = False,
     ) -> np.ndarray:
         """Importance-sampled estimate of log p(x) for every sample.
 
@@ -291,7 +292,9 @@ class VAE(BaseAutoencoder):
         layers through BLAS (fastest for these large batches), whose rounding
         depends on a row's position in a call: a row's estimate can differ in
         the last bits between batches; its samples depend on the row's index
-        in X.
+        in X. The work is n_samples * k decoder passes (about 8 µs each for
+        a 784-200-200-50 model on one core: k = 5000 over 10,000 rows takes
+        several minutes); Ctrl-C stops it within about a second.
 
         Parameters
         ----------
@@ -302,6 +305,8 @@ class VAE(BaseAutoencoder):
         seed : int, optional
             Seed of the draws; the model's seed when None. Sample s of row i
             depends only on (seed, i, s).
+        progress : bool, default=False
+            Show a progress bar (rows done, rate and time left) on stderr.
 
         Returns
         -------
@@ -318,4 +323,31 @@ class VAE(BaseAutoencoder):
         Param(numbers.Integral, low=1, high=2**40).check("k", k)
         seed = self.seed if seed is None else seed
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
-        return self._call("log_likelihood", X, int(k), seed, _rng.STREAM_IS, cond=cond)
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
+        if not progress:
+            return self._call(
+                "log_likelihood", X, int(k), seed, _rng.STREAM_IS, cond=cond
+            )
+        from tqdm.auto import tqdm
+
+        with tqdm(
+            total=X.shape[0],
+            unit="row",
+            desc=f"log p(x), k={k}",
+            dynamic_ncols=True,
+            mininterval=0.5,
+        ) as bar:
+
+            def advance(rows_done):
+                bar.update(rows_done - bar.n)
+
+            return self._call(
+                "log_likelihood",
+                X,
+                int(k),
+                seed,
+                _rng.STREAM_IS,
+                cond=cond,
+                progress=advance,
+            )
