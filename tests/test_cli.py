@@ -15,6 +15,7 @@ from matplotlib.image import imread
 
 import fastvae
 from fastvae import data
+from fastvae.cli.run_lock import RunLock
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [
@@ -328,9 +329,16 @@ def test_plot_a_run_in_progress_and_one_without_labels(trained, tmp_path):
     partial.mkdir()
     for name in ("run.json", "metrics.jsonl"):
         (partial / name).write_bytes((run / name).read_bytes())
-    proc = run_cli("plot", "--run", "partial", cwd=tmp_path)
-    assert "metrics.jsonl (training still running?)" in proc.stdout
+    # a run folder whose lock is held by a training process
+    with RunLock(partial):
+        proc = run_cli("plot", "--run", "partial", cwd=tmp_path)
+    assert f"metrics.jsonl (training is still running: process {os.getpid()})" in (
+        proc.stdout
+    )
     assert "no latent scatter: partial/model.npz does not exist yet" in proc.stdout
+    # no process holds it: training was interrupted (or killed)
+    proc = run_cli("plot", "--run", "partial", cwd=tmp_path)
+    assert "metrics.jsonl (training stopped before its end)" in proc.stdout
     assert_picture(partial / "loss_curve.png")
     assert not (partial / "latent.png").exists()
 

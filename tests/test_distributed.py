@@ -249,7 +249,7 @@ def test_cli_under_a_launcher_without_mpi4py_says_what_to_install(tmp_path):
 def test_cli_without_mpi4py_trains_on_one_process(tmp_path):
     """No launcher (or --mpi off under one): mpi4py is never imported."""
     for env in ({}, {"PMI_RANK": "0", "PMI_SIZE": "2"}):
-        extra = ("--mpi", "off") if env else ()
+        extra = ("--mpi", "off", "--overwrite") if env else ()
         proc = _cli_without_mpi4py(tmp_path, *extra, env=env)
         assert proc.returncode == 0, proc.stderr
         assert "1 threads" in proc.stdout and "MPI" not in proc.stdout

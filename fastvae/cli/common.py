@@ -148,11 +148,48 @@ def split_for(args) -> str:
 
 
 def check_width(model, dataset) -> None:
+    """The data must have the model's features, and values in a range the
+    model has seen (at most one training range beyond either end of it)."""
     if dataset.X.shape[1] != model.n_features_in_:
         raise UserError(
             f"{dataset.name} has {dataset.X.shape[1]} features per sample but the "
             f"model was trained on {model.n_features_in_}"
         )
+    seen = getattr(model, "training_data_", None)
+    if not seen or not len(dataset):
+        return
+    lo, hi = seen["min"], seen["max"]
+    span = (hi - lo) or 1.0
+    got_lo, got_hi = float(dataset.X.min()), float(dataset.X.max())
+    if got_lo < lo - span or got_hi > hi + span:
+        raise UserError(
+            f"{dataset.name} has values in [{got_lo:.4g}, {got_hi:.4g}] but the "
+            f"model was trained on values in [{lo:.4g}, {hi:.4g}]; scale the data as "
+            "the "
+            "training data were"
+        )
+
+
+def model_data(args, model):
+    """The data a subcommand runs the model on: --data, or by default the
+    data the model was trained on (named in its file by fastvae train),
+    checked to fit the model.
+
+    Sets args.data (and args.data_dir) when it was not given; the split is
+    split_for(args)."""
+    if args.data is None:
+        source = (getattr(model, "training_data_", None) or {}).get("source")
+        if not source or not isinstance(source.get("data"), str):
+            raise UserError(
+                f"--data is needed: {args.model} does not say what it was trained "
+                "on (it was not written by fastvae train, or by an older fastvae)"
+            )
+        args.data = source["data"]
+        if args.data_dir is None:
+            args.data_dir = source.get("data_dir")
+    dataset = load_data(args, split=split_for(args))
+    check_width(model, dataset)
+    return dataset
 
 
 def json_default(value):

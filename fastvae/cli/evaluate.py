@@ -10,9 +10,8 @@ import numpy as np
 
 from fastvae.cli.common import (
     UserError,
-    check_width,
     conditions_for,
-    load_data,
+    model_data,
     split_for,
 )
 
@@ -21,8 +20,7 @@ def eval_command(args) -> int:
     import fastvae
 
     model = fastvae.load(args.model)
-    dataset = load_data(args, split=split_for(args))
-    check_width(model, dataset)
+    dataset = model_data(args, model)
     cond = conditions_for(model, dataset)
     is_vae = hasattr(model, "log_likelihood")
     scores = model.score_samples(dataset.X, cond)
@@ -38,7 +36,7 @@ def eval_command(args) -> int:
         if not is_vae:
             raise UserError("--k needs a VAE: an autoencoder defines no density")
         start = time.perf_counter()
-        ll = model.log_likelihood(dataset.X, cond, k=args.k)
+        ll = model.log_likelihood(dataset.X, cond, k=args.k, progress=not args.quiet)
         result.update(
             log_likelihood=float(np.mean(ll)),
             k=args.k,

@@ -63,14 +63,22 @@ def _positive_float(text: str) -> float:
 
 
 def _add_data_arguments(
-    p: argparse.ArgumentParser, *, default: str | None, optional: bool = False
+    p: argparse.ArgumentParser,
+    *,
+    default: str | None,
+    optional: bool = False,
+    unset: str = "the data the model was trained on",
 ) -> None:
+    """--data and the options of loading it; `unset` says what no --data
+    means when there is no default."""
     p.add_argument(
         "--data",
         default=default,
         required=default is None and not optional,
         help="'shapes' (built in, generated), 'mnist', 'fashion-mnist', "
-        "'binarized-mnist', or a .npy/.npz/.csv file (default: %(default)s)",
+        "'binarized-mnist', or a .npy/.npz/.csv file (default: "
+        + ("%(default)s" if default is not None else unset)
+        + ")",
     )
     p.add_argument(
         "--data-dir",
@@ -218,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (finished or not) instead of "
+        "refusing to",
+    )
+    t.add_argument(
         "--checkpoint-every",
         type=int,
         default=None,
@@ -260,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     r.add_argument("--model", required=True, help="a model file written by train")
-    _add_data_arguments(r, default="shapes")
+    _add_data_arguments(r, default=None, optional=True)
     r.add_argument("--split", default="test", help="'train' or 'test' (named data)")
     r.add_argument("-n", type=_positive_int, default=16, help="number of images")
     r.add_argument("--out", default="reconstructions.png", help="PNG file to write")
@@ -271,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     e.add_argument("--model", required=True, help="a model file written by train")
-    _add_data_arguments(e, default="shapes")
+    _add_data_arguments(e, default=None, optional=True)
     e.add_argument("--split", default="test", help="'train' or 'test' (named data)")
     e.add_argument(
         "--k",
@@ -280,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also estimate log p(x) with k importance samples (VAEs; papers use 5000)",
     )
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--quiet", action="store_true", help="no progress bar during --k")
 
     v = sub.add_parser(
         "traverse",
@@ -293,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the variance of the codes for an autoencoder), largest first.",
     )
     v.add_argument("--model", required=True, help="a model file written by train")
-    _add_data_arguments(v, default=None, optional=True)
+    _add_data_arguments(v, default=None, optional=True, unset="none: around z = 0")
     v.add_argument("--split", default="test", help="'train' or 'test' (named data)")
     v.add_argument(
         "--index",
@@ -342,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         "interpolate the one-hot condition too, unless --label fixes it.",
     )
     i.add_argument("--model", required=True, help="a model file written by train")
-    _add_data_arguments(i, default="shapes")
+    _add_data_arguments(i, default=None, optional=True)
     i.add_argument("--split", default="test", help="'train' or 'test' (named data)")
     i.add_argument(
         "--from",

@@ -16,6 +16,7 @@ from fastvae.cli.common import (
     decode_label,
     image_shape,
     load_data,
+    model_data,
     picture_shape,
     split_for,
     validation_label,
@@ -43,8 +44,7 @@ def reconstruct_command(args) -> int:
     from fastvae.cli import plotting
 
     model = fastvae.load(args.model)
-    dataset = load_data(args, split=split_for(args))
-    check_width(model, dataset)
+    dataset = model_data(args, model)
     shape = image_shape(dataset, dataset.X.shape[1])
     if shape is None:
         raise UserError(f"{dataset.name} does not hold images; nothing to draw")
@@ -55,7 +55,10 @@ def reconstruct_command(args) -> int:
         shape,
         args.out,
     )
-    print(f"wrote {args.out}")
+    print(
+        f"wrote {args.out}: {len(shown)} rows of {dataset.name} "
+        f"({split_for(args)} split) and their reconstructions"
+    )
     return 0
 
 
@@ -153,9 +156,8 @@ def interpolate_command(args) -> int:
 
     model = fastvae.load(args.model)
     label = decode_label(model, args.label)
+    dataset = model_data(args, model)
     split = split_for(args)
-    dataset = load_data(args, split=split)
-    check_width(model, dataset)
     shape = picture_shape(model, dataset)
     check_index("--from", args.start, dataset, split)
     check_index("--to", args.end, dataset, split)
@@ -210,7 +212,20 @@ def plot_command(args) -> int:
         validation_label=validation_label(kind),
         title=f"fastvae on {name}" if name else None,
     )
-    done = "" if source == run_folder.HISTORY_FILE else " (training still running?)"
+    done = ""
+    if source != run_folder.HISTORY_FILE:
+        from fastvae.cli.run_lock import holder
+
+        running = holder(run)
+        if running is not None:
+            done = f" (training is still running: process {running.get('pid')})"
+        elif (run / "checkpoint.npz").is_file():
+            done = (
+                " (training stopped before its end; continue it with "
+                f"fastvae train --resume {run})"
+            )
+        else:
+            done = " (training stopped before its end)"
     print(f"wrote {curves}: {len(history['epoch'])} epochs from {run / source}{done}")
     why_not = _latent_scatter(run, spec, out / "latent.png", args.max_points)
     if why_not:

@@ -8,8 +8,10 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from fastvae.callbacks import LambdaCallback
 from fastvae.cli.common import (
     USER_ERRORS,
     UserError,
@@ -26,6 +28,19 @@ from fastvae.cli.parser import build_parser
 # --mpi too: a checkpoint holds global state, so a run may go on with another
 # number of MPI ranks.
 _RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every", "mpi")
+
+# Everything fastvae train writes into its folder: what --overwrite removes.
+_RUN_FILES = (
+    "run.json",
+    "metrics.jsonl",
+    "history.json",
+    "model.npz",
+    "checkpoint.npz",
+    "loss_curve.png",
+    "samples.png",
+    "reconstructions.png",
+    "latent.png",
+)
 
 
 _DEFAULT_EPOCHS = 20
@@ -91,18 +106,46 @@ def _on_every_rank(group, run) -> int:
 
 def _train_on(args, group) -> int:
     """fastvae train on this process, or on this rank of an MPI job (group):
-    every rank loads the data and trains its shards; rank 0 alone prints and
-    writes the run folder."""
+    every rank loads the data and trains its shards; rank 0 alone prints,
+    locks the run folder and writes it."""
+    from contextlib import nullcontext
+
+    from fastvae.cli.run_lock import RunLock
+
+    root = group is None or group.is_root
+    if args.resume is None:
+        out = Path(args.out)
+    else:
+        from fastvae.models.checkpoint import checkpoint_path
+
+        try:
+            out = checkpoint_path(args.resume, must_exist=True).parent
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out) if root else nullcontext():
+        return _train_locked(args, group, root)
+
+
+def _train_locked(args, group, root: bool) -> int:
+    """_train_on's body, holding the run folder's lock on rank 0."""
     import fastvae
     from fastvae import data
     from fastvae._atomic import write_atomic
     from fastvae.cli import plotting, run_folder
 
-    root = group is None or group.is_root
     info = None
     if args.resume is not None:
         info = fastvae.checkpoint_info(args.resume)
         args = _resumed_arguments(args, info)
+        if info["finished"] and args.epochs <= info["epochs_done"]:
+            raise UserError(
+                f"the run in {info['path'].parent} is finished "
+                f"({info['epochs_done']} of {info['epochs']} epochs); nothing to "
+                f"resume. Pass --epochs N with N > {info['epochs_done']} to train "
+                "it further"
+            )
     else:
         args.epochs = _DEFAULT_EPOCHS if args.epochs is None else args.epochs
         if args.checkpoint_every is None:
@@ -117,10 +160,8 @@ def _train_on(args, group) -> int:
         raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     out = Path(args.out)
     checkpoint = out / "checkpoint.npz"
-    if root:
-        out.mkdir(parents=True, exist_ok=True)
-        if info is None:
-            _refuse_unfinished_run(out, checkpoint)
+    if root and info is None:
+        _clear_or_refuse(out, checkpoint, args.overwrite)
     if group is not None and args.download:  # rank 0 downloads, the others wait
         if not root:
             group.comm.Barrier()
@@ -151,8 +192,15 @@ def _train_on(args, group) -> int:
     settings = {k: v for k, v in vars(args).items() if k != "resume"}
     every = args.checkpoint_every
     comm = None if group is None else group.comm
+    source = _data_source(args, dataset)
+
+    def name_the_data(model, info):
+        # fit has made training_data_; the model file and checkpoints then
+        # say where the data came from, for eval and the pictures.
+        model.training_data_["source"] = source
 
     def train(callbacks=None):
+        callbacks = [LambdaCallback(on_train_begin=name_the_data), *(callbacks or [])]
         if info is None:
             return make_model(args).fit(
                 train_X,
@@ -206,9 +254,12 @@ def _train_on(args, group) -> int:
     if info is not None:
         run_folder.truncate_metrics(out / run_folder.METRICS_FILE, info["epochs_done"])
     start = time.perf_counter()
-    with run_folder.MetricsLog(
-        out / run_folder.METRICS_FILE, append=info is not None
-    ) as log:
+    with (
+        _reporting_interrupts(out, checkpoint),
+        run_folder.MetricsLog(
+            out / run_folder.METRICS_FILE, append=info is not None
+        ) as log,
+    ):
         if info is None:
             model = train([log])
             done_before = 0
@@ -289,6 +340,66 @@ def _train_on(args, group) -> int:
     lines += [f"{name:>15}: {path}" for name, path in paths.items()]
     print("\n".join(lines))
     return 0
+
+
+@contextmanager
+def _reporting_interrupts(out: Path, checkpoint: Path):
+    """On Ctrl-C, say where the last checkpoint is and how to go on from it
+    (fastvae.cli.main then prints "interrupted" and exits with 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        import fastvae
+        from fastvae.exceptions import ModelFileError
+
+        try:
+            info = fastvae.checkpoint_info(checkpoint)
+        except (FileNotFoundError, ModelFileError):
+            info = None
+        if info is None:
+            print(
+                f"fastvae: no checkpoint was written to {checkpoint} before the "
+                "interrupt; the run cannot be resumed",
+                file=sys.stderr,
+            )
+        else:
+            at = f"{info['epochs_done']} of {info['epochs']} epochs done" + (
+                f", {_plural(info['epoch_step'], 'step')} into epoch "
+                f"{info['epochs_done'] + 1}"
+                if info["epoch_step"]
+                else ""
+            )
+            print(
+                f"fastvae: the last checkpoint ({at}) is "
+                f"{checkpoint}; continue with: fastvae train --resume {out}",
+                file=sys.stderr,
+            )
+        raise
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _data_source(args, dataset) -> dict:
+    """Where the training data came from, as the loaders take it."""
+    from fastvae import data
+
+    source = args.data
+    if source not in data.DATASET_NAMES:
+        source = str(Path(source).expanduser().resolve())
+    data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
+    return {
+        "data": source,
+        "data_dir": None
+        if data_dir is None
+        else str(Path(data_dir).expanduser().resolve()),
+        "name": dataset.name,
+        "image_shape": None
+        if dataset.image_shape is None
+        else list(dataset.image_shape),
+        "binarize": args.binarize,
+    }
 
 
 def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
@@ -373,23 +484,39 @@ def _resumed_arguments(args, info):
     return argparse.Namespace(**merged)
 
 
-def _refuse_unfinished_run(out: Path, checkpoint: Path) -> None:
-    """A new run must not overwrite the checkpoint of one that can go on."""
+def _clear_or_refuse(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """A new run into `out`: refuse when a run is already there (one that can
+    go on is named as such), or with --overwrite remove its files first, so
+    that nothing of it mixes with the new one."""
     import fastvae
     from fastvae.exceptions import ModelFileError
 
-    if not checkpoint.is_file():
+    present = [name for name in _RUN_FILES if (out / name).is_file()]
+    if not present:
         return
-    try:
-        info = fastvae.checkpoint_info(checkpoint)
-    except ModelFileError:
-        return  # unreadable: nothing left to continue
-    if not info["finished"]:
+    if overwrite:
+        for name in present:
+            (out / name).unlink(missing_ok=True)
+        return
+    unfinished = None
+    if checkpoint.is_file():
+        try:
+            unfinished = fastvae.checkpoint_info(checkpoint)
+        except ModelFileError:
+            pass  # unreadable: nothing left to continue
+        if unfinished is not None and unfinished["finished"]:
+            unfinished = None
+    if unfinished is not None:
         raise UserError(
-            f"{out} holds an unfinished run ({info['epochs_done']} of {info['epochs']} "
-            f"epochs): continue it with --resume {out}, or delete {checkpoint} to "
-            "start over"
+            f"{out} holds an unfinished run ({unfinished['epochs_done']} of "
+            f"{unfinished['epochs']} epochs): continue it with --resume {out}, or "
+            "pass --overwrite to start over"
         )
+    raise UserError(
+        f"{out} already holds a run ({', '.join(present[:3])}"
+        + (", ..." if len(present) > 3 else "")
+        + "): pass --overwrite to replace it, or choose another --out folder"
+    )
 
 
 def make_model(args):
