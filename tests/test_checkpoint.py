@@ -397,7 +397,8 @@ def test_cli_kill_9_and_resume_is_bitwise_exact(tmp_path, capsys):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    resuming = f"resuming run/checkpoint.npz after {info['epochs_done']} epochs"
+    done = info["epochs_done"]
+    resuming = f"resuming run/checkpoint.npz after {done} epoch{'s' * (done != 1)}"
     assert resuming in proc.stdout
     assert "trained 60 epochs" in proc.stdout
 

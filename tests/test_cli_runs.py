@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -276,3 +277,83 @@ def test_ctrl_c_stops_eval_k_within_a_second_and_it_shows_progress(tmp_path):
     assert proc.returncode == 130 and "fastvae: interrupted" in err, err
     assert seconds < 2.0, f"{seconds:.1f} s from SIGINT to exit"
     assert "log p(x), k=1000000" in err and "row" in err  # the progress bar
+
+
+# -- rough edges -----------------------------------------------------------------
+
+
+def test_help_shows_each_default_once_and_lists_choices(tmp_path):
+    for command in ("train", "sample", "reconstruct", "eval", "traverse",
+                    "interpolate", "plot"):  # fmt: skip
+        text = " ".join(run_cli(command, "--help", cwd=tmp_path).stdout.split())
+        assert "(default: None)" not in text, command
+        assert not re.search(r"\(default:[^)]*\)\s*\(default:", text), command
+    text = " ".join(run_cli("train", "--help", cwd=tmp_path).stdout.split())
+    assert "--batch-size BATCH_SIZE samples per step (default: 128)" in text
+    assert "--seed SEED seed of the initial weights" in text and "(default: 0)" in text
+    for choices in ("{bernoulli,gaussian}", "{sgd,momentum,adam}",
+                    "{relu,tanh,sigmoid,identity}", "{float32,float64}"):  # fmt: skip
+        assert choices in text
+    proc = run_cli("train", "--bogus", cwd=tmp_path, code=2)
+    assert proc.stderr == (
+        "fastvae: error: unrecognized arguments: --bogus (see 'fastvae train --help')\n"
+    )
+
+
+def test_settings_are_checked_before_the_data_load(tmp_path):
+    proc = run_cli("train", "--data", "missing.npy", "--latent-dim", "0",
+                   cwd=tmp_path, code=2)  # fmt: skip
+    assert proc.stderr == "fastvae: error: --latent-dim must be >= 1, got 0\n"
+    assert proc.stdout == "" and not (tmp_path / "fastvae-run" / "run.json").exists()
+    proc = run_cli("train", "--sigma", "learned", cwd=tmp_path, code=2)
+    assert "--sigma learned needs --likelihood gaussian" in proc.stderr
+
+
+def test_warnings_are_one_line_in_cli_words_and_quiet_is_short(tmp_path):
+    proc = run_cli("train", *TINY, "--n-samples", "100", "--out", "run",
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.stderr == (
+        "fastvae: warning: --batch-size 128 is larger than the 90 samples; using 90\n"
+    )
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 5, lines
+    assert "; 2 threads" in lines[0] or "; 1 thread" in lines[0]
+    assert lines[1].startswith("trained 1 epoch (1 step) in ")
+    assert "validation ELBO" in proc.stdout and "->" not in proc.stdout
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastvae", "train", *TINY, "--n-samples", "300"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # like `| head -0`: the reader is gone
+    err = proc.stderr.read()
+    proc.wait(timeout=300)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141
+
+
+def test_8_bit_images_train_with_scale_and_eval_reuses_it(tmp_path):
+    images = np.random.default_rng(4).integers(0, 256, (120, 36), dtype=np.uint8)
+    np.save(tmp_path / "u8.npy", images)
+    proc = run_cli("train", "--data", "u8.npy", *TINY, cwd=tmp_path, code=2)
+    assert "they look like 8-bit pixel values: pass --scale 255" in proc.stderr
+    run_cli("train", "--data", "u8.npy", "--scale", "255", *TINY, "--batch-size",
+            "50", cwd=tmp_path)  # fmt: skip
+    model = "fastvae-run/model.npz"
+    default = json.loads(run_cli("eval", "--model", model, "--json",
+                                 cwd=tmp_path).stdout)  # fmt: skip
+    given = run_cli("eval", "--model", model, "--data", "u8.npy", "--scale", "255",
+                    "--json", cwd=tmp_path).stdout  # fmt: skip
+    given = json.loads(given)
+    assert default == given
+    proc = run_cli("eval", "--model", model, "--data", "u8.npy", "--scale", "1",
+                   cwd=tmp_path, code=2)  # fmt: skip
+    assert "u8 has values in [0, 255] but the model was trained on values" in (
+        proc.stderr
+    )

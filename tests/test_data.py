@@ -640,3 +640,18 @@ def test_load_dataset_finds_subfolder_of_data_dir(real_data, monkeypatch, mnist_
     with pytest.warns(UserWarning, match="sorted by digit"):
         data = load_dataset("binarized-mnist", split="test", n_samples=100)
     assert len(data) == 100
+
+
+def test_a_pandas_index_column_in_a_csv_is_dropped_with_a_warning(tmp_path):
+    from fastvae.data import load_array
+
+    path = tmp_path / "frame.csv"
+    path.write_text(",a,b\n0,0.5,1.5\n1,0.25,2.5\n2,0.75,3.5\n")
+    with pytest.warns(UserWarning, match="dropped the first column, an unnamed index"):
+        dataset = load_array(path)
+    np.testing.assert_array_equal(dataset.X, [[0.5, 1.5], [0.25, 2.5], [0.75, 3.5]])
+    # a named first column, or one that is not row numbers, is data
+    path.write_text("id,a\n0,0.5\n1,0.25\n")
+    assert load_array(path).X.shape == (2, 2)
+    path.write_text(",a\n3,0.5\n1,0.25\n")
+    assert load_array(path).X.shape == (2, 2)

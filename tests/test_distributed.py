@@ -252,7 +252,7 @@ def test_cli_without_mpi4py_trains_on_one_process(tmp_path):
         extra = ("--mpi", "off", "--overwrite") if env else ()
         proc = _cli_without_mpi4py(tmp_path, *extra, env=env)
         assert proc.returncode == 0, proc.stderr
-        assert "1 threads" in proc.stdout and "MPI" not in proc.stdout
+        assert "; 1 thread\n" in proc.stdout and "MPI" not in proc.stdout
 
 
 # -- real MPI jobs ---------------------------------------------------------------
@@ -366,7 +366,7 @@ def test_cli_train_over_two_ranks(tmp_path):
         2, sys.executable, "-m", "fastvae", "train", *args, "--out", tmp_path / "mpi"
     )
     assert proc.stdout.count("fastvae: training a vae") == 1
-    assert "2 MPI ranks x 1 threads, global batch 30" in proc.stdout
+    assert "2 MPI ranks x 1 thread, global batch 30" in proc.stdout
     assert proc.stdout.count("trained 2 epochs (18 steps)") == 1
     single = subprocess.run(
         [
@@ -384,7 +384,7 @@ def test_cli_train_over_two_ranks(tmp_path):
         text=True,
         check=True,
     )
-    assert "1 threads" in single.stdout
+    assert "; 1 thread\n" in single.stdout
     a = fastvae.load(tmp_path / "mpi" / "model.npz")
     b = fastvae.load(tmp_path / "one" / "model.npz")
     assert np.abs(a.params_ - b.params_).max() <= PARAM_ATOL[np.float32]

@@ -26,14 +26,79 @@ class UserError(Exception):
 
 
 def load_data(args, split: str = "train"):
+    """The data named by --data (and --data-dir, --n-samples, --download),
+    divided by --scale when given."""
+    import dataclasses
+
     from fastvae import data
 
-    return data.load_dataset(
+    dataset = data.load_dataset(
         args.data,
         data_dir=args.data_dir,
         split=split,
         n_samples=args.n_samples,
         download=args.download,
+    )
+    scale = getattr(args, "scale", None)
+    if scale is not None and scale != 1:
+        dataset = dataclasses.replace(dataset, X=dataset.X / np.float32(scale))
+    return dataset
+
+
+# Names of the model's parameters in errors, as the options of fastvae train.
+_NAMES = {
+    "latent_dim": "--latent-dim",
+    "batch_size": "--batch-size",
+    "kl_warmup": "--kl-warmup",
+    "n_threads": "--threads",
+    "hidden": "--hidden",
+    "lr": "--lr",
+    "beta": "--beta",
+    "sigma": "--sigma",
+    "corruption": "--corruption",
+    "epochs": "--epochs",
+    "seed": "--seed",
+    "likelihood": "--likelihood",
+    "activation": "--activation",
+    "optimizer": "--optimizer",
+}
+
+
+def as_flags(message: str) -> str:
+    """A settings message in the words of the command line: a parameter
+    named as the subject of a rule ("latent_dim must be ...") or with its
+    value ("lr=0.001", "likelihood='gaussian'") becomes the option that sets
+    it ("--latent-dim must be ...", "--lr 0.001", "--likelihood gaussian")."""
+    import re
+
+    names = "|".join(sorted(_NAMES, key=len, reverse=True))
+
+    def option(match: re.Match) -> str:
+        flag = _NAMES[match["name"]]
+        if match["value"] is not None:
+            return f"{flag} {match['value']}"
+        return f"{flag} must"
+
+    return re.sub(
+        rf"(?<![\w./-])(?P<name>{names})(?:='?(?P<value>[^'\s,;)]+)'?| must)",
+        option,
+        message,
+    )
+
+
+def check_unit_interval(dataset, option: str) -> None:
+    """Bernoulli data must lie in [0, 1]; say how to get there from here."""
+    X = dataset.X
+    lo, hi = float(X.min()), float(X.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return
+    if lo >= 0.0 and hi <= 255.0 and np.array_equal(X, np.round(X)):
+        how = "they look like 8-bit pixel values: pass --scale 255"
+    else:
+        how = f"pass --scale S to divide them (S >= {hi:.4g}), or --likelihood gaussian"
+    raise UserError(
+        f"{dataset.name} has values in [{lo:.4g}, {hi:.4g}] but {option} needs "
+        f"values in [0, 1]; {how}"
     )
 
 
@@ -170,6 +235,11 @@ def check_width(model, dataset) -> None:
         )
 
 
+def source_of(model) -> dict:
+    """Where the model's training data came from (fastvae train records it)."""
+    return (getattr(model, "training_data_", None) or {}).get("source") or {}
+
+
 def model_data(args, model):
     """The data a subcommand runs the model on: --data, or by default the
     data the model was trained on (named in its file by fastvae train),
@@ -178,7 +248,7 @@ def model_data(args, model):
     Sets args.data (and args.data_dir) when it was not given; the split is
     split_for(args)."""
     if args.data is None:
-        source = (getattr(model, "training_data_", None) or {}).get("source")
+        source = source_of(model)
         if not source or not isinstance(source.get("data"), str):
             raise UserError(
                 f"--data is needed: {args.model} does not say what it was trained "
@@ -187,6 +257,8 @@ def model_data(args, model):
         args.data = source["data"]
         if args.data_dir is None:
             args.data_dir = source.get("data_dir")
+    if args.scale is None and source_of(model).get("scale") is not None:
+        args.scale = source_of(model)["scale"]
     dataset = load_data(args, split=split_for(args))
     check_width(model, dataset)
     return dataset

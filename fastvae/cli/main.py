@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
-from fastvae.cli.common import USER_ERRORS, UserError
+from fastvae.cli.common import USER_ERRORS, UserError, as_flags
 from fastvae.cli.evaluate import eval_command
 from fastvae.cli.parser import build_parser
 from fastvae.cli.pictures import (
@@ -64,18 +65,34 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return _command(args.command)(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return _command(args.command)(args)
     except KeyboardInterrupt:
         print("fastvae: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output has gone (fastvae ... | head): stop
+        # quietly, and keep Python from complaining again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except (UserError, DataError, ModelFileError, *USER_ERRORS) as exc:
         if os.environ.get("FASTVAE_DEBUG"):
             raise
         message = (
             str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         )
-        print(f"fastvae: error: {message}", file=sys.stderr)
+        print(f"fastvae: error: {as_flags(message)}", file=sys.stderr)
         return 2
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning on the command line: one line, without Python's source line."""
+    print(
+        f"fastvae: warning: {as_flags(str(message))}",
+        file=sys.stderr if file is None else file,
+    )
 
 
 if __name__ == "__main__":

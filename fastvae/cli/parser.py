@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from fastvae.cli.common import DEFAULT_OUT
+from fastvae.models.settings import HIDDEN_ACTIVATIONS, LIKELIHOODS
+from fastvae.optim import OPTIMIZER_NAMES
 
 
 def _positive_int(text: str) -> int:
@@ -97,6 +99,15 @@ def _add_data_arguments(
         action="store_true",
         help="download missing MNIST-family files (checksums verified)",
     )
+    p.add_argument(
+        "--scale",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="divide the data by S, e.g. 255 for 8-bit images (default: "
+        + ("1" if default is not None else "the training run's")
+        + ")",
+    )
 
 
 def _sigma(text: str):
@@ -112,10 +123,37 @@ def _sigma(text: str):
 
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, reporting a bad command line in the one-line form of
-    every other user error (``fastvae: error: ...``, exit status 2)."""
+    every other user error (``fastvae: error: ...``, exit status 2), and an
+    unknown option with the help of its subcommand."""
+
+    commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message):
         self.exit(2, f"fastvae: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(self, "commands", {}).get(getattr(parsed, "command", ""))
+            (command or self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default once: not when its help already says it,
+    nor for options that have none (None) or are flags."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.default is None
+            or action.default is False
+            or action.default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,11 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fastvae",
         description="Fast Variational Autoencoders on CPUs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastvae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
 
     t = sub.add_parser(
         "train",
@@ -165,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--likelihood",
         default="bernoulli",
-        help="'bernoulli' (data in [0, 1]) or 'gaussian'",
+        choices=LIKELIHOODS,
+        help="p(x | z): bernoulli (data in [0, 1]) or gaussian",
     )
     t.add_argument(
         "--sigma",
@@ -177,9 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--activation",
         default="relu",
-        help="hidden activation: relu, tanh, sigmoid or identity",
+        choices=HIDDEN_ACTIVATIONS,
+        help="activation of the hidden layers",
     )
-    t.add_argument("--optimizer", default="adam", help="adam, momentum or sgd")
+    t.add_argument(
+        "--optimizer", default="adam", choices=tuple(OPTIMIZER_NAMES), help="optimizer"
+    )
     t.add_argument(
         "--lr",
         type=float,
@@ -193,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs to train (unset: 20); with --resume, the total to "
         "reach (unset: the run's own)",
     )
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument(
+        "--batch-size", type=_positive_int, default=128, help="samples per step"
+    )
     t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term")
     t.add_argument(
         "--kl-warmup",
@@ -215,14 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="binary training targets: drawn once (static) or at every "
         "step (dynamic) as Bernoulli(x)",
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=0,
+        help="seed of the initial weights, minibatch order, noise and split",
+    )
     t.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
         help="compute threads (default: OMP_NUM_THREADS or all cores)",
     )
-    t.add_argument("--dtype", default="float32", help="float32 or float64")
+    t.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float64"),
+        help="floating-point type of the parameters and computations",
+    )
     t.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
@@ -423,4 +477,5 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     harness.add_arguments(b)
+    parser.commands = dict(sub.choices)
     return parser

@@ -18,6 +18,7 @@ from fastvae.cli.common import (
     load_data,
     model_data,
     picture_shape,
+    source_of,
     split_for,
     validation_label,
     write_samples,
@@ -76,6 +77,8 @@ def traverse_command(args) -> int:
             raise UserError("--index needs --data (the data holding that row)")
     else:
         split = split_for(args)
+        if args.scale is None:
+            args.scale = source_of(model).get("scale")
         dataset = load_data(args, split=split)
         check_width(model, dataset)
         if args.index is not None:

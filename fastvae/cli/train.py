@@ -15,6 +15,8 @@ from fastvae.callbacks import LambdaCallback
 from fastvae.cli.common import (
     USER_ERRORS,
     UserError,
+    as_flags,
+    check_unit_interval,
     conditions_for,
     image_shape,
     json_default,
@@ -156,6 +158,10 @@ def _train_locked(args, group, root: bool) -> int:
             args.data = str(Path(args.data).resolve())
         if args.data_dir is not None and Path(args.data_dir).is_dir():
             args.data_dir = str(Path(args.data_dir).resolve())
+        try:  # bad settings before the data load: the user waits for nothing
+            make_model(args)._settings()
+        except (ValueError, TypeError) as exc:
+            raise UserError(as_flags(str(exc))) from None
     if args.checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     out = Path(args.out)
@@ -170,6 +176,8 @@ def _train_locked(args, group, root: bool) -> int:
             group.comm.Barrier()
     else:
         dataset = load_data(args)
+    if args.likelihood == "bernoulli":
+        check_unit_interval(dataset, "--likelihood bernoulli")
     if args.validation:
         train_set, val_set = data.train_validation_split(
             dataset, n_validation=args.validation, seed=args.seed
@@ -230,16 +238,17 @@ def _train_locked(args, group, root: bool) -> int:
         return 0
     if group is None:
         threads = fastvae.get_num_threads() if args.threads is None else args.threads
-        how = f"{threads} threads"
+        how = _plural(threads, "thread")
     else:
         threads = group.default_threads() if args.threads is None else args.threads
         how = (
-            f"{group.size} MPI ranks x {threads} threads, global batch "
+            f"{group.size} MPI ranks x {_plural(threads, 'thread')}, global batch "
             f"{args.batch_size}"
         )
     print(
-        f"fastvae: training a {args.model} on {dataset.name}: {len(train_set)} "
-        f"samples x {train_set.X.shape[1]} features"
+        f"fastvae: training a {args.model} on {dataset.name}: "
+        f"{_plural(len(train_set), 'sample')} x "
+        f"{_plural(train_set.X.shape[1], 'feature')}"
         + (f", {len(val_set)} held out" if val_set is not None else "")
         + f"; {how}",
         flush=True,
@@ -265,9 +274,14 @@ def _train_locked(args, group, root: bool) -> int:
             done_before = 0
         else:
             print(
-                f"fastvae: resuming {info['path']} after {info['epochs_done']} epochs"
-                + (f" and {info['epoch_step']} steps" if info["epoch_step"] else "")
-                + f", to {args.epochs} epochs",
+                f"fastvae: resuming {info['path']} after "
+                f"{_plural(info['epochs_done'], 'epoch')}"
+                + (
+                    f" and {_plural(info['epoch_step'], 'step')}"
+                    if info["epoch_step"]
+                    else ""
+                )
+                + f", to {_plural(args.epochs, 'epoch')}",
                 flush=True,
             )
             model = train([log])
@@ -325,19 +339,26 @@ def _train_locked(args, group, root: bool) -> int:
 
     h = model.history_
     n_seen = len(train_set) * model.n_iter_ - done_before
-    lines = [
-        f"trained {model.n_iter_} epochs ({model.t_} steps) in {seconds:.1f} s: "
+    trained = (
+        f"trained {_plural(model.n_iter_, 'epoch')} "
+        f"({_plural(model.t_, 'step')}) in {seconds:.1f} s: "
         f"{n_seen / seconds:,.0f} samples/s"
-        + (" since the resume" if info is not None else ""),
+        + (" since the resume" if info is not None else "")
+    )
+    lines = [
+        trained,
         f"final train loss {h['loss'][-1]:.3f} nats/sample (ELBO {h['elbo'][-1]:.3f})",
     ]
     if h["val_elbo"] and h["val_elbo"][-1] is not None:
         what = "ELBO" if args.model == "vae" else "reconstruction log-likelihood"
-        lines.append(
-            f"validation {what} {h['val_elbo'][0]:.3f} after epoch 1 -> "
-            f"{h['val_elbo'][-1]:.3f} after epoch {model.n_iter_}"
-        )
-    lines += [f"{name:>15}: {path}" for name, path in paths.items()]
+        last = f"{h['val_elbo'][-1]:.3f} after epoch {model.n_iter_}"
+        if model.n_iter_ > 1:
+            last = f"{h['val_elbo'][0]:.3f} after epoch 1 -> {last}"
+        lines.append(f"validation {what} {last}")
+    if args.quiet:  # the files in one line
+        lines.append(f"wrote {out}: " + ", ".join(path.name for path in paths.values()))
+    else:
+        lines += [f"{name:>15}: {path}" for name, path in paths.items()]
     print("\n".join(lines))
     return 0
 
@@ -399,6 +420,7 @@ def _data_source(args, dataset) -> dict:
         if dataset.image_shape is None
         else list(dataset.image_shape),
         "binarize": args.binarize,
+        "scale": args.scale,
     }
 
 

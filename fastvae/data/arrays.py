@@ -53,7 +53,10 @@ def load_array(path, *, key: str | None = None) -> Dataset:
     them to [0, 1] yourself before training a Bernoulli decoder.
 
     A CSV is comma-separated numbers; a first line without any number is
-    taken as a header and skipped.
+    taken as a header and skipped. A first column with an empty name (or
+    pandas' ``Unnamed: 0``) that holds the row numbers 0, 1, ... (or 1, 2,
+    ...) is the index pandas' ``to_csv`` writes by default: it is dropped,
+    with a warning.
     """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
@@ -132,12 +135,14 @@ def _read_csv(path: Path) -> np.ndarray:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not a text file: {exc}") from exc
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    header = None
     if first is not None and not any(_is_number(c) for c in lines[first].split(",")):
+        header = [c.strip().strip('"') for c in lines[first].split(",")]
         lines[first] = ""
     if not any(line.strip() for line in lines):
         raise DataError(f"{path} holds no data rows")
     try:
-        return np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
+        table = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
         # loadtxt's message varies by NumPy version; find the line ourselves.
         width = None
@@ -157,6 +162,17 @@ def _read_csv(path: Path) -> np.ndarray:
                 ) from exc
             width = len(cells)
         raise DataError(f"{path} could not be read as CSV: {exc}") from exc
+    if header and header[0] in ("", "Unnamed: 0") and table.shape[1] > 1:
+        rows = np.arange(len(table), dtype=np.float64)
+        if np.array_equal(table[:, 0], rows) or np.array_equal(table[:, 0], rows + 1):
+            warnings.warn(
+                f"{path}: dropped the first column, an unnamed index of row "
+                "numbers (what pandas' to_csv writes unless index=False)",
+                UserWarning,
+                stacklevel=4,
+            )
+            table = table[:, 1:]
+    return table
 
 
 def _is_number(text: str) -> bool:
