@@ -36,6 +36,23 @@ def test_config_names_round_trip():
         parse_config("400/20/128")
 
 
+def test_quick_run_writes_nothing_into_the_folder_it_runs_in(tmp_path):
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastvae", "bench", "--quick", "--threads", "1",
+         "--impls", "fastvae", "--no-kernels"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == [] and "wrote" not in proc.stdout
+
+
 def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "r.json"
     env = dict(

@@ -363,8 +363,14 @@ def run_scenario(
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options (shared by `fastvae bench` and benchmarks/run.py)."""
+def add_arguments(
+    parser: argparse.ArgumentParser, *, report: str | None = None
+) -> None:
+    """The benchmark's options (shared by `fastvae bench` and benchmarks/run.py).
+
+    `report` is the default of --json: benchmarks/run.py writes the repository's
+    benchmarks/results/latest.json; `fastvae bench`, run from any folder,
+    writes no file unless asked."""
     parser.add_argument(
         "--configs",
         nargs="+",
@@ -403,8 +409,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--json",
-        default="benchmarks/results/latest.json",
-        help="where to write the full report",
+        default=report,
+        metavar="PATH",
+        help="write the full report to PATH as JSON"
+        + (f" (default: {report})" if report else " (default: no file)"),
     )
     parser.add_argument(
         "--isa",
@@ -449,14 +457,16 @@ def _scenario_list(text: str) -> list[sc.Scenario]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark from the command line; returns the exit status."""
+def main(argv: list[str] | None = None, *, report: str | None = None) -> int:
+    """Run the benchmark from the command line; returns the exit status.
+
+    `report`: the default of --json (see add_arguments)."""
     parser = argparse.ArgumentParser(
         prog="fastvae bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_arguments(parser)
+    add_arguments(parser, report=report)
     return run_from_args(parser.parse_args(argv))
 
 
