@@ -5,13 +5,18 @@ own OpenMP threads and call BLAS inside them (DESIGN.md section 3), which is
 also what fastvae's Python API does around every compiled call.
 """
 
+import os
 from pathlib import Path
 
 import pytest
 from threadpoolctl import threadpool_limits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# The MNIST family and the tables: $FASTVAE_TEST_DATA, else ../shared/data
+# beside the repository.
+SHARED_DATA = Path(
+    os.environ.get("FASTVAE_TEST_DATA") or REPO_ROOT.parent / "shared" / "data"
+).expanduser()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,5 +27,7 @@ def _single_threaded_blas():
 
 @pytest.fixture(scope="session")
 def shared_data():
-    """../shared/data when it exists (MNIST, Fashion-MNIST, binarized MNIST)."""
+    """$FASTVAE_TEST_DATA or ../shared/data when it exists (MNIST,
+    Fashion-MNIST, binarized MNIST); None, and the tests that need it skip,
+    when it does not."""
     return SHARED_DATA if SHARED_DATA.is_dir() else None
