@@ -115,9 +115,13 @@ class BuildExt(build_ext):
         # FASTVAE_NO_DISPATCH=1 builds only the baseline SIMD level (see
         # src_c/fastvae/dispatch.h), e.g. to test that code path on a new CPU.
         dispatch = ["-DFASTVAE_NO_DISPATCH"] if env_flag("FASTVAE_NO_DISPATCH") else []
+        # Python's CFLAGS carry -g: 16 MB of debug info in the installed
+        # modules against 3 MB of code. FASTVAE_DEBUG_INFO=1 keeps it (for gdb,
+        # perf annotate and tools/sanitize.sh).
+        debug = [] if env_flag("FASTVAE_DEBUG_INFO") else ["-g0"]
         for ext in self.extensions:
             flags = [OPENMP_FLAG] if use_openmp else []
-            ext.extra_compile_args = BASE_COMPILE_ARGS + dispatch + flags
+            ext.extra_compile_args = BASE_COMPILE_ARGS + debug + dispatch + flags
             ext.extra_link_args = list(flags)
         super().build_extensions()
 

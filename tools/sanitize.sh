@@ -57,10 +57,10 @@ echo "== building with -fsanitize=address,undefined in $work"
 # executable, is instrumented too (with CFLAGS alone the probe fails to link
 # and the build silently loses OpenMP).
 flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
-CC="$CC $flags" FASTVAE_CYTHON_JOBS=2 \
+CC="$CC $flags" FASTVAE_CYTHON_JOBS=2 FASTVAE_DEBUG_INFO=1 \
     "$PYTHON" setup.py --quiet build_ext --inplace -j 2 >build.log 2>&1 ||
     { tail -40 build.log >&2; exit 1; }
-nm -D fastvae/_step*.so | grep -q __asan_init ||
+nm -D fastvae/_core/_step*.so | grep -q __asan_init ||
     { echo "sanitize.sh: the build is not instrumented" >&2; exit 1; }
 if grep -q "building fastvae without OpenMP" build.log && [ -z "${FASTVAE_NO_OPENMP:-}" ]; then
     echo "sanitize.sh: the instrumented build has no OpenMP (see $work/build.log)" >&2
