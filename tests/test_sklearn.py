@@ -348,3 +348,63 @@ def test_input_kinds_and_refusals():
             fastvae.VAE(hidden=(8,), latent_dim=2, epochs=1, batch_size=16).fit(bad)
         with pytest.raises(ValueError, match=message):
             vae.transform(bad)
+
+
+def test_grid_search_over_a_clipping_pipeline_scores_every_candidate():
+    X = np.random.default_rng(0).normal(size=(300, 10))
+    pipe = Pipeline(
+        [
+            ("scale", MinMaxScaler(clip=True)),
+            ("vae", fastvae.VAE(hidden=(16,), latent_dim=2, epochs=2, batch_size=50)),
+        ]
+    )
+    search = GridSearchCV(pipe, {"vae__latent_dim": [2, 4]}, cv=3).fit(X)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    # without clip, held-out rows leave [0, 1] and the error says what to do
+    pipe.set_params(scale=MinMaxScaler()).fit(X[:200])
+    with pytest.raises(ValueError, match=r"MinMaxScaler\(clip=True\) keeps held-out"):
+        pipe.score(X[200:] * 3)
+
+
+@pytest.mark.parametrize("cls", [fastvae.VAE, fastvae.Autoencoder])
+def test_inverse_transform_decodes_codes(cls):
+    X = (np.random.default_rng(1).random((120, 12)) < 0.4).astype(np.float32)
+    model = cls(hidden=(8,), latent_dim=3, epochs=2, batch_size=40).fit(X)
+    Z = model.transform(X)
+    np.testing.assert_array_equal(model.inverse_transform(Z), model.decode(Z))
+    assert model.inverse_transform(Z).shape == X.shape
+
+
+def test_set_output_pandas_names_columns_and_keeps_the_index():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(
+        rng.random((90, 4)), columns=["a", "b", "c", "d"], index=np.arange(90) + 7
+    )
+    vae = fastvae.VAE(hidden=(8,), latent_dim=2, epochs=1, batch_size=30)
+    assert vae.set_output(transform="pandas") is vae
+    Z = vae.fit_transform(frame)
+    assert list(Z.columns) == ["vae0", "vae1"] and Z.index.equals(frame.index)
+    np.testing.assert_array_equal(vae.feature_names_in_, ["a", "b", "c", "d"])
+    back = vae.inverse_transform(Z)
+    assert list(back.columns) == ["a", "b", "c", "d"] and back.index.equals(Z.index)
+    # a clone keeps the choice; "default" goes back to arrays
+    assert clone(vae)._sklearn_output_config == {"transform": "pandas"}
+    assert isinstance(vae.set_output(transform="default").transform(frame), np.ndarray)
+    # a pipeline sets it on its steps
+    pipe = Pipeline([("scale", MinMaxScaler(clip=True)), ("vae", clone(vae))])
+    assert list(pipe.set_output(transform="pandas").fit_transform(frame).columns) == [
+        "vae0",
+        "vae1",
+    ]
+    with pytest.raises(ValueError, match="transform must be 'default', 'pandas'"):
+        vae.set_output(transform="polars")
+    # arrays in: no recorded names, generic ones out
+    vae.set_output(transform="pandas").fit(frame.to_numpy())
+    assert not hasattr(vae, "feature_names_in_")
+    assert list(vae.inverse_transform(vae.transform(frame.to_numpy())).columns) == [
+        "x0",
+        "x1",
+        "x2",
+        "x3",
+    ]

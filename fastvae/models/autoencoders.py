@@ -91,7 +91,9 @@ class Autoencoder(BaseAutoencoder):
         -------
         ndarray of shape (n_samples, latent_dim)
         """
-        return self._head(X, condition)
+        return self._as_output(
+            self._head(X, condition), X, self.get_feature_names_out()
+        )
 
     def encode(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """The codes z = encoder(x), as `transform`.

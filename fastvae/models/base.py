@@ -27,6 +27,7 @@ from fastvae._validation import check_array
 from fastvae.callbacks import Callback
 from fastvae.data import batches
 from fastvae.models.inference import Inference, _check_unit_interval
+from fastvae.models.output import OutputMixin
 from fastvae.models.persistence import Persistence
 from fastvae.models.settings import Settings
 from fastvae.models.training import Training
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 _INIT_STREAM = 0x1A17
 
 
-class BaseAutoencoder(Training, Inference, Persistence):
+class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
     """Shared machinery; see fastvae.VAE and fastvae.Autoencoder."""
 
     if TYPE_CHECKING:  # every estimator defines it (fit_transform calls it)
@@ -191,6 +192,27 @@ class BaseAutoencoder(Training, Inference, Persistence):
         ndarray of shape (n_samples, latent_dim)
         """
         return self.fit(X, condition=condition, **fit_params).transform(X, condition)
+
+    def inverse_transform(
+        self, Z: ArrayLike, condition: ArrayLike | None = None
+    ) -> np.ndarray:
+        """Data from codes: `decode(Z)`, the mean of p(x | z) (for a VAE) or
+        the decoder's output (for an autoencoder), so that
+        ``inverse_transform(transform(X))`` reconstructs X.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, latent_dim)
+        condition : array-like of shape (n_samples, n_conditions), optional
+            Required exactly when the model was fitted with conditions.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_in_)
+            A DataFrame with the input's feature names after
+            ``set_output(transform="pandas")``.
+        """
+        return self._as_output(self.decode(Z, condition), Z, self._input_names())
 
     def get_feature_names_out(
         self, input_features: Sequence[str] | np.ndarray | None = None

@@ -66,6 +66,9 @@ ATTRIBUTES = """
         "samples_per_second"; finer: "step", "step_loss".
     loss_curve_ : list of float
         Mean training loss of each epoch.
+    feature_names_in_ : ndarray of str objects
+        The column names of X, when fit was given a DataFrame whose columns
+        are all strings (not kept in model files).
     training_data_ : dict
         What the model was trained on: "n_samples" and "n_features" of the
         last fit, "min" and "max" over all data it was fitted on, and a

@@ -26,8 +26,9 @@ def _check_unit_interval(X, name):
     if lo < 0.0 or hi > 1.0:
         raise ValueError(
             f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values "
-            f"in [{lo:g}, {hi:g}]; scale the data (e.g. divide pixels by 255) or "
-            "use likelihood='gaussian'"
+            f"in [{lo:g}, {hi:g}]; scale the data (e.g. divide pixels by 255; in a "
+            "scikit-learn Pipeline, MinMaxScaler(clip=True) keeps held-out data in "
+            "[0, 1]) or use likelihood='gaussian'"
         )
 
 

@@ -334,6 +334,8 @@ class Training:
         settings=None,
     ):
         callbacks = check_callbacks(callbacks)
+        if not partial or getattr(self, "params_", None) is None:
+            self._record_feature_names(X)
         # The whole fit holds the estimator's lock: two threads fitting one
         # model run one after the other instead of mixing their state.
         with _instance_lock(self):

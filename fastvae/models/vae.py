@@ -143,7 +143,8 @@ class VAE(BaseAutoencoder):
         ndarray of shape (n_samples, latent_dim)
         """
         H = self._head(X, condition)
-        return H[:, : H.shape[1] // 2].copy()
+        mu = H[:, : H.shape[1] // 2].copy()
+        return self._as_output(mu, X, self.get_feature_names_out())
 
     def reconstruct(
         self, X: ArrayLike, condition: ArrayLike | None = None
