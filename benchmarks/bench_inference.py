@@ -38,7 +38,12 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     X = (rng.random((a.rows, 784)) < 0.3).astype(a.dtype)
     vae = fastvae.VAE(
-        hidden=(400,), latent_dim=20, epochs=1, batch_size=128, dtype=a.dtype, seed=0
+        hidden=(400,),
+        latent_dim=20,
+        epochs=1,
+        batch_size=128,
+        dtype=a.dtype,
+        random_state=0,
     ).fit(X[:2048])
     Z = vae.transform(X)
     cpu = platform.processor() or platform.machine()

@@ -44,8 +44,8 @@ if mode == "memory":
 else:
     X = np.memmap(path, dtype=np.float32, mode="r", shape=(n, d))
 vae = fastvae.VAE(hidden=tuple(int(h) for h in hidden.split(",")),
-                  latent_dim=int(latent), batch_size=batch, epochs=epochs, seed=0,
-                  n_threads=int(threads) if threads != "0" else None)
+                  latent_dim=int(latent), batch_size=batch, epochs=epochs,
+                  random_state=0, n_threads=int(threads) if threads != "0" else None)
 before = status("VmRSS")
 t0 = time.perf_counter()
 vae.fit(X)

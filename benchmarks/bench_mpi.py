@@ -66,7 +66,7 @@ def _model(config: str, threads: int, n_rows: int):
         n_threads=threads,
         epochs=epochs,
         warm_start=True,
-        seed=0,
+        random_state=0,
     )
 
 

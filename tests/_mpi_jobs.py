@@ -110,7 +110,7 @@ def make_model(config, **overrides):
     import fastvae
 
     name, settings, *_ = CONFIGS[config]
-    settings = {**settings, "seed": 11, "n_threads": 1, **overrides}
+    settings = {**settings, "random_state": 11, "n_threads": 1, **overrides}
     if "dtype" in settings:
         settings["dtype"] = np.dtype(settings["dtype"]).type
     return getattr(fastvae, name)(**settings)

@@ -36,7 +36,9 @@ COND = np.eye(2, dtype=np.float32)[np.arange(N) % 2]
 
 
 def _small(cls=fastvae.VAE, **settings):
-    base = dict(hidden=(8,), latent_dim=K, epochs=1, batch_size=16, seed=0, n_threads=1)
+    base = dict(
+        hidden=(8,), latent_dim=K, epochs=1, batch_size=16, random_state=0, n_threads=1
+    )
     return cls(**{**base, **settings})
 
 
@@ -285,13 +287,17 @@ BAD_SETTINGS = {
     "kl_warmup=-1": (dict(kl_warmup=-1), ValueError, "kl_warmup must be >= 0"),
     "corruption=1": (dict(corruption=1.0), ValueError, r"corruption must be < 1.0"),
     "corruption<0": (dict(corruption=-0.1), ValueError, r"corruption must be >= 0.0"),
-    "seed=-1": (dict(seed=-1), ValueError, "seed must be >= 0"),
-    "seed=2**64": (
-        dict(seed=2**64),
+    "random_state=-1": (dict(random_state=-1), ValueError, "random_state must be >= 0"),
+    "random_state=2**64": (
+        dict(random_state=2**64),
         ValueError,
-        "seed must be <= 18446744073709551615",
+        "random_state must be <= 18446744073709551615",
     ),
-    "seed=1.5": (dict(seed=1.5), TypeError, "seed must be Integral, got 1.5"),
+    "random_state=1.5": (
+        dict(random_state=1.5),
+        TypeError,
+        "random_state must be Integral, got 1.5",
+    ),
     "n_threads=0": (dict(n_threads=0), ValueError, "n_threads must be >= 1"),
     "n_threads=257": (dict(n_threads=257), ValueError, "n_threads must be <= 256"),
     "dtype=float16": (
@@ -897,22 +903,28 @@ _TINY = [
     "--quiet",
 ]
 CLI_CASES = {
-    "epochs 0": (["--epochs", "0"], "epochs must be >= 1, got 0"),
-    "epochs -1": (["--epochs", "-1"], "epochs must be >= 1, got -1"),
-    "batch-size 0": (["--batch-size", "0"], "batch_size must be >= 1"),
-    "latent-dim 0": (["--latent-dim", "0"], "latent_dim must be >= 1"),
+    "epochs 0": (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    "epochs -1": (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+    "batch-size 0": (
+        ["--batch-size", "0"],
+        "argument --batch-size: expected an integer >= 1",
+    ),
+    "latent-dim 0": (["--latent-dim", "0"], "--latent-dim must be >= 1"),
     "latent-dim 10**9": (
         ["--latent-dim", "1000000000"],
         "needs about .* but this machine has",
     ),
     "hidden 0": (["--hidden", "0"], "argument --hidden: expected an integer >= 1"),
-    "lr nan": (["--lr", "nan"], "lr must be finite"),
-    "lr -1": (["--lr", "-1"], r"lr must be > 0.0"),
-    "beta -1": (["--beta", "-1"], r"beta must be >= 0.0"),
-    "sigma 0": (["--likelihood", "gaussian", "--sigma", "0"], r"sigma must be > 0.0"),
-    "threads 0": (["--threads", "0"], "n_threads must be >= 1"),
-    "threads 10**5": (["--threads", "100000"], "n_threads must be <= 256"),
-    "dtype float16": (["--dtype", "float16"], "dtype must be float32 or float64"),
+    "lr nan": (["--lr", "nan"], "--lr must be finite"),
+    "lr -1": (["--lr", "-1"], r"--lr must be > 0.0"),
+    "beta -1": (["--beta", "-1"], r"--beta must be >= 0.0"),
+    "sigma 0": (
+        ["--likelihood", "gaussian", "--sigma", "0"],
+        r"--sigma must be > 0.0",
+    ),
+    "threads 0": (["--threads", "0"], "argument --threads: expected an integer >= 1"),
+    "threads 10**5": (["--threads", "100000"], "--threads must be <= 256"),
+    "dtype float16": (["--dtype", "float16"], "argument --dtype: invalid choice"),
     "NaN data": (["--data", "nan.npy"], "non-finite values"),
     "3-D data": (["--data", "cube.npy"], "got shape"),
     "missing data": (["--data", "missing.npy"], "missing.npy not found"),
@@ -933,8 +945,9 @@ def cli_results(tmp_path_factory):
     )
     env.pop("FASTVAE_DEBUG", None)
     procs = {}
-    for name, (args, _) in CLI_CASES.items():
-        argv = ["train", "--data", "good.npy", *_TINY, *args]
+    for i, (name, (args, _)) in enumerate(CLI_CASES.items()):
+        # a folder each: one training at a time may use a run folder
+        argv = ["train", "--data", "good.npy", "--out", f"run{i}", *_TINY, *args]
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", "fastvae", *argv],
             cwd=folder,

@@ -30,7 +30,7 @@ def small(**kw):
         "latent_dim": 2,
         "epochs": 3,
         "batch_size": 50,
-        "seed": 1,
+        "random_state": 1,
         "n_threads": 1,
         **kw,
     }

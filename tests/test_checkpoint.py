@@ -43,7 +43,7 @@ def _settings(**changes):
     # steps 100x slower; results are bitwise the same for any thread count
     # (test_resume_on_one_thread_continues_a_two_thread_run).
     settings = dict(
-        hidden=(8,), latent_dim=2, epochs=4, batch_size=24, seed=2, n_threads=1
+        hidden=(8,), latent_dim=2, epochs=4, batch_size=24, random_state=2, n_threads=1
     )
     settings.update(changes)
     return settings

@@ -56,7 +56,7 @@ def _fit(X, n_threads, **kw):
         batch_size=40,
         epochs=2,
         n_threads=n_threads,
-        seed=3,
+        random_state=3,
     )
     params.update(kw)
     return VAE(**params).fit(X)
@@ -115,7 +115,12 @@ def test_a_busy_competitor_does_not_make_the_default_many_times_slower():
     X = (rng.random((1024, 784)) < 0.3).astype(np.float32)
     models = {
         t: VAE(
-            hidden=(400,), latent_dim=20, batch_size=128, epochs=1, n_threads=t, seed=0
+            hidden=(400,),
+            latent_dim=20,
+            batch_size=128,
+            epochs=1,
+            n_threads=t,
+            random_state=0,
         ).fit(X[:256])
         for t in (1, 2)
     }

@@ -219,7 +219,7 @@ def test_train_continues_vae_fit_bitwise(embed):
         lr=0.05,
         epochs=1,
         batch_size=B,
-        seed=SEED,
+        random_state=SEED,
         warm_start=True,
     )
     vae.fit(X)

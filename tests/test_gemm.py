@@ -247,7 +247,12 @@ def _fit(backend, dtype):
         _blas.set_gemm_backend(backend)
         X = (np.random.default_rng(0).random((300, 40)) < 0.3).astype(dtype)
         model = fastvae.VAE(
-            hidden=(33,), latent_dim=5, batch_size=64, epochs=3, dtype=dtype, seed=1
+            hidden=(33,),
+            latent_dim=5,
+            batch_size=64,
+            epochs=3,
+            dtype=dtype,
+            random_state=1,
         ).fit(X)
         return model.params_.copy(), model.history_["loss"]
     finally:
@@ -276,7 +281,7 @@ def test_training_with_the_own_gemm_is_bitwise_equal_for_any_thread_count():
             batch_size=100,
             epochs=2,
             n_threads=threads,
-            seed=4,
+            random_state=4,
         ).fit(X)
         params.append(model.params_)
     # "blas" under FASTVAE_ISA=baseline, whose fixed cuts are bitwise too.
@@ -493,7 +498,7 @@ def test_training_at_a_level_is_bitwise_equal_for_1_2_and_3_threads(level, dtype
                 batch_size=100,
                 epochs=2,
                 dtype=dtype,
-                seed=4,
+                random_state=4,
             ).fit(X)
             params.append(model.params_.copy())
     finally:

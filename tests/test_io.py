@@ -38,7 +38,7 @@ def model(X):
         latent_dim=3,
         epochs=2,
         batch_size=32,
-        seed=4,
+        random_state=4,
         optimizer=fastvae.optim.Adam(lr=0.003, beta2=0.99),
     ).fit(X)
 
@@ -68,7 +68,9 @@ def test_round_trip_is_exact(model, saved, X):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_resumed_training_equals_uninterrupted(X, tmp_path, dtype):
-    settings = dict(hidden=(12,), latent_dim=3, batch_size=32, seed=4, dtype=dtype)
+    settings = dict(
+        hidden=(12,), latent_dim=3, batch_size=32, random_state=4, dtype=dtype
+    )
     straight = fastvae.VAE(epochs=3, **settings).fit(X)
     first = fastvae.VAE(epochs=1, **settings).fit(X)
     first.save(tmp_path / "m.npz")
@@ -244,7 +246,7 @@ def test_unexpected_members(saved):
 
 
 def test_fit_lr_override_survives_save_and_load(X, tmp_path):
-    settings = dict(hidden=(12,), latent_dim=3, batch_size=32, seed=4, lr=0.01)
+    settings = dict(hidden=(12,), latent_dim=3, batch_size=32, random_state=4, lr=0.01)
     straight = fastvae.VAE(epochs=2, **settings).fit(X, lr=0.002)
     first = fastvae.VAE(epochs=1, **settings).fit(X, lr=0.002)
     first.save(tmp_path / "m.npz")

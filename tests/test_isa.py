@@ -166,7 +166,7 @@ def _fit(X, n_threads):
         epochs=2,
         batch_size=32,
         dynamic_binarization=True,
-        seed=3,
+        random_state=3,
         n_threads=n_threads,
     )
     model.fit(X)

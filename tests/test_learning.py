@@ -30,7 +30,7 @@ def test_mnist_validation_elbo_improves(shared_data):
         pytest.skip("../shared/data/mnist is not available")
     train = data.load_mnist(folder, split="train").X[:10000]
     val = data.load_mnist(folder, split="test").X[::5]
-    settings = dict(hidden=(200,), latent_dim=20, seed=0)
+    settings = dict(hidden=(200,), latent_dim=20, random_state=0)
     before = _untrained_score(val, **settings)
     vae = fastvae.VAE(epochs=5, batch_size=128, **settings).fit(
         train, validation_data=val
@@ -49,7 +49,7 @@ def test_gaussian_vae_learns_the_shapes():
     shapes = data.make_shapes(6000, seed=0)
     train, val = data.train_validation_split(shapes, n_validation=1000, seed=0)
     settings = dict(
-        hidden=(200,), latent_dim=10, likelihood="gaussian", sigma=0.2, seed=0
+        hidden=(200,), latent_dim=10, likelihood="gaussian", sigma=0.2, random_state=0
     )
     before = _untrained_score(val.X, **settings)
     vae = fastvae.VAE(epochs=8, **settings).fit(train.X, validation_data=val.X)

@@ -29,7 +29,7 @@ def _memmap(tmp_path, X, name="x.dat"):
 
 
 def _small(**kw):
-    settings = dict(hidden=(16,), latent_dim=3, epochs=2, batch_size=32, seed=5)
+    settings = dict(hidden=(16,), latent_dim=3, epochs=2, batch_size=32, random_state=5)
     settings.update(kw)
     return fastvae.VAE(**settings)
 

@@ -68,7 +68,12 @@ def soak(steps: int, cycles: int) -> dict:
         path = Path(tmp) / "m.npz"
         for i in range(cycles):
             m = fastvae.VAE(
-                hidden=(32,), latent_dim=4, epochs=1, batch_size=64, n_threads=1, seed=i
+                hidden=(32,),
+                latent_dim=4,
+                epochs=1,
+                batch_size=64,
+                n_threads=1,
+                random_state=i,
             ).fit(Xc, validation_data=Xc[:64])
             m.transform(Xc)
             m.encode(Xc)

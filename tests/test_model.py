@@ -24,7 +24,7 @@ def _binary(n=200, d=D, seed=0):
 
 
 def _small(**kw):
-    settings = dict(hidden=(16,), latent_dim=3, epochs=2, batch_size=32, seed=1)
+    settings = dict(hidden=(16,), latent_dim=3, epochs=2, batch_size=32, random_state=1)
     settings.update(kw)
     return fastvae.VAE(**settings)
 
@@ -168,7 +168,7 @@ def test_elbo_matches_reference_forward_pass(X):
     eps = np.vstack(
         [
             _rng.normal_matrix(
-                vae.seed, _rng.STREAM_EVAL, 0, 1, 3, row_offset=ref.row_key(x)
+                vae.random_state, _rng.STREAM_EVAL, 0, 1, 3, row_offset=ref.row_key(x)
             )
             for x in Xd
         ]
@@ -190,8 +190,8 @@ def test_first_training_step_matches_reference_step():
     vae.fit(X)
     acts = ["relu", "identity", "relu", "identity"]
     layers = [(W, b, a) for (W, b), a in zip(layout.views(p0), acts, strict=True)]
-    rows = _epoch_order(vae.seed, 0, 32)
-    eps = _rng.normal_matrix(vae.seed, _rng.STREAM_REPARAM, 0, 32, 3)
+    rows = _epoch_order(vae.random_state, 0, 32)
+    eps = _rng.normal_matrix(vae.random_state, _rng.STREAM_REPARAM, 0, 32, 3)
     loss, _, _, grads = ref.loss_and_grads(
         layers, layout.n_encoder, X[rows], eps, beta=0.7
     )
@@ -220,7 +220,7 @@ def test_bitwise_identical_across_runs_and_thread_counts(X, settings):
     runs = [_small(n_threads=n, **settings).fit(X).params_ for n in (1, 2, 2, 1)]
     for p in runs[1:]:
         np.testing.assert_array_equal(p, runs[0])
-    other_seed = _small(n_threads=2, seed=2, **settings).fit(X).params_
+    other_seed = _small(n_threads=2, random_state=2, **settings).fit(X).params_
     assert not np.array_equal(other_seed, runs[0])
 
 
@@ -386,7 +386,7 @@ def test_bad_input_after_fit(fitted, X):
             TypeError,
             "dtype must be float32 or float64, got float16",
         ),
-        (dict(seed=-1), ValueError, "seed must be >= 0"),
+        (dict(random_state=-1), ValueError, "random_state must be >= 0"),
         (dict(n_threads=0), ValueError, "n_threads must be >= 1"),
         (dict(verbose=5), ValueError, r"verbose must be one of \[0, 1, 2\]"),
         (

@@ -23,7 +23,12 @@ def binary():
 @pytest.fixture(scope="module")
 def vae(binary):
     return fastvae.VAE(
-        hidden=(32,), latent_dim=4, epochs=30, batch_size=50, dtype=np.float64, seed=2
+        hidden=(32,),
+        latent_dim=4,
+        epochs=30,
+        batch_size=50,
+        dtype=np.float64,
+        random_state=2,
     ).fit(binary)
 
 
@@ -61,7 +66,7 @@ def test_log_likelihood_converges_to_the_exact_linear_gaussian_value():
         batch_size=50,
         lr=0.01,
         dtype=np.float64,
-        seed=0,
+        random_state=0,
     ).fit(X)
     (_, _), (W, b) = vae._fitted_layout.views(vae.params_)
     exact = multivariate_normal(b, W.T @ W + sigma**2 * np.eye(5)).logpdf(X[:40])
@@ -90,7 +95,7 @@ def test_log_likelihood_arguments(vae, binary):
 def test_conditional_vae_api(binary):
     labels = np.arange(len(binary)) % 3
     cond = data.one_hot(labels, 3)
-    cvae = fastvae.VAE(hidden=(24,), latent_dim=3, epochs=3, seed=1).fit(
+    cvae = fastvae.VAE(hidden=(24,), latent_dim=3, epochs=3, random_state=1).fit(
         binary, condition=cond, validation_data=(binary[:40], cond[:40])
     )
     assert cvae.n_conditions_ == 3
@@ -130,7 +135,7 @@ def test_conditional_samples_follow_the_condition(shared_data):
         pytest.skip("../shared/data/mnist is not available")
     train = data.load_mnist(folder).subset(slice(0, 12000))
     cond = data.one_hot(train.y, 10)
-    cvae = fastvae.VAE(hidden=(256,), latent_dim=2, epochs=5, seed=0).fit(
+    cvae = fastvae.VAE(hidden=(256,), latent_dim=2, epochs=5, random_state=0).fit(
         train.X, condition=cond
     )
     means = np.stack([train.X[train.y == c].mean(axis=0) for c in range(10)])
@@ -161,7 +166,7 @@ def test_learned_sigma_follows_the_noise_of_each_feature():
         sigma="learned",
         epochs=40,
         lr=0.01,
-        seed=0,
+        random_state=0,
     ).fit(X)
     learned = vae.sigma_
     assert learned.shape == (5,)
@@ -187,7 +192,7 @@ def test_sigma_settings_are_checked(binary):
 def test_dynamic_binarization_trains_on_fresh_binary_draws():
     rng = np.random.default_rng(3)
     P = rng.random((300, D)).astype(np.float32)  # probabilities, not binary
-    settings = dict(hidden=(16,), latent_dim=3, epochs=2, seed=4)
+    settings = dict(hidden=(16,), latent_dim=3, epochs=2, random_state=4)
     dyn = [
         fastvae.VAE(dynamic_binarization=True, n_threads=t, **settings).fit(P).params_
         for t in (1, 2)
@@ -206,7 +211,9 @@ def test_dynamic_binarization_trains_on_fresh_binary_draws():
 
 
 def test_autoencoder_api(binary):
-    ae = fastvae.Autoencoder(hidden=(32,), latent_dim=4, epochs=20, seed=0).fit(binary)
+    ae = fastvae.Autoencoder(hidden=(32,), latent_dim=4, epochs=20, random_state=0).fit(
+        binary
+    )
     z = ae.transform(binary)
     assert z.shape == (len(binary), 4)
     np.testing.assert_array_equal(ae.encode(binary), z)
@@ -217,7 +224,7 @@ def test_autoencoder_api(binary):
     assert scores.shape == (len(binary),) and np.all(scores < 0)
     assert not hasattr(ae, "sample") and not hasattr(ae, "log_likelihood")
     # deterministic code: no KL, so reconstructions beat the VAE's
-    vae = fastvae.VAE(hidden=(32,), latent_dim=4, epochs=20, seed=0).fit(binary)
+    vae = fastvae.VAE(hidden=(32,), latent_dim=4, epochs=20, random_state=0).fit(binary)
     err = lambda m: np.abs(m.reconstruct(binary) - binary).mean()  # noqa: E731
     assert err(ae) < err(vae)
 
@@ -234,7 +241,7 @@ def test_denoising_autoencoder_removes_masking_noise(shared_data):
     train, test = X[:-1000], X[-1000:]
     rng = np.random.default_rng(0)
     noisy = np.where(rng.random(test.shape) < 0.5, 0.0, test).astype(np.float32)
-    settings = dict(hidden=(256,), latent_dim=32, epochs=8, seed=0)
+    settings = dict(hidden=(256,), latent_dim=32, epochs=8, random_state=0)
     ae = fastvae.Autoencoder(**settings).fit(train)
     dae = fastvae.DenoisingAutoencoder(corruption=0.5, **settings).fit(train)
     assert fastvae.DenoisingAutoencoder().corruption == 0.25

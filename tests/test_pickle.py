@@ -19,7 +19,7 @@ def _binary(n=80, d=12, seed=0):
 
 
 def _small(cls=fastvae.VAE, **kw):
-    settings = dict(hidden=(8,), latent_dim=3, epochs=2, batch_size=16, seed=4)
+    settings = dict(hidden=(8,), latent_dim=3, epochs=2, batch_size=16, random_state=4)
     settings.update(kw)
     return cls(**settings)
 

@@ -144,7 +144,7 @@ def test_pipeline_with_scaler_and_vae():
 def test_grid_search_picks_latent_dim_by_score():
     X = _unit(96, 10)
     search = GridSearchCV(
-        fastvae.VAE(hidden=(16,), epochs=4, batch_size=16, seed=0),
+        fastvae.VAE(hidden=(16,), epochs=4, batch_size=16, random_state=0),
         {"latent_dim": [2, 8]},
         cv=3,
     )
@@ -156,7 +156,9 @@ def test_grid_search_picks_latent_dim_by_score():
     for i, k in enumerate([2, 8]):
         want = np.mean(
             [
-                fastvae.VAE(hidden=(16,), latent_dim=k, epochs=4, batch_size=16, seed=0)
+                fastvae.VAE(
+                    hidden=(16,), latent_dim=k, epochs=4, batch_size=16, random_state=0
+                )
                 .fit(X[train])
                 .score(X[test])
                 for train, test in folds
@@ -212,7 +214,7 @@ def test_feature_names_out():
 
 def test_partial_fit_is_one_epoch_with_state_kept():
     X = _unit(100, 8)
-    settings = dict(hidden=(8,), latent_dim=2, batch_size=16, seed=3)
+    settings = dict(hidden=(8,), latent_dim=2, batch_size=16, random_state=3)
     stepwise = fastvae.VAE(**settings)
     assert stepwise.partial_fit(X) is stepwise
     assert stepwise.n_iter_ == 1 and stepwise.t_ == 7
@@ -240,7 +242,7 @@ def test_partial_fit_checks_what_it_continues():
 
 def test_warm_start_fit_continues_from_learned_parameters():
     X = _unit(64, 8)
-    settings = dict(hidden=(8,), latent_dim=2, batch_size=16, seed=2)
+    settings = dict(hidden=(8,), latent_dim=2, batch_size=16, random_state=2)
     warm = fastvae.VAE(epochs=1, warm_start=True, **settings).fit(X)
     first = warm.params_.copy()
     warm.fit(X)
@@ -265,12 +267,14 @@ def test_score_is_the_mean_per_sample_elbo():
 
 def test_fit_twice_with_the_same_seed_is_identical():
     X = _unit(60, 8)
-    vae = fastvae.VAE(hidden=(8,), latent_dim=2, epochs=2, batch_size=16, seed=7)
+    vae = fastvae.VAE(
+        hidden=(8,), latent_dim=2, epochs=2, batch_size=16, random_state=7
+    )
     a = vae.fit(X).params_.copy()
     Za = vae.transform(X)
     np.testing.assert_array_equal(vae.fit(X).params_, a)
     np.testing.assert_array_equal(vae.transform(X), Za)
-    assert not np.array_equal(clone(vae).set_params(seed=8).fit(X).params_, a)
+    assert not np.array_equal(clone(vae).set_params(random_state=8).fit(X).params_, a)
 
 
 # -- row by row ---------------------------------------------------------------------
@@ -408,3 +412,28 @@ def test_set_output_pandas_names_columns_and_keeps_the_index():
         "x2",
         "x3",
     ]
+
+
+def test_seed_is_a_deprecated_name_of_random_state(tmp_path):
+    X = _unit(60, 8)
+    settings = dict(hidden=(8,), latent_dim=2, epochs=1, batch_size=20)
+    new = fastvae.VAE(random_state=5, **settings).fit(X)
+    old = fastvae.VAE(seed=5, **settings)
+    assert "random_state" in old.get_params() and old.get_params()["seed"] == 5
+    with pytest.warns(FutureWarning, match=r"seed=\.\.\.\) is deprecated .* 0\.3"):
+        old.fit(X)
+    np.testing.assert_array_equal(old.params_, new.params_)
+    # a model file from before random_state (params hold "seed") loads as it
+    from _zipfiles import members, meta, rewrite, with_meta
+
+    new.save(tmp_path / "m.npz")
+    entries = members(tmp_path / "m.npz")
+    old_meta = meta(entries)
+    del old_meta["params"]["random_state"]
+    old_meta["params"]["seed"] = 5
+    rewrite(tmp_path / "m.npz", with_meta(entries, old_meta))
+    loaded = fastvae.load(tmp_path / "m.npz")
+    assert loaded.random_state == 5 and loaded.seed is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.transform(X)

@@ -476,12 +476,15 @@ def test_two_models_train_inside_compiled_code_at_the_same_time():
     settings = dict(hidden=(384,), latent_dim=16, epochs=2, batch_size=256, n_threads=1)
     kinds = [fastvae.VAE, fastvae.Autoencoder]
     serial = [
-        cls(seed=s, **settings).fit(X).params_
+        cls(random_state=s, **settings).fit(X).params_
         for s, (cls, X) in enumerate(zip(kinds, Xs, strict=True))
     ]
 
     for _attempt in range(3):  # a loaded machine may keep a thread off the CPU
-        models = [_spy_on_steps(cls(seed=s, **settings)) for s, cls in enumerate(kinds)]
+        models = [
+            _spy_on_steps(cls(random_state=s, **settings))
+            for s, cls in enumerate(kinds)
+        ]
         workers = [
             threading.Thread(target=m.fit, args=(X,))
             for m, X in zip(models, Xs, strict=True)
@@ -510,10 +513,14 @@ def test_different_models_in_parallel_threads_match_serial_training(n_threads):
         hidden=(24,), latent_dim=4, epochs=2, batch_size=40, n_threads=n_threads
     )
     makers = [
-        lambda: fastvae.VAE(seed=0, **base),
-        lambda: fastvae.VAE(seed=1, dtype=np.float64, optimizer="momentum", **base),
-        lambda: fastvae.DenoisingAutoencoder(seed=2, **base),
-        lambda: fastvae.VAE(seed=3, likelihood="gaussian", sigma="learned", **base),
+        lambda: fastvae.VAE(random_state=0, **base),
+        lambda: fastvae.VAE(
+            random_state=1, dtype=np.float64, optimizer="momentum", **base
+        ),
+        lambda: fastvae.DenoisingAutoencoder(random_state=2, **base),
+        lambda: fastvae.VAE(
+            random_state=3, likelihood="gaussian", sigma="learned", **base
+        ),
     ]
     serial = [make().fit(X) for make, X in zip(makers, Xs, strict=True)]
     models = [make() for make in makers]

@@ -45,7 +45,9 @@ print(train.X.shape, train.X.dtype, train.X.min(), train.X.max())
 # stores settings and :meth:`~fastvae.VAE.fit` trains. One hidden layer of
 # 256 units in the encoder (and, mirrored, in the decoder), a 16-dimensional
 # code, a Bernoulli likelihood for pixel intensities in [0, 1].
-vae = fastvae.VAE(hidden=(256,), latent_dim=16, epochs=8, batch_size=100, seed=0)
+vae = fastvae.VAE(
+    hidden=(256,), latent_dim=16, epochs=8, batch_size=100, random_state=0
+)
 vae.fit(train.X)
 print(
     f"{vae.n_iter_} epochs, {vae.t_} steps, "
@@ -111,7 +113,9 @@ plt.show()
 # similar images, and the digits morph into one another.
 from scipy.stats import norm  # noqa: E402
 
-vae2 = fastvae.VAE(hidden=(256,), latent_dim=2, epochs=8, batch_size=100, seed=0)
+vae2 = fastvae.VAE(
+    hidden=(256,), latent_dim=2, epochs=8, batch_size=100, random_state=0
+)
 vae2.fit(train.X)
 q = norm.ppf(np.linspace(0.05, 0.95, 12))
 zz = np.array([[a, b] for b in q[::-1] for a in q], dtype=np.float32)

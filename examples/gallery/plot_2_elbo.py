@@ -46,7 +46,9 @@ from fastvae import data
 train = data.sample_binarize(data.load_mnist(split="train").X[:10000], seed=0)
 test = data.sample_binarize(data.load_mnist(split="test").X[::50], seed=1)  # 200 images
 
-vae = fastvae.VAE(hidden=(200,), latent_dim=10, epochs=10, batch_size=100, seed=0)
+vae = fastvae.VAE(
+    hidden=(200,), latent_dim=10, epochs=10, batch_size=100, random_state=0
+)
 vae.fit(train)
 print(f"test ELBO (one z per image): {vae.score(test):.1f} nats")
 

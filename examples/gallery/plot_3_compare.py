@@ -41,7 +41,7 @@ train = data.load_mnist(split="train").X[:6000]
 test_set = data.load_mnist(split="test")
 test = test_set.X[::10]  # 1,000 test images
 
-settings = dict(hidden=(256,), latent_dim=16, epochs=8, batch_size=100, seed=0)
+settings = dict(hidden=(256,), latent_dim=16, epochs=8, batch_size=100, random_state=0)
 models = {
     "VAE": fastvae.VAE(**settings),
     "autoencoder": fastvae.Autoencoder(**settings),

@@ -56,7 +56,7 @@ class FastvaeStep:
             n_threads=threads or None,
             epochs=1,
             warm_start=True,
-            seed=0,
+            random_state=0,
         )
         self.model.fit(self.X)  # warm-up: allocation, first touch, the pool started
 

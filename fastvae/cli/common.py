@@ -57,6 +57,7 @@ _NAMES = {
     "sigma": "--sigma",
     "corruption": "--corruption",
     "epochs": "--epochs",
+    "random_state": "--seed",
     "seed": "--seed",
     "likelihood": "--likelihood",
     "activation": "--activation",

@@ -116,6 +116,11 @@ def _train_on(args, group) -> int:
 
     root = group is None or group.is_root
     if args.resume is None:
+        args.epochs = _DEFAULT_EPOCHS if args.epochs is None else args.epochs
+        try:  # bad settings first: no folder made, no data loaded for nothing
+            make_model(args)._settings()
+        except (ValueError, TypeError) as exc:
+            raise UserError(as_flags(str(exc))) from None
         out = Path(args.out)
     else:
         from fastvae.models.checkpoint import checkpoint_path
@@ -149,7 +154,6 @@ def _train_locked(args, group, root: bool) -> int:
                 "it further"
             )
     else:
-        args.epochs = _DEFAULT_EPOCHS if args.epochs is None else args.epochs
         if args.checkpoint_every is None:
             args.checkpoint_every = 1
         # Absolute paths, so that --resume works from any folder.
@@ -158,10 +162,6 @@ def _train_locked(args, group, root: bool) -> int:
             args.data = str(Path(args.data).resolve())
         if args.data_dir is not None and Path(args.data_dir).is_dir():
             args.data_dir = str(Path(args.data_dir).resolve())
-        try:  # bad settings before the data load: the user waits for nothing
-            make_model(args)._settings()
-        except (ValueError, TypeError) as exc:
-            raise UserError(as_flags(str(exc))) from None
     if args.checkpoint_every < 0:
         raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     out = Path(args.out)
@@ -556,7 +556,7 @@ def make_model(args):
         epochs=args.epochs,
         batch_size=args.batch_size,
         dtype=args.dtype,
-        seed=args.seed,
+        random_state=args.seed,
         n_threads=args.threads,
         verbose=0 if args.quiet else 1,
     )

@@ -51,13 +51,14 @@ class Autoencoder(BaseAutoencoder):
         dynamic_binarization: bool = False,
         optimizer: str | Optimizer = "adam",
         lr: float | None = None,
-        epochs: int = 10,
+        epochs: int = 20,
         batch_size: int = 128,
         dtype: DTypeLike = np.float32,
-        seed: int = 0,
+        random_state: int = 0,
         n_threads: int | None = None,
         verbose: int = 0,
         warm_start: bool = False,
+        seed: int | None = None,
     ) -> None:
         self.input_dim = input_dim
         self.hidden = hidden
@@ -73,10 +74,11 @@ class Autoencoder(BaseAutoencoder):
         self.epochs = epochs
         self.batch_size = batch_size
         self.dtype = dtype
-        self.seed = seed
+        self.random_state = random_state
         self.n_threads = n_threads
         self.verbose = verbose
         self.warm_start = warm_start
+        self.seed = seed
 
     def transform(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """The codes z = encoder(x).
@@ -201,13 +203,14 @@ class DenoisingAutoencoder(Autoencoder):
         dynamic_binarization: bool = False,
         optimizer: str | Optimizer = "adam",
         lr: float | None = None,
-        epochs: int = 10,
+        epochs: int = 20,
         batch_size: int = 128,
         dtype: DTypeLike = np.float32,
-        seed: int = 0,
+        random_state: int = 0,
         n_threads: int | None = None,
         verbose: int = 0,
         warm_start: bool = False,
+        seed: int | None = None,
     ) -> None:
         super().__init__(
             input_dim,
@@ -224,8 +227,9 @@ class DenoisingAutoencoder(Autoencoder):
             epochs=epochs,
             batch_size=batch_size,
             dtype=dtype,
-            seed=seed,
+            random_state=random_state,
             n_threads=n_threads,
             verbose=verbose,
             warm_start=warm_start,
+            seed=seed,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -208,7 +209,7 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
 
         Returns
         -------
-        ndarray of shape (n_samples, n_features_in_)
+        ndarray of shape (n_samples, n_features)
             A DataFrame with the input's feature names after
             ``set_output(transform="pandas")``.
         """
@@ -248,6 +249,13 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
         fit's overrides."""
         values = dict(self.get_params() if params is None else params)
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        if values.get("seed") is not None:
+            warnings.warn(
+                f"{type(self).__name__}(seed=...) is deprecated and will be removed "
+                "in fastvae 0.3; use random_state=..., as in scikit-learn",
+                FutureWarning,
+                stacklevel=4,
+            )
         return Settings.from_params(values)
 
     def _layout(self, s, n_features, n_cond):

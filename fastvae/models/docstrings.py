@@ -30,13 +30,16 @@ TRAINING_PARAMETERS = """
     lr : float, optional
         Learning rate; the optimizer's default (Adam 1e-3, SGD and momentum
         0.01) when None.
-    epochs : int, default=10
+    epochs : int, default=20
+        Passes over the data (the command line's default too).
     batch_size : int, default=128
     dtype : numpy.float32 or numpy.float64, default=numpy.float32
         Precision of parameters and computation.
-    seed : int, default=0
+    random_state : int, default=0
         Seeds initialisation, shuffling and every random draw (Philox key);
-        the same seed gives bitwise identical results for any thread count.
+        the same value gives bitwise identical results for any thread count.
+        An integer only: the draws are counter-based, so there is no
+        generator state to pass in.
     n_threads : int, optional
         Threads for this model; fastvae.get_num_threads() when None.
     verbose : {0, 1, 2}, default=0
@@ -44,6 +47,10 @@ TRAINING_PARAMETERS = """
     warm_start : bool, default=False
         When True, `fit` on a fitted model continues from its parameters and
         optimizer state instead of starting over.
+    seed : int, optional
+        Deprecated name of `random_state` (scikit-learn's), accepted with a
+        FutureWarning until fastvae 0.3; it wins over `random_state` when
+        given.
 """
 
 

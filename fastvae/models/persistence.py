@@ -255,6 +255,9 @@ class Persistence:
         if unknown:
             raise ValueError(f"unknown parameters {unknown}")
         params = dict(params)
+        if "random_state" not in params and "seed" in params:
+            # A file from before random_state: its seed is the random_state.
+            params["random_state"] = params.pop("seed")
         for name in ("hidden", "decoder_hidden"):  # JSON has no tuples
             if isinstance(params.get(name), list):
                 params[name] = tuple(params[name])

@@ -58,7 +58,8 @@ RULES: dict[str, Any] = {
     "epochs": Param(numbers.Integral, low=1),
     "batch_size": Param(numbers.Integral, low=1, high=2**31 - 1),
     "lr": Param(numbers.Real, low=0.0, low_open=True, allow_none=True),
-    "seed": Param(numbers.Integral, low=0, high=2**64 - 1),
+    "random_state": Param(numbers.Integral, low=0, high=2**64 - 1),
+    "seed": Param(numbers.Integral, low=0, high=2**64 - 1, allow_none=True),
     "n_threads": Param(
         numbers.Integral, low=1, high=_step.MAX_THREADS, allow_none=True
     ),
@@ -115,6 +116,11 @@ class Settings:
         """
         values = dict(values)
         check_params(values, {k: r for k, r in RULES.items() if k in values})
+        # The deprecated `seed` wins over random_state when given (and warns
+        # in BaseAutoencoder._settings); the engine's field is `seed`.
+        seed = values.pop("seed", None)
+        state = values.pop("random_state", 0)
+        values["seed"] = state if seed is None else seed
         values["dtype"] = check_dtype(values["dtype"])
         values["hidden"] = check_layer_sizes(values["hidden"], "hidden")
         dec = values["decoder_hidden"]

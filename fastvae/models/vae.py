@@ -71,13 +71,14 @@ class VAE(BaseAutoencoder):
         dynamic_binarization: bool = False,
         optimizer: str | Optimizer = "adam",
         lr: float | None = None,
-        epochs: int = 10,
+        epochs: int = 20,
         batch_size: int = 128,
         dtype: DTypeLike = np.float32,
-        seed: int = 0,
+        random_state: int = 0,
         n_threads: int | None = None,
         verbose: int = 0,
         warm_start: bool = False,
+        seed: int | None = None,
     ) -> None:
         self.input_dim = input_dim
         self.hidden = hidden
@@ -95,10 +96,11 @@ class VAE(BaseAutoencoder):
         self.epochs = epochs
         self.batch_size = batch_size
         self.dtype = dtype
-        self.seed = seed
+        self.random_state = random_state
         self.n_threads = n_threads
         self.verbose = verbose
         self.warm_start = warm_start
+        self.seed = seed
 
     def _kl_weight(self, s, t):
         if s.kl_warmup <= 0:
@@ -188,7 +190,7 @@ class VAE(BaseAutoencoder):
         """
         self._check_fitted()
         Param(numbers.Integral, low=1).check("n_samples", n_samples)
-        seed = self.seed if seed is None else seed
+        seed = self._fitted_settings.seed if seed is None else seed
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
         check_memory(
             int(n_samples)
@@ -322,7 +324,7 @@ class VAE(BaseAutoencoder):
         X = self._target(X)
         cond = self._fitted_conditions(condition, X.shape[0])
         Param(numbers.Integral, low=1, high=2**40).check("k", k)
-        seed = self.seed if seed is None else seed
+        seed = self._fitted_settings.seed if seed is None else seed
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
         if not isinstance(progress, (bool, np.bool_)):
             raise TypeError(f"progress must be True or False, got {progress!r}")
