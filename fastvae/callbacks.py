@@ -20,17 +20,25 @@ every rank runs its own callbacks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+import numbers
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 __all__ = [
     "Callback",
+    "EarlyStopping",
     "EpochProgress",
     "LambdaCallback",
+    "MaxTime",
     "ProgressBar",
     "TrainingState",
     "check_callbacks",
+    "state_keys",
 ]
 
 
@@ -100,7 +108,8 @@ class Callback:
     - ``on_train_begin(model, info)``: once, before the first step. `info`
       has ``epochs`` (the total the run trains to), ``epochs_done``,
       ``n_samples``, ``batch_size``, ``steps_per_epoch``,
-      ``remaining_samples`` (samples left to train on, all epochs) and
+      ``remaining_samples`` (samples left to train on, all epochs),
+      ``validation`` (whether fit has validation data, so ``val_elbo``) and
       ``state``, a live :class:`TrainingState` (the position inside the
       epoch, and in ``on_train_end`` how training ended).
     - ``on_epoch_begin(model, epoch)``: `epoch` counts from 1.
@@ -115,6 +124,13 @@ class Callback:
       callback's ``on_train_end`` runs even if an earlier one raises.
 
     ``on_step_end`` and ``on_epoch_end`` may return True to stop training.
+
+    A callback with state that a resumed run must continue from (a
+    patience count, a best value) returns it from ``state_dict()``: a dict
+    of JSON values and NumPy float arrays. Checkpoints store it, and
+    ``fastvae.resume(..., callbacks=[...])`` hands it back to the callback of
+    the same class (and rank among those of its class) with
+    ``load_state_dict(state)`` before training goes on.
 
     Examples
     --------
@@ -140,6 +156,13 @@ class Callback:
 
     def on_train_end(self, model) -> None:
         """After the last step, whether training finished, stopped or failed."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """State a checkpoint keeps for a resumed run (None: none)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a state that `state_dict` returned."""
 
 
 class LambdaCallback(Callback):
@@ -248,6 +271,192 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+# Per-epoch logs whose larger value is better; the other monitors are losses.
+_HIGHER_IS_BETTER = {
+    "val_elbo": True,
+    "elbo": True,
+    "loss": False,
+    "reconstruction": False,
+}
+
+
+class EarlyStopping(Callback):
+    """Stop when a per-epoch metric has not improved for `patience` epochs,
+    and (by default) give the model back the parameters of its best epoch.
+
+    Parameters
+    ----------
+    monitor : {"val_elbo", "elbo", "loss", "reconstruction"}, default="val_elbo"
+        The epoch log to watch: the ELBOs should rise, the losses fall.
+        "val_elbo" needs ``fit(validation_data=...)``.
+    patience : int >= 1, default=10
+        Epochs without improvement before training stops.
+    min_delta : float >= 0, default=0.0
+        How much better than the best so far counts as an improvement.
+    restore_best : bool, default=True
+        At the end of training, copy the best epoch's parameters into the
+        model (the optimizer state and history stay those of the last
+        epoch; checkpoints keep the last parameters, so a resume continues
+        exactly).
+
+    Attributes
+    ----------
+    best_ : float or None
+        The best value seen.
+    best_epoch_ : int or None
+        The epoch (from 1) that reached it.
+    stopped_epoch_ : int or None
+        The epoch after which this callback stopped training, if it did.
+
+    Notes
+    -----
+    Its state (best value and epoch, the epochs waited, the best parameters)
+    is kept in checkpoints: ``fastvae.resume(..., callbacks=[EarlyStopping(...)])``
+    continues the count exactly.
+
+    Examples
+    --------
+    >>> stop = EarlyStopping(patience=5, min_delta=0.1)
+    >>> vae.fit(X, validation_data=X_val, callbacks=[stop])  # doctest: +SKIP
+    >>> stop.best_epoch_, stop.stopped_epoch_  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_elbo",
+        *,
+        patience: int = 10,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+    ):
+        if monitor not in _HIGHER_IS_BETTER:
+            raise ValueError(
+                f"monitor must be one of {sorted(_HIGHER_IS_BETTER)}, got {monitor!r}"
+            )
+        if (
+            isinstance(patience, bool)
+            or not isinstance(patience, numbers.Integral)
+            or patience < 1
+        ):
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        if (
+            isinstance(min_delta, bool)
+            or not isinstance(min_delta, numbers.Real)
+            or not math.isfinite(min_delta)
+            or min_delta < 0
+        ):
+            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+        self.restore_best = bool(restore_best)
+        self.best_: float | None = None
+        self.best_epoch_: int | None = None
+        self.stopped_epoch_: int | None = None
+        self._wait = 0
+        self._best_params: np.ndarray | None = None
+        self._state: TrainingState | None = None
+
+    def on_train_begin(self, model, info):
+        if self.monitor == "val_elbo" and not info.get("validation", True):
+            raise ValueError(
+                "EarlyStopping(monitor='val_elbo') needs fit(validation_data=...); "
+                "or monitor='elbo' (the training ELBO)"
+            )
+        self._state = info.get("state")
+        self.stopped_epoch_ = None
+
+    def on_epoch_end(self, model, logs):
+        value = logs[self.monitor]
+        sign = 1.0 if _HIGHER_IS_BETTER[self.monitor] else -1.0
+        if self.best_ is None or sign * (value - self.best_) > self.min_delta:
+            self.best_, self.best_epoch_, self._wait = float(value), logs["epoch"], 0
+            if self.restore_best:
+                self._best_params = np.array(model.params_, copy=True)
+            return False
+        self._wait += 1
+        if self._wait >= self.patience:
+            self.stopped_epoch_ = logs["epoch"]
+            return True
+        return False
+
+    def on_train_end(self, model):
+        failed = self._state is not None and self._state.outcome == "failed"
+        if (
+            self.restore_best
+            and not failed
+            and self._best_params is not None
+            and self._best_params.shape == model.params_.shape
+        ):
+            model.params_[...] = self._best_params
+
+    def state_dict(self):
+        state: dict[str, Any] = {
+            "best": self.best_,
+            "best_epoch": self.best_epoch_,
+            "wait": self._wait,
+        }
+        if self._best_params is not None:
+            state["best_params"] = self._best_params
+        return state
+
+    def load_state_dict(self, state):
+        self.best_ = state["best"]
+        self.best_epoch_ = state["best_epoch"]
+        self._wait = int(state["wait"])
+        self._best_params = state.get("best_params")
+
+
+class MaxTime(Callback):
+    """A wall-clock budget: stop at the first step boundary after `seconds`
+    of training (with ``checkpoint=``, a checkpoint is written there and
+    ``fastvae.resume`` continues exactly; a resumed run gets a new budget).
+
+    Parameters
+    ----------
+    seconds : float > 0
+        The budget, counted from the start of this fit.
+
+    Attributes
+    ----------
+    stopped_ : bool
+        Whether the budget ended training.
+    """
+
+    def __init__(self, seconds: float):
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, numbers.Real)
+            or not seconds > 0
+            or not math.isfinite(seconds)
+        ):
+            raise ValueError(f"seconds must be a number > 0, got {seconds!r}")
+        self.seconds = float(seconds)
+        self.stopped_ = False
+        self._deadline = math.inf
+
+    def on_train_begin(self, model, info):
+        self.stopped_ = False
+        self._deadline = time.monotonic() + self.seconds
+
+    def on_step_end(self, model, logs):
+        if time.monotonic() >= self._deadline:
+            self.stopped_ = True
+        return self.stopped_
+
+
+def state_keys(callbacks: Sequence[Callback]) -> list[str]:
+    """The key of each callback's state in a checkpoint: its class name, with
+    "#2", "#3", ... for later ones of the same class."""
+    seen: dict[str, int] = {}
+    keys = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return keys
 
 
 def check_callbacks(callbacks: Iterable[Callback] | None) -> list[Callback]:

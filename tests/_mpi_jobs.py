@@ -264,9 +264,30 @@ def resume(comm, out):
         )
 
 
+def stop_on_one_rank(comm, out):
+    """Only rank 1 has a callback that stops at step 5 (a time budget would
+    run out on one rank first): every rank stops there, none waits."""
+    from fastvae.callbacks import LambdaCallback
+
+    (X, cond), _ = make_data("vae32")
+    stop = LambdaCallback(on_step_end=lambda m, logs: logs["step"] == 5)
+    model = make_model("vae32", epochs=3).fit(
+        X, condition=cond, comm=comm, callbacks=[stop] if comm.rank == 1 else []
+    )
+    every = comm.gather(model.params_, root=0)
+    steps = comm.gather(model.t_, root=0)
+    if comm.rank == 0:
+        np.savez(
+            out,
+            steps=np.array(steps),
+            same=np.array(all(np.array_equal(every[0], p) for p in every)),
+        )
+
+
 JOBS = {
     f.__name__: f
     for f in (
+        stop_on_one_rank,
         equivalence,
         fail_in_training,
         fail_before_training,

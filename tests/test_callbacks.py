@@ -76,6 +76,7 @@ def test_hooks_run_in_order_with_their_arguments(X):
         "batch_size": 50,
         "steps_per_epoch": 4,
         "remaining_samples": 600,
+        "validation": False,
     }
     steps = [logs for k, logs in rec.events if k == "step_end"]
     assert [s["step"] for s in steps] == list(range(1, 13))
@@ -200,7 +201,7 @@ def test_every_on_train_end_runs_and_the_first_error_is_raised(X):
     assert rec.events[-1] == ("train_end", None)
 
 
-def test_checkpointing_is_a_callback_that_runs_before_the_others(
+def test_checkpointing_is_a_callback_that_runs_after_the_others(
     X, tmp_path, monkeypatch
 ):
     order = []
@@ -217,15 +218,16 @@ def test_checkpointing_is_a_callback_that_runs_before_the_others(
         def on_epoch_end(self, model, logs):
             order.append(("epoch_end", model.t_))
 
-    # fit puts its checkpoint writer first among the callbacks
+    # fit puts its checkpoint writer after the other callbacks, so that a
+    # checkpoint holds their state after the epoch
     monkeypatch.setattr(checkpoint, "Checkpointer", Spy)
     small(epochs=2).fit(X, callbacks=[Watch()], checkpoint=tmp_path)
     assert order == [
         ("begin", None),
-        ("checkpoint", 4),
         ("epoch_end", 4),
-        ("checkpoint", 8),
+        ("checkpoint", 4),
         ("epoch_end", 8),
+        ("checkpoint", 8),
     ]
     assert fastvae.checkpoint_info(tmp_path)["steps"] == 8
 

@@ -315,6 +315,14 @@ def _reports(out, ranks):
 
 
 @needs_mpi
+def test_a_callback_that_stops_one_rank_stops_all_at_that_step(tmp_path):
+    out = tmp_path / "stop.npz"
+    run_mpi(2, sys.executable, JOBS, "stop_on_one_rank", out, timeout=120)
+    got = np.load(out)
+    assert got["steps"].tolist() == [5, 5] and bool(got["same"])
+
+
+@needs_mpi
 def test_a_failure_before_training_raises_on_every_rank(tmp_path):
     run_mpi(
         2, sys.executable, JOBS, "fail_before_training", tmp_path / "x", timeout=120

@@ -110,6 +110,21 @@ def _add_data_arguments(
     )
 
 
+def _duration(text: str) -> float:
+    """Seconds from "90", "90s", "15m" or "2h"."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a duration > 0 like 90, 90s, 15m or 2h, got {text!r}"
+        )
+    return value
+
+
 def _sigma(text: str):
     if text == "learned":
         return text
@@ -279,6 +294,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--early-stopping",
+        type=_positive_int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop when the validation ELBO (the training ELBO with "
+        "--validation 0) has not improved by --min-delta for PATIENCE "
+        "epochs, and keep the best epoch's parameters (default: off)",
+    )
+    t.add_argument(
+        "--min-delta",
+        type=float,
+        default=0.0,
+        help="improvement in nats that counts for --early-stopping",
+    )
+    t.add_argument(
+        "--max-time",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="stop at the first step after this much training time (90, 90s, "
+        "15m, 2h) with a checkpoint to --resume from; with --resume, a new "
+        "budget (default: none)",
+    )
     t.add_argument(
         "--overwrite",
         action="store_true",

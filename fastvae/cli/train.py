@@ -29,7 +29,15 @@ from fastvae.cli.parser import build_parser
 # Options of train that --resume may set; every other one comes from the run.
 # --mpi too: a checkpoint holds global state, so a run may go on with another
 # number of MPI ranks.
-_RESUME_OPTIONS = ("resume", "epochs", "threads", "quiet", "checkpoint_every", "mpi")
+_RESUME_OPTIONS = (
+    "resume",
+    "epochs",
+    "threads",
+    "quiet",
+    "checkpoint_every",
+    "mpi",
+    "max_time",
+)
 
 # Everything fastvae train writes into its folder: what --overwrite removes.
 _RUN_FILES = (
@@ -207,8 +215,14 @@ def _train_locked(args, group, root: bool) -> int:
         # say where the data came from, for eval and the pictures.
         model.training_data_["source"] = source
 
+    controls = _training_controls(args, validation is not None)
+
     def train(callbacks=None):
-        callbacks = [LambdaCallback(on_train_begin=name_the_data), *(callbacks or [])]
+        callbacks = [
+            LambdaCallback(on_train_begin=name_the_data),
+            *(callbacks or []),
+            *controls.values(),
+        ]
         if info is None:
             return make_model(args).fit(
                 train_X,
@@ -301,8 +315,10 @@ def _train_locked(args, group, root: bool) -> int:
     if checkpoint.is_file():
         paths["checkpoint"] = checkpoint
     model.save(paths["model"])
+    stops = _how_it_stopped(controls, model, args, out)
     record = {
         "settings": settings,
+        "stopped": stops,
         "data": {
             "name": dataset.name,
             "n_train": len(train_set),
@@ -314,12 +330,15 @@ def _train_locked(args, group, root: bool) -> int:
     }
     text = json.dumps(record, indent=1, default=json_default)
     write_atomic(paths["history"], lambda f: f.write(text.encode("utf-8")))
-    plotting.loss_curve(
-        model.history_,
-        paths["loss_curve"],
-        title=f"fastvae on {dataset.name}",
-        validation_label=validation_label(args.model),
-    )
+    if model.history_["epoch"]:
+        plotting.loss_curve(
+            model.history_,
+            paths["loss_curve"],
+            title=f"fastvae on {dataset.name}",
+            validation_label=validation_label(args.model),
+        )
+    else:  # stopped (--max-time) before the first epoch ended
+        del paths["loss_curve"]
     shape = image_shape(dataset, train_set.X.shape[1])
     if shape is not None:
         paths["samples"] = out / "samples.png"
@@ -345,16 +364,20 @@ def _train_locked(args, group, root: bool) -> int:
         f"{n_seen / seconds:,.0f} samples/s"
         + (" since the resume" if info is not None else "")
     )
-    lines = [
-        trained,
-        f"final train loss {h['loss'][-1]:.3f} nats/sample (ELBO {h['elbo'][-1]:.3f})",
-    ]
+    lines = [trained]
+    if h["loss"]:
+        lines.append(
+            f"final train loss {h['loss'][-1]:.3f} nats/sample "
+            f"(ELBO {h['elbo'][-1]:.3f})"
+        )
     if h["val_elbo"] and h["val_elbo"][-1] is not None:
         what = "ELBO" if args.model == "vae" else "reconstruction log-likelihood"
         last = f"{h['val_elbo'][-1]:.3f} after epoch {model.n_iter_}"
         if model.n_iter_ > 1:
             last = f"{h['val_elbo'][0]:.3f} after epoch 1 -> {last}"
         lines.append(f"validation {what} {last}")
+    if stops is not None:
+        lines.append(stops["message"])
     if args.quiet:  # the files in one line
         lines.append(f"wrote {out}: " + ", ".join(path.name for path in paths.values()))
     else:
@@ -400,6 +423,57 @@ def _reporting_interrupts(out: Path, checkpoint: Path):
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _training_controls(args, validation: bool) -> dict:
+    """The callbacks of --early-stopping and --max-time, by name."""
+    from fastvae.callbacks import EarlyStopping, MaxTime
+
+    controls = {}
+    if args.early_stopping is not None:
+        try:
+            controls["early_stopping"] = EarlyStopping(
+                "val_elbo" if validation else "elbo",
+                patience=args.early_stopping,
+                min_delta=args.min_delta,
+            )
+        except ValueError as exc:
+            raise UserError(f"--min-delta: {exc}") from None
+    if args.max_time is not None:
+        controls["max_time"] = MaxTime(args.max_time)
+    return controls
+
+
+def _how_it_stopped(controls: dict, model, args, out: Path) -> dict | None:
+    """What ended training before its last epoch, for the summary and
+    history.json, or None."""
+    early = controls.get("early_stopping")
+    if early is not None and early.stopped_epoch_ is not None:
+        which = "validation" if early.monitor == "val_elbo" else "training"
+        return {
+            "reason": "early_stopping",
+            "epoch": early.stopped_epoch_,
+            "best_epoch": early.best_epoch_,
+            "best": early.best_,
+            "message": (
+                f"stopped early after epoch {early.stopped_epoch_}: the {which} "
+                f"ELBO did not improve by {early.min_delta:g} for "
+                f"{_plural(early.patience, 'epoch')}; the model has the "
+                f"parameters of epoch {early.best_epoch_} ({early.best_:.3f})"
+            ),
+        }
+    budget = controls.get("max_time")
+    if budget is not None and budget.stopped_:
+        return {
+            "reason": "max_time",
+            "epoch": model.n_iter_,
+            "step": model.t_,
+            "message": (
+                f"stopped at the time budget (--max-time {budget.seconds:g} s) at "
+                f"step {model.t_}; continue with: fastvae train --resume {out}"
+            ),
+        }
+    return None
 
 
 def _data_source(args, dataset) -> dict:
@@ -480,7 +554,7 @@ def _resumed_arguments(args, info):
             raise UserError(
                 f"--{name.replace('_', '-')} cannot be given with --resume: the "
                 "run's settings come from its checkpoint (--resume takes --epochs, "
-                "--threads, --checkpoint-every, --mpi and --quiet)"
+                "--threads, --checkpoint-every, --max-time, --mpi and --quiet)"
             )
     merged = {
         **defaults,
@@ -495,6 +569,7 @@ def _resumed_arguments(args, info):
         out=str(info["path"].parent),
         quiet=args.quiet,
         mpi=args.mpi,
+        max_time=args.max_time,
         epochs=info["epochs"] if args.epochs is None else args.epochs,
         threads=stored.get("threads") if args.threads is None else args.threads,
         checkpoint_every=(

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from fastvae._validation import Param
-from fastvae.callbacks import Callback, EpochProgress
+from fastvae.callbacks import Callback, EpochProgress, state_keys
 from fastvae.data import batches
 from fastvae.models import file_format as _io
 
@@ -244,6 +244,70 @@ def read_progress(progress, *, n_iter: int, n_features: int, n_conditions: int) 
     }
 
 
+def callback_states(callbacks) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The callbacks' state_dict()s as a checkpoint keeps them: a JSON list of
+    {"key", "state", "arrays"} (arrays: the state's array entries, by the
+    names of the file's arrays holding them) and those arrays."""
+    entries, arrays = [], {}
+    for i, (key, cb) in enumerate(zip(state_keys(callbacks), callbacks, strict=True)):
+        state = cb.state_dict()
+        if state is None:
+            continue
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise TypeError(
+                f"{key}.state_dict() must return a dict with str keys or None"
+            )
+        plain, names = {}, {}
+        for name, value in state.items():
+            if isinstance(value, np.ndarray):
+                names[name] = f"callback{i}_{len(names)}"
+                arrays[names[name]] = value
+            else:
+                plain[name] = value
+        try:
+            json.dumps(plain, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{key}.state_dict() must hold JSON values and NumPy arrays: {exc}"
+            ) from None
+        entries.append({"key": key, "state": plain, "arrays": names})
+    return entries, arrays
+
+
+def split_callback_states(meta: dict, arrays: dict) -> tuple[dict, dict]:
+    """(the model's arrays, {key: state}) from a checkpoint's metadata and
+    arrays: the inverse of callback_states.
+
+    Raises
+    ------
+    ValueError
+        If the "callbacks" section is malformed or names missing arrays.
+    """
+    entries = meta.get("callbacks", [])
+    if not isinstance(entries, list):
+        raise ValueError("callbacks must be a JSON list")
+    arrays = dict(arrays)
+    states = {}
+    for entry in entries:
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"key", "state", "arrays"}
+            or not isinstance(entry["key"], str)
+            or not isinstance(entry["state"], dict)
+            or not isinstance(entry["arrays"], dict)
+        ):
+            raise ValueError("a callbacks entry must be {key, state, arrays}")
+        state = dict(entry["state"])
+        for name, member in entry["arrays"].items():
+            if not isinstance(member, str) or not member.startswith("callback"):
+                raise ValueError(f"callback array {member!r} is not a callback's")
+            if member not in arrays:
+                raise ValueError(f"callback array {member!r} is missing")
+            state[name] = arrays.pop(member)
+        states[entry["key"]] = state
+    return arrays, states
+
+
 def options(checkpoint, every, every_steps, user) -> dict | None:
     """Validated checkpoint options of fit (None when checkpoint is None)."""
     if checkpoint is None:
@@ -270,7 +334,9 @@ def options(checkpoint, every, every_steps, user) -> dict | None:
 
 class Checkpointer(Callback):
     """The callback that writes a run's checkpoints and remembers the last
-    good one; fit adds it (first among its callbacks) for ``checkpoint=``.
+    good one; fit adds it for ``checkpoint=``, after the other callbacks at
+    steps and epoch ends (a checkpoint holds their state_dict() after that
+    step) and before them when training ends.
 
     It writes after every step due by `every_steps` while an epoch is under
     way, after every epoch due by `every` or `every_steps`, and when training
@@ -304,6 +370,8 @@ class Checkpointer(Callback):
         self.progress = progress
         self.user = user
         self.last = last
+        # The other callbacks of the fit, whose state_dict goes in too.
+        self.others: list[Callback] = []
         self._state = None
         self._steps_per_epoch = 0
 
@@ -327,6 +395,10 @@ class Checkpointer(Callback):
 
     def _write_model(self, model, epoch):
         state, arrays = model._state()
+        entries, extra = callback_states(self.others)
+        if entries:
+            state = dict(state, callbacks=entries)
+            arrays = {**arrays, **extra}
         self.write(state, arrays, epoch)
 
     def step_due(self, t: int) -> bool:

@@ -144,6 +144,10 @@ def abort(comm, exc: BaseException, code: int = 1, *, show_traceback: bool = Tru
     try:
         sys.stderr.write("\n".join(lines) + "\n")
         sys.stderr.flush()
+        # MPI_Abort makes the launcher kill every rank and its own output
+        # forwarders: on a loaded machine (seen twice in CI) the lines just
+        # written were lost. A moment lets the launcher pass them on.
+        time.sleep(0.25)
     finally:
         comm.Abort(code)
         # MPICH's MPI_Abort can return before the launcher kills the job;
@@ -352,6 +356,11 @@ class DataParallelNetwork:
         self._grads = self._buffer[:n]
         self._tail = self._buffer[n:]
         self._in_place = _mpi().IN_PLACE
+
+    def any_rank(self, flag: bool) -> bool:
+        """Whether any rank says `flag`: a callback that stops training on one
+        rank (a time budget, say) stops it on all, at the same step."""
+        return bool(self.group.comm.allreduce(bool(flag), op=_mpi().LOR))
 
     def shard(self, n_rows: int) -> tuple[int, int]:
         """This rank's rows [lo, hi) of n_rows."""

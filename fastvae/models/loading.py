@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 
 from fastvae import _atomic
 from fastvae._validation import Param
-from fastvae.callbacks import Callback
+from fastvae.callbacks import Callback, check_callbacks, state_keys
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models import file_format as _io
 from fastvae.models.autoencoders import Autoencoder, DenoisingAutoencoder
@@ -37,6 +37,8 @@ def _from_file(path, formats):
         )
     model = cls()
     try:
+        if meta["format"] == _io.CHECKPOINT_FORMAT:
+            arrays, meta["callback_states"] = _ckpt.split_callback_states(meta, arrays)
         model._set_state(meta, arrays)
     except KeyError as exc:
         raise _io.ModelFileError(
@@ -236,6 +238,11 @@ def resume(
             for tmp in _atomic.temporary_files(path):
                 tmp.unlink(missing_ok=True)
         extra = {} if group is None else group.overrides(model)
+        checked = check_callbacks(callbacks)
+        states = meta.get("callback_states", {})
+        for key, cb in zip(state_keys(checked), checked, strict=True):
+            if key in states:
+                cb.load_state_dict(states[key])
         return model._fit(
             X,
             condition,
@@ -244,7 +251,7 @@ def resume(
             options,
             resume=progress,
             comm=group,
-            callbacks=callbacks,
+            callbacks=checked,
         )
 
     return run_on_ranks(comm, run)

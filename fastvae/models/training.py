@@ -81,9 +81,10 @@ def _data_summary(X, dtype, before: dict | None) -> dict:
 
 
 class LocalStepper:
-    """Training steps on this process: the compiled Network itself, and the
-    validation ELBO over all rows. fastvae.models.distributed's
-    DataParallelNetwork has the same two methods over MPI ranks."""
+    """Training steps on this process: the compiled Network itself, the
+    validation ELBO over all rows, and a stop decision (this process's own).
+    fastvae.models.distributed's DataParallelNetwork has the same three
+    methods over MPI ranks."""
 
     def __init__(self, net):
         self.net = net
@@ -92,13 +93,22 @@ class LocalStepper:
     def mean_elbo(self, model, X, cond, n_threads):
         return float(np.mean(model._elbo_rows(X, cond, n_threads)))
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether any process says `flag` (a callback's stop): this one."""
+        return bool(flag)
+
 
 class _Hooks:
-    """Runs fit's callbacks in order; a True from any stops training."""
+    """Runs fit's callbacks in order; a True from any stops training.
 
-    def __init__(self, model, callbacks):
+    `first_at_end` (the checkpoint writer) runs first in train_end: its last
+    checkpoint must hold the parameters training reached, before another
+    callback (EarlyStopping's restore-best) changes them."""
+
+    def __init__(self, model, callbacks, first_at_end=None):
         self.model = model
         self.callbacks = callbacks
+        self.end_order = sorted(callbacks, key=lambda cb: cb is not first_at_end)
 
     def train_begin(self, info):
         for cb in self.callbacks:
@@ -125,7 +135,7 @@ class _Hooks:
         """Every callback's on_train_end, even after one raises; then the
         first error is raised."""
         error = None
-        for cb in self.callbacks:
+        for cb in self.end_order:
             try:
                 cb.on_train_end(self.model)
             except BaseException as exc:  # Ctrl-C in one must not skip the rest
@@ -506,8 +516,10 @@ class Training:
                 checkpoint["user"],
                 last=last,
             )
-            # First, so a checkpoint is on disk before any other hook runs.
-            callbacks.insert(0, writer)
+            writer.others = list(callbacks)
+            # Last at steps and epoch ends, so a checkpoint holds the other
+            # callbacks' state after them; first at the end (see _Hooks).
+            callbacks.append(writer)
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
         if comm is not None:  # a fastvae.models.distributed.Group: steps over MPI ranks
@@ -523,7 +535,7 @@ class Training:
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
         remaining = (epochs - self.n_iter_) * n - min(n, state.epoch.step * batch)
-        hooks = _Hooks(self, callbacks)
+        hooks = _Hooks(self, callbacks, first_at_end=writer)
         hooks.train_begin(
             {
                 "epochs": epochs,
@@ -532,6 +544,7 @@ class Training:
                 "batch_size": batch,
                 "steps_per_epoch": steps_per_epoch,
                 "remaining_samples": remaining,
+                "validation": X_val is not None,
                 "state": state,
             }
         )
@@ -555,7 +568,7 @@ class Training:
                     )
                     if stopped == "mid-epoch":  # state.epoch keeps the position
                         break
-                    if hooks.epoch_end(self.history_):
+                    if stepper.any_rank(hooks.epoch_end(self.history_)):
                         stopped = "at the epoch's end"
                     if stopped:
                         break
@@ -650,6 +663,7 @@ class Training:
                     "kl": kl_sum / b,
                 }
             )
+            stop = net.any_rank(stop)  # over MPI, every rank stops at one step
             if stop and epoch.step < steps_per_epoch:
                 return "mid-epoch"
         seconds = epoch.seconds
