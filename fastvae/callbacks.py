@@ -37,6 +37,7 @@ __all__ = [
     "MaxTime",
     "ProgressBar",
     "TrainingState",
+    "CallbackList",
     "check_callbacks",
     "state_keys",
 ]
@@ -488,3 +489,50 @@ def check_callbacks(callbacks: Iterable[Callback] | None) -> list[Callback]:
                 f"{type(cb).__name__}{hint}"
             )
     return list(callbacks)
+
+
+class CallbackList:
+    """Runs fit's callbacks in order; a True from any stops training (what
+    fit's loop calls at each point; not needed to write a callback).
+
+    `first_at_end` (the checkpoint writer) runs first in train_end: its last
+    checkpoint must hold the parameters training reached, before another
+    callback (EarlyStopping's restore-best) changes them."""
+
+    def __init__(self, model, callbacks, first_at_end=None):
+        self.model = model
+        self.callbacks = callbacks
+        self.end_order = sorted(callbacks, key=lambda cb: cb is not first_at_end)
+
+    def train_begin(self, info):
+        for cb in self.callbacks:
+            cb.on_train_begin(self.model, dict(info))
+
+    def epoch_begin(self, epoch):
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self.model, epoch)
+
+    def step_end(self, logs):
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_step_end(self.model, logs)) or stop
+        return stop
+
+    def epoch_end(self, logs):
+        """Each callback gets its own copy of the epoch's `logs`."""
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_epoch_end(self.model, dict(logs))) or stop
+        return stop
+
+    def train_end(self):
+        """Every callback's on_train_end, even after one raises; then the
+        first error is raised."""
+        error = None
+        for cb in self.end_order:
+            try:
+                cb.on_train_end(self.model)
+            except BaseException as exc:  # Ctrl-C in one must not skip the rest
+                error = error or exc
+        if error is not None:
+            raise error

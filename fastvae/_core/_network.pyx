@@ -3,6 +3,10 @@ architecture into the C config of fastvae._core._step once, owns the
 workspace, checks every array it passes to C, and releases the GIL for each
 call (training step, gradients, update, encode, decode, ELBO and
 importance-sampled log-likelihood terms).
+
+About 650 lines on purpose: one class with one method per C entry point,
+each holding the checks that guard its call, so that no check is far from
+the pointer arithmetic it protects.
 """
 
 import numpy as np

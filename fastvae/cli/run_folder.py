@@ -26,6 +26,7 @@ import numpy as np
 
 from fastvae._atomic import write_atomic
 from fastvae.callbacks import Callback
+from fastvae.cli.common import UserError
 from fastvae.models.history import EPOCH_FIELDS
 
 __all__ = [
@@ -40,6 +41,10 @@ __all__ = [
     "truncate_metrics",
     "read_run",
     "read_history",
+    "RUN_FILES",
+    "data_source",
+    "write_run_spec",
+    "clear_or_refuse",
 ]
 
 RUN_FILE = "run.json"
@@ -241,3 +246,114 @@ def read_history(folder) -> tuple[dict, str]:
     if not history["epoch"]:
         raise ValueError(f"{path} has no finished epoch yet")
     return history, METRICS_FILE
+
+
+# Everything fastvae train writes into its folder: what --overwrite removes.
+RUN_FILES = (
+    "run.json",
+    "metrics.jsonl",
+    "history.json",
+    "model.npz",
+    "checkpoint.npz",
+    "loss_curve.png",
+    "samples.png",
+    "reconstructions.png",
+    "latent.png",
+)
+
+
+def data_source(args, dataset) -> dict:
+    """Where the training data came from, as the loaders take it."""
+    from fastvae import data
+
+    source = args.data
+    if source not in data.DATASET_NAMES:
+        source = str(Path(source).expanduser().resolve())
+    data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
+    return {
+        "data": source,
+        "data_dir": None
+        if data_dir is None
+        else str(Path(data_dir).expanduser().resolve()),
+        "name": dataset.name,
+        "image_shape": None
+        if dataset.image_shape is None
+        else list(dataset.image_shape),
+        "binarize": args.binarize,
+        "scale": args.scale,
+    }
+
+
+def write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
+    """run.json: enough to reload the training and validation rows later
+    (fastvae plot), written before training so it exists while it runs."""
+    from datetime import datetime, timezone
+
+    from fastvae import data
+    from fastvae._version import __version__
+
+    source = args.data
+    if source not in data.DATASET_NAMES:
+        source = str(Path(source).expanduser().resolve())
+    data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
+    write_json(
+        out / RUN_FILE,
+        {
+            "fastvae_version": __version__,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": args.model,
+            "conditional": bool(args.conditional),
+            "data": {
+                "source": source,
+                "data_dir": None
+                if data_dir is None
+                else str(Path(data_dir).expanduser().resolve()),
+                "split": "train",
+                "n_samples": args.n_samples,
+                "validation": args.validation,
+                "split_seed": args.seed,
+                "name": dataset.name,
+                "n_train": len(train_set),
+                "n_validation": 0 if val_set is None else len(val_set),
+                "n_features": int(dataset.X.shape[1]),
+                "image_shape": dataset.image_shape,
+                "n_classes": None if dataset.y is None else int(dataset.y.max()) + 1,
+            },
+            "settings": dict(vars(args)),
+        },
+    )
+
+
+def clear_or_refuse(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """A new run into `out`: refuse when a run is already there (one that can
+    go on is named as such), or with --overwrite remove its files first, so
+    that nothing of it mixes with the new one."""
+    import fastvae
+    from fastvae.exceptions import ModelFileError
+
+    present = [name for name in RUN_FILES if (out / name).is_file()]
+    if not present:
+        return
+    if overwrite:
+        for name in present:
+            (out / name).unlink(missing_ok=True)
+        return
+    unfinished = None
+    if checkpoint.is_file():
+        try:
+            unfinished = fastvae.checkpoint_info(checkpoint)
+        except ModelFileError:
+            pass  # unreadable: nothing left to continue
+        if unfinished is not None and unfinished["finished"]:
+            unfinished = None
+    if unfinished is not None:
+        raise UserError(
+            f"{out} holds an unfinished run ({unfinished['epochs_done']} of "
+            f"{unfinished['epochs']} epochs): continue it with --resume {out}, or "
+            "pass --overwrite to start over"
+        )
+    raise UserError(
+        f"{out} already holds a run ({', '.join(present[:3])}"
+        + (", ..." if len(present) > 3 else "")
+        + "): pass --overwrite to replace it, or choose another --out folder"
+    )

@@ -3,12 +3,10 @@ history, metrics, pictures), resume it, or train over MPI ranks."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from fastvae.callbacks import LambdaCallback
@@ -24,34 +22,13 @@ from fastvae.cli.common import (
     validation_label,
     write_samples,
 )
-from fastvae.cli.parser import build_parser
-
-# Options of train that --resume may set; every other one comes from the run.
-# --mpi too: a checkpoint holds global state, so a run may go on with another
-# number of MPI ranks.
-_RESUME_OPTIONS = (
-    "resume",
-    "epochs",
-    "threads",
-    "quiet",
-    "checkpoint_every",
-    "mpi",
-    "max_time",
+from fastvae.cli.controls import (
+    how_it_stopped,
+    plural,
+    reporting_interrupts,
+    training_controls,
 )
-
-# Everything fastvae train writes into its folder: what --overwrite removes.
-_RUN_FILES = (
-    "run.json",
-    "metrics.jsonl",
-    "history.json",
-    "model.npz",
-    "checkpoint.npz",
-    "loss_curve.png",
-    "samples.png",
-    "reconstructions.png",
-    "latent.png",
-)
-
+from fastvae.cli.resume import resumed_arguments
 
 _DEFAULT_EPOCHS = 20
 
@@ -153,7 +130,7 @@ def _train_locked(args, group, root: bool) -> int:
     info = None
     if args.resume is not None:
         info = fastvae.checkpoint_info(args.resume)
-        args = _resumed_arguments(args, info)
+        args = resumed_arguments(args, info)
         if info["finished"] and args.epochs <= info["epochs_done"]:
             raise UserError(
                 f"the run in {info['path'].parent} is finished "
@@ -175,7 +152,7 @@ def _train_locked(args, group, root: bool) -> int:
     out = Path(args.out)
     checkpoint = out / "checkpoint.npz"
     if root and info is None:
-        _clear_or_refuse(out, checkpoint, args.overwrite)
+        run_folder.clear_or_refuse(out, checkpoint, args.overwrite)
     if group is not None and args.download:  # rank 0 downloads, the others wait
         if not root:
             group.comm.Barrier()
@@ -208,14 +185,14 @@ def _train_locked(args, group, root: bool) -> int:
     settings = {k: v for k, v in vars(args).items() if k != "resume"}
     every = args.checkpoint_every
     comm = None if group is None else group.comm
-    source = _data_source(args, dataset)
+    source = run_folder.data_source(args, dataset)
 
     def name_the_data(model, info):
         # fit has made training_data_; the model file and checkpoints then
         # say where the data came from, for eval and the pictures.
         model.training_data_["source"] = source
 
-    controls = _training_controls(args, validation is not None)
+    controls = training_controls(args, validation is not None)
 
     def train(callbacks=None):
         callbacks = [
@@ -252,17 +229,17 @@ def _train_locked(args, group, root: bool) -> int:
         return 0
     if group is None:
         threads = fastvae.get_num_threads() if args.threads is None else args.threads
-        how = _plural(threads, "thread")
+        how = plural(threads, "thread")
     else:
         threads = group.default_threads() if args.threads is None else args.threads
         how = (
-            f"{group.size} MPI ranks x {_plural(threads, 'thread')}, global batch "
+            f"{group.size} MPI ranks x {plural(threads, 'thread')}, global batch "
             f"{args.batch_size}"
         )
     print(
         f"fastvae: training a {args.model} on {dataset.name}: "
-        f"{_plural(len(train_set), 'sample')} x "
-        f"{_plural(train_set.X.shape[1], 'feature')}"
+        f"{plural(len(train_set), 'sample')} x "
+        f"{plural(train_set.X.shape[1], 'feature')}"
         + (f", {len(val_set)} held out" if val_set is not None else "")
         + f"; {how}",
         flush=True,
@@ -273,12 +250,12 @@ def _train_locked(args, group, root: bool) -> int:
         for note in blas_warnings():
             print(f"fastvae: note: {note}", file=sys.stderr, flush=True)
     if info is None:
-        _write_run_spec(out, args, dataset, train_set, val_set)
+        run_folder.write_run_spec(out, args, dataset, train_set, val_set)
     if info is not None:
         run_folder.truncate_metrics(out / run_folder.METRICS_FILE, info["epochs_done"])
     start = time.perf_counter()
     with (
-        _reporting_interrupts(out, checkpoint),
+        reporting_interrupts(out, checkpoint),
         run_folder.MetricsLog(
             out / run_folder.METRICS_FILE, append=info is not None
         ) as log,
@@ -289,13 +266,13 @@ def _train_locked(args, group, root: bool) -> int:
         else:
             print(
                 f"fastvae: resuming {info['path']} after "
-                f"{_plural(info['epochs_done'], 'epoch')}"
+                f"{plural(info['epochs_done'], 'epoch')}"
                 + (
-                    f" and {_plural(info['epoch_step'], 'step')}"
+                    f" and {plural(info['epoch_step'], 'step')}"
                     if info["epoch_step"]
                     else ""
                 )
-                + f", to {_plural(args.epochs, 'epoch')}",
+                + f", to {plural(args.epochs, 'epoch')}",
                 flush=True,
             )
             model = train([log])
@@ -315,7 +292,7 @@ def _train_locked(args, group, root: bool) -> int:
     if checkpoint.is_file():
         paths["checkpoint"] = checkpoint
     model.save(paths["model"])
-    stops = _how_it_stopped(controls, model, args, out)
+    stops = how_it_stopped(controls, model, args, out)
     record = {
         "settings": settings,
         "stopped": stops,
@@ -359,8 +336,8 @@ def _train_locked(args, group, root: bool) -> int:
     h = model.history_
     n_seen = len(train_set) * model.n_iter_ - done_before
     trained = (
-        f"trained {_plural(model.n_iter_, 'epoch')} "
-        f"({_plural(model.t_, 'step')}) in {seconds:.1f} s: "
+        f"trained {plural(model.n_iter_, 'epoch')} "
+        f"({plural(model.t_, 'step')}) in {seconds:.1f} s: "
         f"{n_seen / seconds:,.0f} samples/s"
         + (" since the resume" if info is not None else "")
     )
@@ -384,236 +361,6 @@ def _train_locked(args, group, root: bool) -> int:
         lines += [f"{name:>15}: {path}" for name, path in paths.items()]
     print("\n".join(lines))
     return 0
-
-
-@contextmanager
-def _reporting_interrupts(out: Path, checkpoint: Path):
-    """On Ctrl-C, say where the last checkpoint is and how to go on from it
-    (fastvae.cli.main then prints "interrupted" and exits with 130)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        import fastvae
-        from fastvae.exceptions import ModelFileError
-
-        try:
-            info = fastvae.checkpoint_info(checkpoint)
-        except (FileNotFoundError, ModelFileError):
-            info = None
-        if info is None:
-            print(
-                f"fastvae: no checkpoint was written to {checkpoint} before the "
-                "interrupt; the run cannot be resumed",
-                file=sys.stderr,
-            )
-        else:
-            at = f"{info['epochs_done']} of {info['epochs']} epochs done" + (
-                f", {_plural(info['epoch_step'], 'step')} into epoch "
-                f"{info['epochs_done'] + 1}"
-                if info["epoch_step"]
-                else ""
-            )
-            print(
-                f"fastvae: the last checkpoint ({at}) is "
-                f"{checkpoint}; continue with: fastvae train --resume {out}",
-                file=sys.stderr,
-            )
-        raise
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _training_controls(args, validation: bool) -> dict:
-    """The callbacks of --early-stopping and --max-time, by name."""
-    from fastvae.callbacks import EarlyStopping, MaxTime
-
-    controls = {}
-    if args.early_stopping is not None:
-        try:
-            controls["early_stopping"] = EarlyStopping(
-                "val_elbo" if validation else "elbo",
-                patience=args.early_stopping,
-                min_delta=args.min_delta,
-            )
-        except ValueError as exc:
-            raise UserError(f"--min-delta: {exc}") from None
-    if args.max_time is not None:
-        controls["max_time"] = MaxTime(args.max_time)
-    return controls
-
-
-def _how_it_stopped(controls: dict, model, args, out: Path) -> dict | None:
-    """What ended training before its last epoch, for the summary and
-    history.json, or None."""
-    early = controls.get("early_stopping")
-    if early is not None and early.stopped_epoch_ is not None:
-        which = "validation" if early.monitor == "val_elbo" else "training"
-        return {
-            "reason": "early_stopping",
-            "epoch": early.stopped_epoch_,
-            "best_epoch": early.best_epoch_,
-            "best": early.best_,
-            "message": (
-                f"stopped early after epoch {early.stopped_epoch_}: the {which} "
-                f"ELBO did not improve by {early.min_delta:g} for "
-                f"{_plural(early.patience, 'epoch')}; the model has the "
-                f"parameters of epoch {early.best_epoch_} ({early.best_:.3f})"
-            ),
-        }
-    budget = controls.get("max_time")
-    if budget is not None and budget.stopped_:
-        return {
-            "reason": "max_time",
-            "epoch": model.n_iter_,
-            "step": model.t_,
-            "message": (
-                f"stopped at the time budget (--max-time {budget.seconds:g} s) at "
-                f"step {model.t_}; continue with: fastvae train --resume {out}"
-            ),
-        }
-    return None
-
-
-def _data_source(args, dataset) -> dict:
-    """Where the training data came from, as the loaders take it."""
-    from fastvae import data
-
-    source = args.data
-    if source not in data.DATASET_NAMES:
-        source = str(Path(source).expanduser().resolve())
-    data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
-    return {
-        "data": source,
-        "data_dir": None
-        if data_dir is None
-        else str(Path(data_dir).expanduser().resolve()),
-        "name": dataset.name,
-        "image_shape": None
-        if dataset.image_shape is None
-        else list(dataset.image_shape),
-        "binarize": args.binarize,
-        "scale": args.scale,
-    }
-
-
-def _write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
-    """run.json: enough to reload the training and validation rows later
-    (fastvae plot), written before training so it exists while it runs."""
-    from datetime import datetime, timezone
-
-    from fastvae import data
-    from fastvae._version import __version__
-    from fastvae.cli import run_folder
-
-    source = args.data
-    if source not in data.DATASET_NAMES:
-        source = str(Path(source).expanduser().resolve())
-    data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
-    run_folder.write_json(
-        out / run_folder.RUN_FILE,
-        {
-            "fastvae_version": __version__,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": args.model,
-            "conditional": bool(args.conditional),
-            "data": {
-                "source": source,
-                "data_dir": None
-                if data_dir is None
-                else str(Path(data_dir).expanduser().resolve()),
-                "split": "train",
-                "n_samples": args.n_samples,
-                "validation": args.validation,
-                "split_seed": args.seed,
-                "name": dataset.name,
-                "n_train": len(train_set),
-                "n_validation": 0 if val_set is None else len(val_set),
-                "n_features": int(dataset.X.shape[1]),
-                "image_shape": dataset.image_shape,
-                "n_classes": None if dataset.y is None else int(dataset.y.max()) + 1,
-            },
-            "settings": dict(vars(args)),
-        },
-    )
-
-
-def _resumed_arguments(args, info):
-    """The settings of the run a checkpoint belongs to, with the options
-    --resume may change."""
-    stored = info["meta"].get("cli")
-    if not isinstance(stored, dict):
-        raise UserError(
-            f"{info['path']} was not written by fastvae train; continue it "
-            "with fastvae.resume in Python"
-        )
-    defaults = vars(build_parser().parse_args(["train"]))
-    for name, default in defaults.items():
-        if name not in _RESUME_OPTIONS and getattr(args, name) != default:
-            raise UserError(
-                f"--{name.replace('_', '-')} cannot be given with --resume: the "
-                "run's settings come from its checkpoint (--resume takes --epochs, "
-                "--threads, --checkpoint-every, --max-time, --mpi and --quiet)"
-            )
-    merged = {
-        **defaults,
-        **{
-            k: v
-            for k, v in stored.items()
-            if k in defaults and k not in _RESUME_OPTIONS
-        },
-    }
-    merged.update(
-        resume=args.resume,
-        out=str(info["path"].parent),
-        quiet=args.quiet,
-        mpi=args.mpi,
-        max_time=args.max_time,
-        epochs=info["epochs"] if args.epochs is None else args.epochs,
-        threads=stored.get("threads") if args.threads is None else args.threads,
-        checkpoint_every=(
-            stored.get("checkpoint_every", 1)
-            if args.checkpoint_every is None
-            else args.checkpoint_every
-        ),
-    )
-    return argparse.Namespace(**merged)
-
-
-def _clear_or_refuse(out: Path, checkpoint: Path, overwrite: bool) -> None:
-    """A new run into `out`: refuse when a run is already there (one that can
-    go on is named as such), or with --overwrite remove its files first, so
-    that nothing of it mixes with the new one."""
-    import fastvae
-    from fastvae.exceptions import ModelFileError
-
-    present = [name for name in _RUN_FILES if (out / name).is_file()]
-    if not present:
-        return
-    if overwrite:
-        for name in present:
-            (out / name).unlink(missing_ok=True)
-        return
-    unfinished = None
-    if checkpoint.is_file():
-        try:
-            unfinished = fastvae.checkpoint_info(checkpoint)
-        except ModelFileError:
-            pass  # unreadable: nothing left to continue
-        if unfinished is not None and unfinished["finished"]:
-            unfinished = None
-    if unfinished is not None:
-        raise UserError(
-            f"{out} holds an unfinished run ({unfinished['epochs_done']} of "
-            f"{unfinished['epochs']} epochs): continue it with --resume {out}, or "
-            "pass --overwrite to start over"
-        )
-    raise UserError(
-        f"{out} already holds a run ({', '.join(present[:3])}"
-        + (", ..." if len(present) > 3 else "")
-        + "): pass --overwrite to replace it, or choose another --out folder"
-    )
 
 
 def make_model(args):

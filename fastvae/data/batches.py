@@ -28,7 +28,14 @@ import sys
 
 import numpy as np
 
-__all__ = ["CHUNK_BYTES", "WINDOW_BYTES", "InMemory", "Chunked", "is_out_of_core"]
+__all__ = [
+    "CHUNK_BYTES",
+    "WINDOW_BYTES",
+    "InMemory",
+    "Chunked",
+    "is_out_of_core",
+    "value_range",
+]
 
 # Rows of a chunk (rounded down to whole minibatches): 16 MB keeps the buffer
 # small next to the interpreter (about 70 MB with NumPy and SciPy) while a
@@ -185,6 +192,18 @@ def check(X, *, dtype, name="X", n_features=None, owner=None, unit_interval=Fals
             "use likelihood='gaussian'"
         )
     return X
+
+
+def value_range(X, dtype) -> tuple[float, float]:
+    """(min, max) of X's values, read in windows of rows when X is out of
+    core (as `dtype`, the values training sees)."""
+    if not is_out_of_core(X):
+        return float(X.min()), float(X.max())
+    lo, hi = float("inf"), float("-inf")
+    for block in row_blocks(X, dtype):
+        if block.size:
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    return lo, hi
 
 
 def row_blocks(X, dtype):

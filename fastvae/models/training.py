@@ -1,5 +1,11 @@
 """The training loop of the estimators: fit's checks and setup, the epochs
-of compiled steps, checkpoints and callbacks."""
+of compiled steps, checkpoints and callbacks.
+
+About 600 lines on purpose: what one step does, in which order (minibatch,
+compiled step, sums, history, callbacks, stop decision, checkpoint), reads
+in one place; the pieces around it live elsewhere (callbacks and their
+runner in fastvae.callbacks, checkpoints in .checkpoint, MPI in
+.distributed, settings in .settings)."""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from fastvae._core.threads import blas_single_threaded, resolve_num_threads
 from fastvae._validation import check_memory, training_bytes
 from fastvae.callbacks import (
     Callback,
+    CallbackList,
     EpochProgress,
     ProgressBar,
     TrainingState,
@@ -59,13 +66,7 @@ def _data_summary(X, dtype, before: dict | None) -> dict:
     """training_data_ for a fit on X: its size and value range, the range
     widened to cover `before` (the summary of the fit continued), whose
     "source" stays."""
-    if batches.is_out_of_core(X):
-        lo, hi = np.inf, -np.inf
-        for block in batches.row_blocks(X, dtype):
-            if block.size:
-                lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
-    else:
-        lo, hi = float(X.min()), float(X.max())
+    lo, hi = batches.value_range(X, dtype)
     summary = {
         "n_samples": int(X.shape[0]),
         "n_features": int(X.shape[1]),
@@ -96,52 +97,6 @@ class LocalStepper:
     def any_rank(self, flag: bool) -> bool:
         """Whether any process says `flag` (a callback's stop): this one."""
         return bool(flag)
-
-
-class _Hooks:
-    """Runs fit's callbacks in order; a True from any stops training.
-
-    `first_at_end` (the checkpoint writer) runs first in train_end: its last
-    checkpoint must hold the parameters training reached, before another
-    callback (EarlyStopping's restore-best) changes them."""
-
-    def __init__(self, model, callbacks, first_at_end=None):
-        self.model = model
-        self.callbacks = callbacks
-        self.end_order = sorted(callbacks, key=lambda cb: cb is not first_at_end)
-
-    def train_begin(self, info):
-        for cb in self.callbacks:
-            cb.on_train_begin(self.model, dict(info))
-
-    def epoch_begin(self, epoch):
-        for cb in self.callbacks:
-            cb.on_epoch_begin(self.model, epoch)
-
-    def step_end(self, logs):
-        stop = False
-        for cb in self.callbacks:
-            stop = bool(cb.on_step_end(self.model, logs)) or stop
-        return stop
-
-    def epoch_end(self, history):
-        logs = {key: history[key][-1] for key in EPOCH_FIELDS}
-        stop = False
-        for cb in self.callbacks:
-            stop = bool(cb.on_epoch_end(self.model, dict(logs))) or stop
-        return stop
-
-    def train_end(self):
-        """Every callback's on_train_end, even after one raises; then the
-        first error is raised."""
-        error = None
-        for cb in self.end_order:
-            try:
-                cb.on_train_end(self.model)
-            except BaseException as exc:  # Ctrl-C in one must not skip the rest
-                error = error or exc
-        if error is not None:
-            raise error
 
 
 def run_on_ranks(comm, run):
@@ -518,7 +473,7 @@ class Training:
             )
             writer.others = list(callbacks)
             # Last at steps and epoch ends, so a checkpoint holds the other
-            # callbacks' state after them; first at the end (see _Hooks).
+            # callbacks' state after them; first at the end (see CallbackList).
             callbacks.append(writer)
         net = self._network(s, layout, batch, n_cond)
         net.set_optimizer(**kernel_settings(opt))
@@ -535,7 +490,7 @@ class Training:
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)
         remaining = (epochs - self.n_iter_) * n - min(n, state.epoch.step * batch)
-        hooks = _Hooks(self, callbacks, first_at_end=writer)
+        hooks = CallbackList(self, callbacks, first_at_end=writer)
         hooks.train_begin(
             {
                 "epochs": epochs,
@@ -568,7 +523,8 @@ class Training:
                     )
                     if stopped == "mid-epoch":  # state.epoch keeps the position
                         break
-                    if stepper.any_rank(hooks.epoch_end(self.history_)):
+                    logs = {key: self.history_[key][-1] for key in EPOCH_FIELDS}
+                    if stepper.any_rank(hooks.epoch_end(logs)):
                         stopped = "at the epoch's end"
                     if stopped:
                         break

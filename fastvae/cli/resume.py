@@ -1,0 +1,62 @@
+"""``fastvae train --resume RUN``: the run's settings come from its
+checkpoint; only a few options may change."""
+
+from __future__ import annotations
+
+import argparse
+
+from fastvae.cli.common import UserError
+from fastvae.cli.parser import build_parser
+
+# Options of train that --resume may set; every other one comes from the run.
+# --mpi too: a checkpoint holds global state, so a run may go on with another
+# number of MPI ranks.
+RESUME_OPTIONS = (
+    "resume",
+    "epochs",
+    "threads",
+    "quiet",
+    "checkpoint_every",
+    "mpi",
+    "max_time",
+)
+
+
+def resumed_arguments(args, info):
+    """The settings of the run a checkpoint belongs to, with the options
+    --resume may change."""
+    stored = info["meta"].get("cli")
+    if not isinstance(stored, dict):
+        raise UserError(
+            f"{info['path']} was not written by fastvae train; continue it "
+            "with fastvae.resume in Python"
+        )
+    defaults = vars(build_parser().parse_args(["train"]))
+    for name, default in defaults.items():
+        if name not in RESUME_OPTIONS and getattr(args, name) != default:
+            raise UserError(
+                f"--{name.replace('_', '-')} cannot be given with --resume: the "
+                "run's settings come from its checkpoint (--resume takes --epochs, "
+                "--threads, --checkpoint-every, --max-time, --mpi and --quiet)"
+            )
+    merged = {
+        **defaults,
+        **{
+            k: v for k, v in stored.items() if k in defaults and k not in RESUME_OPTIONS
+        },
+    }
+    merged.update(
+        resume=args.resume,
+        out=str(info["path"].parent),
+        quiet=args.quiet,
+        mpi=args.mpi,
+        max_time=args.max_time,
+        epochs=info["epochs"] if args.epochs is None else args.epochs,
+        threads=stored.get("threads") if args.threads is None else args.threads,
+        checkpoint_every=(
+            stored.get("checkpoint_every", 1)
+            if args.checkpoint_every is None
+            else args.checkpoint_every
+        ),
+    )
+    return argparse.Namespace(**merged)
