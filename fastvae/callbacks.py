@@ -95,10 +95,15 @@ class TrainingState:
         done), "stopped" (a callback returned True) or "failed" (an error,
         or Ctrl-C, ended training; the model then holds the parameters
         before the failing step).
+    lr : float or None
+        The learning rate of the next step. The one callback that may write
+        here is a learning-rate schedule (fastvae.schedules); the loop gives
+        the next step the rate it finds.
     """
 
     epoch: EpochProgress = field(default_factory=EpochProgress)
     outcome: Outcome | None = None
+    lr: float | None = None
 
 
 class Callback:
@@ -110,7 +115,8 @@ class Callback:
       has ``epochs`` (the total the run trains to), ``epochs_done``,
       ``n_samples``, ``batch_size``, ``steps_per_epoch``,
       ``remaining_samples`` (samples left to train on, all epochs),
-      ``validation`` (whether fit has validation data, so ``val_elbo``) and
+      ``validation`` (whether fit has validation data, so ``val_elbo``),
+      ``lr`` (the optimizer's learning rate, what schedules scale) and
       ``state``, a live :class:`TrainingState` (the position inside the
       epoch, and in ``on_train_end`` how training ended).
     - ``on_epoch_begin(model, epoch)``: `epoch` counts from 1.
@@ -119,7 +125,8 @@ class Callback:
       ``loss``, ``reconstruction`` and ``kl``.
     - ``on_epoch_end(model, logs)``: after the epoch's history entries are
       recorded; `logs` holds them (``epoch``, ``loss``, ``reconstruction``,
-      ``kl``, ``elbo``, ``val_elbo``, ``seconds``, ``samples_per_second``).
+      ``kl``, ``elbo``, ``val_elbo``, ``lr``, ``seconds``,
+      ``samples_per_second``).
     - ``on_train_end(model)``: once, also when training stops with an
       error (then after the error, which fit raises afterwards). Every
       callback's ``on_train_end`` runs even if an earlier one raises.

@@ -77,6 +77,7 @@ def test_hooks_run_in_order_with_their_arguments(X):
         "steps_per_epoch": 4,
         "remaining_samples": 600,
         "validation": False,
+        "lr": 1e-3,
     }
     steps = [logs for k, logs in rec.events if k == "step_end"]
     assert [s["step"] for s in steps] == list(range(1, 13))

@@ -3,7 +3,8 @@
 Layers, lowest first; a module may import its own layer and those below:
 
 0. foundation: the version, the error classes, argument checks, atomic
-   writes, and two leaf vocabularies (optimizers, latent-space helpers);
+   writes, and the leaf vocabularies (optimizers, latent-space helpers,
+   callbacks and learning-rate schedules);
 1. the compiled core (``_core``-level modules: kernels, engine, threads,
    the parameter layout, the build report);
 2. data;
@@ -34,6 +35,7 @@ FOUNDATION = {
     "fastvae.optim",
     "fastvae.latent",
     "fastvae.callbacks",
+    "fastvae.schedules",
 }
 CORE_PACKAGE = "fastvae._core"
 

@@ -19,6 +19,7 @@ def _model(epochs):
             "kl",
             "elbo",
             "val_elbo",
+            "lr",
             "seconds",
             "samples_per_second",
         )
@@ -32,6 +33,7 @@ def _model(epochs):
             ("kl", 10.0 / e),
             ("elbo", -100.0 / e),
             ("val_elbo", None),
+            ("lr", 1e-3),
             ("seconds", 0.5),
             ("samples_per_second", math.inf),
         ):
@@ -58,6 +60,7 @@ def test_metrics_log_writes_one_flushed_line_per_epoch(tmp_path):
         "kl": 5.0,
         "elbo": -50.0,
         "val_elbo": None,
+        "lr": 1e-3,
         "seconds": 0.5,
         "samples_per_second": None,
         "elapsed": 1.2,

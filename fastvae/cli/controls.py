@@ -50,7 +50,8 @@ def plural(n: int, word: str) -> str:
 
 
 def training_controls(args, validation: bool) -> dict:
-    """The callbacks of --early-stopping and --max-time, by name."""
+    """The callbacks of --early-stopping, --lr-schedule and --max-time, by
+    name."""
     from fastvae.callbacks import EarlyStopping, MaxTime
 
     controls = {}
@@ -63,6 +64,15 @@ def training_controls(args, validation: bool) -> dict:
             )
         except ValueError as exc:
             raise UserError(f"--min-delta: {exc}") from None
+    if getattr(args, "lr_schedule", None) is not None:
+        from fastvae.schedules import parse_schedule
+
+        try:
+            controls["lr_schedule"] = parse_schedule(
+                args.lr_schedule, monitor="val_elbo" if validation else "elbo"
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if args.max_time is not None:
         controls["max_time"] = MaxTime(args.max_time)
     return controls

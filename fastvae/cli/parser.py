@@ -310,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="improvement in nats that counts for --early-stopping",
     )
     t.add_argument(
+        "--lr-schedule",
+        default=None,
+        metavar="SPEC",
+        help="learning-rate schedule: step:EPOCHS[:GAMMA], exponential:GAMMA, "
+        "cosine[:MIN_LR], plateau[:PATIENCE[:FACTOR]] (on the validation ELBO) "
+        "or iwae (Burda et al.'s 3**i epochs at 10**(-i/7) x --lr) (default: "
+        "constant)",
+    )
+    t.add_argument(
         "--max-time",
         type=_duration,
         default=None,

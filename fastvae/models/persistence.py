@@ -28,6 +28,7 @@ _HISTORY_RULES = {
     "kl": (numbers.Real, False, False),
     "elbo": (numbers.Real, False, False),
     "val_elbo": (numbers.Real, True, False),
+    "lr": (numbers.Real, True, False),
     "seconds": (numbers.Real, False, False),
     "samples_per_second": (numbers.Real, False, True),
     "step": (numbers.Integral, False, False),
@@ -77,6 +78,9 @@ def _check_fitted(fitted):
         "t_": _count("t_", fitted["t_"]),
     }
     history = fitted["history_"]
+    if isinstance(history, dict) and "lr" not in history and "epoch" in history:
+        # Files from before learning-rate schedules: the rate is not known.
+        history = {**history, "lr": [None] * len(history["epoch"])}
     if not isinstance(history, dict) or set(history) != set(HISTORY_FIELDS):
         raise ValueError(f"history_ must have the keys {sorted(HISTORY_FIELDS)}")
     for key, (kind, allow_none, allow_inf) in _HISTORY_RULES.items():

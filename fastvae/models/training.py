@@ -81,6 +81,13 @@ def _data_summary(X, dtype, before: dict | None) -> dict:
     return summary
 
 
+def _check_lr(lr) -> float:
+    """A learning rate a schedule set: a finite number > 0."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1e300:
+        raise ValueError(f"a schedule set the learning rate to {lr!r}; it must be > 0")
+    return float(lr)
+
+
 class LocalStepper:
     """Training steps on this process: the compiled Network itself, the
     validation ELBO over all rows, and a stop decision (this process's own).
@@ -97,6 +104,11 @@ class LocalStepper:
     def any_rank(self, flag: bool) -> bool:
         """Whether any process says `flag` (a callback's stop): this one."""
         return bool(flag)
+
+    def set_lr(self, lr: float, opt: Optimizer) -> None:
+        """The learning rate of the next steps (a schedule's)."""
+        self.net.set_optimizer(**{**kernel_settings(opt), "lr": lr})
+        self.lr = lr
 
 
 def run_on_ranks(comm, run):
@@ -491,6 +503,7 @@ class Training:
         log_every = max(1, steps_per_epoch // 20)
         remaining = (epochs - self.n_iter_) * n - min(n, state.epoch.step * batch)
         hooks = CallbackList(self, callbacks, first_at_end=writer)
+        state.lr = stepper.lr = opt.lr  # the rate the compiled optimizer holds
         hooks.train_begin(
             {
                 "epochs": epochs,
@@ -500,6 +513,7 @@ class Training:
                 "steps_per_epoch": steps_per_epoch,
                 "remaining_samples": remaining,
                 "validation": X_val is not None,
+                "lr": opt.lr,
                 "state": state,
             }
         )
@@ -569,6 +583,8 @@ class Training:
         start = time.perf_counter()
         for X, rows, cond in data.minibatches(order[epoch.step * batch :], batch):
             b = rows.shape[0]
+            if state.lr != net.lr:  # a schedule changed it
+                net.set_lr(_check_lr(state.lr), s.optimizer)
             kl_weight = self._kl_weight(s, self.t_)
             status, recon_sum, kl_sum = net.train_step(
                 p,
@@ -637,6 +653,7 @@ class Training:
         if X_val is not None:
             val = net.mean_elbo(self, X_val, cond_val, s.n_threads)
         h["val_elbo"].append(val)
+        h["lr"].append(net.lr)
         self.loss_curve_.append(loss_total / n)
         state.epoch = EpochProgress()
         return "at the epoch's end" if stop else None
