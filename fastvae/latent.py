@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "ACTIVE_THRESHOLD",
+    "active_units",
     "kl_per_dimension",
     "top_dimensions",
     "traversal",
@@ -34,6 +36,37 @@ def _vector(name, a):
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {a.shape}")
     return a
+
+
+# Burda et al. (2016): a latent dimension is active when the variance over
+# the data of its posterior mean exceeds 0.01.
+ACTIVE_THRESHOLD = 0.01
+
+
+def active_units(mu, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, np.ndarray]:
+    """How many latent dimensions the model uses, by Burda et al.'s criterion:
+    Cov_x(E_q(z|x)[z_j]) > threshold.
+
+    Parameters
+    ----------
+    mu : array-like of shape (n_samples, latent_dim)
+        Posterior means over data (``VAE.transform``).
+    threshold : float, default=0.01
+
+    Returns
+    -------
+    n_active : int
+    variance : ndarray of shape (latent_dim,), float64
+        The variance of each posterior mean over the rows.
+
+    References
+    ----------
+    Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders",
+    ICLR 2016, section 5.2.
+    """
+    mu = _matrix("mu", mu)
+    variance = np.var(mu, axis=0)
+    return int(np.count_nonzero(variance > threshold)), variance
 
 
 def kl_per_dimension(mu, logvar) -> np.ndarray:

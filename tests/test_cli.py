@@ -147,6 +147,7 @@ def test_train_writes_metrics_lines_and_run_spec(trained):
             "kl",
             "elbo",
             "val_elbo",
+            "active_units",
             "lr",
             "seconds",
             "samples_per_second",

@@ -32,6 +32,13 @@ def eval_command(args) -> int:
         name: float(np.mean(scores)),
         f"{name}_std": float(np.std(scores)),
     }
+    if is_vae:
+        diagnostics = model.diagnostics(dataset.X, cond)
+        result.update(
+            active_units=diagnostics["active_units"],
+            latent_dim=diagnostics["latent_dim"],
+            kl_per_dimension=diagnostics["kl_per_dimension"],
+        )
     if args.k is not None:
         if not is_vae:
             raise UserError("--k needs a VAE: an autoencoder defines no density")
@@ -51,6 +58,12 @@ def eval_command(args) -> int:
         f"{dataset.name} ({result['split']}, {len(scores)} samples): mean {label} "
         f"{result[name]:.4f} nats (std {result[name + '_std']:.4f})"
     )
+    if is_vae:
+        kl = ", ".join(f"{v:.2f}" for v in result["kl_per_dimension"])
+        print(
+            f"latent dimensions: {result['active_units']} of {result['latent_dim']} "
+            f"active (Cov of E_q[z_j] > 0.01); KL per dimension: {kl}"
+        )
     if args.k is not None:
         print(
             f"importance-sampled log p(x), k={args.k}: {result['log_likelihood']:.4f} "

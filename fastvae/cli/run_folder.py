@@ -62,6 +62,7 @@ METRIC_FIELDS = (
     "kl",
     "elbo",
     "val_elbo",
+    "active_units",
     "lr",
     "seconds",
     "samples_per_second",

@@ -353,6 +353,14 @@ def _train_locked(args, group, root: bool) -> int:
         if model.n_iter_ > 1:
             last = f"{h['val_elbo'][0]:.3f} after epoch 1 -> {last}"
         lines.append(f"validation {what} {last}")
+    active = h.get("active_units", [None])[-1:] or [None]
+    if active[0] is not None:
+        k = model.latent_dim
+        lines.append(
+            f"latent dimensions: {active[0]} of {k} active on the validation data "
+            "(Cov of E_q[z_j] > 0.01)"
+            + (" -- most have collapsed to the prior" if active[0] < k / 2 else "")
+        )
     if stops is not None:
         lines.append(stops["message"])
     if args.quiet:  # the files in one line

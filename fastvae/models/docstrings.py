@@ -69,8 +69,11 @@ ATTRIBUTES = """
         Optimizer steps taken.
     history_ : dict of lists
         Per epoch: "epoch", "loss", "reconstruction", "kl", "elbo",
-        "val_elbo" (None without validation data), "seconds",
-        "samples_per_second"; finer: "step", "step_loss".
+        "val_elbo" (None without validation data), "active_units" (a
+        VAE's latent dimensions in use on up to 2,000 validation rows, by
+        Burda et al.'s Cov_x E_q[z_j] > 0.01; None without validation
+        data), "lr" (the learning rate of the epoch's last step),
+        "seconds", "samples_per_second"; finer: "step", "step_loss".
     loss_curve_ : list of float
         Mean training loss of each epoch.
     feature_names_in_ : ndarray of str objects

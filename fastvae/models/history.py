@@ -11,6 +11,7 @@ EPOCH_FIELDS = (
     "kl",
     "elbo",
     "val_elbo",
+    "active_units",
     "lr",
     "seconds",
     "samples_per_second",

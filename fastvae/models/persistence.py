@@ -29,6 +29,7 @@ _HISTORY_RULES = {
     "elbo": (numbers.Real, False, False),
     "val_elbo": (numbers.Real, True, False),
     "lr": (numbers.Real, True, False),
+    "active_units": (numbers.Integral, True, False),
     "seconds": (numbers.Real, False, False),
     "samples_per_second": (numbers.Real, False, True),
     "step": (numbers.Integral, False, False),
@@ -78,9 +79,11 @@ def _check_fitted(fitted):
         "t_": _count("t_", fitted["t_"]),
     }
     history = fitted["history_"]
-    if isinstance(history, dict) and "lr" not in history and "epoch" in history:
-        # Files from before learning-rate schedules: the rate is not known.
-        history = {**history, "lr": [None] * len(history["epoch"])}
+    if isinstance(history, dict) and "epoch" in history:
+        # Files from before these fields: not known for their epochs.
+        for later in ("lr", "active_units"):
+            if later not in history:
+                history = {**history, later: [None] * len(history["epoch"])}
     if not isinstance(history, dict) or set(history) != set(HISTORY_FIELDS):
         raise ValueError(f"history_ must have the keys {sorted(HISTORY_FIELDS)}")
     for key, (kind, allow_none, allow_inf) in _HISTORY_RULES.items():

@@ -30,6 +30,7 @@ from fastvae.callbacks import (
     check_callbacks,
 )
 from fastvae.data import batches
+from fastvae.latent import active_units
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models.history import EPOCH_FIELDS, empty_history
 from fastvae.models.inference import INFERENCE_CHUNK
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 _SHUFFLE_STREAM = 0x5EED
+
+# Validation rows the per-epoch active-unit count encodes: enough for the
+# variance of a posterior mean, bounded in cost (about 2% of a 784-400-20
+# epoch on MNIST).
+DIAGNOSTIC_ROWS = 2000
 
 
 # Creates each estimator's lock exactly once, even when two threads race.
@@ -543,12 +549,37 @@ class Training:
                     if stopped:
                         break
             state.outcome = "stopped" if stopped else "finished"
+            self._warn_if_collapsed(s)
         except BaseException:
             state.outcome = "failed"
             raise
         finally:
             hooks.train_end()
         return self
+
+    def _active_units(self, X_val, cond_val):
+        """Active units on (at most DIAGNOSTIC_ROWS of) the validation data, for
+        a VAE; None for an autoencoder (no posterior)."""
+        if self._kind != "vae":
+            return None
+        rows = slice(0, DIAGNOSTIC_ROWS)
+        H = self._call(
+            "encode",
+            np.ascontiguousarray(X_val[rows]),
+            cond=None if cond_val is None else np.ascontiguousarray(cond_val[rows]),
+        )
+        return active_units(H[:, : H.shape[1] // 2])[0]
+
+    def _warn_if_collapsed(self, s):
+        n_active = self.history_["active_units"][-1:] or [None]
+        if n_active[0] is not None and n_active[0] < s.latent_dim / 2:
+            warnings.warn(
+                f"only {n_active[0]} of {s.latent_dim} latent dimensions are active "
+                "on the validation data (posterior collapse); KL warm-up "
+                "(kl_warmup), a smaller beta or a smaller latent_dim may help",
+                UserWarning,
+                stacklevel=6,  # the caller of VAE.fit
+            )
 
     def _fit_epoch(
         self,
@@ -653,6 +684,9 @@ class Training:
         if X_val is not None:
             val = net.mean_elbo(self, X_val, cond_val, s.n_threads)
         h["val_elbo"].append(val)
+        h["active_units"].append(
+            self._active_units(X_val, cond_val) if X_val is not None else None
+        )
         h["lr"].append(net.lr)
         self.loss_curve_.append(loss_total / n)
         state.epoch = EpochProgress()

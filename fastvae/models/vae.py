@@ -9,7 +9,9 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 import fastvae._core._rng as _rng
+from fastvae import latent
 from fastvae._validation import Param, check_memory
+from fastvae.latent import ACTIVE_THRESHOLD
 from fastvae.models.base import BaseAutoencoder
 from fastvae.models.docstrings import ATTRIBUTES, COMMON_PARAMETERS, TRAINING_PARAMETERS
 from fastvae.optim import Optimizer
@@ -212,6 +214,41 @@ class VAE(BaseAutoencoder):
             dtype=self.params_.dtype,
         )
         return self.decode(Z, condition)
+
+    def diagnostics(
+        self,
+        X: ArrayLike,
+        condition: ArrayLike | None = None,
+        *,
+        threshold: float = ACTIVE_THRESHOLD,
+    ) -> dict:
+        """Signs of posterior collapse on data X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+        threshold : float, default=0.01
+            Burda et al.'s activity threshold on Cov_x(E_q[z_j]).
+
+        Returns
+        -------
+        dict
+            "active_units" (int), "latent_dim", "posterior_mean_variance"
+            and "kl_per_dimension" (lists of floats, nats per sample, one
+            per latent dimension) and "collapsed" (True when most
+            dimensions are inactive).
+        """
+        mu, logvar = self.encode(X, condition)
+        n_active, variance = latent.active_units(mu, threshold)
+        k = mu.shape[1]
+        return {
+            "active_units": n_active,
+            "latent_dim": k,
+            "posterior_mean_variance": variance.tolist(),
+            "kl_per_dimension": latent.kl_per_dimension(mu, logvar).tolist(),
+            "collapsed": n_active < k / 2,
+        }
 
     def elbo(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Per-sample evidence lower bound log p(x|z) - KL(q(z|x) || p(z)).
