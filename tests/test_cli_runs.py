@@ -275,7 +275,7 @@ def test_ctrl_c_stops_eval_k_within_a_second_and_it_shows_progress(tmp_path):
     time.sleep(4.0)  # imports, loading, and the first chunks
     seconds, out, err = interrupt(proc)
     assert proc.returncode == 130 and "fastvae: interrupted" in err, err
-    assert seconds < 2.0, f"{seconds:.1f} s from SIGINT to exit"
+    assert seconds < 1.0, f"{seconds:.1f} s from SIGINT to exit"
     assert "log p(x), k=1000000" in err and "row" in err  # the progress bar
 
 

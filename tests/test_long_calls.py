@@ -33,7 +33,7 @@ def test_ctrl_c_stops_log_likelihood_within_a_second(vae, X):
         vae.log_likelihood(X, k=2_000_000)  # minutes of work
     seconds = time.perf_counter() - start
     timer.join()
-    assert seconds < 1.5, f"{seconds:.2f} s to stop"
+    assert seconds < 1.0, f"{seconds:.2f} s to stop"
     # the model is usable afterwards, with the results of a fresh copy
     fresh = copy.deepcopy(vae)
     np.testing.assert_array_equal(
@@ -77,3 +77,24 @@ def test_continued_fits_widen_the_range_and_keep_the_source(X):
     model.fit(X[:60])  # a new fit starts over
     assert model.training_data_["n_samples"] == 60
     assert "source" not in model.training_data_
+
+
+def test_rows_split_over_several_calls_give_the_same_estimates(vae, X, monkeypatch):
+    """Rows whose k samples span several compiled calls (so Ctrl-C is seen
+    between them) get bitwise the estimate of one call: the same windows."""
+    from fastvae._core import _network, _rng
+
+    whole = vae.log_likelihood(X[:7], k=3000)
+    monkeypatch.setattr(_network, "LL_PAIRS_PER_CALL", 1024)  # 3 calls per row
+    seen = []
+    net = vae._inference_network()
+    split = net.log_likelihood(
+        vae.params_,
+        X[:7],
+        3000,
+        vae.random_state,
+        _rng.STREAM_IS,
+        progress=seen.append,
+    )
+    np.testing.assert_array_equal(split, whole)
+    assert seen[0] == 1024 / 3000 and seen[-1] == 7 and seen == sorted(seen)

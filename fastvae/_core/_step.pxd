@@ -145,6 +145,28 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
                               uint64_t row_offset, double* out,
                               int n_threads) noexcept nogil
 
+# log_likelihood_rows in three parts, so a caller can stop between windows
+# (Ctrl-C) when k is large: the encoder pass over the n rows; the (row,
+# sample) pairs [q_begin, q_end) of those rows, pair q being sample q % k of
+# row q // k (q_begin a multiple of max_batch: the same windows, so the same
+# numbers, as one call); and the estimates once every pair is done. The
+# workspace and row_losses must be left alone in between.
+cdef void log_likelihood_begin(const fv_vae_config* cfg,
+                               const floating* params, floating* work,
+                               double* row_losses, const floating* X,
+                               int64_t ldx, const floating* Cond, int64_t ldc,
+                               int n, int n_threads) noexcept nogil
+cdef void log_likelihood_pairs(const fv_vae_config* cfg,
+                               const floating* params, floating* work,
+                               double* row_losses, const floating* X,
+                               int64_t ldx, const floating* Cond, int64_t ldc,
+                               int n, int64_t k, uint64_t seed,
+                               uint64_t stream, uint64_t row_offset,
+                               int64_t q_begin, int64_t q_end,
+                               int n_threads) noexcept nogil
+cdef void log_likelihood_finish(const fv_vae_config* cfg, double* row_losses,
+                                int n, int64_t k, double* out) noexcept nogil
+
 # Workspace regions start on 64-byte boundaries (16 float32 / 8 float64).
 cdef inline int64_t fv_round_up(int64_t n) noexcept nogil:
     return (n + 15) // 16 * 16

@@ -885,10 +885,19 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
                               int64_t k, uint64_t seed, uint64_t stream,
                               uint64_t row_offset, double* out,
                               int n_threads) noexcept nogil:
+    log_likelihood_begin(cfg, params, work, row_losses, X, ldx, Cond, ldc, n,
+                         n_threads)
+    log_likelihood_pairs(cfg, params, work, row_losses, X, ldx, Cond, ldc, n,
+                         k, seed, stream, row_offset, 0, n * k, n_threads)
+    log_likelihood_finish(cfg, row_losses, n, k, out)
+
+
+cdef void log_likelihood_begin(const fv_vae_config* cfg,
+                               const floating* params, floating* work,
+                               double* row_losses, const floating* X,
+                               int64_t ldx, const floating* Cond, int64_t ldc,
+                               int n, int n_threads) noexcept nogil:
     cdef fv_job j
-    cdef int64_t q0, r, n_pairs = n * k
-    cdef double* top = row_losses + 2 * cfg.max_batch + FV_MAX_TEAM
-    cdef double* total = top + cfg.max_batch
     # The data rows (with their conditions) stay in the workspace while the
     # decoder runs over windows of (row, sample) pairs.
     _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
@@ -898,10 +907,21 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
     _add(&j, PH_INPUTS, 0, _row_blocks(&j))
     _plan_forward(&j, 0, cfg.n_encoder)
     _run(&j, n_threads, work)
-    q0 = 0
-    while q0 < n_pairs:
+
+
+cdef void log_likelihood_pairs(const fv_vae_config* cfg,
+                               const floating* params, floating* work,
+                               double* row_losses, const floating* X,
+                               int64_t ldx, const floating* Cond, int64_t ldc,
+                               int n, int64_t k, uint64_t seed,
+                               uint64_t stream, uint64_t row_offset,
+                               int64_t q_begin, int64_t q_end,
+                               int n_threads) noexcept nogil:
+    cdef fv_job j
+    cdef int64_t q0 = q_begin
+    while q0 < q_end:
         _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc,
-                       <int> min(<int64_t> cfg.max_batch, n_pairs - q0))
+                       <int> min(<int64_t> cfg.max_batch, q_end - q0))
         j.row_losses = row_losses
         j.seed = seed
         j.stream = stream
@@ -914,5 +934,12 @@ cdef void log_likelihood_rows(const fv_vae_config* cfg, const floating* params,
         _add(&j, PH_LL_ACCUM, 0, 1)
         _run(&j, n_threads, work)
         q0 += j.n
+
+
+cdef void log_likelihood_finish(const fv_vae_config* cfg, double* row_losses,
+                                int n, int64_t k, double* out) noexcept nogil:
+    cdef int64_t r
+    cdef double* top = row_losses + 2 * cfg.max_batch + FV_MAX_TEAM
+    cdef double* total = top + cfg.max_batch
     for r in range(n):
         out[r] = top[r] + log(total[r]) - log(<double> k)
