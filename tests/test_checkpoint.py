@@ -482,6 +482,7 @@ def test_checkpoint_info(ckpt):
         "steps": 18,
         "finished": True,
         "meta": {"note": "hi"},
+        "callbacks": {},
     }
     meta = _meta(_members(ckpt))
     assert meta["format"] == "fastvae-checkpoint" and meta["format_version"] == 1

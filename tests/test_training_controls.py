@@ -171,6 +171,11 @@ def test_cli_early_stopping_and_time_budget(tmp_path):
     record = json.loads((tmp_path / "early" / "history.json").read_text())
     assert record["stopped"]["reason"] == "early_stopping"
     assert record["stopped"]["best_epoch"] == 1 and len(record["history"]["epoch"]) == 3
+    proc = _cli("train", "--resume", "early", "--epochs", "40", cwd=tmp_path, code=2)
+    assert "the run in early stopped early after 3 epochs (no improvement for 2 " in (
+        proc.stderr
+    )
+    assert "best at epoch 1); nothing to resume" in proc.stderr
 
     proc = _cli("train", *TINY, "--epochs", "30", "--max-time", "0.001s",
                 "--out", "budget", cwd=tmp_path)  # fmt: skip
@@ -178,6 +183,9 @@ def test_cli_early_stopping_and_time_budget(tmp_path):
         proc.stdout
     )
     assert "fastvae train --resume budget" in proc.stdout
+    # one step of 128 samples: a rate, not "0 samples/s"
+    assert "trained 0 epochs (1 step) in " in proc.stdout
+    assert " 0 samples/s" not in proc.stdout
     proc = _cli("train", "--resume", "budget", "--max-time", "1h", cwd=tmp_path)
     assert "trained 30 epochs" in proc.stdout
     proc = _cli("train", *TINY, "--max-time", "soon", cwd=tmp_path, code=2)

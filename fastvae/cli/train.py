@@ -138,6 +138,14 @@ def _train_locked(args, group, root: bool) -> int:
                 f"resume. Pass --epochs N with N > {info['epochs_done']} to train "
                 "it further"
             )
+        early = info["callbacks"].get("EarlyStopping", {})
+        if args.early_stopping and early.get("wait", 0) >= args.early_stopping:
+            raise UserError(
+                f"the run in {info['path'].parent} stopped early after "
+                f"{plural(info['epochs_done'], 'epoch')} (no improvement for "
+                f"{plural(args.early_stopping, 'epoch')}; best at epoch "
+                f"{early.get('best_epoch')}); nothing to resume"
+            )
     else:
         if args.checkpoint_every is None:
             args.checkpoint_every = 1
@@ -334,7 +342,15 @@ def _train_locked(args, group, root: bool) -> int:
         )
 
     h = model.history_
-    n_seen = len(train_set) * model.n_iter_ - done_before
+    # Samples trained: whole epochs, and the steps of one stopped mid-epoch.
+    batch = min(model.batch_size, len(train_set))
+    steps_per_epoch = -(-len(train_set) // batch)
+    into_epoch = model.t_ - model.n_iter_ * steps_per_epoch
+    n_seen = (
+        len(train_set) * model.n_iter_
+        + min(max(into_epoch, 0) * batch, len(train_set))
+        - done_before
+    )
     trained = (
         f"trained {plural(model.n_iter_, 'epoch')} "
         f"({plural(model.t_, 'step')}) in {seconds:.1f} s: "

@@ -105,8 +105,9 @@ def checkpoint_info(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     dict
         "path", "estimator" (class name), "epochs" (the run's total),
         "epochs_done" (``n_iter_``), "epoch_step" (minibatches of the next
-        epoch already done), "steps" (``t_``), "finished" (bool) and "meta" (what fit
-        stored as checkpoint_meta).
+        epoch already done), "steps" (``t_``), "finished" (bool), "meta" (what fit
+        stored as checkpoint_meta) and "callbacks" (the JSON part of each
+        callback's saved state, by its key, e.g. "EarlyStopping").
 
     Raises
     ------
@@ -124,6 +125,10 @@ def checkpoint_info(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
         "steps": model.t_,
         "finished": model.n_iter_ >= progress["epochs"] and step == 0,
         "meta": meta["user"],
+        "callbacks": {
+            key: {k: v for k, v in state.items() if not hasattr(v, "shape")}
+            for key, state in meta.get("callback_states", {}).items()
+        },
     }
 
 
