@@ -190,3 +190,14 @@ def test_cli_early_stopping_and_time_budget(tmp_path):
     assert "trained 30 epochs" in proc.stdout
     proc = _cli("train", *TINY, "--max-time", "soon", cwd=tmp_path, code=2)
     assert "expected a duration > 0 like 90, 90s, 15m or 2h" in proc.stderr
+
+
+def test_resume_warns_about_a_callback_state_nobody_claims(X, tmp_path):
+    small(epochs=3).fit(
+        X,
+        validation_data=X[:50],
+        checkpoint=tmp_path,
+        callbacks=[EarlyStopping(patience=5), MaxTime(1e-9)],
+    )
+    with pytest.warns(UserWarning, match="holds the state of EarlyStopping, but no"):
+        fastvae.resume(tmp_path, X, validation_data=X[:50])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -244,10 +245,18 @@ def resume(
                 tmp.unlink(missing_ok=True)
         extra = {} if group is None else group.overrides(model)
         checked = check_callbacks(callbacks)
-        states = meta.get("callback_states", {})
+        states = dict(meta.get("callback_states", {}))
         for key, cb in zip(state_keys(checked), checked, strict=True):
             if key in states:
-                cb.load_state_dict(states[key])
+                cb.load_state_dict(states.pop(key))
+        if states and root:
+            warnings.warn(
+                f"{path} holds the state of {', '.join(sorted(states))}, but no "
+                "such callback was passed to resume; the run goes on without it "
+                "(pass callbacks=[...] as the original fit did to continue them)",
+                UserWarning,
+                stacklevel=4,  # the caller of fastvae.resume
+            )
         return model._fit(
             X,
             condition,
