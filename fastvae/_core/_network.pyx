@@ -232,6 +232,11 @@ cdef class Network:
     def head_width(self):
         return fv_head_width(&self.cfg)
 
+    @property
+    def lr(self):
+        """The learning rate train_step and apply_update use (set_optimizer's)."""
+        return self.opt.lr
+
     def set_optimizer(self, str kind, double lr, double momentum=0.9,
                       double beta1=0.9, double beta2=0.999, double eps=1e-8):
         """Optimizer used by train_step (ValueError on an unknown kind)."""

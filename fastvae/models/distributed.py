@@ -336,6 +336,8 @@ class DataParallelNetwork:
 
     Attributes
     ----------
+    net : fastvae._core._network.Network
+        The compiled network of this rank (its optimizer settings included).
     allreduce_seconds : float
         Time spent in the gradient Allreduce so far (includes waiting for
         slower ranks).
@@ -356,14 +358,6 @@ class DataParallelNetwork:
         self._grads = self._buffer[:n]
         self._tail = self._buffer[n:]
         self._in_place = _mpi().IN_PLACE
-
-    def set_lr(self, lr: float, opt) -> None:
-        """The learning rate of the next steps (a schedule's), on this rank
-        (every rank runs the same schedule)."""
-        from fastvae.optim import kernel_settings
-
-        self.net.set_optimizer(**{**kernel_settings(opt), "lr": lr})
-        self.lr = lr
 
     def any_rank(self, flag: bool) -> bool:
         """Whether any rank says `flag`: a callback that stops training on one

@@ -95,10 +95,10 @@ def _check_lr(lr) -> float:
 
 
 class LocalStepper:
-    """Training steps on this process: the compiled Network itself, the
-    validation ELBO over all rows, and a stop decision (this process's own).
-    fastvae.models.distributed's DataParallelNetwork has the same three
-    methods over MPI ranks."""
+    """Training steps on this process: the compiled Network itself (`net`),
+    the validation ELBO over all rows, and a stop decision (this process's
+    own). fastvae.models.distributed's DataParallelNetwork has the same
+    attribute and methods over MPI ranks."""
 
     def __init__(self, net):
         self.net = net
@@ -110,11 +110,6 @@ class LocalStepper:
     def any_rank(self, flag: bool) -> bool:
         """Whether any process says `flag` (a callback's stop): this one."""
         return bool(flag)
-
-    def set_lr(self, lr: float, opt: Optimizer) -> None:
-        """The learning rate of the next steps (a schedule's)."""
-        self.net.set_optimizer(**{**kernel_settings(opt), "lr": lr})
-        self.lr = lr
 
 
 def run_on_ranks(comm, run):
@@ -509,7 +504,7 @@ class Training:
         log_every = max(1, steps_per_epoch // 20)
         remaining = (epochs - self.n_iter_) * n - min(n, state.epoch.step * batch)
         hooks = CallbackList(self, callbacks, first_at_end=writer)
-        state.lr = stepper.lr = opt.lr  # the rate the compiled optimizer holds
+        state.lr = opt.lr
         hooks.train_begin(
             {
                 "epochs": epochs,
@@ -584,7 +579,7 @@ class Training:
     def _fit_epoch(
         self,
         s,
-        net,
+        stepper,
         data,
         grads,
         batch,
@@ -614,10 +609,12 @@ class Training:
         start = time.perf_counter()
         for X, rows, cond in data.minibatches(order[epoch.step * batch :], batch):
             b = rows.shape[0]
-            if state.lr != net.lr:  # a schedule changed it
-                net.set_lr(_check_lr(state.lr), s.optimizer)
+            if state.lr != stepper.net.lr:  # a schedule changed it
+                stepper.net.set_optimizer(
+                    **{**kernel_settings(s.optimizer), "lr": _check_lr(state.lr)}
+                )
             kl_weight = self._kl_weight(s, self.t_)
-            status, recon_sum, kl_sum = net.train_step(
+            status, recon_sum, kl_sum = stepper.train_step(
                 p,
                 grads,
                 s1,
@@ -666,7 +663,7 @@ class Training:
                     "kl": kl_sum / b,
                 }
             )
-            stop = net.any_rank(stop)  # over MPI, every rank stops at one step
+            stop = stepper.any_rank(stop)  # over MPI, every rank stops at one step
             if stop and epoch.step < steps_per_epoch:
                 return "mid-epoch"
         seconds = epoch.seconds
@@ -682,12 +679,12 @@ class Training:
         h["samples_per_second"].append(n / seconds if seconds > 0 else float("inf"))
         val = None
         if X_val is not None:
-            val = net.mean_elbo(self, X_val, cond_val, s.n_threads)
+            val = stepper.mean_elbo(self, X_val, cond_val, s.n_threads)
         h["val_elbo"].append(val)
         h["active_units"].append(
             self._active_units(X_val, cond_val) if X_val is not None else None
         )
-        h["lr"].append(net.lr)
+        h["lr"].append(stepper.net.lr)
         self.loss_curve_.append(loss_total / n)
         state.epoch = EpochProgress()
         return "at the epoch's end" if stop else None
