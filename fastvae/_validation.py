@@ -144,6 +144,25 @@ def check_array(
     return arr
 
 
+def check_number(
+    name: str, value, *, integer: bool = False, low: float = 0, strict: bool = True
+) -> int | float:
+    """A finite number (an int when `integer`) above `low` (or at it when not
+    `strict`), as int or float; ValueError naming it otherwise, bools too."""
+    kind = numbers.Integral if integer else numbers.Real
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not (integer or np.isfinite(value))
+        or (value <= low if strict else value < low)
+    ):
+        what = "an integer" if integer else "a number"
+        raise ValueError(
+            f"{name} must be {what} {'>' if strict else '>='} {low:g}, got {value!r}"
+        )
+    return int(value) if integer else float(value)
+
+
 @dataclass(frozen=True)
 class Param:
     """One hyperparameter's rule: a type and an optional closed/open range."""

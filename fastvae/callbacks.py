@@ -21,13 +21,14 @@ every rank runs its own callbacks.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+from fastvae._validation import check_number
 
 __all__ = [
     "Callback",
@@ -343,22 +344,11 @@ class EarlyStopping(Callback):
             raise ValueError(
                 f"monitor must be one of {sorted(_HIGHER_IS_BETTER)}, got {monitor!r}"
             )
-        if (
-            isinstance(patience, bool)
-            or not isinstance(patience, numbers.Integral)
-            or patience < 1
-        ):
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
-        if (
-            isinstance(min_delta, bool)
-            or not isinstance(min_delta, numbers.Real)
-            or not math.isfinite(min_delta)
-            or min_delta < 0
-        ):
-            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
         self.monitor = monitor
-        self.patience = int(patience)
-        self.min_delta = float(min_delta)
+        self.patience = check_number(
+            "patience", patience, integer=True, low=1, strict=False
+        )
+        self.min_delta = check_number("min_delta", min_delta, strict=False)
         self.restore_best = bool(restore_best)
         self.best_: float | None = None
         self.best_epoch_: int | None = None
@@ -434,14 +424,7 @@ class MaxTime(Callback):
     """
 
     def __init__(self, seconds: float):
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, numbers.Real)
-            or not seconds > 0
-            or not math.isfinite(seconds)
-        ):
-            raise ValueError(f"seconds must be a number > 0, got {seconds!r}")
-        self.seconds = float(seconds)
+        self.seconds = check_number("seconds", seconds)
         self.stopped_ = False
         self._deadline = math.inf
 

@@ -18,10 +18,10 @@ Examples
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
+from fastvae._validation import check_number
 from fastvae.callbacks import Callback, TrainingState
 
 __all__ = [
@@ -35,21 +35,8 @@ __all__ = [
 ]
 
 
-def _positive(name: str, value: Any, *, integer: bool = False) -> Any:
-    kind = numbers.Integral if integer else numbers.Real
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, kind)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        what = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {what} > 0, got {value!r}")
-    return int(value) if integer else float(value)
-
-
 def _fraction(name: str, value: Any) -> float:
-    value = _positive(name, value)
+    value = check_number(name, value)
     if value >= 1:
         raise ValueError(f"{name} must be in (0, 1), got {value!r}")
     return value
@@ -89,7 +76,7 @@ class StepLR(EpochSchedule):
 
     def __init__(self, step_size: int, gamma: float = 0.5):
         super().__init__()
-        self.step_size = _positive("step_size", step_size, integer=True)
+        self.step_size = check_number("step_size", step_size, integer=True)
         self.gamma = _fraction("gamma", gamma)
 
     def rate(self, epoch, base_lr, epochs):
@@ -124,16 +111,9 @@ class CosineLR(EpochSchedule):
 
     def __init__(self, min_lr: float = 0.0, epochs: int | None = None):
         super().__init__()
-        if (
-            isinstance(min_lr, bool)
-            or not isinstance(min_lr, numbers.Real)
-            or not math.isfinite(min_lr)
-            or min_lr < 0
-        ):
-            raise ValueError(f"min_lr must be a number >= 0, got {min_lr!r}")
-        self.min_lr = float(min_lr)
+        self.min_lr = check_number("min_lr", min_lr, strict=False)
         self.epochs = (
-            None if epochs is None else _positive("epochs", epochs, integer=True)
+            None if epochs is None else check_number("epochs", epochs, integer=True)
         )
 
     def rate(self, epoch, base_lr, epochs):
@@ -170,8 +150,8 @@ class StagedLR(EpochSchedule):
                 raise ValueError(f"stages[{i}] must be (epochs, factor), got {stage!r}")
             checked.append(
                 (
-                    _positive(f"stages[{i}] epochs", stage[0], integer=True),
-                    _positive(f"stages[{i}] factor", stage[1]),
+                    check_number(f"stages[{i}] epochs", stage[0], integer=True),
+                    check_number(f"stages[{i}] factor", stage[1]),
                 )
             )
         self.stages = checked
@@ -227,9 +207,7 @@ class ReduceLROnPlateau(Callback):
         self.factor = _fraction("factor", factor)
         self.patience = self._watch.patience
         self.min_delta = self._watch.min_delta
-        if not isinstance(min_lr, numbers.Real) or min_lr < 0:
-            raise ValueError(f"min_lr must be a number >= 0, got {min_lr!r}")
-        self.min_lr = float(min_lr)
+        self.min_lr = check_number("min_lr", min_lr, strict=False)
         self.lr_: float | None = None
         self._state: TrainingState | None = None
 
