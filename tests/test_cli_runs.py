@@ -357,3 +357,29 @@ def test_8_bit_images_train_with_scale_and_eval_reuses_it(tmp_path):
     assert "u8 has values in [0, 255] but the model was trained on values" in (
         proc.stderr
     )
+
+
+def test_plot_encodes_the_rows_with_the_runs_scale(tmp_path, monkeypatch):
+    from fastvae import data
+    from fastvae.cli import pictures, plotting, run_folder
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (150, 16), dtype=np.uint8)
+    np.savez(tmp_path / "digits.npz", X=images, y=rng.integers(0, 3, 150))
+    run_cli("train", "--data", "digits.npz", "--scale", "255", *TINY,
+            "--validation", "30", cwd=tmp_path)  # fmt: skip
+    run = tmp_path / "fastvae-run"
+    spec = run_folder.read_run(run)
+    assert spec["settings"]["scale"] == 255
+    drawn = {}
+    monkeypatch.setattr(
+        plotting, "latent_scatter", lambda points, *a, **k: drawn.update(p=points)
+    )
+    assert pictures._latent_scatter(run, spec, tmp_path / "l.png", 2000) is None
+    _, held_out = data.train_validation_split(
+        data.load_array(tmp_path / "digits.npz"), n_validation=30, seed=0
+    )
+    model = fastvae.load(run / "model.npz")
+    np.testing.assert_allclose(
+        drawn["p"], model.transform(held_out.X / np.float32(255)), rtol=1e-6
+    )

@@ -28,8 +28,6 @@ class UserError(Exception):
 def load_data(args, split: str = "train"):
     """The data named by --data (and --data-dir, --n-samples, --download),
     divided by --scale when given."""
-    import dataclasses
-
     from fastvae import data
 
     dataset = data.load_dataset(
@@ -39,10 +37,16 @@ def load_data(args, split: str = "train"):
         n_samples=args.n_samples,
         download=args.download,
     )
-    scale = getattr(args, "scale", None)
-    if scale is not None and scale != 1:
-        dataset = dataclasses.replace(dataset, X=dataset.X / np.float32(scale))
-    return dataset
+    return scaled(dataset, getattr(args, "scale", None))
+
+
+def scaled(dataset, scale: float | None):
+    """The dataset with X divided by `scale` (--scale; None or 1: as it is)."""
+    import dataclasses
+
+    if scale is None or scale == 1:
+        return dataset
+    return dataclasses.replace(dataset, X=dataset.X / np.float32(scale))
 
 
 # Names of the model's parameters in errors, as the options of fastvae train.
@@ -231,8 +235,7 @@ def check_width(model, dataset) -> None:
         raise UserError(
             f"{dataset.name} has values in [{got_lo:.4g}, {got_hi:.4g}] but the "
             f"model was trained on values in [{lo:.4g}, {hi:.4g}]; scale the data as "
-            "the "
-            "training data were"
+            "the training data were"
         )
 
 
@@ -248,9 +251,9 @@ def model_data(args, model):
 
     Sets args.data (and args.data_dir) when it was not given; the split is
     split_for(args)."""
+    source = source_of(model)
     if args.data is None:
-        source = source_of(model)
-        if not source or not isinstance(source.get("data"), str):
+        if not isinstance(source.get("data"), str):
             raise UserError(
                 f"--data is needed: {args.model} does not say what it was trained "
                 "on (it was not written by fastvae train, or by an older fastvae)"
@@ -258,8 +261,8 @@ def model_data(args, model):
         args.data = source["data"]
         if args.data_dir is None:
             args.data_dir = source.get("data_dir")
-    if args.scale is None and source_of(model).get("scale") is not None:
-        args.scale = source_of(model)["scale"]
+    if args.scale is None:
+        args.scale = source.get("scale")
     dataset = load_data(args, split=split_for(args))
     check_width(model, dataset)
     return dataset

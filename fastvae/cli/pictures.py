@@ -11,14 +11,12 @@ from fastvae.cli.common import (
     CLASS_NAMES,
     UserError,
     check_index,
-    check_width,
     conditions_for,
     decode_label,
     image_shape,
-    load_data,
     model_data,
     picture_shape,
-    source_of,
+    scaled,
     split_for,
     validation_label,
     write_samples,
@@ -77,10 +75,7 @@ def traverse_command(args) -> int:
             raise UserError("--index needs --data (the data holding that row)")
     else:
         split = split_for(args)
-        if args.scale is None:
-            args.scale = source_of(model).get("scale")
-        dataset = load_data(args, split=split)
-        check_width(model, dataset)
+        dataset = model_data(args, model)
         if args.index is not None:
             check_index("--index", args.index, dataset, split)
         cond = conditions_for(model, dataset)
@@ -258,6 +253,7 @@ def _latent_scatter(run: Path, spec, path: Path, max_points: int) -> str | None:
         split=d.get("split", "train"),
         n_samples=d.get("n_samples"),
     )
+    dataset = scaled(dataset, spec.get("settings", {}).get("scale"))  # --scale
     part = "training"
     if d.get("validation"):
         _, dataset = data.train_validation_split(

@@ -291,13 +291,9 @@ def write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
     (fastvae plot), written before training so it exists while it runs."""
     from datetime import datetime, timezone
 
-    from fastvae import data
     from fastvae._version import __version__
 
-    source = args.data
-    if source not in data.DATASET_NAMES:
-        source = str(Path(source).expanduser().resolve())
-    data_dir = args.data_dir or os.environ.get("FASTVAE_DATA_DIR") or None
+    where = data_source(args, dataset)
     write_json(
         out / RUN_FILE,
         {
@@ -306,10 +302,8 @@ def write_run_spec(out: Path, args, dataset, train_set, val_set) -> None:
             "model": args.model,
             "conditional": bool(args.conditional),
             "data": {
-                "source": source,
-                "data_dir": None
-                if data_dir is None
-                else str(Path(data_dir).expanduser().resolve()),
+                "source": where["data"],
+                "data_dir": where["data_dir"],
                 "split": "train",
                 "n_samples": args.n_samples,
                 "validation": args.validation,
