@@ -192,7 +192,9 @@ from fastvae._core._step cimport (
 #   with network_config (the fields are documented in fastvae/_core/_step.pxd; do
 #   not fill them by hand). Useful fields: n_params (length of the params,
 #   grads and state buffers), work_size (elements of the workspace),
-#   max_batch, n_features, latent_dim, n_cond, kind.
+#   max_batch, n_features, latent_dim, n_cond, kind, n_samples and objective
+#   (a Network(n_samples=k, objective="iwae") trains on the k-sample
+#   importance-weighted bound; see fastvae/_core/_step.pxd).
 # struct fv_step_args: uint64_t seed; uint64_t step (0-based global step: the
 #   RNG counter, Adam uses t = step + 1); int64_t row_offset (global index of
 #   the call's first row: 0 on one process); int global_batch (rows the loss

@@ -78,11 +78,13 @@ def make_network(
     sigma=1.0,
     max_batch=16,
     dtype=np.float64,
+    **options,
 ):
     """A compiled Network, its Layout and the activation name of every layer.
 
     hidden_acts cycles over the hidden layers (encoder then decoder); the
-    encoder head and the decoder output are identity.
+    encoder head and the decoder output are identity. options go to Network
+    (n_samples, objective, ...).
     """
     lay = Layout(
         (n_features, *enc_hidden, 2 * latent), (latent, *dec_hidden, n_features)
@@ -105,6 +107,7 @@ def make_network(
         sigma,
         max_batch,
         dtype,
+        **options,
     )
     return net, lay, acts
 

@@ -238,6 +238,76 @@ def loss_and_grads(
     return loss, f["recon"], f["kl"], grads
 
 
+def loss_and_grads_samples(
+    layers,
+    n_encoder,
+    X,
+    eps,
+    objective,
+    likelihood="bernoulli",
+    sigma=1.0,
+    beta=1.0,
+    cond=None,
+    logsigma=None,
+):
+    """The step with k latent samples per row: eps (n, k, K).
+
+    objective "elbo": mean over rows of the samples' mean -log p(x | z_s) plus
+    beta * KL (closed form). "iwae": mean over rows of -log (1/k) sum_s w_s,
+    log w_s = log p(x | z_s) + beta * (log p(z_s) - log q(z_s | x)), whose
+    gradient is sum_s wn_s grad(-log w_s), wn the normalized weights.
+
+    Returns (loss, recon_rows, kl_rows, grads) like loss_and_grads, with an
+    IWAE row's recon the row's loss minus beta * KL.
+    """
+    n, k, K = eps.shape
+    Xr = np.repeat(X, k, axis=0)  # pair q = i * k + s
+    cr = None if cond is None else np.repeat(cond, k, axis=0)
+    E = eps.reshape(n * k, K)
+    f = forward(layers, n_encoder, Xr, E, likelihood, sigma, "vae", cr, logsigma)
+    H, Z, R = f["H"], f["Z"], f["recon"]
+    kl_rows = kl(H)[::k]
+    if objective == "elbo":
+        a = np.full(n * k, 1.0 / (n * k))
+        recon_rows = R.reshape(n, k).mean(axis=1)
+        loss = np.mean(recon_rows + beta * kl_rows)
+    else:
+        _, lv = split_head(H)
+        lv = np.clip(lv, LOGVAR_MIN, LOGVAR_MAX)
+        log_ratio = -0.5 * np.sum(Z * Z - E * E - lv, axis=1)
+        lw = (-R + beta * log_ratio).reshape(n, k)
+        top = lw.max(axis=1, keepdims=True)
+        w = np.exp(lw - top)
+        row_loss = np.log(k) - top[:, 0] - np.log(w.sum(axis=1))
+        a = (w / w.sum(axis=1, keepdims=True)).reshape(-1) / n
+        recon_rows = row_loss - beta * kl_rows
+        loss = np.mean(row_loss)
+    grads = [None] * len(layers)
+    d = f["dout"] * a[:, None]
+    for li in range(len(layers) - 1, n_encoder - 1, -1):
+        W, b, _ = layers[li]
+        j = li - n_encoder
+        x_act = "identity" if j == 0 else layers[li - 1][2]
+        d, dW, db = dense_backward(f["dec"][j], W, d, x_act)
+        grads[li] = (dW, db)
+    dz = d[:, :K]
+    if objective == "elbo":
+        d = reparam_backward(H, E, dz) + beta / n / k * kl_backward(H)
+    else:
+        _, raw_lv = split_head(H)
+        inside = (raw_lv >= LOGVAR_MIN) & (raw_lv <= LOGVAR_MAX)
+        d = reparam_backward(H, E, dz + beta * a[:, None] * Z)
+        d[:, K:] -= 0.5 * beta * a[:, None] * inside
+    for li in range(n_encoder - 1, -1, -1):
+        W, b, _ = layers[li]
+        x_act = "identity" if li == 0 else layers[li - 1][2]
+        d, dW, db = dense_backward(f["acts"][li], W, d, x_act)
+        grads[li] = (dW, db)
+    if likelihood == "gaussian_learned":
+        grads.append((f["dlogsigma_rows"] * a[:, None]).sum(axis=0))
+    return loss, recon_rows, kl_rows, grads
+
+
 def log_likelihood(
     layers,
     n_encoder,

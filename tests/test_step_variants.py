@@ -1,5 +1,6 @@
 """The compiled step for the model family: autoencoders, conditional models,
-a learned Gaussian likelihood, dynamic binarization, masking noise, and the
+a learned Gaussian likelihood, dynamic binarization, masking noise, several
+latent samples per row (the k-sample ELBO and the IWAE bound) and the
 importance-sampled log-likelihood, each against tests/reference.py."""
 
 import numpy as np
@@ -28,6 +29,7 @@ def _network(
     max_batch=MAX_BATCH,
     dtype=np.float64,
     acts=("tanh", "sigmoid"),
+    **options,
 ):
     head = 2 * K if kind == "vae" else K
     lay = Layout(
@@ -58,6 +60,7 @@ def _network(
         logsigma_offset=lay.tail_offset if lay.n_tail else -1,
         corrupt=corrupt,
         binarize=binarize,
+        **options,
     )
     return net, lay, names
 
@@ -400,3 +403,228 @@ def test_network_validates_the_model_family():
         network_module.Network(*args, corrupt=1.0)
     with pytest.raises(ValueError, match="log-sigmas do not fit"):
         network_module.Network(*args[:6], "gaussian_learned", 1.0, 8, np.float64)
+
+
+# -- several latent samples per row: the k-sample ELBO and the IWAE bound --------
+
+SAMPLE_CASES = {
+    "bernoulli": dict(),
+    "cvae": dict(n_cond=C),
+    "learned-sigma": dict(likelihood="gaussian_learned"),
+    "gaussian": dict(likelihood="gaussian"),
+}
+
+
+def _sample_eps(k, step, n=B, row_offset=0):
+    """eps (n, k, K) as the step draws them: sample s of row i from counter
+    (block, row_offset + i, step, s)."""
+    return np.stack(
+        [
+            _rng.normal_matrix(
+                SEED, _rng.STREAM_REPARAM, step, n, K, row_offset=row_offset, draw=s
+            )
+            for s in range(k)
+        ],
+        axis=1,
+    )
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+@pytest.mark.parametrize("case", list(SAMPLE_CASES))
+@pytest.mark.parametrize("k", [2, 5])
+def test_samples_gradients_match_reference(objective, case, k):
+    settings = SAMPLE_CASES[case]
+    lik = settings.get("likelihood", "bernoulli")
+    net, lay, names = _network(**settings, n_samples=k, objective=objective)
+    p = _params(lay, seed=k + len(case))
+    X, cond = _data(lik, seed=4)
+    cond_arg = cond if settings.get("n_cond") else None
+    g = lay.zeros(np.float64)
+    status, recon_sum, kl_sum = net.gradients(
+        p, g, X, ROWS, B, SEED, 3, kl_weight=0.6, n_threads=2, cond=cond_arg
+    )
+    assert status == 0
+    loss, recon, kl, grads = ref.loss_and_grads_samples(
+        _layers(lay, p, names),
+        lay.n_encoder,
+        X[ROWS],
+        _sample_eps(k, step=3),
+        objective,
+        lik,
+        0.8,
+        beta=0.6,
+        cond=None if cond_arg is None else cond[ROWS],
+        logsigma=lay.tail(p) if lay.n_tail else None,
+    )
+    assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
+    assert kl_sum == pytest.approx(kl.sum(), rel=1e-12)
+    assert (recon_sum + 0.6 * kl_sum) / B == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_samples_float32_and_float64_match_reference(objective, dtype):
+    net, lay, names = _network(n_samples=4, objective=objective, dtype=dtype)
+    p = _params(lay, seed=8, dtype=dtype)
+    X, _ = _data("bernoulli", seed=9, dtype=dtype)
+    g = lay.zeros(dtype)
+    status, recon_sum, kl_sum = net.gradients(p, g, X, ROWS, B, SEED, 0)
+    assert status == 0
+    loss, recon, kl, grads = ref.loss_and_grads_samples(
+        _layers(lay, p.astype(np.float64), names),
+        lay.n_encoder,
+        X[ROWS].astype(np.float64),
+        _sample_eps(4, step=0).astype(dtype).astype(np.float64),
+        objective,
+    )
+    gref = _flat(lay, grads)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    assert recon_sum == pytest.approx(recon.sum(), rel=tol)
+    np.testing.assert_allclose(
+        g, gref, rtol=tol, atol=tol * np.abs(gref).max(), err_msg=str(dtype)
+    )
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+@pytest.mark.parametrize("case", ["bernoulli", "cvae", "learned-sigma"])
+def test_samples_loss_finite_differences(objective, case):
+    """The compiled gradient of the k-sample objectives is the derivative of
+    the compiled loss (float64), with a KL weight below 1 (warm-up)."""
+    settings = SAMPLE_CASES[case]
+    lik = settings.get("likelihood", "bernoulli")
+    net, lay, names = _network(**settings, n_samples=3, objective=objective)
+    p = _params(lay, seed=12)
+    X, cond = _data(lik, seed=6)
+    cond_arg = cond if settings.get("n_cond") else None
+    beta = 0.7
+    g = lay.zeros(np.float64)
+    net.gradients(p, g, X, ROWS, B, SEED, 2, kl_weight=beta, cond=cond_arg)
+
+    def loss():
+        _, r, k = net.gradients(
+            p,
+            lay.zeros(np.float64),
+            X,
+            ROWS,
+            B,
+            SEED,
+            2,
+            kl_weight=beta,
+            cond=cond_arg,
+        )
+        return (r + beta * k) / B
+
+    rng = np.random.default_rng(1)
+    idx = rng.choice(lay.size, 40, replace=False)
+    mask = np.zeros(lay.size, bool)
+    for W, b in lay.views(mask):
+        W[...], b[...] = True, True
+    if lay.n_tail:
+        lay.tail(mask)[...] = True
+    checked = 0
+    for i in idx[mask[idx]]:
+        h = 1e-5 * max(1.0, abs(p[i]))
+        assert g[i] == pytest.approx(fd4(loss, p, (i,), h), rel=1e-6, abs=1e-8), i
+        checked += 1
+    assert checked >= 20
+
+
+def test_iwae_row_loss_is_the_importance_sampled_estimate():
+    """An IWAE row's loss is -log (1/k) sum_s w_s on the step's draws, the
+    estimate reference.log_likelihood makes from them, and it is below the
+    mean of the samples' -log w_s (Jensen)."""
+    k = 6
+    net, lay, names = _network(n_samples=k, objective="iwae")
+    p = _params(lay, seed=2)
+    X, _ = _data("bernoulli", seed=2)
+    net.gradients(p, lay.zeros(np.float64), X, ROWS, B, SEED, 5)
+    rows = net.row_losses(B)
+    loss = rows[:, 0] + rows[:, 1]
+    eps = _sample_eps(k, step=5)
+    layers = _layers(lay, p, names)
+    ll = ref.log_likelihood(layers, lay.n_encoder, X[ROWS], eps)
+    np.testing.assert_allclose(-loss, ll, rtol=1e-12)
+    log_w = np.stack(
+        [
+            ref.log_likelihood(layers, lay.n_encoder, X[ROWS], eps[:, s : s + 1])
+            for s in range(k)
+        ],
+        axis=1,
+    )
+    assert np.all(loss <= -log_w.mean(axis=1) + 1e-12)
+    assert np.all(loss < -log_w.mean(axis=1) - 1e-3)
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_samples_bitwise_identical_for_any_thread_count(objective):
+    results = []
+    for n_threads in (1, 2, 3):
+        net, lay, _ = _network(
+            n_samples=7,
+            objective=objective,
+            dtype=np.float32,
+            n_cond=C,
+            enc_hidden=(40,),
+            dec_hidden=(70,),
+        )
+        net.set_optimizer("adam", 0.01)
+        p = _params(lay, seed=3, dtype=np.float32)
+        X, cond = _data("bernoulli", seed=3, dtype=np.float32)
+        g, s1, s2 = (lay.zeros(np.float32) for _ in range(3))
+        for step in range(3):
+            status, *_ = net.train_step(
+                p,
+                g,
+                s1,
+                s2,
+                X,
+                ROWS,
+                B,
+                SEED,
+                step,
+                kl_weight=0.5,
+                n_threads=n_threads,
+                cond=cond,
+            )
+            assert status == 0
+        results.append((p, g, s1, s2))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert np.array_equal(a, b)
+
+
+def test_one_sample_is_the_plain_step_for_both_objectives():
+    """n_samples = 1 is the plain step, bitwise, whatever the objective."""
+    X, _ = _data("bernoulli", seed=1)
+    outs = []
+    for options in ({}, dict(objective="elbo"), dict(objective="iwae")):
+        net, lay, _ = _network(**options, n_samples=1)
+        p = _params(lay, seed=1)
+        g = lay.zeros(np.float64)
+        outs.append((g, net.gradients(p, g, X, ROWS, B, SEED, 2, kl_weight=0.3)))
+    for g, sums in outs[1:]:
+        assert np.array_equal(g, outs[0][0]) and sums == outs[0][1]
+
+
+def test_samples_half_batches_sum_to_the_full_batch():
+    """Rows are independent: two shards (row_offset, global_batch) give the
+    full minibatch's gradient, as MPI ranks do."""
+    net, lay, _ = _network(n_samples=4, objective="iwae")
+    p = _params(lay, seed=5)
+    X, _ = _data("bernoulli", seed=5)
+    g_full = lay.zeros(np.float64)
+    net.gradients(p, g_full, X[ROWS], None, B, SEED, 1)
+    g_a, g_b = lay.zeros(np.float64), lay.zeros(np.float64)
+    net.gradients(p, g_a, X[ROWS][:5], None, 5, SEED, 1, global_batch=B)
+    net.gradients(p, g_b, X[ROWS][5:], None, 4, SEED, 1, global_batch=B, row_offset=5)
+    np.testing.assert_allclose(g_a + g_b, g_full, rtol=1e-12, atol=1e-15)
+
+
+def test_samples_bad_options_raise():
+    with pytest.raises(ValueError, match="n_samples must be >= 1"):
+        _network(n_samples=0)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        _network(objective="vi")
+    with pytest.raises(ValueError, match="autoencoder"):
+        _network(kind="ae", n_samples=2)

@@ -24,7 +24,8 @@ from fastvae._core._optim cimport fv_optimizer, make_optimizer
 from fastvae._core._partition cimport FV_MAX_BLOCKS
 from fastvae._core._row_hash cimport fv_row_key_f32, fv_row_key_f64
 from fastvae._core._step cimport (
-    FV_MAX_LAYERS, FV_MAX_TEAM, FV_ROW_SCRATCH, apply_update,
+    FV_MAX_LAYERS, FV_MAX_TEAM, FV_OBJ_ELBO, FV_OBJ_IWAE, FV_ROW_SCRATCH,
+    apply_update,
     compute_gradients, decode_rows, elbo_rows, encode_rows, fv_head_width,
     fv_round_up, fv_step_args, fv_vae_config, log_likelihood_begin,
     log_likelihood_finish, log_likelihood_pairs, train_step)
@@ -37,6 +38,7 @@ fv_isa_bind(fv_isa_slot())
 LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN,
                "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED}
 KINDS = {"vae": FV_KIND_VAE, "ae": FV_KIND_AE}
+OBJECTIVES = {"elbo": FV_OBJ_ELBO, "iwae": FV_OBJ_IWAE}
 MAX_LAYERS = FV_MAX_LAYERS
 
 # (row, sample) pairs per compiled log-likelihood call: about 0.25 s for
@@ -92,6 +94,12 @@ cdef class Network:
     binarize : bool, default=False
         Training only: targets drawn as Bernoulli(x) at every step (dynamic
         binarization; x must lie in [0, 1]).
+    n_samples : int, default=1
+        Training only (a VAE): latent samples per row. The decoder's
+        workspace grows with it (max_batch * n_samples rows).
+    objective : {"elbo", "iwae"}, default="elbo"
+        Training with n_samples > 1: the ELBO averaged over the samples, or
+        the importance-weighted bound (fastvae/_core/_step.pxd).
     """
 
     cdef fv_vae_config cfg
@@ -107,7 +115,7 @@ cdef class Network:
                  b_offsets, int64_t n_params, str likelihood, double sigma,
                  int max_batch, dtype, int parts=2, str kind="vae",
                  int n_cond=0, int64_t logsigma_offset=-1, double corrupt=0.0,
-                 bint binarize=False):
+                 bint binarize=False, int n_samples=1, str objective="elbo"):
         dims = [[int(d) for d in encoder_dims], [int(d) for d in decoder_dims]]
         n_enc = len(dims[0]) - 1
         n_layers = n_enc + len(dims[1]) - 1
@@ -149,6 +157,17 @@ cdef class Network:
             raise ValueError(f"corrupt must be in [0, 1), got {corrupt}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                f"objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if kind != "vae" and (n_samples > 1 or objective != "elbo"):
+            raise ValueError("an autoencoder has one code per row: n_samples "
+                             "and objective='iwae' need a VAE")
+        if <int64_t> max_batch * n_samples >= 2**31:
+            raise ValueError(f"max_batch * n_samples must be < 2**31, got "
+                             f"{max_batch} * {n_samples}")
         if not 1 <= parts <= FV_MAX_BLOCKS:
             raise ValueError(f"parts must be in [1, {FV_MAX_BLOCKS}], got {parts}")
         self.dtype = np.dtype(dtype)
@@ -169,11 +188,15 @@ cdef class Network:
         c.binarize = binarize
         c.parts = parts
         c.max_batch = max_batch
+        c.n_samples = n_samples
+        c.objective = OBJECTIVES[objective]
         c.n_params = n_params
         sizes = [(dims[0][i], dims[0][i + 1]) for i in range(n_enc)] + [
             (dims[1][i], dims[1][i + 1]) for i in range(len(dims[1]) - 1)]
         cdef int64_t off = 0
         cdef int64_t rows = max_batch
+        # the decoder's regions hold every (row, sample) pair of a step
+        cdef int64_t pairs = <int64_t> max_batch * n_samples
         max_width = 0
         for l, (n_in, n_out) in enumerate(sizes):
             w_off, b_off = int(w_offsets[l]), int(b_offsets[l])
@@ -186,15 +209,16 @@ cdef class Network:
             c.layers[l].w_offset = w_off
             c.layers[l].b_offset = b_off
             c.layers[l].out_offset = off
-            off += fv_round_up(rows * n_out)
+            off += fv_round_up((rows if l < n_enc else pairs) * n_out)
             max_width = max(max_width, n_in, n_out)
         regions = [("xin", rows * (D + n_cond)), ("xtgt", rows * D),
-                   ("eps", rows * K), ("z", rows * (K + n_cond)),
+                   ("eps", pairs * K), ("z", pairs * (K + n_cond)),
                    ("dh", rows * 2 * K),
-                   ("sgrad", rows * D if likelihood == "gaussian_learned" else 0),
+                   ("sgrad", pairs * D if likelihood == "gaussian_learned" else 0),
                    ("scratch", FV_MAX_TEAM * fv_round_up(D)
                     if likelihood == "gaussian_learned" else 0),
-                   ("grad0", rows * max_width), ("grad1", rows * max_width)]
+                   ("pairs", 2 * 3 * pairs if n_samples > 1 else 0),
+                   ("grad0", pairs * max_width), ("grad1", pairs * max_width)]
         at = {}
         for name, size in regions:
             at[name] = off
@@ -202,6 +226,7 @@ cdef class Network:
         c.xin_offset, c.xtgt_offset = at["xin"], at["xtgt"]
         c.eps_offset, c.z_offset, c.dh_offset = at["eps"], at["z"], at["dh"]
         c.sgrad_offset, c.scratch_offset = at["sgrad"], at["scratch"]
+        c.pairs_offset = at["pairs"]
         c.grad_offset[0], c.grad_offset[1] = at["grad0"], at["grad1"]
         c.work_size = off
         self._work = _aligned_empty(off, self.dtype)
@@ -211,6 +236,14 @@ cdef class Network:
     @property
     def max_batch(self):
         return self.cfg.max_batch
+
+    @property
+    def n_samples(self):
+        return self.cfg.n_samples
+
+    @property
+    def objective(self):
+        return "iwae" if self.cfg.objective == FV_OBJ_IWAE else "elbo"
 
     @property
     def parts(self):

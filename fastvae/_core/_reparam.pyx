@@ -62,6 +62,74 @@ cdef void reparam_backward_rows(const floating* H, int ldh, int K,
                                     * fv_logvar_grad_mask(lv))
 
 
+cdef void reparam_samples_rows(const floating* H, int ldh, int K,
+                               floating* Z, int ldz, floating* eps, int lde,
+                               int64_t k, uint64_t seed, uint64_t stream,
+                               uint64_t step, uint64_t row_offset,
+                               double* log_ratio,
+                               int64_t r0, int64_t r1) noexcept nogil:
+    cdef int64_t i, s, q
+    cdef int j
+    cdef double lv, zj, e, acc
+    cdef const floating* h
+    cdef floating* ep
+    cdef floating* z
+    for i in range(r0, r1):
+        h = H + i * ldh
+        for s in range(k):
+            q = i * k + s
+            ep = eps + q * lde
+            z = Z + q * ldz
+            if floating is float:
+                fv_normal_fill_f32(seed, stream, row_offset + <uint64_t> i, step,
+                                   <uint64_t> s, ep, K)
+            else:
+                fv_normal_fill_f64(seed, stream, row_offset + <uint64_t> i, step,
+                                   <uint64_t> s, ep, K)
+            acc = 0.0
+            for j in range(K):
+                lv = fv_clamp_logvar(h[K + j])
+                z[j] = <floating> (h[j] + exp(0.5 * lv) * ep[j])
+                zj = z[j]
+                e = ep[j]
+                acc += zj * zj - e * e - lv
+            if log_ratio != NULL:
+                log_ratio[q] = -0.5 * acc
+
+
+cdef void reparam_samples_backward_rows(const floating* H, int ldh, int K,
+                                        const floating* eps, int lde,
+                                        const floating* Z, int ldz,
+                                        const floating* dZ, int lddz,
+                                        int64_t k, const double* weight,
+                                        double lv_shift, floating* dH,
+                                        int lddh, int64_t r0,
+                                        int64_t r1) noexcept nogil:
+    cdef int64_t i, s, q
+    cdef int j
+    cdef double lv, t, sum_mu, sum_lv
+    cdef const floating* h
+    cdef floating* dh
+    for i in range(r0, r1):
+        h = H + i * ldh
+        dh = dH + i * lddh
+        for j in range(K):
+            sum_mu = 0.0
+            sum_lv = 0.0
+            for s in range(k):
+                q = i * k + s
+                t = dZ[q * lddz + j]
+                if weight != NULL:
+                    t = t + weight[q] * Z[q * ldz + j]
+                sum_mu += t
+                sum_lv += t * eps[q * lde + j]
+            lv = h[K + j]
+            dh[j] = <floating> sum_mu
+            dh[K + j] = <floating> (
+                (sum_lv * 0.5 * exp(0.5 * fv_clamp_logvar(lv)) - lv_shift)
+                * fv_logvar_grad_mask(lv))
+
+
 cdef void reparam_forward(int64_t n_rows, const floating* H, int ldh, int K,
                           floating* Z, int ldz, floating* eps, int lde,
                           uint64_t seed, uint64_t stream, uint64_t step,

@@ -22,6 +22,9 @@ from fastvae._core._optim cimport fv_optimizer
 
 cdef enum:
     FV_MAX_LAYERS = 32
+    # Training objectives of a step with n_samples > 1 (fv_vae_config.objective).
+    FV_OBJ_ELBO = 0     # the ELBO averaged over the samples (closed-form KL)
+    FV_OBJ_IWAE = 1     # the importance-weighted bound (Burda et al. 2016)
     # Most threads one call may use: the step keeps one per-thread slot for
     # its cross-thread verdicts in row_losses.
     FV_MAX_TEAM = 256
@@ -36,7 +39,7 @@ ctypedef struct fv_layer:
     int activation
     int64_t w_offset
     int64_t b_offset
-    int64_t out_offset      # this layer's output (max_batch, n_out) in work
+    int64_t out_offset      # output (max_batch rows, decoder: max_batch * n_samples)
 
 ctypedef struct fv_vae_config:
     int n_layers
@@ -53,15 +56,26 @@ ctypedef struct fv_vae_config:
     int binarize            # training: targets ~ Bernoulli(x), redrawn each step
     int parts               # GEMM column blocks (fastvae/partition.h)
     int max_batch
+    # Training only: z samples per row. 1 is the plain step; with k > 1 the
+    # decoder runs on the k * batch (row, sample) pairs, pair q being sample
+    # q % k of row q // k, and its regions below hold max_batch * k rows.
+    int n_samples
+    int objective           # FV_OBJ_ELBO or FV_OBJ_IWAE (used when n_samples > 1)
     int64_t n_params
     int64_t xin_offset      # encoder input [x~ | c] (max_batch, n_features + n_cond)
     int64_t xtgt_offset     # reconstruction target (max_batch, n_features)
-    int64_t eps_offset      # (max_batch, latent_dim)
-    int64_t z_offset        # decoder input [z | c] (max_batch, latent_dim + n_cond)
+    int64_t eps_offset      # (max_batch * n_samples, latent_dim)
+    # decoder input [z | c] (max_batch * n_samples, latent_dim + n_cond)
+    int64_t z_offset
     int64_t dh_offset       # gradient at the VAE head (max_batch, 2 * latent_dim)
-    int64_t sgrad_offset    # per-row log-sigma gradient terms (max_batch, n_features)
+    # per-row log-sigma gradient terms (max_batch * n_samples, n_features)
+    int64_t sgrad_offset
     int64_t scratch_offset  # per-thread scratch (FV_MAX_TEAM, n_features)
-    int64_t grad_offset[2]  # ping-pong gradients (max_batch, max width)
+    # n_samples > 1: three doubles per pair (reconstruction term, log p(z) -
+    # log q(z | x), head-gradient weight), 2 * 3 * max_batch * n_samples
+    # elements (enough doubles for float32 and float64 workspaces)
+    int64_t pairs_offset
+    int64_t grad_offset[2]  # ping-pong gradients (max_batch * n_samples, max width)
     int64_t work_size
 
 ctypedef struct fv_step_args:
@@ -79,6 +93,14 @@ ctypedef struct fv_step_args:
 # row_losses holds FV_ROW_SCRATCH(cfg.max_batch) doubles (per-row
 # reconstruction and KL terms, then scratch). sums_out[0] = sum of
 # per-row reconstruction terms, sums_out[1] = sum of per-row KL terms.
+# With cfg.n_samples = k > 1, row i draws k samples z_s (eps from counter
+# (block, row_offset + i, step, s): sample 0 is the plain step's) and the
+# loss is, for FV_OBJ_ELBO, the mean over s of -log p(x | z_s) plus
+# kl_weight * KL; for FV_OBJ_IWAE, -log (1/k) sum_s w_s with log w_s =
+# log p(x | z_s) + kl_weight * (log p(z_s) - log q(z_s | x)). The per-row KL
+# term stays the closed-form KL and an IWAE row's reconstruction term is its
+# loss minus kl_weight * KL, so that loss = (sums_out[0] + kl_weight *
+# sums_out[1]) / global_batch holds for every objective.
 # Returns 0; 1 when the loss is not finite; 2 when the loss is finite but a
 # gradient is not. On 1 and 2 params and optimizer state are left untouched.
 cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,

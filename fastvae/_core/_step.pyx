@@ -37,7 +37,9 @@ from fastvae._core._numerics cimport (
     FV_LIK_GAUSSIAN_LEARNED, fv_clamp_logvar, fv_sigmoid_f32, fv_sigmoid_f64)
 from fastvae._core._optim cimport optimizer_update_range
 from fastvae._core._partition cimport fv_block_start, fv_n_col_blocks
-from fastvae._core._reparam cimport reparam_backward_rows, reparam_forward_rows
+from fastvae._core._reparam cimport (
+    reparam_backward_rows, reparam_forward_rows, reparam_samples_backward_rows,
+    reparam_samples_rows)
 from fastvae._core._rng cimport (
     FV_STREAM_BINARIZE, FV_STREAM_CORRUPT, FV_STREAM_REPARAM,
     fv_normal_fill_f32, fv_normal_fill_f64)
@@ -94,7 +96,7 @@ cdef enum:
     PH_INPUTS, PH_FORWARD, PH_LATENT, PH_RECON, PH_CHECK, PH_LOGSIGMA,
     PH_BACKWARD, PH_HEAD_GRAD, PH_VERDICT, PH_UPDATE,
     PH_ENCODE, PH_DECODE, PH_ELBO,
-    PH_LL_DRAWS, PH_LL_LOSSES, PH_LL_ACCUM
+    PH_LL_DRAWS, PH_LL_LOSSES, PH_LL_ACCUM, PH_SAMPLES
 
 
 ctypedef struct fv_phase:
@@ -125,6 +127,8 @@ ctypedef struct fv_job:
     const int64_t* rows
     int n               # rows of this job (a window of pairs for log p(x))
     int row_block
+    int n_dec           # rows through the decoder: n * n_samples in training
+    int dec_block       # rows per block of the row-wise phases over n_dec
     bint own_gemm
     bint training
     const void* x       # encoder input and reconstruction target
@@ -170,6 +174,8 @@ cdef void _job_init(fv_job* j, const fv_vae_config* cfg, int n) noexcept nogil:
     j.cfg = cfg
     j.n = n
     j.row_block = max(_MIN_BLOCK_ROWS, _cdiv(n, _ROW_BLOCKS))
+    j.n_dec = n
+    j.dec_block = j.row_block
     j.own_gemm = gemm_uses_own()
     j.status = 0
     j.bad = 0
@@ -220,6 +226,21 @@ cdef inline int _row_blocks(const fv_job* j) noexcept nogil:
     return _cdiv(j.n, j.row_block)
 
 
+cdef inline int _dec_blocks(const fv_job* j) noexcept nogil:
+    return _cdiv(j.n_dec, j.dec_block)
+
+
+cdef inline int _rows_of(const fv_job* j, int layer) noexcept nogil:
+    """Rows layer `layer` runs on: the decoder sees every (row, sample) pair."""
+    return j.n_dec if layer >= j.cfg.n_encoder else j.n
+
+
+cdef inline double* _pairs(const fv_vae_config* cfg, void* work,
+                           int itemsize) noexcept nogil:
+    """The per-pair doubles of a step with n_samples > 1."""
+    return <double*> (<char*> work + cfg.pairs_offset * itemsize)
+
+
 cdef void _plan_inputs(fv_job* j, bint training, void* work,
                        int itemsize) noexcept nogil:
     """Where the encoder input and the reconstruction target are, and the
@@ -252,7 +273,7 @@ cdef void _plan_forward(fv_job* j, int first, int last) noexcept nogil:
     cdef const fv_layer* L
     for l in range(first, last):
         L = &j.cfg.layers[l]
-        _add(j, PH_FORWARD, l, _col_blocks(j, L.n_out, j.n, L.n_in))
+        _add(j, PH_FORWARD, l, _col_blocks(j, L.n_out, _rows_of(j, l), L.n_in))
 
 
 cdef void _plan_step(fv_job* j, bint update, int itemsize) noexcept nogil:
@@ -265,7 +286,9 @@ cdef void _plan_step(fv_job* j, bint update, int itemsize) noexcept nogil:
     _plan_forward(j, 0, cfg.n_encoder)
     _add(j, PH_LATENT, 0, _row_blocks(j))
     _plan_forward(j, cfg.n_encoder, cfg.n_layers)
-    _add(j, PH_RECON, 0, _row_blocks(j))
+    _add(j, PH_RECON, 0, _dec_blocks(j))
+    if cfg.n_samples > 1:
+        _add(j, PH_SAMPLES, 0, _row_blocks(j))
     _add(j, PH_CHECK, 0, 1)
     if cfg.likelihood == FV_LIK_GAUSSIAN_LEARNED:
         _add(j, PH_LOGSIGMA, 0, _cdiv(cfg.n_features, _LOGSIGMA_BLOCK))
@@ -282,8 +305,8 @@ cdef void _plan_step(fv_job* j, bint update, int itemsize) noexcept nogil:
             ld_cur = 2 * cfg.latent_dim
         L = &cfg.layers[l]
         dx = -1 if l == 0 else cfg.grad_offset[which]
-        nbx = 0 if l == 0 else _col_blocks(j, L.n_in, j.n, L.n_out)
-        nbw = _col_blocks(j, L.n_out, j.n, L.n_in)
+        nbx = 0 if l == 0 else _col_blocks(j, L.n_in, _rows_of(j, l), L.n_out)
+        nbw = _col_blocks(j, L.n_out, _rows_of(j, l), L.n_in)
         _add(j, PH_BACKWARD, l, nbw + nbx, nbw, cur, ld_cur, dx)
         cur = dx
         ld_cur = L.n_in
@@ -419,6 +442,106 @@ cdef void _latent_rows(const fv_vae_config* cfg, floating* work,
             memcpy(work + cfg.z_offset + i * (K + C), H + i * K,
                    K * sizeof(floating))
             kl_out[i] = 0.0
+
+
+cdef void _latent_samples_rows(const fv_job* j, floating* work, double* kl_out,
+                               int64_t r0, int64_t r1) noexcept nogil:
+    """_latent_rows with n_samples = k > 1: k z rows per data row (pairs
+    i * k + s), their log p(z) - log q(z | x) for the IWAE bound, the
+    condition part of every pair's decoder input, and the per-row KL."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int K = cfg.latent_dim, C = cfg.n_cond, D = cfg.n_features
+    cdef int64_t k = cfg.n_samples, m = cfg.max_batch, i, q
+    cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+    cdef double* log_ratio = NULL
+    if cfg.objective == FV_OBJ_IWAE:
+        log_ratio = _pairs(cfg, work, sizeof(floating)) + m * k
+    reparam_samples_rows(H, 2 * K, K, work + cfg.z_offset, K + C,
+                         work + cfg.eps_offset, K, k, j.args.seed,
+                         FV_STREAM_REPARAM, j.args.step,
+                         <uint64_t> j.args.row_offset, log_ratio, r0, r1)
+    kl_rows(H, 2 * K, K, kl_out, r0, r1)
+    if C > 0:
+        for i in range(r0, r1):
+            for q in range(i * k, (i + 1) * k):
+                memcpy(work + cfg.z_offset + q * (K + C) + K,
+                       work + cfg.xin_offset + i * (D + C) + D,
+                       C * sizeof(floating))
+
+
+cdef void _recon_pairs(const fv_job* j, const floating* params, floating* work,
+                       int64_t p0, int64_t p1, int tid) noexcept nogil:
+    """The reconstruction terms (and their gradients) of pairs [p0, p1) of a
+    step with n_samples = k > 1, runs of equal data row sharing the target
+    (leading dimension 0). The ELBO's gradient is scaled by 1 / (batch * k)
+    here; the IWAE bound's by each pair's weight, once the weights are known
+    (_combine_samples)."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int64_t k = cfg.n_samples, p, r, run
+    cdef double scale = 1.0
+    cdef double* pair_recon = _pairs(cfg, work, sizeof(floating))
+    cdef const floating* xt = <const floating*> j.xt
+    if cfg.objective == FV_OBJ_ELBO:
+        scale = 1.0 / (<double> j.args.global_batch * k)
+    p = p0
+    while p < p1:
+        r = p // k
+        run = min(p1, (r + 1) * k)
+        _loss_rows(cfg, params, work,
+                   work + cfg.layers[cfg.n_layers - 1].out_offset,
+                   xt + r * j.ld_t, 0, scale, work + cfg.grad_offset[0], p,
+                   run, tid, pair_recon)
+        p = run
+
+
+cdef void _combine_samples(const fv_job* j, floating* work, double* recon,
+                           const double* kl, int64_t r0,
+                           int64_t r1) noexcept nogil:
+    """Per data row, from its k pairs (in sample order): the ELBO's mean
+    reconstruction term; or the IWAE bound -log (1/k) sum_s w_s, whose
+    gradient is sum_s (w_s / sum w) grad(-log w_s): each pair's output
+    gradient (and log-sigma terms) is scaled by its normalized weight over
+    the batch, and kl_weight times that weight goes to the head gradient."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int D = cfg.n_features, d
+    cdef int64_t k = cfg.n_samples, m = cfg.max_batch, i, s, q
+    cdef double* pair_recon = _pairs(cfg, work, sizeof(floating))
+    cdef double* log_ratio = pair_recon + m * k
+    cdef double* weight = pair_recon + 2 * m * k
+    cdef double beta = j.args.kl_weight
+    cdef double inv_batch = 1.0 / j.args.global_batch
+    cdef double total, top, a
+    cdef floating* g
+    cdef floating fa
+    for i in range(r0, r1):
+        if cfg.objective == FV_OBJ_ELBO:
+            total = 0.0
+            for s in range(k):
+                total += pair_recon[i * k + s]
+            recon[i] = total / k
+            continue
+        top = -pair_recon[i * k] + beta * log_ratio[i * k]
+        for s in range(1, k):
+            q = i * k + s
+            top = max(top, -pair_recon[q] + beta * log_ratio[q])
+        total = 0.0
+        for s in range(k):
+            q = i * k + s
+            total += exp(-pair_recon[q] + beta * log_ratio[q] - top)
+        # the row's loss, split so that loss = recon + kl_weight * KL
+        recon[i] = log(<double> k) - top - log(total) - beta * kl[i]
+        for s in range(k):
+            q = i * k + s
+            a = exp(-pair_recon[q] + beta * log_ratio[q] - top) / total * inv_batch
+            weight[q] = beta * a
+            fa = <floating> a
+            g = work + cfg.grad_offset[0] + q * D
+            for d in range(D):
+                g[d] = g[d] * fa
+            if cfg.likelihood == FV_LIK_GAUSSIAN_LEARNED:
+                g = work + cfg.sgrad_offset + q * D
+                for d in range(D):
+                    g[d] = g[d] * fa
 
 
 cdef void _latent_keyed_rows(const fv_vae_config* cfg, floating* work,
@@ -601,7 +724,8 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
     if ph.kind == PH_FORWARD:
         L = &cfg.layers[ph.layer]
         inp = _input_of(cfg, ph.layer, x, j.ld_x, work, &ld_in)
-        dense_forward_block(j.n, L.n_in, L.n_out, inp, <int> ld_in,
+        dense_forward_block(_rows_of(j, ph.layer), L.n_in, L.n_out, inp,
+                            <int> ld_in,
                             params + L.w_offset, params + L.b_offset,
                             work + L.out_offset, L.n_out, L.activation,
                             _col_start(j, L.n_out, ph.n_blocks, b),
@@ -612,7 +736,8 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
         inp = _input_of(cfg, ph.layer, x, j.ld_x, work, &ld_in)
         if b < ph.n_split:
             bad = weight_grad_block(
-                j.n, L.n_in, L.n_out, inp, <int> ld_in, work + ph.a_off,
+                _rows_of(j, ph.layer), L.n_in, L.n_out, inp, <int> ld_in,
+                work + ph.a_off,
                 <int> ph.a_ld, grads + L.w_offset, grads + L.b_offset,
                 _col_start(j, L.n_out, ph.n_split, b),
                 _col_start(j, L.n_out, ph.n_split, b + 1))
@@ -621,7 +746,8 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
         else:
             nb = ph.n_blocks - ph.n_split
             input_grad_block(
-                j.n, L.n_in, L.n_out, inp, <int> ld_in, params + L.w_offset,
+                _rows_of(j, ph.layer), L.n_in, L.n_out, inp, <int> ld_in,
+                params + L.w_offset,
                 work + ph.a_off, <int> ph.a_ld, work + ph.x_off, L.n_in,
                 FV_ACT_IDENTITY if ph.layer == cfg.n_encoder
                 else cfg.layers[ph.layer - 1].activation,
@@ -633,12 +759,12 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
         c0 = <int64_t> b * _LOGSIGMA_BLOCK
         c1 = min(<int64_t> D, c0 + _LOGSIGMA_BLOCK)
         if floating is float:
-            fv_column_sums_f32(work + cfg.sgrad_offset + c0, D, j.n,
+            fv_column_sums_f32(work + cfg.sgrad_offset + c0, D, j.n_dec,
                                <int> (c1 - c0), grads + cfg.logsigma_offset + c0)
             bad = fv_count_nonfinite_f32(grads + cfg.logsigma_offset + c0, 0, 1,
                                          <int> (c1 - c0))
         else:
-            fv_column_sums_f64(work + cfg.sgrad_offset + c0, D, j.n,
+            fv_column_sums_f64(work + cfg.sgrad_offset + c0, D, j.n_dec,
                                <int> (c1 - c0), grads + cfg.logsigma_offset + c0)
             bad = fv_count_nonfinite_f64(grads + cfg.logsigma_offset + c0, 0, 1,
                                          <int> (c1 - c0))
@@ -673,25 +799,51 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
     if ph.kind == PH_LL_ACCUM:
         _accumulate_window(j)
         return
+    if ph.kind == PH_RECON:
+        r0 = <int64_t> b * j.dec_block
+        r1 = min(<int64_t> j.n_dec, r0 + j.dec_block)
+        if cfg.n_samples > 1:
+            _recon_pairs(j, params, work, r0, r1, tid)
+        else:
+            _loss_rows(cfg, params, work,
+                       work + cfg.layers[cfg.n_layers - 1].out_offset,
+                       <const floating*> j.xt, j.ld_t,
+                       1.0 / j.args.global_batch, work + cfg.grad_offset[0],
+                       r0, r1, tid, recon)
+        return
     _block_rows(j, b, &r0, &r1)
     if ph.kind == PH_INPUTS:
         _inputs_rows(j, r0, r1, work)
     elif ph.kind == PH_LATENT:
-        _latent_rows(cfg, work, kl, j.args.seed, FV_STREAM_REPARAM,
-                     j.args.step, <uint64_t> j.args.row_offset, 0, r0, r1)
-    elif ph.kind == PH_RECON:
-        _loss_rows(cfg, params, work,
-                   work + cfg.layers[cfg.n_layers - 1].out_offset,
-                   <const floating*> j.xt, j.ld_t, 1.0 / j.args.global_batch,
-                   work + cfg.grad_offset[0], r0, r1, tid, recon)
+        if cfg.n_samples > 1:
+            _latent_samples_rows(j, work, kl, r0, r1)
+        else:
+            _latent_rows(cfg, work, kl, j.args.seed, FV_STREAM_REPARAM,
+                         j.args.step, <uint64_t> j.args.row_offset, 0, r0, r1)
+    elif ph.kind == PH_SAMPLES:
+        _combine_samples(j, work, recon, kl, r0, r1)
     elif ph.kind == PH_HEAD_GRAD:
         H = work + cfg.layers[cfg.n_encoder - 1].out_offset
-        reparam_backward_rows(H, 2 * K, K, work + cfg.eps_offset, K,
-                              work + ph.a_off, <int> ph.a_ld,
-                              work + cfg.dh_offset, 2 * K, r0, r1)
-        kl_backward_rows(H, 2 * K, K,
-                         j.args.kl_weight * (1.0 / j.args.global_batch),
-                         work + cfg.dh_offset, 2 * K, r0, r1)
+        if cfg.n_samples == 1:
+            reparam_backward_rows(H, 2 * K, K, work + cfg.eps_offset, K,
+                                  work + ph.a_off, <int> ph.a_ld,
+                                  work + cfg.dh_offset, 2 * K, r0, r1)
+        elif cfg.objective == FV_OBJ_ELBO:
+            reparam_samples_backward_rows(
+                H, 2 * K, K, work + cfg.eps_offset, K, work + cfg.z_offset,
+                K + C, work + ph.a_off, <int> ph.a_ld, cfg.n_samples, NULL,
+                0.0, work + cfg.dh_offset, 2 * K, r0, r1)
+        else:
+            reparam_samples_backward_rows(
+                H, 2 * K, K, work + cfg.eps_offset, K, work + cfg.z_offset,
+                K + C, work + ph.a_off, <int> ph.a_ld, cfg.n_samples,
+                _pairs(cfg, work, sizeof(floating)) + 2 * m * cfg.n_samples,
+                0.5 * j.args.kl_weight / j.args.global_batch,
+                work + cfg.dh_offset, 2 * K, r0, r1)
+        if cfg.n_samples == 1 or cfg.objective == FV_OBJ_ELBO:
+            kl_backward_rows(H, 2 * K, K,
+                             j.args.kl_weight * (1.0 / j.args.global_batch),
+                             work + cfg.dh_offset, 2 * K, r0, r1)
     elif ph.kind == PH_ENCODE:
         if not _plain(cfg, False):
             _inputs_rows(j, r0, r1, work)
@@ -773,6 +925,9 @@ cdef int _step_job(const fv_vae_config* cfg, const fv_optimizer* opt,
     j.rows = rows
     j.sums_out = sums_out
     j.update_t = <int64_t> args.step + 1
+    if cfg.n_samples > 1:
+        j.n_dec = batch * cfg.n_samples
+        j.dec_block = max(_MIN_BLOCK_ROWS, _cdiv(j.n_dec, _ROW_BLOCKS))
     _plan_step(&j, opt != NULL, sizeof(floating))
     _run(&j, args.n_threads, params)
     return j.status
