@@ -283,14 +283,21 @@ def check_memory(n_bytes: int, what: str, hint: str) -> None:
         )
 
 
-def training_bytes(layout, max_batch: int, itemsize: int) -> int:
+def training_bytes(
+    layout, max_batch: int, itemsize: int, latent_samples: int = 1
+) -> int:
     """Lower bound of the memory one fit allocates: the parameters, gradients
     and two optimizer states, plus the step's activations and gradients for
-    max_batch rows (see fastvae._core._network.Network)."""
+    max_batch rows, the decoder's for max_batch * latent_samples (see
+    fastvae._core._network.Network)."""
+    n_enc = layout.n_encoder
     widths = [n_out for _, n_out in layout.shapes]
     max_width = max(max(n_in, n_out) for n_in, n_out in layout.shapes)
-    per_row = sum(widths) + 2 * max_width + 2 * layout.encoder_dims[0]
-    return (4 * layout.size + max_batch * per_row) * itemsize
+    per_row = sum(widths[:n_enc]) + 2 * layout.encoder_dims[0]
+    per_pair = sum(widths[n_enc:]) + 2 * max_width + layout.decoder_dims[0]
+    return (
+        4 * layout.size + max_batch * (per_row + latent_samples * per_pair)
+    ) * itemsize
 
 
 def _gib(n_bytes: int) -> str:

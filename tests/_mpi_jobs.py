@@ -69,6 +69,21 @@ CONFIGS = {
         12,
         False,
     ),
+    "iwae": (
+        "VAE",
+        dict(
+            hidden=(16,),
+            latent_dim=3,
+            batch_size=20,
+            epochs=2,
+            objective="iwae",
+            n_latent_samples=4,
+            kl_warmup=5,
+        ),
+        100,
+        20,
+        False,
+    ),
     "dae": (
         "DenoisingAutoencoder",
         dict(hidden=(16,), latent_dim=3, batch_size=16, epochs=2),

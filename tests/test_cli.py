@@ -729,3 +729,54 @@ def test_default_main_job_learns(tmp_path):
     for name in ("samples.png", "reconstructions.png", "loss_curve.png"):
         assert_picture(run / name)
     assert "validation ELBO" in proc.stdout
+
+
+def test_train_with_the_iwae_objective(tmp_path):
+    rng = np.random.default_rng(0)
+    X = (rng.random((300, 10)) > 0.5).astype(np.float32)
+    np.save(tmp_path / "bits.npy", X)
+    common = ["--data", "bits.npy", "--epochs", "2", "--hidden", "8"]
+    common += ["--latent-dim", "2", "--quiet"]
+    run_cli(
+        "train",
+        *common,
+        "--objective",
+        "iwae",
+        "--latent-samples",
+        "4",
+        "--out",
+        "iw",
+        cwd=tmp_path,
+    )
+    model = fastvae.load(tmp_path / "iw" / "model.npz")
+    assert model.get_params()["objective"] == "iwae"
+    assert model.get_params()["n_latent_samples"] == 4
+    run_cli("train", *common, "--out", "plain", cwd=tmp_path)
+    plain = fastvae.load(tmp_path / "plain" / "model.npz")
+    assert plain.get_params()["objective"] == "elbo"
+    assert not np.array_equal(model.params_, plain.params_)
+    proc = run_cli(
+        "train",
+        *common,
+        "--model",
+        "ae",
+        "--objective",
+        "iwae",
+        "--out",
+        "ae",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--objective and --latent-samples need --model vae" in proc.stderr
+    proc = run_cli(
+        "train",
+        *common,
+        "--latent-samples",
+        "0",
+        "--out",
+        "zero",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--latent-samples" in proc.stderr

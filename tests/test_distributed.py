@@ -74,7 +74,7 @@ def run_mpi(n, *args, timeout=180, check=True):
 
 def _network(model, batch):
     s, layout = model._fitted_settings, model._fitted_layout
-    net = model._network(s, layout, batch, model.n_conditions_)
+    net = model._network(s, layout, batch, model.n_conditions_, training=True)
     net.set_optimizer(**kernel_settings(s.optimizer))
     return net
 
@@ -124,7 +124,7 @@ def test_apply_update_checks_its_arguments():
         net.apply_update(q, q, q.copy(), q.copy(), 0)
 
 
-@pytest.mark.parametrize("config", ["vae64", "noisy", "gauss"])
+@pytest.mark.parametrize("config", ["vae64", "noisy", "gauss", "iwae"])
 def test_shard_gradients_sum_to_the_minibatch_gradient(config):
     """Shards with their global row offsets and the global batch size add up
     to the whole minibatch's gradient, with the same noise per row."""

@@ -63,6 +63,7 @@ BERNOULLI_EXPECTED_FAILURES = {
 ESTIMATORS = [
     fastvae.VAE(likelihood="gaussian", **SMALL),
     fastvae.VAE(likelihood="gaussian", dtype=np.float64, **SMALL),
+    fastvae.VAE(likelihood="gaussian", objective="iwae", n_latent_samples=3, **SMALL),
     fastvae.Autoencoder(likelihood="gaussian", **SMALL),
     fastvae.DenoisingAutoencoder(likelihood="gaussian", **SMALL),
     fastvae.VAE(**SMALL),  # Bernoulli

@@ -54,6 +54,8 @@ _NAMES = {
     "latent_dim": "--latent-dim",
     "batch_size": "--batch-size",
     "kl_warmup": "--kl-warmup",
+    "n_latent_samples": "--latent-samples",
+    "objective": "--objective",
     "n_threads": "--threads",
     "hidden": "--hidden",
     "lr": "--lr",

@@ -261,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps over which the KL weight rises linearly to beta",
     )
     t.add_argument(
+        "--objective",
+        choices=("elbo", "iwae"),
+        default="elbo",
+        help="the bound training maximises with --latent-samples K: the "
+        "K-sample ELBO or the importance-weighted bound (vae only)",
+    )
+    t.add_argument(
+        "--latent-samples",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="draws of z per row and step (vae only); K = 1 is the plain ELBO",
+    )
+    t.add_argument(
         "--corruption",
         type=float,
         default=None,

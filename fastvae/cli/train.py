@@ -409,7 +409,18 @@ def make_model(args):
     if args.corruption is not None:
         common["corruption"] = args.corruption
     if args.model == "vae":
-        return fastvae.VAE(beta=args.beta, kl_warmup=args.kl_warmup, **common)
+        return fastvae.VAE(
+            beta=args.beta,
+            kl_warmup=args.kl_warmup,
+            objective=args.objective,
+            n_latent_samples=args.latent_samples,
+            **common,
+        )
+    if args.objective != "elbo" or args.latent_samples != 1:
+        raise UserError(
+            f"--objective and --latent-samples need --model vae (a {args.model} "
+            "has one code per row)"
+        )
     if args.model == "ae":
         return fastvae.Autoencoder(**common)
     return fastvae.DenoisingAutoencoder(**common)

@@ -274,7 +274,9 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
         n = len(layout.shapes)
         return [ident if i in (n_enc - 1, n - 1) else act for i in range(n)]
 
-    def _network(self, s, layout, max_batch, n_cond):
+    def _network(self, s, layout, max_batch, n_cond, training=False):
+        """The compiled network; a training one draws the settings' latent
+        samples per row (inference draws its own)."""
         learned = s.sigma == "learned"
         return _network.Network(
             layout.encoder_dims,
@@ -293,6 +295,8 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
             logsigma_offset=layout.tail_offset if learned else -1,
             corrupt=float(s.corruption),
             binarize=bool(s.dynamic_binarization),
+            n_samples=int(s.n_latent_samples) if training else 1,
+            objective=s.objective if training else "elbo",
         )
 
     def _init_params(self, s, layout):

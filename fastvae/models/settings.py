@@ -26,12 +26,16 @@ __all__ = [
     "HIDDEN_ACTIVATIONS",
     "LIKELIHOODS",
     "MAX_HIDDEN_LAYERS",
+    "OBJECTIVES",
     "RULES",
     "Settings",
 ]
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")
+# batch_size * n_latent_samples rows go through the decoder, a C int
+MAX_LATENT_SAMPLES = 2**20
 # The compiled network holds at most 32 layers (FV_MAX_LAYERS).
 MAX_HIDDEN_LAYERS = 15
 # The kernels take layer widths as C ints.
@@ -67,6 +71,8 @@ RULES: dict[str, Any] = {
     "warm_start": Param(int, choices=(False, True)),
     "beta": Param(numbers.Real, low=0.0),
     "kl_warmup": Param(numbers.Integral, low=0),
+    "objective": Param(str, choices=OBJECTIVES),
+    "n_latent_samples": Param(numbers.Integral, low=1, high=MAX_LATENT_SAMPLES),
 }
 
 
@@ -78,8 +84,9 @@ class Settings:
     ``hidden`` and ``decoder_hidden`` are tuples (the decoder mirrors the
     encoder when not given), ``dtype`` a NumPy dtype, ``optimizer`` an
     optimizer object holding the learning rate in effect, ``n_threads`` the
-    resolved thread count. ``beta`` and ``kl_warmup`` exist for the VAE only;
-    the autoencoders keep their defaults.
+    resolved thread count. ``beta``, ``kl_warmup``, ``objective`` and
+    ``n_latent_samples`` exist for the VAE only; the autoencoders keep their
+    defaults.
     """
 
     input_dim: int | None
@@ -102,6 +109,8 @@ class Settings:
     warm_start: bool
     beta: float = 1.0
     kl_warmup: int = 0
+    objective: str = "elbo"
+    n_latent_samples: int = 1
 
     @classmethod
     def from_params(cls, values: dict[str, Any]) -> Settings:
@@ -139,6 +148,11 @@ class Settings:
             raise ValueError("sigma='learned' needs likelihood='gaussian'")
         if values["dynamic_binarization"] and values["likelihood"] != "bernoulli":
             raise ValueError("dynamic_binarization needs likelihood='bernoulli'")
+        if values.get("n_latent_samples", 1) * values["batch_size"] >= 2**31:
+            raise ValueError(
+                "batch_size * n_latent_samples must be < 2**31, got "
+                f"{values['batch_size']} * {values['n_latent_samples']}"
+            )
         values["optimizer"] = make_optimizer(values["optimizer"], values["lr"])
         values["n_threads"] = resolve_num_threads(values["n_threads"])
         names = {f.name for f in dataclasses.fields(cls)}

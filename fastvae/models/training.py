@@ -401,9 +401,9 @@ class Training:
 
         layout = self._layout(s, d, n_cond)
         check_memory(
-            training_bytes(layout, batch, s.dtype.itemsize),
+            training_bytes(layout, batch, s.dtype.itemsize, s.n_latent_samples),
             f"training this {type(self).__name__}",
-            "use smaller hidden layers, latent_dim or batch_size",
+            "use smaller hidden layers, latent_dim, batch_size or n_latent_samples",
         )
         opt = s.optimizer
         writer = None
@@ -488,7 +488,7 @@ class Training:
             # Last at steps and epoch ends, so a checkpoint holds the other
             # callbacks' state after them; first at the end (see CallbackList).
             callbacks.append(writer)
-        net = self._network(s, layout, batch, n_cond)
+        net = self._network(s, layout, batch, n_cond, training=True)
         net.set_optimizer(**kernel_settings(opt))
         if comm is not None:  # a fastvae.models.distributed.Group: steps over MPI ranks
             stepper = comm.data_parallel(

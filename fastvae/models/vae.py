@@ -37,6 +37,20 @@ class VAE(BaseAutoencoder):
     kl_warmup : int, default=0
         Number of steps over which the KL weight rises linearly from 0 to
         `beta`; 0 disables warm-up.
+    objective : {"elbo", "iwae"}, default="elbo"
+        The bound training maximises with ``n_latent_samples = k`` draws of z
+        per row: "elbo", the ELBO with its reconstruction term averaged over
+        the k draws (closed-form KL); "iwae", the importance-weighted bound
+        log (1/k) sum_s p(x, z_s) / q(z_s | x) of Burda et al. (2016), tighter
+        as k grows (with `beta` < 1 or warm-up, log p(z) - log q(z | x) is
+        weighted by it). With k = 1 both are the plain ELBO step, bitwise.
+        For "iwae", ``history_["reconstruction"]`` is the bound minus the
+        weighted KL, so that loss = reconstruction + beta * kl still holds.
+    n_latent_samples : int, default=1
+        Draws of z per row and training step (k). A step costs about one
+        encoder pass and k decoder passes; the decoder's workspace grows k
+        times. Inference (``elbo``, ``score_samples``, ``log_likelihood``)
+        does not depend on it.
     corruption : float in [0, 1), default=0.0
         Training only: probability of zeroing each input value the encoder
         sees (a denoising VAE); the reconstruction target stays clean.
@@ -69,6 +83,8 @@ class VAE(BaseAutoencoder):
         activation: str = "relu",
         beta: float = 1.0,
         kl_warmup: int = 0,
+        objective: str = "elbo",
+        n_latent_samples: int = 1,
         corruption: float = 0.0,
         dynamic_binarization: bool = False,
         optimizer: str | Optimizer = "adam",
@@ -91,6 +107,8 @@ class VAE(BaseAutoencoder):
         self.activation = activation
         self.beta = beta
         self.kl_warmup = kl_warmup
+        self.objective = objective
+        self.n_latent_samples = n_latent_samples
         self.corruption = corruption
         self.dynamic_binarization = dynamic_binarization
         self.optimizer = optimizer
