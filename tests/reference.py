@@ -137,6 +137,7 @@ def gaussian_learned(M, X, logsigma):
 
 
 LOGSIGMA_MIN, LOGSIGMA_MAX = -7.0, 5.0
+LOGDISP_MIN, LOGDISP_MAX = -12.0, 12.0
 
 
 # -- the whole step ---------------------------------------------------------------
@@ -306,6 +307,176 @@ def loss_and_grads_samples(
     if likelihood == "gaussian_learned":
         grads.append((f["dlogsigma_rows"] * a[:, None]).sum(axis=0))
     return loss, recon_rows, kl_rows, grads
+
+
+# -- per-column likelihoods (src_c/fastvae/columns.h) -------------------------
+
+
+def _softplus(v):
+    return np.logaddexp(0.0, v)
+
+
+def expand_columns(X, spec, missing=False):
+    """The encoder's view of data rows X (one value per column, NaN missing):
+    the value, a one-hot row per level, log1p of a count, 0 when missing;
+    then one missingness indicator per column when asked."""
+    parts = []
+    for d, (kind, width, _) in enumerate(spec):
+        x = X[:, d]
+        gone = np.isnan(x)
+        if kind == "categorical":
+            block = np.zeros((len(x), width))
+            ok = ~gone
+            block[np.flatnonzero(ok), x[ok].astype(int)] = 1.0
+        elif kind in ("poisson", "negbin"):
+            block = np.where(gone, 0.0, np.log1p(np.where(gone, 0.0, x)))[:, None]
+        else:
+            block = np.where(gone, 0.0, x)[:, None]
+        parts.append(block)
+    if missing:
+        parts.append(np.isnan(X).astype(float))
+    return np.hstack(parts)
+
+
+def columns_loss(out, X, spec, tail):
+    """Per-row -log p(x | outputs) over the observed entries, d/d out, and the
+    per-row terms of d/d tail (learned log-sigma, log-dispersion)."""
+    from scipy.special import digamma, gammaln
+
+    n = X.shape[0]
+    loss = np.zeros(n)
+    dO = np.zeros_like(out)
+    dtail = np.zeros((n, len(spec)))
+    at = 0
+    for d, (kind, width, sigma) in enumerate(spec):
+        o = out[:, at : at + width]
+        x = X[:, d]
+        seen = ~np.isnan(x)
+        xs = np.where(seen, x, 0.0)
+        if kind == "gaussian":
+            r = o[:, 0] - xs
+            term = 0.5 * r * r / sigma**2 + np.log(sigma) + 0.5 * LOG_2PI
+            grad = (r / sigma**2)[:, None]
+        elif kind == "gaussian_learned":
+            s = np.clip(tail[d], LOGSIGMA_MIN, LOGSIGMA_MAX)
+            inside = LOGSIGMA_MIN <= tail[d] <= LOGSIGMA_MAX
+            r = o[:, 0] - xs
+            term = 0.5 * r * r * np.exp(-2 * s) + s + 0.5 * LOG_2PI
+            grad = (r * np.exp(-2 * s))[:, None]
+            dtail[:, d] = np.where(seen, (1 - r * r * np.exp(-2 * s)) * inside, 0.0)
+        elif kind == "bernoulli":
+            term = _softplus(o[:, 0]) - xs * o[:, 0]
+            grad = (1 / (1 + np.exp(-o[:, 0])) - xs)[:, None]
+        elif kind == "categorical":
+            lse = np.logaddexp.reduce(o, axis=1)
+            level = xs.astype(int)
+            term = lse - o[np.arange(n), level]
+            grad = np.exp(o - lse[:, None])
+            grad[np.arange(n), level] -= 1.0
+        elif kind == "poisson":
+            term = np.exp(o[:, 0]) - xs * o[:, 0] + gammaln(xs + 1)
+            grad = (np.exp(o[:, 0]) - xs)[:, None]
+        elif kind == "negbin":
+            lt = np.clip(tail[d], LOGDISP_MIN, LOGDISP_MAX)
+            inside = LOGDISP_MIN <= tail[d] <= LOGDISP_MAX
+            theta, e = np.exp(lt), o[:, 0]
+            mu = np.exp(e)
+            log_sum = np.logaddexp(lt, e)
+            term = -(
+                gammaln(xs + theta)
+                - gammaln(theta)
+                - gammaln(xs + 1)
+                + theta * (lt - log_sum)
+                + xs * (e - log_sum)
+            )
+            grad = (mu * (theta + xs) / (theta + mu) - xs)[:, None]
+            dlog_p = (
+                digamma(xs + theta)
+                - digamma(theta)
+                + lt
+                - log_sum
+                + (mu - xs) / (theta + mu)
+            )
+            dtail[:, d] = np.where(seen, -theta * dlog_p * inside, 0.0)
+        else:
+            raise ValueError(kind)
+        loss += np.where(seen, term, 0.0)
+        dO[:, at : at + width] = np.where(seen[:, None], grad, 0.0)
+        at += width
+    return loss, dO, dtail
+
+
+def columns_means(out, spec):
+    """Mean of p(x | outputs) per output: Gaussian mean, Bernoulli
+    probability, level probabilities, expected count."""
+    means = np.empty_like(out)
+    at = 0
+    for kind, width, _ in spec:
+        o = out[:, at : at + width]
+        if kind == "bernoulli":
+            m = 1 / (1 + np.exp(-o))
+        elif kind == "categorical":
+            m = np.exp(o - np.logaddexp.reduce(o, axis=1)[:, None])
+        elif kind in ("poisson", "negbin"):
+            m = np.exp(o)
+        else:
+            m = o
+        means[:, at : at + width] = m
+        at += width
+    return means
+
+
+def loss_and_grads_columns(
+    layers,
+    n_encoder,
+    X,
+    eps,
+    spec,
+    tail,
+    missing=False,
+    beta=1.0,
+    kind="vae",
+    cond=None,
+):
+    """loss_and_grads for a per-column likelihood: mean over rows of the
+    observed entries' -log p plus beta * KL, and its gradients (the last
+    entry of grads: d/d tail, one per column)."""
+    n = X.shape[0]
+    x_in = expand_columns(X, spec, missing)
+    n_out = sum(width for _, width, _ in spec)
+    f = forward(
+        layers,
+        n_encoder,
+        np.zeros((n, n_out)),
+        eps,
+        "gaussian",
+        1.0,
+        kind,
+        cond,
+        x_in=x_in,
+    )
+    recon, dout, dtail = columns_loss(f["dec"][-1], X, spec, tail)
+    kl_rows = kl(f["H"]) if kind == "vae" else np.zeros(n)
+    K = f["Z"].shape[1]
+    grads = [None] * len(layers)
+    d = dout / n
+    for li in range(len(layers) - 1, n_encoder - 1, -1):
+        W, b, _ = layers[li]
+        j = li - n_encoder
+        x_act = "identity" if j == 0 else layers[li - 1][2]
+        d, dW, db = dense_backward(f["dec"][j], W, d, x_act)
+        grads[li] = (dW, db)
+    d = d[:, :K]
+    if kind == "vae":
+        d = reparam_backward(f["H"], eps, d) + beta / n * kl_backward(f["H"])
+    for li in range(n_encoder - 1, -1, -1):
+        W, b, _ = layers[li]
+        x_act = "identity" if li == 0 else layers[li - 1][2]
+        d, dW, db = dense_backward(f["acts"][li], W, d, x_act)
+        grads[li] = (dW, db)
+    grads.append(dtail.sum(axis=0) / n)
+    loss = np.mean(recon + beta * kl_rows)
+    return loss, recon, kl_rows, grads
 
 
 def log_likelihood(

@@ -14,11 +14,15 @@ import numpy as np
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc
 
+from fastvae._core._columns cimport (
+    FV_COL_BERNOULLI, FV_COL_CATEGORICAL, FV_COL_GAUSSIAN,
+    FV_COL_GAUSSIAN_LEARNED, FV_COL_NEGBIN, FV_COL_POISSON, fv_column)
 from fastvae._core._checks cimport (
     check_disjoint, check_finite, check_threads, check_u64)
 from fastvae._core._numerics cimport (
-    FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI,
+    FV_ACT_IDENTITY, FV_KIND_AE, FV_KIND_VAE, FV_LIK_BERNOULLI, FV_LIK_COLUMNS,
     FV_LIK_GAUSSIAN, FV_LIK_GAUSSIAN_LEARNED, FV_OPT_ADAM, FV_OPT_SGD)
 from fastvae._core._optim cimport fv_optimizer, make_optimizer
 from fastvae._core._partition cimport FV_MAX_BLOCKS
@@ -36,7 +40,16 @@ from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 fv_isa_bind(fv_isa_slot())
 
 LIKELIHOODS = {"bernoulli": FV_LIK_BERNOULLI, "gaussian": FV_LIK_GAUSSIAN,
-               "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED}
+               "gaussian_learned": FV_LIK_GAUSSIAN_LEARNED,
+               "columns": FV_LIK_COLUMNS}
+# Kinds of a column of a per-column likelihood (fastvae/columns.h).
+COLUMN_KINDS = {"gaussian": FV_COL_GAUSSIAN,
+                "gaussian_learned": FV_COL_GAUSSIAN_LEARNED,
+                "bernoulli": FV_COL_BERNOULLI,
+                "categorical": FV_COL_CATEGORICAL,
+                "poisson": FV_COL_POISSON, "negbin": FV_COL_NEGBIN}
+# Kinds with a trained per-column parameter (log-sigma, log-dispersion).
+TAIL_KINDS = ("gaussian_learned", "negbin")
 KINDS = {"vae": FV_KIND_VAE, "ae": FV_KIND_AE}
 OBJECTIVES = {"elbo": FV_OBJ_ELBO, "iwae": FV_OBJ_IWAE}
 MAX_LAYERS = FV_MAX_LAYERS
@@ -74,7 +87,8 @@ cdef class Network:
         Offsets of each layer's W and b in the flat parameter buffer.
     n_params : int
         Length of the flat parameter buffer.
-    likelihood : {"bernoulli", "gaussian", "gaussian_learned"}
+    likelihood : {"bernoulli", "gaussian", "gaussian_learned", "columns"}
+        "columns": one likelihood per column, given by `columns`.
     sigma : float
         Fixed Gaussian observation noise (used by "gaussian" only).
     max_batch : int
@@ -100,10 +114,22 @@ cdef class Network:
     objective : {"elbo", "iwae"}, default="elbo"
         Training with n_samples > 1: the ELBO averaged over the samples, or
         the importance-weighted bound (fastvae/_core/_step.pxd).
+    columns : sequence of (kind, width, sigma), optional
+        With likelihood="columns": one entry per data column, kind one of
+        COLUMN_KINDS, width the levels of a categorical column (else 1),
+        sigma a fixed Gaussian's standard deviation (else ignored). The
+        encoder then reads (sum of widths [+ n_columns with missing]) +
+        n_cond inputs and the decoder writes sum of widths outputs; the
+        learned log-sigmas and log-dispersions are n_columns parameters at
+        logsigma_offset (fastvae/columns.h).
+    missing : bool, default=False
+        With columns: NaN entries are missing (left out of the loss) and the
+        encoder also reads one missingness indicator per column.
     """
 
     cdef fv_vae_config cfg
     cdef fv_optimizer opt
+    cdef fv_column* _columns
     cdef readonly object dtype
     cdef object _work
     cdef object _row_losses
@@ -115,7 +141,8 @@ cdef class Network:
                  b_offsets, int64_t n_params, str likelihood, double sigma,
                  int max_batch, dtype, int parts=2, str kind="vae",
                  int n_cond=0, int64_t logsigma_offset=-1, double corrupt=0.0,
-                 bint binarize=False, int n_samples=1, str objective="elbo"):
+                 bint binarize=False, int n_samples=1, str objective="elbo",
+                 columns=None, bint missing=False):
         dims = [[int(d) for d in encoder_dims], [int(d) for d in decoder_dims]]
         n_enc = len(dims[0]) - 1
         n_layers = n_enc + len(dims[1]) - 1
@@ -129,14 +156,29 @@ cdef class Network:
             raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
         if n_cond < 0:
             raise ValueError(f"n_cond must be >= 0, got {n_cond}")
+        if (likelihood == "columns") != (columns is not None):
+            raise ValueError('columns go with likelihood="columns", and only then')
+        if missing and columns is None:
+            raise ValueError("missing needs columns")
         D = dims[1][len(dims[1]) - 1]
+        n_inputs = n_outputs = D
+        specs = []
+        if columns is not None:
+            specs = _column_specs(columns)
+            D = len(specs)
+            n_outputs = sum(width for _, width, _ in specs)
+            n_inputs = n_outputs + (D if missing else 0)
+            if binarize or corrupt > 0:
+                raise ValueError("per-column likelihoods take neither binarize "
+                                 "nor corrupt")
         K = dims[1][0] - n_cond
         head = 2 * K if kind == "vae" else K
-        if K < 1 or dims[0][n_enc] != head or dims[0][0] != D + n_cond:
+        if (K < 1 or dims[0][n_enc] != head or dims[0][0] != n_inputs + n_cond
+                or dims[1][len(dims[1]) - 1] != n_outputs):
             raise ValueError(
                 f"a {kind} with {n_cond} condition columns needs encoder dims "
-                "(n_features + n_cond, ..., head) and decoder dims "
-                "(latent_dim + n_cond, ..., n_features) with head = "
+                f"({n_inputs} inputs + n_cond, ..., head) and decoder dims "
+                f"(latent_dim + n_cond, ..., {n_outputs} outputs) with head = "
                 f"{'2 * latent_dim' if kind == 'vae' else 'latent_dim'}; got "
                 f"{tuple(dims[0])} and {tuple(dims[1])}")
         if any(d < 1 for d in dims[0] + dims[1]):
@@ -149,7 +191,9 @@ cdef class Network:
         check_finite(sigma, "sigma")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        if likelihood == "gaussian_learned" and not (
+        has_tail = likelihood == "gaussian_learned" or any(
+            name in TAIL_KINDS for name, _, _ in specs)
+        if has_tail and not (
                 0 <= logsigma_offset and logsigma_offset + D <= n_params):
             raise ValueError(f"the {D} log-sigmas do not fit in {n_params} "
                              f"parameters at offset {logsigma_offset}")
@@ -183,7 +227,24 @@ cdef class Network:
         c.n_cond = n_cond
         c.likelihood = LIKELIHOODS[likelihood]
         c.sigma = sigma
-        c.logsigma_offset = logsigma_offset
+        c.logsigma_offset = logsigma_offset if has_tail else -1
+        c.n_in = n_inputs
+        c.n_out = n_outputs
+        c.mask_offset = n_outputs if missing else -1
+        c.columns = NULL
+        if specs:
+            self._columns = <fv_column*> malloc(D * sizeof(fv_column))
+            if self._columns == NULL:
+                raise MemoryError("no memory for the column layout")
+            at_in = 0
+            for d, (name, width, col_sigma) in enumerate(specs):
+                self._columns[d].kind = COLUMN_KINDS[name]
+                self._columns[d].width = width
+                self._columns[d].in_offset = at_in
+                self._columns[d].out_offset = at_in
+                self._columns[d].sigma = col_sigma
+                at_in += width
+            c.columns = self._columns
         c.corrupt = corrupt
         c.binarize = binarize
         c.parts = parts
@@ -211,10 +272,10 @@ cdef class Network:
             c.layers[l].out_offset = off
             off += fv_round_up((rows if l < n_enc else pairs) * n_out)
             max_width = max(max_width, n_in, n_out)
-        regions = [("xin", rows * (D + n_cond)), ("xtgt", rows * D),
+        regions = [("xin", rows * (n_inputs + n_cond)), ("xtgt", rows * D),
                    ("eps", pairs * K), ("z", pairs * (K + n_cond)),
                    ("dh", rows * 2 * K),
-                   ("sgrad", pairs * D if likelihood == "gaussian_learned" else 0),
+                   ("sgrad", pairs * D if has_tail else 0),
                    ("scratch", FV_MAX_TEAM * fv_round_up(D)
                     if likelihood == "gaussian_learned" else 0),
                    ("pairs", 2 * 3 * pairs if n_samples > 1 else 0),
@@ -232,6 +293,19 @@ cdef class Network:
         self._work = _aligned_empty(off, self.dtype)
         self._row_losses = np.zeros(FV_ROW_SCRATCH(max_batch), dtype=np.float64)
         self.opt = make_optimizer("sgd", 0.0, 0.0, 0.0, 0.0, 0.0)
+
+    def __dealloc__(self):
+        free(self._columns)
+
+    @property
+    def n_in(self):
+        """Encoder inputs per row before the conditions."""
+        return self.cfg.n_in
+
+    @property
+    def n_out(self):
+        """Decoder outputs per row."""
+        return self.cfg.n_out
 
     @property
     def max_batch(self):
@@ -520,7 +594,7 @@ cdef class Network:
         check_threads(n_threads)
         cdef int64_t n = Z.shape[0], start
         cdef int chunk
-        cdef int D = self.cfg.n_features
+        cdef int D = self.cfg.n_out
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
         out_arr = np.empty((n, D), dtype=self.dtype)
         cdef floating[:, ::1] out = out_arr
@@ -669,6 +743,35 @@ cdef class Network:
         finally:
             self._busy = False
         return out_arr
+
+
+def _column_specs(columns):
+    """Checked (kind, width, sigma) of every column."""
+    specs = []
+    for d, entry in enumerate(columns):
+        try:
+            name, width, col_sigma = entry
+        except (TypeError, ValueError):
+            raise ValueError(f"column {d} must be (kind, width, sigma), got "
+                             f"{entry!r}") from None
+        if name not in COLUMN_KINDS:
+            raise ValueError(f"column {d}: kind must be one of "
+                             f"{sorted(COLUMN_KINDS)}, got {name!r}")
+        width = int(width)
+        if name == "categorical" and not 2 <= width < 2**31:
+            raise ValueError(f"column {d}: a categorical column needs 2 or "
+                             f"more levels, got {width}")
+        if name != "categorical" and width != 1:
+            raise ValueError(f"column {d}: a {name} column has width 1")
+        col_sigma = float(col_sigma)
+        if name == "gaussian" and not (col_sigma > 0 and col_sigma < float("inf")):
+            raise ValueError(f"column {d}: sigma must be > 0, got {col_sigma}")
+        specs.append((name, width, col_sigma))
+    if not specs:
+        raise ValueError("columns must not be empty")
+    if sum(w for _, w, _ in specs) >= 2**31:
+        raise ValueError("the columns' widths must add up to less than 2**31")
+    return specs
 
 
 cdef int network_config(object network, fv_vae_config* cfg_out,

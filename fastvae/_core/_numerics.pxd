@@ -8,6 +8,7 @@ cdef extern from "fastvae/numerics.h" nogil:
     int FV_LIK_BERNOULLI
     int FV_LIK_GAUSSIAN
     int FV_LIK_GAUSSIAN_LEARNED
+    int FV_LIK_COLUMNS
     int FV_KIND_VAE
     int FV_KIND_AE
     double FV_LOGSIGMA_MIN

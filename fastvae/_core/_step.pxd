@@ -17,6 +17,7 @@
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
 
+from fastvae._core._columns cimport fv_column
 from fastvae._core._numerics cimport FV_KIND_VAE
 from fastvae._core._optim cimport fv_optimizer
 
@@ -50,6 +51,16 @@ ctypedef struct fv_vae_config:
     int latent_dim
     int n_cond              # width of the condition vector (0: none)
     int likelihood          # FV_LIK_BERNOULLI, _GAUSSIAN or _GAUSSIAN_LEARNED
+    # Per-column likelihoods (fastvae/columns.h; NULL: `likelihood` for every
+    # feature): n_features columns, read through the pointer (the Network
+    # owns the array). The encoder reads each row expanded to n_in values
+    # (one-hot levels, log1p counts, missingness indicators at mask_offset,
+    # -1: none), the decoder writes n_out; both are n_features without
+    # columns. logsigma_offset then holds one tail parameter per column.
+    const fv_column* columns
+    int n_in
+    int n_out
+    int mask_offset
     double sigma            # fixed Gaussian observation noise
     int64_t logsigma_offset  # learned log-sigmas in params (n_features)
     double corrupt          # training: probability of zeroing an input value
@@ -62,7 +73,7 @@ ctypedef struct fv_vae_config:
     int n_samples
     int objective           # FV_OBJ_ELBO or FV_OBJ_IWAE (used when n_samples > 1)
     int64_t n_params
-    int64_t xin_offset      # encoder input [x~ | c] (max_batch, n_features + n_cond)
+    int64_t xin_offset      # encoder input [x~ | c] (max_batch, n_in + n_cond)
     int64_t xtgt_offset     # reconstruction target (max_batch, n_features)
     int64_t eps_offset      # (max_batch * n_samples, latent_dim)
     # decoder input [z | c] (max_batch * n_samples, latent_dim + n_cond)

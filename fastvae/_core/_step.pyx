@@ -22,6 +22,9 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from fastvae._core._blas cimport gemm_uses_own
+from fastvae._core._columns cimport (
+    fv_columns_expand_f32, fv_columns_expand_f64, fv_columns_means_f32,
+    fv_columns_means_f64, fv_columns_rows_f32, fv_columns_rows_f64)
 from fastvae._core._dense cimport (
     dense_forward_block, fv_dense_rows_f32, fv_dense_rows_f64,
     input_grad_block, weight_grad_block)
@@ -163,7 +166,15 @@ ctypedef struct fv_job:
 
 cdef inline bint _plain(const fv_vae_config* cfg, bint training) noexcept nogil:
     """True when the encoder reads the data rows as they are."""
-    return cfg.n_cond == 0 and not (training and (cfg.binarize or cfg.corrupt > 0))
+    return cfg.n_cond == 0 and cfg.columns == NULL and not (
+        training and (cfg.binarize or cfg.corrupt > 0))
+
+
+cdef inline bint _has_tail(const fv_vae_config* cfg) noexcept nogil:
+    """True when trained per-feature parameters (log-sigmas, dispersions)
+    follow the layers: their gradient comes from per-row terms in sgrad."""
+    return cfg.likelihood == FV_LIK_GAUSSIAN_LEARNED or (
+        cfg.columns != NULL and cfg.logsigma_offset >= 0)
 
 
 cdef inline int _cdiv(int64_t a, int64_t b) noexcept nogil:
@@ -262,7 +273,7 @@ cdef void _plan_inputs(fv_job* j, bint training, void* work,
         j.ld_t = j.ld_x
         return
     j.x = w + cfg.xin_offset * itemsize
-    j.ld_x = D + cfg.n_cond
+    j.ld_x = cfg.n_in + cfg.n_cond
     j.xt = w + cfg.xtgt_offset * itemsize
     j.ld_t = D
     _add(j, PH_INPUTS, 0, _row_blocks(j))
@@ -290,7 +301,7 @@ cdef void _plan_step(fv_job* j, bint update, int itemsize) noexcept nogil:
     if cfg.n_samples > 1:
         _add(j, PH_SAMPLES, 0, _row_blocks(j))
     _add(j, PH_CHECK, 0, 1)
-    if cfg.likelihood == FV_LIK_GAUSSIAN_LEARNED:
+    if _has_tail(cfg):
         _add(j, PH_LOGSIGMA, 0, _cdiv(cfg.n_features, _LOGSIGMA_BLOCK))
     # Backward, top down, from the output gradient in grad buffer 0, through
     # the two ping-pong buffers. The first decoder layer's input gradient is
@@ -330,6 +341,7 @@ cdef void _prepare(const fv_vae_config* cfg, bint training,
     condition part of the decoder input [z | c]. Noise is a pure function of
     (seed, step, the row's global position), like eps."""
     cdef int D = cfg.n_features, C = cfg.n_cond, K = cfg.latent_dim
+    cdef int W = cfg.n_in
     cdef int64_t i, r
     cdef const floating* src
     cdef floating* tgt
@@ -340,7 +352,7 @@ cdef void _prepare(const fv_vae_config* cfg, bint training,
         r = rows[i] if rows != NULL else i
         src = X + r * ldx
         tgt = work + cfg.xtgt_offset + i * D
-        xin = work + cfg.xin_offset + i * (D + C)
+        xin = work + cfg.xin_offset + i * (W + C)
         if binarize:
             if floating is float:
                 fv_bernoulli_draw_f32(src, tgt, D, seed, FV_STREAM_BINARIZE,
@@ -357,10 +369,15 @@ cdef void _prepare(const fv_vae_config* cfg, bint training,
             else:
                 fv_mask_f64(tgt, xin, D, corrupt, seed, FV_STREAM_CORRUPT,
                             row_offset + i, step)
+        elif cfg.columns != NULL:
+            if floating is float:
+                fv_columns_expand_f32(tgt, cfg.columns, D, cfg.mask_offset, xin)
+            else:
+                fv_columns_expand_f64(tgt, cfg.columns, D, cfg.mask_offset, xin)
         else:
             memcpy(xin, tgt, D * sizeof(floating))
         if C > 0:
-            memcpy(xin + D, Cond + r * ldc, C * sizeof(floating))
+            memcpy(xin + W, Cond + r * ldc, C * sizeof(floating))
             memcpy(work + cfg.z_offset + i * (K + C) + K, Cond + r * ldc,
                    C * sizeof(floating))
 
@@ -450,7 +467,7 @@ cdef void _latent_samples_rows(const fv_job* j, floating* work, double* kl_out,
     i * k + s), their log p(z) - log q(z | x) for the IWAE bound, the
     condition part of every pair's decoder input, and the per-row KL."""
     cdef const fv_vae_config* cfg = j.cfg
-    cdef int K = cfg.latent_dim, C = cfg.n_cond, D = cfg.n_features
+    cdef int K = cfg.latent_dim, C = cfg.n_cond, W = cfg.n_in
     cdef int64_t k = cfg.n_samples, m = cfg.max_batch, i, q
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
     cdef double* log_ratio = NULL
@@ -465,7 +482,7 @@ cdef void _latent_samples_rows(const fv_job* j, floating* work, double* kl_out,
         for i in range(r0, r1):
             for q in range(i * k, (i + 1) * k):
                 memcpy(work + cfg.z_offset + q * (K + C) + K,
-                       work + cfg.xin_offset + i * (D + C) + D,
+                       work + cfg.xin_offset + i * (W + C) + W,
                        C * sizeof(floating))
 
 
@@ -503,7 +520,7 @@ cdef void _combine_samples(const fv_job* j, floating* work, double* recon,
     gradient (and log-sigma terms) is scaled by its normalized weight over
     the batch, and kl_weight times that weight goes to the head gradient."""
     cdef const fv_vae_config* cfg = j.cfg
-    cdef int D = cfg.n_features, d
+    cdef int D = cfg.n_out, T = cfg.n_features, d
     cdef int64_t k = cfg.n_samples, m = cfg.max_batch, i, s, q
     cdef double* pair_recon = _pairs(cfg, work, sizeof(floating))
     cdef double* log_ratio = pair_recon + m * k
@@ -538,9 +555,9 @@ cdef void _combine_samples(const fv_job* j, floating* work, double* recon,
             g = work + cfg.grad_offset[0] + q * D
             for d in range(D):
                 g[d] = g[d] * fa
-            if cfg.likelihood == FV_LIK_GAUSSIAN_LEARNED:
-                g = work + cfg.sgrad_offset + q * D
-                for d in range(D):
+            if _has_tail(cfg):
+                g = work + cfg.sgrad_offset + q * T
+                for d in range(T):
                     g[d] = g[d] * fa
 
 
@@ -553,7 +570,7 @@ cdef void _latent_keyed_rows(const fv_vae_config* cfg, floating* work,
     key(x_i), step, draw), key the hash of the row's encoder input
     (fastvae/row_hash.h), so it does not depend on where the row sits."""
     cdef int K = cfg.latent_dim, C = cfg.n_cond
-    cdef int width = cfg.n_features + C
+    cdef int width = cfg.n_in + C
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
     cdef int64_t i
     cdef uint64_t key
@@ -583,7 +600,22 @@ cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
     cdef int D = cfg.n_features
     cdef floating* sgrad = work + cfg.sgrad_offset if grad != NULL else NULL
     cdef floating* scratch = work + cfg.scratch_offset + tid * fv_round_up(D)
-    if cfg.likelihood == FV_LIK_BERNOULLI:
+    if cfg.columns != NULL:
+        if floating is float:
+            fv_columns_rows_f32(out, cfg.n_out, x, ldx, D, cfg.columns,
+                                params + cfg.logsigma_offset
+                                if cfg.logsigma_offset >= 0 else NULL,
+                                grad_scale, grad, cfg.n_out,
+                                sgrad if _has_tail(cfg) else NULL, D, recon,
+                                r0, r1)
+        else:
+            fv_columns_rows_f64(out, cfg.n_out, x, ldx, D, cfg.columns,
+                                params + cfg.logsigma_offset
+                                if cfg.logsigma_offset >= 0 else NULL,
+                                grad_scale, grad, cfg.n_out,
+                                sgrad if _has_tail(cfg) else NULL, D, recon,
+                                r0, r1)
+    elif cfg.likelihood == FV_LIK_BERNOULLI:
         bernoulli_rows(out, D, x, <int> ldx, D, grad_scale, grad, D, recon,
                        r0, r1)
     elif cfg.likelihood == FV_LIK_GAUSSIAN:
@@ -602,12 +634,19 @@ cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
 cdef void _store_means(const fv_vae_config* cfg, const floating* work,
                        floating* out, int64_t ldo, int64_t r0,
                        int64_t r1) noexcept nogil:
-    """Mean of p(x | z): sigmoid of the logits, or the Gaussian mean."""
+    """Mean of p(x | z): sigmoid of the logits, the Gaussian mean, or per
+    column (fastvae/columns.h)."""
     cdef int64_t i
     cdef int d, D = cfg.n_features
     cdef const floating* Y = work + cfg.layers[cfg.n_layers - 1].out_offset
     cdef const floating* y
     cdef floating* o
+    if cfg.columns != NULL:
+        if floating is float:
+            fv_columns_means_f32(Y, cfg.n_out, D, cfg.columns, out, ldo, r0, r1)
+        else:
+            fv_columns_means_f64(Y, cfg.n_out, D, cfg.columns, out, ldo, r0, r1)
+        return
     for i in range(r0, r1):
         y = Y + i * D
         o = out + i * ldo
@@ -629,7 +668,7 @@ cdef void _importance_draws(const fv_vae_config* cfg, floating* work,
     row q // k, sample q % k): z = mu + sigma * eps (rounded like the
     training step's), and extra[j] = log p(z) - log q(z | x)
     = -1/2 sum (z^2 - eps^2 - logvar) in double."""
-    cdef int K = cfg.latent_dim, C = cfg.n_cond, D = cfg.n_features, c
+    cdef int K = cfg.latent_dim, C = cfg.n_cond, W = cfg.n_in, c
     cdef int64_t j, q, r
     cdef double s, lv, zc, e
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
@@ -657,7 +696,7 @@ cdef void _importance_draws(const fv_vae_config* cfg, floating* work,
             s += zc * zc - e * e - lv
         extra[j] = -0.5 * s
         if C > 0:
-            memcpy(z + K, work + cfg.xin_offset + r * (D + C) + D,
+            memcpy(z + K, work + cfg.xin_offset + r * (W + C) + W,
                    C * sizeof(floating))
 
 
@@ -1058,7 +1097,7 @@ cdef void log_likelihood_begin(const fv_vae_config* cfg,
     _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
     j.row_losses = row_losses
     j.x = work + cfg.xin_offset
-    j.ld_x = cfg.n_features + cfg.n_cond
+    j.ld_x = cfg.n_in + cfg.n_cond
     _add(&j, PH_INPUTS, 0, _row_blocks(&j))
     _plan_forward(&j, 0, cfg.n_encoder)
     _run(&j, n_threads, work)

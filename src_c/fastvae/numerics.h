@@ -23,6 +23,7 @@
 #define FV_LIK_BERNOULLI        0
 #define FV_LIK_GAUSSIAN         1 /* fixed scalar sigma */
 #define FV_LIK_GAUSSIAN_LEARNED 2 /* one learned log-sigma per feature */
+#define FV_LIK_COLUMNS          3 /* one likelihood per column (columns.h) */
 
 /* Model kinds: VAE (stochastic encoder, KL term) or a plain autoencoder
  * (deterministic code z = encoder(x), no KL). */

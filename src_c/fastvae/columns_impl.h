@@ -1,0 +1,206 @@
+/*
+ * One type's per-column kernels: included by columns.h with FV_T (float or
+ * double) and FV_F(name) (the type's suffix) defined. Values are computed in
+ * double and rounded once to FV_T.
+ */
+
+/* The level of a categorical entry, or -1 when the code is not an integer
+ * in [0, width) (the loss of such a row is NaN, so the step refuses it). */
+static inline int FV_F(fv_column_level)(FV_T x, int width)
+{
+    double v = (double)x;
+    if (!(v >= 0.0 && v < (double)width) || v != floor(v))
+        return -1;
+    return (int)v;
+}
+
+/* The encoder's view of one data row x (D values) into xin: per column its
+ * value, the one-hot row of a level, log1p of a count, zeros for a missing
+ * entry; then, when mask_offset >= 0, at xin[mask_offset + d] 1 for a missing
+ * entry of column d and 0 for an observed one. */
+static inline void FV_F(fv_columns_expand)(const FV_T *restrict x, const fv_column *cols, int D,
+                                           int mask_offset, FV_T *restrict xin)
+{
+    for (int d = 0; d < D; d++) {
+        const fv_column *c = &cols[d];
+        FV_T v = x[d];
+        int missing = isnan(v);
+        FV_T *in = xin + c->in_offset;
+        if (c->kind == FV_COL_CATEGORICAL) {
+            for (int j = 0; j < c->width; j++)
+                in[j] = (FV_T)0;
+            int level = missing ? -1 : FV_F(fv_column_level)(v, c->width);
+            if (level >= 0)
+                in[level] = (FV_T)1;
+        } else if (missing) {
+            in[0] = (FV_T)0;
+        } else if (c->kind == FV_COL_POISSON || c->kind == FV_COL_NEGBIN) {
+            in[0] = (FV_T)log1p((double)v);
+        } else {
+            in[0] = v;
+        }
+        if (mask_offset >= 0)
+            xin[mask_offset + d] = missing ? (FV_T)1 : (FV_T)0;
+    }
+}
+
+/* Per-row -log p(x | decoder outputs) over the observed entries of rows
+ * [r0, r1) into loss_out[i]; with grad, scale times its gradient with
+ * respect to the outputs (grad rows, leading dimension ldg; 0 for missing
+ * entries) and, at tgrad[i * ldt + d], scale times its gradient with
+ * respect to tail[d] for learned-Gaussian and negative-binomial columns (0
+ * elsewhere). X may have leading dimension 0 (one target for every row). */
+static inline void FV_F(fv_columns_rows)(const FV_T *restrict O, int64_t ldo,
+                                         const FV_T *restrict X, int64_t ldx, int D,
+                                         const fv_column *cols, const FV_T *restrict tail,
+                                         double scale, FV_T *restrict grad, int64_t ldg,
+                                         FV_T *restrict tgrad, int64_t ldt,
+                                         double *restrict loss_out, int64_t r0, int64_t r1)
+{
+    const double half_log_2pi = 0.5 * FV_LOG_2PI;
+    for (int64_t i = r0; i < r1; i++) {
+        const FV_T *o_row = O + i * ldo;
+        const FV_T *x_row = X + i * ldx;
+        FV_T *g_row = grad ? grad + i * ldg : 0;
+        FV_T *t_row = grad && tgrad ? tgrad + i * ldt : 0;
+        double loss = 0.0;
+        for (int d = 0; d < D; d++) {
+            const fv_column *c = &cols[d];
+            const FV_T *o = o_row + c->out_offset;
+            FV_T *g = g_row ? g_row + c->out_offset : 0;
+            double x = (double)x_row[d];
+            double t = 0.0; /* d loss / d tail_d */
+            if (t_row)
+                t_row[d] = (FV_T)0;
+            if (isnan(x)) {
+                if (g)
+                    for (int j = 0; j < c->width; j++)
+                        g[j] = (FV_T)0;
+                continue;
+            }
+            switch (c->kind) {
+            case FV_COL_GAUSSIAN: {
+                double iv = 1.0 / (c->sigma * c->sigma), r = (double)o[0] - x;
+                loss += 0.5 * r * r * iv + log(c->sigma) + half_log_2pi;
+                if (g)
+                    g[0] = (FV_T)(scale * r * iv);
+                break;
+            }
+            case FV_COL_GAUSSIAN_LEARNED: {
+                double raw = (double)tail[d];
+                double s = fv_clamp(raw, FV_LOGSIGMA_MIN, FV_LOGSIGMA_MAX);
+                double inside = raw < FV_LOGSIGMA_MIN || raw > FV_LOGSIGMA_MAX ? 0.0 : 1.0;
+                double iv = exp(-2.0 * s), r = (double)o[0] - x;
+                loss += 0.5 * r * r * iv + s + half_log_2pi;
+                if (g)
+                    g[0] = (FV_T)(scale * r * iv);
+                t = (1.0 - r * r * iv) * inside;
+                break;
+            }
+            case FV_COL_BERNOULLI: {
+                double l = (double)o[0];
+                /* softplus(l) - x l, stable for large |l| */
+                loss += (l > 0 ? l + log1p(exp(-l)) : log1p(exp(l))) - x * l;
+                if (g) {
+                    double p = l >= 0 ? 1.0 / (1.0 + exp(-l)) : exp(l) / (1.0 + exp(l));
+                    g[0] = (FV_T)(scale * (p - x));
+                }
+                break;
+            }
+            case FV_COL_CATEGORICAL: {
+                int level = FV_F(fv_column_level)(x_row[d], c->width);
+                if (level < 0) {
+                    loss = NAN; /* a code that is not a level: refuse the row */
+                    if (g)
+                        for (int j = 0; j < c->width; j++)
+                            g[j] = (FV_T)0;
+                    break;
+                }
+                double top = (double)o[0];
+                for (int j = 1; j < c->width; j++)
+                    top = (double)o[j] > top ? (double)o[j] : top;
+                double total = 0.0;
+                for (int j = 0; j < c->width; j++)
+                    total += exp((double)o[j] - top);
+                double lse = top + log(total);
+                loss += lse - (double)o[level];
+                if (g) {
+                    for (int j = 0; j < c->width; j++)
+                        g[j] = (FV_T)(scale * exp((double)o[j] - lse));
+                    g[level] = (FV_T)(scale * (exp((double)o[level] - lse) - 1.0));
+                }
+                break;
+            }
+            case FV_COL_POISSON: {
+                double e = (double)o[0], rate = exp(e);
+                loss += rate - x * e + lgamma(x + 1.0);
+                if (g)
+                    g[0] = (FV_T)(scale * (rate - x));
+                break;
+            }
+            case FV_COL_NEGBIN: {
+                double e = (double)o[0], raw = (double)tail[d];
+                double lt = fv_clamp(raw, FV_LOGDISP_MIN, FV_LOGDISP_MAX);
+                double inside = raw < FV_LOGDISP_MIN || raw > FV_LOGDISP_MAX ? 0.0 : 1.0;
+                double theta = exp(lt), mu = exp(e);
+                double log_sum = fv_logaddexp(lt, e); /* log(theta + mu) */
+                loss -= lgamma(x + theta) - lgamma(theta) - lgamma(x + 1.0) +
+                        theta * (lt - log_sum) + x * (e - log_sum);
+                if (g) {
+                    /* mu (theta + x) / (theta + mu) - x */
+                    g[0] = (FV_T)(scale * (exp(e - log_sum) * (theta + x) - x));
+                    t = -theta *
+                        (fv_digamma(x + theta) - fv_digamma(theta) + lt - log_sum +
+                         (mu - x) * exp(-log_sum)) *
+                        inside;
+                }
+                break;
+            }
+            default:
+                loss = NAN;
+            }
+            if (t_row)
+                t_row[d] = (FV_T)(scale * t);
+        }
+        loss_out[i] = loss;
+    }
+}
+
+/* The mean of p(x | outputs) per decoder output, rows [r0, r1): Gaussian
+ * mean, Bernoulli probability, a categorical column's level probabilities
+ * (softmax), a count's expected value exp(e). */
+static inline void FV_F(fv_columns_means)(const FV_T *restrict O, int64_t ldo, int D,
+                                          const fv_column *cols, FV_T *restrict out,
+                                          int64_t ldout, int64_t r0, int64_t r1)
+{
+    for (int64_t i = r0; i < r1; i++) {
+        for (int d = 0; d < D; d++) {
+            const fv_column *c = &cols[d];
+            const FV_T *o = O + i * ldo + c->out_offset;
+            FV_T *m = out + i * ldout + c->out_offset;
+            switch (c->kind) {
+            case FV_COL_BERNOULLI: {
+                double l = (double)o[0];
+                m[0] = (FV_T)(l >= 0 ? 1.0 / (1.0 + exp(-l)) : exp(l) / (1.0 + exp(l)));
+                break;
+            }
+            case FV_COL_CATEGORICAL: {
+                double top = (double)o[0], total = 0.0;
+                for (int j = 1; j < c->width; j++)
+                    top = (double)o[j] > top ? (double)o[j] : top;
+                for (int j = 0; j < c->width; j++)
+                    total += exp((double)o[j] - top);
+                for (int j = 0; j < c->width; j++)
+                    m[j] = (FV_T)(exp((double)o[j] - top) / total);
+                break;
+            }
+            case FV_COL_POISSON:
+            case FV_COL_NEGBIN:
+                m[0] = (FV_T)exp((double)o[0]);
+                break;
+            default:
+                m[0] = o[0];
+            }
+        }
+    }
+}
