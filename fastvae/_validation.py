@@ -35,8 +35,11 @@ def check_array(
     n_features: int | None = None,
     feature_name: str = "features",
     owner: str | None = None,
+    allow_nan: bool = False,
+    nan_hint: str = "",
 ) -> np.ndarray:
-    """A finite, non-empty, C-contiguous 2-D array of `dtype`.
+    """A finite, non-empty, C-contiguous 2-D array of `dtype` (with
+    allow_nan, NaN marks missing entries; infinities are still refused).
 
     Integer, boolean and numeric object input is converted; complex, string
     and sparse input is refused. A copy is made only when the dtype or memory
@@ -129,7 +132,9 @@ def check_array(
     with np.errstate(over="ignore"):  # overflow is reported below, by name
         arr = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(arr).all():
-        bad = ~np.isfinite(arr)
+        bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+        if not bad.any():
+            return arr
         row = int(np.argmax(bad.any(axis=1)))
         if kind == "f" and np.isfinite(source[bad]).all():
             raise ValueError(
@@ -139,7 +144,7 @@ def check_array(
             )
         raise ValueError(
             f"{name} contains {int(bad.sum())} NaN or infinite values "
-            f"(first in row {row}); remove or impute them before training"
+            f"(first in row {row}); remove or impute them before training{nan_hint}"
         )
     return arr
 

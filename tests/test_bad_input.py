@@ -315,8 +315,8 @@ BAD_SETTINGS = {
         TypeError,
         "dtype must be float32 or float64",
     ),
-    "likelihood=poisson": (
-        dict(likelihood="poisson"),
+    "likelihood=laplace": (
+        dict(likelihood="laplace"),
         ValueError,
         "likelihood must be one of",
     ),

@@ -373,7 +373,7 @@ def test_bad_input_after_fit(fitted, X):
         (dict(lr=float("nan")), ValueError, "lr must be finite"),
         (dict(beta=-1.0), ValueError, "beta must be >= 0.0"),
         (dict(sigma=0.0), ValueError, "sigma must be > 0.0"),
-        (dict(likelihood="poisson"), ValueError, "likelihood must be one of"),
+        (dict(likelihood="laplace"), ValueError, "likelihood must be one of"),
         (dict(activation="gelu"), ValueError, "activation must be one of"),
         (dict(optimizer="rmsprop"), ValueError, "optimizer must be one of"),
         (

@@ -195,9 +195,13 @@ def check(X, *, dtype, name="X", n_features=None, owner=None, unit_interval=Fals
 
 
 def value_range(X, dtype) -> tuple[float, float]:
-    """(min, max) of X's values, read in windows of rows when X is out of
-    core (as `dtype`, the values training sees)."""
+    """(min, max) of X's observed values (NaN, a missing entry, is left
+    out; 0.0 for both when nothing is observed), read in windows of rows
+    when X is out of core (as `dtype`, the values training sees)."""
     if not is_out_of_core(X):
+        if np.isnan(X).any():
+            seen = X[~np.isnan(X)]
+            return (float(seen.min()), float(seen.max())) if seen.size else (0.0, 0.0)
         return float(X.min()), float(X.max())
     lo, hi = float("inf"), float("-inf")
     for block in row_blocks(X, dtype):

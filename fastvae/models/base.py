@@ -27,6 +27,7 @@ from fastvae._core.threads import partition_count
 from fastvae._validation import check_array
 from fastvae.callbacks import Callback
 from fastvae.data import batches
+from fastvae.models import columns as _columns
 from fastvae.models.inference import Inference, _check_unit_interval
 from fastvae.models.output import OutputMixin
 from fastvae.models.persistence import Persistence
@@ -258,13 +259,23 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
             )
         return Settings.from_params(values)
 
-    def _layout(self, s, n_features, n_cond):
+    def _layout(self, s, n_features, n_cond, columns=None):
+        """The parameter layout; with per-column likelihoods (`columns`,
+        fastvae.models.columns) the encoder reads the expanded row (one-hot
+        levels, missingness indicators) and the decoder writes one output
+        per level."""
         k = s.latent_dim
         head = 2 * k if self._kind == "vae" else k
+        n_in = n_out = n_features
+        tail = s.sigma == "learned"
+        if columns is not None:
+            n_in = n_out = sum(levels for _, levels in columns)
+            n_in += n_features if s.missing else 0
+            tail = _columns.has_tail(columns, s.sigma)
         return Layout(
-            (n_features + n_cond, *s.hidden, head),
-            (k + n_cond, *s.decoder_hidden, n_features),
-            n_tail=n_features if s.sigma == "learned" else 0,
+            (n_in + n_cond, *s.hidden, head),
+            (k + n_cond, *s.decoder_hidden, n_out),
+            n_tail=n_features if tail else 0,
         )
 
     def _activation_codes(self, s, layout):
@@ -274,9 +285,30 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
         n = len(layout.shapes)
         return [ident if i in (n_enc - 1, n - 1) else act for i in range(n)]
 
-    def _network(self, s, layout, max_batch, n_cond, training=False):
+    def _network(self, s, layout, max_batch, n_cond, training=False, columns=None):
         """The compiled network; a training one draws the settings' latent
         samples per row (inference draws its own)."""
+        if columns is not None:
+            return _network.Network(
+                layout.encoder_dims,
+                layout.decoder_dims,
+                self._activation_codes(s, layout),
+                layout.w_offsets,
+                layout.b_offsets,
+                layout.size,
+                "columns",
+                1.0,
+                int(max_batch),
+                s.dtype,
+                partition_count(),
+                kind=self._kind,
+                n_cond=n_cond,
+                logsigma_offset=layout.tail_offset if layout.n_tail else -1,
+                n_samples=int(s.n_latent_samples) if training else 1,
+                objective=s.objective if training else "elbo",
+                columns=_columns.network_spec(columns, s.sigma),
+                missing=s.missing is not None,
+            )
         learned = s.sigma == "learned"
         return _network.Network(
             layout.encoder_dims,
@@ -316,15 +348,23 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
 
     # -- data and conditions ----------------------------------------------------
 
-    def _data(self, s, X, name="X", n_features=None):
+    def _data(self, s, X, name="X", n_features=None, columns=None):
+        """Checked data; with `columns`, each column's values against its
+        likelihood (NaN only with missing='mask')."""
         X = check_array(
             X,
             name=name,
             dtype=s.dtype,
             n_features=n_features,
             owner=type(self).__name__,
+            allow_nan=s.missing is not None,
+            nan_hint=", or train a VAE with missing='mask'"
+            if self._kind == "vae"
+            else "",
         )
-        if s.likelihood == "bernoulli":
+        if columns is not None:
+            _columns.check_values(columns, X, s.missing, name)
+        elif s.likelihood == "bernoulli":
             _check_unit_interval(X, name)
         return X
 
@@ -333,6 +373,11 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
         (a memmap or array-like, see fastvae.data.batches) checked in one
         sequential pass and left where it is."""
         if batches.is_out_of_core(X):
+            if _columns.per_column(s.likelihood, s.missing):
+                raise ValueError(
+                    "per-column likelihoods and missing='mask' need X in memory "
+                    "(a NumPy array), not an out-of-core array"
+                )
             return batches.check(
                 X,
                 dtype=s.dtype,

@@ -10,8 +10,14 @@ COMMON_PARAMETERS = """
         Size of the code z.
     decoder_hidden : int or tuple of int, optional
         Decoder hidden layer widths; the reverse of `hidden` when None.
-    likelihood : {"bernoulli", "gaussian"}, default="bernoulli"
-        p(x|z): Bernoulli with logits for data in [0, 1], or Gaussian.
+    likelihood : {"bernoulli", "gaussian"} or sequence, default="bernoulli"
+        p(x|z): Bernoulli with logits for data in [0, 1], or Gaussian, for
+        every feature; or one entry per column of X (a table): "gaussian",
+        "bernoulli", "categorical" (X holds level codes 0, 1, ...; the
+        levels are max code + 1 in fit, or give ("categorical", n_levels)),
+        "poisson" or "negbin" (counts; a negative binomial with one learned
+        dispersion per column). The encoder reads a categorical column
+        one-hot and a count as log1p(count).
     sigma : float or "learned", default=1.0
         Observation noise of the Gaussian likelihood: a fixed value, or
         "learned" for one trained standard deviation per feature (its log

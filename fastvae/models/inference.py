@@ -12,6 +12,7 @@ from fastvae._core._numerics import LOGSIGMA_RANGE
 from fastvae._core.threads import blas_single_threaded, resolve_num_threads
 from fastvae._validation import check_array
 from fastvae.exceptions import NotFittedError
+from fastvae.models import columns as _columns
 
 if TYPE_CHECKING:
     from fastvae.models.settings import Settings
@@ -61,6 +62,7 @@ class Inference:
                 self._fitted_layout,
                 INFERENCE_CHUNK,
                 self.n_conditions_,
+                columns=getattr(self, "columns_", None),
             )
         return self._infer_net
 
@@ -68,20 +70,30 @@ class Inference:
         return resolve_num_threads(self.n_threads)
 
     def _input(self, X, name="X") -> np.ndarray:
+        """Checked data for the encoder: NaN only for a model fitted with
+        missing='mask', each column's values against its likelihood."""
         self._check_fitted()
-        return check_array(
+        s = self._fitted_settings
+        X = check_array(
             X,
             name=name,
             dtype=self.params_.dtype,
             n_features=self.n_features_in_,
             owner=type(self).__name__,
+            allow_nan=s.missing is not None,
         )
+        columns = getattr(self, "columns_", None)
+        if columns is not None:
+            _columns.check_values(columns, X, s.missing, name)
+        return X
 
     def _target(self, X, name="X") -> np.ndarray:
         """_input for data whose likelihood is evaluated: a Bernoulli
         likelihood of values outside [0, 1] is no probability at all."""
         X = self._input(X, name)
-        if self._fitted_settings.likelihood == "bernoulli":
+        if getattr(self, "columns_", None) is None and (
+            self._fitted_settings.likelihood == "bernoulli"
+        ):
             _check_unit_interval(X, name)
         return X
 
@@ -99,6 +111,9 @@ class Inference:
 
     def decode(self, Z: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Mean of p(x | z): sigmoid(logits) for Bernoulli, the mean for Gaussian.
+
+        With one likelihood per column: each column's mean, but a
+        categorical column's most probable level.
 
         Parameters
         ----------
@@ -120,7 +135,9 @@ class Inference:
             owner=type(self).__name__,
         )
         cond = self._fitted_conditions(condition, Z.shape[0])
-        return self._call("decode", Z, cond=cond)
+        means = self._call("decode", Z, cond=cond)
+        columns = getattr(self, "columns_", None)
+        return means if columns is None else _columns.point(columns, means)
 
     def _elbo_rows(self, X, cond=None, n_threads=None):
         """Per-row -(reconstruction + KL) with the fixed evaluation stream."""

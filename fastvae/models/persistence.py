@@ -13,6 +13,7 @@ import numpy as np
 
 from fastvae._validation import check_dtype
 from fastvae._version import __version__
+from fastvae.models import columns as _columns
 from fastvae.models.history import HISTORY_FIELDS, STEP_FIELDS
 from fastvae.models.inference import INFERENCE_CHUNK
 
@@ -66,9 +67,10 @@ def _check_fitted(fitted):
         "history_",
         "loss_curve_",
     }
-    # Absent in early files: n_conditions_ (then 0) and training_data_ (None).
+    # Absent in early files: n_conditions_ (then 0), training_data_ and
+    # columns_ (None).
     missing = keys - set(fitted) - {"n_conditions_"}
-    if missing or set(fitted) - keys - {"training_data_"}:
+    if missing or set(fitted) - keys - {"training_data_", "columns_"}:
         raise ValueError(
             f"fitted must have the keys {sorted(keys)}, got {sorted(map(str, fitted))}"
         )
@@ -125,10 +127,38 @@ def _check_fitted(fitted):
     out["history_"] = {k: list(v) for k, v in history.items()}
     out["loss_curve_"] = [float(v) for v in curve]
     out["training_data_"] = _check_training_data(fitted.get("training_data_"))
+    out["columns_"] = _check_columns(fitted.get("columns_"))
     return out
 
 
 _TRAINING_DATA_KEYS = {"n_samples", "n_features", "min", "max"}
+
+
+def _jsonable_columns(columns):
+    return None if columns is None else [[kind, levels] for kind, levels in columns]
+
+
+def _check_columns(value):
+    """The fitted per-column likelihoods of a state: None or a tuple of
+    (kind, levels)."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError("columns_ must be a non-empty list of [kind, levels]")
+    out = []
+    for entry in value:
+        if (
+            not isinstance(entry, list | tuple)
+            or len(entry) != 2
+            or entry[0] not in _columns.KINDS
+            or isinstance(entry[1], bool)
+            or not isinstance(entry[1], int)
+            or not 1 <= entry[1] <= _columns.MAX_LEVELS
+            or (entry[1] == 1) == (entry[0] == "categorical")
+        ):
+            raise ValueError(f"columns_ has a bad entry {entry!r}")
+        out.append((str(entry[0]), int(entry[1])))
+    return tuple(out)
 
 
 def _check_training_data(value):
@@ -175,8 +205,8 @@ def _fields(opt):
 
 
 def _jsonable(v):
-    if isinstance(v, tuple):
-        return list(v)
+    if isinstance(v, tuple | list):
+        return [_jsonable(e) for e in v]
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, np.floating):
@@ -223,6 +253,7 @@ class Persistence:
                 "history_": self.history_,
                 "loss_curve_": self.loss_curve_,
                 "training_data_": getattr(self, "training_data_", None),
+                "columns_": _jsonable_columns(getattr(self, "columns_", None)),
             },
             "fastvae_version": __version__,
         }
@@ -268,6 +299,10 @@ class Persistence:
         for name in ("hidden", "decoder_hidden"):  # JSON has no tuples
             if isinstance(params.get(name), list):
                 params[name] = tuple(params[name])
+        if isinstance(params.get("likelihood"), list):
+            params["likelihood"] = tuple(
+                tuple(e) if isinstance(e, list) else e for e in params["likelihood"]
+            )
         if "dtype" in params:
             params["dtype"] = check_dtype(str(params["dtype"])).type
         opt_meta = dict(_section(state, "optimizer"))
@@ -286,7 +321,17 @@ class Persistence:
         }
         s = self._settings(params=values)
         fitted = _check_fitted(_section(state, "fitted"))
-        layout = self._layout(s, fitted["n_features_in_"], fitted["n_conditions_"])
+        columns = fitted["columns_"]
+        if columns is not None and len(columns) != fitted["n_features_in_"]:
+            raise ValueError(
+                f"columns_ names {len(columns)} columns but the model has "
+                f"{fitted['n_features_in_']} features"
+            )
+        if (columns is None) == _columns.per_column(s.likelihood, s.missing):
+            raise ValueError("columns_ does not match the likelihood and missing")
+        layout = self._layout(
+            s, fitted["n_features_in_"], fitted["n_conditions_"], columns
+        )
         if not isinstance(arrays, dict) or set(arrays) != _STATE_ARRAYS:
             raise ValueError(f"the arrays must be {sorted(_STATE_ARRAYS)}")
         for name in sorted(_STATE_ARRAYS):
@@ -328,10 +373,13 @@ class Persistence:
         self.history_ = fitted["history_"]
         self.loss_curve_ = fitted["loss_curve_"]
         self.training_data_ = fitted["training_data_"]
+        self.columns_ = columns
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()
-        self._infer_net = self._network(s, layout, INFERENCE_CHUNK, self.n_conditions_)
+        self._infer_net = self._network(
+            s, layout, INFERENCE_CHUNK, self.n_conditions_, columns=columns
+        )
 
     def __getstate__(self):
         """Constructor arguments and fitted state, without the compiled
@@ -352,7 +400,11 @@ class Persistence:
         self._opt_state = [_aligned_copy(a, layout) for a in self._opt_state]
         self._lock = threading.RLock()
         self._infer_net = self._network(
-            self._fitted_settings, layout, INFERENCE_CHUNK, self.n_conditions_
+            self._fitted_settings,
+            layout,
+            INFERENCE_CHUNK,
+            self.n_conditions_,
+            columns=getattr(self, "columns_", None),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:

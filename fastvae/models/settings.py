@@ -20,6 +20,7 @@ import numpy as np
 import fastvae._core._step as _step
 from fastvae._core.threads import resolve_num_threads
 from fastvae._validation import Param, check_dtype, check_layer_sizes, check_params
+from fastvae.models.columns import check_likelihood
 from fastvae.optim import SGD, Adam, Momentum, make_optimizer
 
 __all__ = [
@@ -42,6 +43,14 @@ MAX_HIDDEN_LAYERS = 15
 _MAX_WIDTH = 2**31 - 1
 
 
+class _Likelihood:
+    """Param rule for likelihood: one name for every feature, or one entry
+    per column (fastvae.models.columns)."""
+
+    def check(self, name, value):
+        return check_likelihood(name, value)
+
+
 class _Sigma:
     """Param rule for sigma: a positive number or "learned"."""
 
@@ -54,7 +63,8 @@ class _Sigma:
 RULES: dict[str, Any] = {
     "input_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH, allow_none=True),
     "latent_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH // 2),
-    "likelihood": Param(str, choices=LIKELIHOODS),
+    "likelihood": _Likelihood(),
+    "missing": Param(str, choices=("mask",), allow_none=True),
     "sigma": _Sigma(),
     "activation": Param(str, choices=HIDDEN_ACTIVATIONS),
     "corruption": Param(numbers.Real, low=0.0, high=1.0, high_open=True),
@@ -84,16 +94,17 @@ class Settings:
     ``hidden`` and ``decoder_hidden`` are tuples (the decoder mirrors the
     encoder when not given), ``dtype`` a NumPy dtype, ``optimizer`` an
     optimizer object holding the learning rate in effect, ``n_threads`` the
-    resolved thread count. ``beta``, ``kl_warmup``, ``objective`` and
-    ``n_latent_samples`` exist for the VAE only; the autoencoders keep their
-    defaults.
+    resolved thread count. ``beta``, ``kl_warmup``, ``objective``,
+    ``n_latent_samples`` and ``missing`` exist for the VAE only; the
+    autoencoders keep their defaults. ``likelihood`` is a name or a tuple
+    with one entry per column (fastvae.models.columns).
     """
 
     input_dim: int | None
     hidden: tuple[int, ...]
     decoder_hidden: tuple[int, ...]
     latent_dim: int
-    likelihood: str
+    likelihood: str | tuple
     sigma: float | str
     activation: str
     corruption: float
@@ -111,6 +122,7 @@ class Settings:
     kl_warmup: int = 0
     objective: str = "elbo"
     n_latent_samples: int = 1
+    missing: str | None = None
 
     @classmethod
     def from_params(cls, values: dict[str, Any]) -> Settings:
@@ -144,10 +156,27 @@ class Settings:
                     f"{name} has {len(values[name])} layers; at most "
                     f"{MAX_HIDDEN_LAYERS} are supported"
                 )
-        if values["sigma"] == "learned" and values["likelihood"] != "gaussian":
-            raise ValueError("sigma='learned' needs likelihood='gaussian'")
-        if values["dynamic_binarization"] and values["likelihood"] != "bernoulli":
-            raise ValueError("dynamic_binarization needs likelihood='bernoulli'")
+        likelihood = values["likelihood"]
+        per_column = likelihood not in ("bernoulli", "gaussian") or values.get(
+            "missing"
+        )
+        if values["sigma"] == "learned" and not (
+            likelihood == "gaussian"
+            or (not isinstance(likelihood, str) and "gaussian" in likelihood)
+        ):
+            raise ValueError(
+                "sigma='learned' needs likelihood='gaussian' (or a Gaussian column)"
+            )
+        if values["dynamic_binarization"] and (likelihood != "bernoulli" or per_column):
+            raise ValueError(
+                "dynamic_binarization needs likelihood='bernoulli' and no "
+                "missing='mask'"
+            )
+        if per_column and values["corruption"] > 0:
+            raise ValueError(
+                "corruption needs one likelihood for every feature and no "
+                "missing='mask'"
+            )
         if values.get("n_latent_samples", 1) * values["batch_size"] >= 2**31:
             raise ValueError(
                 "batch_size * n_latent_samples must be < 2**31, got "

@@ -32,6 +32,7 @@ from fastvae.callbacks import (
 from fastvae.data import batches
 from fastvae.latent import active_units
 from fastvae.models import checkpoint as _ckpt
+from fastvae.models import columns as _columns
 from fastvae.models.history import EPOCH_FIELDS, empty_history
 from fastvae.models.inference import INFERENCE_CHUNK
 from fastvae.optim import Optimizer, kernel_settings
@@ -369,6 +370,14 @@ class Training:
             s, X, self.n_features_in_ if partial and fitted else s.input_dim
         )
         n, d = X.shape
+        columns = None
+        if _columns.per_column(s.likelihood, s.missing):
+            # A continued run keeps the levels it was built with.
+            keep = fitted and (partial or s.warm_start or resume is not None)
+            columns = getattr(self, "columns_", None) if keep else None
+            if columns is None or len(columns) != d:
+                columns = _columns.resolve(s.likelihood, s.missing, X)
+            _columns.check_values(columns, X, s.missing)
         cond = self._conditions(condition, n, s.dtype)
         n_cond = 0 if cond is None else cond.shape[1]
         X_val = cond_val = None
@@ -381,7 +390,9 @@ class Training:
                 X_val, cond_val = validation_data
             else:
                 X_val = validation_data
-            X_val = self._data(s, X_val, "validation_data", n_features=d)
+            X_val = self._data(
+                s, X_val, "validation_data", n_features=d, columns=columns
+            )
             if (cond_val is None) != (cond is None):
                 raise ValueError(
                     "validation_data must be (X_val, condition_val) exactly when fit "
@@ -399,7 +410,7 @@ class Training:
             )
         batch = min(batch, n)
 
-        layout = self._layout(s, d, n_cond)
+        layout = self._layout(s, d, n_cond, columns)
         check_memory(
             training_bytes(layout, batch, s.dtype.itemsize, s.n_latent_samples),
             f"training this {type(self).__name__}",
@@ -448,11 +459,14 @@ class Training:
         )
         self.n_features_in_ = d
         self.n_conditions_ = n_cond
+        self.columns_ = columns
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()
         # Built now, not on first use, so inference never changes __dict__.
-        self._infer_net = self._network(s, layout, INFERENCE_CHUNK, n_cond)
+        self._infer_net = self._network(
+            s, layout, INFERENCE_CHUNK, n_cond, columns=columns
+        )
         data = (
             batches.Chunked(X, s.dtype, batch, cond)
             if batches.is_out_of_core(X)
@@ -488,7 +502,7 @@ class Training:
             # Last at steps and epoch ends, so a checkpoint holds the other
             # callbacks' state after them; first at the end (see CallbackList).
             callbacks.append(writer)
-        net = self._network(s, layout, batch, n_cond, training=True)
+        net = self._network(s, layout, batch, n_cond, training=True, columns=columns)
         net.set_optimizer(**kernel_settings(opt))
         if comm is not None:  # a fastvae.models.distributed.Group: steps over MPI ranks
             stepper = comm.data_parallel(

@@ -12,9 +12,15 @@ import fastvae._core._rng as _rng
 from fastvae import latent
 from fastvae._validation import Param, check_memory
 from fastvae.latent import ACTIVE_THRESHOLD
+from fastvae.models import columns as _columns
 from fastvae.models.base import BaseAutoencoder
 from fastvae.models.docstrings import ATTRIBUTES, COMMON_PARAMETERS, TRAINING_PARAMETERS
 from fastvae.optim import Optimizer
+
+# Philox key word of impute's draws (distinct from the kernels' streams).
+_IMPUTE_STREAM = 0x1397
+# The encoder's log-variance clamp (src_c/fastvae/numerics.h).
+_LOGVAR_RANGE = (-30.0, 20.0)
 
 
 class VAE(BaseAutoencoder):
@@ -51,6 +57,11 @@ class VAE(BaseAutoencoder):
         encoder pass and k decoder passes; the decoder's workspace grows k
         times. Inference (``elbo``, ``score_samples``, ``log_likelihood``)
         does not depend on it.
+    missing : {None, "mask"}, default=None
+        "mask": NaN in X marks a missing entry. Training and every
+        likelihood count only the observed entries; the encoder reads the
+        missing ones as 0 together with one missingness indicator per
+        column. ``impute`` fills the gaps. None: NaN is an error.
     corruption : float in [0, 1), default=0.0
         Training only: probability of zeroing each input value the encoder
         sees (a denoising VAE); the reconstruction target stays clean.
@@ -85,6 +96,7 @@ class VAE(BaseAutoencoder):
         kl_warmup: int = 0,
         objective: str = "elbo",
         n_latent_samples: int = 1,
+        missing: str | None = None,
         corruption: float = 0.0,
         dynamic_binarization: bool = False,
         optimizer: str | Optimizer = "adam",
@@ -109,6 +121,7 @@ class VAE(BaseAutoencoder):
         self.kl_warmup = kl_warmup
         self.objective = objective
         self.n_latent_samples = n_latent_samples
+        self.missing = missing
         self.corruption = corruption
         self.dynamic_binarization = dynamic_binarization
         self.optimizer = optimizer
@@ -287,6 +300,79 @@ class VAE(BaseAutoencoder):
         """
         X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
+
+    def impute(
+        self,
+        X: ArrayLike,
+        condition: ArrayLike | None = None,
+        *,
+        n_imputations: int | None = None,
+        random_state: int | None = None,
+    ) -> np.ndarray:
+        """Fill the missing entries (NaN) of X from the model.
+
+        Needs a model fitted with ``missing="mask"``. Each row is encoded
+        from its observed entries (and which ones are missing).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        condition : array-like of shape (n_samples, n_conditions), optional
+        n_imputations : int >= 1, optional
+            None: fill every gap with the decoder's mean at the posterior
+            mean code (a categorical column: its most probable level; a
+            Bernoulli column: its probability). An int m: m draws per gap,
+            each from z ~ q(z | x) and then x ~ p(x | z), as in multiple
+            imputation.
+        random_state : int, optional
+            Seed of the draws; the model's when None.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features), or (n_imputations,
+        n_samples, n_features) with n_imputations; observed entries are
+        returned unchanged.
+        """
+        self._check_fitted()
+        s = self._fitted_settings
+        if s.missing is None:
+            raise ValueError(
+                "impute needs a model fitted with missing='mask' (this one was "
+                "trained without missing values)"
+            )
+        X = self._input(X)
+        cond = self._fitted_conditions(condition, X.shape[0])
+        gone = np.isnan(X)
+        columns = self.columns_
+        head = self._call("encode", X, cond=cond)
+        k = s.latent_dim
+        mu, logvar = np.ascontiguousarray(head[:, :k]), head[:, k:]
+        if n_imputations is None:
+            filled = _columns.point(columns, self._call("decode", mu, cond=cond))
+            return np.where(gone, filled, X)
+        Param(numbers.Integral, low=1).check("n_imputations", n_imputations)
+        seed = s.seed if random_state is None else random_state
+        Param(numbers.Integral, low=0, high=2**64 - 1).check("random_state", seed)
+        check_memory(
+            int(n_imputations) * X.size * X.itemsize,
+            f"impute(n_imputations={n_imputations})",
+            "ask for fewer imputations per call",
+        )
+        rng = np.random.Generator(np.random.Philox(key=[seed, _IMPUTE_STREAM]))
+        tail = (
+            self._fitted_layout.tail(self.params_)
+            if self._fitted_layout.n_tail
+            else None
+        )
+        sd = np.exp(0.5 * np.clip(logvar, *_LOGVAR_RANGE))
+        out = np.empty((int(n_imputations), *X.shape), dtype=X.dtype)
+        for m in range(int(n_imputations)):
+            z = (mu + sd * rng.standard_normal(mu.shape)).astype(X.dtype)
+            means = self._call("decode", z, cond=cond)
+            out[m] = np.where(
+                gone, _columns.draw(columns, means, tail, s.sigma, rng), X
+            )
+        return out
 
     def score_samples(
         self, X: ArrayLike, condition: ArrayLike | None = None
