@@ -17,13 +17,16 @@ from fastvae.callbacks import Callback, check_callbacks, state_keys
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models import file_format as _io
 from fastvae.models.autoencoders import Autoencoder, DenoisingAutoencoder
+from fastvae.models.tabular import TabularVAE
 from fastvae.models.training import run_on_ranks
 from fastvae.models.vae import VAE
 
 if TYPE_CHECKING:
     from fastvae.models.base import BaseAutoencoder
 
-ESTIMATORS = {cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencoder)}
+ESTIMATORS = {
+    cls.__name__: cls for cls in (VAE, Autoencoder, DenoisingAutoencoder, TabularVAE)
+}
 
 
 def _from_file(path, formats):
@@ -60,7 +63,7 @@ def load(path: str | os.PathLike[str]) -> BaseAutoencoder:
 
     Returns
     -------
-    VAE, Autoencoder or DenoisingAutoencoder
+    VAE, Autoencoder, DenoisingAutoencoder or TabularVAE
         A fitted model, ready for inference or (with warm_start=True) more
         training.
 
