@@ -25,6 +25,7 @@ from fastvae.cli.pictures import (
     sample_command,
     traverse_command,
 )
+from fastvae.cli.tables import impute_command
 from fastvae.cli.train import train_command
 
 __all__ = ["main", "build_parser"]
@@ -44,6 +45,7 @@ def _command(name: str):
         "traverse": traverse_command,
         "interpolate": interpolate_command,
         "plot": plot_command,
+        "impute": impute_command,
     }[name]
 
 

@@ -306,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("float32", "float64"),
         help="floating-point type of the parameters and computations",
     )
+    t.add_argument(
+        "--tabular",
+        action="store_true",
+        help="train a TabularVAE on a table (automatic for Parquet files and "
+        "CSV files with a header and a column of text)",
+    )
     t.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
@@ -374,7 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     s = sub.add_parser(
-        "sample", help="decode draws z ~ N(0, I) into a PNG grid", formatter_class=fmt
+        "sample",
+        help="decode draws z ~ N(0, I) into a PNG grid, or a table model's "
+        "synthetic rows into a CSV or Parquet file",
+        formatter_class=fmt,
     )
     s.add_argument("--model", required=True, help="a model file written by train")
     s.add_argument("-n", type=_positive_int, default=64, help="number of samples")
@@ -382,7 +391,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--label", type=int, default=None, help="conditional models: the class to draw"
     )
-    s.add_argument("--out", default="samples.png", help="PNG file to write")
+    s.add_argument(
+        "--out",
+        default="samples.png",
+        help="PNG file to write (a table model: a .csv or .parquet file)",
+    )
+
+    im = sub.add_parser(
+        "impute",
+        help="fill a table's missing values with a model trained on a table",
+        formatter_class=fmt,
+    )
+    im.add_argument("--model", required=True, help="a table model written by train")
+    im.add_argument("--data", required=True, help="a CSV or Parquet table")
+    im.add_argument("--out", required=True, help="the .csv or .parquet file to write")
+    im.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser(
         "reconstruct",

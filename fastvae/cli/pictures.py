@@ -27,6 +27,10 @@ def sample_command(args) -> int:
     import fastvae
 
     model = fastvae.load(args.model)
+    if isinstance(model, fastvae.TabularVAE):
+        from fastvae.cli.tables import sample_table
+
+        return sample_table(model, args)
     shape = image_shape(None, model.n_features_in_)
     if shape is None:
         raise UserError(

@@ -56,6 +56,10 @@ def _mpi_group(mode: str):
 
 
 def train_command(args) -> int:
+    from fastvae.cli.tables import is_table, train_table
+
+    if args.resume is None and is_table(args):
+        return train_table(args)
     group = _mpi_group(args.mpi)
     if group is None:
         return _train_on(args, None)

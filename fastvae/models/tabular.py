@@ -348,9 +348,12 @@ class TabularVAE:
             if isinstance(out, np.ndarray):
                 out[spec.name][rows] = decoded[spec.name][rows]
             else:
-                new = decoded[spec.name]
-                new.index = out.index
-                out[spec.name] = new.where(rows, out[spec.name])
+                import pandas as pd
+
+                values = out[spec.name].to_numpy(dtype=object).copy()
+                values[rows] = decoded[spec.name].to_numpy(dtype=object)[rows]
+                column = pd.Series(values, index=out.index, name=spec.name)
+                out[spec.name] = _tables._as_dtype(column, spec)
         return out
 
     def sample(self, n_samples: int = 1, *, random_state: int | None = None):
