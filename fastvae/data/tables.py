@@ -478,8 +478,8 @@ def _as_dtype(series, spec: ColumnSpec):
             return series.astype(dtype.capitalize().replace("Uint", "UInt"))
         if dtype.startswith(("int", "uint", "float", "Int", "UInt", "Float")):
             return series.astype(dtype)
-        if dtype in ("string", "str"):
-            return series.astype("string")
+        if dtype in ("string", "str"):  # pandas' string dtypes, by their name
+            return series.astype(dtype)
     except (TypeError, ValueError):
         pass
     return series
