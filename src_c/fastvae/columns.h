@@ -88,14 +88,18 @@ static inline double fv_logaddexp(double a, double b)
 
 #define FV_T       float
 #define FV_F(name) name##_f32
+#define FV_CEXP    fv_exp_f32
 #include "fastvae/columns_impl.h"
 #undef FV_T
 #undef FV_F
+#undef FV_CEXP
 
 #define FV_T       double
 #define FV_F(name) name##_f64
+#define FV_CEXP    exp
 #include "fastvae/columns_impl.h"
 #undef FV_T
 #undef FV_F
+#undef FV_CEXP
 
 #endif /* FASTVAE_COLUMNS_H */
