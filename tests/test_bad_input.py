@@ -127,10 +127,15 @@ BAD_DATA = {
         "X cannot be read as a 2-D array of numbers .*rows of different lengths",
     ),
     "None": (None, TypeError, "X must be an array, got None"),
-    "sparse": (
-        scipy.sparse.csr_matrix(X),
+    "sparse complex": (
+        scipy.sparse.csr_matrix(X.astype(np.complex64)),
+        TypeError,
+        r"X must hold real numbers, got dtype complex64",
+    ),
+    "sparse outside [0, 1]": (
+        scipy.sparse.csr_matrix(X * 3),
         ValueError,
-        r"X is a sparse matrix.*toarray",
+        r"X must lie in \[0, 1\] for the Bernoulli likelihood",
     ),
     "masked values": (
         np.ma.masked_array(X, mask=X > 0.5),

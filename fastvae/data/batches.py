@@ -18,6 +18,12 @@ process's resident memory, so a memmap is read in windows of at most
 (MADV_DONTNEED)``; they stay in the page cache) before the next window, for
 memmaps opened read-only or shared (modes "r", "r+", "w+"; a copy-on-write
 "c" memmap may hold private changes and is read without releasing).
+
+A scipy.sparse matrix (or array) is read the same way, one minibatch at a
+time: its CSR rows are densified into the buffer, never more than one
+minibatch of them (a CSC or other format is converted to CSR once, with a
+warning), so a count matrix of millions of cells trains in the memory of
+its nonzeros.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
+import warnings
 
 import numpy as np
 
@@ -33,7 +40,9 @@ __all__ = [
     "WINDOW_BYTES",
     "InMemory",
     "Chunked",
+    "as_csr",
     "is_out_of_core",
+    "is_sparse",
     "value_range",
 ]
 
@@ -50,13 +59,38 @@ _PAGE = mmap.PAGESIZE
 _SHARED_MODES = ("r", "r+", "w+", "readonly", "readwrite", "write")
 
 
+def is_sparse(X) -> bool:
+    """True for a scipy.sparse matrix or array."""
+    return type(X).__module__.startswith("scipy.sparse") and hasattr(X, "tocsr")
+
+
+def as_csr(X, name: str = "X"):
+    """X as CSR with sorted indices: as it is when it already is, else
+    converted once, with a warning (a CSC matrix's rows are scattered)."""
+    if X.format != "csr":
+        warnings.warn(
+            f"{name} is a {X.format.upper()} sparse matrix; converting it to CSR "
+            "once (pass CSR to skip the copy)",
+            UserWarning,
+            stacklevel=4,
+        )
+        X = X.tocsr()
+    if not X.has_sorted_indices:
+        X = X.copy()
+        X.sort_indices()
+    return X
+
+
 def is_out_of_core(X) -> bool:
     """True for data that `fit` reads in chunks rather than converts whole: a
-    numpy.memmap (or a view of one), or an array-like that is not a NumPy
-    array but has a 2-D `shape` and `__getitem__` (pandas and sparse objects
-    excepted: they convert)."""
+    numpy.memmap (or a view of one), a scipy.sparse matrix (densified one
+    minibatch at a time), or an array-like that is not a NumPy array but has
+    a 2-D `shape` and `__getitem__` (pandas objects excepted: they
+    convert)."""
     if isinstance(X, np.ndarray):
         return _memmap_of(X) is not None
+    if is_sparse(X):
+        return len(X.shape) == 2
     if hasattr(X, "toarray") or hasattr(X, "iloc"):
         return False
     if type(X).__module__.split(".")[0] in ("pandas", "polars", "scipy"):
@@ -113,6 +147,8 @@ class Chunked:
         self.dtype = np.dtype(dtype)
         row_bytes = max(1, self.n_features * self.dtype.itemsize)
         per_chunk = (chunk_bytes or CHUNK_BYTES) // row_bytes // batch * batch
+        if is_sparse(X):
+            per_chunk = batch  # densify one minibatch at a time
         self.chunk_rows = int(min(max(batch, per_chunk), self.n_rows))
         self._buf = np.empty((self.chunk_rows, self.n_features), self.dtype)
         self._reader = _RowReader(X)
@@ -152,6 +188,8 @@ def check(X, *, dtype, name="X", n_features=None, owner=None, unit_interval=Fals
         raise ValueError(
             f"{name} must be 2-D (n_samples, n_features), got shape {shape}"
         )
+    if is_sparse(X):
+        return _check_sparse(X, shape, dtype, name, n_features, owner, unit_interval)
     n, d = shape
     if n == 0:
         raise ValueError(f"{name} is empty: it has 0 samples, shape {shape}")
@@ -194,10 +232,52 @@ def check(X, *, dtype, name="X", n_features=None, owner=None, unit_interval=Fals
     return X
 
 
+def _check_sparse(X, shape, dtype, name, n_features, owner, unit_interval):
+    """check() of a sparse matrix, on its stored values; returns it as CSR
+    of `dtype`."""
+    n, d = shape
+    if n == 0 or d == 0:
+        raise ValueError(f"{name} is empty: shape {shape}")
+    if n_features is not None and d != n_features:
+        raise ValueError(
+            f"{name} has {d} features, but {owner or 'the model'} is "
+            f"expecting {n_features} features as input"
+        )
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
+    X = as_csr(X, name)
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+    values = X.data
+    if not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(values))[0]
+        row = int(np.searchsorted(X.indptr, bad, side="right") - 1)
+        raise ValueError(
+            f"{name} contains NaN or infinite values (first in row {row}); "
+            "remove or impute them before training"
+        )
+    if unit_interval and values.size:
+        lo, hi = float(values.min()), float(values.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"{name} must lie in [0, 1] for the Bernoulli likelihood, got "
+                f"values in [{lo:g}, {hi:g}]; scale the data or use another "
+                "likelihood (e.g. 'negbin' for counts)"
+            )
+    return X
+
+
 def value_range(X, dtype) -> tuple[float, float]:
     """(min, max) of X's observed values (NaN, a missing entry, is left
     out; 0.0 for both when nothing is observed), read in windows of rows
     when X is out of core (as `dtype`, the values training sees)."""
+    if is_sparse(X):
+        values = X.data
+        lo = float(values.min()) if values.size else 0.0
+        hi = float(values.max()) if values.size else 0.0
+        if values.size < X.shape[0] * X.shape[1]:  # implicit zeros
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+        return lo, hi
     if not is_out_of_core(X):
         if np.isnan(X).any():
             seen = X[~np.isnan(X)]
@@ -225,6 +305,7 @@ class _RowReader:
 
     def __init__(self, X):
         self.X = X
+        self._sparse = is_sparse(X)
         mm = _memmap_of(X) if isinstance(X, np.ndarray) else None
         self._release = mm is not None and getattr(mm, "mode", "c") in _SHARED_MODES
         self._release = self._release and _madvise is not None
@@ -248,6 +329,8 @@ class _RowReader:
 
     def rows(self, r0, r1, dtype):
         """Rows [r0, r1) as an array of dtype (its pages released after)."""
+        if self._sparse:
+            return self.X[r0:r1].toarray().astype(dtype, copy=False)
         block = np.array(self.X[r0:r1], dtype=dtype)
         if self._release:
             self._free(r0, r1 - 1)
@@ -257,6 +340,9 @@ class _RowReader:
         """out[:] = X[sorted_rows] (converted to out's dtype), in windows of
         WINDOW_BYTES of the file for a memmap."""
         m = sorted_rows.shape[0]
+        if self._sparse:
+            out[:m] = self.X[sorted_rows].toarray()
+            return
         if not self._release:
             out[:m] = self.X[sorted_rows]
             return

@@ -350,7 +350,20 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
 
     def _data(self, s, X, name="X", n_features=None, columns=None):
         """Checked data; with `columns`, each column's values against its
-        likelihood (NaN only with missing='mask')."""
+        likelihood (NaN only with missing='mask'). A scipy.sparse X stays
+        sparse (CSR of the model's dtype)."""
+        if batches.is_sparse(X) and s.missing is None:
+            X = batches.check(
+                X,
+                dtype=s.dtype,
+                name=name,
+                n_features=n_features,
+                owner=type(self).__name__,
+                unit_interval=columns is None and s.likelihood == "bernoulli",
+            )
+            if columns is not None:
+                _columns.check_values(columns, X, s.missing, name)
+            return X
         X = check_array(
             X,
             name=name,
@@ -373,10 +386,14 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
         (a memmap or array-like, see fastvae.data.batches) checked in one
         sequential pass and left where it is."""
         if batches.is_out_of_core(X):
-            if _columns.per_column(s.likelihood, s.missing):
+            if (
+                _columns.per_column(s.likelihood, s.missing)
+                and not batches.is_sparse(X)
+            ) or s.missing is not None:
                 raise ValueError(
                     "per-column likelihoods and missing='mask' need X in memory "
-                    "(a NumPy array), not an out-of-core array"
+                    "(a NumPy array or a scipy.sparse matrix), not an out-of-core "
+                    "array"
                 )
             return batches.check(
                 X,

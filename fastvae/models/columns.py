@@ -98,12 +98,18 @@ def resolve(likelihood, missing, X: np.ndarray):
         raise ValueError(
             f"likelihood names {len(likelihood)} columns but X has {X.shape[1]}"
         )
+    sparse_top = None
+    if hasattr(X, "tocsr") and "categorical" in likelihood:
+        sparse_top = np.asarray(X.max(axis=0).todense()).ravel()
     out = []
     for d, entry in enumerate(likelihood):
         if entry == "categorical":
-            column = X[:, d]
-            seen = column[~np.isnan(column)]
-            top = float(seen.max()) if seen.size else 0.0
+            if sparse_top is not None:
+                top = float(sparse_top[d])
+            else:
+                column = X[:, d]
+                seen = column[~np.isnan(column)]
+                top = float(seen.max()) if seen.size else 0.0
             out.append(("categorical", max(2, int(top) + 1 if top >= 0 else 2)))
         elif isinstance(entry, tuple):
             out.append(entry)
@@ -140,6 +146,9 @@ def check_values(columns, X: np.ndarray, missing, name: str = "X") -> None:
     column: NaN without missing="mask", infinities, Bernoulli values outside
     [0, 1], level codes that are not integers in [0, levels), negative
     counts."""
+    if hasattr(X, "tocsr"):  # scipy.sparse: the stored values, by column
+        _check_sparse_values(columns, X, name)
+        return
     gone = np.isnan(X)
     if missing is None and gone.any():
         row, col = np.argwhere(gone)[0]
@@ -170,6 +179,34 @@ def check_values(columns, X: np.ndarray, missing, name: str = "X") -> None:
             raise ValueError(
                 f"{name} column {d} ({kind}) must hold counts >= 0, got {v.min():g}"
             )
+
+
+def _check_sparse_values(columns, X, name) -> None:
+    """check_values for a CSR matrix (its implicit zeros are valid values
+    of every kind): the stored values against their column's kind."""
+    kinds = np.array([KINDS.index(kind) for kind, _ in columns], dtype=np.int8)
+    levels = np.array([n for _, n in columns], dtype=np.float64)
+    step = 1 << 20  # in windows of stored values: bounded temporaries
+    for a in range(0, X.data.size, step):
+        v, col = X.data[a : a + step], X.indices[a : a + step]
+        kind = kinds[col]
+        bad_bern = (kind == KINDS.index("bernoulli")) & ((v < 0) | (v > 1))
+        bad_cat = (kind == KINDS.index("categorical")) & (
+            (v < 0) | (v >= levels[col]) | (v != np.floor(v))
+        )
+        counts = (kind == KINDS.index("poisson")) | (kind == KINDS.index("negbin"))
+        bad_count = counts & (v < 0)
+        for bad, what in (
+            (bad_bern, "must lie in [0, 1]"),
+            (bad_cat, "must hold level codes"),
+            (bad_count, "must hold counts >= 0"),
+        ):
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                d = int(col[i])
+                raise ValueError(
+                    f"{name} column {d} ({columns[d][0]}) {what}, got {v[i]:g}"
+                )
 
 
 def point(columns, means: np.ndarray) -> np.ndarray:

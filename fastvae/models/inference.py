@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 from fastvae._core._numerics import LOGSIGMA_RANGE
 from fastvae._core.threads import blas_single_threaded, resolve_num_threads
 from fastvae._validation import check_array
+from fastvae.data import batches
 from fastvae.exceptions import NotFittedError
 from fastvae.models import columns as _columns
 
@@ -74,15 +75,26 @@ class Inference:
         missing='mask', each column's values against its likelihood."""
         self._check_fitted()
         s = self._fitted_settings
-        X = check_array(
-            X,
-            name=name,
-            dtype=self.params_.dtype,
-            n_features=self.n_features_in_,
-            owner=type(self).__name__,
-            allow_nan=s.missing is not None,
-        )
         columns = getattr(self, "columns_", None)
+        if batches.is_sparse(X):
+            # kept sparse: _call and _elbo_rows densify INFERENCE_CHUNK rows
+            # at a time
+            X = batches.check(
+                X,
+                dtype=self.params_.dtype,
+                name=name,
+                n_features=self.n_features_in_,
+                owner=type(self).__name__,
+            )
+        else:
+            X = check_array(
+                X,
+                name=name,
+                dtype=self.params_.dtype,
+                n_features=self.n_features_in_,
+                owner=type(self).__name__,
+                allow_nan=s.missing is not None,
+            )
         if columns is not None:
             _columns.check_values(columns, X, s.missing, name)
         return X
@@ -94,15 +106,45 @@ class Inference:
         if getattr(self, "columns_", None) is None and (
             self._fitted_settings.likelihood == "bernoulli"
         ):
-            _check_unit_interval(X, name)
+            if batches.is_sparse(X):
+                batches.check(X, dtype=X.dtype, name=name, unit_interval=True)
+            else:
+                _check_unit_interval(X, name)
         return X
 
     def _call(self, method, *args, **kwargs):
+        """The network's `method` on the fitted parameters; a sparse X (the
+        first argument) goes in chunks of INFERENCE_CHUNK densified rows
+        (log_likelihood's rows keep their index: the same draws as dense)."""
+        if args and batches.is_sparse(args[0]):
+            return self._call_sparse(method, *args, **kwargs)
         with self._lock, blas_single_threaded():
             net = self._inference_network()
             return getattr(net, method)(
                 self.params_, *args, n_threads=self._threads(), **kwargs
             )
+
+    def _call_sparse(self, method, X, *args, cond=None, progress=None, **kwargs):
+        parts = []
+        for r0 in range(0, X.shape[0], INFERENCE_CHUNK):
+            r1 = min(X.shape[0], r0 + INFERENCE_CHUNK)
+            extra = dict(kwargs)
+            if method == "log_likelihood":
+                extra["row_offset"] = r0
+                if progress is not None:
+                    extra["progress"] = lambda done, r0=r0: progress(r0 + done)
+            parts.append(
+                self._call(
+                    method,
+                    X[r0:r1].toarray(),
+                    *args,
+                    cond=None if cond is None else cond[r0:r1],
+                    **extra,
+                )
+            )
+        if isinstance(parts[0], tuple):
+            return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
+        return np.concatenate(parts)
 
     def _head(self, X, condition):
         X = self._input(X)
@@ -142,6 +184,18 @@ class Inference:
     def _elbo_rows(self, X, cond=None, n_threads=None):
         """Per-row -(reconstruction + KL) with the fixed evaluation stream."""
         from fastvae._core import _rng
+
+        if batches.is_sparse(X):
+            return np.concatenate(
+                [
+                    self._elbo_rows(
+                        X[r0 : r0 + INFERENCE_CHUNK].toarray(),
+                        None if cond is None else cond[r0 : r0 + INFERENCE_CHUNK],
+                        n_threads,
+                    )
+                    for r0 in range(0, X.shape[0], INFERENCE_CHUNK)
+                ]
+            )
 
         with self._lock, blas_single_threaded():
             net = self._inference_network()

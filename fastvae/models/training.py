@@ -208,8 +208,10 @@ class Training:
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data; in [0, 1] for the Bernoulli likelihood.
+        X : array-like or scipy.sparse matrix of shape (n_samples, n_features)
+            Training data; in [0, 1] for the Bernoulli likelihood. A sparse
+            matrix is read one densified minibatch at a time (CSR as it is,
+            other formats converted once), bitwise like the same data dense.
         y : ignored
             Accepted for scikit-learn compatibility.
         condition : array-like of shape (n_samples, n_conditions), optional
@@ -572,9 +574,10 @@ class Training:
         if self._kind != "vae":
             return None
         rows = slice(0, DIAGNOSTIC_ROWS)
+        head = X_val[rows]
         H = self._call(
             "encode",
-            np.ascontiguousarray(X_val[rows]),
+            head if batches.is_sparse(head) else np.ascontiguousarray(head),
             cond=None if cond_val is None else np.ascontiguousarray(cond_val[rows]),
         )
         return active_units(H[:, : H.shape[1] // 2])[0]
