@@ -84,6 +84,14 @@ CONFIGS = {
         20,
         False,
     ),
+    # a scipy.sparse X (read one densified minibatch at a time)
+    "sparse": (
+        "VAE",
+        dict(hidden=(16,), latent_dim=3, batch_size=20, epochs=2, likelihood="poisson"),
+        120,
+        40,
+        False,
+    ),
     "dae": (
         "DenoisingAutoencoder",
         dict(hidden=(16,), latent_dim=3, batch_size=16, epochs=2),
@@ -116,6 +124,10 @@ def make_data(config):
     cond = None
     if conditional:
         cond = np.eye(3, dtype=dtype)[rng.integers(0, 3, n + 40)]
+    if config == "sparse":
+        import scipy.sparse
+
+        X = scipy.sparse.csr_matrix(np.floor(4 * X) * (X > 0.7))
     train = (X[:n], None if cond is None else cond[:n])
     val = X[n:] if cond is None else (X[n:], cond[n:])
     return train, val

@@ -489,7 +489,8 @@ def _fingerprint(a):
         return None
     n = int(a.shape[0])
     picked = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).astype(np.int64))
-    rows = np.ascontiguousarray(a[picked])
+    rows = a[picked]
+    rows = np.ascontiguousarray(rows.toarray() if hasattr(rows, "toarray") else rows)
     return [
         [int(v) for v in a.shape],
         np.dtype(a.dtype).str,
