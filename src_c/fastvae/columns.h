@@ -33,6 +33,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "fastvae/elementwise.h"
 #include "fastvae/numerics.h"
 
 /* Column kinds (stable: they are stored in model files). */
@@ -89,17 +90,21 @@ static inline double fv_logaddexp(double a, double b)
 #define FV_T       float
 #define FV_F(name) name##_f32
 #define FV_CEXP    fv_exp_f32
+#define FV_CLOG1P  fv_log1p_f32
 #include "fastvae/columns_impl.h"
 #undef FV_T
 #undef FV_F
 #undef FV_CEXP
+#undef FV_CLOG1P
 
 #define FV_T       double
 #define FV_F(name) name##_f64
 #define FV_CEXP    exp
+#define FV_CLOG1P  log1p
 #include "fastvae/columns_impl.h"
 #undef FV_T
 #undef FV_F
 #undef FV_CEXP
+#undef FV_CLOG1P
 
 #endif /* FASTVAE_COLUMNS_H */

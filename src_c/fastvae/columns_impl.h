@@ -35,13 +35,59 @@ static inline void FV_F(fv_columns_expand)(const FV_T *restrict x, const fv_colu
         } else if (missing) {
             in[0] = (FV_T)0;
         } else if (c->kind == FV_COL_POISSON || c->kind == FV_COL_NEGBIN) {
-            in[0] = (FV_T)log1p((double)v);
+            /* most counts are 0: skip libm's log1p for them */
+            in[0] = v == (FV_T)0 ? (FV_T)0 : (FV_T)log1p((double)v);
         } else {
             in[0] = v;
         }
         if (mask_offset >= 0)
             xin[mask_offset + d] = missing ? (FV_T)1 : (FV_T)0;
     }
+}
+
+/* A run of n count columns of one row (outputs o, values x, tails tail;
+ * NaN values are missing), in two passes: the terms every entry has, as if
+ * its count were 0, element-wise without branches (this vectorises; most
+ * counts of a count matrix are 0), then the log-gamma and digamma terms of
+ * the nonzero counts. Returns the run's -log p; writes scale times the
+ * gradients into g and t when given. Negative binomial: with r = e - lt,
+ * u = exp(-|r|), sp = softplus(r), sig = sigmoid(r),
+ *   -log p = theta sp - x (r - sp) - [lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)]
+ *   d/de   = theta sig - x (1 - sig)
+ *   d/dlt  = theta (sp - sig) + x (1 - sig) - theta [psi(x + theta) - psi(theta)]
+ * (zero gradient for lt outside the clamp). Poisson: exp(e) - x e + lgamma(x + 1). */
+static inline double FV_F(fv_counts_run)(int kind, const FV_T *restrict o,
+                                         const FV_T *restrict x, const FV_T *restrict tail,
+                                         int n, double scale, FV_T *restrict g,
+                                         FV_T *restrict t)
+{
+    double run_loss;
+    if (kind == FV_COL_POISSON) {
+        run_loss = FV_F(fv_poisson_terms)(o, x, n, (FV_T)scale, g);
+        if (t)
+            for (int j = 0; j < n; j++)
+                t[j] = (FV_T)0;
+        for (int j = 0; j < n; j++)
+            if (x[j] > (FV_T)1)
+                run_loss += lgamma((double)x[j] + 1.0);
+        return run_loss;
+    }
+    run_loss = FV_F(fv_negbin_terms)(o, x, tail, n, (FV_T)scale, t ? g : 0, g ? t : 0);
+    if (g && !t) { /* never in a step (a negative binomial has a tail); kept exact */
+        for (int j = 0; j < n; j++)
+            g[j] = (FV_T)0;
+    }
+    for (int j = 0; j < n; j++) {
+        double xd = (double)x[j];
+        if (!(xd > 0.0))
+            continue; /* 0 or missing: done above */
+        double lt = fv_clamp((double)tail[j], FV_LOGDISP_MIN, FV_LOGDISP_MAX);
+        double theta = exp(lt);
+        run_loss -= lgamma(xd + theta) - lgamma(theta) - lgamma(xd + 1.0);
+        if (t && !((double)tail[j] < FV_LOGDISP_MIN || (double)tail[j] > FV_LOGDISP_MAX))
+            t[j] -= (FV_T)(scale * theta * (fv_digamma(xd + theta) - fv_digamma(theta)));
+    }
+    return run_loss;
 }
 
 /* Per-row -log p(x | decoder outputs) over the observed entries of rows
@@ -66,6 +112,16 @@ static inline void FV_F(fv_columns_rows)(const FV_T *restrict O, int64_t ldo,
         double loss = 0.0;
         for (int d = 0; d < D; d++) {
             const fv_column *c = &cols[d];
+            if (c->kind == FV_COL_NEGBIN || c->kind == FV_COL_POISSON) {
+                int d1 = d + 1; /* a run of one count kind: one output each */
+                while (d1 < D && cols[d1].kind == c->kind)
+                    d1++;
+                loss += FV_F(fv_counts_run)(
+                    c->kind, o_row + c->out_offset, x_row + d, tail ? tail + d : 0, d1 - d,
+                    scale, g_row ? g_row + c->out_offset : 0, t_row ? t_row + d : 0);
+                d = d1 - 1;
+                continue;
+            }
             const FV_T *o = o_row + c->out_offset;
             FV_T *g = g_row ? g_row + c->out_offset : 0;
             double x = (double)x_row[d];
@@ -137,31 +193,6 @@ static inline void FV_F(fv_columns_rows)(const FV_T *restrict O, int64_t ldo,
                         total += (double)FV_CEXP(o[j] - top);
                 }
                 loss += (double)top + log(total) - (double)o[level];
-                break;
-            }
-            case FV_COL_POISSON: {
-                double e = (double)o[0], rate = exp(e);
-                loss += rate - x * e + lgamma(x + 1.0);
-                if (g)
-                    g[0] = (FV_T)(scale * (rate - x));
-                break;
-            }
-            case FV_COL_NEGBIN: {
-                double e = (double)o[0], raw = (double)tail[d];
-                double lt = fv_clamp(raw, FV_LOGDISP_MIN, FV_LOGDISP_MAX);
-                double inside = raw < FV_LOGDISP_MIN || raw > FV_LOGDISP_MAX ? 0.0 : 1.0;
-                double theta = exp(lt), mu = exp(e);
-                double log_sum = fv_logaddexp(lt, e); /* log(theta + mu) */
-                loss -= lgamma(x + theta) - lgamma(theta) - lgamma(x + 1.0) +
-                        theta * (lt - log_sum) + x * (e - log_sum);
-                if (g) {
-                    /* mu (theta + x) / (theta + mu) - x */
-                    g[0] = (FV_T)(scale * (exp(e - log_sum) * (theta + x) - x));
-                    t = -theta *
-                        (fv_digamma(x + theta) - fv_digamma(theta) + lt - log_sum +
-                         (mu - x) * exp(-log_sum)) *
-                        inside;
-                }
                 break;
             }
             default:

@@ -47,6 +47,14 @@
                       int64_t r1),                                                             \
                      (M, ldm, X, ldx, D, logsigma, scale, grad, ldg, sgrad, ldsg, inv_var,     \
                       loss_out, r0, r1))                                                       \
+    FV_DISPATCH(double, FV_F(fv_negbin_terms),                                                 \
+                (const FV_T *restrict o, const FV_T *restrict x, const FV_T *restrict tail,    \
+                 int n, FV_T scale, FV_T *restrict g, FV_T *restrict t),                       \
+                (o, x, tail, n, scale, g, t))                                                  \
+    FV_DISPATCH(                                                                               \
+        double, FV_F(fv_poisson_terms),                                                        \
+        (const FV_T *restrict o, const FV_T *restrict x, int n, FV_T scale, FV_T *restrict g), \
+        (o, x, n, scale, g))                                                                   \
     FV_DISPATCH_VOID(FV_F(fv_bernoulli_draw),                                                  \
                      (const FV_T *restrict p, FV_T *restrict dst, int n, uint64_t seed,        \
                       uint64_t stream, uint64_t row, uint64_t step),                           \
@@ -88,6 +96,7 @@
 #define FV_T       float
 #define FV_F(name) name##_f32
 #define FV_EXP     fv_exp_f32
+#define FV_LOG1P   fv_log1p_f32
 #define FV_TANH    fv_tanh_f32
 #define FV_SQRT    sqrtf
 #include "fastvae/dispatch_each.h"
@@ -95,12 +104,14 @@ FV_EW_DISPATCHERS
 #undef FV_T
 #undef FV_F
 #undef FV_EXP
+#undef FV_LOG1P
 #undef FV_TANH
 #undef FV_SQRT
 
 #define FV_T       double
 #define FV_F(name) name##_f64
 #define FV_EXP     exp
+#define FV_LOG1P   log1p
 #define FV_TANH    tanh
 #define FV_SQRT    sqrt
 #include "fastvae/dispatch_each.h"
@@ -108,6 +119,7 @@ FV_EW_DISPATCHERS
 #undef FV_T
 #undef FV_F
 #undef FV_EXP
+#undef FV_LOG1P
 #undef FV_TANH
 #undef FV_SQRT
 

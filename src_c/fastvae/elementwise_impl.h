@@ -139,6 +139,89 @@ FV_KF(fv_gaussian_learned_rows)(const FV_T *restrict M, int64_t ldm, const FV_T 
     }
 }
 
+/* The terms of n count columns of one row that every entry has, as if its
+ * count were 0 plus those linear in it (src_c/fastvae/columns.h adds the
+ * log-gamma and digamma terms of the nonzero counts): element-wise with
+ * selects only, so it vectorises. NaN counts are missing (zero terms).
+ * Negative binomial, outputs o = log mean, tail = log dispersion clamped to
+ * [FV_LOGDISP_MIN, FV_LOGDISP_MAX] (columns.h), r = o - lt, sp = softplus(r),
+ * sig = sigmoid(r):
+ *   returned sum  theta sp - x (r - sp)
+ *   g = scale * (theta sig - x (1 - sig))
+ *   t = scale * (theta (sp - sig) + x (1 - sig))    (0 outside the clamp)
+ * Poisson, o = log rate: sum exp(o) - x o, g = scale * (exp(o) - x). g and t
+ * are both written or both NULL. */
+#define FV_NB_LO ((FV_T) - 12.0)
+#define FV_NB_HI ((FV_T)12.0)
+#define FV_NB_ELEMENT(j)                                                                       \
+    FV_T seen = x[j] == x[j] ? (FV_T)1 : (FV_T)0;                                              \
+    FV_T xv = x[j] == x[j] ? x[j] : (FV_T)0;                                                   \
+    FV_T lt = tail[j] < FV_NB_LO ? FV_NB_LO : (tail[j] > FV_NB_HI ? FV_NB_HI : tail[j]);       \
+    FV_T theta = FV_EXP(lt);                                                                   \
+    FV_T r = o[j] - lt;                                                                        \
+    FV_T u = FV_EXP(r < (FV_T)0 ? r : -r);                                                     \
+    FV_T sp = (r > (FV_T)0 ? r : (FV_T)0) + FV_LOG1P(u);                                       \
+    FV_T sig = (r >= (FV_T)0 ? (FV_T)1 : u) / ((FV_T)1 + u);                                   \
+    FV_T term = seen * (theta * sp - xv * (r - sp))
+
+FV_KERNEL double FV_KF(fv_negbin_terms)(const FV_T *restrict o, const FV_T *restrict x,
+                                        const FV_T *restrict tail, int n, FV_T scale,
+                                        FV_T *restrict g, FV_T *restrict t)
+{
+    double acc[FV_SUM_LANES] = {0.0};
+    const int n_end = n - n % FV_SUM_LANES;
+    for (int j0 = 0; j0 < n_end; j0 += FV_SUM_LANES) {
+        if (g) {
+            for (int l = 0; l < FV_SUM_LANES; l++) {
+                int j = j0 + l;
+                FV_NB_ELEMENT(j);
+                FV_T inside = tail[j] < FV_NB_LO || tail[j] > FV_NB_HI ? (FV_T)0 : (FV_T)1;
+                acc[l] += (double)term;
+                g[j] = seen * scale * (theta * sig - xv * ((FV_T)1 - sig));
+                t[j] = seen * inside * scale * (theta * (sp - sig) + xv * ((FV_T)1 - sig));
+            }
+        } else {
+            for (int l = 0; l < FV_SUM_LANES; l++) {
+                int j = j0 + l;
+                FV_NB_ELEMENT(j);
+                acc[l] += (double)term;
+            }
+        }
+    }
+    for (int j = n_end; j < n; j++) {
+        FV_NB_ELEMENT(j);
+        acc[j - n_end] += (double)term;
+        if (g) {
+            FV_T inside = tail[j] < FV_NB_LO || tail[j] > FV_NB_HI ? (FV_T)0 : (FV_T)1;
+            g[j] = seen * scale * (theta * sig - xv * ((FV_T)1 - sig));
+            t[j] = seen * inside * scale * (theta * (sp - sig) + xv * ((FV_T)1 - sig));
+        }
+    }
+    return FV_KF(fv_sum_lanes)(acc);
+}
+#undef FV_NB_ELEMENT
+#undef FV_NB_LO
+#undef FV_NB_HI
+
+FV_KERNEL double FV_KF(fv_poisson_terms)(const FV_T *restrict o, const FV_T *restrict x, int n,
+                                         FV_T scale, FV_T *restrict g)
+{
+    double acc[FV_SUM_LANES] = {0.0};
+    for (int j0 = 0; j0 < n; j0 += FV_SUM_LANES) {
+        int m = n - j0 < FV_SUM_LANES ? n - j0 : FV_SUM_LANES;
+        for (int l = 0; l < m; l++) {
+            int j = j0 + l;
+            FV_T seen = x[j] == x[j] ? (FV_T)1 : (FV_T)0;
+            FV_T xv = x[j] == x[j] ? x[j] : (FV_T)0;
+            FV_T rate = FV_EXP(o[j]);
+            acc[l] += (double)(seen * (rate - xv * o[j]));
+            if (g)
+                g[j] = seen * scale * (rate - xv);
+        }
+    }
+    return FV_KF(fv_sum_lanes)(acc);
+}
+
 /* Noise of training rows, uniforms u_e from fv_uniform4 of (seed, stream,
  * row, step) (element e: lane e % 4 of block e / 4), so a row's noise depends
  * only on its global position and the step:
