@@ -307,7 +307,11 @@ def test_batch_larger_than_data_warns_and_uses_all_rows(X):
         (np.zeros((5, D), complex), ValueError, "Complex data not supported"),
         (np.array([["a"] * D] * 3), TypeError, "must hold numbers"),
         (np.array([[object()] * D] * 3), TypeError, "cannot be read as numbers"),
-        (scipy.sparse.random(5, D, format="csr"), ValueError, "sparse matrix"),
+        (
+            scipy.sparse.csr_matrix(np.full((5, D), 2.0)),
+            ValueError,
+            r"must lie in \[0, 1\] for the Bernoulli",
+        ),
         (None, TypeError, "X must be an array, got None"),
         (np.full((5, D), 2.0), ValueError, r"must lie in \[0, 1\] for the Bernoulli"),
     ],

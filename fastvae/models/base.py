@@ -129,7 +129,8 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
             target_tags=TargetTags(required=False),
             # transform returns the model's dtype whatever the input's
             transformer_tags=TransformerTags(preserves_dtype=[dtype]),
-            input_tags=InputTags(allow_nan=False, sparse=False),
+            # scipy.sparse X trains and is scored a minibatch at a time
+            input_tags=InputTags(allow_nan=False, sparse=True),
         )
 
     def __sklearn_is_fitted__(self):
