@@ -13,6 +13,7 @@ import numpy as np
 
 from fastvae.cli.common import UserError
 from fastvae.cli.controls import how_it_stopped, plural, training_controls
+from fastvae.data.arrays import is_number
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 # Rows of a CSV read to decide whether it is a table of mixed types.
@@ -44,21 +45,13 @@ def _csv_has_text(path: Path) -> bool:
     if len(rows) < 2:
         return False
     header = rows[0]
-    if all(_is_number(cell) for cell in header if cell.strip()):
+    if all(is_number(cell) for cell in header if cell.strip()):
         return False  # no header: a matrix of numbers
     for row in rows[1:]:
         for cell in row:
-            if cell.strip().lower() not in _MISSING_TEXT and not _is_number(cell):
+            if cell.strip().lower() not in _MISSING_TEXT and not is_number(cell):
                 return True
     return False
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def read_table(path):

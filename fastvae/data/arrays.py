@@ -136,7 +136,7 @@ def _read_csv(path: Path) -> np.ndarray:
         raise DataError(f"{path} is not a text file: {exc}") from exc
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     header = None
-    if first is not None and not any(_is_number(c) for c in lines[first].split(",")):
+    if first is not None and not any(is_number(c) for c in lines[first].split(",")):
         header = [c.strip().strip('"') for c in lines[first].split(",")]
         lines[first] = ""
     if not any(line.strip() for line in lines):
@@ -150,7 +150,7 @@ def _read_csv(path: Path) -> np.ndarray:
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             cells = line.split("#")[0].split(",")
-            if not all(_is_number(c) for c in cells):
+            if not all(is_number(c) for c in cells):
                 raise DataError(
                     f"{path}, line {number}: expected comma-separated numbers, "
                     f"got {line[:80]!r}"
@@ -175,7 +175,8 @@ def _read_csv(path: Path) -> np.ndarray:
     return table
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether float() reads `text` (a CSV cell)."""
     try:
         float(text)
     except ValueError:

@@ -11,7 +11,6 @@ is: sampling and likelihoods for a VAE, codes for an autoencoder.
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from fastvae.data import batches
 from fastvae.models import columns as _columns
 from fastvae.models.inference import Inference, _check_unit_interval
 from fastvae.models.output import OutputMixin
+from fastvae.models.parameters import ParameterProtocol
 from fastvae.models.persistence import Persistence
 from fastvae.models.settings import Settings
 from fastvae.models.training import Training
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 _INIT_STREAM = 0x1A17
 
 
-class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
+class BaseAutoencoder(ParameterProtocol, Training, Inference, Persistence, OutputMixin):
     """Shared machinery; see fastvae.VAE and fastvae.Autoencoder."""
 
     if TYPE_CHECKING:  # every estimator defines it (fit_transform calls it)
@@ -52,64 +52,6 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
         ) -> np.ndarray: ...
 
     _kind = "vae"  # the compiled network's kind: "vae" or "ae"
-
-    # -- scikit-learn parameter protocol --------------------------------------
-
-    @classmethod
-    def _param_names(cls):
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor arguments as a dict (scikit-learn protocol).
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Accepted for scikit-learn compatibility; no argument is itself an
-            estimator, so it changes nothing.
-
-        Returns
-        -------
-        dict
-            Argument name to value.
-        """
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> Self:
-        """Set constructor arguments (scikit-learn protocol).
-
-        Parameters
-        ----------
-        **params
-            Constructor arguments by name; an unknown name raises ValueError.
-
-        Returns
-        -------
-        self
-            The estimator.
-        """
-        valid = set(self._param_names())
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"invalid parameter {name!r} for {type(self).__name__}; valid "
-                    f"parameters: {sorted(valid)}"
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self):
-        defaults = {
-            p.name: p.default
-            for p in inspect.signature(type(self).__init__).parameters.values()
-        }
-        changed = [
-            f"{k}={v!r}"
-            for k, v in self.get_params().items()
-            if not _same(v, defaults.get(k))
-        ]
-        return f"{type(self).__name__}({', '.join(changed)})"
 
     # -- scikit-learn estimator protocol (without importing scikit-learn) -----
 
@@ -289,28 +231,22 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
     def _network(self, s, layout, max_batch, n_cond, training=False, columns=None):
         """The compiled network; a training one draws the settings' latent
         samples per row (inference draws its own)."""
-        if columns is not None:
-            return _network.Network(
-                layout.encoder_dims,
-                layout.decoder_dims,
-                self._activation_codes(s, layout),
-                layout.w_offsets,
-                layout.b_offsets,
-                layout.size,
-                "columns",
-                1.0,
-                int(max_batch),
-                s.dtype,
-                partition_count(),
-                kind=self._kind,
-                n_cond=n_cond,
-                logsigma_offset=layout.tail_offset if layout.n_tail else -1,
-                n_samples=int(s.n_latent_samples) if training else 1,
-                objective=s.objective if training else "elbo",
-                columns=_columns.network_spec(columns, s.sigma),
-                missing=s.missing is not None,
-            )
         learned = s.sigma == "learned"
+        if columns is not None:
+            likelihood, sigma = "columns", 1.0
+            tail = bool(layout.n_tail)
+            options = {
+                "columns": _columns.network_spec(columns, s.sigma),
+                "missing": s.missing is not None,
+            }
+        else:
+            likelihood = "gaussian_learned" if learned else s.likelihood
+            sigma = 1.0 if learned else float(s.sigma)
+            tail = learned
+            options = {
+                "corrupt": float(s.corruption),
+                "binarize": bool(s.dynamic_binarization),
+            }
         return _network.Network(
             layout.encoder_dims,
             layout.decoder_dims,
@@ -318,18 +254,17 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
             layout.w_offsets,
             layout.b_offsets,
             layout.size,
-            "gaussian_learned" if learned else s.likelihood,
-            1.0 if learned else float(s.sigma),
+            likelihood,
+            sigma,
             int(max_batch),
             s.dtype,
             partition_count(),
             kind=self._kind,
             n_cond=n_cond,
-            logsigma_offset=layout.tail_offset if learned else -1,
-            corrupt=float(s.corruption),
-            binarize=bool(s.dynamic_binarization),
+            logsigma_offset=layout.tail_offset if tail else -1,
             n_samples=int(s.n_latent_samples) if training else 1,
             objective=s.objective if training else "elbo",
+            **options,
         )
 
     def _init_params(self, s, layout):
@@ -440,13 +375,3 @@ class BaseAutoencoder(Training, Inference, Persistence, OutputMixin):
         return self._conditions(
             cond, n_rows, self.params_.dtype, self.n_conditions_, name
         )
-
-
-# -- helpers --------------------------------------------------------------------
-
-
-def _same(a, b):
-    try:
-        return bool(a == b) and type(a) is type(b)
-    except (TypeError, ValueError):
-        return False

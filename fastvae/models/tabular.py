@@ -8,10 +8,9 @@ likelihood of a fastvae.VAE with per-column likelihoods and
 
 from __future__ import annotations
 
-import inspect
 import numbers
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -22,6 +21,7 @@ from fastvae.callbacks import Callback
 from fastvae.data import tables as _tables
 from fastvae.exceptions import NotFittedError
 from fastvae.models import columns as _columns
+from fastvae.models.parameters import ParameterProtocol
 from fastvae.models.vae import VAE
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 _SAMPLE_STREAM = 0x7AB1
 
 
-class TabularVAE:
+class TabularVAE(ParameterProtocol):
     """Variational autoencoder for tables of mixed column types with gaps.
 
     Column kinds are inferred from the fitted table and can be overridden:
@@ -123,61 +123,6 @@ class TabularVAE:
         self.random_state = random_state
         self.n_threads = n_threads
         self.verbose = verbose
-
-    # -- scikit-learn parameter protocol --------------------------------------------
-
-    @classmethod
-    def _param_names(cls):
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor arguments as a dict (scikit-learn protocol).
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Accepted for scikit-learn compatibility.
-
-        Returns
-        -------
-        dict
-        """
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> Self:
-        """Set constructor arguments (scikit-learn protocol).
-
-        Parameters
-        ----------
-        **params
-            Constructor arguments by name; an unknown name raises ValueError.
-
-        Returns
-        -------
-        self
-        """
-        valid = set(self._param_names())
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(
-                    f"invalid parameter {name!r} for TabularVAE; valid parameters: "
-                    f"{sorted(valid)}"
-                )
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self):
-        defaults = {
-            name: p.default
-            for name, p in inspect.signature(type(self).__init__).parameters.items()
-            if name != "self"
-        }
-        changed = [
-            f"{name}={value!r}"
-            for name, value in self.get_params().items()
-            if not _same(value, defaults[name])
-        ]
-        return f"TabularVAE({', '.join(changed)})"
 
     # -- training ----------------------------------------------------------------------
 
@@ -450,10 +395,3 @@ class TabularVAE:
         self.vae_ = vae
         self.feature_names_in_ = np.array(section["feature_names_in_"], dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
-
-
-def _same(a, b):
-    try:
-        return bool(a == b) and type(a) is type(b)
-    except (TypeError, ValueError):
-        return False
