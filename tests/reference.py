@@ -328,7 +328,7 @@ def expand_columns(X, spec, missing=False):
             block = np.zeros((len(x), width))
             ok = ~gone
             block[np.flatnonzero(ok), x[ok].astype(int)] = 1.0
-        elif kind in ("poisson", "negbin"):
+        elif kind in ("poisson", "negbin", "zinb"):
             block = np.where(gone, 0.0, np.log1p(np.where(gone, 0.0, x)))[:, None]
         else:
             block = np.where(gone, 0.0, x)[:, None]
@@ -338,15 +338,27 @@ def expand_columns(X, spec, missing=False):
     return np.hstack(parts)
 
 
+def _zinb_aux(spec):
+    """Output index of each zero-inflated column's logit (after all widths)."""
+    at = sum(width for _, width, _ in spec)
+    aux = {}
+    for d, (kind, _, _) in enumerate(spec):
+        if kind == "zinb":
+            aux[d] = at
+            at += 1
+    return aux
+
+
 def columns_loss(out, X, spec, tail):
     """Per-row -log p(x | outputs) over the observed entries, d/d out, and the
     per-row terms of d/d tail (learned log-sigma, log-dispersion)."""
-    from scipy.special import digamma, gammaln
+    from scipy.special import digamma, expit, gammaln
 
     n = X.shape[0]
     loss = np.zeros(n)
     dO = np.zeros_like(out)
     dtail = np.zeros((n, len(spec)))
+    aux = _zinb_aux(spec)
     at = 0
     for d, (kind, width, sigma) in enumerate(spec):
         o = out[:, at : at + width]
@@ -398,6 +410,42 @@ def columns_loss(out, X, spec, tail):
                 + (mu - xs) / (theta + mu)
             )
             dtail[:, d] = np.where(seen, -theta * dlog_p * inside, 0.0)
+        elif kind == "zinb":
+            # p(x) = w [x = 0] + (1 - w) NB(x), w = sigmoid(pi); derivatives
+            # by the quotient rule on p(0) (columns.h uses softplus forms)
+            lt = np.clip(tail[d], LOGDISP_MIN, LOGDISP_MAX)
+            inside = LOGDISP_MIN <= tail[d] <= LOGDISP_MAX
+            theta, e, pi = np.exp(lt), o[:, 0], out[:, aux[d]]
+            mu, w = np.exp(e), expit(pi)
+            log_sum = np.logaddexp(lt, e)
+            log_nb = (
+                gammaln(xs + theta)
+                - gammaln(theta)
+                - gammaln(xs + 1)
+                + theta * (lt - log_sum)
+                + xs * (e - log_sum)
+            )
+            q = np.exp(theta * (lt - log_sum))  # NB(0)
+            p0 = w + (1 - w) * q
+            zero = xs == 0
+            term = np.where(zero, -np.log(p0), -np.log1p(-w) - log_nb)
+            dq_de = -q * theta * mu / (theta + mu)
+            dq_dlt = q * theta * (lt - log_sum + 1 - theta / (theta + mu))
+            nb_de = mu * (theta + xs) / (theta + mu) - xs
+            nb_dlt = -theta * (
+                digamma(xs + theta)
+                - digamma(theta)
+                + lt
+                - log_sum
+                + (mu - xs) / (theta + mu)
+            )
+            grad = np.where(zero, -(1 - w) * dq_de / p0, nb_de)[:, None]
+            dO[:, aux[d]] = np.where(
+                seen, np.where(zero, -w * (1 - w) * (1 - q) / p0, w), 0.0
+            )
+            dtail[:, d] = np.where(
+                seen, np.where(zero, -(1 - w) * dq_dlt / p0, nb_dlt) * inside, 0.0
+            )
         else:
             raise ValueError(kind)
         loss += np.where(seen, term, 0.0)
@@ -406,12 +454,19 @@ def columns_loss(out, X, spec, tail):
     return loss, dO, dtail
 
 
-def columns_means(out, spec):
+def columns_means(out, spec, library=False):
     """Mean of p(x | outputs) per output: Gaussian mean, Bernoulli
-    probability, level probabilities, expected count."""
+    probability, level probabilities, expected count (zero-inflated: times 1
+    - w, and w at its logit's output). With library, counts per unit of
+    library size (softmax instead of exp)."""
     means = np.empty_like(out)
+    aux = _zinb_aux(spec)
+    if library:
+        D = len(spec)
+        out = out.copy()
+        out[:, :D] -= np.logaddexp.reduce(out[:, :D], axis=1)[:, None]
     at = 0
-    for kind, width, _ in spec:
+    for d, (kind, width, _) in enumerate(spec):
         o = out[:, at : at + width]
         if kind == "bernoulli":
             m = 1 / (1 + np.exp(-o))
@@ -419,11 +474,33 @@ def columns_means(out, spec):
             m = np.exp(o - np.logaddexp.reduce(o, axis=1)[:, None])
         elif kind in ("poisson", "negbin"):
             m = np.exp(o)
+        elif kind == "zinb":
+            w = 1 / (1 + np.exp(-out[:, aux[d]]))
+            m = np.exp(o) * (1 - w)[:, None]
+            means[:, aux[d]] = w
         else:
             m = o
         means[:, at : at + width] = m
         at += width
     return means
+
+
+def library_outputs(f, X):
+    """The count columns' log means under a library size: f - logsumexp(f)
+    + log(max(1, row total)) over the first X.shape[1] outputs."""
+    D = X.shape[1]
+    e = f.copy()
+    total = np.maximum(X.sum(axis=1), 1.0)
+    e[:, :D] += (np.log(total) - np.logaddexp.reduce(f[:, :D], axis=1))[:, None]
+    return e
+
+
+def library_backward(f, dE, D):
+    """d/d f from d/d e of library_outputs: through the softmax."""
+    p = np.exp(f[:, :D] - np.logaddexp.reduce(f[:, :D], axis=1)[:, None])
+    dF = dE.copy()
+    dF[:, :D] -= p * dE[:, :D].sum(axis=1)[:, None]
+    return dF
 
 
 def loss_and_grads_columns(
@@ -437,13 +514,15 @@ def loss_and_grads_columns(
     beta=1.0,
     kind="vae",
     cond=None,
+    library=False,
 ):
     """loss_and_grads for a per-column likelihood: mean over rows of the
     observed entries' -log p plus beta * KL, and its gradients (the last
-    entry of grads: d/d tail, one per column)."""
+    entry of grads: d/d tail, one per column). library: the counts' means
+    are softmax times the row's total (library_outputs)."""
     n = X.shape[0]
     x_in = expand_columns(X, spec, missing)
-    n_out = sum(width for _, width, _ in spec)
+    n_out = sum(width for _, width, _ in spec) + len(_zinb_aux(spec))
     f = forward(
         layers,
         n_encoder,
@@ -455,7 +534,12 @@ def loss_and_grads_columns(
         cond,
         x_in=x_in,
     )
-    recon, dout, dtail = columns_loss(f["dec"][-1], X, spec, tail)
+    out = f["dec"][-1]
+    if library:
+        recon, dout, dtail = columns_loss(library_outputs(out, X), X, spec, tail)
+        dout = library_backward(out, dout, X.shape[1])
+    else:
+        recon, dout, dtail = columns_loss(out, X, spec, tail)
     kl_rows = kl(f["H"]) if kind == "vae" else np.zeros(n)
     K = f["Z"].shape[1]
     grads = [None] * len(layers)

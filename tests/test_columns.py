@@ -1,6 +1,7 @@
 """Per-column likelihoods in the compiled step (src_c/fastvae/columns.h):
-Gaussian (fixed and learned sigma), Bernoulli, categorical, Poisson and
-negative binomial columns in one model, with missing entries, against
+Gaussian (fixed and learned sigma), Bernoulli, categorical, Poisson,
+negative binomial and zero-inflated negative binomial columns in one model,
+with missing entries, and count models with a library size, against
 tests/reference.py and finite differences."""
 
 import numpy as np
@@ -22,6 +23,7 @@ SPEC = [
     ("categorical", 4, 1.0),
     ("poisson", 1, 1.0),
     ("negbin", 1, 1.0),
+    ("zinb", 1, 1.0),
     ("categorical", 2, 1.0),
 ]
 
@@ -30,8 +32,9 @@ def _network(
     spec=SPEC, missing=False, n_cond=0, kind="vae", dtype=np.float64, **options
 ):
     D = len(spec)
-    n_out = sum(w for _, w, _ in spec)
-    n_in = n_out + (D if missing else 0)
+    n_in = sum(w for _, w, _ in spec)
+    n_out = n_in + sum(kind == "zinb" for kind, _, _ in spec)
+    n_in += D if missing else 0
     head = 2 * K if kind == "vae" else K
     lay = Layout((n_in + n_cond, 10, head), (K + n_cond, 8, n_out), n_tail=D)
     names = ["tanh", "identity", "sigmoid", "identity"]
@@ -182,7 +185,7 @@ def test_loss_finite_differences(case):
 
     rng = np.random.default_rng(0)
     idx = list(rng.choice(lay.w_offsets[-1] + 8 * 3, 30, replace=False))
-    idx += list(lay.tail_offset + np.array([1, 5]))  # learned sigma, dispersion
+    idx += list(lay.tail_offset + np.array([1, 5, 6]))  # learned sigma, dispersions
     mask = np.zeros(lay.size, bool)
     for W, b in lay.views(mask):
         W[...], b[...] = True, True
@@ -195,9 +198,9 @@ def test_loss_finite_differences(case):
         assert g[i] == pytest.approx(fd4(loss, p, (i,), h), rel=1e-6, abs=1e-8), i
         checked += 1
     assert checked >= 20
-    assert g[lay.tail_offset + 1] != 0 and g[lay.tail_offset + 5] != 0
+    assert g[lay.tail_offset + np.array([1, 5, 6])].all()
     # columns without a tail parameter get no gradient there
-    assert not g[lay.tail_offset + np.array([0, 2, 3, 4, 6])].any()
+    assert not g[lay.tail_offset + np.array([0, 2, 3, 4, 7])].any()
 
 
 def test_missing_entries_do_not_count():
@@ -308,3 +311,114 @@ def test_missing_needs_columns_and_columns_need_their_likelihood():
         network_module.Network(
             *args, "bernoulli", 1.0, 4, np.float64, columns=[("bernoulli", 1, 1)]
         )
+
+
+# -- count models with a library size (scVI's decoder) ------------------------
+
+COUNTS = [("negbin", 1, 1.0)] * 3 + [("zinb", 1, 1.0)] * 2 + [("poisson", 1, 1.0)]
+
+
+def _counts(n=N_ROWS, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    X = rng.negative_binomial(2, 0.4, (n, len(COUNTS))).astype(dtype)
+    X[1] = 0.0  # an empty row: library clamped to 1
+    return X
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_library_gradients_match_reference(n_threads):
+    net, lay, names = _network(COUNTS, library=True)
+    p = _params(lay, seed=6)
+    X = _counts(seed=6)
+    rows = np.append(ROWS, 1)
+    g = lay.zeros(np.float64)
+    status, recon_sum, _ = net.gradients(
+        p, g, X, rows, len(rows), SEED, 2, kl_weight=0.7, n_threads=n_threads
+    )
+    assert status == 0
+    eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 2, len(rows), K)
+    _, recon, _, grads = ref.loss_and_grads_columns(
+        _layers(lay, p, names),
+        lay.n_encoder,
+        X[rows],
+        eps,
+        COUNTS,
+        lay.tail(p),
+        beta=0.7,
+        library=True,
+    )
+    assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
+    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+
+
+def test_library_float32_matches_the_float64_reference():
+    net, lay, names = _network(COUNTS, library=True, dtype=np.float32)
+    p = _params(lay, seed=7, dtype=np.float32)
+    X = _counts(seed=7, dtype=np.float32)
+    g = lay.zeros(np.float32)
+    status, recon_sum, _ = net.gradients(p, g, X, ROWS, B, SEED, 0)
+    assert status == 0
+    eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 0, B, K, dtype=np.float32)
+    _, recon, _, grads = ref.loss_and_grads_columns(
+        _layers(lay, p.astype(np.float64), names),
+        lay.n_encoder,
+        X[ROWS].astype(np.float64),
+        eps.astype(np.float64),
+        COUNTS,
+        lay.tail(p).astype(np.float64),
+        library=True,
+    )
+    gref = _flat(lay, grads)
+    assert recon_sum == pytest.approx(recon.sum(), rel=1e-5)
+    np.testing.assert_allclose(g, gref, rtol=2e-4, atol=2e-4 * np.abs(gref).max())
+
+
+def test_library_loss_finite_differences():
+    net, lay, _ = _network(COUNTS, library=True, n_cond=C)
+    p = _params(lay, seed=8)
+    X = _counts(seed=8)
+    _, cond = _data(seed=8)
+    g = lay.zeros(np.float64)
+    net.gradients(p, g, X, ROWS, B, SEED, 1, kl_weight=0.8, cond=cond)
+
+    def loss():
+        _, r, k = net.gradients(
+            p, lay.zeros(np.float64), X, ROWS, B, SEED, 1, kl_weight=0.8, cond=cond
+        )
+        return (r + 0.8 * k) / B
+
+    last_W, last_b = lay.w_offsets[-1], lay.b_offsets[-1]
+    rng = np.random.default_rng(1)
+    idx = list(rng.choice(last_W, 12, replace=False))
+    idx += list(last_W + rng.choice(8 * lay.decoder_dims[-1], 12, replace=False))
+    idx += list(last_b + np.arange(lay.decoder_dims[-1]))  # means and zinb logits
+    idx += list(lay.tail_offset + np.arange(5))  # dispersions
+    for i in idx:
+        h = 1e-5 * max(1.0, abs(p[i]))
+        assert g[i] == pytest.approx(fd4(loss, p, (i,), h), rel=1e-6, abs=1e-8), i
+    assert g[lay.tail_offset + 5] == 0.0  # the Poisson column has no tail
+
+
+def test_library_means_are_proportions():
+    net, lay, names = _network(COUNTS, library=True)
+    p = _params(lay, seed=4)
+    Z = np.random.default_rng(0).standard_normal((N_ROWS, K))
+    means = net.decode(p, Z)
+    h = Z
+    for W, b, a in _layers(lay, p, names)[lay.n_encoder :]:
+        h = ref.dense_forward(h, W, b, a)
+    np.testing.assert_allclose(
+        means, ref.columns_means(h, COUNTS, library=True), rtol=1e-12
+    )
+    D = len(COUNTS)
+    w = means[:, D:]  # zero-inflation probabilities
+    assert ((w > 0) & (w < 1)).all()
+    total = means[:, :D].sum(axis=1) + (means[:, 3:5] * w / (1 - w)).sum(axis=1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-12)
+
+
+def test_library_needs_count_columns_and_no_gaps():
+    with pytest.raises(ValueError, match="every column to be a count"):
+        _network(SPEC, library=True)
+    with pytest.raises(ValueError, match="no missing values"):
+        _network(COUNTS, library=True, missing=True)

@@ -9,6 +9,7 @@ cdef extern from "fastvae/columns.h" nogil:
     int FV_COL_CATEGORICAL
     int FV_COL_POISSON
     int FV_COL_NEGBIN
+    int FV_COL_ZINB
     double FV_LOGDISP_MIN
     double FV_LOGDISP_MAX
     ctypedef struct fv_column:
@@ -16,6 +17,7 @@ cdef extern from "fastvae/columns.h" nogil:
         int width
         int in_offset
         int out_offset
+        int aux_offset
         double sigma
     double fv_digamma(double x)
     void fv_columns_expand_f32(const float* x, const fv_column* cols, int D,
@@ -32,9 +34,19 @@ cdef extern from "fastvae/columns.h" nogil:
                              const double* tail, double scale, double* grad,
                              int64_t ldg, double* tgrad, int64_t ldt,
                              double* loss_out, int64_t r0, int64_t r1)
+    void fv_columns_rows_library_f32(
+        const float* O, int64_t ldo, int n_out, const float* X, int64_t ldx,
+        int D, const fv_column* cols, const float* tail, double scale,
+        float* grad, int64_t ldg, float* tgrad, int64_t ldt, double* loss_out,
+        int64_t r0, int64_t r1, float* e)
+    void fv_columns_rows_library_f64(
+        const double* O, int64_t ldo, int n_out, const double* X, int64_t ldx,
+        int D, const fv_column* cols, const double* tail, double scale,
+        double* grad, int64_t ldg, double* tgrad, int64_t ldt,
+        double* loss_out, int64_t r0, int64_t r1, double* e)
     void fv_columns_means_f32(const float* O, int64_t ldo, int D,
-                              const fv_column* cols, float* out, int64_t ldout,
-                              int64_t r0, int64_t r1)
+                              const fv_column* cols, int library, float* out,
+                              int64_t ldout, int64_t r0, int64_t r1)
     void fv_columns_means_f64(const double* O, int64_t ldo, int D,
-                              const fv_column* cols, double* out,
+                              const fv_column* cols, int library, double* out,
                               int64_t ldout, int64_t r0, int64_t r1)

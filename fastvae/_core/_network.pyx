@@ -18,7 +18,8 @@ from libc.stdlib cimport free, malloc
 
 from fastvae._core._columns cimport (
     FV_COL_BERNOULLI, FV_COL_CATEGORICAL, FV_COL_GAUSSIAN,
-    FV_COL_GAUSSIAN_LEARNED, FV_COL_NEGBIN, FV_COL_POISSON, fv_column)
+    FV_COL_GAUSSIAN_LEARNED, FV_COL_NEGBIN, FV_COL_POISSON, FV_COL_ZINB,
+    fv_column)
 from fastvae._core._checks cimport (
     check_disjoint, check_finite, check_threads, check_u64)
 from fastvae._core._numerics cimport (
@@ -47,9 +48,11 @@ COLUMN_KINDS = {"gaussian": FV_COL_GAUSSIAN,
                 "gaussian_learned": FV_COL_GAUSSIAN_LEARNED,
                 "bernoulli": FV_COL_BERNOULLI,
                 "categorical": FV_COL_CATEGORICAL,
-                "poisson": FV_COL_POISSON, "negbin": FV_COL_NEGBIN}
+                "poisson": FV_COL_POISSON, "negbin": FV_COL_NEGBIN,
+                "zinb": FV_COL_ZINB}
 # Kinds with a trained per-column parameter (log-sigma, log-dispersion).
-TAIL_KINDS = ("gaussian_learned", "negbin")
+TAIL_KINDS = ("gaussian_learned", "negbin", "zinb")
+COUNT_KINDS = ("poisson", "negbin", "zinb")
 KINDS = {"vae": FV_KIND_VAE, "ae": FV_KIND_AE}
 OBJECTIVES = {"elbo": FV_OBJ_ELBO, "iwae": FV_OBJ_IWAE}
 MAX_LAYERS = FV_MAX_LAYERS
@@ -119,12 +122,17 @@ cdef class Network:
         COLUMN_KINDS, width the levels of a categorical column (else 1),
         sigma a fixed Gaussian's standard deviation (else ignored). The
         encoder then reads (sum of widths [+ n_columns with missing]) +
-        n_cond inputs and the decoder writes sum of widths outputs; the
-        learned log-sigmas and log-dispersions are n_columns parameters at
-        logsigma_offset (fastvae/columns.h).
+        n_cond inputs and the decoder writes sum of widths outputs, then one
+        zero-inflation logit per "zinb" column; the learned log-sigmas and
+        log-dispersions are n_columns parameters at logsigma_offset
+        (fastvae/columns.h).
     missing : bool, default=False
         With columns: NaN entries are missing (left out of the loss) and the
         encoder also reads one missingness indicator per column.
+    library : bool, default=False
+        With columns, all of them counts and none missing: column d's mean
+        is softmax over the count outputs times the row's total count (its
+        library size), scVI's decoder.
     """
 
     cdef fv_vae_config cfg
@@ -142,7 +150,7 @@ cdef class Network:
                  int max_batch, dtype, int parts=2, str kind="vae",
                  int n_cond=0, int64_t logsigma_offset=-1, double corrupt=0.0,
                  bint binarize=False, int n_samples=1, str objective="elbo",
-                 columns=None, bint missing=False):
+                 columns=None, bint missing=False, bint library=False):
         dims = [[int(d) for d in encoder_dims], [int(d) for d in decoder_dims]]
         n_enc = len(dims[0]) - 1
         n_layers = n_enc + len(dims[1]) - 1
@@ -160,14 +168,20 @@ cdef class Network:
             raise ValueError('columns go with likelihood="columns", and only then')
         if missing and columns is None:
             raise ValueError("missing needs columns")
+        if library and (columns is None or missing):
+            raise ValueError("library needs columns and no missing values")
         D = dims[1][len(dims[1]) - 1]
         n_inputs = n_outputs = D
         specs = []
         if columns is not None:
             specs = _column_specs(columns)
             D = len(specs)
-            n_outputs = sum(width for _, width, _ in specs)
-            n_inputs = n_outputs + (D if missing else 0)
+            n_inputs = sum(width for _, width, _ in specs)
+            n_outputs = n_inputs + sum(name == "zinb" for name, _, _ in specs)
+            n_inputs += D if missing else 0
+            if library and not all(name in COUNT_KINDS for name, _, _ in specs):
+                raise ValueError("library needs every column to be a count "
+                                 f"column ({', '.join(COUNT_KINDS)})")
             if binarize or corrupt > 0:
                 raise ValueError("per-column likelihoods take neither binarize "
                                  "nor corrupt")
@@ -230,20 +244,24 @@ cdef class Network:
         c.logsigma_offset = logsigma_offset if has_tail else -1
         c.n_in = n_inputs
         c.n_out = n_outputs
-        c.mask_offset = n_outputs if missing else -1
+        c.mask_offset = n_inputs - D if missing else -1
+        c.library = library
         c.columns = NULL
         if specs:
             self._columns = <fv_column*> malloc(D * sizeof(fv_column))
             if self._columns == NULL:
                 raise MemoryError("no memory for the column layout")
             at_in = 0
+            at_aux = sum(width for _, width, _ in specs)
             for d, (name, width, col_sigma) in enumerate(specs):
                 self._columns[d].kind = COLUMN_KINDS[name]
                 self._columns[d].width = width
                 self._columns[d].in_offset = at_in
                 self._columns[d].out_offset = at_in
+                self._columns[d].aux_offset = at_aux if name == "zinb" else -1
                 self._columns[d].sigma = col_sigma
                 at_in += width
+                at_aux += name == "zinb"
             c.columns = self._columns
         c.corrupt = corrupt
         c.binarize = binarize
@@ -276,8 +294,8 @@ cdef class Network:
                    ("eps", pairs * K), ("z", pairs * (K + n_cond)),
                    ("dh", rows * 2 * K),
                    ("sgrad", pairs * D if has_tail else 0),
-                   ("scratch", FV_MAX_TEAM * fv_round_up(D)
-                    if likelihood == "gaussian_learned" else 0),
+                   ("scratch", FV_MAX_TEAM * fv_round_up(max(D, n_outputs))
+                    if likelihood == "gaussian_learned" or library else 0),
                    ("pairs", 2 * 3 * pairs if n_samples > 1 else 0),
                    ("grad0", pairs * max_width), ("grad1", pairs * max_width)]
         at = {}

@@ -61,6 +61,9 @@ ctypedef struct fv_vae_config:
     int n_in
     int n_out
     int mask_offset
+    # With columns, all of them counts: column d's mean is softmax over the D
+    # count outputs times the row's library size (its total count; scVI).
+    int library
     double sigma            # fixed Gaussian observation noise
     int64_t logsigma_offset  # learned log-sigmas in params (n_features)
     double corrupt          # training: probability of zeroing an input value

@@ -24,7 +24,8 @@ from libc.string cimport memcpy
 from fastvae._core._blas cimport gemm_uses_own
 from fastvae._core._columns cimport (
     fv_columns_expand_f32, fv_columns_expand_f64, fv_columns_means_f32,
-    fv_columns_means_f64, fv_columns_rows_f32, fv_columns_rows_f64)
+    fv_columns_means_f64, fv_columns_rows_f32, fv_columns_rows_f64,
+    fv_columns_rows_library_f32, fv_columns_rows_library_f64)
 from fastvae._core._dense cimport (
     dense_forward_block, fv_dense_rows_f32, fv_dense_rows_f64,
     input_grad_block, weight_grad_block)
@@ -599,8 +600,24 @@ cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
     log-sigma gradient terms, into sgrad)."""
     cdef int D = cfg.n_features
     cdef floating* sgrad = work + cfg.sgrad_offset if grad != NULL else NULL
-    cdef floating* scratch = work + cfg.scratch_offset + tid * fv_round_up(D)
-    if cfg.columns != NULL:
+    cdef floating* scratch = work + cfg.scratch_offset + tid * fv_round_up(
+        max(D, cfg.n_out))
+    if cfg.columns != NULL and cfg.library:
+        if floating is float:
+            fv_columns_rows_library_f32(
+                out, cfg.n_out, cfg.n_out, x, ldx, D, cfg.columns,
+                params + cfg.logsigma_offset
+                if cfg.logsigma_offset >= 0 else NULL,
+                grad_scale, grad, cfg.n_out,
+                sgrad if _has_tail(cfg) else NULL, D, recon, r0, r1, scratch)
+        else:
+            fv_columns_rows_library_f64(
+                out, cfg.n_out, cfg.n_out, x, ldx, D, cfg.columns,
+                params + cfg.logsigma_offset
+                if cfg.logsigma_offset >= 0 else NULL,
+                grad_scale, grad, cfg.n_out,
+                sgrad if _has_tail(cfg) else NULL, D, recon, r0, r1, scratch)
+    elif cfg.columns != NULL:
         if floating is float:
             fv_columns_rows_f32(out, cfg.n_out, x, ldx, D, cfg.columns,
                                 params + cfg.logsigma_offset
@@ -643,9 +660,11 @@ cdef void _store_means(const fv_vae_config* cfg, const floating* work,
     cdef floating* o
     if cfg.columns != NULL:
         if floating is float:
-            fv_columns_means_f32(Y, cfg.n_out, D, cfg.columns, out, ldo, r0, r1)
+            fv_columns_means_f32(Y, cfg.n_out, D, cfg.columns, cfg.library,
+                                 out, ldo, r0, r1)
         else:
-            fv_columns_means_f64(Y, cfg.n_out, D, cfg.columns, out, ldo, r0, r1)
+            fv_columns_means_f64(Y, cfg.n_out, D, cfg.columns, cfg.library,
+                                 out, ldo, r0, r1)
         return
     for i in range(r0, r1):
         y = Y + i * D

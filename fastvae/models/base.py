@@ -212,7 +212,8 @@ class BaseAutoencoder(ParameterProtocol, Training, Inference, Persistence, Outpu
         n_in = n_out = n_features
         tail = s.sigma == "learned"
         if columns is not None:
-            n_in = n_out = sum(levels for _, levels in columns)
+            n_in = sum(levels for _, levels in columns)
+            n_out = _columns.n_outputs(columns)
             n_in += n_features if s.missing else 0
             tail = _columns.has_tail(columns, s.sigma)
         return Layout(
@@ -238,6 +239,7 @@ class BaseAutoencoder(ParameterProtocol, Training, Inference, Persistence, Outpu
             options = {
                 "columns": _columns.network_spec(columns, s.sigma),
                 "missing": s.missing is not None,
+                "library": s.library is not None,
             }
         else:
             likelihood = "gaussian_learned" if learned else s.likelihood

@@ -2,7 +2,8 @@
 
 A model's data X hold one value per column: a real number (Gaussian), a
 value in [0, 1] (Bernoulli), a level code 0..levels-1 (categorical), a
-count >= 0 (Poisson, negative binomial); NaN marks a missing entry when the
+count >= 0 (Poisson, negative binomial, zero-inflated negative binomial
+"zinb"); NaN marks a missing entry when the
 model was built with ``missing="mask"``. The compiled step (src_c/fastvae/
 columns.h) expands each minibatch row for the encoder and evaluates every
 column's likelihood; this module resolves the user's spec against the data,
@@ -18,6 +19,7 @@ import numpy as np
 from fastvae._core._numerics import LOGSIGMA_RANGE
 
 __all__ = [
+    "COUNT_KINDS",
     "KINDS",
     "check_likelihood",
     "check_values",
@@ -29,7 +31,9 @@ __all__ = [
     "resolve",
 ]
 
-KINDS = ("gaussian", "bernoulli", "categorical", "poisson", "negbin")
+KINDS = ("gaussian", "bernoulli", "categorical", "poisson", "negbin", "zinb")
+# Kinds whose values are counts (the encoder reads log1p of them).
+COUNT_KINDS = ("poisson", "negbin", "zinb")
 # The negative binomial's log-dispersion clamp (src_c/fastvae/columns.h).
 LOGDISP_RANGE = (-12.0, 12.0)
 # Most levels of one categorical column: its one-hot block and logits are
@@ -122,8 +126,16 @@ def has_tail(columns, sigma) -> bool:
     """Whether the columns train per-column parameters after the layers
     (learned Gaussian log-sigmas, negative-binomial log-dispersions)."""
     return any(
-        kind == "negbin" or (kind == "gaussian" and sigma == "learned")
+        kind in ("negbin", "zinb") or (kind == "gaussian" and sigma == "learned")
         for kind, _ in columns
+    )
+
+
+def n_outputs(columns) -> int:
+    """Decoder outputs of a layout: each column's width, then one
+    zero-inflation logit per "zinb" column."""
+    return sum(levels for _, levels in columns) + sum(
+        kind == "zinb" for kind, _ in columns
     )
 
 
@@ -175,7 +187,7 @@ def check_values(columns, X: np.ndarray, missing, name: str = "X") -> None:
                     f"{name} column {d} (categorical, {levels} levels) must hold "
                     f"level codes 0..{levels - 1}, got {v[bad][0]!r}"
                 )
-        if kind in ("poisson", "negbin") and v.min() < 0:
+        if kind in COUNT_KINDS and v.min() < 0:
             raise ValueError(
                 f"{name} column {d} ({kind}) must hold counts >= 0, got {v.min():g}"
             )
@@ -194,7 +206,7 @@ def _check_sparse_values(columns, X, name) -> None:
         bad_cat = (kind == KINDS.index("categorical")) & (
             (v < 0) | (v >= levels[col]) | (v != np.floor(v))
         )
-        counts = (kind == KINDS.index("poisson")) | (kind == KINDS.index("negbin"))
+        counts = np.isin(kind, [KINDS.index(k) for k in COUNT_KINDS])
         bad_count = counts & (v < 0)
         for bad, what in (
             (bad_bern, "must lie in [0, 1]"),
@@ -224,10 +236,12 @@ def point(columns, means: np.ndarray) -> np.ndarray:
 
 def draw(columns, means: np.ndarray, tail, sigma, rng) -> np.ndarray:
     """One draw of every column from p(x | z) given the decoder means; tail
-    holds the per-column learned log-sigmas and log-dispersions (or None)."""
+    holds the per-column learned log-sigmas and log-dispersions (or None).
+    A zero-inflated column's zero probability is at its logit's output."""
     n = means.shape[0]
     out = np.empty((n, len(columns)), dtype=means.dtype)
     at = 0
+    aux = sum(levels for _, levels in columns)
     for d, (kind, levels) in enumerate(columns):
         block = means[:, at : at + levels].astype(np.float64)
         if kind == "gaussian":
@@ -246,6 +260,14 @@ def draw(columns, means: np.ndarray, tail, sigma, rng) -> np.ndarray:
             out[:, d] = rng.poisson(block[:, 0])
         else:  # negative binomial as a gamma-Poisson mixture
             theta = float(np.exp(np.clip(tail[d], *LOGDISP_RANGE)))
-            out[:, d] = rng.poisson(rng.gamma(theta, block[:, 0] / theta))
+            mean = block[:, 0]
+            if kind == "zinb":  # mean is (1 - w) mu; zero with probability w
+                w = means[:, aux].astype(np.float64)
+                aux += 1
+                mean = mean / np.maximum(1.0 - w, 1e-300)
+            counts = rng.poisson(rng.gamma(theta, mean / theta))
+            if kind == "zinb":
+                counts = np.where(rng.random(n) < w, 0, counts)
+            out[:, d] = counts
         at += levels
     return out

@@ -20,7 +20,7 @@ import numpy as np
 import fastvae._core._step as _step
 from fastvae._core.threads import resolve_num_threads
 from fastvae._validation import Param, check_dtype, check_layer_sizes, check_params
-from fastvae.models.columns import check_likelihood
+from fastvae.models.columns import COUNT_KINDS, check_likelihood
 from fastvae.optim import SGD, Adam, Momentum, make_optimizer
 
 __all__ = [
@@ -65,6 +65,7 @@ RULES: dict[str, Any] = {
     "latent_dim": Param(numbers.Integral, low=1, high=_MAX_WIDTH // 2),
     "likelihood": _Likelihood(),
     "missing": Param(str, choices=("mask",), allow_none=True),
+    "library": Param(str, choices=("observed",), allow_none=True),
     "sigma": _Sigma(),
     "activation": Param(str, choices=HIDDEN_ACTIVATIONS),
     "corruption": Param(numbers.Real, low=0.0, high=1.0, high_open=True),
@@ -95,7 +96,7 @@ class Settings:
     encoder when not given), ``dtype`` a NumPy dtype, ``optimizer`` an
     optimizer object holding the learning rate in effect, ``n_threads`` the
     resolved thread count. ``beta``, ``kl_warmup``, ``objective``,
-    ``n_latent_samples`` and ``missing`` exist for the VAE only; the
+    ``n_latent_samples``, ``missing`` and ``library`` exist for the VAE only; the
     autoencoders keep their defaults. ``likelihood`` is a name or a tuple
     with one entry per column (fastvae.models.columns).
     """
@@ -123,6 +124,7 @@ class Settings:
     objective: str = "elbo"
     n_latent_samples: int = 1
     missing: str | None = None
+    library: str | None = None
 
     @classmethod
     def from_params(cls, values: dict[str, Any]) -> Settings:
@@ -177,6 +179,14 @@ class Settings:
                 "corruption needs one likelihood for every feature and no "
                 "missing='mask'"
             )
+        if values.get("library") is not None:
+            kinds = (likelihood,) if isinstance(likelihood, str) else likelihood
+            if not all(k in COUNT_KINDS for k in kinds) or values.get("missing"):
+                raise ValueError(
+                    "library='observed' needs a count likelihood for every column "
+                    f"({', '.join(COUNT_KINDS)}) and no missing='mask', got "
+                    f"likelihood={likelihood!r}"
+                )
         if values.get("n_latent_samples", 1) * values["batch_size"] >= 2**31:
             raise ValueError(
                 "batch_size * n_latent_samples must be < 2**31, got "

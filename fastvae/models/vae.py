@@ -62,6 +62,14 @@ class VAE(BaseAutoencoder):
         likelihood count only the observed entries; the encoder reads the
         missing ones as 0 together with one missingness indicator per
         column. ``impute`` fills the gaps. None: NaN is an error.
+    library : {None, "observed"}, default=None
+        "observed": scVI's decoder for count data. Every column counts
+        (likelihood "negbin", "zinb" or "poisson"), and column d's mean is
+        softmax(f(z))_d times the row's library size, its observed total
+        count. ``decode`` and ``sample`` then give expression per unit of
+        library size (each row sums to 1 over the columns' means) unless
+        ``sample`` is given ``library_size``; ``reconstruct`` scales by each
+        row's own total.
     corruption : float in [0, 1), default=0.0
         Training only: probability of zeroing each input value the encoder
         sees (a denoising VAE); the reconstruction target stays clean.
@@ -97,6 +105,7 @@ class VAE(BaseAutoencoder):
         objective: str = "elbo",
         n_latent_samples: int = 1,
         missing: str | None = None,
+        library: str | None = None,
         corruption: float = 0.0,
         dynamic_binarization: bool = False,
         optimizer: str | Optimizer = "adam",
@@ -122,6 +131,7 @@ class VAE(BaseAutoencoder):
         self.objective = objective
         self.n_latent_samples = n_latent_samples
         self.missing = missing
+        self.library = library
         self.corruption = corruption
         self.dynamic_binarization = dynamic_binarization
         self.optimizer = optimizer
@@ -195,8 +205,14 @@ class VAE(BaseAutoencoder):
         Returns
         -------
         ndarray of shape (n_samples, n_features)
+            With ``library="observed"``: each row's expected counts, the
+            decoded proportions times the row's total count.
         """
-        return self.decode(self.transform(X, condition), condition)
+        out = self.decode(self.transform(X, condition), condition)
+        if self._fitted_settings.library is not None:
+            totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+            out *= np.maximum(totals, 1.0).astype(out.dtype)[:, None]
+        return out
 
     def sample(
         self,
@@ -204,6 +220,7 @@ class VAE(BaseAutoencoder):
         *,
         condition: ArrayLike | None = None,
         seed: int | None = None,
+        library_size: float | ArrayLike | None = None,
     ) -> np.ndarray:
         """Draw x-space means by decoding z ~ N(0, I).
 
@@ -216,12 +233,28 @@ class VAE(BaseAutoencoder):
         seed : int, optional
             Seed of the latent draws; the model's seed when None, so repeated
             calls return the same samples.
+        library_size : float or array-like of shape (n_samples,), optional
+            Models with ``library="observed"`` only: the total counts to
+            scale the decoded proportions by (one for all, or one per sample).
 
         Returns
         -------
         ndarray of shape (n_samples, n_features)
         """
         self._check_fitted()
+        if library_size is not None:
+            if self._fitted_settings.library is None:
+                raise ValueError(
+                    "library_size needs a model fitted with library='observed'"
+                )
+            library_size = np.asarray(library_size, dtype=np.float64)
+            if library_size.ndim > 1 or library_size.size not in (1, int(n_samples)):
+                raise ValueError(
+                    f"library_size must be one number or {n_samples} numbers, got "
+                    f"shape {library_size.shape}"
+                )
+            if not (np.isfinite(library_size).all() and (library_size > 0).all()):
+                raise ValueError("library_size must be finite and > 0")
         Param(numbers.Integral, low=1).check("n_samples", n_samples)
         seed = self._fitted_settings.seed if seed is None else seed
         Param(numbers.Integral, low=0, high=2**64 - 1).check("seed", seed)
@@ -244,7 +277,10 @@ class VAE(BaseAutoencoder):
             self._fitted_settings.latent_dim,
             dtype=self.params_.dtype,
         )
-        return self.decode(Z, condition)
+        out = self.decode(Z, condition)
+        if library_size is not None:
+            out *= library_size.reshape(-1, 1).astype(out.dtype)
+        return out
 
     def diagnostics(
         self,

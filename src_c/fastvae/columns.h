@@ -20,6 +20,16 @@
  *   negative binomial   log mean e         mean mu = exp(e), dispersion theta =
  *                                          exp(tail_d), tail_d clamped to
  *                                          [FV_LOGDISP_MIN, FV_LOGDISP_MAX]
+ *   zero-inflated NB    log mean e, and    the negative binomial mixed with a
+ *                       logit pi at        point mass at 0 of probability
+ *                       aux_offset         sigmoid(pi)
+ * A zero-inflated column's pi outputs follow every column's `width` outputs,
+ * in column order.
+ *
+ * With a library size (fv_columns_rows_library), every column counts and
+ * column d's log mean is e_d = f_d - logsumexp(f) + log(sum of the row's
+ * counts): the decoder's mean is softmax(f) times the cell's observed total
+ * (scVI's generative model).
  * tail holds one value per data column (used by the learned Gaussian and the
  * negative binomial). Row losses are summed in double, columns in order,
  * so any split of rows gives the same numbers.
@@ -43,6 +53,7 @@
 #define FV_COL_CATEGORICAL      3
 #define FV_COL_POISSON          4
 #define FV_COL_NEGBIN           5
+#define FV_COL_ZINB             6
 
 /* A negative binomial's log-dispersion is clamped to [MIN, MAX] (theta in
  * [6e-6, 1.6e5]): beyond the top it is a Poisson to float precision, and
@@ -55,6 +66,7 @@ typedef struct fv_column {
     int width;      /* categorical: number of levels; else 1 */
     int in_offset;  /* first encoder input of the column in an expanded row */
     int out_offset; /* first decoder output of the column */
+    int aux_offset; /* FV_COL_ZINB: the output of its zero-inflation logit */
     double sigma;   /* FV_COL_GAUSSIAN: the fixed standard deviation */
 } fv_column;
 
@@ -78,6 +90,12 @@ static inline double fv_digamma(double x)
              f * (1.0 / 120 +
                   f * (-1.0 / 252 + f * (1.0 / 240 + f * (-1.0 / 132 + f * (691.0 / 32760))))));
     return acc + log(x) - 0.5 / x + t;
+}
+
+/* Whether a column kind holds counts. */
+static inline int fv_column_counts(int kind)
+{
+    return kind == FV_COL_POISSON || kind == FV_COL_NEGBIN || kind == FV_COL_ZINB;
 }
 
 /* log(exp(a) + exp(b)) without overflow. */

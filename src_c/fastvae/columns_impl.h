@@ -34,7 +34,8 @@ static inline void FV_F(fv_columns_expand)(const FV_T *restrict x, const fv_colu
                 in[level] = (FV_T)1;
         } else if (missing) {
             in[0] = (FV_T)0;
-        } else if (c->kind == FV_COL_POISSON || c->kind == FV_COL_NEGBIN) {
+        } else if (c->kind == FV_COL_POISSON || c->kind == FV_COL_NEGBIN ||
+                   c->kind == FV_COL_ZINB) {
             /* most counts are 0: skip libm's log1p for them */
             in[0] = v == (FV_T)0 ? (FV_T)0 : (FV_T)log1p((double)v);
         } else {
@@ -45,21 +46,23 @@ static inline void FV_F(fv_columns_expand)(const FV_T *restrict x, const fv_colu
     }
 }
 
-/* A run of n count columns of one row (outputs o, values x, tails tail;
- * NaN values are missing), in two passes: the terms every entry has, as if
- * its count were 0, element-wise without branches (this vectorises; most
- * counts of a count matrix are 0), then the log-gamma and digamma terms of
- * the nonzero counts. Returns the run's -log p; writes scale times the
- * gradients into g and t when given. Negative binomial: with r = e - lt,
- * u = exp(-|r|), sp = softplus(r), sig = sigmoid(r),
+/* A run of n count columns of one kind of one row (outputs o, zero-inflation
+ * logits pi for FV_COL_ZINB, values x, tails tail; NaN values are missing),
+ * in two passes: the terms every entry has, as if its count were 0,
+ * element-wise without branches (this vectorises; most counts of a count
+ * matrix are 0), then the log-gamma and digamma terms of the nonzero counts.
+ * Returns the run's -log p; writes scale times the gradients into g, gpi
+ * and t when given. Negative binomial: with r = e - lt, u = exp(-|r|),
+ * sp = softplus(r), sig = sigmoid(r),
  *   -log p = theta sp - x (r - sp) - [lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)]
  *   d/de   = theta sig - x (1 - sig)
  *   d/dlt  = theta (sp - sig) + x (1 - sig) - theta [psi(x + theta) - psi(theta)]
- * (zero gradient for lt outside the clamp). Poisson: exp(e) - x e + lgamma(x + 1). */
+ * (zero gradient for lt outside the clamp); the zero-inflated terms are in
+ * elementwise_impl.h (fv_zinb_terms). Poisson: exp(e) - x e + lgamma(x + 1). */
 static inline double FV_F(fv_counts_run)(int kind, const FV_T *restrict o,
-                                         const FV_T *restrict x, const FV_T *restrict tail,
-                                         int n, double scale, FV_T *restrict g,
-                                         FV_T *restrict t)
+                                         const FV_T *restrict pi, const FV_T *restrict x,
+                                         const FV_T *restrict tail, int n, double scale,
+                                         FV_T *restrict g, FV_T *restrict gpi, FV_T *restrict t)
 {
     double run_loss;
     if (kind == FV_COL_POISSON) {
@@ -72,11 +75,20 @@ static inline double FV_F(fv_counts_run)(int kind, const FV_T *restrict o,
                 run_loss += lgamma((double)x[j] + 1.0);
         return run_loss;
     }
-    run_loss = FV_F(fv_negbin_terms)(o, x, tail, n, (FV_T)scale, t ? g : 0, g ? t : 0);
-    if (g && !t) { /* never in a step (a negative binomial has a tail); kept exact */
+    if (g && !t) { /* never in a step (a negative binomial has a tail) */
+        run_loss = FV_F(fv_counts_run)(kind, o, pi, x, tail, n, scale, 0, 0, 0);
         for (int j = 0; j < n; j++)
             g[j] = (FV_T)0;
+        if (gpi)
+            for (int j = 0; j < n; j++)
+                gpi[j] = (FV_T)0;
+        return run_loss;
     }
+    if (kind == FV_COL_ZINB)
+        run_loss =
+            FV_F(fv_zinb_terms)(o, pi, x, tail, n, (FV_T)scale, g, g ? gpi : 0, g ? t : 0);
+    else
+        run_loss = FV_F(fv_negbin_terms)(o, x, tail, n, (FV_T)scale, g, g ? t : 0);
     for (int j = 0; j < n; j++) {
         double xd = (double)x[j];
         if (!(xd > 0.0))
@@ -96,29 +108,26 @@ static inline double FV_F(fv_counts_run)(int kind, const FV_T *restrict o,
  * entries) and, at tgrad[i * ldt + d], scale times its gradient with
  * respect to tail[d] for learned-Gaussian and negative-binomial columns (0
  * elsewhere). X may have leading dimension 0 (one target for every row). */
-static inline void FV_F(fv_columns_rows)(const FV_T *restrict O, int64_t ldo,
-                                         const FV_T *restrict X, int64_t ldx, int D,
-                                         const fv_column *cols, const FV_T *restrict tail,
-                                         double scale, FV_T *restrict grad, int64_t ldg,
-                                         FV_T *restrict tgrad, int64_t ldt,
-                                         double *restrict loss_out, int64_t r0, int64_t r1)
+static inline double FV_F(fv_columns_row)(const FV_T *restrict o_row,
+                                          const FV_T *restrict x_row, int D,
+                                          const fv_column *cols, const FV_T *restrict tail,
+                                          double scale, FV_T *restrict g_row,
+                                          FV_T *restrict t_row)
 {
     const double half_log_2pi = 0.5 * FV_LOG_2PI;
-    for (int64_t i = r0; i < r1; i++) {
-        const FV_T *o_row = O + i * ldo;
-        const FV_T *x_row = X + i * ldx;
-        FV_T *g_row = grad ? grad + i * ldg : 0;
-        FV_T *t_row = grad && tgrad ? tgrad + i * ldt : 0;
+    {
         double loss = 0.0;
         for (int d = 0; d < D; d++) {
             const fv_column *c = &cols[d];
-            if (c->kind == FV_COL_NEGBIN || c->kind == FV_COL_POISSON) {
+            if (fv_column_counts(c->kind)) {
                 int d1 = d + 1; /* a run of one count kind: one output each */
                 while (d1 < D && cols[d1].kind == c->kind)
                     d1++;
+                int zi = c->kind == FV_COL_ZINB;
                 loss += FV_F(fv_counts_run)(
-                    c->kind, o_row + c->out_offset, x_row + d, tail ? tail + d : 0, d1 - d,
-                    scale, g_row ? g_row + c->out_offset : 0, t_row ? t_row + d : 0);
+                    c->kind, o_row + c->out_offset, zi ? o_row + c->aux_offset : 0, x_row + d,
+                    tail ? tail + d : 0, d1 - d, scale, g_row ? g_row + c->out_offset : 0,
+                    g_row && zi ? g_row + c->aux_offset : 0, t_row ? t_row + d : 0);
                 d = d1 - 1;
                 continue;
             }
@@ -201,18 +210,98 @@ static inline void FV_F(fv_columns_rows)(const FV_T *restrict O, int64_t ldo,
             if (t_row)
                 t_row[d] = (FV_T)(scale * t);
         }
-        loss_out[i] = loss;
+        return loss;
+    }
+}
+
+static inline void FV_F(fv_columns_rows)(const FV_T *restrict O, int64_t ldo,
+                                         const FV_T *restrict X, int64_t ldx, int D,
+                                         const fv_column *cols, const FV_T *restrict tail,
+                                         double scale, FV_T *restrict grad, int64_t ldg,
+                                         FV_T *restrict tgrad, int64_t ldt,
+                                         double *restrict loss_out, int64_t r0, int64_t r1)
+{
+    for (int64_t i = r0; i < r1; i++)
+        loss_out[i] = FV_F(fv_columns_row)(O + i * ldo, X + i * ldx, D, cols, tail, scale,
+                                           grad ? grad + i * ldg : 0,
+                                           grad && tgrad ? tgrad + i * ldt : 0);
+}
+
+/* log of the row's library size (the sum of its counts; at least 1, so an
+ * empty row keeps finite means) and logsumexp of its first D outputs. */
+static inline void FV_F(fv_library_shift)(const FV_T *restrict o, const FV_T *restrict x, int D,
+                                          double *log_lib, double *lse)
+{
+    double total = 0.0;
+    FV_T top = o[0];
+    for (int d = 0; d < D; d++) {
+        total += (double)x[d];
+        top = o[d] > top ? o[d] : top;
+    }
+    double sum = 0.0;
+    for (int d = 0; d < D; d++)
+        sum += (double)FV_CEXP(o[d] - top);
+    *log_lib = log(total > 1.0 ? total : 1.0);
+    *lse = (double)top + log(sum);
+}
+
+/* fv_columns_rows with a library size: every column counts, its mean at
+ * output d (out_offset d), and column d's log mean is o_d - logsumexp(o_0..
+ * o_{D-1}) + log(library). The gradient with respect to the outputs goes
+ * through the softmax: g_d - p_d sum_k g_k. e is scratch of the n_out
+ * outputs of one row. */
+static inline void FV_F(fv_columns_rows_library)(
+    const FV_T *restrict O, int64_t ldo, int n_out, const FV_T *restrict X, int64_t ldx, int D,
+    const fv_column *cols, const FV_T *restrict tail, double scale, FV_T *restrict grad,
+    int64_t ldg, FV_T *restrict tgrad, int64_t ldt, double *restrict loss_out, int64_t r0,
+    int64_t r1, FV_T *restrict e)
+{
+    for (int64_t i = r0; i < r1; i++) {
+        const FV_T *o = O + i * ldo;
+        const FV_T *x = X + i * ldx;
+        FV_T *g = grad ? grad + i * ldg : 0;
+        double log_lib, lse;
+        FV_F(fv_library_shift)(o, x, D, &log_lib, &lse);
+        FV_T shift = (FV_T)(log_lib - lse);
+        for (int d = 0; d < D; d++)
+            e[d] = o[d] + shift;
+        for (int d = D; d < n_out; d++)
+            e[d] = o[d];
+        loss_out[i] = FV_F(fv_columns_row)(e, x, D, cols, tail, scale, g,
+                                           grad && tgrad ? tgrad + i * ldt : 0);
+        if (!g)
+            continue;
+        double total = 0.0;
+        for (int d = 0; d < D; d++)
+            total += (double)g[d];
+        FV_T to_lse = (FV_T)(-lse), sum_g = (FV_T)total;
+        for (int d = 0; d < D; d++)
+            g[d] -= FV_CEXP(o[d] + to_lse) * sum_g;
     }
 }
 
 /* The mean of p(x | outputs) per decoder output, rows [r0, r1): Gaussian
  * mean, Bernoulli probability, a categorical column's level probabilities
- * (softmax), a count's expected value exp(e). */
+ * (softmax), a count's expected value exp(e) (zero-inflated: times 1 -
+ * sigmoid(pi), and sigmoid(pi) at its aux output). With library set, the
+ * counts' means are per unit of library size: softmax over the D columns
+ * instead of exp(e). */
 static inline void FV_F(fv_columns_means)(const FV_T *restrict O, int64_t ldo, int D,
-                                          const fv_column *cols, FV_T *restrict out,
-                                          int64_t ldout, int64_t r0, int64_t r1)
+                                          const fv_column *cols, int library,
+                                          FV_T *restrict out, int64_t ldout, int64_t r0,
+                                          int64_t r1)
 {
     for (int64_t i = r0; i < r1; i++) {
+        double shift = 0.0;
+        if (library) {
+            const FV_T *o = O + i * ldo;
+            double top = (double)o[0], sum = 0.0;
+            for (int d = 1; d < D; d++)
+                top = (double)o[d] > top ? (double)o[d] : top;
+            for (int d = 0; d < D; d++)
+                sum += exp((double)o[d] - top);
+            shift = -(top + log(sum));
+        }
         for (int d = 0; d < D; d++) {
             const fv_column *c = &cols[d];
             const FV_T *o = O + i * ldo + c->out_offset;
@@ -235,8 +324,15 @@ static inline void FV_F(fv_columns_means)(const FV_T *restrict O, int64_t ldo, i
             }
             case FV_COL_POISSON:
             case FV_COL_NEGBIN:
-                m[0] = (FV_T)exp((double)o[0]);
+                m[0] = (FV_T)exp((double)o[0] + shift);
                 break;
+            case FV_COL_ZINB: {
+                double p = (double)O[i * ldo + c->aux_offset];
+                double drop = p >= 0 ? 1.0 / (1.0 + exp(-p)) : exp(p) / (1.0 + exp(p));
+                m[0] = (FV_T)(exp((double)o[0] + shift) * (1.0 - drop));
+                out[i * ldout + c->aux_offset] = (FV_T)drop;
+                break;
+            }
             default:
                 m[0] = o[0];
             }

@@ -51,6 +51,11 @@
                 (const FV_T *restrict o, const FV_T *restrict x, const FV_T *restrict tail,    \
                  int n, FV_T scale, FV_T *restrict g, FV_T *restrict t),                       \
                 (o, x, tail, n, scale, g, t))                                                  \
+    FV_DISPATCH(double, FV_F(fv_zinb_terms),                                                   \
+                (const FV_T *restrict o, const FV_T *restrict pi, const FV_T *restrict x,      \
+                 const FV_T *restrict tail, int n, FV_T scale, FV_T *restrict g,               \
+                 FV_T *restrict gpi, FV_T *restrict t),                                        \
+                (o, pi, x, tail, n, scale, g, gpi, t))                                         \
     FV_DISPATCH(                                                                               \
         double, FV_F(fv_poisson_terms),                                                        \
         (const FV_T *restrict o, const FV_T *restrict x, int n, FV_T scale, FV_T *restrict g), \
