@@ -422,3 +422,71 @@ def test_library_needs_count_columns_and_no_gaps():
         _network(SPEC, library=True)
     with pytest.raises(ValueError, match="no missing values"):
         _network(COUNTS, library=True, missing=True)
+
+
+# -- the sparse first layer (Network.gradients_csr) -----------------------------
+
+
+def _csr(X):
+    sp = pytest.importorskip("scipy.sparse")
+    A = sp.csr_matrix(X)
+    return A.data, A.indices.astype(np.int32), A.indptr.astype(np.int64)
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_csr_gradients_match_reference(n_threads):
+    """The first layer on the nonzeros (log1p counts, conditions too)."""
+    net, lay, names = _network(COUNTS, library=True, n_cond=C)
+    p = _params(lay, seed=12)
+    X = _counts(seed=12)
+    X[X < 2] = 0  # sparser
+    _, cond = _data(seed=12)
+    g = lay.zeros(np.float64)
+    status, recon_sum, _ = net.gradients_csr(
+        p, g, *_csr(X), ROWS, B, SEED, 3, kl_weight=0.6, n_threads=n_threads, cond=cond
+    )
+    assert status == 0
+    eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 3, B, K)
+    _, recon, _, grads = ref.loss_and_grads_columns(
+        _layers(lay, p, names),
+        lay.n_encoder,
+        X[ROWS],
+        eps,
+        COUNTS,
+        lay.tail(p),
+        beta=0.6,
+        cond=cond[ROWS],
+        library=True,
+    )
+    assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
+    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+
+
+def test_csr_rows_are_checked():
+    net, lay, _ = _network(COUNTS, library=True)
+    p = _params(lay, seed=1)
+    data, indices, indptr = _csr(_counts(seed=1))
+    g = lay.zeros(np.float64)
+    bad = indices.copy()
+    bad[indptr[3]] = len(COUNTS)
+    with pytest.raises(IndexError, match="column index 6 of row 3"):
+        net.gradients_csr(p, g, data, bad, indptr, ROWS, B, SEED, 0)
+    with pytest.raises(IndexError, match="row index 40 out of range"):
+        rows = ROWS.copy()
+        rows[0] = 40
+        net.gradients_csr(p, g, data, indices, indptr, rows, B, SEED, 0)
+    with pytest.raises(ValueError, match="one index per stored value"):
+        net.gradients_csr(p, g, data, indices[:-1], indptr, ROWS, B, SEED, 0)
+    other, lay2, _ = _network()
+    with pytest.raises(ValueError, match="cannot read a CSR matrix"):
+        other.gradients_csr(
+            _params(lay2, 0),
+            lay2.zeros(np.float64),
+            data,
+            indices,
+            indptr,
+            ROWS,
+            B,
+            0,
+            0,
+        )

@@ -1,6 +1,8 @@
-"""scipy.sparse input: a count matrix trains and is scored one minibatch (or
-inference chunk) of densified rows at a time, bitwise like the same data
-held dense."""
+"""scipy.sparse input. Below batches.SPARSE_LAYER_DENSITY the first layer
+trains on the nonzeros (close to the dense fit, bitwise for any thread
+count); above it, or for layouts the sparse layer cannot read, a count
+matrix trains one minibatch of densified rows at a time, bitwise like the
+same data held dense. Inference densifies one chunk at a time."""
 
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 import fastvae
+from fastvae.data import batches
 
 sp = pytest.importorskip("scipy.sparse")
 
@@ -28,7 +31,10 @@ SETTINGS = dict(hidden=(24,), latent_dim=3, epochs=2, batch_size=64, random_stat
     "likelihood, extra",
     [("negbin", {}), ("poisson", {}), ("gaussian", {"sigma": "learned"})],
 )
-def test_fit_on_csr_is_bitwise_fit_on_the_dense_matrix(likelihood, extra):
+def test_densified_fit_on_csr_is_bitwise_fit_on_the_dense_matrix(
+    likelihood, extra, monkeypatch
+):
+    monkeypatch.setattr(batches, "SPARSE_LAYER_DENSITY", 0.0)
     dense = _counts()
     X = sp.csr_matrix(dense)
     kw = dict(SETTINGS, likelihood=likelihood, **extra)
@@ -42,6 +48,63 @@ def test_fit_on_csr_is_bitwise_fit_on_the_dense_matrix(likelihood, extra):
     mu_a, lv_a = a.encode(X)
     mu_b, lv_b = b.encode(dense)
     assert np.array_equal(mu_a, mu_b) and np.array_equal(lv_a, lv_b)
+
+
+@pytest.mark.parametrize(
+    "likelihood, extra",
+    [
+        ("negbin", {}),
+        ("zinb", {"library": "observed"}),
+        ("gaussian", {"sigma": "learned"}),
+        ("bernoulli", {}),
+    ],
+)
+def test_sparse_first_layer_fit_is_close_to_the_dense_fit(likelihood, extra):
+    """float64: the only difference is the order of the first layer's sums."""
+    dense = _counts().astype(np.float64)
+    if likelihood == "bernoulli":
+        dense = (dense > 0).astype(np.float64)
+    X = sp.csr_matrix(dense)
+    kw = dict(SETTINGS, likelihood=likelihood, dtype=np.float64, **extra)
+    a = fastvae.VAE(**kw).fit(X)
+    b = fastvae.VAE(**kw).fit(dense)
+    np.testing.assert_allclose(a.params_, b.params_, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-9)
+
+
+def test_sparse_first_layer_is_bitwise_for_any_thread_count():
+    X = sp.csr_matrix(_counts())
+    cond = np.eye(2, dtype=np.float32)[np.arange(X.shape[0]) % 2]
+    fits = [
+        fastvae.VAE(**SETTINGS, likelihood="zinb", library="observed", n_threads=t).fit(
+            X, condition=cond
+        )
+        for t in (1, 2, 3)
+    ]
+    for other in fits[1:]:
+        assert np.array_equal(fits[0].params_, other.params_)
+        assert fits[0].history_["loss"] == other.history_["loss"]
+
+
+def test_the_sparse_layer_is_chosen_below_the_density_threshold():
+    from fastvae._core._network import Network
+
+    from fastvae.models.base import BaseAutoencoder
+
+    vae = fastvae.VAE(**SETTINGS, likelihood="negbin")
+    s = vae._settings()
+    columns = (("negbin", 1),) * 120
+    layout = BaseAutoencoder._layout(vae, s, 120, 0, columns)
+    net = vae._network(s, layout, 64, 0, training=True, columns=columns)
+    assert isinstance(net, Network) and net.supports_csr
+    assert batches.reads_nonzeros(sp.csr_matrix(_counts(density=0.08)), net)
+    assert not batches.reads_nonzeros(sp.csr_matrix(_counts(density=0.9)), net)
+    assert not batches.reads_nonzeros(_counts(), net)
+    masked = fastvae.VAE(**SETTINGS, likelihood="negbin", missing="mask")
+    s = masked._settings()
+    layout = BaseAutoencoder._layout(masked, s, 120, 0, columns)
+    net = masked._network(s, layout, 64, 0, training=True, columns=columns)
+    assert not net.supports_csr
 
 
 def test_log_likelihood_of_csr_rows_matches_dense():

@@ -13,7 +13,7 @@ import numpy as np
 
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 from fastvae._core._columns cimport (
@@ -31,9 +31,10 @@ from fastvae._core._row_hash cimport fv_row_key_f32, fv_row_key_f64
 from fastvae._core._step cimport (
     FV_MAX_LAYERS, FV_MAX_TEAM, FV_OBJ_ELBO, FV_OBJ_IWAE, FV_ROW_SCRATCH,
     apply_update,
-    compute_gradients, decode_rows, elbo_rows, encode_rows, fv_head_width,
-    fv_round_up, fv_step_args, fv_vae_config, log_likelihood_begin,
-    log_likelihood_finish, log_likelihood_pairs, train_step)
+    compute_gradients, compute_gradients_csr, decode_rows, elbo_rows,
+    encode_rows, fv_csr, fv_head_width, fv_round_up, fv_step_args,
+    fv_vae_config, log_likelihood_begin, log_likelihood_finish,
+    log_likelihood_pairs, train_step, train_step_csr)
 from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # The row hash (fastvae/row_hash.h) runs at the process's ISA cap
@@ -141,6 +142,10 @@ cdef class Network:
     cdef readonly object dtype
     cdef object _work
     cdef object _row_losses
+    cdef object _csr_start
+    cdef object _csr_rows
+    cdef object _csr_vals
+    cdef readonly bint supports_csr
     # set while a call runs in the workspace (without the GIL): a second
     # thread using the same Network would overwrite it mid-call
     cdef bint _busy
@@ -247,6 +252,11 @@ cdef class Network:
         c.mask_offset = n_inputs - D if missing else -1
         c.library = library
         c.columns = NULL
+        # the sparse first layer reads values as they are or log1p of counts
+        self.supports_csr = (
+            (not specs and not binarize and corrupt == 0)
+            or (specs and not missing
+                and all(name in COUNT_KINDS for name, _, _ in specs)))
         if specs:
             self._columns = <fv_column*> malloc(D * sizeof(fv_column))
             if self._columns == NULL:
@@ -527,6 +537,139 @@ cdef class Network:
                                        &work[0], &row_losses[0], &X[0, 0],
                                        X.shape[1], c_ptr, ldc, rows_ptr, batch,
                                        sums)
+        self._busy = False
+        return status, sums[0], sums[1]
+
+    cdef int64_t _check_csr(self, Py_ssize_t n_data,
+                            const int32_t[::1] indices,
+                            const int64_t[::1] indptr,
+                            const int64_t[::1] rows, int batch) except -1:
+        """Check the minibatch's rows of a CSR matrix and size the transpose
+        scratch; returns the minibatch's count of stored values."""
+        cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+        cdef int64_t nnz = 0, k, r, a, b
+        cdef int D = self.cfg.n_features
+        cdef Py_ssize_t i
+        if not self.supports_csr:
+            raise ValueError(
+                "this network's first layer cannot read a CSR matrix: it needs "
+                "one likelihood without binarize or corrupt, or count columns "
+                "without missing values")
+        if n_rows < 1 or indices.shape[0] != n_data:
+            raise ValueError("a CSR matrix needs indptr of n_rows + 1 >= 2 "
+                             "entries and one index per stored value")
+        self._check_rows(n_rows, D, batch, rows)
+        for i in range(batch):
+            r = rows[i] if rows is not None else i
+            a, b = indptr[r], indptr[r + 1]
+            if not 0 <= a <= b <= n_data:
+                raise ValueError(f"indptr of row {r} is out of range")
+            for k in range(a, b):
+                if not 0 <= indices[k] < D:
+                    raise IndexError(f"column index {indices[k]} of row {r} out "
+                                     f"of range for {D} columns")
+            nnz += b - a
+        if self._csr_start is None:
+            self._csr_start = np.empty(D + 2, dtype=np.int64)
+        if self._csr_rows is None or self._csr_rows.shape[0] < nnz:
+            size = max(1, nnz + nnz // 4)
+            self._csr_rows = np.empty(size, dtype=np.int32)
+            self._csr_vals = np.empty(size, dtype=self.dtype)
+        return nnz
+
+    def train_step_csr(self, floating[::1] params, floating[::1] grads,
+                       floating[::1] state1, floating[::1] state2,
+                       const floating[::1] data, const int32_t[::1] indices,
+                       const int64_t[::1] indptr, const int64_t[::1] rows,
+                       int batch, seed, step, double kl_weight=1.0,
+                       int n_threads=1, row_offset=0, global_batch=None,
+                       const floating[:, ::1] cond=None):
+        """train_step on rows of a CSR matrix (data, int32 indices, int64
+        indptr; values of the network's dtype): the first layer runs on the
+        stored values (fastvae/_core/_step.pxd, fv_csr). Only for networks
+        with supports_csr.
+        """
+        self._check_buffers(params.shape[0], floating is float)
+        if (grads.shape[0] != params.shape[0] or state1.shape[0] != params.shape[0]
+                or state2.shape[0] != params.shape[0]):
+            raise ValueError("grads and optimizer states must match params")
+        self._check_csr(data.shape[0], indices, indptr, rows, batch)
+        self._check_cond(cond, indptr.shape[0] - 1)
+        cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
+                                         batch, kl_weight, n_threads)
+        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
+        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+        if self.opt.kind != FV_OPT_SGD:
+            check_disjoint("params", &params[0], nbytes, "state1", &state1[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state1", &state1[0], nbytes)
+        if self.opt.kind == FV_OPT_ADAM:
+            check_disjoint("params", &params[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("grads", &grads[0], nbytes, "state2", &state2[0], nbytes)
+            check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
+        cdef floating[::1] work = self._work
+        cdef double[::1] row_losses = self._row_losses
+        cdef int64_t[::1] start = self._csr_start
+        cdef int32_t[::1] t_rows = self._csr_rows
+        cdef floating[::1] t_vals = self._csr_vals
+        cdef fv_csr A
+        A.data = &data[0] if data.shape[0] else NULL
+        A.indices = &indices[0] if indices.shape[0] else NULL
+        A.indptr = &indptr[0]
+        A.col_start = &start[0]
+        A.t_rows = &t_rows[0]
+        A.t_vals = &t_vals[0]
+        cdef double sums[2]
+        cdef int status
+        cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
+        cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
+        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        self._claim()
+        with nogil:
+            status = train_step_csr(&self.cfg, &self.opt, &a, &params[0],
+                                    &grads[0], &state1[0], &state2[0], &work[0],
+                                    &row_losses[0], &A, c_ptr, ldc, rows_ptr,
+                                    batch, sums)
+        self._busy = False
+        return status, sums[0], sums[1]
+
+    def gradients_csr(self, const floating[::1] params, floating[::1] grads,
+                      const floating[::1] data, const int32_t[::1] indices,
+                      const int64_t[::1] indptr, const int64_t[::1] rows,
+                      int batch, seed, step, double kl_weight=1.0,
+                      int n_threads=1, row_offset=0, global_batch=None,
+                      const floating[:, ::1] cond=None):
+        """gradients on rows of a CSR matrix (see train_step_csr)."""
+        self._check_buffers(params.shape[0], floating is float)
+        if grads.shape[0] != params.shape[0]:
+            raise ValueError("grads must match params")
+        self._check_csr(data.shape[0], indices, indptr, rows, batch)
+        self._check_cond(cond, indptr.shape[0] - 1)
+        cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
+                                         batch, kl_weight, n_threads)
+        cdef Py_ssize_t nbytes = params.shape[0] * sizeof(floating)
+        check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
+        cdef floating[::1] work = self._work
+        cdef double[::1] row_losses = self._row_losses
+        cdef int64_t[::1] start = self._csr_start
+        cdef int32_t[::1] t_rows = self._csr_rows
+        cdef floating[::1] t_vals = self._csr_vals
+        cdef fv_csr A
+        A.data = &data[0] if data.shape[0] else NULL
+        A.indices = &indices[0] if indices.shape[0] else NULL
+        A.indptr = &indptr[0]
+        A.col_start = &start[0]
+        A.t_rows = &t_rows[0]
+        A.t_vals = &t_vals[0]
+        cdef double sums[2]
+        cdef int status
+        cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
+        cdef const floating* c_ptr = NULL if cond is None else &cond[0, 0]
+        cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        self._claim()
+        with nogil:
+            status = compute_gradients_csr(&self.cfg, &a, &params[0], &grads[0],
+                                           &work[0], &row_losses[0], &A, c_ptr,
+                                           ldc, rows_ptr, batch, sums)
         self._busy = False
         return status, sums[0], sums[1]
 

@@ -15,7 +15,7 @@
 # float32 and float64.
 
 from cython cimport floating
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from fastvae._core._columns cimport fv_column
 from fastvae._core._numerics cimport FV_KIND_VAE
@@ -124,6 +124,38 @@ cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
                     const floating* X, int64_t ldx,
                     const floating* Cond, int64_t ldc, const int64_t* rows,
                     int batch, double* sums_out) noexcept nogil
+
+# A CSR matrix the training step reads its minibatch rows from, and scratch
+# for the minibatch's transpose. The first layer then runs on the nonzeros:
+# forward h_i = b + sum over row i's stored values v at column d of f(v) W[d]
+# (f = log1p with count columns, else the value itself), and the weight
+# gradient dW[d] = sum over column d's values, rows in minibatch order, of
+# f(v) dA_i, each feature by one thread, so results do not depend on the
+# thread count. It serves a network whose encoder reads the data values as
+# they are (one likelihood, no binarize or corrupt) or log1p of counts
+# (every column a count, no missingness indicators).
+ctypedef struct fv_csr:
+    const void* data            # stored values, the step's floating type
+    const int32_t* indices      # their columns
+    const int64_t* indptr       # row r's values: [indptr[r], indptr[r + 1])
+    int64_t* col_start          # scratch: n_features + 2 entries
+    int32_t* t_rows             # scratch: one per stored value of the minibatch
+    void* t_vals                # scratch: as many values of the floating type
+
+# train_step and compute_gradients on the rows of a CSR matrix (above).
+cdef int train_step_csr(const fv_vae_config* cfg, const fv_optimizer* opt,
+                        const fv_step_args* args, floating* params,
+                        floating* grads, floating* state1, floating* state2,
+                        floating* work, double* row_losses, const fv_csr* csr,
+                        const floating* Cond, int64_t ldc, const int64_t* rows,
+                        int batch, double* sums_out) noexcept nogil
+cdef int compute_gradients_csr(const fv_vae_config* cfg,
+                               const fv_step_args* args,
+                               const floating* params, floating* grads,
+                               floating* work, double* row_losses,
+                               const fv_csr* csr, const floating* Cond,
+                               int64_t ldc, const int64_t* rows, int batch,
+                               double* sums_out) noexcept nogil
 
 # The same without the update: grads receives this call's rows' gradient
 # contribution (averaged over args.global_batch), for data-parallel training.

@@ -17,9 +17,9 @@ API's function pointers. The Python-facing Network is in _network.pyx.
 """
 
 from cython cimport floating
-from libc.math cimport exp, isfinite, log
-from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memcpy
+from libc.math cimport exp, isfinite, log, log1p
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.string cimport memcpy, memset
 
 from fastvae._core._blas cimport gemm_uses_own
 from fastvae._core._columns cimport (
@@ -30,7 +30,8 @@ from fastvae._core._dense cimport (
     dense_forward_block, fv_dense_rows_f32, fv_dense_rows_f64,
     input_grad_block, weight_grad_block)
 from fastvae._core._elementwise cimport (
-    fv_bernoulli_draw_f32, fv_bernoulli_draw_f64, fv_column_sums_f32,
+    fv_bernoulli_draw_f32, fv_bernoulli_draw_f64, fv_bias_activation_f32,
+    fv_bias_activation_f64, fv_column_sums_f32,
     fv_column_sums_f64, fv_count_nonfinite_f32, fv_count_nonfinite_f64,
     fv_dispatch_probe, fv_gaussian_learned_rows_f32,
     fv_gaussian_learned_rows_f64, fv_mask_f32, fv_mask_f64)
@@ -94,13 +95,16 @@ cdef enum:
     _MIN_BLOCK_ROWS = 8
     # Columns per block of the log-sigma gradient.
     _LOGSIGMA_BLOCK = 64
+    # Input features per block of a sparse first layer's weight gradient.
+    _CSR_FEATURES = 64
 
 # Phase kinds.
 cdef enum:
     PH_INPUTS, PH_FORWARD, PH_LATENT, PH_RECON, PH_CHECK, PH_LOGSIGMA,
     PH_BACKWARD, PH_HEAD_GRAD, PH_VERDICT, PH_UPDATE,
     PH_ENCODE, PH_DECODE, PH_ELBO,
-    PH_LL_DRAWS, PH_LL_LOSSES, PH_LL_ACCUM, PH_SAMPLES
+    PH_LL_DRAWS, PH_LL_LOSSES, PH_LL_ACCUM, PH_SAMPLES,
+    PH_CSR_T, PH_CSR_FORWARD, PH_CSR_WGRAD
 
 
 ctypedef struct fv_phase:
@@ -129,6 +133,7 @@ ctypedef struct fv_job:
     const void* Cond
     int64_t ldc
     const int64_t* rows
+    const fv_csr* csr   # training on a CSR matrix's rows (else NULL)
     int n               # rows of this job (a window of pairs for log p(x))
     int row_block
     int n_dec           # rows through the decoder: n * n_samples in training
@@ -193,6 +198,7 @@ cdef void _job_init(fv_job* j, const fv_vae_config* cfg, int n) noexcept nogil:
     j.bad = 0
     j.n_phases = 0
     j.rows = NULL
+    j.csr = NULL
     j.Cond = NULL
     j.ldc = 0
     j.training = False
@@ -261,6 +267,16 @@ cdef void _plan_inputs(fv_job* j, bint training, void* work,
     cdef int D = cfg.n_features
     cdef char* w = <char*> work
     j.training = training
+    if j.csr != NULL:
+        # the target rows are scattered from the nonzeros; the first layer
+        # reads the nonzeros themselves (PH_CSR_FORWARD)
+        j.x = NULL
+        j.ld_x = 0
+        j.xt = w + cfg.xtgt_offset * itemsize
+        j.ld_t = D
+        _add(j, PH_INPUTS, 0, _row_blocks(j))
+        _add(j, PH_CSR_T, 0, 1)
+        return
     if _plain(cfg, training):
         if j.rows == NULL:
             j.x = j.X
@@ -285,6 +301,9 @@ cdef void _plan_forward(fv_job* j, int first, int last) noexcept nogil:
     cdef const fv_layer* L
     for l in range(first, last):
         L = &j.cfg.layers[l]
+        if l == 0 and j.csr != NULL:
+            _add(j, PH_CSR_FORWARD, 0, _row_blocks(j))
+            continue
         _add(j, PH_FORWARD, l, _col_blocks(j, L.n_out, _rows_of(j, l), L.n_in))
 
 
@@ -316,6 +335,11 @@ cdef void _plan_step(fv_job* j, bint update, int itemsize) noexcept nogil:
             cur = cfg.dh_offset
             ld_cur = 2 * cfg.latent_dim
         L = &cfg.layers[l]
+        if l == 0 and j.csr != NULL:
+            # feature blocks of dW, then one block for db
+            _add(j, PH_CSR_WGRAD, 0, _cdiv(L.n_in, _CSR_FEATURES) + 1, 0, cur,
+                 ld_cur)
+            break
         dx = -1 if l == 0 else cfg.grad_offset[which]
         nbx = 0 if l == 0 else _col_blocks(j, L.n_in, _rows_of(j, l), L.n_out)
         nbw = _col_blocks(j, L.n_out, _rows_of(j, l), L.n_in)
@@ -383,12 +407,158 @@ cdef void _prepare(const fv_vae_config* cfg, bint training,
                    C * sizeof(floating))
 
 
+cdef inline floating _csr_input(const fv_vae_config* cfg,
+                               floating v) noexcept nogil:
+    """The encoder's value of a stored entry: log1p of a count (columns, as
+    fv_columns_expand), else the value."""
+    if cfg.columns != NULL and v != 0:
+        return <floating> log1p(<double> v)
+    return v
+
+
+cdef void _csr_inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
+                           floating* work) noexcept nogil:
+    """Target rows scattered from the CSR rows, and the conditions' part of
+    the decoder input."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef const fv_csr* A = j.csr
+    cdef const floating* data = <const floating*> A.data
+    cdef int D = cfg.n_features, C = cfg.n_cond, K = cfg.latent_dim
+    cdef int64_t i, r, k
+    cdef floating* tgt
+    for i in range(r0, r1):
+        r = j.rows[i] if j.rows != NULL else i
+        tgt = work + cfg.xtgt_offset + i * D
+        memset(tgt, 0, D * sizeof(floating))
+        for k in range(A.indptr[r], A.indptr[r + 1]):
+            tgt[A.indices[k]] = data[k]
+        if C > 0:
+            memcpy(work + cfg.z_offset + i * (K + C) + K,
+                   <const floating*> j.Cond + r * j.ldc, C * sizeof(floating))
+
+
+cdef void _csr_transpose(const fv_job* j, floating* tag) noexcept nogil:
+    """The minibatch's stored values by column (counting sort): column d's
+    are t_rows / t_vals[col_start[d]:col_start[d + 1]], rows ascending."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef const fv_csr* A = j.csr
+    cdef const floating* data = <const floating*> A.data
+    cdef floating* vals = <floating*> A.t_vals
+    cdef int64_t* start = A.col_start
+    cdef int D = cfg.n_features
+    cdef int64_t i, r, k, at
+    cdef int d
+    memset(start, 0, (D + 2) * sizeof(int64_t))
+    for i in range(j.n):
+        r = j.rows[i] if j.rows != NULL else i
+        for k in range(A.indptr[r], A.indptr[r + 1]):
+            start[A.indices[k] + 2] += 1
+    for d in range(D):
+        start[d + 2] += start[d + 1]
+    for i in range(j.n):
+        r = j.rows[i] if j.rows != NULL else i
+        for k in range(A.indptr[r], A.indptr[r + 1]):
+            at = start[A.indices[k] + 1]
+            start[A.indices[k] + 1] = at + 1
+            A.t_rows[at] = <int32_t> i
+            vals[at] = _csr_input(cfg, data[k])
+
+
+cdef void _csr_forward_rows(const fv_job* j, const floating* params,
+                            floating* work, int64_t r0,
+                            int64_t r1) noexcept nogil:
+    """The first layer on rows [r0, r1) from their stored values (and
+    conditions), then its bias and activation."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef const fv_layer* L = &cfg.layers[0]
+    cdef const fv_csr* A = j.csr
+    cdef const floating* data = <const floating*> A.data
+    cdef const floating* W = params + L.w_offset
+    cdef const floating* w
+    cdef const floating* c
+    cdef int H = L.n_out, h, q
+    cdef int64_t i, r, k
+    cdef floating v
+    cdef floating* out
+    for i in range(r0, r1):
+        r = j.rows[i] if j.rows != NULL else i
+        out = work + L.out_offset + i * H
+        memset(out, 0, H * sizeof(floating))
+        for k in range(A.indptr[r], A.indptr[r + 1]):
+            v = _csr_input(cfg, data[k])
+            w = W + <int64_t> A.indices[k] * H
+            for h in range(H):
+                out[h] += v * w[h]
+        if cfg.n_cond > 0:
+            c = <const floating*> j.Cond + r * j.ldc
+            for q in range(cfg.n_cond):
+                w = W + <int64_t> (cfg.n_in + q) * H
+                for h in range(H):
+                    out[h] += c[q] * w[h]
+    if floating is float:
+        fv_bias_activation_f32(work + L.out_offset + r0 * H, H, <int> (r1 - r0),
+                               H, params + L.b_offset, L.activation)
+    else:
+        fv_bias_activation_f64(work + L.out_offset + r0 * H, H, <int> (r1 - r0),
+                               H, params + L.b_offset, L.activation)
+
+
+cdef int64_t _csr_weight_grad(const fv_job* j, const fv_phase* ph, int b,
+                              floating* work, floating* grads) noexcept nogil:
+    """Block b of the first layer's gradient: dW rows of features
+    [64 b, 64 b + 64) from the transposed stored values (conditions: every
+    row), or, for the last block, db. Returns the non-finite count."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef const fv_layer* L = &cfg.layers[0]
+    cdef const fv_csr* A = j.csr
+    cdef const floating* vals = <const floating*> A.t_vals
+    cdef const floating* dA = work + ph.a_off
+    cdef const floating* g
+    cdef int H = L.n_out, h, f, f0, f1
+    cdef int64_t p, i
+    cdef floating v
+    cdef floating* dw
+    if b == ph.n_blocks - 1:
+        if floating is float:
+            fv_column_sums_f32(dA, ph.a_ld, j.n, H, grads + L.b_offset)
+            return fv_count_nonfinite_f32(grads + L.b_offset, 0, 1, H)
+        else:
+            fv_column_sums_f64(dA, ph.a_ld, j.n, H, grads + L.b_offset)
+            return fv_count_nonfinite_f64(grads + L.b_offset, 0, 1, H)
+    f0 = b * _CSR_FEATURES
+    f1 = min(L.n_in, f0 + _CSR_FEATURES)
+    for f in range(f0, f1):
+        dw = grads + L.w_offset + <int64_t> f * H
+        memset(dw, 0, H * sizeof(floating))
+        if f < cfg.n_in:
+            for p in range(A.col_start[f], A.col_start[f + 1]):
+                v = vals[p]
+                g = dA + <int64_t> A.t_rows[p] * ph.a_ld
+                for h in range(H):
+                    dw[h] += v * g[h]
+        else:
+            for i in range(j.n):
+                v = (<const floating*> j.Cond)[
+                    (j.rows[i] if j.rows != NULL else i) * j.ldc + f - cfg.n_in]
+                g = dA + i * ph.a_ld
+                for h in range(H):
+                    dw[h] += v * g[h]
+    dw = grads + L.w_offset + <int64_t> f0 * H
+    if floating is float:
+        return fv_count_nonfinite_f32(dw, H, f1 - f0, H)
+    else:
+        return fv_count_nonfinite_f64(dw, H, f1 - f0, H)
+
+
 cdef void _inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
                        floating* work) noexcept nogil:
     cdef const fv_vae_config* cfg = j.cfg
     cdef int64_t i
     cdef const floating* X = <const floating*> j.X
     cdef uint64_t seed = 0, step = 0, row_offset = 0
+    if j.csr != NULL:
+        _csr_inputs_rows(j, r0, r1, work)
+        return
     if j.gather_plain:
         for i in range(r0, r1):
             memcpy(work + cfg.xtgt_offset + i * cfg.n_features,
@@ -812,6 +982,14 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
                 _col_start(j, L.n_in, nb, b - ph.n_split),
                 _col_start(j, L.n_in, nb, b - ph.n_split + 1))
         return
+    if ph.kind == PH_CSR_WGRAD:
+        bad = _csr_weight_grad(j, ph, b, work, grads)
+        if bad:
+            fv_atomic_add_i64(&j.bad, bad)
+        return
+    if ph.kind == PH_CSR_T:
+        _csr_transpose(j, work)
+        return
     if ph.kind == PH_LOGSIGMA:
         # d loss / d log-sigma: column sums of the per-row terms, rows in order
         c0 = <int64_t> b * _LOGSIGMA_BLOCK
@@ -872,6 +1050,8 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
     _block_rows(j, b, &r0, &r1)
     if ph.kind == PH_INPUTS:
         _inputs_rows(j, r0, r1, work)
+    elif ph.kind == PH_CSR_FORWARD:
+        _csr_forward_rows(j, params, work, r0, r1)
     elif ph.kind == PH_LATENT:
         if cfg.n_samples > 1:
             _latent_samples_rows(j, work, kl, r0, r1)
@@ -965,9 +1145,11 @@ cdef int _step_job(const fv_vae_config* cfg, const fv_optimizer* opt,
                    floating* work, double* row_losses,
                    const floating* X, int64_t ldx,
                    const floating* Cond, int64_t ldc, const int64_t* rows,
-                   int batch, double* sums_out) noexcept nogil:
+                   int batch, double* sums_out,
+                   const fv_csr* csr=NULL) noexcept nogil:
     cdef fv_job j
     _job_init(&j, cfg, batch)
+    j.csr = csr
     j.args = args
     j.opt = opt
     j.params = params
@@ -1000,6 +1182,29 @@ cdef int train_step(const fv_vae_config* cfg, const fv_optimizer* opt,
                     int batch, double* sums_out) noexcept nogil:
     return _step_job(cfg, opt, args, params, grads, state1, state2, work,
                      row_losses, X, ldx, Cond, ldc, rows, batch, sums_out)
+
+
+cdef int train_step_csr(const fv_vae_config* cfg, const fv_optimizer* opt,
+                        const fv_step_args* args, floating* params,
+                        floating* grads, floating* state1, floating* state2,
+                        floating* work, double* row_losses, const fv_csr* csr,
+                        const floating* Cond, int64_t ldc, const int64_t* rows,
+                        int batch, double* sums_out) noexcept nogil:
+    return _step_job(cfg, opt, args, params, grads, state1, state2, work,
+                     row_losses, NULL, 0, Cond, ldc, rows, batch, sums_out,
+                     csr)
+
+
+cdef int compute_gradients_csr(const fv_vae_config* cfg,
+                               const fv_step_args* args,
+                               const floating* params, floating* grads,
+                               floating* work, double* row_losses,
+                               const fv_csr* csr, const floating* Cond,
+                               int64_t ldc, const int64_t* rows, int batch,
+                               double* sums_out) noexcept nogil:
+    return _step_job(cfg, NULL, args, <floating*> params, grads, NULL, NULL,
+                     work, row_losses, NULL, 0, Cond, ldc, rows, batch,
+                     sums_out, csr)
 
 
 cdef int compute_gradients(const fv_vae_config* cfg, const fv_step_args* args,

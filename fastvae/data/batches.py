@@ -37,6 +37,8 @@ import numpy as np
 
 __all__ = [
     "CHUNK_BYTES",
+    "SPARSE_LAYER_DENSITY",
+    "SparseRows",
     "WINDOW_BYTES",
     "InMemory",
     "Chunked",
@@ -54,6 +56,11 @@ CHUNK_BYTES = 16 * 2**20
 # maps its page and, through the kernel's fault-around, up to 15 neighbours
 # (64 kB), so a window bounds resident file pages to about this size.
 WINDOW_BYTES = 4 * 2**20
+# Below this fraction of stored values, training on a CSR matrix runs the
+# first layer on the nonzeros (Network.train_step_csr) instead of densifying
+# each minibatch for the GEMM: the measured break-even (benchmarks/
+# bench_sparse_layer.py) on this project's 2-core AVX2 machine.
+SPARSE_LAYER_DENSITY = 0.25
 
 _PAGE = mmap.PAGESIZE
 _SHARED_MODES = ("r", "r+", "w+", "readonly", "readwrite", "write")
@@ -122,6 +129,52 @@ class InMemory:
         the rest of an epoch's order, when resuming mid-epoch)."""
         for i in range(0, order.shape[0], batch):
             yield self.X, order[i : i + batch], self.cond
+
+
+class SparseRows:
+    """Minibatches of a CSR matrix for a first layer that reads its nonzeros:
+    the step gathers X[rows] itself, nothing is densified.
+
+    Parameters
+    ----------
+    X : scipy.sparse CSR matrix of shape (n_rows, n_features)
+        Validated (see `check`).
+    dtype : numpy.float32 or numpy.float64
+        The model's dtype (the stored values are converted once if needed).
+    cond : ndarray of shape (n_rows, n_conditions), optional
+    """
+
+    def __init__(self, X, dtype, cond=None):
+        self.X = CSRArrays(
+            np.ascontiguousarray(X.data, dtype=dtype),
+            np.ascontiguousarray(X.indices, dtype=np.int32),
+            np.ascontiguousarray(X.indptr, dtype=np.int64),
+        )
+        self.cond = cond
+        self.n_rows, self.n_features = (int(v) for v in X.shape)
+
+    def minibatches(self, order, batch):
+        """(arrays, rows, cond) for each minibatch order[i:i + batch]."""
+        for i in range(0, order.shape[0], batch):
+            yield self.X, order[i : i + batch], self.cond
+
+
+class CSRArrays:
+    """The three arrays of a CSR matrix, as the compiled step reads them."""
+
+    __slots__ = ("data", "indices", "indptr")
+
+    def __init__(self, data, indices, indptr):
+        self.data, self.indices, self.indptr = data, indices, indptr
+
+
+def reads_nonzeros(X, net) -> bool:
+    """Whether training on X should run the first layer on X's nonzeros: a
+    CSR matrix below SPARSE_LAYER_DENSITY, and a network that can."""
+    if not is_sparse(X) or not net.supports_csr:
+        return False
+    n, d = X.shape
+    return X.nnz < SPARSE_LAYER_DENSITY * n * d
 
 
 class Chunked:

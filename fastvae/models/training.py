@@ -101,9 +101,16 @@ class LocalStepper:
     own). fastvae.models.distributed's DataParallelNetwork has the same
     attribute and methods over MPI ranks."""
 
-    def __init__(self, net):
+    def __init__(self, net, csr=False):
         self.net = net
         self.train_step = net.train_step  # the compiled call, unwrapped
+        if csr:  # minibatches of batches.SparseRows: X holds the CSR arrays
+            self.train_step = self._train_step_csr
+
+    def _train_step_csr(self, p, g, s1, s2, X, rows, batch, *args, **kwargs):
+        return self.net.train_step_csr(
+            p, g, s1, s2, X.data, X.indices, X.indptr, rows, batch, *args, **kwargs
+        )
 
     def mean_elbo(self, model, X, cond, n_threads):
         return float(np.mean(model._elbo_rows(X, cond, n_threads)))
@@ -469,11 +476,6 @@ class Training:
         self._infer_net = self._network(
             s, layout, INFERENCE_CHUNK, n_cond, columns=columns
         )
-        data = (
-            batches.Chunked(X, s.dtype, batch, cond)
-            if batches.is_out_of_core(X)
-            else batches.InMemory(X, cond)
-        )
 
         epochs = resume["epochs"] if resume is not None else self.n_iter_ + s.epochs
         state = TrainingState()
@@ -506,6 +508,12 @@ class Training:
             callbacks.append(writer)
         net = self._network(s, layout, batch, n_cond, training=True, columns=columns)
         net.set_optimizer(**kernel_settings(opt))
+        if comm is None and batches.reads_nonzeros(X, net):
+            data = batches.SparseRows(X, s.dtype, cond)
+        elif batches.is_out_of_core(X):
+            data = batches.Chunked(X, s.dtype, batch, cond)
+        else:
+            data = batches.InMemory(X, cond)
         if comm is not None:  # a fastvae.models.distributed.Group: steps over MPI ranks
             stepper = comm.data_parallel(
                 net,
@@ -514,7 +522,7 @@ class Training:
                 (epochs, state.epoch.step, batch),
             )
         else:
-            stepper = LocalStepper(net)
+            stepper = LocalStepper(net, isinstance(data, batches.SparseRows))
         grads = layout.zeros(s.dtype)
         steps_per_epoch = -(-n // batch)
         log_every = max(1, steps_per_epoch // 20)

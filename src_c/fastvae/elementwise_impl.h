@@ -210,43 +210,63 @@ FV_KERNEL double FV_KF(fv_negbin_terms)(const FV_T *restrict o, const FV_T *rest
  *          its own), gpi = scale * sigmoid(pi)
  * (scvi-tools' ZINB, without its eps). g, gpi and t are all written or all
  * NULL. */
+#define FV_ZINB_ELEMENT(j)                                                                     \
+    FV_NB_ELEMENT(j);                                                                          \
+    FV_T zero = xv == (FV_T)0 ? (FV_T)1 : (FV_T)0;                                             \
+    FV_T p = pi[j];                                                                            \
+    FV_T y = -theta * sp - p; /* log NB(0) - pi */                                             \
+    FV_T uy = FV_EXP(y < (FV_T)0 ? y : -y);                                                    \
+    FV_T sp_y = (y > (FV_T)0 ? y : (FV_T)0) + FV_LOG1P(uy);                                    \
+    FV_T up = FV_EXP(p < (FV_T)0 ? p : -p);                                                    \
+    FV_T lup = FV_LOG1P(up);                                                                   \
+    FV_T sp_p = (p > (FV_T)0 ? p : (FV_T)0) + lup;   /* softplus(pi) */                        \
+    FV_T sp_np = (p < (FV_T)0 ? -p : (FV_T)0) + lup; /* softplus(-pi) */                       \
+    FV_T zterm = seen * (zero * (sp_np - sp_y) + ((FV_T)1 - zero) * (term + sp_p))
+
+#define FV_ZINB_GRADS(j)                                                                       \
+    {                                                                                          \
+        FV_T s = (y >= (FV_T)0 ? (FV_T)1 : uy) / ((FV_T)1 + uy);                               \
+        FV_T sig_p = (p >= (FV_T)0 ? (FV_T)1 : up) / ((FV_T)1 + up);                           \
+        FV_T inside = tail[j] < FV_NB_LO || tail[j] > FV_NB_HI ? (FV_T)0 : (FV_T)1;            \
+        FV_T w = zero * s + ((FV_T)1 - zero);                                                  \
+        g[j] = seen * scale * (w * theta * sig - xv * ((FV_T)1 - sig));                        \
+        t[j] = seen * inside * scale * (w * theta * (sp - sig) + xv * ((FV_T)1 - sig));        \
+        gpi[j] = seen * scale * (zero * (s - ((FV_T)1 - sig_p)) + ((FV_T)1 - zero) * sig_p);   \
+    }
+
 FV_KERNEL double FV_KF(fv_zinb_terms)(const FV_T *restrict o, const FV_T *restrict pi,
                                       const FV_T *restrict x, const FV_T *restrict tail, int n,
                                       FV_T scale, FV_T *restrict g, FV_T *restrict gpi,
                                       FV_T *restrict t)
 {
     double acc[FV_SUM_LANES] = {0.0};
-    for (int j0 = 0; j0 < n; j0 += FV_SUM_LANES) {
-        int m = n - j0 < FV_SUM_LANES ? n - j0 : FV_SUM_LANES;
-        for (int l = 0; l < m; l++) {
-            int j = j0 + l;
-            FV_NB_ELEMENT(j);
-            FV_T zero = xv == (FV_T)0 ? (FV_T)1 : (FV_T)0;
-            FV_T p = pi[j];
-            FV_T a = -theta * sp;
-            FV_T y = a - p;
-            FV_T uy = FV_EXP(y < (FV_T)0 ? y : -y);
-            FV_T sp_y = (y > (FV_T)0 ? y : (FV_T)0) + FV_LOG1P(uy);
-            FV_T s = (y >= (FV_T)0 ? (FV_T)1 : uy) / ((FV_T)1 + uy);
-            FV_T up = FV_EXP(p < (FV_T)0 ? p : -p);
-            FV_T lup = FV_LOG1P(up);
-            FV_T sp_p = (p > (FV_T)0 ? p : (FV_T)0) + lup;   /* softplus(pi) */
-            FV_T sp_np = (p < (FV_T)0 ? -p : (FV_T)0) + lup; /* softplus(-pi) */
-            FV_T sig_p = (p >= (FV_T)0 ? (FV_T)1 : up) / ((FV_T)1 + up);
-            FV_T zterm = sp_np - sp_y;
-            acc[l] += (double)(seen * (zero * zterm + ((FV_T)1 - zero) * (term + sp_p)));
-            if (g) {
-                FV_T inside = tail[j] < FV_NB_LO || tail[j] > FV_NB_HI ? (FV_T)0 : (FV_T)1;
-                FV_T w = zero * s + ((FV_T)1 - zero);
-                g[j] = seen * scale * (w * theta * sig - xv * ((FV_T)1 - sig));
-                t[j] = seen * inside * scale * (w * theta * (sp - sig) + xv * ((FV_T)1 - sig));
-                gpi[j] =
-                    seen * scale * (zero * (s - ((FV_T)1 - sig_p)) + ((FV_T)1 - zero) * sig_p);
+    const int n_end = n - n % FV_SUM_LANES;
+    for (int j0 = 0; j0 < n_end; j0 += FV_SUM_LANES) {
+        if (g) {
+            for (int l = 0; l < FV_SUM_LANES; l++) {
+                int j = j0 + l;
+                FV_ZINB_ELEMENT(j);
+                acc[l] += (double)zterm;
+                FV_ZINB_GRADS(j);
+            }
+        } else {
+            for (int l = 0; l < FV_SUM_LANES; l++) {
+                int j = j0 + l;
+                FV_ZINB_ELEMENT(j);
+                acc[l] += (double)zterm;
             }
         }
     }
+    for (int j = n_end; j < n; j++) {
+        FV_ZINB_ELEMENT(j);
+        acc[j - n_end] += (double)zterm;
+        if (g)
+            FV_ZINB_GRADS(j);
+    }
     return FV_KF(fv_sum_lanes)(acc);
 }
+#undef FV_ZINB_ELEMENT
+#undef FV_ZINB_GRADS
 #undef FV_NB_ELEMENT
 #undef FV_NB_LO
 #undef FV_NB_HI
