@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -79,7 +78,9 @@ def make_counts(n_cells: int, n_genes: int, seed: int = 0):
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from fastvae.bench.memory import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def _load(path):

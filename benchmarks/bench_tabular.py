@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,9 @@ def _read(path):
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from fastvae.bench.memory import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 # -- one run, in its own process ------------------------------------------------

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,3 +99,15 @@ def test_the_readme_tables_example_runs(tmp_path, monkeypatch):
     assert (synthetic.dtypes == diamonds.dtypes).all()
     assert not namespace["filled"]["carat"].isna().any()
     assert (tmp_path / "diamonds.npz").is_file()
+
+
+def test_the_readme_counts_example_runs(tmp_path, monkeypatch):
+    block = _section("Single-cell counts: a sparse matrix in, a latent space out")
+    code = re.search(r"```python\n(.*?)```", block, re.S)[1]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["latent"].shape == (5000, 10)
+    elbo, log_px = namespace["elbo"], namespace["log_px"]
+    assert np.isfinite(elbo) and elbo < 0
+    assert elbo <= log_px + 1.0  # the ELBO bounds log p(x) (up to noise)

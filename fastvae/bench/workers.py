@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 
 import numpy as np
 
 from fastvae.bench.configs import Config
+from fastvae.bench.memory import peak_rss_mb
 
 # Rows of the training array: enough minibatches that one fit() call lasts a
 # while (its fixed costs are then small), at least 16 batches.
@@ -326,9 +326,7 @@ def main(argv: list[str]) -> int:
             samples = impl.run(float(cmd["seconds"]))
             _reply({"samples": samples, "seconds": time.perf_counter() - start})
         elif cmd["cmd"] == "quit":
-            _reply(
-                {"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-            )
+            _reply({"maxrss_mb": peak_rss_mb()})
             return 0
     return 0
 
