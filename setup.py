@@ -129,11 +129,15 @@ class BuildExt(build_ext):
 def extensions():
     import numpy  # noqa: F401  (build requirement; keeps errors early and clear)
 
+    # Every module may include any header: an edited header rebuilds them all
+    # (setuptools compares these files' times with the built module's).
+    headers = sorted(str(p) for p in (HERE / "src_c" / "fastvae").glob("*.h"))
     exts = [
         Extension(
             f"fastvae._core.{name}",
             [f"fastvae/_core/{name}.pyx"],
             include_dirs=["src_c"],
+            depends=headers,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
         for name in MODULES
