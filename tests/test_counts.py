@@ -83,6 +83,8 @@ def test_library_means_scale_with_the_library(data):
     rec = vae.reconstruct(X[:7])
     totals = np.asarray(X[:7].sum(axis=1)).ravel()
     np.testing.assert_allclose(rec.sum(axis=1), totals, rtol=1e-4)
+    as_list = vae.reconstruct(X[:7].toarray().tolist())
+    np.testing.assert_allclose(as_list, rec, rtol=1e-6)
 
 
 def test_zero_inflation_draws_zeros(data):

@@ -59,8 +59,11 @@ def test_densified_fit_on_csr_is_bitwise_fit_on_the_dense_matrix(
         ("bernoulli", {}),
     ],
 )
-def test_sparse_first_layer_fit_is_close_to_the_dense_fit(likelihood, extra):
+def test_sparse_first_layer_fit_is_close_to_the_dense_fit(
+    likelihood, extra, monkeypatch
+):
     """float64: the only difference is the order of the first layer's sums."""
+    monkeypatch.setattr(batches, "SPARSE_LAYER_DENSITY", 1.0)
     dense = _counts().astype(np.float64)
     if likelihood == "bernoulli":
         dense = (dense > 0).astype(np.float64)
@@ -72,7 +75,8 @@ def test_sparse_first_layer_fit_is_close_to_the_dense_fit(likelihood, extra):
     np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-9)
 
 
-def test_sparse_first_layer_is_bitwise_for_any_thread_count():
+def test_sparse_first_layer_is_bitwise_for_any_thread_count(monkeypatch):
+    monkeypatch.setattr(batches, "SPARSE_LAYER_DENSITY", 1.0)
     X = sp.csr_matrix(_counts())
     cond = np.eye(2, dtype=np.float32)[np.arange(X.shape[0]) % 2]
     fits = [
@@ -97,8 +101,8 @@ def test_the_sparse_layer_is_chosen_below_the_density_threshold():
     layout = BaseAutoencoder._layout(vae, s, 120, 0, columns)
     net = vae._network(s, layout, 64, 0, training=True, columns=columns)
     assert isinstance(net, Network) and net.supports_csr
-    assert batches.reads_nonzeros(sp.csr_matrix(_counts(density=0.08)), net)
-    assert not batches.reads_nonzeros(sp.csr_matrix(_counts(density=0.9)), net)
+    assert batches.reads_nonzeros(sp.csr_matrix(_counts(density=0.03)), net)
+    assert not batches.reads_nonzeros(sp.csr_matrix(_counts(density=0.3)), net)
     assert not batches.reads_nonzeros(_counts(), net)
     masked = fastvae.VAE(**SETTINGS, likelihood="negbin", missing="mask")
     s = masked._settings()
@@ -184,3 +188,24 @@ def test_memory_stays_near_the_nonzeros(tmp_path):
     assert proc.returncode == 0, proc.stderr
     base_mb, peak_mb = map(int, proc.stdout.split())
     assert peak_mb - base_mb < 100, (base_mb, peak_mb)
+
+
+def test_duplicate_entries_add_up_as_in_toarray(monkeypatch):
+    """A non-canonical CSR (a repeated column in a row) trains like its sum;
+    the user's matrix is left as it was."""
+    monkeypatch.setattr(batches, "SPARSE_LAYER_DENSITY", 1.0)
+    canonical = sp.csr_matrix(_counts(n=300, density=0.05))
+    dup = sp.csr_matrix(
+        (
+            np.repeat(canonical.data / 2, 2),
+            np.repeat(canonical.indices, 2),
+            canonical.indptr * 2,
+        ),
+        shape=canonical.shape,
+    )
+    assert not dup.has_canonical_format
+    kw = dict(SETTINGS, likelihood="negbin")
+    a = fastvae.VAE(**kw).fit(dup)
+    b = fastvae.VAE(**kw).fit(canonical)
+    assert np.array_equal(a.params_, b.params_)
+    assert dup.nnz == 2 * canonical.nnz  # untouched

@@ -16,7 +16,8 @@ The modules of this package, one concept each:
 - ``arrays``: a user's ``.npy``, ``.npz`` or ``.csv`` file;
 - ``registry``: datasets by name or path (the command line's entry point);
 - ``transforms``: binarization, one-hot labels, train/validation split;
-- ``batches``: minibatches for the compiled step, from memory or memory maps.
+- ``batches``: minibatches for the compiled step, from memory or memory maps;
+- ``sparse_files``: a CSR matrix as .npy files, memory-mapped when read.
 """
 
 from fastvae.data.arrays import load_array
@@ -25,6 +26,7 @@ from fastvae.data.idx import read_idx
 from fastvae.data.mnist import load_binarized_mnist, load_mnist
 from fastvae.data.registry import DATASET_NAMES, load_dataset
 from fastvae.data.shapes import SHAPE_FACTOR_NAMES, SHAPE_NAMES, make_shapes
+from fastvae.data.sparse_files import load_csr, save_csr
 from fastvae.data.transforms import (
     binarize,
     one_hot,
@@ -42,11 +44,13 @@ __all__ = [
     "binarize",
     "load_array",
     "load_binarized_mnist",
+    "load_csr",
     "load_dataset",
     "load_mnist",
     "make_shapes",
     "one_hot",
     "read_idx",
     "sample_binarize",
+    "save_csr",
     "train_validation_split",
 ]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import sys
 import warnings
 
@@ -39,6 +40,8 @@ __all__ = [
     "CHUNK_BYTES",
     "SPARSE_LAYER_DENSITY",
     "SparseRows",
+    "release",
+    "stored_windows",
     "WINDOW_BYTES",
     "InMemory",
     "Chunked",
@@ -58,9 +61,11 @@ CHUNK_BYTES = 16 * 2**20
 WINDOW_BYTES = 4 * 2**20
 # Below this fraction of stored values, training on a CSR matrix runs the
 # first layer on the nonzeros (Network.train_step_csr) instead of densifying
-# each minibatch for the GEMM: the measured break-even (benchmarks/
-# bench_sparse_layer.py) on this project's 2-core AVX2 machine.
-SPARSE_LAYER_DENSITY = 0.25
+# each minibatch for the GEMM. benchmarks/bench_sparse_layer.py on this
+# project's 2-core AVX2 machine (a count VAE's whole step, 2 threads):
+# 1.15-1.22x faster at 2%, 1.04-1.05x at 5%, 0.96x at 10% and 0.70-0.91x
+# at 20%, with 2,000 and 20,000 features; the break-even is near 7.5%.
+SPARSE_LAYER_DENSITY = 0.075
 
 _PAGE = mmap.PAGESIZE
 _SHARED_MODES = ("r", "r+", "w+", "readonly", "readwrite", "write")
@@ -72,8 +77,9 @@ def is_sparse(X) -> bool:
 
 
 def as_csr(X, name: str = "X"):
-    """X as CSR with sorted indices: as it is when it already is, else
-    converted once, with a warning (a CSC matrix's rows are scattered)."""
+    """X as CSR with sorted indices and no duplicates: as it is when it
+    already is, else converted once (another format with a warning: a CSC
+    matrix's rows are scattered)."""
     if X.format != "csr":
         warnings.warn(
             f"{name} is a {X.format.upper()} sparse matrix; converting it to CSR "
@@ -82,9 +88,12 @@ def as_csr(X, name: str = "X"):
             stacklevel=4,
         )
         X = X.tocsr()
-    if not X.has_sorted_indices:
+    if not _canonical(X):
+        # columns sorted and duplicate entries added up, as toarray sees
+        # them: the sparse first layer reads log1p of each stored value, so
+        # there must be one per cell. The user's matrix stays as it was.
         X = X.copy()
-        X.sort_indices()
+        X.sum_duplicates()
     return X
 
 
@@ -131,32 +140,139 @@ class InMemory:
             yield self.X, order[i : i + batch], self.cond
 
 
+def _canonical(X) -> bool:
+    """Whether every row's column indices increase strictly (sorted, no
+    duplicates), checked in windows (scipy's has_sorted_indices would page a
+    memory-mapped file in whole)."""
+    indptr = np.asarray(X.indptr)
+    last = None
+    for start, window in stored_windows(X.indices):
+        rising = np.empty(window.size, dtype=bool)
+        rising[1:] = window[1:] > window[:-1]
+        rising[0] = last is None or window[0] > last
+        # a row may start lower than the one before ends
+        starts = indptr[(indptr >= start) & (indptr < start + window.size)]
+        rising[starts - start] = True
+        if not rising.all():
+            return False
+        last = window[-1]
+    return True
+
+
+def stored_windows(a):
+    """(start, a[start:start + w]) over a 1-D array in windows of about
+    WINDOW_BYTES; a memory map's pages are released after each window, so
+    a pass over a mapped CSR file does not keep it resident."""
+    step = max(1, WINDOW_BYTES // max(1, a.itemsize))
+    for start in range(0, a.size, step):
+        window = a[start : start + step]
+        yield start, window
+        release(window)
+
+
+def release(a) -> None:
+    """Release the pages of a view of a shared memory map from this process
+    (they stay in the page cache); a no-op for anything else (madvise would
+    zero anonymous memory) and where there is no madvise."""
+    mm = _memmap_of(a)
+    if _madvise is None or not a.nbytes or mm is None:
+        return
+    if getattr(mm, "mode", "c") not in _SHARED_MODES:
+        return
+    begin = a.ctypes.data - a.ctypes.data % _PAGE
+    _madvise(begin, a.ctypes.data + a.nbytes - begin)
+
+
 class SparseRows:
     """Minibatches of a CSR matrix for a first layer that reads its nonzeros:
     the step gathers X[rows] itself, nothing is densified.
+
+    A matrix whose stored values and columns are memory maps of files
+    (fastvae.data.load_csr) is read row by row with pread into a buffer of
+    one minibatch instead: a page fault on a file mapping maps whole large
+    folios around it (megabytes), so random rows read through the mapping
+    would make the whole file resident.
 
     Parameters
     ----------
     X : scipy.sparse CSR matrix of shape (n_rows, n_features)
         Validated (see `check`).
     dtype : numpy.float32 or numpy.float64
-        The model's dtype (the stored values are converted once if needed).
+        The model's dtype (the stored values are converted if needed).
     cond : ndarray of shape (n_rows, n_conditions), optional
     """
 
     def __init__(self, X, dtype, cond=None):
-        self.X = CSRArrays(
-            np.ascontiguousarray(X.data, dtype=dtype),
-            np.ascontiguousarray(X.indices, dtype=np.int32),
-            np.ascontiguousarray(X.indptr, dtype=np.int64),
-        )
         self.cond = cond
         self.n_rows, self.n_features = (int(v) for v in X.shape)
+        indptr = np.ascontiguousarray(X.indptr, dtype=np.int64)
+        self._files = None
+        files = [_file_of(a) for a in (X.data, X.indices)]
+        if all(f is not None for f in files) and X.data.dtype == dtype:
+            self._files = [(os.open(path, os.O_RDONLY), at) for path, at in files]
+            self._indptr = indptr
+            self._item = (X.data.dtype.itemsize, X.indices.dtype.itemsize)
+            self._types = (X.data.dtype, X.indices.dtype)
+            self.X = None
+        else:
+            self.X = CSRArrays(
+                np.ascontiguousarray(X.data, dtype=dtype),
+                np.ascontiguousarray(X.indices, dtype=np.int32),
+                indptr,
+            )
+
+    def __del__(self):
+        for fd, _ in self._files or ():
+            os.close(fd)
 
     def minibatches(self, order, batch):
-        """(arrays, rows, cond) for each minibatch order[i:i + batch]."""
+        """(arrays, rows, cond) for each minibatch order[i:i + batch]; from
+        files, the arrays hold the minibatch's rows alone (rows 0..b-1) and
+        cond its conditions."""
         for i in range(0, order.shape[0], batch):
-            yield self.X, order[i : i + batch], self.cond
+            rows = order[i : i + batch]
+            if self._files is None:
+                yield self.X, rows, self.cond
+                continue
+            cond = None if self.cond is None else np.ascontiguousarray(self.cond[rows])
+            yield self._read(rows), np.arange(rows.shape[0], dtype=np.int64), cond
+
+    def _read(self, rows):
+        """The rows' stored values and columns, read from the files."""
+        starts, ends = self._indptr[rows], self._indptr[rows + 1]
+        counts = ends - starts
+        local = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=local[1:])
+        data = np.empty(int(local[-1]), dtype=self._types[0])
+        indices = np.empty(int(local[-1]), dtype=self._types[1])
+        arrays = (data, indices)
+        for (fd, at), size, out in zip(self._files, self._item, arrays, strict=True):
+            view = memoryview(out).cast("B")
+            for k in range(rows.shape[0]):
+                n = int(counts[k]) * size
+                if n:
+                    o = int(local[k]) * size
+                    _pread_into(fd, view[o : o + n], at + int(starts[k]) * size)
+        return CSRArrays(data, indices.astype(np.int32, copy=False), local)
+
+
+def _file_of(a):
+    """(path, byte offset of a[0]) when `a` views a memory map of a file,
+    contiguously; else None."""
+    mm = _memmap_of(a)
+    if mm is None or getattr(mm, "filename", None) is None or not a.flags.c_contiguous:
+        return None
+    return mm.filename, int(mm.offset) + (a.ctypes.data - mm.ctypes.data)
+
+
+def _pread_into(fd, view, offset) -> None:
+    """Fill `view` from the file at `offset` (pread may return short)."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            raise OSError(f"the CSR file ended early (at byte {offset + done})")
+        done += n
 
 
 class CSRArrays:
@@ -301,16 +417,19 @@ def _check_sparse(X, shape, dtype, name, n_features, owner, unit_interval):
     X = as_csr(X, name)
     if X.dtype != dtype:
         X = X.astype(dtype)
-    values = X.data
-    if not np.isfinite(values).all():
-        bad = np.flatnonzero(~np.isfinite(values))[0]
-        row = int(np.searchsorted(X.indptr, bad, side="right") - 1)
-        raise ValueError(
-            f"{name} contains NaN or infinite values (first in row {row}); "
-            "remove or impute them before training"
-        )
-    if unit_interval and values.size:
-        lo, hi = float(values.min()), float(values.max())
+    lo, hi = 0.0, 0.0
+    for a, window in stored_windows(X.data):
+        finite = np.isfinite(window)
+        if not finite.all():
+            bad = a + int(np.argmin(finite))
+            row = int(np.searchsorted(X.indptr, bad, side="right") - 1)
+            raise ValueError(
+                f"{name} contains NaN or infinite values (first in row {row}); "
+                "remove or impute them before training"
+            )
+        if unit_interval and window.size:
+            lo, hi = min(lo, float(window.min())), max(hi, float(window.max()))
+    if unit_interval and X.nnz:
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
                 f"{name} must lie in [0, 1] for the Bernoulli likelihood, got "
@@ -325,10 +444,13 @@ def value_range(X, dtype) -> tuple[float, float]:
     out; 0.0 for both when nothing is observed), read in windows of rows
     when X is out of core (as `dtype`, the values training sees)."""
     if is_sparse(X):
-        values = X.data
-        lo = float(values.min()) if values.size else 0.0
-        hi = float(values.max()) if values.size else 0.0
-        if values.size < X.shape[0] * X.shape[1]:  # implicit zeros
+        lo, hi = float("inf"), float("-inf")
+        for _, window in stored_windows(X.data):
+            if window.size:
+                lo, hi = min(lo, float(window.min())), max(hi, float(window.max()))
+        if X.nnz == 0:
+            lo = hi = 0.0
+        if X.nnz < X.shape[0] * X.shape[1]:  # implicit zeros
             lo, hi = min(lo, 0.0), max(hi, 0.0)
         return lo, hi
     if not is_out_of_core(X):

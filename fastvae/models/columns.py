@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fastvae._core._numerics import LOGSIGMA_RANGE
+from fastvae.data import batches
 
 __all__ = [
     "COUNT_KINDS",
@@ -219,6 +220,8 @@ def _check_sparse_values(columns, X, name) -> None:
                 raise ValueError(
                     f"{name} column {d} ({columns[d][0]}) {what}, got {v[i]:g}"
                 )
+        batches.release(v)  # a memory-mapped file's pages (no-op otherwise)
+        batches.release(col)
 
 
 def point(columns, means: np.ndarray) -> np.ndarray:

@@ -210,7 +210,9 @@ class VAE(BaseAutoencoder):
         """
         out = self.decode(self.transform(X, condition), condition)
         if self._fitted_settings.library is not None:
-            totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+            # the rows' own totals (X was checked by transform above)
+            rows = X.sum(axis=1) if hasattr(X, "tocsr") else np.sum(X, axis=1)
+            totals = np.asarray(rows, dtype=np.float64).ravel()
             out *= np.maximum(totals, 1.0).astype(out.dtype)[:, None]
         return out
 
