@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -211,7 +212,8 @@ class VAE(BaseAutoencoder):
         out = self.decode(self.transform(X, condition), condition)
         if self._fitted_settings.library is not None:
             # the rows' own totals (X was checked by transform above)
-            rows = X.sum(axis=1) if hasattr(X, "tocsr") else np.sum(X, axis=1)
+            sparse: Any = X
+            rows = sparse.sum(axis=1) if hasattr(X, "tocsr") else np.sum(X, axis=1)
             totals = np.asarray(rows, dtype=np.float64).ravel()
             out *= np.maximum(totals, 1.0).astype(out.dtype)[:, None]
         return out
