@@ -6,6 +6,8 @@ also what fastvae's Python API does around every compiled call.
 """
 
 import os
+import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(
     os.environ.get("FASTVAE_TEST_DATA") or REPO_ROOT.parent / "shared" / "data"
 ).expanduser()
+
+
+@pytest.fixture(autouse=True)
+def _sigint_stays_python_s(request):
+    """Ctrl-C tests need Python's SIGINT handler in this process (children
+    inherit an ignored SIGINT). The full suite has twice lost it in a way
+    no single file reproduces: name the test that changes it, and put it
+    back."""
+    yield
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is not signal.default_int_handler:
+        warnings.warn(
+            f"{request.node.nodeid} left SIGINT's handler as {handler!r}",
+            stacklevel=1,
+        )
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")

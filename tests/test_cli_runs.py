@@ -47,6 +47,12 @@ def run_cli(*args, cwd, code=0):
     return proc
 
 
+def _default_sigint():
+    # Python installs its Ctrl-C handler only if SIGINT is not ignored when
+    # it starts, and an ignored SIGINT is inherited: these tests interrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args, cwd):
     return subprocess.Popen(
         [sys.executable, "-m", "fastvae", *map(str, args)],
@@ -55,6 +61,7 @@ def start_cli(*args, cwd):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
