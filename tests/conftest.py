@@ -21,12 +21,21 @@ SHARED_DATA = Path(
 ).expanduser()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _python_handles_sigint():
+    """The Ctrl-C tests need Python's SIGINT handler in this process. A
+    process started in the background by a non-interactive shell (`cmd &`,
+    as a CI script or nohup may do) starts with SIGINT ignored, and Python
+    then installs no handler: _thread.interrupt_main does nothing and the
+    CLI's test children inherit the ignored signal."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _sigint_stays_python_s(request):
-    """Ctrl-C tests need Python's SIGINT handler in this process (children
-    inherit an ignored SIGINT). The full suite has twice lost it in a way
-    no single file reproduces: name the test that changes it, and put it
-    back."""
+    """Name a test that changes the SIGINT handler, and put it back."""
     yield
     handler = signal.getsignal(signal.SIGINT)
     if handler is not signal.default_int_handler:

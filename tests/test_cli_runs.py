@@ -49,7 +49,8 @@ def run_cli(*args, cwd, code=0):
 
 def _default_sigint():
     # Python installs its Ctrl-C handler only if SIGINT is not ignored when
-    # it starts, and an ignored SIGINT is inherited: these tests interrupt
+    # it starts, and an ignored SIGINT is inherited (a suite started in the
+    # background ignores it): these tests interrupt
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
