@@ -577,6 +577,21 @@ cdef class Network:
             self._csr_vals = np.empty(size, dtype=self.dtype)
         return nnz
 
+    cdef fv_csr _csr(self, const void* data, const int32_t[::1] indices,
+                     const int64_t[::1] indptr):
+        """The fv_csr of a CSR matrix's arrays (data of the network's dtype)
+        with this network's transpose scratch, as _check_csr sized it."""
+        cdef int64_t[::1] start = self._csr_start
+        cdef int32_t[::1] t_rows = self._csr_rows
+        cdef fv_csr A
+        A.data = data
+        A.indices = &indices[0] if indices.shape[0] else NULL
+        A.indptr = &indptr[0]
+        A.col_start = &start[0]
+        A.t_rows = &t_rows[0]
+        A.t_vals = <void*> <size_t> self._csr_vals.ctypes.data
+        return A
+
     def train_step_csr(self, floating[::1] params, floating[::1] grads,
                        floating[::1] state1, floating[::1] state2,
                        const floating[::1] data, const int32_t[::1] indices,
@@ -608,16 +623,8 @@ cdef class Network:
             check_disjoint("state1", &state1[0], nbytes, "state2", &state2[0], nbytes)
         cdef floating[::1] work = self._work
         cdef double[::1] row_losses = self._row_losses
-        cdef int64_t[::1] start = self._csr_start
-        cdef int32_t[::1] t_rows = self._csr_rows
-        cdef floating[::1] t_vals = self._csr_vals
-        cdef fv_csr A
-        A.data = &data[0] if data.shape[0] else NULL
-        A.indices = &indices[0] if indices.shape[0] else NULL
-        A.indptr = &indptr[0]
-        A.col_start = &start[0]
-        A.t_rows = &t_rows[0]
-        A.t_vals = &t_vals[0]
+        cdef fv_csr A = self._csr(
+            <const void*> &data[0] if data.shape[0] else NULL, indices, indptr)
         cdef double sums[2]
         cdef int status
         cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
@@ -650,16 +657,8 @@ cdef class Network:
         check_disjoint("params", &params[0], nbytes, "grads", &grads[0], nbytes)
         cdef floating[::1] work = self._work
         cdef double[::1] row_losses = self._row_losses
-        cdef int64_t[::1] start = self._csr_start
-        cdef int32_t[::1] t_rows = self._csr_rows
-        cdef floating[::1] t_vals = self._csr_vals
-        cdef fv_csr A
-        A.data = &data[0] if data.shape[0] else NULL
-        A.indices = &indices[0] if indices.shape[0] else NULL
-        A.indptr = &indptr[0]
-        A.col_start = &start[0]
-        A.t_rows = &t_rows[0]
-        A.t_vals = &t_vals[0]
+        cdef fv_csr A = self._csr(
+            <const void*> &data[0] if data.shape[0] else NULL, indices, indptr)
         cdef double sums[2]
         cdef int status
         cdef const int64_t* rows_ptr = NULL if rows is None else &rows[0]
