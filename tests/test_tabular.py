@@ -222,3 +222,23 @@ def test_parameters_and_errors():
         model.set_params(depth=3)
     with pytest.raises(TypeError, match="DataFrame or a 1-D NumPy structured array"):
         model.fit(np.zeros((10, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:column 'note' dropped")
+@pytest.mark.filterwarnings("ignore:column 'id' dropped")
+def test_failed_fit_leaves_no_fitted_state():
+    """Training that fails (here a bad setting only the VAE checks) leaves an
+    unfitted model unfitted, and a fitted one as it was."""
+    df = _frame(n=200)
+    model = fastvae.TabularVAE(hidden=(8,), latent_dim=2, epochs=1, batch_size=-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.fit(df)
+    assert not hasattr(model, "schema_") and not hasattr(model, "vae_")
+    with pytest.raises(fastvae.NotFittedError):
+        model.sample(3)
+    model.set_params(batch_size=64).fit(df)
+    schema, vae = model.schema_, model.vae_
+    model.set_params(batch_size=-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.fit(df[["rooms"]])
+    assert model.schema_ is schema and model.vae_ is vae

@@ -126,11 +126,11 @@ class TabularVAE(ParameterProtocol):
 
     # -- training ----------------------------------------------------------------------
 
-    def _vae(self) -> VAE:
+    def _vae(self, schema: _tables.TableSchema) -> VAE:
         return VAE(
             hidden=tuple(self.hidden),
             latent_dim=self.latent_dim,
-            likelihood=self.schema_.likelihoods(),
+            likelihood=schema.likelihoods(),
             sigma="learned",
             missing="mask",
             activation=self.activation,
@@ -172,11 +172,13 @@ class TabularVAE(ParameterProtocol):
         schema = _tables.infer_schema(
             table, self.kinds, encoding=self.encoding, max_levels=self.max_levels
         )
-        self.schema_ = schema
         X = schema.encode(table)
         val = None if validation_data is None else schema.encode(validation_data)
-        vae = self._vae()
+        vae = self._vae(schema)
         vae.fit(X, validation_data=val, callbacks=callbacks)
+        # the fitted state changes together, once training has succeeded: a
+        # failed fit leaves a refit model as it was (and an unfitted one unfitted)
+        self.schema_ = schema
         self.vae_ = vae
         self.feature_names_in_ = np.array(
             list(_tables._columns_of(table)), dtype=object
