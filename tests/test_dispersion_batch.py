@@ -297,3 +297,36 @@ def test_the_option_needs_a_tail_and_conditions():
             columns=[("negbin", 1, 1.0)],
             tail_by_condition=True,
         )
+
+
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_csr_rows_get_their_tails(n_threads):
+    """The step on a CSR matrix's rows makes the tails from the conditions
+    like the dense step (gradients against the reference)."""
+    sp = pytest.importorskip("scipy.sparse")
+    net, lay = _network(COUNTS, library=True)
+    p = _params(lay, seed=12)
+    X, cond = _data(COUNTS, seed=12, one_hot=False)
+    X[X < 2] = 0
+    A = sp.csr_matrix(X)
+    csr = (A.data, A.indices.astype(np.int32), A.indptr.astype(np.int64))
+    g = lay.zeros(np.float64)
+    status, recon_sum, _ = net.gradients_csr(
+        p, g, *csr, ROWS, B, SEED, 3, kl_weight=0.6, n_threads=n_threads, cond=cond
+    )
+    assert status == 0
+    eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 3, B, K)
+    _, recon, _, grads = ref.loss_and_grads_columns(
+        _layers(lay, p),
+        lay.n_encoder,
+        X[ROWS],
+        eps,
+        COUNTS,
+        lay.tail(p).reshape(C, len(COUNTS)),
+        beta=0.6,
+        cond=cond[ROWS],
+        library=True,
+        tail_by_condition=True,
+    )
+    assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
+    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
