@@ -155,3 +155,46 @@ def test_bad_settings_are_named(batches, options, cond, message):
         options = dict(options, library=None)
     with pytest.raises(ValueError, match=message):
         _fit(X[:50], C[:50] if cond else None, epochs=1, batch_size=25, **options)
+
+
+def test_shard_gradients_sum_to_the_minibatch_gradient(batches):
+    """MPI training sums the shards' gradients: with their global row
+    offsets and batch size they add up to the minibatch's, phi included."""
+    X, cond, _ = batches
+    vae = _fit(
+        X[:300],
+        cond[:300],
+        likelihood="zinb",
+        dispersion="gene-batch",
+        dtype=np.float64,
+    )
+    s, layout = vae._fitted_settings, vae._fitted_layout
+    net = vae._network(
+        s, layout, 30, vae.n_conditions_, training=True, columns=vae.columns_
+    )
+    p = vae.params_
+    X64, c64 = X.astype(np.float64), cond.astype(np.float64)
+    rows = np.arange(30, dtype=np.int64)[::-1].copy()
+    whole = np.zeros_like(p)
+    net.gradients(p, whole, X64, rows, 30, 3, 9, 0.5, 1, cond=c64)
+    total = np.zeros_like(p)
+    for lo, hi in ((0, 7), (7, 8), (8, 30)):
+        part = np.zeros_like(p)
+        status, *_ = net.gradients(
+            p,
+            part,
+            X64,
+            rows[lo:hi],
+            hi - lo,
+            3,
+            9,
+            0.5,
+            1,
+            row_offset=lo,
+            global_batch=30,
+            cond=c64,
+        )
+        assert status == 0
+        total += part
+    assert layout.tail(whole).reshape(2, D).all()
+    np.testing.assert_allclose(total, whole, rtol=0, atol=1e-11 * np.abs(whole).max())
