@@ -351,8 +351,11 @@ def _zinb_aux(spec):
 
 def columns_loss(out, X, spec, tail):
     """Per-row -log p(x | outputs) over the observed entries, d/d out, and the
-    per-row terms of d/d tail (learned log-sigma, log-dispersion)."""
+    per-row terms of d/d tail (learned log-sigma, log-dispersion). tail: one
+    value per column (D,), or one row of them per data row (n, D)."""
     from scipy.special import digamma, expit, gammaln
+
+    tail = None if tail is None else np.asarray(tail, dtype=np.float64)
 
     n = X.shape[0]
     loss = np.zeros(n)
@@ -370,8 +373,8 @@ def columns_loss(out, X, spec, tail):
             term = 0.5 * r * r / sigma**2 + np.log(sigma) + 0.5 * LOG_2PI
             grad = (r / sigma**2)[:, None]
         elif kind == "gaussian_learned":
-            s = np.clip(tail[d], LOGSIGMA_MIN, LOGSIGMA_MAX)
-            inside = LOGSIGMA_MIN <= tail[d] <= LOGSIGMA_MAX
+            s = np.clip(tail[..., d], LOGSIGMA_MIN, LOGSIGMA_MAX)
+            inside = (LOGSIGMA_MIN <= tail[..., d]) & (tail[..., d] <= LOGSIGMA_MAX)
             r = o[:, 0] - xs
             term = 0.5 * r * r * np.exp(-2 * s) + s + 0.5 * LOG_2PI
             grad = (r * np.exp(-2 * s))[:, None]
@@ -389,8 +392,8 @@ def columns_loss(out, X, spec, tail):
             term = np.exp(o[:, 0]) - xs * o[:, 0] + gammaln(xs + 1)
             grad = (np.exp(o[:, 0]) - xs)[:, None]
         elif kind == "negbin":
-            lt = np.clip(tail[d], LOGDISP_MIN, LOGDISP_MAX)
-            inside = LOGDISP_MIN <= tail[d] <= LOGDISP_MAX
+            lt = np.clip(tail[..., d], LOGDISP_MIN, LOGDISP_MAX)
+            inside = (LOGDISP_MIN <= tail[..., d]) & (tail[..., d] <= LOGDISP_MAX)
             theta, e = np.exp(lt), o[:, 0]
             mu = np.exp(e)
             log_sum = np.logaddexp(lt, e)
@@ -413,8 +416,8 @@ def columns_loss(out, X, spec, tail):
         elif kind == "zinb":
             # p(x) = w [x = 0] + (1 - w) NB(x), w = sigmoid(pi); derivatives
             # by the quotient rule on p(0) (columns.h uses softplus forms)
-            lt = np.clip(tail[d], LOGDISP_MIN, LOGDISP_MAX)
-            inside = LOGDISP_MIN <= tail[d] <= LOGDISP_MAX
+            lt = np.clip(tail[..., d], LOGDISP_MIN, LOGDISP_MAX)
+            inside = (LOGDISP_MIN <= tail[..., d]) & (tail[..., d] <= LOGDISP_MAX)
             theta, e, pi = np.exp(lt), o[:, 0], out[:, aux[d]]
             mu, w = np.exp(e), expit(pi)
             log_sum = np.logaddexp(lt, e)
@@ -515,11 +518,18 @@ def loss_and_grads_columns(
     kind="vae",
     cond=None,
     library=False,
+    tail_by_condition=False,
 ):
     """loss_and_grads for a per-column likelihood: mean over rows of the
     observed entries' -log p plus beta * KL, and its gradients (the last
     entry of grads: d/d tail, one per column). library: the counts' means
-    are softmax times the row's total (library_outputs)."""
+    are softmax times the row's total (library_outputs).
+    tail_by_condition: tail is phi (n_cond, D) and row i's tails are
+    cond_i @ phi (scVI's F.linear(one_hot(batch), px_r)); d/d phi is then
+    cond.T @ (per-row tail terms) / n, shape (n_cond, D)."""
+    phi = tail
+    if tail_by_condition:
+        tail = cond @ np.asarray(phi, dtype=np.float64)
     n = X.shape[0]
     x_in = expand_columns(X, spec, missing)
     n_out = sum(width for _, width, _ in spec) + len(_zinb_aux(spec))
@@ -558,7 +568,10 @@ def loss_and_grads_columns(
         x_act = "identity" if li == 0 else layers[li - 1][2]
         d, dW, db = dense_backward(f["acts"][li], W, d, x_act)
         grads[li] = (dW, db)
-    grads.append(dtail.sum(axis=0) / n)
+    if tail_by_condition:
+        grads.append(cond.T @ dtail / n)
+    else:
+        grads.append(dtail.sum(axis=0) / n)
     loss = np.mean(recon + beta * kl_rows)
     return loss, recon, kl_rows, grads
 

@@ -134,6 +134,11 @@ cdef class Network:
         With columns, all of them counts and none missing: column d's mean
         is softmax over the count outputs times the row's total count (its
         library size), scVI's decoder.
+    tail_by_condition : bool, default=False
+        With columns that have a tail and n_cond > 0: the tail holds n_cond
+        rows of n_columns values phi, and a data row's tails are sum_b c_b
+        phi_b for its condition c (one log-dispersion per gene and batch
+        with one-hot batches, scVI's dispersion="gene-batch").
     """
 
     cdef fv_vae_config cfg
@@ -155,7 +160,8 @@ cdef class Network:
                  int max_batch, dtype, int parts=2, str kind="vae",
                  int n_cond=0, int64_t logsigma_offset=-1, double corrupt=0.0,
                  bint binarize=False, int n_samples=1, str objective="elbo",
-                 columns=None, bint missing=False, bint library=False):
+                 columns=None, bint missing=False, bint library=False,
+                 bint tail_by_condition=False):
         dims = [[int(d) for d in encoder_dims], [int(d) for d in decoder_dims]]
         n_enc = len(dims[0]) - 1
         n_layers = n_enc + len(dims[1]) - 1
@@ -212,9 +218,13 @@ cdef class Network:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         has_tail = likelihood == "gaussian_learned" or any(
             name in TAIL_KINDS for name, _, _ in specs)
+        if tail_by_condition and not (specs and has_tail and n_cond > 0):
+            raise ValueError("tail_by_condition needs columns with a tail "
+                             "(learned Gaussian, negbin, zinb) and n_cond > 0")
+        n_tail = D * n_cond if tail_by_condition else D
         if has_tail and not (
-                0 <= logsigma_offset and logsigma_offset + D <= n_params):
-            raise ValueError(f"the {D} log-sigmas do not fit in {n_params} "
+                0 <= logsigma_offset and logsigma_offset + n_tail <= n_params):
+            raise ValueError(f"the {n_tail} log-sigmas do not fit in {n_params} "
                              f"parameters at offset {logsigma_offset}")
         if not 0.0 <= corrupt < 1.0:
             raise ValueError(f"corrupt must be in [0, 1), got {corrupt}")
@@ -251,6 +261,7 @@ cdef class Network:
         c.n_out = n_outputs
         c.mask_offset = n_inputs - D if missing else -1
         c.library = library
+        c.tail_by_condition = tail_by_condition
         c.columns = NULL
         # the sparse first layer reads values as they are or log1p of counts
         self.supports_csr = (
@@ -306,6 +317,7 @@ cdef class Network:
                    ("sgrad", pairs * D if has_tail else 0),
                    ("scratch", FV_MAX_TEAM * fv_round_up(max(D, n_outputs))
                     if likelihood == "gaussian_learned" or library else 0),
+                   ("tails", rows * D if tail_by_condition else 0),
                    ("pairs", 2 * 3 * pairs if n_samples > 1 else 0),
                    ("grad0", pairs * max_width), ("grad1", pairs * max_width)]
         at = {}
@@ -315,6 +327,7 @@ cdef class Network:
         c.xin_offset, c.xtgt_offset = at["xin"], at["xtgt"]
         c.eps_offset, c.z_offset, c.dh_offset = at["eps"], at["z"], at["dh"]
         c.sgrad_offset, c.scratch_offset = at["sgrad"], at["scratch"]
+        c.tails_offset = at["tails"]
         c.pairs_offset = at["pairs"]
         c.grad_offset[0], c.grad_offset[1] = at["grad0"], at["grad1"]
         c.work_size = off

@@ -66,6 +66,11 @@ ctypedef struct fv_vae_config:
     int library
     double sigma            # fixed Gaussian observation noise
     int64_t logsigma_offset  # learned log-sigmas in params (n_features)
+    # With columns and n_cond > 0: the tail holds n_cond rows of n_features
+    # (phi) and row i's tails are sum_b c_ib phi_b (fv_tail_mix; scVI's
+    # dispersion "gene-batch" with one-hot batches), made with the inputs
+    # into the tails region.
+    int tail_by_condition
     double corrupt          # training: probability of zeroing an input value
     int binarize            # training: targets ~ Bernoulli(x), redrawn each step
     int parts               # GEMM column blocks (fastvae/partition.h)
@@ -85,6 +90,7 @@ ctypedef struct fv_vae_config:
     # per-row log-sigma gradient terms (max_batch * n_samples, n_features)
     int64_t sgrad_offset
     int64_t scratch_offset  # per-thread scratch (FV_MAX_TEAM, n_features)
+    int64_t tails_offset    # tail_by_condition: row tails (max_batch, n_features)
     # n_samples > 1: three doubles per pair (reconstruction term, log p(z) -
     # log q(z | x), head-gradient weight), 2 * 3 * max_batch * n_samples
     # elements (enough doubles for float32 and float64 workspaces)

@@ -25,7 +25,8 @@ from fastvae._core._blas cimport gemm_uses_own
 from fastvae._core._columns cimport (
     fv_columns_expand_f32, fv_columns_expand_f64, fv_columns_means_f32,
     fv_columns_means_f64, fv_columns_rows_f32, fv_columns_rows_f64,
-    fv_columns_rows_library_f32, fv_columns_rows_library_f64)
+    fv_columns_rows_library_f32, fv_columns_rows_library_f64, fv_tail_mix_f32,
+    fv_tail_mix_f64, fv_tail_mix_grad_f32, fv_tail_mix_grad_f64)
 from fastvae._core._dense cimport (
     dense_forward_block, fv_dense_rows_f32, fv_dense_rows_f64,
     input_grad_block, weight_grad_block)
@@ -183,6 +184,24 @@ cdef inline bint _has_tail(const fv_vae_config* cfg) noexcept nogil:
         cfg.columns != NULL and cfg.logsigma_offset >= 0)
 
 
+cdef inline const floating* _tail_of(const fv_vae_config* cfg,
+                                     const floating* params,
+                                     const floating* work,
+                                     int64_t r) noexcept nogil:
+    """Data row r's tails: the shared ones, or its own made from its
+    conditions (tail_by_condition), or NULL without a tail."""
+    if cfg.logsigma_offset < 0:
+        return NULL
+    if cfg.tail_by_condition:
+        return work + cfg.tails_offset + r * cfg.n_features
+    return params + cfg.logsigma_offset
+
+
+cdef inline int64_t _tail_ld(const fv_vae_config* cfg) noexcept nogil:
+    """The row stride of the tails of consecutive data rows."""
+    return cfg.n_features if cfg.tail_by_condition else 0
+
+
 cdef inline int _cdiv(int64_t a, int64_t b) noexcept nogil:
     return <int> ((a + b - 1) // b)
 
@@ -322,7 +341,8 @@ cdef void _plan_step(fv_job* j, bint update, int itemsize) noexcept nogil:
         _add(j, PH_SAMPLES, 0, _row_blocks(j))
     _add(j, PH_CHECK, 0, 1)
     if _has_tail(cfg):
-        _add(j, PH_LOGSIGMA, 0, _cdiv(cfg.n_features, _LOGSIGMA_BLOCK))
+        _add(j, PH_LOGSIGMA, 0, _cdiv(cfg.n_features, _LOGSIGMA_BLOCK)
+             * (cfg.n_cond if cfg.tail_by_condition else 1))
     # Backward, top down, from the output gradient in grad buffer 0, through
     # the two ping-pong buffers. The first decoder layer's input gradient is
     # d[z | c]; only dz is used.
@@ -558,6 +578,7 @@ cdef void _inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
     cdef uint64_t seed = 0, step = 0, row_offset = 0
     if j.csr != NULL:
         _csr_inputs_rows(j, r0, r1, work)
+        _tail_rows(j, r0, r1, work)
         return
     if j.gather_plain:
         for i in range(r0, r1):
@@ -570,6 +591,28 @@ cdef void _inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
         row_offset = <uint64_t> j.args.row_offset
     _prepare(cfg, j.training, X, j.ldx, <const floating*> j.Cond, j.ldc,
              j.rows, r0, r1, seed, step, row_offset, work)
+    _tail_rows(j, r0, r1, work)
+
+
+cdef void _tail_rows(const fv_job* j, int64_t r0, int64_t r1,
+                     floating* work) noexcept nogil:
+    """The tails of rows [r0, r1) from their conditions, once per data row
+    (a row's latent samples share them), with the rows' other inputs."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef const floating* phi = <const floating*> j.params + cfg.logsigma_offset
+    cdef const floating* c
+    cdef int64_t i, r
+    if not cfg.tail_by_condition:
+        return
+    for i in range(r0, r1):
+        r = j.rows[i] if j.rows != NULL else i
+        c = <const floating*> j.Cond + r * j.ldc
+        if floating is float:
+            fv_tail_mix_f32(c, cfg.n_cond, phi, cfg.n_features,
+                            work + cfg.tails_offset + i * cfg.n_features)
+        else:
+            fv_tail_mix_f64(c, cfg.n_cond, phi, cfg.n_features,
+                            work + cfg.tails_offset + i * cfg.n_features)
 
 
 cdef inline const floating* _input_of(const fv_vae_config* cfg, int l,
@@ -677,8 +720,8 @@ cdef void _recon_pairs(const fv_job* j, const floating* params, floating* work,
         run = min(p1, (r + 1) * k)
         _loss_rows(cfg, params, work,
                    work + cfg.layers[cfg.n_layers - 1].out_offset,
-                   xt + r * j.ld_t, 0, scale, work + cfg.grad_offset[0], p,
-                   run, tid, pair_recon)
+                   xt + r * j.ld_t, 0, _tail_of(cfg, params, work, r), 0,
+                   scale, work + cfg.grad_offset[0], p, run, tid, pair_recon)
         p = run
 
 
@@ -762,12 +805,13 @@ cdef void _latent_keyed_rows(const fv_vae_config* cfg, floating* work,
 
 cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
                      floating* work, const floating* out, const floating* x,
-                     int64_t ldx, double grad_scale, floating* grad,
-                     int64_t r0, int64_t r1, int tid,
-                     double* recon) noexcept nogil:
+                     int64_t ldx, const floating* tail, int64_t ld_tail,
+                     double grad_scale, floating* grad, int64_t r0, int64_t r1,
+                     int tid, double* recon) noexcept nogil:
     """-log p(x_i | decoder output row i) for rows [r0, r1) and, with grad,
     grad_scale times its gradient (for a learned Gaussian also the per-row
-    log-sigma gradient terms, into sgrad)."""
+    log-sigma gradient terms, into sgrad). Columns read row i's tails at
+    tail + i * ld_tail (_tail_of)."""
     cdef int D = cfg.n_features
     cdef floating* sgrad = work + cfg.sgrad_offset if grad != NULL else NULL
     cdef floating* scratch = work + cfg.scratch_offset + tid * fv_round_up(
@@ -775,31 +819,23 @@ cdef void _loss_rows(const fv_vae_config* cfg, const floating* params,
     if cfg.columns != NULL and cfg.library:
         if floating is float:
             fv_columns_rows_library_f32(
-                out, cfg.n_out, cfg.n_out, x, ldx, D, cfg.columns,
-                params + cfg.logsigma_offset
-                if cfg.logsigma_offset >= 0 else NULL,
-                grad_scale, grad, cfg.n_out,
+                out, cfg.n_out, cfg.n_out, x, ldx, D, cfg.columns, tail,
+                ld_tail, grad_scale, grad, cfg.n_out,
                 sgrad if _has_tail(cfg) else NULL, D, recon, r0, r1, scratch)
         else:
             fv_columns_rows_library_f64(
-                out, cfg.n_out, cfg.n_out, x, ldx, D, cfg.columns,
-                params + cfg.logsigma_offset
-                if cfg.logsigma_offset >= 0 else NULL,
-                grad_scale, grad, cfg.n_out,
+                out, cfg.n_out, cfg.n_out, x, ldx, D, cfg.columns, tail,
+                ld_tail, grad_scale, grad, cfg.n_out,
                 sgrad if _has_tail(cfg) else NULL, D, recon, r0, r1, scratch)
     elif cfg.columns != NULL:
         if floating is float:
             fv_columns_rows_f32(out, cfg.n_out, x, ldx, D, cfg.columns,
-                                params + cfg.logsigma_offset
-                                if cfg.logsigma_offset >= 0 else NULL,
-                                grad_scale, grad, cfg.n_out,
+                                tail, ld_tail, grad_scale, grad, cfg.n_out,
                                 sgrad if _has_tail(cfg) else NULL, D, recon,
                                 r0, r1)
         else:
             fv_columns_rows_f64(out, cfg.n_out, x, ldx, D, cfg.columns,
-                                params + cfg.logsigma_offset
-                                if cfg.logsigma_offset >= 0 else NULL,
-                                grad_scale, grad, cfg.n_out,
+                                tail, ld_tail, grad_scale, grad, cfg.n_out,
                                 sgrad if _has_tail(cfg) else NULL, D, recon,
                                 r0, r1)
     elif cfg.likelihood == FV_LIK_BERNOULLI:
@@ -902,7 +938,8 @@ cdef void _window_losses(const fv_vae_config* cfg, const floating* params,
         r = (q0 + j) // k
         run = min(j1, (r + 1) * k - q0)
         _loss_rows(cfg, params, work, dec_out, work + cfg.xtgt_offset + r * D,
-                   0, 1.0, NULL, j, run, tid, recon)
+                   0, _tail_of(cfg, params, work, r), 0, 1.0, NULL, j, run,
+                   tid, recon)
         j = run
 
 
@@ -927,6 +964,33 @@ cdef void _accumulate_window(const fv_job* j) noexcept nogil:
             top[r] = lw
         else:
             total[r] += exp(lw - top[r])
+
+
+cdef void _tail_mix_grad(fv_job* j, int b, const floating* work,
+                         floating* grads) noexcept nogil:
+    """Block b of the tails' gradient when they come from the conditions:
+    columns [64 c, 64 c + 64) of phi's row q (b = q * blocks per row + c),
+    sum over the decoder rows in order of c_iq times the row's terms."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int D = cfg.n_features
+    cdef int per_row = _cdiv(D, _LOGSIGMA_BLOCK)
+    cdef int q = b // per_row
+    cdef int64_t c0 = <int64_t> (b % per_row) * _LOGSIGMA_BLOCK
+    cdef int n = <int> (min(<int64_t> D, c0 + _LOGSIGMA_BLOCK) - c0)
+    cdef floating* out = grads + cfg.logsigma_offset + <int64_t> q * D + c0
+    cdef int64_t bad
+    if floating is float:
+        fv_tail_mix_grad_f32(work + cfg.sgrad_offset + c0, D, j.n_dec,
+                             cfg.n_samples, <const float*> j.Cond, j.ldc,
+                             j.rows, q, n, out)
+        bad = fv_count_nonfinite_f32(out, 0, 1, n)
+    else:
+        fv_tail_mix_grad_f64(work + cfg.sgrad_offset + c0, D, j.n_dec,
+                             cfg.n_samples, <const double*> j.Cond, j.ldc,
+                             j.rows, q, n, out)
+        bad = fv_count_nonfinite_f64(out, 0, 1, n)
+    if bad:
+        fv_atomic_add_i64(&j.bad, bad)
 
 
 cdef void _run_block(fv_job* j, int p, int b, int tid,
@@ -990,6 +1054,9 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
     if ph.kind == PH_CSR_T:
         _csr_transpose(j, work)
         return
+    if ph.kind == PH_LOGSIGMA and cfg.tail_by_condition:
+        _tail_mix_grad(j, b, work, grads)
+        return
     if ph.kind == PH_LOGSIGMA:
         # d loss / d log-sigma: column sums of the per-row terms, rows in order
         c0 = <int64_t> b * _LOGSIGMA_BLOCK
@@ -1044,6 +1111,7 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
             _loss_rows(cfg, params, work,
                        work + cfg.layers[cfg.n_layers - 1].out_offset,
                        <const floating*> j.xt, j.ld_t,
+                       _tail_of(cfg, params, work, 0), _tail_ld(cfg),
                        1.0 / j.args.global_batch, work + cfg.grad_offset[0],
                        r0, r1, tid, recon)
         return
@@ -1112,8 +1180,9 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
                       j.ld_x, r0, r1)
         _loss_rows(cfg, params, work,
                    work + cfg.layers[cfg.n_layers - 1].out_offset,
-                   <const floating*> j.xt, j.ld_t, 1.0, NULL, r0, r1, tid,
-                   j.recon_out)
+                   <const floating*> j.xt, j.ld_t,
+                   _tail_of(cfg, params, work, 0), _tail_ld(cfg), 1.0, NULL,
+                   r0, r1, tid, j.recon_out)
     elif ph.kind == PH_LL_DRAWS:
         _importance_draws(cfg, work, j.row_losses + m, j.q0, r0, r1, j.k,
                           j.seed, j.stream, j.row_offset)

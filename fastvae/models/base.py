@@ -216,11 +216,35 @@ class BaseAutoencoder(ParameterProtocol, Training, Inference, Persistence, Outpu
             n_out = _columns.n_outputs(columns)
             n_in += n_features if s.missing else 0
             tail = _columns.has_tail(columns, s.sigma)
+        by_batch = s.dispersion == "gene-batch"
+        if by_batch and n_cond == 0:
+            raise ValueError(
+                "dispersion='gene-batch' needs conditions: pass the batches "
+                "one-hot as fit(X, condition=...), one dispersion per gene and batch"
+            )
         return Layout(
             (n_in + n_cond, *s.hidden, head),
             (k + n_cond, *s.decoder_hidden, n_out),
-            n_tail=n_features if tail else 0,
+            n_tail=n_features * (n_cond if by_batch else 1) if tail else 0,
         )
+
+    def _fitted_tail(self, cond=None):
+        """The per-column tail parameters: shape (n_features,), with
+        dispersion="gene-batch" (n_conditions, n_features), or with `cond`
+        (checked conditions) each row's own, cond @ tail in float64 rounded
+        once, (n_rows, n_features), as the compiled step makes them. In the
+        parameters' dtype; None without a tail."""
+        layout = self._fitted_layout
+        if not layout.n_tail:
+            return None
+        tail = layout.tail(self.params_)
+        if self._fitted_settings.dispersion != "gene-batch":
+            return tail
+        tail = tail.reshape(self.n_conditions_, self.n_features_in_)
+        if cond is None:
+            return tail
+        mixed = cond.astype(np.float64) @ tail.astype(np.float64)
+        return mixed.astype(tail.dtype)
 
     def _activation_codes(self, s, layout):
         act = _dense.ACTIVATIONS[s.activation]
@@ -240,6 +264,7 @@ class BaseAutoencoder(ParameterProtocol, Training, Inference, Persistence, Outpu
                 "columns": _columns.network_spec(columns, s.sigma),
                 "missing": s.missing is not None,
                 "library": s.library is not None,
+                "tail_by_condition": s.dispersion == "gene-batch",
             }
         else:
             likelihood = "gaussian_learned" if learned else s.likelihood

@@ -239,7 +239,8 @@ def point(columns, means: np.ndarray) -> np.ndarray:
 
 def draw(columns, means: np.ndarray, tail, sigma, rng) -> np.ndarray:
     """One draw of every column from p(x | z) given the decoder means; tail
-    holds the per-column learned log-sigmas and log-dispersions (or None).
+    holds the per-column learned log-sigmas and log-dispersions (or None),
+    one row for all rows (n_columns,) or one per row (n_rows, n_columns).
     A zero-inflated column's zero probability is at its logit's output."""
     n = means.shape[0]
     out = np.empty((n, len(columns)), dtype=means.dtype)
@@ -249,7 +250,7 @@ def draw(columns, means: np.ndarray, tail, sigma, rng) -> np.ndarray:
         block = means[:, at : at + levels].astype(np.float64)
         if kind == "gaussian":
             if sigma == "learned":
-                scale = float(np.exp(np.clip(tail[d], *LOGSIGMA_RANGE)))
+                scale = np.exp(np.clip(tail[..., d], *LOGSIGMA_RANGE))
             else:
                 scale = float(sigma)
             out[:, d] = block[:, 0] + scale * rng.standard_normal(n)
@@ -262,7 +263,7 @@ def draw(columns, means: np.ndarray, tail, sigma, rng) -> np.ndarray:
         elif kind == "poisson":
             out[:, d] = rng.poisson(block[:, 0])
         else:  # negative binomial as a gamma-Poisson mixture
-            theta = float(np.exp(np.clip(tail[d], *LOGDISP_RANGE)))
+            theta = np.exp(np.clip(tail[..., d], *LOGDISP_RANGE))
             mean = block[:, 0]
             if kind == "zinb":  # mean is (1 - w) mu; zero with probability w
                 w = means[:, aux].astype(np.float64)

@@ -91,5 +91,7 @@ ATTRIBUTES = """
         "source" a caller may add (the command line stores the data's name
         and location there); saved in model files.
     sigma_ : float or ndarray of shape (n_features,)
-        Gaussian likelihood only: the fixed or learned standard deviations.
+        Gaussian likelihood only: the fixed or learned standard deviations
+        (a VAE with ``dispersion="gene-batch"``: shape (n_conditions,
+        n_features), one row per condition column).
 """

@@ -219,5 +219,5 @@ class Inference:
             raise AttributeError("sigma_ exists only for likelihood='gaussian'")
         if s.sigma != "learned":
             return float(s.sigma)
-        logsigma = self._fitted_layout.tail(self.params_).astype(np.float64)
+        logsigma = self._fitted_tail().astype(np.float64)
         return np.exp(np.clip(logsigma, *LOGSIGMA_RANGE))

@@ -66,6 +66,7 @@ RULES: dict[str, Any] = {
     "likelihood": _Likelihood(),
     "missing": Param(str, choices=("mask",), allow_none=True),
     "library": Param(str, choices=("observed",), allow_none=True),
+    "dispersion": Param(str, choices=("gene", "gene-batch")),
     "sigma": _Sigma(),
     "activation": Param(str, choices=HIDDEN_ACTIVATIONS),
     "corruption": Param(numbers.Real, low=0.0, high=1.0, high_open=True),
@@ -96,9 +97,9 @@ class Settings:
     encoder when not given), ``dtype`` a NumPy dtype, ``optimizer`` an
     optimizer object holding the learning rate in effect, ``n_threads`` the
     resolved thread count. ``beta``, ``kl_warmup``, ``objective``,
-    ``n_latent_samples``, ``missing`` and ``library`` exist for the VAE only; the
-    autoencoders keep their defaults. ``likelihood`` is a name or a tuple
-    with one entry per column (fastvae.models.columns).
+    ``n_latent_samples``, ``missing``, ``library`` and ``dispersion`` exist
+    for the VAE only; the autoencoders keep their defaults. ``likelihood`` is
+    a name or a tuple with one entry per column (fastvae.models.columns).
     """
 
     input_dim: int | None
@@ -125,6 +126,7 @@ class Settings:
     n_latent_samples: int = 1
     missing: str | None = None
     library: str | None = None
+    dispersion: str = "gene"
 
     @classmethod
     def from_params(cls, values: dict[str, Any]) -> Settings:
@@ -185,6 +187,17 @@ class Settings:
                 raise ValueError(
                     "library='observed' needs a count likelihood for every column "
                     f"({', '.join(COUNT_KINDS)}) and no missing='mask', got "
+                    f"likelihood={likelihood!r}"
+                )
+        if values.get("dispersion") == "gene-batch":
+            kinds = (likelihood,) if isinstance(likelihood, str) else likelihood
+            named = {k if isinstance(k, str) else k[0] for k in kinds}
+            learned = values["sigma"] == "learned" and "gaussian" in named
+            if not (per_column and ({"negbin", "zinb"} & named or learned)):
+                raise ValueError(
+                    "dispersion='gene-batch' needs a likelihood with a "
+                    "per-column tail: a 'negbin' or 'zinb' column, or per-column "
+                    "likelihoods with a Gaussian column and sigma='learned'; got "
                     f"likelihood={likelihood!r}"
                 )
         if values.get("n_latent_samples", 1) * values["batch_size"] >= 2**31:

@@ -71,13 +71,30 @@ class VAE(BaseAutoencoder):
         library size (each row sums to 1 over the columns' means) unless
         ``sample`` is given ``library_size``; ``reconstruct`` scales by each
         row's own total.
+    dispersion : {"gene", "gene-batch"}, default="gene"
+        The per-column tail parameters: the log-dispersion theta of every
+        "negbin" and "zinb" column and the log-sigma of a Gaussian column
+        with ``sigma="learned"`` (per-column likelihoods). "gene": one per
+        column. "gene-batch": one per condition column and column, phi of
+        shape (n_conditions, n_features), and row i's log-dispersion of
+        column d is sum_b c_ib phi_bd (clamped like a shared one), scVI's
+        ``dispersion="gene-batch"``: with the batches one-hot as
+        ``condition``, one dispersion per gene and batch. Needs conditions
+        in `fit` and such a column (a model with one Gaussian likelihood and
+        ``sigma="learned"`` but no per-column path is refused).
     corruption : float in [0, 1), default=0.0
         Training only: probability of zeroing each input value the encoder
         sees (a denoising VAE); the reconstruction target stays clean.
 """
         + TRAINING_PARAMETERS
         + ATTRIBUTES
-        + """
+        + """    dispersion_ : ndarray of shape (n_features,) or \
+(n_conditions, n_features)
+        Models with a "negbin" or "zinb" column only: the learned
+        dispersions theta (NaN for columns without one); with
+        ``dispersion="gene-batch"`` one row per condition column (with
+        one-hot batches, row b holds batch b's dispersions).
+
     Examples
     --------
     >>> import numpy as np, fastvae
@@ -107,6 +124,7 @@ class VAE(BaseAutoencoder):
         n_latent_samples: int = 1,
         missing: str | None = None,
         library: str | None = None,
+        dispersion: str = "gene",
         corruption: float = 0.0,
         dynamic_binarization: bool = False,
         optimizer: str | Optimizer = "adam",
@@ -133,6 +151,7 @@ class VAE(BaseAutoencoder):
         self.n_latent_samples = n_latent_samples
         self.missing = missing
         self.library = library
+        self.dispersion = dispersion
         self.corruption = corruption
         self.dynamic_binarization = dynamic_binarization
         self.optimizer = optimizer
@@ -399,11 +418,7 @@ class VAE(BaseAutoencoder):
             "ask for fewer imputations per call",
         )
         rng = np.random.Generator(np.random.Philox(key=[seed, _IMPUTE_STREAM]))
-        tail = (
-            self._fitted_layout.tail(self.params_)
-            if self._fitted_layout.n_tail
-            else None
-        )
+        tail = self._fitted_tail(cond)  # per row with dispersion="gene-batch"
         sd = np.exp(0.5 * np.clip(logvar, *_LOGVAR_RANGE))
         out = np.empty((int(n_imputations), *X.shape), dtype=X.dtype)
         for m in range(int(n_imputations)):
@@ -413,6 +428,22 @@ class VAE(BaseAutoencoder):
                 gone, _columns.draw(columns, means, tail, s.sigma, rng), X
             )
         return out
+
+    @property
+    def dispersion_(self) -> np.ndarray:
+        """The negative binomials' dispersions theta: shape (n_features,), or
+        (n_conditions, n_features) with dispersion="gene-batch"; NaN for
+        columns without one."""
+        self._check_fitted()
+        columns = getattr(self, "columns_", None)
+        negbin = [kind in ("negbin", "zinb") for kind, _ in columns or ()]
+        if not any(negbin):
+            raise AttributeError(
+                "dispersion_ exists only for a model with a 'negbin' or 'zinb' column"
+            )
+        tail = self._fitted_tail().astype(np.float64)
+        theta = np.exp(np.clip(tail, *_columns.LOGDISP_RANGE))
+        return np.where(negbin, theta, np.nan)
 
     def score_samples(
         self, X: ArrayLike, condition: ArrayLike | None = None

@@ -31,8 +31,10 @@
  * counts): the decoder's mean is softmax(f) times the cell's observed total
  * (scVI's generative model).
  * tail holds one value per data column (used by the learned Gaussian and the
- * negative binomial). Row losses are summed in double, columns in order,
- * so any split of rows gives the same numbers.
+ * negative binomial), shared by every row or, with a row stride, one row of
+ * tails per data row (fv_tail_mix: tails made from the row's conditions).
+ * Row losses are summed in double, columns in order, so any split of rows
+ * gives the same numbers.
  *
  * The Cython declarations in fastvae/_core/_columns.pxd mirror this header
  * and must match it.

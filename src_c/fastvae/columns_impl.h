@@ -214,17 +214,62 @@ static inline double FV_F(fv_columns_row)(const FV_T *restrict o_row,
     }
 }
 
+/* Row i's tails are tail[i * ld_tail ...]: ld_tail 0 shares one row of
+ * tails (one per column) between all rows, D gives each row its own. */
 static inline void FV_F(fv_columns_rows)(const FV_T *restrict O, int64_t ldo,
                                          const FV_T *restrict X, int64_t ldx, int D,
                                          const fv_column *cols, const FV_T *restrict tail,
-                                         double scale, FV_T *restrict grad, int64_t ldg,
-                                         FV_T *restrict tgrad, int64_t ldt,
+                                         int64_t ld_tail, double scale, FV_T *restrict grad,
+                                         int64_t ldg, FV_T *restrict tgrad, int64_t ldt,
                                          double *restrict loss_out, int64_t r0, int64_t r1)
 {
     for (int64_t i = r0; i < r1; i++)
-        loss_out[i] = FV_F(fv_columns_row)(O + i * ldo, X + i * ldx, D, cols, tail, scale,
-                                           grad ? grad + i * ldg : 0,
-                                           grad && tgrad ? tgrad + i * ldt : 0);
+        loss_out[i] = FV_F(fv_columns_row)(
+            O + i * ldo, X + i * ldx, D, cols, tail ? tail + i * ld_tail : 0, scale,
+            grad ? grad + i * ldg : 0, grad && tgrad ? tgrad + i * ldt : 0);
+}
+
+/* One row's tails from its condition c (C values) when the model keeps one
+ * tail per condition column and data column, phi (C rows of D): out[d] =
+ * sum_b c[b] phi[b D + d], summed in double, conditions in order, rounded
+ * once; with one-hot conditions (batches) each batch has its own tails,
+ * scVI's dispersion "gene-batch". The kernels clamp the combined value. */
+static inline void FV_F(fv_tail_mix)(const FV_T *restrict c, int C, const FV_T *restrict phi,
+                                     int D, FV_T *restrict out)
+{
+    for (int d = 0; d < D; d++) {
+        double acc = 0.0;
+        for (int b = 0; b < C; b++)
+            acc += (double)c[b] * (double)phi[(int64_t)b * D + d];
+        out[d] = (FV_T)acc;
+    }
+}
+
+/* The gradient of fv_tail_mix's phi row b, columns [0, n): out[j] = sum over
+ * rows i in order of c_i[b] t[i * ldt + j], in double. Row i's condition is
+ * that of data row i / k (k latent samples per data row), read at
+ * Cond[(rows ? rows[i / k] : i / k) * ldc]. */
+static inline void FV_F(fv_tail_mix_grad)(const FV_T *restrict t, int64_t ldt, int64_t n_rows,
+                                          int64_t k, const FV_T *restrict Cond, int64_t ldc,
+                                          const int64_t *restrict rows, int b, int n,
+                                          FV_T *restrict out)
+{
+    enum { CHUNK = 128 };
+    double acc[CHUNK];
+    for (int j0 = 0; j0 < n; j0 += CHUNK) {
+        int m = n - j0 < CHUNK ? n - j0 : CHUNK;
+        for (int j = 0; j < m; j++)
+            acc[j] = 0.0;
+        for (int64_t i = 0; i < n_rows; i++) {
+            int64_t r = rows ? rows[i / k] : i / k;
+            double c = (double)Cond[r * ldc + b];
+            const FV_T *ti = t + i * ldt + j0;
+            for (int j = 0; j < m; j++)
+                acc[j] += c * (double)ti[j];
+        }
+        for (int j = 0; j < m; j++)
+            out[j0 + j] = (FV_T)acc[j];
+    }
 }
 
 /* log of the row's library size (the sum of its counts; at least 1, so an
@@ -252,9 +297,9 @@ static inline void FV_F(fv_library_shift)(const FV_T *restrict o, const FV_T *re
  * outputs of one row. */
 static inline void FV_F(fv_columns_rows_library)(
     const FV_T *restrict O, int64_t ldo, int n_out, const FV_T *restrict X, int64_t ldx, int D,
-    const fv_column *cols, const FV_T *restrict tail, double scale, FV_T *restrict grad,
-    int64_t ldg, FV_T *restrict tgrad, int64_t ldt, double *restrict loss_out, int64_t r0,
-    int64_t r1, FV_T *restrict e)
+    const fv_column *cols, const FV_T *restrict tail, int64_t ld_tail, double scale,
+    FV_T *restrict grad, int64_t ldg, FV_T *restrict tgrad, int64_t ldt,
+    double *restrict loss_out, int64_t r0, int64_t r1, FV_T *restrict e)
 {
     for (int64_t i = r0; i < r1; i++) {
         const FV_T *o = O + i * ldo;
@@ -267,8 +312,8 @@ static inline void FV_F(fv_columns_rows_library)(
             e[d] = o[d] + shift;
         for (int d = D; d < n_out; d++)
             e[d] = o[d];
-        loss_out[i] = FV_F(fv_columns_row)(e, x, D, cols, tail, scale, g,
-                                           grad && tgrad ? tgrad + i * ldt : 0);
+        loss_out[i] = FV_F(fv_columns_row)(e, x, D, cols, tail ? tail + i * ld_tail : 0, scale,
+                                           g, grad && tgrad ? tgrad + i * ldt : 0);
         if (!g)
             continue;
         double total = 0.0;
