@@ -684,6 +684,7 @@ cdef void _latent_samples_rows(const fv_job* j, floating* work, double* kl_out,
     cdef int K = cfg.latent_dim, C = cfg.n_cond, W = cfg.n_in
     cdef int64_t k = cfg.n_samples, m = cfg.max_batch, i, q
     cdef const floating* H = work + cfg.layers[cfg.n_encoder - 1].out_offset
+    cdef const floating* c
     cdef double* log_ratio = NULL
     if cfg.objective == FV_OBJ_IWAE:
         log_ratio = _pairs(cfg, work, sizeof(floating)) + m * k
@@ -694,9 +695,15 @@ cdef void _latent_samples_rows(const fv_job* j, floating* work, double* kl_out,
     kl_rows(H, 2 * K, K, kl_out, r0, r1)
     if C > 0:
         for i in range(r0, r1):
+            # a CSR minibatch has no expanded input rows: its conditions
+            # are read where the caller keeps them
+            if j.csr != NULL:
+                c = <const floating*> j.Cond + (
+                    j.rows[i] if j.rows != NULL else i) * j.ldc
+            else:
+                c = work + cfg.xin_offset + i * (W + C) + W
             for q in range(i * k, (i + 1) * k):
-                memcpy(work + cfg.z_offset + q * (K + C) + K,
-                       work + cfg.xin_offset + i * (W + C) + W,
+                memcpy(work + cfg.z_offset + q * (K + C) + K, c,
                        C * sizeof(floating))
 
 
