@@ -14,6 +14,7 @@ from fastvae import latent
 from fastvae._validation import Param, check_memory
 from fastvae.latent import ACTIVE_THRESHOLD
 from fastvae.models import columns as _columns
+from fastvae.models.anndata_input import accepts_anndata
 from fastvae.models.base import BaseAutoencoder
 from fastvae.models.docstrings import ATTRIBUTES, COMMON_PARAMETERS, TRAINING_PARAMETERS
 from fastvae.optim import Optimizer
@@ -151,6 +152,7 @@ class VAE(BaseAutoencoder):
             return float(s.beta)
         return float(s.beta) * min(1.0, (t + 1) / s.kl_warmup)
 
+    @accepts_anndata
     def encode(
         self, X: ArrayLike, condition: ArrayLike | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +160,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -172,6 +174,7 @@ class VAE(BaseAutoencoder):
         k = H.shape[1] // 2
         return H[:, :k].copy(), np.clip(H[:, k:], -30.0, 20.0)
 
+    @accepts_anndata
     def transform(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Posterior means mu(x).
 
@@ -180,7 +183,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -192,6 +195,7 @@ class VAE(BaseAutoencoder):
         mu = H[:, : H.shape[1] // 2].copy()
         return self._as_output(mu, X, self.get_feature_names_out())
 
+    @accepts_anndata
     def reconstruct(
         self, X: ArrayLike, condition: ArrayLike | None = None
     ) -> np.ndarray:
@@ -199,7 +203,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -286,6 +290,7 @@ class VAE(BaseAutoencoder):
             out *= library_size.reshape(-1, 1).astype(out.dtype)
         return out
 
+    @accepts_anndata
     def diagnostics(
         self,
         X: ArrayLike,
@@ -297,7 +302,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
         threshold : float, default=0.01
             Burda et al.'s activity threshold on Cov_x(E_q[z_j]).
@@ -321,6 +326,7 @@ class VAE(BaseAutoencoder):
             "collapsed": n_active < k / 2,
         }
 
+    @accepts_anndata
     def elbo(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Per-sample evidence lower bound log p(x|z) - KL(q(z|x) || p(z)).
 
@@ -331,7 +337,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
 
         Returns
@@ -341,6 +347,7 @@ class VAE(BaseAutoencoder):
         X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
+    @accepts_anndata
     def impute(
         self,
         X: ArrayLike,
@@ -356,7 +363,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
         n_imputations : int >= 1, optional
             None: fill every gap with the decoder's mean at the posterior
@@ -414,6 +421,7 @@ class VAE(BaseAutoencoder):
             )
         return out
 
+    @accepts_anndata
     def score_samples(
         self, X: ArrayLike, condition: ArrayLike | None = None
     ) -> np.ndarray:
@@ -421,7 +429,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -431,6 +439,7 @@ class VAE(BaseAutoencoder):
         """
         return self.elbo(X, condition)
 
+    @accepts_anndata
     def score(
         self, X: ArrayLike, y: object = None, condition: ArrayLike | None = None
     ) -> float:
@@ -443,7 +452,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         y : ignored
             Accepted for scikit-learn compatibility.
         condition : array-like of shape (n_samples, n_conditions), optional
@@ -455,6 +464,7 @@ class VAE(BaseAutoencoder):
         """
         return float(np.mean(self.elbo(X, condition)))
 
+    @accepts_anndata
     def log_likelihood(
         self,
         X: ArrayLike,
@@ -482,7 +492,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
         k : int >= 1, default=5000
             Importance samples per data point.
