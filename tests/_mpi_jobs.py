@@ -311,9 +311,46 @@ def stop_on_one_rank(comm, out):
         )
 
 
+def anndata_fit(comm, out):
+    """fit(adata, layer=..., condition_key=...) over the ranks, in memory
+    and backed (every rank copies the file's matrix for itself), against
+    the fit on the CSR matrix and one-hot condition over the same ranks."""
+    import anndata
+    import pandas as pd
+    import scipy.sparse as sp
+
+    import fastvae
+
+    rng = np.random.default_rng(5)
+    counts = rng.poisson(0.7, (240, 30)).astype(np.float32)
+    X = sp.csr_matrix(counts)
+    codes = rng.integers(0, 3, 240)
+    obs = pd.DataFrame({"batch": pd.Categorical.from_codes(codes, ["q", "p", "r"])})
+    obs.index = obs.index.astype(str)
+    adata = anndata.AnnData(X=np.zeros_like(counts), obs=obs)
+    adata.layers["counts"] = X
+    onehot = np.eye(3, dtype=np.float32)[codes]
+    settings = dict(hidden=(16,), latent_dim=3, likelihood="negbin", epochs=2,
+                    batch_size=32, random_state=4, n_threads=1)  # fmt: skip
+    if comm.rank == 0:
+        anndata.AnnData(X=X, obs=obs).write_h5ad(out + ".h5ad")
+    comm.Barrier()
+    backed = anndata.read_h5ad(out + ".h5ad", backed="r")
+    fits = {
+        "arrays": fastvae.VAE(**settings).fit(X, condition=onehot, comm=comm),
+        "adata": fastvae.VAE(**settings).fit(
+            adata, layer="counts", condition_key="batch", comm=comm
+        ),
+        "backed": fastvae.VAE(**settings).fit(backed, condition_key="batch", comm=comm),
+    }
+    if comm.rank == 0:
+        np.savez(out, **{name: m.params_ for name, m in fits.items()})
+
+
 JOBS = {
     f.__name__: f
     for f in (
+        anndata_fit,
         stop_on_one_rank,
         equivalence,
         fail_in_training,

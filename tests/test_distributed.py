@@ -310,6 +310,16 @@ def test_an_exception_on_one_rank_aborts_the_job(tmp_path):
     assert "fit returned" not in proc.stdout  # rank 0 did not train on alone
 
 
+@needs_mpi
+def test_an_anndata_trains_over_ranks_as_its_arrays(tmp_path):
+    pytest.importorskip("anndata")
+    out = tmp_path / "anndata.npz"
+    run_mpi(2, sys.executable, JOBS, "anndata_fit", out, timeout=120)
+    got = np.load(out)
+    assert np.array_equal(got["adata"], got["arrays"])
+    assert np.array_equal(got["backed"], got["arrays"])
+
+
 def _reports(out, ranks):
     return [Path(f"{out}.rank{r}").read_text() for r in range(ranks)]
 

@@ -48,6 +48,39 @@ def test_fit_on_the_mapped_matrix_is_the_fit_in_memory(tmp_path):
     assert np.array_equal(a.transform(load_csr(tmp_path / "m")), b.transform(X))
 
 
+class _Rows:
+    """A row-sliceable sparse source (as anndata's backed CSR dataset):
+    only shape and X[a:b], and the slices it gave out."""
+
+    def __init__(self, X):
+        self.X, self.shape, self.slices = X, X.shape, []
+
+    def __getitem__(self, rows):
+        self.slices.append((rows.start, rows.stop))
+        return self.X[rows]
+
+
+def test_a_row_sliceable_source_is_copied_in_bounded_blocks(tmp_path):
+    X = _matrix(n=500, d=30, density=0.2)
+    # row 0 gains a value at column 5 ahead of its others: unsorted columns
+    # (and a duplicate when it had one there), as a source may hold them
+    messy = sp.csr_matrix(
+        (np.r_[[1.0], X.data], np.r_[[5], X.indices], np.r_[[0], X.indptr[1:] + 1]),
+        shape=X.shape,
+    )
+    assert not messy.has_sorted_indices
+    source = _Rows(messy)
+    save_csr(tmp_path / "m", source, block_nnz=100)
+    Y = load_csr(tmp_path / "m")
+    canonical = messy.copy()
+    canonical.sum_duplicates()
+    assert (Y != canonical).nnz == 0 and Y.has_canonical_format
+    assert source.slices[0] == (0, 3) and source.slices[-1][1] == 500
+    assert max(messy[a:b].nnz for a, b in source.slices) <= 4 * 100
+    with pytest.raises(TypeError, match=r"X\[0:1\] is a ndarray"):
+        save_csr(tmp_path / "d", _Rows(np.ones((3, 2))), block_nnz=1)
+
+
 def test_bad_folders_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.npy is missing"):
         load_csr(tmp_path)

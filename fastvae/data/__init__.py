@@ -17,7 +17,8 @@ The modules of this package, one concept each:
 - ``registry``: datasets by name or path (the command line's entry point);
 - ``transforms``: binarization, one-hot labels, train/validation split;
 - ``batches``: minibatches for the compiled step, from memory or memory maps;
-- ``sparse_files``: a CSR matrix as .npy files, memory-mapped when read.
+- ``sparse_files``: a CSR matrix as .npy files, memory-mapped when read;
+- ``annotated``: AnnData in (a matrix or layer, an obs column as condition).
 """
 
 from fastvae.data.arrays import load_array

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from fastvae.models.anndata_input import accepts_anndata
 from fastvae.models.base import BaseAutoencoder
 from fastvae.models.docstrings import ATTRIBUTES, COMMON_PARAMETERS, TRAINING_PARAMETERS
 from fastvae.optim import Optimizer
@@ -80,12 +81,13 @@ class Autoencoder(BaseAutoencoder):
         self.warm_start = warm_start
         self.seed = seed
 
+    @accepts_anndata
     def transform(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """The codes z = encoder(x).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -97,12 +99,13 @@ class Autoencoder(BaseAutoencoder):
             self._head(X, condition), X, self.get_feature_names_out()
         )
 
+    @accepts_anndata
     def encode(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """The codes z = encoder(x), as `transform`.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -112,6 +115,7 @@ class Autoencoder(BaseAutoencoder):
         """
         return self._head(X, condition)
 
+    @accepts_anndata
     def reconstruct(
         self, X: ArrayLike, condition: ArrayLike | None = None
     ) -> np.ndarray:
@@ -119,7 +123,7 @@ class Autoencoder(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -129,6 +133,7 @@ class Autoencoder(BaseAutoencoder):
         """
         return self.decode(self.transform(X, condition), condition)
 
+    @accepts_anndata
     def score_samples(
         self, X: ArrayLike, condition: ArrayLike | None = None
     ) -> np.ndarray:
@@ -138,7 +143,7 @@ class Autoencoder(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -149,6 +154,7 @@ class Autoencoder(BaseAutoencoder):
         X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
+    @accepts_anndata
     def score(
         self, X: ArrayLike, y: object = None, condition: ArrayLike | None = None
     ) -> float:
@@ -156,7 +162,7 @@ class Autoencoder(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         y : ignored
             Accepted for scikit-learn compatibility.
         condition : array-like of shape (n_samples, n_conditions), optional

@@ -85,6 +85,8 @@ class BaseAutoencoder(ParameterProtocol, Training, Inference, Persistence, Outpu
         *,
         condition: ArrayLike | None = None,
         callbacks: Sequence[Callback] | None = None,
+        layer: str | None = None,
+        condition_key: str | None = None,
     ) -> Self:
         """One pass over X, continuing from the current parameters.
 
@@ -99,18 +101,32 @@ class BaseAutoencoder(ParameterProtocol, Training, Inference, Persistence, Outpu
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         y : ignored
         condition : array-like of shape (n_samples, n_conditions), optional
         callbacks : list of fastvae.callbacks.Callback, optional
             Run inside this pass, as for `fit`.
+        layer, condition_key : str, optional
+            AnnData X only, as for `fit`. When neither they nor `condition`
+            are given, a model fitted on an AnnData reads X as it read that
+            one; with the fitted condition_key, the fitted levels are kept
+            (a categorical column's unused categories count, so later
+            passes may bring cells of levels the first one lacked).
 
         Returns
         -------
         self
             The estimator.
         """
-        return self._fit(X, condition, {}, None, partial=True, callbacks=callbacks)
+        return self._fit(
+            X,
+            condition,
+            {},
+            None,
+            partial=True,
+            callbacks=callbacks,
+            anndata_args=(layer, condition_key),
+        )
 
     def fit_transform(
         self,

@@ -90,6 +90,12 @@ ATTRIBUTES = """
         last fit, "min" and "max" over all data it was fitted on, and a
         "source" a caller may add (the command line stores the data's name
         and location there); saved in model files.
+    anndata_layer_, condition_key_ : str or None
+        When fit was given an AnnData: its `layer` and `condition_key`
+        (None for ``X`` and no condition, and after a fit on arrays).
+    condition_levels_ : list or None
+        The levels of `condition_key_`, in the order of the condition
+        columns. Inference methods given an AnnData read it with these three.
     sigma_ : float or ndarray of shape (n_features,)
         Gaussian likelihood only: the fixed or learned standard deviations
         (a VAE with ``dispersion="gene-batch"``: shape (n_conditions,

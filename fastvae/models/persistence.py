@@ -14,6 +14,7 @@ import numpy as np
 from fastvae._validation import check_dtype
 from fastvae._version import __version__
 from fastvae.models import columns as _columns
+from fastvae.models.anndata_input import FITTED as ANNDATA_FITTED
 from fastvae.models.history import HISTORY_FIELDS, STEP_FIELDS
 from fastvae.models.inference import INFERENCE_CHUNK
 
@@ -67,10 +68,11 @@ def _check_fitted(fitted):
         "history_",
         "loss_curve_",
     }
-    # Absent in early files: n_conditions_ (then 0), training_data_ and
-    # columns_ (None).
+    # Absent in early files: n_conditions_ (then 0), training_data_,
+    # columns_ and the AnnData conversion (None).
     missing = keys - set(fitted) - {"n_conditions_"}
-    if missing or set(fitted) - keys - {"training_data_", "columns_"}:
+    optional = {"training_data_", "columns_", *ANNDATA_FITTED}
+    if missing or set(fitted) - keys - optional:
         raise ValueError(
             f"fitted must have the keys {sorted(keys)}, got {sorted(map(str, fitted))}"
         )
@@ -128,7 +130,40 @@ def _check_fitted(fitted):
     out["loss_curve_"] = [float(v) for v in curve]
     out["training_data_"] = _check_training_data(fitted.get("training_data_"))
     out["columns_"] = _check_columns(fitted.get("columns_"))
+    out.update(_check_anndata(fitted, out["n_conditions_"]))
     return out
+
+
+def _check_anndata(fitted, n_conditions):
+    """How the model reads an AnnData (fastvae.models.anndata_input): a
+    layer and a condition key, each None or a string, and the key's levels,
+    one per condition column (None without a key)."""
+    layer, key, levels = (fitted.get(name) for name in ANNDATA_FITTED)
+    for name, value in (("anndata_layer_", layer), ("condition_key_", key)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string or null, got {value!r}")
+    if key is None:
+        if levels is not None:
+            raise ValueError("condition_levels_ given without condition_key_")
+    elif (
+        not isinstance(levels, list)
+        or len(levels) != n_conditions
+        or any(
+            not isinstance(v, str | int | float)
+            or (isinstance(v, float) and not math.isfinite(v))
+            for v in levels
+        )
+        or len({(type(v), v) for v in levels}) != len(levels)
+    ):
+        raise ValueError(
+            f"condition_levels_ must be {n_conditions} distinct strings or numbers "
+            f"(one per condition column), got {levels!r}"
+        )
+    return {
+        "anndata_layer_": layer,
+        "condition_key_": key,
+        "condition_levels_": None if levels is None else list(levels),
+    }
 
 
 _TRAINING_DATA_KEYS = {"n_samples", "n_features", "min", "max"}
@@ -226,7 +261,9 @@ class Persistence:
         metadata (JSON-serialisable): "estimator" (class name), "params"
         (constructor arguments but the optimizer), "optimizer" (name and
         hyper-parameters in effect), "fitted" (n_features_in_, n_conditions_,
-        n_iter_, t_, history_, loss_curve_) and "fastvae_version". arrays:
+        n_iter_, t_, history_, loss_curve_, training_data_, columns_ and the
+        AnnData conversion: anndata_layer_, condition_key_,
+        condition_levels_) and "fastvae_version". arrays:
         "params", "opt_state1", "opt_state2", the flat buffers of shape
         (n_params,) (the model's own buffers, not copies). Nothing in it
         depends on a process, a thread count or a machine: `_set_state`
@@ -254,6 +291,7 @@ class Persistence:
                 "loss_curve_": self.loss_curve_,
                 "training_data_": getattr(self, "training_data_", None),
                 "columns_": _jsonable_columns(getattr(self, "columns_", None)),
+                **{name: getattr(self, name, None) for name in ANNDATA_FITTED},
             },
             "fastvae_version": __version__,
         }
@@ -374,6 +412,8 @@ class Persistence:
         self.loss_curve_ = fitted["loss_curve_"]
         self.training_data_ = fitted["training_data_"]
         self.columns_ = columns
+        for name in ANNDATA_FITTED:
+            setattr(self, name, fitted[name])
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()

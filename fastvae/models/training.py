@@ -33,6 +33,7 @@ from fastvae.data import batches
 from fastvae.latent import active_units
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models import columns as _columns
+from fastvae.models.anndata_input import training_input
 from fastvae.models.history import EPOCH_FIELDS, empty_history
 from fastvae.models.inference import INFERENCE_CHUNK
 from fastvae.optim import Optimizer, kernel_settings
@@ -132,10 +133,19 @@ def run_on_ranks(comm, run):
 
 
 def fit_estimator(
-    model, X, condition, overrides, validation_data, checkpoint_args, comm, callbacks
+    model,
+    X,
+    condition,
+    overrides,
+    validation_data,
+    checkpoint_args,
+    comm,
+    callbacks,
+    anndata_args=(None, None),
 ):
     """fit's body for every estimator: over MPI with `comm`, else settings
-    checked first (the likelier mistake), then the checkpoint options."""
+    checked first (the likelier mistake), then the checkpoint options.
+    `anndata_args`: (layer, condition_key) for an AnnData X."""
     if comm is not None:
         return _fit_on_ranks(
             model,
@@ -146,6 +156,7 @@ def fit_estimator(
             checkpoint_args,
             comm,
             callbacks,
+            anndata_args,
         )
     settings = model._settings(overrides)  # bad settings first: the likelier mistake
     return model._fit(
@@ -156,11 +167,20 @@ def fit_estimator(
         _ckpt.options(*checkpoint_args),
         callbacks=callbacks,
         settings=settings,
+        anndata_args=anndata_args,
     )
 
 
 def _fit_on_ranks(
-    model, X, condition, overrides, validation_data, checkpoint_args, comm, callbacks
+    model,
+    X,
+    condition,
+    overrides,
+    validation_data,
+    checkpoint_args,
+    comm,
+    callbacks,
+    anndata_args,
 ):
     """fit over the ranks of comm. Settings and checkpoint options are checked
     inside the collective part, so that a rank they fail on cannot leave the
@@ -184,6 +204,7 @@ def _fit_on_ranks(
             comm=group,
             callbacks=callbacks,
             settings=settings,
+            anndata_args=anndata_args,
         )
 
     return run_on_ranks(comm, run)
@@ -210,15 +231,22 @@ class Training:
         checkpoint_meta: dict[str, Any] | None = None,
         comm: Any = None,
         callbacks: Sequence[Callback] | None = None,
+        layer: str | None = None,
+        condition_key: str | None = None,
     ) -> Self:
         """Train on X.
 
         Parameters
         ----------
-        X : array-like or scipy.sparse matrix of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
             Training data; in [0, 1] for the Bernoulli likelihood. A sparse
             matrix is read one densified minibatch at a time (CSR as it is,
             other formats converted once), bitwise like the same data dense.
+            An AnnData gives ``adata.X`` (or `layer`) and, with
+            `condition_key`, the condition; one read with
+            ``backed="r"`` is copied block by block to a temporary
+            memory-mapped CSR folder under ``TMPDIR`` for the call (see
+            fastvae.data.annotated).
         y : ignored
             Accepted for scikit-learn compatibility.
         condition : array-like of shape (n_samples, n_conditions), optional
@@ -228,6 +256,7 @@ class Training:
             Override the constructor's values for this call.
         validation_data : array-like of shape (n_val, n_features), or a tuple
             (X_val, condition_val) for a conditional model, optional.
+            An AnnData is read as X is (with its layer and condition_key).
             Its mean ELBO is recorded after every epoch in history_["val_elbo"]
             (for an autoencoder, whose history_["kl"] is all zeros, its mean
             reconstruction log-likelihood log p(x | encoder(x))).
@@ -265,6 +294,19 @@ class Training:
             of training; a hook returning True stops training there (see
             fastvae.callbacks). With ``verbose >= 1`` a ProgressBar runs
             first. With `comm`, every rank runs its own.
+        layer : str, optional
+            AnnData X only: train on ``X.layers[layer]`` (e.g. raw counts in
+            "counts") instead of ``X.X``.
+        condition_key : str, optional
+            AnnData X only: the column of ``X.obs`` (e.g. "batch") whose
+            levels, one-hot encoded, are the condition; instead of
+            `condition`. The levels are a categorical column's categories
+            in order, else its sorted values. The layer, the key and the
+            levels are kept (``anndata_layer_``, ``condition_key_``,
+            ``condition_levels_``, also in model files), so transform,
+            score_samples and the other methods read an AnnData the same
+            way, unknown levels being an error; `validation_data` may then
+            be an AnnData too.
 
         Returns
         -------
@@ -306,6 +348,7 @@ class Training:
             (checkpoint, checkpoint_every, checkpoint_every_steps, checkpoint_meta),
             comm,
             callbacks,
+            (layer, condition_key),
         )
 
     def _fit(
@@ -320,25 +363,34 @@ class Training:
         comm=None,
         callbacks=None,
         settings=None,
+        anndata_args=(None, None),
     ):
+        """fit's body, on this rank. `anndata_args` is (layer,
+        condition_key) for an AnnData X."""
         callbacks = check_callbacks(callbacks)
-        if not partial or getattr(self, "params_", None) is None:
-            self._record_feature_names(X)
-        # The whole fit holds the estimator's lock: two threads fitting one
-        # model run one after the other instead of mixing their state.
-        with _instance_lock(self):
-            return self._fit_locked(
-                X,
-                condition,
-                overrides,
-                validation_data,
-                checkpoint,
-                resume,
-                partial,
-                comm,
-                callbacks,
-                settings,
-            )
+        continuing = partial or resume is not None
+        with training_input(
+            self, X, condition, validation_data, *anndata_args, continuing=continuing
+        ) as (X, condition, validation_data, conversion):
+            if not partial or getattr(self, "params_", None) is None:
+                self._record_feature_names(X)
+            # The whole fit holds the estimator's lock: two threads fitting
+            # one model run one after the other instead of mixing their state.
+            with _instance_lock(self):
+                self._fit_locked(
+                    X,
+                    condition,
+                    overrides,
+                    validation_data,
+                    checkpoint,
+                    resume,
+                    partial,
+                    comm,
+                    callbacks,
+                    settings,
+                    conversion,
+                )
+        return self
 
     def _fit_locked(
         self,
@@ -352,6 +404,7 @@ class Training:
         comm=None,
         callbacks=(),
         settings=None,
+        conversion=None,
     ):
         """Train (fit's body), holding the estimator's lock.
 
@@ -370,6 +423,10 @@ class Training:
             Checked by the caller; a ProgressBar goes first when verbose.
         settings : Settings, optional
             `self._settings(overrides)` when the caller has made it already.
+        conversion : dict, optional
+            The fitted attributes saying how an AnnData became X
+            (fastvae.models.anndata_input), set with the other fitted
+            attributes; None leaves them.
         """
         s = self._settings(overrides) if settings is None else settings
         fitted = getattr(self, "params_", None) is not None
@@ -469,6 +526,9 @@ class Training:
         self.n_features_in_ = d
         self.n_conditions_ = n_cond
         self.columns_ = columns
+        # how an AnnData became X: in the checkpoints too
+        for name, value in (conversion or {}).items():
+            setattr(self, name, value)
         self._fitted_layout = layout
         self._fitted_settings = s
         self._lock = getattr(self, "_lock", None) or threading.RLock()

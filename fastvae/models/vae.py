@@ -14,6 +14,7 @@ from fastvae import latent
 from fastvae._validation import Param, check_memory
 from fastvae.latent import ACTIVE_THRESHOLD
 from fastvae.models import columns as _columns
+from fastvae.models.anndata_input import accepts_anndata
 from fastvae.models.base import BaseAutoencoder
 from fastvae.models.docstrings import ATTRIBUTES, COMMON_PARAMETERS, TRAINING_PARAMETERS
 from fastvae.optim import Optimizer
@@ -170,6 +171,7 @@ class VAE(BaseAutoencoder):
             return float(s.beta)
         return float(s.beta) * min(1.0, (t + 1) / s.kl_warmup)
 
+    @accepts_anndata
     def encode(
         self, X: ArrayLike, condition: ArrayLike | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +179,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -191,6 +193,7 @@ class VAE(BaseAutoencoder):
         k = H.shape[1] // 2
         return H[:, :k].copy(), np.clip(H[:, k:], -30.0, 20.0)
 
+    @accepts_anndata
     def transform(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Posterior means mu(x).
 
@@ -199,7 +202,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -211,6 +214,7 @@ class VAE(BaseAutoencoder):
         mu = H[:, : H.shape[1] // 2].copy()
         return self._as_output(mu, X, self.get_feature_names_out())
 
+    @accepts_anndata
     def reconstruct(
         self, X: ArrayLike, condition: ArrayLike | None = None
     ) -> np.ndarray:
@@ -218,7 +222,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -305,6 +309,7 @@ class VAE(BaseAutoencoder):
             out *= library_size.reshape(-1, 1).astype(out.dtype)
         return out
 
+    @accepts_anndata
     def diagnostics(
         self,
         X: ArrayLike,
@@ -316,7 +321,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
         threshold : float, default=0.01
             Burda et al.'s activity threshold on Cov_x(E_q[z_j]).
@@ -340,6 +345,7 @@ class VAE(BaseAutoencoder):
             "collapsed": n_active < k / 2,
         }
 
+    @accepts_anndata
     def elbo(self, X: ArrayLike, condition: ArrayLike | None = None) -> np.ndarray:
         """Per-sample evidence lower bound log p(x|z) - KL(q(z|x) || p(z)).
 
@@ -350,7 +356,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
 
         Returns
@@ -360,6 +366,7 @@ class VAE(BaseAutoencoder):
         X = self._target(X)
         return self._elbo_rows(X, self._fitted_conditions(condition, X.shape[0]))
 
+    @accepts_anndata
     def impute(
         self,
         X: ArrayLike,
@@ -375,7 +382,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
         n_imputations : int >= 1, optional
             None: fill every gap with the decoder's mean at the posterior
@@ -445,6 +452,7 @@ class VAE(BaseAutoencoder):
         theta = np.exp(np.clip(tail, *_columns.LOGDISP_RANGE))
         return np.where(negbin, theta, np.nan)
 
+    @accepts_anndata
     def score_samples(
         self, X: ArrayLike, condition: ArrayLike | None = None
     ) -> np.ndarray:
@@ -452,7 +460,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
             Required exactly when the model was fitted with conditions.
 
@@ -462,6 +470,7 @@ class VAE(BaseAutoencoder):
         """
         return self.elbo(X, condition)
 
+    @accepts_anndata
     def score(
         self, X: ArrayLike, y: object = None, condition: ArrayLike | None = None
     ) -> float:
@@ -474,7 +483,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         y : ignored
             Accepted for scikit-learn compatibility.
         condition : array-like of shape (n_samples, n_conditions), optional
@@ -486,6 +495,7 @@ class VAE(BaseAutoencoder):
         """
         return float(np.mean(self.elbo(X, condition)))
 
+    @accepts_anndata
     def log_likelihood(
         self,
         X: ArrayLike,
@@ -513,7 +523,7 @@ class VAE(BaseAutoencoder):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like, sparse matrix or AnnData of shape (n_samples, n_features)
         condition : array-like of shape (n_samples, n_conditions), optional
         k : int >= 1, default=5000
             Importance samples per data point.
