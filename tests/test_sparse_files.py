@@ -81,6 +81,20 @@ def test_a_row_sliceable_source_is_copied_in_bounded_blocks(tmp_path):
         save_csr(tmp_path / "d", _Rows(np.ones((3, 2))), block_nnz=1)
 
 
+def test_a_source_with_2_31_stored_values_gets_64_bit_columns(tmp_path):
+    """A backed CSR that says (in its group's indptr) it holds 2**31 stored
+    values is written with int64 columns, so that load_csr's offsets
+    cannot wrap; a small one keeps int32."""
+    X = _matrix(n=50, d=10, density=0.3)
+    source = _Rows(X)
+    source.group = {"indptr": np.array([0, 2**31])}
+    save_csr(tmp_path / "wide", source)
+    assert np.load(tmp_path / "wide" / "indices.npy", mmap_mode="r").dtype == np.int64
+    assert (load_csr(tmp_path / "wide") != X).nnz == 0
+    save_csr(tmp_path / "narrow", _Rows(X))
+    assert np.load(tmp_path / "narrow" / "indices.npy").dtype == np.int32
+
+
 def test_bad_folders_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.npy is missing"):
         load_csr(tmp_path)

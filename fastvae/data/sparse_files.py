@@ -85,10 +85,10 @@ def save_csr(
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     X = X.tocsr()
-    index = np.int32 if X.nnz < 2**31 and X.shape[1] < 2**31 else np.int64
+    index = np.int32 if X.nnz < _INT32_LIMIT and X.shape[1] < _INT32_LIMIT else np.int64
     arrays = {
         "data": np.asarray(X.data, dtype=dtype),
-        "indices": np.asarray(X.indices, dtype=np.int32),
+        "indices": np.asarray(X.indices, dtype=index),
         "indptr": np.asarray(X.indptr, dtype=index),
         "shape": np.asarray(X.shape, dtype=np.int64),
     }
@@ -97,13 +97,34 @@ def save_csr(
     return folder
 
 
+_INT32_LIMIT = 2**31
+
+
+def _stored_values(X) -> int | None:
+    """The number of stored values of a row-sliceable sparse source, when
+    it can be read without loading the matrix: an h5py-backed CSR's last
+    indptr entry (anndata's backed X keeps its arrays in `group`)."""
+    group = getattr(X, "group", None)
+    try:
+        return int(group["indptr"][-1])  # type: ignore[index]
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+        return None
+
+
 def _save_blocks(folder: Path, X, dtype: np.dtype, block_nnz: int) -> None:
     """save_csr of a row-sliceable source: one pass over its row blocks,
     each appended to data.npy, indices.npy and indptr.npy behind a
     placeholder header that is rewritten with the final length at the end
     (the number of stored values is known only then)."""
     n, d = (int(v) for v in X.shape)
-    dtypes = (dtype, np.dtype(np.int32), np.dtype(np.int64))
+    # scipy wants one index type for indices and indptr, and load_csr keeps
+    # the columns as written: 64-bit columns when the count of stored values
+    # will not fit 32 bits (known ahead for an h5py-backed CSR such as a
+    # backed AnnData's X; otherwise 32-bit, and an error if it overflows)
+    total = _stored_values(X)
+    wide = (total is not None and total >= _INT32_LIMIT) or d >= _INT32_LIMIT
+    column = np.dtype(np.int64 if wide else np.int32)
+    dtypes = (dtype, column, np.dtype(np.int64))
 
     def write(files):
         for f, dt in zip(files, dtypes, strict=True):
@@ -132,8 +153,14 @@ def _save_blocks(folder: Path, X, dtype: np.dtype, block_nnz: int) -> None:
                 # them (a slice is the source's copy, not its data)
                 block = block.copy()
                 block.sum_duplicates()
+            if not wide and nnz + block.nnz >= _INT32_LIMIT:
+                raise ValueError(
+                    f"{folder}: X has more than 2**31 - 1 stored values, which need "
+                    "64-bit columns: pass a source whose stored-value count is "
+                    "known ahead (an h5py-backed CSR, or a scipy matrix)"
+                )
             data.write(np.ascontiguousarray(block.data, dtype=dtype))
-            indices.write(np.ascontiguousarray(block.indices, dtype=np.int32))
+            indices.write(np.ascontiguousarray(block.indices, dtype=column))
             indptr.write(np.asarray(block.indptr[1:], dtype=np.int64) + nnz)
             nnz += int(block.nnz)
             rows = min(4 * rows, max(1, block_nnz * (r1 - r0) // max(1, block.nnz)))
@@ -229,7 +256,15 @@ def load_csr(folder: str | os.PathLike, *, mmap: bool = True):
     if indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu":
         raise ValueError(f"{folder}: indices.npy and indptr.npy must hold integers")
     # One index type for both, as scipy wants: the smaller file is converted
-    # (indptr, one entry per row), never the stored values' columns.
+    # (indptr, one entry per row), never the stored values' columns, so
+    # 32-bit columns cannot serve 2**31 or more stored values (the offsets
+    # would wrap).
     if indptr.dtype != indices.dtype:
+        if int(indptr[-1]) > np.iinfo(indices.dtype).max:
+            raise ValueError(
+                f"{folder}: {int(indptr[-1])} stored values need 64-bit offsets, "
+                f"but indices.npy holds {indices.dtype}: write it as int64 "
+                "(save_csr does for matrices this large)"
+            )
         indptr = np.asarray(indptr, dtype=indices.dtype)
     return sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
