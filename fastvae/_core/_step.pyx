@@ -50,6 +50,7 @@ from fastvae._core._rng cimport (
     fv_normal_fill_f32, fv_normal_fill_f64)
 from fastvae._core._pool cimport fv_pool_run
 from fastvae._core._row_hash cimport fv_row_key_f32, fv_row_key_f64
+from fastvae._core._sparse_rows cimport fv_sr_row_f32, fv_sr_row_f64
 from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
@@ -97,6 +98,16 @@ cdef enum:
     _LOGSIGMA_BLOCK = 64
     # Input features per block of a sparse first layer's weight gradient.
     _CSR_FEATURES = 64
+    # Counts below this take log1p from a table: single-cell counts are
+    # mostly small, and a libm call per stored value costs as much as the
+    # value's multiply-adds.
+    _LOG1P_TABLE = 256
+
+# log1p(c) of the small counts c, the same libm call (so the same bits) as
+# for any other value.
+cdef double _log1p_counts[_LOG1P_TABLE]
+for _c in range(_LOG1P_TABLE):
+    _log1p_counts[_c] = log1p(<double> _c)
 
 # Phase kinds.
 cdef enum:
@@ -411,7 +422,11 @@ cdef inline floating _csr_input(const fv_vae_config* cfg,
                                floating v) noexcept nogil:
     """The encoder's value of a stored entry: log1p of a count (columns, as
     fv_columns_expand), else the value."""
+    cdef int c
     if cfg.columns != NULL and v != 0:
+        c = <int> v if 0 < v < _LOG1P_TABLE else 0
+        if c == v:
+            return <floating> _log1p_counts[c]
         return <floating> log1p(<double> v)
     return v
 
@@ -468,33 +483,43 @@ cdef void _csr_forward_rows(const fv_job* j, const floating* params,
                             floating* work, int64_t r0,
                             int64_t r1) noexcept nogil:
     """The first layer on rows [r0, r1) from their stored values (and
-    conditions), then its bias and activation."""
+    conditions; fastvae/sparse_rows.h), then its bias and activation."""
     cdef const fv_vae_config* cfg = j.cfg
     cdef const fv_layer* L = &cfg.layers[0]
     cdef const fv_csr* A = j.csr
     cdef const floating* data = <const floating*> A.data
     cdef const floating* W = params + L.w_offset
-    cdef const floating* w
     cdef const floating* c
-    cdef int H = L.n_out, h, q
-    cdef int64_t i, r, k
-    cdef floating v
+    cdef int H = L.n_out, n_cond
+    cdef int64_t i, r, k, a, nk, k0, k1
+    cdef floating* vals
     cdef floating* out
     for i in range(r0, r1):
         r = j.rows[i] if j.rows != NULL else i
         out = work + L.out_offset + i * H
-        memset(out, 0, H * sizeof(floating))
-        for k in range(A.indptr[r], A.indptr[r + 1]):
-            v = _csr_input(cfg, data[k])
-            w = W + <int64_t> A.indices[k] * H
-            for h in range(H):
-                out[h] += v * w[h]
-        if cfg.n_cond > 0:
-            c = <const floating*> j.Cond + r * j.ldc
-            for q in range(cfg.n_cond):
-                w = W + <int64_t> (cfg.n_in + q) * H
-                for h in range(H):
-                    out[h] += c[q] * w[h]
+        a = A.indptr[r]
+        nk = A.indptr[r + 1] - a
+        # the row's encoder values, made once, go in the x part of its
+        # encoder-input row (unused here; the conditions after it are left
+        # alone), n_in at a time: a canonical row has at most n_in
+        vals = work + cfg.xin_offset + i * (cfg.n_in + cfg.n_cond)
+        k0 = 0
+        while True:
+            k1 = min(nk, k0 + cfg.n_in)
+            for k in range(k0, k1):
+                vals[k - k0] = _csr_input(cfg, data[a + k])
+            # the conditions' terms come last, with the last piece
+            n_cond = cfg.n_cond if k1 == nk else 0
+            c = <const floating*> j.Cond + r * j.ldc if n_cond > 0 else NULL
+            if floating is float:
+                fv_sr_row_f32(vals, A.indices + a + k0, k1 - k0, c, n_cond,
+                              cfg.n_in, W, H, k0 > 0, out)
+            else:
+                fv_sr_row_f64(vals, A.indices + a + k0, k1 - k0, c, n_cond,
+                              cfg.n_in, W, H, k0 > 0, out)
+            if k1 == nk:
+                break
+            k0 = k1
     if floating is float:
         fv_bias_activation_f32(work + L.out_offset + r0 * H, H, <int> (r1 - r0),
                                H, params + L.b_offset, L.activation)
