@@ -434,11 +434,13 @@ cdef inline floating _csr_input(const fv_vae_config* cfg,
 cdef void _csr_inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
                            floating* work) noexcept nogil:
     """Target rows scattered from the CSR rows, and the conditions' part of
-    the decoder input."""
+    the decoder input and of the encoder input (log_likelihood_pairs'
+    draws read them there, as from a dense row's)."""
     cdef const fv_vae_config* cfg = j.cfg
     cdef const fv_csr* A = j.csr
     cdef const floating* data = <const floating*> A.data
     cdef int D = cfg.n_features, C = cfg.n_cond, K = cfg.latent_dim
+    cdef int W = cfg.n_in
     cdef int64_t i, r, k
     cdef floating* tgt
     for i in range(r0, r1):
@@ -450,6 +452,30 @@ cdef void _csr_inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
         if C > 0:
             memcpy(work + cfg.z_offset + i * (K + C) + K,
                    <const floating*> j.Cond + r * j.ldc, C * sizeof(floating))
+            memcpy(work + cfg.xin_offset + i * (W + C) + W,
+                   <const floating*> j.Cond + r * j.ldc, C * sizeof(floating))
+
+
+cdef void _csr_key_inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
+                               floating* work) noexcept nogil:
+    """The x part of the dense encoder input [x | c] of rows [r0, r1), from
+    their stored values: evaluation noise is keyed by the hash of that row
+    (fastvae/row_hash.h), and the hash of a dense row is what the dense path
+    computes. A network that reads a CSR matrix has one input per column
+    (no categorical levels or missingness indicators), so column d's input
+    is _csr_input of its value, as fv_columns_expand makes it."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef const fv_csr* A = j.csr
+    cdef const floating* data = <const floating*> A.data
+    cdef int W = cfg.n_in, C = cfg.n_cond
+    cdef int64_t i, r, k
+    cdef floating* xin
+    for i in range(r0, r1):
+        r = j.rows[i] if j.rows != NULL else i
+        xin = work + cfg.xin_offset + i * (W + C)
+        memset(xin, 0, W * sizeof(floating))
+        for k in range(A.indptr[r], A.indptr[r + 1]):
+            xin[A.indices[k]] = _csr_input(cfg, data[k])
 
 
 cdef void _csr_transpose(const fv_job* j, floating* tag) noexcept nogil:
@@ -954,6 +980,22 @@ cdef void _accumulate_window(const fv_job* j) noexcept nogil:
             total[r] += exp(lw - top[r])
 
 
+cdef void _encoder_rows(const fv_job* j, const floating* params,
+                        floating* work, int64_t r0, int64_t r1) noexcept nogil:
+    """The encoder of rows [r0, r1) for inference, each row by itself: its
+    input made when it is not read in place, or the first layer from a CSR
+    matrix's stored values."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int first = 0
+    if j.csr != NULL:
+        _csr_forward_rows(j, params, work, r0, r1)
+        first = 1
+    elif not _plain(cfg, False):
+        _inputs_rows(j, r0, r1, work)
+    _forward_rows(cfg, first, cfg.n_encoder, params, work,
+                  <const floating*> j.x, j.ld_x, r0, r1)
+
+
 cdef void _run_block(fv_job* j, int p, int b, int tid,
                      floating* tag) noexcept nogil:
     """Block b of phase p, on pool thread tid (tag selects the type)."""
@@ -1108,9 +1150,7 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
                              j.args.kl_weight * (1.0 / j.args.global_batch),
                              work + cfg.dh_offset, 2 * K, r0, r1)
     elif ph.kind == PH_ENCODE:
-        if not _plain(cfg, False):
-            _inputs_rows(j, r0, r1, work)
-        _forward_rows(cfg, 0, cfg.n_encoder, params, work, x, j.ld_x, r0, r1)
+        _encoder_rows(j, params, work, r0, r1)
         H = work + cfg.layers[cfg.n_encoder - 1].out_offset
         nb = fv_head_width(cfg)
         for i in range(r0, r1):
@@ -1128,10 +1168,14 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
                       r0, r1)
         _store_means(cfg, work, <floating*> j.out, j.ldo, r0, r1)
     elif ph.kind == PH_ELBO:
-        if not _plain(cfg, False):
+        _encoder_rows(j, params, work, r0, r1)
+        ld_in = j.ld_x
+        if j.csr != NULL:
             _inputs_rows(j, r0, r1, work)
-        _forward_rows(cfg, 0, cfg.n_encoder, params, work, x, j.ld_x, r0, r1)
-        _latent_keyed_rows(cfg, work, x, j.ld_x, j.kl_out, j.seed, j.stream,
+            _csr_key_inputs_rows(j, r0, r1, work)
+            x = work + cfg.xin_offset
+            ld_in = cfg.n_in + C
+        _latent_keyed_rows(cfg, work, x, ld_in, j.kl_out, j.seed, j.stream,
                            j.step, j.draw, r0, r1)
         _forward_rows(cfg, cfg.n_encoder, cfg.n_layers, params, work, x,
                       j.ld_x, r0, r1)
@@ -1279,8 +1323,26 @@ cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
                       floating* work, const floating* X, int64_t ldx,
                       const floating* Cond, int64_t ldc, int n,
                       floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
+    _encode(cfg, params, work, X, ldx, NULL, Cond, ldc, n, H_out, ldh,
+            n_threads)
+
+
+cdef void encode_rows_csr(const fv_vae_config* cfg, const floating* params,
+                          floating* work, const fv_csr* csr,
+                          const floating* Cond, int64_t ldc, int n,
+                          floating* H_out, int64_t ldh,
+                          int n_threads) noexcept nogil:
+    _encode(cfg, params, work, NULL, 0, csr, Cond, ldc, n, H_out, ldh,
+            n_threads)
+
+
+cdef void _encode(const fv_vae_config* cfg, const floating* params,
+                  floating* work, const floating* X, int64_t ldx,
+                  const fv_csr* csr, const floating* Cond, int64_t ldc, int n,
+                  floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
     cdef fv_job j
     _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.csr = csr
     j.out = H_out
     j.ldo = ldh
     _plan_inputs(&j, False, work, sizeof(floating))
@@ -1307,8 +1369,29 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
                     uint64_t seed, uint64_t stream, uint64_t step,
                     uint64_t draw, double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil:
+    _elbo(cfg, params, work, X, ldx, NULL, Cond, ldc, n, seed, stream, step,
+          draw, recon_out, kl_out, n_threads)
+
+
+cdef void elbo_rows_csr(const fv_vae_config* cfg, const floating* params,
+                        floating* work, const fv_csr* csr,
+                        const floating* Cond, int64_t ldc, int n,
+                        uint64_t seed, uint64_t stream, uint64_t step,
+                        uint64_t draw, double* recon_out, double* kl_out,
+                        int n_threads) noexcept nogil:
+    _elbo(cfg, params, work, NULL, 0, csr, Cond, ldc, n, seed, stream, step,
+          draw, recon_out, kl_out, n_threads)
+
+
+cdef void _elbo(const fv_vae_config* cfg, const floating* params,
+                floating* work, const floating* X, int64_t ldx,
+                const fv_csr* csr, const floating* Cond, int64_t ldc, int n,
+                uint64_t seed, uint64_t stream, uint64_t step, uint64_t draw,
+                double* recon_out, double* kl_out,
+                int n_threads) noexcept nogil:
     cdef fv_job j
     _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.csr = csr
     j.seed = seed
     j.stream = stream
     j.step = step
@@ -1340,10 +1423,28 @@ cdef void log_likelihood_begin(const fv_vae_config* cfg,
                                double* row_losses, const floating* X,
                                int64_t ldx, const floating* Cond, int64_t ldc,
                                int n, int n_threads) noexcept nogil:
+    _ll_begin(cfg, params, work, row_losses, X, ldx, NULL, Cond, ldc, n,
+              n_threads)
+
+
+cdef void log_likelihood_begin_csr(const fv_vae_config* cfg,
+                                   const floating* params, floating* work,
+                                   double* row_losses, const fv_csr* csr,
+                                   const floating* Cond, int64_t ldc, int n,
+                                   int n_threads) noexcept nogil:
+    _ll_begin(cfg, params, work, row_losses, NULL, 0, csr, Cond, ldc, n,
+              n_threads)
+
+
+cdef void _ll_begin(const fv_vae_config* cfg, const floating* params,
+                    floating* work, double* row_losses, const floating* X,
+                    int64_t ldx, const fv_csr* csr, const floating* Cond,
+                    int64_t ldc, int n, int n_threads) noexcept nogil:
     cdef fv_job j
     # The data rows (with their conditions) stay in the workspace while the
     # decoder runs over windows of (row, sample) pairs.
     _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.csr = csr
     j.row_losses = row_losses
     j.x = work + cfg.xin_offset
     j.ld_x = cfg.n_in + cfg.n_cond
