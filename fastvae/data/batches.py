@@ -67,6 +67,11 @@ WINDOW_BYTES = 4 * 2**20
 # project's 2-core AVX2 machine (a count VAE's whole step, 2 threads):
 # 1.15-1.22x faster at 2%, 1.04-1.05x at 5%, 0.96x at 10% and 0.70-0.91x
 # at 20%, with 2,000 and 20,000 features; the break-even is near 7.5%.
+# With the SIMD kernel of src_c/fastvae/sparse_rows.h the same benchmark
+# (on a busy machine) gave 1.18-1.24x at 2%, 1.22-1.23x at 5%, 1.16x at 10%
+# and 1.08-1.25x at 20%: the break-even is now above 20%, but raising the
+# threshold changes which numbers fit gives for such data, so it waits
+# for a measurement on an idle machine.
 SPARSE_LAYER_DENSITY = 0.075
 # The same choice for inference (transform, encode, score_samples,
 # log_likelihood), where the first layer is most of the encoder: reading
