@@ -6,6 +6,10 @@ keyed by each row's dense values, log_likelihood's by its index), bitwise
 for any thread count, and a memory-mapped matrix gives the in-memory
 matrix's numbers bitwise."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -275,3 +279,48 @@ def test_a_row_with_more_values_than_columns_is_summed_in_pieces():
     np.testing.assert_allclose(
         net.encode_csr(vae.params_, *args), net.encode(vae.params_, dense), rtol=1e-9
     )
+
+
+def test_a_memory_mapped_matrix_does_not_become_resident(tmp_path):
+    """200,000 cells x 2,000 genes, 60 values per cell: 96 MB of files.
+    transform and score_samples read them chunk by chunk, releasing each
+    chunk's pages, so the peak RSS grows by far less than the files."""
+    rng = np.random.default_rng(0)
+    n, d, per_row = 200_000, 2_000, 60
+    indices = np.sort(rng.choice(d, (n, per_row)), axis=1)
+    indices += np.arange(per_row)  # strictly increasing within a row
+    indices %= d
+    indices.sort(axis=1)
+    X = sp.csr_matrix(
+        (
+            rng.integers(1, 20, n * per_row).astype(np.float32),
+            indices.ravel(),
+            np.arange(0, n * per_row + 1, per_row),
+        ),
+        shape=(n, d),
+    )
+    X.sum_duplicates()
+    save_csr(tmp_path / "big", X)
+    del X
+    script = textwrap.dedent(
+        f"""
+        import resource, numpy as np, fastvae
+        from fastvae.data import load_csr
+        X = load_csr({str(tmp_path / "big")!r})
+        vae = fastvae.VAE(hidden=(32,), latent_dim=4, epochs=1,
+                          likelihood="poisson", random_state=0)
+        vae.fit(X[:2000].toarray())
+        vae.transform(X[:1000])
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert vae._reads_nonzeros(X)
+        vae.transform(X)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(base // 1024, peak // 1024)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    base_mb, peak_mb = map(int, proc.stdout.split())
+    assert peak_mb - base_mb < 48, (base_mb, peak_mb)
