@@ -2,7 +2,7 @@
 trains on the nonzeros (close to the dense fit, bitwise for any thread
 count); above it, or for layouts the sparse layer cannot read, a count
 matrix trains one minibatch of densified rows at a time, bitwise like the
-same data held dense. Inference densifies one chunk at a time."""
+same data held dense. Inference: tests/test_csr_inference.py."""
 
 import subprocess
 import sys

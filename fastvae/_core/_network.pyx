@@ -32,9 +32,10 @@ from fastvae._core._step cimport (
     FV_MAX_LAYERS, FV_MAX_TEAM, FV_OBJ_ELBO, FV_OBJ_IWAE, FV_ROW_SCRATCH,
     apply_update,
     compute_gradients, compute_gradients_csr, decode_rows, elbo_rows,
-    encode_rows, fv_csr, fv_head_width, fv_round_up, fv_step_args,
-    fv_vae_config, log_likelihood_begin, log_likelihood_finish,
-    log_likelihood_pairs, train_step, train_step_csr)
+    elbo_rows_csr, encode_rows, encode_rows_csr, fv_csr, fv_head_width,
+    fv_round_up, fv_step_args, fv_vae_config, log_likelihood_begin,
+    log_likelihood_begin_csr, log_likelihood_finish, log_likelihood_pairs,
+    train_step, train_step_csr)
 from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # The row hash (fastvae/row_hash.h) runs at the process's ISA cap
@@ -556,23 +557,14 @@ cdef class Network:
     cdef int64_t _check_csr(self, Py_ssize_t n_data,
                             const int32_t[::1] indices,
                             const int64_t[::1] indptr,
-                            const int64_t[::1] rows, int batch) except -1:
-        """Check the minibatch's rows of a CSR matrix and size the transpose
-        scratch; returns the minibatch's count of stored values."""
-        cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+                            const int64_t[::1] rows, Py_ssize_t n) except -1:
+        """Check rows rows[i] (rows None: i) for i < n of a CSR matrix whose
+        row indices _check_rows has checked, for training and inference
+        alike; returns their count of stored values."""
         cdef int64_t nnz = 0, k, r, a, b
         cdef int D = self.cfg.n_features
         cdef Py_ssize_t i
-        if not self.supports_csr:
-            raise ValueError(
-                "this network's first layer cannot read a CSR matrix: it needs "
-                "one likelihood without binarize or corrupt, or count columns "
-                "without missing values")
-        if n_rows < 1 or indices.shape[0] != n_data:
-            raise ValueError("a CSR matrix needs indptr of n_rows + 1 >= 2 "
-                             "entries and one index per stored value")
-        self._check_rows(n_rows, D, batch, rows)
-        for i in range(batch):
+        for i in range(n):
             r = rows[i] if rows is not None else i
             a, b = indptr[r], indptr[r + 1]
             if not 0 <= a <= b <= n_data:
@@ -582,6 +574,33 @@ cdef class Network:
                     raise IndexError(f"column index {indices[k]} of row {r} out "
                                      f"of range for {D} columns")
             nnz += b - a
+        return nnz
+
+    cdef Py_ssize_t _check_csr_shape(self, Py_ssize_t n_data,
+                                     const int32_t[::1] indices,
+                                     const int64_t[::1] indptr) except -1:
+        """Refuse a CSR matrix this network cannot read; returns its rows."""
+        if not self.supports_csr:
+            raise ValueError(
+                "this network's first layer cannot read a CSR matrix: it needs "
+                "one likelihood without binarize or corrupt, or count columns "
+                "without missing values")
+        if indptr.shape[0] < 2 or indices.shape[0] != n_data:
+            raise ValueError("a CSR matrix needs indptr of n_rows + 1 >= 2 "
+                             "entries and one index per stored value")
+        return indptr.shape[0] - 1
+
+    cdef int64_t _check_csr_batch(self, Py_ssize_t n_data,
+                                  const int32_t[::1] indices,
+                                  const int64_t[::1] indptr,
+                                  const int64_t[::1] rows,
+                                  int batch) except -1:
+        """Check the minibatch's rows of a CSR matrix and size the transpose
+        scratch; returns the minibatch's count of stored values."""
+        cdef Py_ssize_t n_rows = self._check_csr_shape(n_data, indices, indptr)
+        cdef int D = self.cfg.n_features
+        self._check_rows(n_rows, D, batch, rows)
+        cdef int64_t nnz = self._check_csr(n_data, indices, indptr, rows, batch)
         if self._csr_start is None:
             self._csr_start = np.empty(D + 2, dtype=np.int64)
         if self._csr_rows is None or self._csr_rows.shape[0] < nnz:
@@ -590,19 +609,35 @@ cdef class Network:
             self._csr_vals = np.empty(size, dtype=self.dtype)
         return nnz
 
+    cdef Py_ssize_t _check_csr_all(self, Py_ssize_t n_data,
+                                   const int32_t[::1] indices,
+                                   const int64_t[::1] indptr) except -1:
+        """Check every row of a CSR matrix read by inference; returns the
+        number of rows."""
+        cdef Py_ssize_t n = self._check_csr_shape(n_data, indices, indptr)
+        self._check_csr(n_data, indices, indptr, None, n)
+        return n
+
     cdef fv_csr _csr(self, const void* data, const int32_t[::1] indices,
-                     const int64_t[::1] indptr):
+                     const int64_t[::1] indptr, bint scratch=True):
         """The fv_csr of a CSR matrix's arrays (data of the network's dtype)
-        with this network's transpose scratch, as _check_csr sized it."""
-        cdef int64_t[::1] start = self._csr_start
-        cdef int32_t[::1] t_rows = self._csr_rows
+        with this network's transpose scratch, as _check_csr_batch sized it
+        (scratch False: none, for inference, which reads rows alone)."""
+        cdef int64_t[::1] start
+        cdef int32_t[::1] t_rows
         cdef fv_csr A
         A.data = data
         A.indices = &indices[0] if indices.shape[0] else NULL
         A.indptr = &indptr[0]
-        A.col_start = &start[0]
-        A.t_rows = &t_rows[0]
-        A.t_vals = <void*> <size_t> self._csr_vals.ctypes.data
+        A.col_start = NULL
+        A.t_rows = NULL
+        A.t_vals = NULL
+        if scratch:
+            start = self._csr_start
+            t_rows = self._csr_rows
+            A.col_start = &start[0]
+            A.t_rows = &t_rows[0]
+            A.t_vals = <void*> <size_t> self._csr_vals.ctypes.data
         return A
 
     def train_step_csr(self, floating[::1] params, floating[::1] grads,
@@ -621,7 +656,7 @@ cdef class Network:
         if (grads.shape[0] != params.shape[0] or state1.shape[0] != params.shape[0]
                 or state2.shape[0] != params.shape[0]):
             raise ValueError("grads and optimizer states must match params")
-        self._check_csr(data.shape[0], indices, indptr, rows, batch)
+        self._check_csr_batch(data.shape[0], indices, indptr, rows, batch)
         self._check_cond(cond, indptr.shape[0] - 1)
         cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
                                          batch, kl_weight, n_threads)
@@ -662,7 +697,7 @@ cdef class Network:
         self._check_buffers(params.shape[0], floating is float)
         if grads.shape[0] != params.shape[0]:
             raise ValueError("grads must match params")
-        self._check_csr(data.shape[0], indices, indptr, rows, batch)
+        self._check_csr_batch(data.shape[0], indices, indptr, rows, batch)
         self._check_cond(cond, indptr.shape[0] - 1)
         cdef fv_step_args a = self._args(seed, step, row_offset, global_batch,
                                          batch, kl_weight, n_threads)
@@ -732,10 +767,36 @@ cdef class Network:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
         self._check_cond(cond, X.shape[0])
         check_threads(n_threads)
-        cdef int64_t n = X.shape[0], start
+        return self._encode(params, _rows_ptr(X), X.shape[1], NULL, X.shape[0],
+                            n_threads, cond)
+
+    def encode_csr(self, const floating[::1] params, const floating[::1] data,
+                   const int32_t[::1] indices, const int64_t[::1] indptr,
+                   int n_threads=1, const floating[:, ::1] cond=None):
+        """encode on the rows of a CSR matrix (data, int32 indices, int64
+        indptr of n_rows + 1 entries; values of the network's dtype): the
+        first layer runs on the stored values (_step.pxd, encode_rows_csr).
+        Only for networks with supports_csr."""
+        self._check_buffers(params.shape[0], floating is float)
+        cdef Py_ssize_t n = self._check_csr_all(data.shape[0], indices, indptr)
+        self._check_cond(cond, n)
+        check_threads(n_threads)
+        cdef fv_csr A = self._csr(
+            <const void*> &data[0] if data.shape[0] else NULL, indices, indptr,
+            False)
+        return self._encode(params, <const floating*> NULL, 0, &A, n, n_threads,
+                            cond)
+
+    cdef _encode(self, const floating[::1] params, const floating* X,
+                 int64_t ldx, const fv_csr* A, int64_t n, int n_threads,
+                 const floating[:, ::1] cond):
+        """encode's chunks of max_batch rows, of X (ldx its leading
+        dimension) or, A not NULL, of A."""
+        cdef int64_t start
         cdef int chunk
         cdef int width = fv_head_width(&self.cfg)
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        cdef fv_csr rows_of_A
         out_arr = np.empty((n, width), dtype=self.dtype)
         cdef floating[:, ::1] out = out_arr
         cdef floating[::1] work = self._work
@@ -746,11 +807,21 @@ cdef class Network:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                with nogil:
-                    encode_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
-                                X.shape[1],
-                                NULL if ldc == 0 else &cond[start, 0], ldc,
-                                chunk, &out[start, 0], width, n_threads)
+                if A != NULL:
+                    rows_of_A = A[0]
+                    rows_of_A.indptr = A.indptr + start
+                    with nogil:
+                        encode_rows_csr(&self.cfg, &params[0], &work[0],
+                                        &rows_of_A,
+                                        NULL if ldc == 0 else &cond[start, 0],
+                                        ldc, chunk, &out[start, 0], width,
+                                        n_threads)
+                else:
+                    with nogil:
+                        encode_rows(&self.cfg, &params[0], &work[0],
+                                    X + start * ldx, ldx,
+                                    NULL if ldc == 0 else &cond[start, 0], ldc,
+                                    chunk, &out[start, 0], width, n_threads)
                 start += chunk
                 PyErr_CheckSignals()
         finally:
@@ -807,12 +878,39 @@ cdef class Network:
         if X.shape[1] != self.cfg.n_features:
             raise ValueError(f"X must have {self.cfg.n_features} columns")
         self._check_cond(cond, X.shape[0])
+        return self._elbo_terms(params, _rows_ptr(X), X.shape[1], NULL,
+                                X.shape[0], seed, stream, step, draw,
+                                n_threads, cond)
+
+    def elbo_terms_csr(self, const floating[::1] params,
+                       const floating[::1] data, const int32_t[::1] indices,
+                       const int64_t[::1] indptr, seed, stream, step=0, draw=0,
+                       int n_threads=1, const floating[:, ::1] cond=None):
+        """elbo_terms on the rows of a CSR matrix (see encode_csr). A row's
+        draws are keyed by its dense values, so a row gets the numbers of
+        elbo_terms on the dense row up to the order of the first layer's
+        sums."""
+        self._check_buffers(params.shape[0], floating is float)
+        cdef Py_ssize_t n = self._check_csr_all(data.shape[0], indices, indptr)
+        self._check_cond(cond, n)
+        cdef fv_csr A = self._csr(
+            <const void*> &data[0] if data.shape[0] else NULL, indices, indptr,
+            False)
+        return self._elbo_terms(params, <const floating*> NULL, 0, &A, n,
+                                seed, stream, step, draw, n_threads, cond)
+
+    cdef _elbo_terms(self, const floating[::1] params, const floating* X,
+                     int64_t ldx, const fv_csr* A, int64_t n, seed, stream,
+                     step, draw, int n_threads, const floating[:, ::1] cond):
+        """elbo_terms' chunks of max_batch rows, of X (ldx its leading
+        dimension) or, A not NULL, of A."""
         check_threads(n_threads)
-        cdef int64_t n = X.shape[0], start
+        cdef int64_t start
         cdef int chunk
         cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
         cdef uint64_t t = check_u64(step, "step"), d = check_u64(draw, "draw")
         cdef int64_t ldc = 0 if cond is None else cond.shape[1]
+        cdef fv_csr rows_of_A
         recon_arr = np.empty(n, dtype=np.float64)
         kl_arr = np.empty(n, dtype=np.float64)
         cdef double[::1] recon = recon_arr
@@ -825,11 +923,22 @@ cdef class Network:
             start = 0
             while start < n:
                 chunk = <int> min(<int64_t> self.cfg.max_batch, n - start)
-                with nogil:
-                    elbo_rows(&self.cfg, &params[0], &work[0], &X[start, 0],
-                              X.shape[1], NULL if ldc == 0 else &cond[start, 0],
-                              ldc, chunk, s, st, t, d, &recon[start],
-                              &kl[start], n_threads)
+                if A != NULL:
+                    rows_of_A = A[0]
+                    rows_of_A.indptr = A.indptr + start
+                    with nogil:
+                        elbo_rows_csr(&self.cfg, &params[0], &work[0],
+                                      &rows_of_A,
+                                      NULL if ldc == 0 else &cond[start, 0],
+                                      ldc, chunk, s, st, t, d, &recon[start],
+                                      &kl[start], n_threads)
+                else:
+                    with nogil:
+                        elbo_rows(&self.cfg, &params[0], &work[0],
+                                  X + start * ldx, ldx,
+                                  NULL if ldc == 0 else &cond[start, 0], ldc,
+                                  chunk, s, st, t, d, &recon[start],
+                                  &kl[start], n_threads)
                 start += chunk
                 PyErr_CheckSignals()
         finally:
@@ -852,18 +961,45 @@ cdef class Network:
         float64 array of shape (n_rows,)
         """
         self._check_buffers(params.shape[0], floating is float)
+        if X.shape[1] != self.cfg.n_features:
+            raise ValueError(f"X must have {self.cfg.n_features} columns")
+        return self._log_likelihood(params, _rows_ptr(X), X.shape[1], NULL,
+                                    X.shape[0], k, seed, stream, n_threads,
+                                    cond, row_offset, progress)
+
+    def log_likelihood_csr(self, const floating[::1] params,
+                           const floating[::1] data,
+                           const int32_t[::1] indices,
+                           const int64_t[::1] indptr, k, seed, stream,
+                           int n_threads=1, const floating[:, ::1] cond=None,
+                           row_offset=0, progress=None):
+        """log_likelihood on the rows of a CSR matrix (see encode_csr):
+        row i's samples are those of dense row row_offset + i."""
+        self._check_buffers(params.shape[0], floating is float)
+        cdef Py_ssize_t n = self._check_csr_all(data.shape[0], indices, indptr)
+        cdef fv_csr A = self._csr(
+            <const void*> &data[0] if data.shape[0] else NULL, indices, indptr,
+            False)
+        return self._log_likelihood(params, <const floating*> NULL, 0, &A, n,
+                                    k, seed, stream, n_threads, cond,
+                                    row_offset, progress)
+
+    cdef _log_likelihood(self, const floating[::1] params, const floating* X,
+                         int64_t ldx, const fv_csr* A, int64_t n, k, seed,
+                         stream, int n_threads, const floating[:, ::1] cond,
+                         row_offset, progress):
+        """log_likelihood's calls on the n rows of X (ldx its leading
+        dimension) or, A not NULL, of A."""
         if self.cfg.kind != FV_KIND_VAE:
             raise ValueError("log-likelihoods need a VAE (an autoencoder "
                              "defines no density)")
-        if X.shape[1] != self.cfg.n_features:
-            raise ValueError(f"X must have {self.cfg.n_features} columns")
         k = check_u64(k, "k")
-        if not 1 <= k * max(X.shape[0], 1) < 2**62:
+        if not 1 <= k * max(n, 1) < 2**62:
             raise ValueError(f"k must be >= 1 with k * n_rows < 2**62, got k={k} "
-                             f"for {X.shape[0]} rows")
-        self._check_cond(cond, X.shape[0])
+                             f"for {n} rows")
+        self._check_cond(cond, n)
         check_threads(n_threads)
-        cdef int64_t n = X.shape[0], start, kk = k
+        cdef int64_t start, kk = k
         cdef int chunk
         cdef uint64_t s = check_u64(seed, "seed"), st = check_u64(stream, "stream")
         cdef uint64_t ro = check_u64(row_offset, "row_offset")
@@ -880,6 +1016,10 @@ cdef class Network:
         cdef int64_t pair_step = max(mb, LL_PAIRS_PER_CALL // mb * mb)
         cdef int64_t q, q_end, n_pairs
         cdef const floating* c_ptr
+        # the pairs read the workspace alone; X is passed for the dense call's
+        # signature (NULL for a CSR matrix)
+        cdef const floating* x_ptr
+        cdef fv_csr rows_of_A
         if n == 0:
             return out_arr
         self._claim()
@@ -888,21 +1028,31 @@ cdef class Network:
             while start < n:
                 chunk = <int> min(rows_per_call, n - start)
                 c_ptr = NULL if ldc == 0 else &cond[start, 0]
-                with nogil:
-                    log_likelihood_begin(&self.cfg, &params[0], &work[0],
-                                         &row_losses[0], &X[start, 0],
-                                         X.shape[1], c_ptr, ldc, chunk,
-                                         n_threads)
+                if A != NULL:
+                    x_ptr = NULL
+                    rows_of_A = A[0]
+                    rows_of_A.indptr = A.indptr + start
+                    with nogil:
+                        log_likelihood_begin_csr(&self.cfg, &params[0],
+                                                 &work[0], &row_losses[0],
+                                                 &rows_of_A, c_ptr, ldc, chunk,
+                                                 n_threads)
+                else:
+                    x_ptr = X + start * ldx
+                    with nogil:
+                        log_likelihood_begin(&self.cfg, &params[0], &work[0],
+                                             &row_losses[0], x_ptr, ldx,
+                                             c_ptr, ldc, chunk, n_threads)
                 n_pairs = chunk * kk
                 q = 0
                 while q < n_pairs:
                     q_end = min(q + pair_step, n_pairs)
                     with nogil:
                         log_likelihood_pairs(&self.cfg, &params[0], &work[0],
-                                             &row_losses[0], &X[start, 0],
-                                             X.shape[1], c_ptr, ldc, chunk, kk,
-                                             s, st, ro + <uint64_t> start, q,
-                                             q_end, n_threads)
+                                             &row_losses[0], x_ptr, ldx, c_ptr,
+                                             ldc, chunk, kk, s, st,
+                                             ro + <uint64_t> start, q, q_end,
+                                             n_threads)
                     q = q_end
                     PyErr_CheckSignals()
                     if progress is not None and q < n_pairs:
@@ -916,6 +1066,11 @@ cdef class Network:
         finally:
             self._busy = False
         return out_arr
+
+
+cdef inline const floating* _rows_ptr(const floating[:, ::1] X):
+    """X's first element (NULL for no rows)."""
+    return &X[0, 0] if X.shape[0] else NULL
 
 
 def _column_specs(columns):

@@ -204,6 +204,25 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
                     uint64_t draw, double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil
 
+# encode_rows and elbo_rows on the n <= max_batch rows of a CSR matrix
+# (csr.indptr[0], ..., csr.indptr[n]; no transpose scratch needed): the
+# first layer runs on the stored values, every row by itself, so the
+# numbers do not depend on the thread count; they differ from the dense
+# call's by the order of the first layer's sums only. A row's evaluation
+# noise is keyed by the hash of its dense encoder input, as in elbo_rows.
+# For a network that can read a CSR matrix (Network.supports_csr).
+cdef void encode_rows_csr(const fv_vae_config* cfg, const floating* params,
+                          floating* work, const fv_csr* csr,
+                          const floating* Cond, int64_t ldc, int n,
+                          floating* H_out, int64_t ldh,
+                          int n_threads) noexcept nogil
+cdef void elbo_rows_csr(const fv_vae_config* cfg, const floating* params,
+                        floating* work, const fv_csr* csr,
+                        const floating* Cond, int64_t ldc, int n,
+                        uint64_t seed, uint64_t stream, uint64_t step,
+                        uint64_t draw, double* recon_out, double* kl_out,
+                        int n_threads) noexcept nogil
+
 # Importance-sampled log p(x | c) of n <= max_batch rows of X (a VAE):
 # log (1/k) sum_s p(x | z_s) p(z_s) / q(z_s | x), z_s ~ q(z | x), for s < k,
 # summed with a running maximum in sample order. Sample s of data row r (the
@@ -230,6 +249,13 @@ cdef void log_likelihood_begin(const fv_vae_config* cfg,
                                double* row_losses, const floating* X,
                                int64_t ldx, const floating* Cond, int64_t ldc,
                                int n, int n_threads) noexcept nogil
+# log_likelihood_begin on the n rows of a CSR matrix (as encode_rows_csr);
+# log_likelihood_pairs then reads the workspace alone (pass X NULL).
+cdef void log_likelihood_begin_csr(const fv_vae_config* cfg,
+                                   const floating* params, floating* work,
+                                   double* row_losses, const fv_csr* csr,
+                                   const floating* Cond, int64_t ldc, int n,
+                                   int n_threads) noexcept nogil
 cdef void log_likelihood_pairs(const fv_vae_config* cfg,
                                const floating* params, floating* work,
                                double* row_losses, const floating* X,

@@ -51,6 +51,7 @@ from fastvae._core._rng cimport (
     fv_normal_fill_f32, fv_normal_fill_f64)
 from fastvae._core._pool cimport fv_pool_run
 from fastvae._core._row_hash cimport fv_row_key_f32, fv_row_key_f64
+from fastvae._core._sparse_rows cimport fv_sr_row_f32, fv_sr_row_f64
 from fastvae._core._threads cimport fv_isa_bind, fv_isa_slot
 
 # Run the header kernels at the process's ISA cap (src_c/fastvae/dispatch.h),
@@ -98,6 +99,16 @@ cdef enum:
     _LOGSIGMA_BLOCK = 64
     # Input features per block of a sparse first layer's weight gradient.
     _CSR_FEATURES = 64
+    # Counts below this take log1p from a table: single-cell counts are
+    # mostly small, and a libm call per stored value costs as much as the
+    # value's multiply-adds.
+    _LOG1P_TABLE = 256
+
+# log1p(c) of the small counts c, the same libm call (so the same bits) as
+# for any other value.
+cdef double _log1p_counts[_LOG1P_TABLE]
+for _c in range(_LOG1P_TABLE):
+    _log1p_counts[_c] = log1p(<double> _c)
 
 # Phase kinds.
 cdef enum:
@@ -431,7 +442,11 @@ cdef inline floating _csr_input(const fv_vae_config* cfg,
                                floating v) noexcept nogil:
     """The encoder's value of a stored entry: log1p of a count (columns, as
     fv_columns_expand), else the value."""
+    cdef int c
     if cfg.columns != NULL and v != 0:
+        c = <int> v if 0 < v < _LOG1P_TABLE else 0
+        if c == v:
+            return <floating> _log1p_counts[c]
         return <floating> log1p(<double> v)
     return v
 
@@ -439,11 +454,13 @@ cdef inline floating _csr_input(const fv_vae_config* cfg,
 cdef void _csr_inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
                            floating* work) noexcept nogil:
     """Target rows scattered from the CSR rows, and the conditions' part of
-    the decoder input."""
+    the decoder input and of the encoder input (log_likelihood_pairs'
+    draws read them there, as from a dense row's)."""
     cdef const fv_vae_config* cfg = j.cfg
     cdef const fv_csr* A = j.csr
     cdef const floating* data = <const floating*> A.data
     cdef int D = cfg.n_features, C = cfg.n_cond, K = cfg.latent_dim
+    cdef int W = cfg.n_in
     cdef int64_t i, r, k
     cdef floating* tgt
     for i in range(r0, r1):
@@ -455,6 +472,30 @@ cdef void _csr_inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
         if C > 0:
             memcpy(work + cfg.z_offset + i * (K + C) + K,
                    <const floating*> j.Cond + r * j.ldc, C * sizeof(floating))
+            memcpy(work + cfg.xin_offset + i * (W + C) + W,
+                   <const floating*> j.Cond + r * j.ldc, C * sizeof(floating))
+
+
+cdef void _csr_key_inputs_rows(const fv_job* j, int64_t r0, int64_t r1,
+                               floating* work) noexcept nogil:
+    """The x part of the dense encoder input [x | c] of rows [r0, r1), from
+    their stored values: evaluation noise is keyed by the hash of that row
+    (fastvae/row_hash.h), and the hash of a dense row is what the dense path
+    computes. A network that reads a CSR matrix has one input per column
+    (no categorical levels or missingness indicators), so column d's input
+    is _csr_input of its value, as fv_columns_expand makes it."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef const fv_csr* A = j.csr
+    cdef const floating* data = <const floating*> A.data
+    cdef int W = cfg.n_in, C = cfg.n_cond
+    cdef int64_t i, r, k
+    cdef floating* xin
+    for i in range(r0, r1):
+        r = j.rows[i] if j.rows != NULL else i
+        xin = work + cfg.xin_offset + i * (W + C)
+        memset(xin, 0, W * sizeof(floating))
+        for k in range(A.indptr[r], A.indptr[r + 1]):
+            xin[A.indices[k]] = _csr_input(cfg, data[k])
 
 
 cdef void _csr_transpose(const fv_job* j, floating* tag) noexcept nogil:
@@ -488,33 +529,43 @@ cdef void _csr_forward_rows(const fv_job* j, const floating* params,
                             floating* work, int64_t r0,
                             int64_t r1) noexcept nogil:
     """The first layer on rows [r0, r1) from their stored values (and
-    conditions), then its bias and activation."""
+    conditions; fastvae/sparse_rows.h), then its bias and activation."""
     cdef const fv_vae_config* cfg = j.cfg
     cdef const fv_layer* L = &cfg.layers[0]
     cdef const fv_csr* A = j.csr
     cdef const floating* data = <const floating*> A.data
     cdef const floating* W = params + L.w_offset
-    cdef const floating* w
     cdef const floating* c
-    cdef int H = L.n_out, h, q
-    cdef int64_t i, r, k
-    cdef floating v
+    cdef int H = L.n_out, n_cond
+    cdef int64_t i, r, k, a, nk, k0, k1
+    cdef floating* vals
     cdef floating* out
     for i in range(r0, r1):
         r = j.rows[i] if j.rows != NULL else i
         out = work + L.out_offset + i * H
-        memset(out, 0, H * sizeof(floating))
-        for k in range(A.indptr[r], A.indptr[r + 1]):
-            v = _csr_input(cfg, data[k])
-            w = W + <int64_t> A.indices[k] * H
-            for h in range(H):
-                out[h] += v * w[h]
-        if cfg.n_cond > 0:
-            c = <const floating*> j.Cond + r * j.ldc
-            for q in range(cfg.n_cond):
-                w = W + <int64_t> (cfg.n_in + q) * H
-                for h in range(H):
-                    out[h] += c[q] * w[h]
+        a = A.indptr[r]
+        nk = A.indptr[r + 1] - a
+        # the row's encoder values, made once, go in the x part of its
+        # encoder-input row (unused here; the conditions after it are left
+        # alone), n_in at a time: a canonical row has at most n_in
+        vals = work + cfg.xin_offset + i * (cfg.n_in + cfg.n_cond)
+        k0 = 0
+        while True:
+            k1 = min(nk, k0 + cfg.n_in)
+            for k in range(k0, k1):
+                vals[k - k0] = _csr_input(cfg, data[a + k])
+            # the conditions' terms come last, with the last piece
+            n_cond = cfg.n_cond if k1 == nk else 0
+            c = <const floating*> j.Cond + r * j.ldc if n_cond > 0 else NULL
+            if floating is float:
+                fv_sr_row_f32(vals, A.indices + a + k0, k1 - k0, c, n_cond,
+                              cfg.n_in, W, H, k0 > 0, out)
+            else:
+                fv_sr_row_f64(vals, A.indices + a + k0, k1 - k0, c, n_cond,
+                              cfg.n_in, W, H, k0 > 0, out)
+            if k1 == nk:
+                break
+            k0 = k1
     if floating is float:
         fv_bias_activation_f32(work + L.out_offset + r0 * H, H, <int> (r1 - r0),
                                H, params + L.b_offset, L.activation)
@@ -1000,6 +1051,22 @@ cdef void _tail_mix_grad(fv_job* j, int b, const floating* work,
         fv_atomic_add_i64(&j.bad, bad)
 
 
+cdef void _encoder_rows(const fv_job* j, const floating* params,
+                        floating* work, int64_t r0, int64_t r1) noexcept nogil:
+    """The encoder of rows [r0, r1) for inference, each row by itself: its
+    input made when it is not read in place, or the first layer from a CSR
+    matrix's stored values."""
+    cdef const fv_vae_config* cfg = j.cfg
+    cdef int first = 0
+    if j.csr != NULL:
+        _csr_forward_rows(j, params, work, r0, r1)
+        first = 1
+    elif not _plain(cfg, False):
+        _inputs_rows(j, r0, r1, work)
+    _forward_rows(cfg, first, cfg.n_encoder, params, work,
+                  <const floating*> j.x, j.ld_x, r0, r1)
+
+
 cdef void _run_block(fv_job* j, int p, int b, int tid,
                      floating* tag) noexcept nogil:
     """Block b of phase p, on pool thread tid (tag selects the type)."""
@@ -1158,9 +1225,7 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
                              j.args.kl_weight * (1.0 / j.args.global_batch),
                              work + cfg.dh_offset, 2 * K, r0, r1)
     elif ph.kind == PH_ENCODE:
-        if not _plain(cfg, False):
-            _inputs_rows(j, r0, r1, work)
-        _forward_rows(cfg, 0, cfg.n_encoder, params, work, x, j.ld_x, r0, r1)
+        _encoder_rows(j, params, work, r0, r1)
         H = work + cfg.layers[cfg.n_encoder - 1].out_offset
         nb = fv_head_width(cfg)
         for i in range(r0, r1):
@@ -1178,10 +1243,14 @@ cdef void _run_block(fv_job* j, int p, int b, int tid,
                       r0, r1)
         _store_means(cfg, work, <floating*> j.out, j.ldo, r0, r1)
     elif ph.kind == PH_ELBO:
-        if not _plain(cfg, False):
+        _encoder_rows(j, params, work, r0, r1)
+        ld_in = j.ld_x
+        if j.csr != NULL:
             _inputs_rows(j, r0, r1, work)
-        _forward_rows(cfg, 0, cfg.n_encoder, params, work, x, j.ld_x, r0, r1)
-        _latent_keyed_rows(cfg, work, x, j.ld_x, j.kl_out, j.seed, j.stream,
+            _csr_key_inputs_rows(j, r0, r1, work)
+            x = work + cfg.xin_offset
+            ld_in = cfg.n_in + C
+        _latent_keyed_rows(cfg, work, x, ld_in, j.kl_out, j.seed, j.stream,
                            j.step, j.draw, r0, r1)
         _forward_rows(cfg, cfg.n_encoder, cfg.n_layers, params, work, x,
                       j.ld_x, r0, r1)
@@ -1330,8 +1399,26 @@ cdef void encode_rows(const fv_vae_config* cfg, const floating* params,
                       floating* work, const floating* X, int64_t ldx,
                       const floating* Cond, int64_t ldc, int n,
                       floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
+    _encode(cfg, params, work, X, ldx, NULL, Cond, ldc, n, H_out, ldh,
+            n_threads)
+
+
+cdef void encode_rows_csr(const fv_vae_config* cfg, const floating* params,
+                          floating* work, const fv_csr* csr,
+                          const floating* Cond, int64_t ldc, int n,
+                          floating* H_out, int64_t ldh,
+                          int n_threads) noexcept nogil:
+    _encode(cfg, params, work, NULL, 0, csr, Cond, ldc, n, H_out, ldh,
+            n_threads)
+
+
+cdef void _encode(const fv_vae_config* cfg, const floating* params,
+                  floating* work, const floating* X, int64_t ldx,
+                  const fv_csr* csr, const floating* Cond, int64_t ldc, int n,
+                  floating* H_out, int64_t ldh, int n_threads) noexcept nogil:
     cdef fv_job j
     _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.csr = csr
     j.out = H_out
     j.ldo = ldh
     _plan_inputs(&j, False, work, sizeof(floating))
@@ -1358,8 +1445,29 @@ cdef void elbo_rows(const fv_vae_config* cfg, const floating* params,
                     uint64_t seed, uint64_t stream, uint64_t step,
                     uint64_t draw, double* recon_out, double* kl_out,
                     int n_threads) noexcept nogil:
+    _elbo(cfg, params, work, X, ldx, NULL, Cond, ldc, n, seed, stream, step,
+          draw, recon_out, kl_out, n_threads)
+
+
+cdef void elbo_rows_csr(const fv_vae_config* cfg, const floating* params,
+                        floating* work, const fv_csr* csr,
+                        const floating* Cond, int64_t ldc, int n,
+                        uint64_t seed, uint64_t stream, uint64_t step,
+                        uint64_t draw, double* recon_out, double* kl_out,
+                        int n_threads) noexcept nogil:
+    _elbo(cfg, params, work, NULL, 0, csr, Cond, ldc, n, seed, stream, step,
+          draw, recon_out, kl_out, n_threads)
+
+
+cdef void _elbo(const fv_vae_config* cfg, const floating* params,
+                floating* work, const floating* X, int64_t ldx,
+                const fv_csr* csr, const floating* Cond, int64_t ldc, int n,
+                uint64_t seed, uint64_t stream, uint64_t step, uint64_t draw,
+                double* recon_out, double* kl_out,
+                int n_threads) noexcept nogil:
     cdef fv_job j
     _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.csr = csr
     j.seed = seed
     j.stream = stream
     j.step = step
@@ -1391,10 +1499,28 @@ cdef void log_likelihood_begin(const fv_vae_config* cfg,
                                double* row_losses, const floating* X,
                                int64_t ldx, const floating* Cond, int64_t ldc,
                                int n, int n_threads) noexcept nogil:
+    _ll_begin(cfg, params, work, row_losses, X, ldx, NULL, Cond, ldc, n,
+              n_threads)
+
+
+cdef void log_likelihood_begin_csr(const fv_vae_config* cfg,
+                                   const floating* params, floating* work,
+                                   double* row_losses, const fv_csr* csr,
+                                   const floating* Cond, int64_t ldc, int n,
+                                   int n_threads) noexcept nogil:
+    _ll_begin(cfg, params, work, row_losses, NULL, 0, csr, Cond, ldc, n,
+              n_threads)
+
+
+cdef void _ll_begin(const fv_vae_config* cfg, const floating* params,
+                    floating* work, double* row_losses, const floating* X,
+                    int64_t ldx, const fv_csr* csr, const floating* Cond,
+                    int64_t ldc, int n, int n_threads) noexcept nogil:
     cdef fv_job j
     # The data rows (with their conditions) stay in the workspace while the
     # decoder runs over windows of (row, sample) pairs.
     _inference_job(&j, cfg, params, work, X, ldx, Cond, ldc, n)
+    j.csr = csr
     j.row_losses = row_losses
     j.x = work + cfg.xin_offset
     j.ld_x = cfg.n_in + cfg.n_cond

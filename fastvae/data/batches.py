@@ -38,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "CHUNK_BYTES",
+    "SPARSE_INFERENCE_DENSITY",
     "SPARSE_LAYER_DENSITY",
     "SparseRows",
     "release",
@@ -46,6 +47,7 @@ __all__ = [
     "InMemory",
     "Chunked",
     "as_csr",
+    "csr_row_chunks",
     "is_out_of_core",
     "is_sparse",
     "value_range",
@@ -65,7 +67,21 @@ WINDOW_BYTES = 4 * 2**20
 # project's 2-core AVX2 machine (a count VAE's whole step, 2 threads):
 # 1.15-1.22x faster at 2%, 1.04-1.05x at 5%, 0.96x at 10% and 0.70-0.91x
 # at 20%, with 2,000 and 20,000 features; the break-even is near 7.5%.
+# With the SIMD kernel of src_c/fastvae/sparse_rows.h the same benchmark
+# (on a busy machine) gave 1.18-1.24x at 2%, 1.22-1.23x at 5%, 1.16x at 10%
+# and 1.08-1.25x at 20%: the break-even is now above 20%, but raising the
+# threshold changes which numbers fit gives for such data, so it waits
+# for a measurement on an idle machine.
 SPARSE_LAYER_DENSITY = 0.075
+# The same choice for inference (transform, encode, score_samples,
+# log_likelihood), where the first layer is most of the encoder: reading
+# the nonzeros of 512-row chunks against densifying them for the dense
+# kernels, benchmarks/bench_csr_inference.py (50,000 x 5,000 counts, a ZINB
+# VAE with 128 hidden units, 2 threads, a busy machine) measured transform
+# 7.4x faster at 5%, 5.6x at 8.3%, 4.1x at 15% and 2.3x at 30% stored
+# values, and score_samples, where the decoder and the likelihood terms
+# dominate, 1.3x at 8.3% and 1.1x at 15%. Not measured above 30%.
+SPARSE_INFERENCE_DENSITY = 0.3
 
 _PAGE = mmap.PAGESIZE
 _SHARED_MODES = ("r", "r+", "w+", "readonly", "readwrite", "write")
@@ -284,13 +300,43 @@ class CSRArrays:
         self.data, self.indices, self.indptr = data, indices, indptr
 
 
-def reads_nonzeros(X, net) -> bool:
-    """Whether training on X should run the first layer on X's nonzeros: a
-    CSR matrix below SPARSE_LAYER_DENSITY, and a network that can."""
+def csr_row_chunks(X, dtype, rows):
+    """(r0, r1, CSRArrays of rows [r0, r1)) over a validated CSR matrix in
+    chunks of `rows` rows, in order, for a first layer that reads the
+    nonzeros (Network.encode_csr and co.): the stored values and columns
+    are views (a copy only when their types differ from `dtype` / int32),
+    and the pages of a memory-mapped file's chunk are released once the
+    caller is done with it, so reading the whole matrix keeps about one
+    chunk of the file resident."""
+    indptr = X.indptr
+    for r0 in range(0, X.shape[0], rows):
+        r1 = min(X.shape[0], r0 + rows)
+        a, b = int(indptr[r0]), int(indptr[r1])
+        data, indices = X.data[a:b], X.indices[a:b]
+        local = np.asarray(indptr[r0 : r1 + 1], dtype=np.int64) - a
+        yield (
+            r0,
+            r1,
+            CSRArrays(
+                np.ascontiguousarray(data, dtype=dtype),
+                np.ascontiguousarray(indices, dtype=np.int32),
+                local,
+            ),
+        )
+        release(data)
+        release(indices)
+
+
+def reads_nonzeros(X, net, density=None) -> bool:
+    """Whether the first layer should read X's nonzeros: a CSR matrix with
+    fewer stored values than `density` (SPARSE_LAYER_DENSITY, training's,
+    when None; inference passes SPARSE_INFERENCE_DENSITY), and a network
+    that can."""
     if not is_sparse(X) or not net.supports_csr:
         return False
     n, d = X.shape
-    return X.nnz < SPARSE_LAYER_DENSITY * n * d
+    limit = SPARSE_LAYER_DENSITY if density is None else density
+    return X.nnz < limit * n * d
 
 
 class Chunked:

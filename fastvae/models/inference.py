@@ -34,6 +34,13 @@ def _check_unit_interval(X, name):
         )
 
 
+def _joined(parts):
+    """The chunks' results as one: arrays, or tuples of arrays, joined."""
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
+    return np.concatenate(parts)
+
+
 class Inference:
     """Mixin of BaseAutoencoder: checked inputs and chunked compiled calls
     for the public methods."""
@@ -77,8 +84,8 @@ class Inference:
         s = self._fitted_settings
         columns = getattr(self, "columns_", None)
         if batches.is_sparse(X):
-            # kept sparse: _call and _elbo_rows densify INFERENCE_CHUNK rows
-            # at a time
+            # kept sparse: _call and _elbo_rows read INFERENCE_CHUNK rows at a
+            # time, their nonzeros or (denser) the densified rows
             X = batches.check(
                 X,
                 dtype=self.params_.dtype,
@@ -112,11 +119,22 @@ class Inference:
                 _check_unit_interval(X, name)
         return X
 
+    def _reads_nonzeros(self, X) -> bool:
+        """Whether inference on X reads its nonzeros (Network.*_csr) rather
+        than densified chunks: a CSR matrix below
+        batches.SPARSE_INFERENCE_DENSITY, for a network that can."""
+        return batches.reads_nonzeros(
+            X, self._inference_network(), batches.SPARSE_INFERENCE_DENSITY
+        )
+
     def _call(self, method, *args, **kwargs):
         """The network's `method` on the fitted parameters; a sparse X (the
-        first argument) goes in chunks of INFERENCE_CHUNK densified rows
+        first argument) goes in chunks of INFERENCE_CHUNK rows, read from its
+        nonzeros below batches.SPARSE_INFERENCE_DENSITY, else densified
         (log_likelihood's rows keep their index: the same draws as dense)."""
         if args and batches.is_sparse(args[0]):
+            if self._reads_nonzeros(args[0]):
+                return self._call_csr(method, *args, **kwargs)
             return self._call_sparse(method, *args, **kwargs)
         with self._lock, blas_single_threaded():
             net = self._inference_network()
@@ -142,9 +160,35 @@ class Inference:
                     **extra,
                 )
             )
-        if isinstance(parts[0], tuple):
-            return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
-        return np.concatenate(parts)
+        return _joined(parts)
+
+    def _call_csr(self, method, X, *args, cond=None, progress=None, **kwargs):
+        """`method` ("encode", "elbo_terms" or "log_likelihood") on a CSR
+        matrix's rows without densifying them: the network's *_csr variant,
+        one chunk of INFERENCE_CHUNK rows per call, so that a memory-mapped
+        matrix is read window by window (batches.csr_row_chunks)."""
+        parts = []
+        for r0, r1, A in batches.csr_row_chunks(X, self.params_.dtype, INFERENCE_CHUNK):
+            extra = dict(kwargs)
+            if method == "log_likelihood":
+                extra["row_offset"] = r0
+                if progress is not None:
+                    extra["progress"] = lambda done, r0=r0: progress(r0 + done)
+            with self._lock, blas_single_threaded():
+                net = self._inference_network()
+                parts.append(
+                    getattr(net, method + "_csr")(
+                        self.params_,
+                        A.data,
+                        A.indices,
+                        A.indptr,
+                        *args,
+                        n_threads=extra.pop("n_threads", None) or self._threads(),
+                        cond=None if cond is None else cond[r0:r1],
+                        **extra,
+                    )
+                )
+        return _joined(parts)
 
     def _head(self, X, condition):
         X = self._input(X)
@@ -186,6 +230,18 @@ class Inference:
         from fastvae._core import _rng
 
         if batches.is_sparse(X):
+            if self._reads_nonzeros(X):
+                # the draws are keyed by each row's dense values: the same
+                # as the dense rows'
+                recon, kl = self._call_csr(
+                    "elbo_terms",
+                    X,
+                    self._fitted_settings.seed,
+                    _rng.STREAM_EVAL,
+                    cond=cond,
+                    n_threads=n_threads,
+                )
+                return -(recon + kl)
             return np.concatenate(
                 [
                     self._elbo_rows(
