@@ -198,3 +198,30 @@ def test_shard_gradients_sum_to_the_minibatch_gradient(batches):
         total += part
     assert layout.tail(whole).reshape(2, D).all()
     np.testing.assert_allclose(total, whole, rtol=0, atol=1e-11 * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("library", [None, "observed"])
+def test_gene_batch_model_on_csr_rows_matches_dense(library):
+    """Sparse input trains with the CSR first layer and is scored from its
+    nonzeros; every row still gets its own batch's dispersions there."""
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(0)
+    X = sp.random(300, 60, density=0.05, format="csr", random_state=1,
+                  data_rvs=lambda k: rng.poisson(3, k) + 1.0)  # fmt: skip
+    cond = np.eye(3)[rng.integers(0, 3, 300)]
+    kw = dict(hidden=(16,), latent_dim=3, likelihood="zinb", library=library,
+              dispersion="gene-batch", epochs=3, batch_size=32, dtype=np.float64,
+              random_state=0, n_latent_samples=2)  # fmt: skip
+    vae = fastvae.VAE(**kw).fit(X, condition=cond)
+    dense = X.toarray()
+    np.testing.assert_allclose(
+        fastvae.VAE(**kw).fit(dense, condition=cond).params_, vae.params_,
+        rtol=1e-7, atol=1e-9,
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        vae.score_samples(X, cond), vae.score_samples(dense, cond), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        vae.log_likelihood(X, cond, k=20), vae.log_likelihood(dense, cond, k=20),
+        rtol=1e-10,
+    )  # fmt: skip
