@@ -84,6 +84,7 @@ def test_a_sparse_npz_trains_scvis_model(cells):
     assert "400 cells x 50 genes" in proc.stdout
     assert "held out (at random)" in proc.stdout
     assert "held-out ELBO" in proc.stdout and "latent.npy" in proc.stdout
+    assert "whole numbers" not in proc.stderr
     # scVI's defaults
     assert tuple(model.hidden) == (128,) and model.latent_dim == 10
     assert model.likelihood == "zinb" and model.library == "observed"
@@ -158,6 +159,15 @@ def test_an_h5ad_layer_with_a_batch_key(h5ad, cells):
         np.load(folder / "h5" / "latent.npy"),
         model.transform(cells[1], fastvae.data.one_hot(levels, 2)),
     )
+
+
+def test_normalised_values_instead_of_counts_are_warned_about(h5ad):
+    folder, _ = h5ad
+    proc = run_cli(
+        "train", "--data", "cells.h5ad", *FAST, "--out", "normalised", cwd=folder
+    )
+    assert "adata.X holds values that are not whole numbers" in proc.stderr
+    assert "layers are ['counts'] (--layer NAME)" in proc.stderr
 
 
 def test_a_backed_h5ad_with_a_dispersion_per_batch(h5ad):

@@ -41,6 +41,9 @@ _DEFAULTS = {"hidden": [128], "latent_dim": 10, "likelihood": "zinb"}
 _ADAM_EPS = 0.01
 _WARMUP_EPOCHS = 400
 _DEFAULT_EPOCHS = 20
+# Stored values checked for whole numbers: a prefix of the matrix, so a
+# memory-mapped one is read no further than its first few megabytes.
+_INTEGER_CHECK_VALUES = 2**20
 
 # Options of the count path only, by attribute (refused elsewhere).
 _COUNT_ONLY = {
@@ -134,6 +137,7 @@ class _Counts:
     levels: list | None
     kind: str  # "h5ad", "backed h5ad", "CSR folder", "sparse .npz", "array"
     mapped: bool  # rows live in files: contiguous slices only
+    layers: tuple[str, ...] = ()  # an AnnData's layers, for hints
 
     @property
     def n(self) -> int:
@@ -195,7 +199,8 @@ def _open_counts(args, dtype) -> Iterator[_Counts]:
                 X = np.asarray(X)
             mapped = args.backed and args.layer is None
             kind = "backed .h5ad" if args.backed else ".h5ad"
-            yield _Counts(X, condition, levels, kind, mapped)
+            layers = tuple(str(k) for k in adata.layers.keys())
+            yield _Counts(X, condition, levels, kind, mapped, layers)
         return
     if _is_csr_folder(path):
         try:
@@ -251,8 +256,30 @@ def _rows(X, start: int, stop: int):
     return part
 
 
-def _take(X, index: np.ndarray):
-    return X[index]
+def _warn_unless_whole_numbers(args, counts: _Counts) -> None:
+    """Counts are whole numbers: a matrix of other values is most often
+    normalised data given instead of the raw counts (an AnnData's X beside
+    a layer of counts), which trains but models the wrong thing."""
+    import scipy.sparse as sp
+
+    X = counts.X
+    if sp.issparse(X):
+        values = np.asarray(X.data[:_INTEGER_CHECK_VALUES])
+    else:
+        values = np.asarray(X[: max(1, _INTEGER_CHECK_VALUES // X.shape[1])])
+    if values.dtype.kind in "iub" or np.array_equal(values, np.round(values)):
+        return
+    where = "adata.X" if counts.kind.endswith(".h5ad") else args.data
+    if args.layer is not None:
+        where = f"adata.layers[{args.layer!r}]"
+    hint = ""
+    if counts.layers and args.layer is None:
+        hint = f"; the file's layers are {list(counts.layers)} (--layer NAME)"
+    print(
+        f"fastvae: warning: {where} holds values that are not whole numbers; "
+        f"--likelihood {args.likelihood} models raw counts{hint}",
+        file=sys.stderr,
+    )
 
 
 def _validation_rows(validation, n: int) -> int:
@@ -375,6 +402,7 @@ def _train_locked(args, counts: _Counts, out: Path) -> int:
         counts.X = _rows(counts.X, 0, args.n_samples)
         if counts.condition is not None:
             counts.condition = counts.condition[: args.n_samples]
+    _warn_unless_whole_numbers(args, counts)
     n = counts.n
     n_val = _validation_rows(args.validation, n) if args.validation else 0
     cond = counts.condition
@@ -387,7 +415,7 @@ def _train_locked(args, counts: _Counts, out: Path) -> int:
     else:
         order = np.random.default_rng(args.seed).permutation(n)
         val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
-        train_X, val_X = _take(counts.X, train_rows), _take(counts.X, val_rows)
+        train_X, val_X = counts.X[train_rows], counts.X[val_rows]
         train_c = None if cond is None else cond[train_rows]
         val_c = None if cond is None else cond[val_rows]
     n_train = n - n_val
