@@ -93,6 +93,9 @@ def test_a_sparse_npz_trains_scvis_model(cells):
     assert model.kl_warmup == 400 * math.ceil(360 / 128)  # 400 epochs of steps
     assert record["data"]["validation_rows"] == "random"
     assert np.isfinite(record["held_out_elbo"]) and record["held_out_elbo"] < 0
+    proc = run_cli("plot", "--run", "npz", cwd=folder)  # reads its history.json
+    assert "2 epochs from npz/history.json" in proc.stdout
+    assert "posterior means are in latent.npy" in proc.stdout
 
 
 def test_a_csr_folder_holds_out_its_last_rows(cells):
