@@ -446,9 +446,10 @@ def test_train_on_a_users_npy_file_without_images(tmp_path):
         (["train", "--data", "cifar"], "unknown dataset 'cifar'"),
         (["train", *TINY, "--latent-dim", "0"], "--latent-dim must be >= 1"),
         (
-            ["train", *TINY, "--likelihood", "poisson"],
-            "argument --likelihood: invalid choice: 'poisson'",
+            ["train", *TINY, "--likelihood", "laplace"],
+            "argument --likelihood: invalid choice: 'laplace'",
         ),
+        (["train", *TINY, "--likelihood", "poisson"], "poisson needs count data"),
         (
             ["train", *TINY, "--optimizer", "rmsprop"],
             "argument --optimizer: invalid choice: 'rmsprop'",

@@ -299,8 +299,10 @@ def test_help_shows_each_default_once_and_lists_choices(tmp_path):
     text = " ".join(run_cli("train", "--help", cwd=tmp_path).stdout.split())
     assert "--batch-size BATCH_SIZE samples per step (default: 128)" in text
     assert "--seed SEED seed of the initial weights" in text and "(default: 0)" in text
-    for choices in ("{bernoulli,gaussian}", "{sgd,momentum,adam}",
-                    "{relu,tanh,sigmoid,identity}", "{float32,float64}"):  # fmt: skip
+    for choices in ("{bernoulli,gaussian,poisson,negbin,zinb}",
+                    "{sgd,momentum,adam}", "{relu,tanh,sigmoid,identity}",
+                    "{float32,float64}", "{observed,none}",
+                    "{gene,gene-batch}"):  # fmt: skip
         assert choices in text
     proc = run_cli("train", "--bogus", cwd=tmp_path, code=2)
     assert proc.stderr == (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fastvae.cli.common import DEFAULT_OUT
+from fastvae.models.columns import COUNT_KINDS
 from fastvae.models.settings import HIDDEN_ACTIVATIONS, LIKELIHOODS
 from fastvae.optim import OPTIMIZER_NAMES
 
@@ -70,15 +71,24 @@ def _add_data_arguments(
     default: str | None,
     optional: bool = False,
     unset: str = "the data the model was trained on",
+    counts: bool = False,
 ) -> None:
     """--data and the options of loading it; `unset` says what no --data
-    means when there is no default."""
+    means when there is no default; `counts`: train's count data too."""
     p.add_argument(
         "--data",
         default=default,
         required=default is None and not optional,
         help="'shapes' (built in, generated), 'mnist', 'fashion-mnist', "
-        "'binarized-mnist', or a .npy/.npz/.csv file (default: "
+        "'binarized-mnist', or a .npy/.npz/.csv file"
+        + (
+            "; count data (cells x genes): an .h5ad file, a CSR folder written "
+            "by fastvae.data.save_csr, or a sparse .npz written by "
+            "scipy.sparse.save_npz"
+            if counts
+            else ""
+        )
+        + " (default: "
         + ("%(default)s" if default is not None else unset)
         + ")",
     )
@@ -189,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model and write it, pictures and history",
         formatter_class=fmt,
     )
-    _add_data_arguments(t, default="shapes")
+    _add_data_arguments(t, default="shapes", counts=True)
     t.add_argument(
         "--model",
         default="vae",
@@ -205,21 +215,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--validation",
         type=_fraction_or_count,
         default=0.1,
-        help="held-out rows: a fraction, a count, or 0 for none",
+        help="held-out rows: a fraction, a count, or 0 for none, drawn at "
+        "random by --seed (count data from a CSR folder or with --backed: the "
+        "last rows, read without loading the matrix)",
     )
     t.add_argument(
         "--hidden",
         type=_positive_int,
         nargs="+",
-        default=[400],
-        help="encoder hidden layer widths (the decoder mirrors them)",
+        default=None,
+        help="encoder hidden layer widths (the decoder mirrors them) "
+        "(default: 400; count data: 128, scVI's)",
     )
-    t.add_argument("--latent-dim", type=int, default=20, help="size of z")
+    t.add_argument(
+        "--latent-dim",
+        type=int,
+        default=None,
+        help="size of z (default: 20; count data: 10, scVI's)",
+    )
     t.add_argument(
         "--likelihood",
-        default="bernoulli",
-        choices=LIKELIHOODS,
-        help="p(x | z): bernoulli (data in [0, 1]) or gaussian",
+        default=None,
+        choices=(*LIKELIHOODS, *COUNT_KINDS),
+        help="p(x | z): bernoulli (data in [0, 1]) or gaussian; for count "
+        "data poisson, negbin or zinb (default: bernoulli; count data: zinb)",
     )
     t.add_argument(
         "--sigma",
@@ -235,7 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="activation of the hidden layers",
     )
     t.add_argument(
-        "--optimizer", default="adam", choices=tuple(OPTIMIZER_NAMES), help="optimizer"
+        "--optimizer",
+        default="adam",
+        choices=tuple(OPTIMIZER_NAMES),
+        help="optimizer (count data: adam with eps 0.01, scVI's; no weight "
+        "decay) (default: %(default)s)",
     )
     t.add_argument(
         "--lr",
@@ -257,8 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--kl-warmup",
         type=int,
-        default=0,
-        help="steps over which the KL weight rises linearly to beta",
+        default=None,
+        help="steps over which the KL weight rises linearly to beta (default: "
+        "0; count data: the steps of 400 epochs, scVI's warm-up, so that the "
+        "weight stays below beta for runs shorter than that)",
     )
     t.add_argument(
         "--objective",
@@ -311,6 +336,52 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train a TabularVAE on a table (automatic for Parquet files and "
         "CSV files with a header and a column of text)",
+    )
+    c = t.add_argument_group(
+        "count data",
+        "Cells x genes counts (.h5ad, a CSR folder, a sparse .npz, or --counts) "
+        "train scVI's model and write latent.npy, the posterior means of all "
+        "cells; these options are for count data only.",
+    )
+    c.add_argument(
+        "--counts",
+        action="store_true",
+        help="read a dense .npy or .csv of counts as count data",
+    )
+    c.add_argument(
+        "--library",
+        default=None,
+        choices=("observed", "none"),
+        help="observed: a gene's mean is softmax(f(z)) times the cell's total "
+        "count (scVI's); none: exp(f(z)) (default: observed)",
+    )
+    c.add_argument(
+        "--dispersion",
+        default=None,
+        choices=("gene", "gene-batch"),
+        help="one negbin/zinb dispersion per gene, or per gene and level of "
+        "--condition-key (default: gene)",
+    )
+    c.add_argument(
+        "--layer",
+        default=None,
+        metavar="NAME",
+        help=".h5ad: train on adata.layers[NAME] (e.g. raw counts) instead of adata.X",
+    )
+    c.add_argument(
+        "--condition-key",
+        default=None,
+        metavar="KEY",
+        help=".h5ad: condition encoder and decoder on the column KEY of "
+        "adata.obs (e.g. the batch), one-hot",
+    )
+    c.add_argument(
+        "--backed",
+        action="store_true",
+        help=".h5ad: read adata.X from the file (backed='r') for files bigger "
+        "than memory; it is copied to a temporary memory-mapped CSR folder "
+        "under TMPDIR and the last rows are held out (layers are always "
+        "read into memory)",
     )
     t.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

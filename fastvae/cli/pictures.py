@@ -242,6 +242,10 @@ def _latent_scatter(run: Path, spec, path: Path, max_points: int) -> str | None:
     from fastvae import data, latent
     from fastvae.cli import plotting, run_folder
 
+    if spec is None and (run / "latent.npy").is_file():
+        return (
+            "a run on count data has no labels (its posterior means are in latent.npy)"
+        )
     if spec is None:
         return f"{run} has no {run_folder.RUN_FILE} (a run from an older fastvae)"
     d = spec.get("data", {})

@@ -261,6 +261,7 @@ RUN_FILES = (
     "samples.png",
     "reconstructions.png",
     "latent.png",
+    "latent.npy",
 )
 
 

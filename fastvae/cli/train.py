@@ -55,11 +55,36 @@ def _mpi_group(mode: str):
     return distributed.Group(comm)
 
 
+# The defaults of the options whose default depends on the data: images,
+# arrays and tables (count data has scVI's, fastvae.cli.counts).
+_DEFAULTS = {
+    "hidden": [400],
+    "latent_dim": 20,
+    "likelihood": "bernoulli",
+    "kl_warmup": 0,
+}
+
+
 def train_command(args) -> int:
+    from fastvae.cli.counts import (
+        is_counts,
+        refuse_count_options,
+        refuse_count_resume,
+        train_counts,
+    )
     from fastvae.cli.tables import is_table, train_table
 
-    if args.resume is None and is_table(args):
-        return train_table(args)
+    if args.resume is None:
+        if is_counts(args):
+            return train_counts(args)
+        refuse_count_options(args)
+        for name, default in _DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+        if is_table(args):
+            return train_table(args)
+    else:
+        refuse_count_resume(args)
     group = _mpi_group(args.mpi)
     if group is None:
         return _train_on(args, None)
