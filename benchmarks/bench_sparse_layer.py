@@ -2,10 +2,11 @@
 
 One training step of a count VAE (negative binomial with the observed
 library size, one hidden layer of 128, 10 latent dimensions, batch 128) on
-random count matrices of 2,000 rows at 2%, 5%, 10% and 20% stored values,
-with 2,000 and 20,000 features: Network.train_step on the dense matrix
-(the minibatch's first layer is a GEMM) against Network.train_step_csr on
-the same matrix as CSR (the first layer reads the nonzeros). The two
+random count matrices of 2,000 rows at 2%, 5%, 10%, 20%, 30% and 40%
+stored values, with 2,000 and 20,000 features: Network.train_step on the
+dense matrix (the minibatch's first layer is a GEMM) against
+Network.train_step_csr on the same matrix as CSR (the first layer reads
+the nonzeros). The two
 alternate in rounds of 10 steps; the table gives the median milliseconds
 per step and the ratio. fastvae.data.batches.SPARSE_LAYER_DENSITY is set
 from the break-even.
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     results = []
     for n_features in (2000, 20000):
-        for density in (0.02, 0.05, 0.10, 0.20):
+        for density in (0.02, 0.05, 0.10, 0.20, 0.30, 0.40):
             r = _measure(n_features, density, args.threads)
             print(json.dumps(r), flush=True)
             results.append(r)

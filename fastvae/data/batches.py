@@ -62,17 +62,14 @@ CHUNK_BYTES = 16 * 2**20
 # (64 kB), so a window bounds resident file pages to about this size.
 WINDOW_BYTES = 4 * 2**20
 # Below this fraction of stored values, training on a CSR matrix runs the
-# first layer on the nonzeros (Network.train_step_csr) instead of densifying
-# each minibatch for the GEMM. benchmarks/bench_sparse_layer.py on this
-# project's 2-core AVX2 machine (a count VAE's whole step, 2 threads):
-# 1.15-1.22x faster at 2%, 1.04-1.05x at 5%, 0.96x at 10% and 0.70-0.91x
-# at 20%, with 2,000 and 20,000 features; the break-even is near 7.5%.
-# With the SIMD kernel of src_c/fastvae/sparse_rows.h the same benchmark
-# (on a busy machine) gave 1.18-1.24x at 2%, 1.22-1.23x at 5%, 1.16x at 10%
-# and 1.08-1.25x at 20%: the break-even is now above 20%, but raising the
-# threshold changes which numbers fit gives for such data, so it waits
-# for a measurement on an idle machine.
-SPARSE_LAYER_DENSITY = 0.075
+# first layer on the nonzeros (Network.train_step_csr, the SIMD kernel of
+# src_c/fastvae/sparse_rows.h) instead of densifying each minibatch for the
+# GEMM. benchmarks/bench_sparse_layer.py on this project's 2-core AVX2
+# machine (a count VAE's whole step, 2 threads, otherwise idle), 2,000 /
+# 20,000 features: 1.25x / 1.24x faster at 2%, 1.14x / 1.18x at 5%, 1.15x /
+# 1.00x at 10%, 1.09x / 1.04x at 20%, 0.98x / 1.01x at 30% and 0.98x /
+# 0.93x at 40%; the break-even is between 20% and 30%.
+SPARSE_LAYER_DENSITY = 0.25
 # The same choice for inference (transform, encode, score_samples,
 # log_likelihood), where the first layer is most of the encoder: reading
 # the nonzeros of 512-row chunks against densifying them for the dense
