@@ -14,7 +14,9 @@ dimensions, a zero-inflated negative binomial with one dispersion per gene,
 the observed library size, log1p counts into the encoder, Adam (eps 0.01),
 batch 128, and a KL weight rising linearly over 400 epochs. scVI's layers
 also have batch norm (and its encoder dropout 0.1); fastvae's have
-neither, which measured no worse (see FASTVAE_LR). Both train at lr 1e-3.
+neither, which measured no worse (see FASTVAE_LR). Both train at lr 1e-3
+(--lr changes it for both; --scvi-plain drops scVI's batch norm and
+dropout, the measurement behind leaving them out).
 Each run is its own process (its own peak RSS) on the same threads, and
 reports seconds per epoch, peak RSS, the held-out ELBO per cell (all 5,000
 cells), the importance-sampled log-likelihood per cell (the first 1,000
@@ -135,7 +137,8 @@ def _scvi(args, X, batch, n_train, is_cells) -> dict:
     scvi.model.SCVI.setup_anndata(
         train, batch_key="batch" if batch is not None else None
     )
-    model = scvi.model.SCVI(train, n_hidden=HIDDEN, n_latent=LATENT)
+    plain = {"use_batch_norm": "none", "dropout_rate": 0.0} if args.scvi_plain else {}
+    model = scvi.model.SCVI(train, n_hidden=HIDDEN, n_latent=LATENT, **plain)
     t0 = time.perf_counter()
     model.train(
         max_epochs=args.epochs,
@@ -145,7 +148,11 @@ def _scvi(args, X, batch, n_train, is_cells) -> dict:
         devices=1,
         early_stopping=False,
         enable_progress_bar=False,
-        plan_kwargs={"lr": LR, "eps": ADAM_EPS, "n_epochs_kl_warmup": WARMUP_EPOCHS},
+        plan_kwargs={
+            "lr": args.lr,
+            "eps": ADAM_EPS,
+            "n_epochs_kl_warmup": WARMUP_EPOCHS,
+        },
     )
     out = {"train_seconds": time.perf_counter() - t0}
     test = adata(slice(n_train, X.shape[0]))
@@ -177,7 +184,7 @@ def _fastvae(args, train, test, X, batch, n_train, is_cells) -> dict:
         likelihood="zinb",
         library="observed",
         activation="relu",
-        optimizer=Adam(lr=FASTVAE_LR, eps=ADAM_EPS),
+        optimizer=Adam(lr=args.lr, eps=ADAM_EPS),
         batch_size=BATCH,
         epochs=args.epochs,
         kl_warmup=WARMUP_EPOCHS * steps,
@@ -209,6 +216,7 @@ def _run(impl, data, epochs, args) -> dict:
     cmd = [
         sys.executable, __file__, "--job", impl, "--data", str(data),
         "--epochs", str(epochs), "--threads", str(args.threads),
+        "--lr", str(args.lr), *(["--scvi-plain"] if args.scvi_plain else []),
         "--seed", str(args.seed),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -246,6 +254,14 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", type=int, default=50_000)
     parser.add_argument("--genes", type=int, default=5_000)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument(
+        "--lr", type=float, default=FASTVAE_LR, help="both models' learning rate"
+    )
+    parser.add_argument(
+        "--scvi-plain",
+        action="store_true",
+        help="scVI without batch norm and dropout, as fastvae's layers are",
+    )
     parser.add_argument("--iid-epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
