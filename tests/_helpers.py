@@ -112,12 +112,16 @@ def make_network(
     return net, lay, acts
 
 
-def init_params(lay, rng, dtype, w_scale=0.3, b_scale=0.1):
-    """Random parameters (Glorot-like W, small b); padding stays zero."""
+def init_params(lay, rng, dtype, w_scale=0.3, b_scale=0.1, tail=None):
+    """Random parameters (Glorot-like W, small b; the tail, when the layout
+    has one and `tail` is a (low, high) range, uniform in it); padding stays
+    zero."""
     p = lay.zeros(dtype)
     for W, b in lay.views(p):
         W[...] = rng.standard_normal(W.shape) * (w_scale * 3 / np.sqrt(W.shape[0]))
         b[...] = rng.standard_normal(b.shape) * b_scale
+    if tail is not None and lay.n_tail:
+        lay.tail(p)[...] = rng.uniform(tail[0], tail[1], lay.n_tail)
     return p
 
 
@@ -130,11 +134,15 @@ def ref_layers(lay, params, acts):
 
 
 def flat_grads(lay, grads):
-    """Reference per-layer (dW, db) list written into a flat float64 buffer."""
+    """Reference per-layer (dW, db) list, then optionally the tail's gradient
+    (any shape, raveled), written into a flat float64 buffer."""
     g = lay.zeros(np.float64)
-    for (W, b), (dW, db) in zip(lay.views(g), grads, strict=True):
+    n = len(lay.shapes)
+    for (W, b), (dW, db) in zip(lay.views(g), grads[:n], strict=True):
         W[...] = dW
         b[...] = db
+    if len(grads) > n:
+        lay.tail(g)[...] = np.ravel(grads[n])
     return g
 
 

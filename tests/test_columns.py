@@ -7,7 +7,7 @@ tests/reference.py and finite differences."""
 import numpy as np
 import pytest
 import reference as ref
-from _helpers import fd4
+from _helpers import fd4, flat_grads, init_params, ref_layers
 
 from fastvae._core import _dense, _rng
 from fastvae._core import _network as network_module
@@ -60,13 +60,7 @@ def _network(
 
 
 def _params(lay, seed, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    p = lay.zeros(dtype)
-    for W, b in lay.views(p):
-        W[...] = rng.standard_normal(W.shape) * (0.9 / np.sqrt(W.shape[0]))
-        b[...] = rng.standard_normal(b.shape) * 0.1
-    lay.tail(p)[...] = rng.uniform(-0.8, 0.8, lay.n_tail)
-    return p
+    return init_params(lay, np.random.default_rng(seed), dtype, tail=(-0.8, 0.8))
 
 
 def _data(spec=SPEC, seed=0, n=N_ROWS, missing_rate=0.0, dtype=np.float64):
@@ -86,18 +80,6 @@ def _data(spec=SPEC, seed=0, n=N_ROWS, missing_rate=0.0, dtype=np.float64):
         X[rng.random(X.shape) < missing_rate] = np.nan
     cond = np.eye(C)[rng.integers(0, C, n)]
     return X.astype(dtype), cond.astype(dtype)
-
-
-def _layers(lay, p, names):
-    return [(W, b, a) for (W, b), a in zip(lay.views(p), names, strict=True)]
-
-
-def _flat(lay, grads):
-    g = lay.zeros(np.float64)
-    for (W, b), (dW, db) in zip(lay.views(g), grads[: len(lay.shapes)], strict=True):
-        W[...], b[...] = dW, db
-    lay.tail(g)[...] = grads[-1]
-    return g
 
 
 CASES = {
@@ -125,7 +107,7 @@ def test_gradients_match_reference(case, n_threads):
     kind = settings.get("kind", "vae")
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 4, B, K)
     loss, recon, kl, grads = ref.loss_and_grads_columns(
-        _layers(lay, p, names),
+        ref_layers(lay, p, names),
         lay.n_encoder,
         X[ROWS],
         eps,
@@ -138,7 +120,7 @@ def test_gradients_match_reference(case, n_threads):
     )
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
     assert kl_sum == pytest.approx(kl.sum(), rel=1e-12, abs=1e-12)
-    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, flat_grads(lay, grads), rtol=1e-10, atol=1e-12)
     if rate:
         assert np.isnan(X[ROWS]).any()
 
@@ -152,7 +134,7 @@ def test_float32_matches_the_float64_reference():
     assert status == 0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 0, B, K, dtype=np.float32)
     _, recon, _, grads = ref.loss_and_grads_columns(
-        _layers(lay, p.astype(np.float64), names),
+        ref_layers(lay, p.astype(np.float64), names),
         lay.n_encoder,
         X[ROWS].astype(np.float64),
         eps.astype(np.float64),
@@ -160,7 +142,7 @@ def test_float32_matches_the_float64_reference():
         lay.tail(p).astype(np.float64),
         missing=True,
     )
-    gref = _flat(lay, grads)
+    gref = flat_grads(lay, grads)
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-5)
     np.testing.assert_allclose(g, gref, rtol=2e-4, atol=2e-4 * np.abs(gref).max())
 
@@ -236,7 +218,7 @@ def test_decode_gives_each_columns_mean():
     _, cond = _data(seed=4)
     means = net.decode(p, Z, cond=cond)
     h = np.hstack([Z, cond])
-    for W, b, a in _layers(lay, p, names)[lay.n_encoder :]:
+    for W, b, a in ref_layers(lay, p, names)[lay.n_encoder :]:
         h = ref.dense_forward(h, W, b, a)
     np.testing.assert_allclose(means, ref.columns_means(h, SPEC), rtol=1e-12)
     np.testing.assert_allclose(means[:, 3:7].sum(axis=1), 1.0, rtol=1e-12)
@@ -338,7 +320,7 @@ def test_library_gradients_match_reference(n_threads):
     assert status == 0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 2, len(rows), K)
     _, recon, _, grads = ref.loss_and_grads_columns(
-        _layers(lay, p, names),
+        ref_layers(lay, p, names),
         lay.n_encoder,
         X[rows],
         eps,
@@ -348,7 +330,7 @@ def test_library_gradients_match_reference(n_threads):
         library=True,
     )
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
-    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, flat_grads(lay, grads), rtol=1e-10, atol=1e-12)
 
 
 def test_library_float32_matches_the_float64_reference():
@@ -360,7 +342,7 @@ def test_library_float32_matches_the_float64_reference():
     assert status == 0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 0, B, K, dtype=np.float32)
     _, recon, _, grads = ref.loss_and_grads_columns(
-        _layers(lay, p.astype(np.float64), names),
+        ref_layers(lay, p.astype(np.float64), names),
         lay.n_encoder,
         X[ROWS].astype(np.float64),
         eps.astype(np.float64),
@@ -368,7 +350,7 @@ def test_library_float32_matches_the_float64_reference():
         lay.tail(p).astype(np.float64),
         library=True,
     )
-    gref = _flat(lay, grads)
+    gref = flat_grads(lay, grads)
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-5)
     np.testing.assert_allclose(g, gref, rtol=2e-4, atol=2e-4 * np.abs(gref).max())
 
@@ -405,7 +387,7 @@ def test_library_means_are_proportions():
     Z = np.random.default_rng(0).standard_normal((N_ROWS, K))
     means = net.decode(p, Z)
     h = Z
-    for W, b, a in _layers(lay, p, names)[lay.n_encoder :]:
+    for W, b, a in ref_layers(lay, p, names)[lay.n_encoder :]:
         h = ref.dense_forward(h, W, b, a)
     np.testing.assert_allclose(
         means, ref.columns_means(h, COUNTS, library=True), rtol=1e-12
@@ -448,7 +430,7 @@ def test_csr_gradients_match_reference(n_threads):
     assert status == 0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 3, B, K)
     _, recon, _, grads = ref.loss_and_grads_columns(
-        _layers(lay, p, names),
+        ref_layers(lay, p, names),
         lay.n_encoder,
         X[ROWS],
         eps,
@@ -459,7 +441,7 @@ def test_csr_gradients_match_reference(n_threads):
         library=True,
     )
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
-    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, flat_grads(lay, grads), rtol=1e-10, atol=1e-12)
 
 
 def test_csr_rows_are_checked():

@@ -7,7 +7,7 @@ option is in test_dispersion_batch_model.py."""
 import numpy as np
 import pytest
 import reference as ref
-from _helpers import fd4
+from _helpers import fd4, flat_grads, init_params, ref_layers
 
 from fastvae._core import _dense, _rng
 from fastvae._core import _network as network_module
@@ -58,13 +58,7 @@ def _network(spec=SPEC, dtype=np.float64, by_condition=True, **options):
 
 
 def _params(lay, seed, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    p = lay.zeros(dtype)
-    for W, b in lay.views(p):
-        W[...] = rng.standard_normal(W.shape) * (0.9 / np.sqrt(W.shape[0]))
-        b[...] = rng.standard_normal(b.shape) * 0.1
-    lay.tail(p)[...] = rng.uniform(-1.5, 1.5, lay.n_tail)
-    return p
+    return init_params(lay, np.random.default_rng(seed), dtype, tail=(-1.5, 1.5))
 
 
 def _data(spec=SPEC, seed=0, one_hot=True, dtype=np.float64):
@@ -80,18 +74,6 @@ def _data(spec=SPEC, seed=0, one_hot=True, dtype=np.float64):
     else:  # mixtures and signs: the tails are any linear map of c
         cond = rng.uniform(-0.5, 1.2, (N_ROWS, C))
     return X.astype(dtype), cond.astype(dtype)
-
-
-def _layers(lay, p):
-    return [(W, b, a) for (W, b), a in zip(lay.views(p), NAMES, strict=True)]
-
-
-def _flat(lay, grads):
-    g = lay.zeros(np.float64)
-    for (W, b), (dW, db) in zip(lay.views(g), grads[: len(lay.shapes)], strict=True):
-        W[...], b[...] = dW, db
-    lay.tail(g)[...] = np.ravel(grads[-1])
-    return g
 
 
 CASES = {
@@ -120,7 +102,7 @@ def test_gradients_match_reference(case, n_threads):
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 4, B, K)
     phi = lay.tail(p).reshape(C, len(spec))
     loss, recon, kl, grads = ref.loss_and_grads_columns(
-        _layers(lay, p),
+        ref_layers(lay, p, NAMES),
         lay.n_encoder,
         X[ROWS],
         eps,
@@ -133,7 +115,7 @@ def test_gradients_match_reference(case, n_threads):
     )
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
     assert kl_sum == pytest.approx(kl.sum(), rel=1e-12)
-    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, flat_grads(lay, grads), rtol=1e-10, atol=1e-12)
     tail_grad = lay.tail(g).reshape(C, len(spec))
     if one_hot:  # a batch without rows in the minibatch gets no gradient
         absent = cond[ROWS].sum(axis=0) == 0
@@ -151,7 +133,7 @@ def test_float32_matches_the_float64_reference():
     assert status == 0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 0, B, K, dtype=np.float32)
     _, recon, _, grads = ref.loss_and_grads_columns(
-        _layers(lay, p.astype(np.float64)),
+        ref_layers(lay, p.astype(np.float64), NAMES),
         lay.n_encoder,
         X[ROWS].astype(np.float64),
         eps.astype(np.float64),
@@ -160,7 +142,7 @@ def test_float32_matches_the_float64_reference():
         cond=cond[ROWS].astype(np.float64),
         tail_by_condition=True,
     )
-    gref = _flat(lay, grads)
+    gref = flat_grads(lay, grads)
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-5)
     np.testing.assert_allclose(g, gref, rtol=2e-4, atol=2e-4 * np.abs(gref).max())
 
@@ -317,7 +299,7 @@ def test_csr_rows_get_their_tails(n_threads):
     assert status == 0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 3, B, K)
     _, recon, _, grads = ref.loss_and_grads_columns(
-        _layers(lay, p),
+        ref_layers(lay, p, NAMES),
         lay.n_encoder,
         X[ROWS],
         eps,
@@ -329,4 +311,4 @@ def test_csr_rows_get_their_tails(n_threads):
         tail_by_condition=True,
     )
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
-    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, flat_grads(lay, grads), rtol=1e-10, atol=1e-12)

@@ -6,7 +6,7 @@ importance-sampled log-likelihood, each against tests/reference.py."""
 import numpy as np
 import pytest
 import reference as ref
-from _helpers import fd4
+from _helpers import fd4, flat_grads, init_params, ref_layers
 
 from fastvae._core import _dense, _rng
 from fastvae._core import _network as network_module
@@ -66,14 +66,7 @@ def _network(
 
 
 def _params(lay, seed, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    p = lay.zeros(dtype)
-    for W, b in lay.views(p):
-        W[...] = rng.standard_normal(W.shape) * (0.9 / np.sqrt(W.shape[0]))
-        b[...] = rng.standard_normal(b.shape) * 0.1
-    if lay.n_tail:
-        lay.tail(p)[...] = rng.uniform(-1.0, 0.5, lay.n_tail)
-    return p
+    return init_params(lay, np.random.default_rng(seed), dtype, tail=(-1.0, 0.5))
 
 
 def _data(likelihood, seed, dtype=np.float64, n=N_ROWS):
@@ -85,19 +78,6 @@ def _data(likelihood, seed, dtype=np.float64, n=N_ROWS):
         X = rng.standard_normal((n, D))
     cond = np.eye(C)[rng.integers(0, C, n)]
     return X.astype(dtype), cond.astype(dtype)
-
-
-def _layers(lay, p, names):
-    return [(W, b, a) for (W, b), a in zip(lay.views(p), names, strict=True)]
-
-
-def _flat(lay, grads):
-    g = lay.zeros(np.float64)
-    for (W, b), (dW, db) in zip(lay.views(g), grads[: len(lay.shapes)], strict=True):
-        W[...], b[...] = dW, db
-    if lay.n_tail:
-        lay.tail(g)[...] = grads[-1]
-    return g
 
 
 CASES = {
@@ -125,7 +105,7 @@ def test_gradients_match_reference(case, n_threads):
     assert status == 0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 4, B, K)
     loss, recon, kl, grads = ref.loss_and_grads(
-        _layers(lay, p, names),
+        ref_layers(lay, p, names),
         lay.n_encoder,
         X[ROWS],
         eps,
@@ -140,7 +120,7 @@ def test_gradients_match_reference(case, n_threads):
     assert kl_sum == pytest.approx(kl.sum(), rel=1e-12, abs=1e-12)
     if settings.get("kind") == "ae":
         assert kl_sum == 0.0
-    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, flat_grads(lay, grads), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", ["ae", "cvae", "learned-sigma"])
@@ -183,7 +163,7 @@ def test_learned_sigma_is_clamped():
     assert lay.tail(g)[0] == 0.0 and lay.tail(g)[1] == 0.0 and lay.tail(g)[2] != 0.0
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, 0, B, K)
     _, recon, _, _ = ref.loss_and_grads(
-        _layers(lay, p, names),
+        ref_layers(lay, p, names),
         lay.n_encoder,
         X[:B],
         eps,
@@ -226,10 +206,10 @@ def test_dynamic_binarization_and_masking_noise(n_threads):
     seen = np.where(u_mask < 0.3, 0.0, target)
     eps = _rng.normal_matrix(SEED, _rng.STREAM_REPARAM, step, B, K, row_offset=offset)
     _, recon, _, grads = ref.loss_and_grads(
-        _layers(lay, p, names), lay.n_encoder, target, eps, x_in=seen
+        ref_layers(lay, p, names), lay.n_encoder, target, eps, x_in=seen
     )
     np.testing.assert_allclose(net.row_losses(B)[:, 0], recon, rtol=1e-12)
-    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, flat_grads(lay, grads), rtol=1e-10, atol=1e-12)
     # the noise is redrawn at every step
     g2 = lay.zeros(np.float64)
     net.gradients(p, g2, X, ROWS, B, SEED, step + 1, row_offset=offset)
@@ -255,7 +235,7 @@ def test_inference_with_conditions_and_autoencoders(case):
     p = _params(lay, seed=6)
     X, cond = _data(lik, seed=6)
     c = cond if settings.get("n_cond") else None
-    layers = _layers(lay, p, names)
+    layers = ref_layers(lay, p, names)
     # evaluation noise: row i's counter is the key of its encoder input [x | c]
     x_in = X if c is None else np.hstack([X, c])
     eps = np.vstack(
@@ -343,7 +323,7 @@ def test_log_likelihood_matches_reference(settings):
         ]
     )
     want = ref.log_likelihood(
-        _layers(lay, p, names),
+        ref_layers(lay, p, names),
         lay.n_encoder,
         X,
         eps,
@@ -445,7 +425,7 @@ def test_samples_gradients_match_reference(objective, case, k):
     )
     assert status == 0
     loss, recon, kl, grads = ref.loss_and_grads_samples(
-        _layers(lay, p, names),
+        ref_layers(lay, p, names),
         lay.n_encoder,
         X[ROWS],
         _sample_eps(k, step=3),
@@ -459,7 +439,7 @@ def test_samples_gradients_match_reference(objective, case, k):
     assert recon_sum == pytest.approx(recon.sum(), rel=1e-12)
     assert kl_sum == pytest.approx(kl.sum(), rel=1e-12)
     assert (recon_sum + 0.6 * kl_sum) / B == pytest.approx(loss, rel=1e-12)
-    np.testing.assert_allclose(g, _flat(lay, grads), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g, flat_grads(lay, grads), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -472,13 +452,13 @@ def test_samples_float32_and_float64_match_reference(objective, dtype):
     status, recon_sum, kl_sum = net.gradients(p, g, X, ROWS, B, SEED, 0)
     assert status == 0
     loss, recon, kl, grads = ref.loss_and_grads_samples(
-        _layers(lay, p.astype(np.float64), names),
+        ref_layers(lay, p.astype(np.float64), names),
         lay.n_encoder,
         X[ROWS].astype(np.float64),
         _sample_eps(4, step=0).astype(dtype).astype(np.float64),
         objective,
     )
-    gref = _flat(lay, grads)
+    gref = flat_grads(lay, grads)
     tol = 1e-10 if dtype == np.float64 else 2e-4
     assert recon_sum == pytest.approx(recon.sum(), rel=tol)
     np.testing.assert_allclose(
@@ -542,7 +522,7 @@ def test_iwae_row_loss_is_the_importance_sampled_estimate():
     rows = net.row_losses(B)
     loss = rows[:, 0] + rows[:, 1]
     eps = _sample_eps(k, step=5)
-    layers = _layers(lay, p, names)
+    layers = ref_layers(lay, p, names)
     ll = ref.log_likelihood(layers, lay.n_encoder, X[ROWS], eps)
     np.testing.assert_allclose(-loss, ll, rtol=1e-12)
     log_w = np.stack(
