@@ -112,6 +112,56 @@ def make_network(
     return net, lay, acts
 
 
+COLUMN_ACTS = ("tanh", "identity", "sigmoid", "identity")
+
+
+def columns_network(
+    spec,
+    latent,
+    n_cond=0,
+    missing=False,
+    kind="vae",
+    dtype=np.float64,
+    tail_by_condition=False,
+    **options,
+):
+    """A Network with one likelihood per column (spec: (kind, width, sigma)
+    per column), its Layout and the activation name of every layer: encoder
+    inputs (+ D missingness indicators) + n_cond -> 10 -> head, decoder
+    latent + n_cond -> 8 -> outputs (+ one zero-inflation logit per "zinb"
+    column); D tails, or n_cond x D with tail_by_condition."""
+    D = len(spec)
+    n_in = sum(w for _, w, _ in spec)
+    n_out = n_in + sum(k == "zinb" for k, _, _ in spec)
+    n_in += D if missing else 0
+    head = 2 * latent if kind == "vae" else latent
+    lay = Layout(
+        (n_in + n_cond, 10, head),
+        (latent + n_cond, 8, n_out),
+        n_tail=D * (n_cond if tail_by_condition else 1),
+    )
+    net = _network.Network(
+        lay.encoder_dims,
+        lay.decoder_dims,
+        [_dense.ACTIVATIONS[a] for a in COLUMN_ACTS],
+        lay.w_offsets,
+        lay.b_offsets,
+        lay.size,
+        "columns",
+        1.0,
+        16,
+        dtype,
+        kind=kind,
+        n_cond=n_cond,
+        logsigma_offset=lay.tail_offset,
+        columns=spec,
+        missing=missing,
+        tail_by_condition=tail_by_condition,
+        **options,
+    )
+    return net, lay, list(COLUMN_ACTS)
+
+
 def init_params(lay, rng, dtype, w_scale=0.3, b_scale=0.1, tail=None):
     """Random parameters (Glorot-like W, small b; the tail, when the layout
     has one and `tail` is a (low, high) range, uniform in it); padding stays

@@ -7,11 +7,10 @@ tests/reference.py and finite differences."""
 import numpy as np
 import pytest
 import reference as ref
-from _helpers import fd4, flat_grads, init_params, ref_layers
+from _helpers import columns_network, fd4, flat_grads, init_params, ref_layers
 
-from fastvae._core import _dense, _rng
 from fastvae._core import _network as network_module
-from fastvae._core.params import Layout
+from fastvae._core import _rng
 
 K, C, B, N_ROWS = 3, 2, 9, 30
 SEED = 5
@@ -28,35 +27,8 @@ SPEC = [
 ]
 
 
-def _network(
-    spec=SPEC, missing=False, n_cond=0, kind="vae", dtype=np.float64, **options
-):
-    D = len(spec)
-    n_in = sum(w for _, w, _ in spec)
-    n_out = n_in + sum(kind == "zinb" for kind, _, _ in spec)
-    n_in += D if missing else 0
-    head = 2 * K if kind == "vae" else K
-    lay = Layout((n_in + n_cond, 10, head), (K + n_cond, 8, n_out), n_tail=D)
-    names = ["tanh", "identity", "sigmoid", "identity"]
-    net = network_module.Network(
-        lay.encoder_dims,
-        lay.decoder_dims,
-        [_dense.ACTIVATIONS[a] for a in names],
-        lay.w_offsets,
-        lay.b_offsets,
-        lay.size,
-        "columns",
-        1.0,
-        16,
-        dtype,
-        kind=kind,
-        n_cond=n_cond,
-        logsigma_offset=lay.tail_offset,
-        columns=spec,
-        missing=missing,
-        **options,
-    )
-    return net, lay, names
+def _network(spec=SPEC, missing=False, n_cond=0, kind="vae", dtype=np.float64, **kw):
+    return columns_network(spec, K, n_cond, missing, kind, dtype, **kw)
 
 
 def _params(lay, seed, dtype=np.float64):

@@ -7,10 +7,17 @@ option is in test_dispersion_batch_model.py."""
 import numpy as np
 import pytest
 import reference as ref
-from _helpers import fd4, flat_grads, init_params, ref_layers
+from _helpers import (
+    COLUMN_ACTS,
+    columns_network,
+    fd4,
+    flat_grads,
+    init_params,
+    ref_layers,
+)
 
-from fastvae._core import _dense, _rng
 from fastvae._core import _network as network_module
+from fastvae._core import _rng
 from fastvae._core.params import Layout
 
 K, C, B, N_ROWS = 3, 3, 9, 30
@@ -25,34 +32,12 @@ SPEC = [
     ("zinb", 1, 1.0),
 ]
 COUNTS = [("negbin", 1, 1.0)] * 3 + [("zinb", 1, 1.0)] * 2 + [("poisson", 1, 1.0)]
-NAMES = ["tanh", "identity", "sigmoid", "identity"]
+NAMES = list(COLUMN_ACTS)
 
 
 def _network(spec=SPEC, dtype=np.float64, by_condition=True, **options):
-    D = len(spec)
-    n_in = sum(w for _, w, _ in spec)
-    n_out = n_in + sum(kind == "zinb" for kind, _, _ in spec)
-    lay = Layout(
-        (n_in + C, 10, 2 * K),
-        (K + C, 8, n_out),
-        n_tail=D * (C if by_condition else 1),
-    )
-    net = network_module.Network(
-        lay.encoder_dims,
-        lay.decoder_dims,
-        [_dense.ACTIVATIONS[a] for a in NAMES],
-        lay.w_offsets,
-        lay.b_offsets,
-        lay.size,
-        "columns",
-        1.0,
-        16,
-        dtype,
-        n_cond=C,
-        logsigma_offset=lay.tail_offset,
-        columns=spec,
-        tail_by_condition=by_condition,
-        **options,
+    net, lay, _ = columns_network(
+        spec, K, C, dtype=dtype, tail_by_condition=by_condition, **options
     )
     return net, lay
 
