@@ -130,6 +130,19 @@ def test_kernel_benchmarks_compare_equal_computations():
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=what)
 
 
+@pytest.mark.skipif(not _blas.own_gemm_available(), reason="no own GEMM on this CPU")
+def test_own_gemm_rate_at_the_default_thread_count(monkeypatch):
+    """threads 0 is the harness's default thread count (`--threads 0`, and
+    every scenario's default worker): the GEMM-rate worker beside that row
+    must run, not refuse n_threads=0."""
+    from fastvae.bench import workers
+
+    monkeypatch.setattr(workers.OwnGemmRate, "SIZE", 64)
+    rate = workers.OwnGemmRate(Config((8,), 2, 4), 0)
+    assert rate.threads >= 1
+    rate.multiply()
+
+
 def test_table_marks_failed_implementations():
     report = {
         "machine": {

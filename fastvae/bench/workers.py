@@ -206,6 +206,7 @@ class OwnGemmRate(_GemmRate):
     columns over the threads like the training step."""
 
     def __init__(self, config: Config, threads: int):
+        import fastvae
         from fastvae._core import _blas, _dense
 
         if not _blas.own_gemm_available():
@@ -216,7 +217,8 @@ class OwnGemmRate(_GemmRate):
         rng = np.random.default_rng(0)
         dtype = np.dtype(config.dtype)
         self.forward = _dense.dense_forward_memview
-        self.threads = threads
+        # 0 is the harness's "default thread count", as for the training step
+        self.threads = threads or fastvae.get_num_threads()
         self.a = rng.random((self.SIZE, self.SIZE)).astype(dtype)
         self.b = rng.random((self.SIZE, self.SIZE)).astype(dtype)
         self.bias = np.zeros(self.SIZE, dtype)
