@@ -191,6 +191,28 @@ def forward(
     )
 
 
+def _decoder_backward(layers, n_encoder, f, d, grads):
+    """Back through the decoder layers from d = dloss/d(output): fills their
+    grads and returns dloss/d(decoder input)."""
+    for li in range(len(layers) - 1, n_encoder - 1, -1):
+        W, b, _ = layers[li]
+        j = li - n_encoder
+        x_act = "identity" if j == 0 else layers[li - 1][2]
+        d, dW, db = dense_backward(f["dec"][j], W, d, x_act)
+        grads[li] = (dW, db)
+    return d
+
+
+def _encoder_backward(layers, n_encoder, f, d, grads):
+    """Back through the encoder layers from d = dloss/d(head): fills their
+    grads."""
+    for li in range(n_encoder - 1, -1, -1):
+        W, b, _ = layers[li]
+        x_act = "identity" if li == 0 else layers[li - 1][2]
+        d, dW, db = dense_backward(f["acts"][li], W, d, x_act)
+        grads[li] = (dW, db)
+
+
 def loss_and_grads(
     layers,
     n_encoder,
@@ -213,26 +235,13 @@ def loss_and_grads(
         layers, n_encoder, X, eps, likelihood, sigma, kind, cond, logsigma, x_in
     )
     n = X.shape[0]
-    n_enc = n_encoder
     K = f["Z"].shape[1]
     grads = [None] * len(layers)
-    d = f["dout"] / n
-    for li in range(len(layers) - 1, n_enc - 1, -1):
-        W, b, _ = layers[li]
-        j = li - n_enc
-        x_in_l = f["dec"][j]
-        x_act = "identity" if j == 0 else layers[li - 1][2]
-        d, dW, db = dense_backward(x_in_l, W, d, x_act)
-        grads[li] = (dW, db)
+    d = _decoder_backward(layers, n_encoder, f, f["dout"] / n, grads)
     d = d[:, :K]  # d[z | c] -> dz
     if kind == "vae":
         d = reparam_backward(f["H"], eps, d) + beta / n * kl_backward(f["H"])
-    for li in range(n_enc - 1, -1, -1):
-        W, b, _ = layers[li]
-        x_in_l = f["acts"][li]
-        x_act = "identity" if li == 0 else layers[li - 1][2]
-        d, dW, db = dense_backward(x_in_l, W, d, x_act)
-        grads[li] = (dW, db)
+    _encoder_backward(layers, n_encoder, f, d, grads)
     if likelihood == "gaussian_learned":
         grads.append(f["dlogsigma_rows"].sum(axis=0) / n)
     loss = np.mean(f["recon"] + beta * f["kl"])
@@ -284,13 +293,7 @@ def loss_and_grads_samples(
         recon_rows = row_loss - beta * kl_rows
         loss = np.mean(row_loss)
     grads = [None] * len(layers)
-    d = f["dout"] * a[:, None]
-    for li in range(len(layers) - 1, n_encoder - 1, -1):
-        W, b, _ = layers[li]
-        j = li - n_encoder
-        x_act = "identity" if j == 0 else layers[li - 1][2]
-        d, dW, db = dense_backward(f["dec"][j], W, d, x_act)
-        grads[li] = (dW, db)
+    d = _decoder_backward(layers, n_encoder, f, f["dout"] * a[:, None], grads)
     dz = d[:, :K]
     if objective == "elbo":
         d = reparam_backward(H, E, dz) + beta / n / k * kl_backward(H)
@@ -299,11 +302,7 @@ def loss_and_grads_samples(
         inside = (raw_lv >= LOGVAR_MIN) & (raw_lv <= LOGVAR_MAX)
         d = reparam_backward(H, E, dz + beta * a[:, None] * Z)
         d[:, K:] -= 0.5 * beta * a[:, None] * inside
-    for li in range(n_encoder - 1, -1, -1):
-        W, b, _ = layers[li]
-        x_act = "identity" if li == 0 else layers[li - 1][2]
-        d, dW, db = dense_backward(f["acts"][li], W, d, x_act)
-        grads[li] = (dW, db)
+    _encoder_backward(layers, n_encoder, f, d, grads)
     if likelihood == "gaussian_learned":
         grads.append((f["dlogsigma_rows"] * a[:, None]).sum(axis=0))
     return loss, recon_rows, kl_rows, grads
@@ -553,21 +552,11 @@ def loss_and_grads_columns(
     kl_rows = kl(f["H"]) if kind == "vae" else np.zeros(n)
     K = f["Z"].shape[1]
     grads = [None] * len(layers)
-    d = dout / n
-    for li in range(len(layers) - 1, n_encoder - 1, -1):
-        W, b, _ = layers[li]
-        j = li - n_encoder
-        x_act = "identity" if j == 0 else layers[li - 1][2]
-        d, dW, db = dense_backward(f["dec"][j], W, d, x_act)
-        grads[li] = (dW, db)
+    d = _decoder_backward(layers, n_encoder, f, dout / n, grads)
     d = d[:, :K]
     if kind == "vae":
         d = reparam_backward(f["H"], eps, d) + beta / n * kl_backward(f["H"])
-    for li in range(n_encoder - 1, -1, -1):
-        W, b, _ = layers[li]
-        x_act = "identity" if li == 0 else layers[li - 1][2]
-        d, dW, db = dense_backward(f["acts"][li], W, d, x_act)
-        grads[li] = (dW, db)
+    _encoder_backward(layers, n_encoder, f, d, grads)
     if tail_by_condition:
         grads.append(cond.T @ dtail / n)
     else:
