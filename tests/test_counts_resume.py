@@ -1,6 +1,7 @@
 """Resuming runs on count data: fit(X_csr, checkpoint=...) and
 fastvae.resume on CSR matrices (in memory and memory-mapped) and AnnData,
-and the sparse data fingerprint (never densified)."""
+the sparse data fingerprint (never densified), and fastvae train --resume
+of a count run."""
 
 from __future__ import annotations
 
@@ -178,3 +179,163 @@ def test_a_checkpoint_with_a_dense_digest_of_a_csr_still_resumes(
     data["sha256"] = fckpt.data_fingerprint(X.toarray(), None)["sha256"]
     _rewrite(path, _with_meta(members, meta))
     assert_same_run(fastvae.resume(tmp_path, X), straight)
+
+
+# -- the command line ----------------------------------------------------------
+
+CLI = ("--quiet", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A CSR folder, a sparse .npz and two .h5ad files of 400 cells x 50
+    genes (cells.h5ad: normalised X, counts in a layer; raw.h5ad: counts in
+    X), with a batch column."""
+    from test_cli_counts import N_CELLS, _counts
+
+    folder = tmp_path_factory.mktemp("count_files")
+    X = sp.csr_matrix(_counts())
+    save_csr(folder / "cells_csr", X)
+    sp.save_npz(folder / "cells.npz", X)
+    anndata = pytest.importorskip("anndata")
+    pd = pytest.importorskip("pandas")
+    batch = np.where(np.arange(N_CELLS) % 3 == 0, "a", "b")
+    obs = pd.DataFrame(
+        {"batch": pd.Categorical(batch)}, index=[f"cell{i}" for i in range(N_CELLS)]
+    )
+    anndata.AnnData(X=X.log1p(), obs=obs, layers={"counts": X}).write_h5ad(
+        folder / "cells.h5ad"
+    )
+    anndata.AnnData(X=X, obs=obs).write_h5ad(folder / "raw.h5ad")
+    return folder
+
+
+def _same_runs(a, b):
+    """Two run folders hold bitwise the same model, latent means and
+    history (but for timings)."""
+    from test_cli_counts import _history
+
+    assert_same_run(fastvae.load(a / "model.npz"), fastvae.load(b / "model.npz"))
+    np.testing.assert_array_equal(np.load(a / "latent.npy"), np.load(b / "latent.npy"))
+    history = [_history(run)["history"] for run in (a, b)]
+    for key in history[0]:
+        if key not in ("seconds", "samples_per_second"):
+            assert history[0][key] == history[1][key], key
+    for run in (a, b):
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ("cells_csr",),
+        ("cells.npz", "--validation", "0"),
+        ("cells.h5ad", "--layer", "counts", "--condition-key", "batch"),
+        ("raw.h5ad", "--backed", "--condition-key", "batch"),
+    ],
+    ids=["csr-folder", "npz", "h5ad-layer", "backed-h5ad"],
+)
+def test_a_resumed_count_run_is_the_straight_run(files, tmp_path, data):
+    from test_cli import run_cli
+
+    run_cli(
+        "train",
+        "--data",
+        *data,
+        "--epochs",
+        "4",
+        *CLI,
+        "--out",
+        tmp_path / "straight",
+        cwd=files,
+    )
+    run_cli(
+        "train",
+        "--data",
+        *data,
+        "--epochs",
+        "2",
+        *CLI,
+        "--out",
+        tmp_path / "run",
+        cwd=files,
+    )
+    assert fastvae.checkpoint_info(tmp_path / "run")["finished"]
+    # from another folder: the run recorded where its data are
+    proc = run_cli(
+        "train", "--resume", "run", "--epochs", "4", "--threads", "1", cwd=tmp_path
+    )
+    assert "resuming" in proc.stdout and "after 2 epochs, to 4 epochs" in proc.stdout
+    assert "trained 4 epochs (2 before the resume)" in proc.stdout
+    _same_runs(tmp_path / "run", tmp_path / "straight")
+    model = fastvae.load(tmp_path / "run" / "model.npz")
+    if "--condition-key" in data:
+        assert model.condition_key_ == "batch" and model.condition_levels_ == ["a", "b"]
+        in_checkpoint = fastvae.load(tmp_path / "run" / "checkpoint.npz")
+        assert in_checkpoint.condition_levels_ == ["a", "b"]
+
+
+def test_changed_or_missing_data_are_named(files, tmp_path):
+    from test_cli import run_cli
+
+    for name in ("cells.npz", "cells_csr"):
+        copy = tmp_path / name
+        if name == "cells.npz":
+            copy.write_bytes((files / name).read_bytes())
+        else:
+            save_csr(copy, load_csr(files / name))
+        run_cli(
+            "train",
+            "--data",
+            copy,
+            "--epochs",
+            "1",
+            *CLI,
+            "--out",
+            f"run_{name}",
+            cwd=tmp_path,
+        )
+    edited = sp.load_npz(tmp_path / "cells.npz")
+    edited.data[10] += 1.0
+    sp.save_npz(tmp_path / "cells.npz", edited)
+    proc = run_cli(
+        "train", "--resume", "run_cells.npz", "--epochs", "2", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{tmp_path / 'cells.npz'} is not the data the run in" in proc.stderr
+    assert "it has changed since" in proc.stderr and "SHA-256" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (tmp_path / "cells_csr" / "indices.npy").rename(tmp_path / "indices.npy")
+    proc = run_cli(
+        "train", "--resume", "run_cells_csr", "--epochs", "2", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "indices.npy is missing" in proc.stderr
+    __import__("shutil").rmtree(tmp_path / "cells_csr")
+    proc = run_cli(
+        "train", "--resume", "run_cells_csr", "--epochs", "2", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2
+    assert "cells_csr: no such file or folder; the run in" in proc.stderr
+
+
+def test_a_count_run_without_a_checkpoint_says_so(files, tmp_path):
+    from test_cli import run_cli
+
+    run_cli(
+        "train",
+        "--data",
+        files / "cells.npz",
+        "--epochs",
+        "1",
+        *CLI,
+        "--checkpoint-every",
+        "0",
+        "--out",
+        "run",
+        cwd=tmp_path,
+    )
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+    proc = run_cli("train", "--resume", "run", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "kept no checkpoint (--checkpoint-every 0" in proc.stderr
