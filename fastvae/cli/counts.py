@@ -7,8 +7,16 @@ written by fastvae.data.save_csr (memory-mapped), a scipy.sparse .npz
 written by scipy.sparse.save_npz, or with --counts a dense .npy or .csv.
 The defaults are scVI's (128 hidden, 10 latent, batch 128, Adam with lr
 1e-3 and eps 0.01, KL warm-up over 400 epochs, ZINB with the observed
-library). The run folder holds model.npz, history.json, metrics.jsonl,
-loss_curve.png and latent.npy (the posterior means of all cells).
+library). The run folder holds model.npz, checkpoint.npz, history.json,
+metrics.jsonl, loss_curve.png and latent.npy (the posterior means of all
+cells).
+
+``fastvae train --resume RUN`` continues a count run from its checkpoint:
+it reads the data again from the absolute path the run recorded, with the
+run's options (--layer, --condition-key, --backed, --counts, --n-samples,
+--validation, --seed), so the training and validation rows are the same,
+and the checkpoint's SHA-256 of the training data refuses a file that
+changed in between.
 
 Validation rows of an in-memory matrix are drawn at random by --seed; from
 a memory-mapped one (a CSR folder, or an .h5ad read with --backed) they are
@@ -32,7 +40,13 @@ from fastvae.cli.common import UserError, as_flags
 from fastvae.cli.controls import plural, training_controls
 from fastvae.models.columns import COUNT_KINDS
 
-__all__ = ["is_counts", "refuse_count_options", "refuse_count_resume", "train_counts"]
+__all__ = [
+    "is_count_run",
+    "is_counts",
+    "refuse_count_options",
+    "resume_counts",
+    "train_counts",
+]
 
 _CSR_FILES = ("data.npy", "indices.npy", "indptr.npy", "shape.npy")
 _SPARSE_NPZ_KEYS = {"format", "shape", "data", "indices", "indptr"}
@@ -44,6 +58,10 @@ _DEFAULT_EPOCHS = 20
 # Stored values checked for whole numbers: a prefix of the matrix, so a
 # memory-mapped one is read no further than its first few megabytes.
 _INTEGER_CHECK_VALUES = 2**20
+
+# The checkpoint_meta key that marks a count run's checkpoint (beside
+# "cli", the options): --resume then takes the count path.
+_COUNT_RUN = "counts"
 
 # Options of the count path only, by attribute (refused elsewhere).
 _COUNT_ONLY = {
@@ -57,8 +75,6 @@ _COUNT_ONLY = {
 # Options of images and arrays that count data do not take, with why.
 _NOT_FOR_COUNTS = {
     "conditional": ("--conditional", "use --condition-key with an .h5ad file"),
-    "resume": ("--resume", "count runs keep no checkpoint"),
-    "checkpoint_every": ("--checkpoint-every", "count runs keep no checkpoint"),
     "binarize": ("--binarize", "counts are not binarized"),
     "corruption": ("--corruption", "count models are not denoising"),
     "scale": ("--scale", "counts are modelled as they are"),
@@ -114,18 +130,31 @@ def refuse_count_options(args) -> None:
         )
 
 
-def refuse_count_resume(args) -> None:
-    """--resume of a count run: refused, as it keeps no checkpoint."""
-    folder = Path(args.resume)
+def is_count_run(resume) -> bool:
+    """Whether --resume RUN names a count run: its checkpoint says so (the
+    image path reports a missing or unreadable one). A count run folder
+    without a checkpoint (--checkpoint-every 0, or a fastvae that kept none
+    for count data) is a UserError saying so."""
+    import fastvae
+    from fastvae.exceptions import ModelFileError
+    from fastvae.models.checkpoint import checkpoint_path
+
+    folder = Path(resume)
     if (
         folder.is_dir()
         and (folder / "latent.npy").is_file()
         and not (folder / "checkpoint.npz").is_file()
     ):
         raise UserError(
-            f"{folder} is a run on count data, which keeps no checkpoint and "
-            "cannot be resumed: train it again (--overwrite)"
+            f"{folder} is a run on count data that kept no checkpoint "
+            "(--checkpoint-every 0, or trained by a fastvae that kept none for "
+            "count data), so it cannot be resumed: train it again (--overwrite)"
         )
+    try:
+        info = fastvae.checkpoint_info(checkpoint_path(resume, must_exist=True))
+    except (FileNotFoundError, ModelFileError):
+        return False
+    return info["meta"].get(_COUNT_RUN) is True
 
 
 @dataclass
@@ -160,9 +189,11 @@ def _read_h5ad(path: Path, backed: bool):
 
 
 @contextmanager
-def _open_counts(args, dtype) -> Iterator[_Counts]:
+def _open_counts(args, dtype, levels=None) -> Iterator[_Counts]:
     """The count matrix --data names, for a ``with`` block (a backed
-    AnnData's temporary copy lives as long as it)."""
+    AnnData's temporary copy lives as long as it). `levels`: those of
+    --condition-key a resumed run recorded, so its columns keep their
+    meaning."""
     import scipy.sparse as sp
 
     from fastvae.data.annotated import anndata_input
@@ -181,6 +212,7 @@ def _open_counts(args, dtype) -> Iterator[_Counts]:
                         adata,
                         layer=args.layer,
                         condition_key=args.condition_key,
+                        levels=levels,
                         dtype=dtype,
                     )
                 )
@@ -375,7 +407,8 @@ def _launched_by_mpi() -> bool:
 
 def train_counts(args) -> int:
     """``fastvae train`` on count data: scVI's model into the run folder
-    (model.npz, history.json, metrics.jsonl, loss_curve.png, latent.npy)."""
+    (model.npz, checkpoint.npz, history.json, metrics.jsonl, loss_curve.png,
+    latent.npy)."""
     from fastvae.cli import run_folder
     from fastvae.cli.run_lock import RunLock
 
@@ -385,50 +418,118 @@ def train_counts(args) -> int:
         _make_model(args, args.kl_warmup or 0)._settings()
     except (ValueError, TypeError) as exc:
         raise UserError(as_flags(str(exc))) from None
+    _check_every(args, 1)
+    # Absolute, so that --resume finds the data from any folder.
+    if Path(args.data).exists():
+        args.data = str(Path(args.data).resolve())
     dtype = np.float64 if args.dtype == "float64" else np.float32
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
         run_folder.clear_or_refuse(out, out / "checkpoint.npz", args.overwrite)
         with _open_counts(args, dtype) as counts:
-            return _train_locked(args, counts, out)
+            return _train_locked(args, counts, out, None)
 
 
-def _train_locked(args, counts: _Counts, out: Path) -> int:
-    from fastvae._atomic import write_atomic
-    from fastvae.cli import plotting, run_folder
+def resume_counts(args) -> int:
+    """``fastvae train --resume RUN`` of a count run: its data read again as
+    the run read them, training continued from its checkpoint, and the run
+    folder written as a new run's is."""
+    import fastvae
+    from fastvae.cli.resume import refuse_nothing_to_do, resumed_arguments
+    from fastvae.cli.run_lock import RunLock
+    from fastvae.models.checkpoint import checkpoint_path
 
+    path = checkpoint_path(args.resume, must_exist=True)
+    out = path.parent
+    with RunLock(out):
+        info = fastvae.checkpoint_info(path)  # again, now that the run is ours
+        args = resumed_arguments(args, info)
+        refuse_nothing_to_do(args, info)
+        _fill_defaults(args)
+        _check_options(args)
+        _check_every(args, 1)  # resumed_arguments set the run's own
+        if not Path(args.data).exists():
+            raise UserError(
+                f"{args.data}: no such file or folder; the run in {out} trained "
+                "on it, and resuming reads it again"
+            )
+        levels = fastvae.load(path).condition_levels_
+        dtype = np.float64 if args.dtype == "float64" else np.float32
+        with _open_counts(args, dtype, levels) as counts:
+            return _train_locked(args, counts, out, info)
+
+
+def _check_every(args, default: int) -> None:
+    if args.checkpoint_every is None:
+        args.checkpoint_every = default
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+
+
+def _split(args, counts: _Counts):
+    """(train_X, train_c, val_X, val_c), alike on every run of the same
+    options: a resumed run trains on the rows the run began with."""
     if args.n_samples is not None and args.n_samples < counts.n:
         counts.X = _rows(counts.X, 0, args.n_samples)
         if counts.condition is not None:
             counts.condition = counts.condition[: args.n_samples]
-    _warn_unless_whole_numbers(args, counts)
     n = counts.n
     n_val = _validation_rows(args.validation, n) if args.validation else 0
     cond = counts.condition
     if n_val == 0:
-        train_X, train_c, val_X, val_c = counts.X, cond, None, None
-    elif counts.mapped:  # the last rows: slices of the files
-        train_X, val_X = _rows(counts.X, 0, n - n_val), _rows(counts.X, n - n_val, n)
+        return counts.X, cond, None, None
+    if counts.mapped:  # the last rows: slices of the files
         train_c = None if cond is None else cond[: n - n_val]
         val_c = None if cond is None else cond[n - n_val :]
-    else:
-        order = np.random.default_rng(args.seed).permutation(n)
-        val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
-        train_X, val_X = counts.X[train_rows], counts.X[val_rows]
-        train_c = None if cond is None else cond[train_rows]
-        val_c = None if cond is None else cond[val_rows]
-    n_train = n - n_val
-    kl_warmup = args.kl_warmup
-    if kl_warmup is None:  # scVI's: linear over 400 epochs
-        kl_warmup = _WARMUP_EPOCHS * math.ceil(n_train / min(args.batch_size, n_train))
-        args.kl_warmup = kl_warmup
-    model = _make_model(args, kl_warmup)
+        return (
+            _rows(counts.X, 0, n - n_val),
+            train_c,
+            _rows(counts.X, n - n_val, n),
+            val_c,
+        )
+    order = np.random.default_rng(args.seed).permutation(n)
+    val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+    train_c = None if cond is None else cond[train_rows]
+    val_c = None if cond is None else cond[val_rows]
+    return counts.X[train_rows], train_c, counts.X[val_rows], val_c
+
+
+def _recorder(args, counts: _Counts):
+    """A callback recording at train begin how the run read an AnnData, as
+    fit(adata, layer=..., condition_key=...) does: the checkpoints and the
+    model file then read an AnnData as this run did (transform(adata))."""
+    from fastvae.callbacks import LambdaCallback
+
+    def record(model, info):
+        if args.condition_key is not None or args.layer is not None:
+            model.anndata_layer_ = args.layer
+            model.condition_key_ = args.condition_key
+            model.condition_levels_ = counts.levels
+
+    return LambdaCallback(on_train_begin=record)
+
+
+def _train_locked(args, counts: _Counts, out: Path, info) -> int:
+    """Train (or with `info`, a checkpoint_info, resume) into `out`."""
+    import fastvae
+    from fastvae._atomic import write_atomic
+    from fastvae.cli import plotting, run_folder
+    from fastvae.cli.controls import reporting_interrupts
+    from fastvae.models.checkpoint import DataMismatchError
+
+    train_X, train_c, val_X, val_c = _split(args, counts)
+    _warn_unless_whole_numbers(args, counts)
+    n, n_train = counts.n, int(train_X.shape[0])
+    n_val = n - n_train
+    if args.kl_warmup is None:  # scVI's: linear over 400 epochs
+        steps = math.ceil(n_train / min(args.batch_size, n_train))
+        args.kl_warmup = _WARMUP_EPOCHS * steps
     validation = None
     if val_X is not None:
         validation = val_X if val_c is None else (val_X, val_c)
     name = Path(args.data).name
-    X = counts.X
+    X, cond = counts.X, counts.condition
     stored = X.nnz if hasattr(X, "nnz") else int(np.count_nonzero(X))
     density = stored / max(1, X.shape[0] * X.shape[1])
     print(
@@ -443,48 +544,82 @@ def _train_locked(args, counts: _Counts, out: Path) -> int:
         ),
         flush=True,
     )
+    settings = {k: v for k, v in vars(args).items() if k != "resume"}
+    checkpoint = out / "checkpoint.npz"
+    every = args.checkpoint_every
     controls = training_controls(args, validation is not None)
+    metrics = out / run_folder.METRICS_FILE
+    if info is not None:
+        # epochs logged after the checkpoint by the run that stopped
+        run_folder.truncate_metrics(metrics, info["epochs_done"])
+        print(
+            f"fastvae: resuming {info['path']} after "
+            f"{plural(info['epochs_done'], 'epoch')}"
+            + (
+                f" and {plural(info['epoch_step'], 'step')}"
+                if info["epoch_step"]
+                else ""
+            )
+            + f", to {plural(args.epochs, 'epoch')}",
+            flush=True,
+        )
     start = time.perf_counter()
-    with run_folder.MetricsLog(out / run_folder.METRICS_FILE) as log:
+    with (
+        reporting_interrupts(out, checkpoint),
+        run_folder.MetricsLog(metrics, append=info is not None) as log,
+    ):
+        callbacks = [_recorder(args, counts), log, *controls.values()]
         try:
-            model.fit(
-                train_X,
-                condition=train_c,
-                validation_data=validation,
-                callbacks=[log, *controls.values()],
-            )
-        except KeyboardInterrupt:
-            print(
-                "fastvae: count runs keep no checkpoint; no model was written",
-                file=sys.stderr,
-            )
-            raise
+            if info is None:
+                model = _make_model(args, args.kl_warmup).fit(
+                    train_X,
+                    condition=train_c,
+                    validation_data=validation,
+                    checkpoint=checkpoint if every else None,
+                    checkpoint_every=every,
+                    checkpoint_meta={"cli": settings, _COUNT_RUN: True},
+                    callbacks=callbacks,
+                )
+            else:
+                model = fastvae.resume(
+                    info["path"],
+                    train_X,
+                    condition=train_c,
+                    validation_data=validation,
+                    epochs=args.epochs,
+                    checkpoint_every=every,
+                    n_threads=args.threads,
+                    verbose=0 if args.quiet else 1,
+                    callbacks=callbacks,
+                )
+        except DataMismatchError as exc:
+            raise UserError(
+                f"{args.data} is not the data the run in {out} trained on: it has "
+                f"changed since ({as_flags(str(exc))})"
+            ) from None
         except (ValueError, TypeError) as exc:
             raise UserError(f"{args.data}: {as_flags(str(exc))}") from None
     seconds = time.perf_counter() - start
-    if args.condition_key is not None or args.layer is not None:
-        # What fit(adata, layer=..., condition_key=...) records: the model
-        # then reads an AnnData as this run did (transform(adata), ...).
-        model.anndata_layer_ = args.layer
-        model.condition_key_ = args.condition_key
-        model.condition_levels_ = counts.levels
     paths = {
         "model": out / "model.npz",
         "history": out / "history.json",
-        "metrics": out / run_folder.METRICS_FILE,
+        "metrics": metrics,
         "loss_curve": out / "loss_curve.png",
         "latent": out / "latent.npy",
     }
+    if checkpoint.is_file():
+        paths["checkpoint"] = checkpoint
     model.save(paths["model"])
     latent = np.asarray(model.transform(X, cond), dtype=np.float32)
     write_atomic(paths["latent"], lambda f: np.save(f, latent))
     held_out = None
     if val_X is not None:
         held_out = float(np.mean(model.score_samples(val_X, val_c)))
-    stopped = _how_it_stopped(controls, model, args, out)
+    stopped = _how_it_stopped(controls, model, args, out, checkpoint)
     record = {
-        "settings": {k: v for k, v in vars(args).items() if k != "resume"},
+        "settings": settings,
         "stopped": stopped,
+        "resumed_after_epochs": None if info is None else info["epochs_done"],
         "data": {
             "name": name,
             "kind": counts.kind,
@@ -506,26 +641,35 @@ def _train_locked(args, counts: _Counts, out: Path) -> int:
         )
     else:  # stopped (--max-time) before the first epoch ended
         del paths["loss_curve"]
-    _summary(model, counts, n_train, n_val, density, seconds, held_out, stopped, paths)
+    note = "" if info is None else f" ({info['epochs_done']} before the resume)"
+    sizes = (n_train, n_val, density)
+    _summary(model, counts, sizes, (seconds, note), held_out, stopped, paths)
     return 0
 
 
-def _how_it_stopped(controls, model, args, out) -> dict | None:
-    """As for images, but a count run cannot be resumed: --max-time's
-    message says so instead of how to resume."""
+def _how_it_stopped(controls, model, args, out, checkpoint) -> dict | None:
+    """As for images (--max-time says how to resume), but a run that kept
+    no checkpoint (--checkpoint-every 0) says it cannot be resumed."""
     from fastvae.cli.controls import how_it_stopped
 
     stopped = how_it_stopped(controls, model, args, out)
-    if stopped is not None and stopped["reason"] == "max_time":
+    if (
+        stopped is not None
+        and stopped["reason"] == "max_time"
+        and not checkpoint.is_file()
+    ):
         stopped["message"] = (
             f"stopped at the time budget (--max-time {args.max_time:g} s) at step "
             f"{model.t_} (epoch {model.n_iter_} done); the model is the one of "
-            "that step (count runs cannot be resumed)"
+            "that step (no checkpoint was kept, --checkpoint-every 0: the run "
+            "cannot be resumed)"
         )
     return stopped
 
 
-def _summary(model, counts, n_train, n_val, density, seconds, held_out, stopped, paths):
+def _summary(model, counts, sizes, timing, held_out, stopped, paths):
+    n_train, n_val, density = sizes
+    seconds, note = timing
     h = model.history_
     X = counts.X
     print(
@@ -537,7 +681,7 @@ def _summary(model, counts, n_train, n_val, density, seconds, held_out, stopped,
             else ""
         )
     )
-    line = f"trained {plural(model.n_iter_, 'epoch')} in {seconds:.1f} s"
+    line = f"trained {plural(model.n_iter_, 'epoch')}{note} in {seconds:.1f} s"
     if h["loss"]:
         line += (
             f"; final loss {h['loss'][-1]:.3f}, ELBO {h['elbo'][-1]:.3f} nats per cell"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from fastvae.cli.common import UserError
+from fastvae.cli.controls import plural
 from fastvae.cli.parser import build_parser
 
 # Options of train that --resume may set; every other one comes from the run.
@@ -60,3 +61,23 @@ def resumed_arguments(args, info):
         ),
     )
     return argparse.Namespace(**merged)
+
+
+def refuse_nothing_to_do(args, info) -> None:
+    """UserError when the run has nothing left to train: finished and no
+    more --epochs asked for, or stopped early by --early-stopping."""
+    if info["finished"] and args.epochs <= info["epochs_done"]:
+        raise UserError(
+            f"the run in {info['path'].parent} is finished "
+            f"({info['epochs_done']} of {info['epochs']} epochs); nothing to "
+            f"resume. Pass --epochs N with N > {info['epochs_done']} to train "
+            "it further"
+        )
+    early = info["callbacks"].get("EarlyStopping", {})
+    if args.early_stopping and early.get("wait", 0) >= args.early_stopping:
+        raise UserError(
+            f"the run in {info['path'].parent} stopped early after "
+            f"{plural(info['epochs_done'], 'epoch')} (no improvement for "
+            f"{plural(args.early_stopping, 'epoch')}; best at epoch "
+            f"{early.get('best_epoch')}); nothing to resume"
+        )

@@ -28,7 +28,7 @@ from fastvae.cli.controls import (
     reporting_interrupts,
     training_controls,
 )
-from fastvae.cli.resume import resumed_arguments
+from fastvae.cli.resume import refuse_nothing_to_do, resumed_arguments
 
 _DEFAULT_EPOCHS = 20
 
@@ -67,9 +67,10 @@ _DEFAULTS = {
 
 def train_command(args) -> int:
     from fastvae.cli.counts import (
+        is_count_run,
         is_counts,
         refuse_count_options,
-        refuse_count_resume,
+        resume_counts,
         train_counts,
     )
     from fastvae.cli.tables import is_table, train_table
@@ -83,8 +84,8 @@ def train_command(args) -> int:
                 setattr(args, name, default)
         if is_table(args):
             return train_table(args)
-    else:
-        refuse_count_resume(args)
+    elif is_count_run(args.resume):
+        return resume_counts(args)
     group = _mpi_group(args.mpi)
     if group is None:
         return _train_on(args, None)
@@ -160,21 +161,7 @@ def _train_locked(args, group, root: bool) -> int:
     if args.resume is not None:
         info = fastvae.checkpoint_info(args.resume)
         args = resumed_arguments(args, info)
-        if info["finished"] and args.epochs <= info["epochs_done"]:
-            raise UserError(
-                f"the run in {info['path'].parent} is finished "
-                f"({info['epochs_done']} of {info['epochs']} epochs); nothing to "
-                f"resume. Pass --epochs N with N > {info['epochs_done']} to train "
-                "it further"
-            )
-        early = info["callbacks"].get("EarlyStopping", {})
-        if args.early_stopping and early.get("wait", 0) >= args.early_stopping:
-            raise UserError(
-                f"the run in {info['path'].parent} stopped early after "
-                f"{plural(info['epochs_done'], 'epoch')} (no improvement for "
-                f"{plural(args.early_stopping, 'epoch')}; best at epoch "
-                f"{early.get('best_epoch')}); nothing to resume"
-            )
+        refuse_nothing_to_do(args, info)
     else:
         if args.checkpoint_every is None:
             args.checkpoint_every = 1

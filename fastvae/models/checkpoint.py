@@ -27,7 +27,9 @@ metadata (JSON)
     - ``data``: ``n_samples``, ``n_features``, ``n_conditions`` and the
       SHA-256 of the training data (X, then the condition array) as fit
       received them after conversion to the model's dtype, so a resume on
-      other data is refused;
+      other data is refused; for a scipy.sparse X, ``sparse``: true and the
+      SHA-256 is of its canonical CSR arrays instead of its dense bytes
+      (see `data_fingerprint`);
     - ``checkpoint_every`` (epochs) and ``checkpoint_every_steps`` (steps or
       null), reused on resume;
 
@@ -65,6 +67,7 @@ __all__ = [
     "checkpoint_path",
     "data_fingerprint",
     "check_same_data",
+    "DataMismatchError",
     "options",
     "read_progress",
 ]
@@ -102,12 +105,23 @@ def checkpoint_path(path, *, must_exist: bool = False) -> Path:
     return path
 
 
-def data_fingerprint(X, cond: np.ndarray | None, dtype=None) -> dict:
+def data_fingerprint(X, cond: np.ndarray | None, dtype=None, *, like=None) -> dict:
     """Sizes and SHA-256 of the training data (X, then conditions).
 
-    An out-of-core X (fastvae.data.batches) is hashed in windows of rows converted
-    to `dtype`, which gives the digest of the same data held in memory."""
-    if batches.is_out_of_core(X):
+    A dense X is hashed as its bytes; an out-of-core one (fastvae.data.batches)
+    in windows of rows converted to `dtype`, which gives the digest of the
+    same data held in memory. A scipy.sparse X is hashed by its stored
+    values, never densified (a 10**6 x 20,000 count matrix would be 80 GB
+    dense): see `_sparse_digest`; the result then has "sparse": True.
+
+    `like`: the fingerprint of a checkpoint being resumed. One without the
+    "sparse" key was made the dense way (also of a sparse X, by fastvae
+    before sparse fingerprints), so a sparse X is then hashed that way too
+    and those checkpoints stay valid."""
+    sparse = batches.is_sparse(X) and (like is None or like.get("sparse", False))
+    if sparse:
+        h = _sparse_digest(X, dtype or X.dtype)
+    elif batches.is_out_of_core(X):
         h = hashlib.sha256()
         for block in batches.row_blocks(X, dtype or X.dtype):
             h.update(block.view(np.uint8))
@@ -115,28 +129,66 @@ def data_fingerprint(X, cond: np.ndarray | None, dtype=None) -> dict:
         h = hashlib.sha256(np.ascontiguousarray(X).view(np.uint8))
     if cond is not None:
         h.update(np.ascontiguousarray(cond).view(np.uint8))
-    return {
+    fingerprint = {
         "n_samples": int(X.shape[0]),
         "n_features": int(X.shape[1]),
         "n_conditions": 0 if cond is None else int(cond.shape[1]),
         "sha256": h.hexdigest(),
     }
+    if sparse:  # only then: dense checkpoints keep the keys they always had
+        fingerprint["sparse"] = True
+    return fingerprint
+
+
+def _sparse_digest(X, dtype):
+    """SHA-256 of a sparse matrix as canonical CSR (columns sorted within
+    rows, duplicates summed): its shape and number of stored values, then
+    indptr and indices as little-endian int64 and the stored values as
+    little-endian `dtype`, each read in windows (a memory map's pages are
+    released after each, so the files are never resident whole)."""
+    X = batches.as_csr(X)
+    h = hashlib.sha256()
+    h.update(np.array([*X.shape, X.nnz], dtype="<i8").view(np.uint8))
+    value = np.dtype(dtype).newbyteorder("<")
+    for array, as_type in (
+        (X.indptr, np.dtype("<i8")),
+        (X.indices, np.dtype("<i8")),
+        (X.data, value),
+    ):
+        for _, window in batches.stored_windows(np.asarray(array)):
+            h.update(np.ascontiguousarray(window, dtype=as_type).view(np.uint8))
+    return h
+
+
+def _form(fingerprint: dict) -> str:
+    return "a sparse matrix" if fingerprint.get("sparse") else "a dense array"
+
+
+class DataMismatchError(ValueError):
+    """The data a run is resumed on are not the data it was checkpointed on
+    (the command line names the data file with it)."""
 
 
 def check_same_data(stored: dict, actual: dict) -> None:
-    """ValueError unless the data resumed on are the data checkpointed."""
+    """DataMismatchError (a ValueError) unless the data resumed on are the
+    data checkpointed."""
     for key, what in (
         ("n_samples", "samples"),
         ("n_features", "features"),
         ("n_conditions", "condition columns"),
     ):
         if stored[key] != actual[key]:
-            raise ValueError(
+            raise DataMismatchError(
                 f"the data have {actual[key]} {what} but the checkpointed run "
                 f"trained on {stored[key]}; resume needs the same training data"
             )
+    if stored.get("sparse", False) != actual.get("sparse", False):
+        raise DataMismatchError(
+            f"X is {_form(actual)} but the checkpointed run trained on "
+            f"{_form(stored)}; resume needs the training data in the same form"
+        )
     if stored["sha256"] != actual["sha256"]:
-        raise ValueError(
+        raise DataMismatchError(
             "X (or condition) differs from the data the checkpointed run trained on "
             "(SHA-256 mismatch); resume needs the same rows in the same order"
         )
@@ -188,15 +240,14 @@ def read_progress(progress, *, n_iter: int, n_features: int, n_conditions: int) 
         )
     epochs = _POSITIVE.check("epochs", progress["epochs"])
     data = progress["data"]
-    if not isinstance(data, dict) or set(data) != {
-        "n_samples",
-        "n_features",
-        "n_conditions",
-        "sha256",
-    }:
+    base = {"n_samples", "n_features", "n_conditions", "sha256"}
+    if not isinstance(data, dict) or set(data) not in (base, base | {"sparse"}):
         raise ValueError(
-            "progress data must have n_samples, n_features, n_conditions and sha256"
+            "progress data must have n_samples, n_features, n_conditions and sha256 "
+            "(and sparse)"
         )
+    if not isinstance(data.get("sparse", False), bool):
+        raise ValueError("progress data sparse must be true or false")
     n = _POSITIVE.check("data n_samples", data["n_samples"])
     if data["n_features"] != n_features or data["n_conditions"] != n_conditions:
         raise ValueError("progress data sizes do not match the model")

@@ -486,7 +486,8 @@ class Training:
         writer = None
         fingerprint = None
         if checkpoint is not None or resume is not None:
-            fingerprint = _ckpt.data_fingerprint(X, cond, s.dtype)
+            stored = None if resume is None else resume["data"]
+            fingerprint = _ckpt.data_fingerprint(X, cond, s.dtype, like=stored)
             if resume is not None:
                 _ckpt.check_same_data(resume["data"], fingerprint)
         if resume is not None:
