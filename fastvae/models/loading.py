@@ -14,10 +14,11 @@ from numpy.typing import ArrayLike
 from fastvae import _atomic
 from fastvae._validation import Param
 from fastvae.callbacks import Callback, check_callbacks, state_keys
+from fastvae.data.tables import TableSchema
 from fastvae.models import checkpoint as _ckpt
 from fastvae.models import file_format as _io
 from fastvae.models.autoencoders import Autoencoder, DenoisingAutoencoder
-from fastvae.models.tabular import TabularVAE
+from fastvae.models.tabular import TABULAR_CHECKPOINT_KEY, TabularVAE
 from fastvae.models.training import run_on_ranks
 from fastvae.models.vae import VAE
 
@@ -122,7 +123,11 @@ def checkpoint_info(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     step = progress["epoch"].step
     return {
         "path": path,
-        "estimator": type(model).__name__,
+        "estimator": (
+            "TabularVAE"
+            if TABULAR_CHECKPOINT_KEY in meta["user"]
+            else type(model).__name__
+        ),
         "epochs": progress["epochs"],
         "epochs_done": model.n_iter_,
         "epoch_step": step,
@@ -163,8 +168,10 @@ def resume(
     ----------
     checkpoint : str or os.PathLike
         A checkpoint file, or a folder holding checkpoint.npz.
-    X : array-like of shape (n_samples, n_features)
-        The training data of the checkpointed run (checked by SHA-256).
+    X : array-like of shape (n_samples, n_features), or a table
+        The training data of the checkpointed run (checked by SHA-256). For a
+        checkpoint of ``TabularVAE.fit``, the table (a DataFrame), encoded
+        with the checkpointed schema.
     condition : array-like of shape (n_samples, n_conditions), optional
         Its conditions, when it had some.
     validation_data : optional
@@ -190,7 +197,7 @@ def resume(
 
     Returns
     -------
-    VAE, Autoencoder or DenoisingAutoencoder
+    VAE, Autoencoder, DenoisingAutoencoder or TabularVAE
         The model, trained to `epochs` epochs.
 
     Raises
@@ -215,6 +222,18 @@ def resume(
     def run(group):
         root = group is None or group.is_root
         path, model, progress, meta = _read_checkpoint(checkpoint)
+        table = meta["user"].get(TABULAR_CHECKPOINT_KEY)
+        train, validation = X, validation_data
+        if table is not None:  # a TabularVAE's run: its table, encoded alike
+            try:
+                schema = TableSchema.from_dict(table["schema"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise _io.ModelFileError(
+                    f"{path} is not a valid checkpoint: its table schema: {exc}"
+                ) from None
+            train = schema.encode(X)
+            if validation_data is not None:
+                validation = schema.encode(validation_data)
         if epochs is not None:
             Param(numbers.Integral, low=1).check("epochs", epochs)
             step = progress["epoch"].step
@@ -260,15 +279,16 @@ def resume(
                 UserWarning,
                 stacklevel=4,  # the caller of fastvae.resume
             )
-        return model._fit(
-            X,
+        fitted = model._fit(
+            train,
             condition,
             {"batch_size": progress["batch_size"], **extra},
-            validation_data,
+            validation,
             options,
             resume=progress,
             comm=group,
             callbacks=checked,
         )
+        return fitted if table is None else TabularVAE()._adopt(table, fitted)
 
     return run_on_ranks(comm, run)

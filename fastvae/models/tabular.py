@@ -24,6 +24,10 @@ from fastvae.models import columns as _columns
 from fastvae.models.parameters import ParameterProtocol
 from fastvae.models.vae import VAE
 
+# The checkpoint_meta entry in which a TabularVAE's checkpoint keeps its
+# schema (fastvae.resume then re-encodes the table and returns a TabularVAE).
+TABULAR_CHECKPOINT_KEY = "fastvae.tabular"
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -154,6 +158,10 @@ class TabularVAE(ParameterProtocol):
         *,
         validation_data=None,
         callbacks: Sequence[Callback] | None = None,
+        checkpoint=None,
+        checkpoint_every: int = 1,
+        checkpoint_every_steps: int | None = None,
+        checkpoint_meta: dict | None = None,
     ) -> Self:
         """Infer the columns' kinds and encodings from `table` and train.
 
@@ -164,6 +172,13 @@ class TabularVAE(ParameterProtocol):
         validation_data : table, optional
             Rows of the same columns whose ELBO is recorded every epoch.
         callbacks : list of fastvae.callbacks.Callback, optional
+        checkpoint : str or os.PathLike, optional
+            Write training checkpoints there, as VAE.fit does; they also
+            hold the table's schema, so that ``fastvae.resume(checkpoint,
+            table)`` continues the run (bitwise as if it had not stopped)
+            and returns a TabularVAE.
+        checkpoint_every, checkpoint_every_steps, checkpoint_meta : optional
+            As for VAE.fit.
 
         Returns
         -------
@@ -175,7 +190,23 @@ class TabularVAE(ParameterProtocol):
         X = schema.encode(table)
         val = None if validation_data is None else schema.encode(validation_data)
         vae = self._vae(schema)
-        vae.fit(X, validation_data=val, callbacks=callbacks)
+        names = [str(v) for v in _tables._columns_of(table)]
+        meta = dict(checkpoint_meta or {})
+        if TABULAR_CHECKPOINT_KEY in meta:
+            raise ValueError(
+                f"checkpoint_meta key {TABULAR_CHECKPOINT_KEY!r} is fastvae's own"
+            )
+        if checkpoint is not None:
+            meta[TABULAR_CHECKPOINT_KEY] = self._section(schema, names)
+        vae.fit(
+            X,
+            validation_data=val,
+            callbacks=callbacks,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            checkpoint_every_steps=checkpoint_every_steps,
+            checkpoint_meta=meta if checkpoint is not None else checkpoint_meta,
+        )
         # the fitted state changes together, once training has succeeded: a
         # failed fit leaves a refit model as it was (and an unfitted one unfitted)
         self.schema_ = schema
@@ -362,32 +393,42 @@ class TabularVAE(ParameterProtocol):
         meta, arrays = self._state()
         _io.save(path, meta, arrays, format=_io.MODEL_FORMAT)
 
-    def _state(self):
-        self._check_fitted()
-        meta, arrays = self.vae_._state()
+    def _section(self, schema, feature_names) -> dict:
+        """What a model file or checkpoint keeps besides the VAE: the
+        settings, the schema and the column names, as JSON."""
         params = {k: v for k, v in self.get_params().items()}
         params["dtype"] = np.dtype(params["dtype"]).name
         params["hidden"] = list(params["hidden"])
+        return {
+            "params": params,
+            "schema": schema.to_dict(),
+            "feature_names_in_": [str(v) for v in feature_names],
+        }
+
+    def _state(self):
+        self._check_fitted()
+        meta, arrays = self.vae_._state()
         meta = dict(meta)
         meta["estimator"] = "TabularVAE"
-        meta["tabular"] = {
-            "params": params,
-            "schema": self.schema_.to_dict(),
-            "feature_names_in_": [str(v) for v in self.feature_names_in_],
-        }
+        meta["tabular"] = self._section(self.schema_, self.feature_names_in_)
         return meta, arrays
 
     def _set_state(self, meta, arrays):
         section = meta.get("tabular")
         if not isinstance(section, dict):
             raise ValueError("a TabularVAE state needs its 'tabular' section")
+        vae = VAE()
+        vae._set_state({**meta, "estimator": "VAE"}, arrays)
+        self._adopt(section, vae)
+
+    def _adopt(self, section: dict, vae: VAE) -> Self:
+        """Become the table model of `section` (see _section) around the
+        fitted `vae`: a model file's, or a resumed checkpoint's."""
         schema = _tables.TableSchema.from_dict(section["schema"])
         params = dict(section["params"])
         unknown = sorted(set(params) - set(self._param_names()))
         if unknown:
             raise ValueError(f"unknown parameters {unknown}")
-        vae = VAE()
-        vae._set_state({**meta, "estimator": "VAE"}, arrays)
         if len(schema.columns) != vae.n_features_in_:
             raise ValueError("the schema does not match the model's columns")
         params["hidden"] = tuple(params.get("hidden", self.hidden))
@@ -397,3 +438,4 @@ class TabularVAE(ParameterProtocol):
         self.vae_ = vae
         self.feature_names_in_ = np.array(section["feature_names_in_"], dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
+        return self
