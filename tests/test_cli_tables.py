@@ -144,3 +144,35 @@ def test_tabular_flag_fits_a_table_model_on_a_numeric_csv(tmp_path):
     )
     model = fastvae.load(tmp_path / "r" / "model.npz")
     assert [c.kind for c in model.schema_.columns] == ["gaussian", "categorical"]
+
+
+def test_a_table_run_resumes_to_the_uninterrupted_run(tmp_path):
+    """--epochs 2, then --resume to 4 from another folder: the model of a
+    straight 4-epoch run, bitwise; the table read again from its recorded
+    path, and refused once it changed or went away."""
+    frame = _write_table(tmp_path / "trees.csv", n=400)
+    opts = ("--data", "trees.csv", "--hidden", "16", "--latent-dim", "3", "--quiet")
+    run_cli("train", *opts, "--epochs", "4", "--out", "straight", cwd=tmp_path)
+    run_cli("train", *opts, "--epochs", "2", "--out", "split", cwd=tmp_path)
+    split = tmp_path / "split"
+    assert fastvae.checkpoint_info(split)["estimator"] == "TabularVAE"
+    run_cli("train", "--resume", split, "--epochs", "4", cwd=tmp_path.parent)
+    a = fastvae.load(tmp_path / "straight" / "model.npz")
+    b = fastvae.load(split / "model.npz")
+    np.testing.assert_array_equal(a.vae_.params_, b.vae_.params_)
+    assert a.history_["val_elbo"] == b.history_["val_elbo"]
+    proc = run_cli("train", "--resume", "split", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "is finished" in proc.stderr
+    frame.assign(weight=frame["weight"] * 1.1).to_csv(
+        tmp_path / "trees.csv", index=False
+    )
+    proc = run_cli(
+        "train", "--resume", "split", "--epochs", "5", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2 and "differs from the data" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (tmp_path / "trees.csv").unlink()
+    proc = run_cli(
+        "train", "--resume", "split", "--epochs", "5", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2 and "trees.csv: no such file" in proc.stderr

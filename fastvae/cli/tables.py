@@ -110,16 +110,16 @@ def write_table(frame, path) -> None:
 
 _IMAGE_ONLY = {
     "conditional": "--conditional",
-    "resume": "--resume",
 }
+# The checkpoint_meta entry that marks a table run of fastvae train.
+_TABLE_RUN = "table_run"
 
 
 def train_table(args) -> int:
     """``fastvae train`` on a table: a TabularVAE into the run folder
-    (model.npz, history.json, metrics.jsonl, loss_curve.png, and 1,000
-    synthetic rows in synthetic.csv)."""
+    (model.npz, history.json, metrics.jsonl, loss_curve.png, checkpoint.npz,
+    and 1,000 synthetic rows in synthetic.csv)."""
     import fastvae
-    from fastvae.cli import plotting, run_folder
     from fastvae.cli.run_lock import RunLock
 
     for name, flag in _IMAGE_ONLY.items():
@@ -127,14 +127,19 @@ def train_table(args) -> int:
             raise UserError(f"{flag} is not available for tables")
     if args.model != "vae":
         raise UserError("tables train a VAE (--model vae)")
+    if args.checkpoint_every is None:
+        args.checkpoint_every = 1
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     frame = read_table(args.data)
-    epochs = 20 if args.epochs is None else args.epochs
+    args.data = str(Path(args.data).resolve())  # --resume works from anywhere
+    args.epochs = 20 if args.epochs is None else args.epochs
     try:
         model = fastvae.TabularVAE(
             hidden=tuple(args.hidden),
             latent_dim=args.latent_dim,
             activation=args.activation,
-            epochs=epochs,
+            epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
             beta=args.beta,
@@ -148,37 +153,118 @@ def train_table(args) -> int:
         )
     except (ValueError, TypeError) as exc:
         raise UserError(str(exc)) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        from fastvae.cli import run_folder
+
+        run_folder.clear_or_refuse(out, out / "checkpoint.npz", args.overwrite)
+        return _train_locked(args, frame, out, model, None)
+
+
+def is_table_run(resume) -> bool:
+    """Whether --resume RUN names a table run: its checkpoint says so (the
+    image path reports a missing or unreadable one)."""
+    import fastvae
+    from fastvae.exceptions import ModelFileError
+    from fastvae.models.checkpoint import checkpoint_path
+
+    try:
+        info = fastvae.checkpoint_info(checkpoint_path(resume, must_exist=True))
+    except (FileNotFoundError, ModelFileError):
+        return False
+    return info["meta"].get(_TABLE_RUN) is True
+
+
+def resume_table(args) -> int:
+    """``fastvae train --resume RUN`` of a table run: the table read again
+    from the recorded path, split as the run split it, and the training
+    continued from the checkpoint (fastvae.resume refuses another table)."""
+    import fastvae
+    from fastvae.cli.resume import refuse_nothing_to_do, resumed_arguments
+    from fastvae.cli.run_lock import RunLock
+    from fastvae.models.checkpoint import checkpoint_path
+
+    path = checkpoint_path(args.resume, must_exist=True)
+    out = path.parent
+    with RunLock(out):
+        info = fastvae.checkpoint_info(path)  # again, now that the run is ours
+        args = resumed_arguments(args, info)
+        refuse_nothing_to_do(args, info)
+        if args.checkpoint_every < 0:
+            raise UserError(
+                f"--checkpoint-every must be >= 0, got {args.checkpoint_every}"
+            )
+        if not Path(args.data).is_file():
+            raise UserError(
+                f"{args.data}: no such file; the run in {out} trained on it, and "
+                "resuming reads it again"
+            )
+        return _train_locked(args, read_table(args.data), out, None, info)
+
+
+def _train_locked(args, frame, out: Path, model, info) -> int:
+    """Train `model` (info None) or continue the run of checkpoint `info`,
+    then write the run folder."""
+    import fastvae
+    from fastvae.cli import plotting, run_folder
+    from fastvae.cli.controls import reporting_interrupts
+
     n_val = _validation_rows(args.validation, len(frame))
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(frame))
     val = frame.iloc[order[:n_val]] if n_val else None
     train = frame.iloc[order[n_val:]]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with RunLock(out):
-        run_folder.clear_or_refuse(out, out / "checkpoint.npz", args.overwrite)
-        controls = training_controls(args, val is not None)
-        start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with run_folder.MetricsLog(out / run_folder.METRICS_FILE) as log:
-                try:
+    checkpoint = out / "checkpoint.npz"
+    every = args.checkpoint_every
+    settings = {k: v for k, v in vars(args).items() if k != "resume"}
+    controls = training_controls(args, val is not None)
+    if info is not None:
+        run_folder.truncate_metrics(out / run_folder.METRICS_FILE, info["epochs_done"])
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with (
+            reporting_interrupts(out, checkpoint),
+            run_folder.MetricsLog(
+                out / run_folder.METRICS_FILE, append=info is not None
+            ) as log,
+        ):
+            callbacks = [log, *controls.values()]
+            try:
+                if info is None:
                     model.fit(
-                        train, validation_data=val, callbacks=[log, *controls.values()]
+                        train,
+                        validation_data=val,
+                        callbacks=callbacks,
+                        checkpoint=checkpoint if every else None,
+                        checkpoint_every=every,
+                        checkpoint_meta={"cli": settings, _TABLE_RUN: True},
                     )
-                except (ValueError, TypeError) as exc:
-                    raise UserError(f"{args.data}: {exc}") from None
-        seconds = time.perf_counter() - start
-        for w in caught:
-            print(f"warning: {w.message}")
-        model.save(out / "model.npz")
-        stopped = how_it_stopped(controls, model.vae_, args, out)
-        history = dict(model.history_)
-        history["stopped"] = stopped
-        run_folder.write_json(out / "history.json", history)
-        plotting.loss_curve(model.history_, out / "loss_curve.png")
-        synthetic = model.sample(1000, random_state=args.seed)
-        write_table(synthetic, out / "synthetic.csv")
+                else:
+                    model = fastvae.resume(
+                        info["path"],
+                        train,
+                        validation_data=val,
+                        epochs=args.epochs,
+                        checkpoint_every=every,
+                        n_threads=args.threads,
+                        verbose=0 if args.quiet else 1,
+                        callbacks=callbacks,
+                    )
+            except (ValueError, TypeError) as exc:
+                raise UserError(f"{args.data}: {exc}") from None
+    seconds = time.perf_counter() - start
+    for w in caught:
+        print(f"warning: {w.message}")
+    model.save(out / "model.npz")
+    stopped = how_it_stopped(controls, model.vae_, args, out)
+    history = dict(model.history_)
+    history["stopped"] = stopped
+    run_folder.write_json(out / "history.json", history)
+    plotting.loss_curve(model.history_, out / "loss_curve.png")
+    synthetic = model.sample(1000, random_state=args.seed)
+    write_table(synthetic, out / "synthetic.csv")
     _summary(model, train, val, seconds, out, stopped)
     return 0
 
@@ -216,8 +302,9 @@ def _summary(model, train, val, seconds, out, stopped) -> None:
     if stopped is not None:
         print(stopped["message"])
     print(
-        f"wrote {out}/model.npz, history.json, metrics.jsonl, loss_curve.png and "
-        "synthetic.csv (1,000 sampled rows)"
+        f"wrote {out}/model.npz, history.json, metrics.jsonl, loss_curve.png, "
+        + ("checkpoint.npz " if (out / "checkpoint.npz").is_file() else "")
+        + "and synthetic.csv (1,000 sampled rows)"
     )
 
 
@@ -261,7 +348,9 @@ def impute_command(args) -> int:
 __all__ = [
     "impute_command",
     "is_table",
+    "is_table_run",
     "read_table",
+    "resume_table",
     "sample_table",
     "train_table",
     "write_table",

@@ -73,7 +73,7 @@ def train_command(args) -> int:
         resume_counts,
         train_counts,
     )
-    from fastvae.cli.tables import is_table, train_table
+    from fastvae.cli.tables import is_table, is_table_run, resume_table, train_table
 
     if args.resume is None:
         if is_counts(args):
@@ -86,6 +86,8 @@ def train_command(args) -> int:
             return train_table(args)
     elif is_count_run(args.resume):
         return resume_counts(args)
+    elif is_table_run(args.resume):
+        return resume_table(args)
     group = _mpi_group(args.mpi)
     if group is None:
         return _train_on(args, None)
