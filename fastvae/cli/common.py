@@ -276,3 +276,10 @@ def json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def validation_rows(validation, n: int) -> int:
+    """Rows --validation holds out of n: a fraction (float) or a count."""
+    if isinstance(validation, float):
+        return int(round(validation * n)) if n > 1 else 0
+    return min(int(validation), n - 1)

@@ -36,12 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from fastvae.cli.common import UserError, as_flags
+from fastvae.cli.common import UserError, as_flags, validation_rows
 from fastvae.cli.controls import plural, training_controls
+from fastvae.cli.resume import RUN_KIND, check_checkpoint_every, resumed_run
 from fastvae.models.columns import COUNT_KINDS
 
 __all__ = [
-    "is_count_run",
+    "refuse_count_run_without_checkpoint",
     "is_counts",
     "refuse_count_options",
     "resume_counts",
@@ -61,7 +62,6 @@ _INTEGER_CHECK_VALUES = 2**20
 
 # The checkpoint_meta key that marks a count run's checkpoint (beside
 # "cli", the options): --resume then takes the count path.
-_COUNT_RUN = "counts"
 
 # Options of the count path only, by attribute (refused elsewhere).
 _COUNT_ONLY = {
@@ -130,15 +130,9 @@ def refuse_count_options(args) -> None:
         )
 
 
-def is_count_run(resume) -> bool:
-    """Whether --resume RUN names a count run: its checkpoint says so (the
-    image path reports a missing or unreadable one). A count run folder
-    without a checkpoint (--checkpoint-every 0, or a fastvae that kept none
-    for count data) is a UserError saying so."""
-    import fastvae
-    from fastvae.exceptions import ModelFileError
-    from fastvae.models.checkpoint import checkpoint_path
-
+def refuse_count_run_without_checkpoint(resume) -> None:
+    """UserError for --resume of a count run folder that holds no checkpoint
+    (--checkpoint-every 0, or a fastvae that kept none for count data)."""
     folder = Path(resume)
     if (
         folder.is_dir()
@@ -150,11 +144,6 @@ def is_count_run(resume) -> bool:
             "(--checkpoint-every 0, or trained by a fastvae that kept none for "
             "count data), so it cannot be resumed: train it again (--overwrite)"
         )
-    try:
-        info = fastvae.checkpoint_info(checkpoint_path(resume, must_exist=True))
-    except (FileNotFoundError, ModelFileError):
-        return False
-    return info["meta"].get(_COUNT_RUN) is True
 
 
 @dataclass
@@ -314,12 +303,6 @@ def _warn_unless_whole_numbers(args, counts: _Counts) -> None:
     )
 
 
-def _validation_rows(validation, n: int) -> int:
-    if isinstance(validation, float):
-        return int(round(validation * n)) if n > 1 else 0
-    return min(int(validation), n - 1)
-
-
 def _fill_defaults(args) -> None:
     """scVI's defaults for the options left unset."""
     for name, default in _DEFAULTS.items():
@@ -418,7 +401,7 @@ def train_counts(args) -> int:
         _make_model(args, args.kl_warmup or 0)._settings()
     except (ValueError, TypeError) as exc:
         raise UserError(as_flags(str(exc))) from None
-    _check_every(args, 1)
+    check_checkpoint_every(args)
     # Absolute, so that --resume finds the data from any folder.
     if Path(args.data).exists():
         args.data = str(Path(args.data).resolve())
@@ -436,35 +419,19 @@ def resume_counts(args) -> int:
     the run read them, training continued from its checkpoint, and the run
     folder written as a new run's is."""
     import fastvae
-    from fastvae.cli.resume import refuse_nothing_to_do, resumed_arguments
-    from fastvae.cli.run_lock import RunLock
-    from fastvae.models.checkpoint import checkpoint_path
 
-    path = checkpoint_path(args.resume, must_exist=True)
-    out = path.parent
-    with RunLock(out):
-        info = fastvae.checkpoint_info(path)  # again, now that the run is ours
-        args = resumed_arguments(args, info)
-        refuse_nothing_to_do(args, info)
+    with resumed_run(args) as (args, info, out):
         _fill_defaults(args)
         _check_options(args)
-        _check_every(args, 1)  # resumed_arguments set the run's own
         if not Path(args.data).exists():
             raise UserError(
                 f"{args.data}: no such file or folder; the run in {out} trained "
                 "on it, and resuming reads it again"
             )
-        levels = fastvae.load(path).condition_levels_
+        levels = fastvae.load(info["path"]).condition_levels_
         dtype = np.float64 if args.dtype == "float64" else np.float32
         with _open_counts(args, dtype, levels) as counts:
             return _train_locked(args, counts, out, info)
-
-
-def _check_every(args, default: int) -> None:
-    if args.checkpoint_every is None:
-        args.checkpoint_every = default
-    if args.checkpoint_every < 0:
-        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
 
 
 def _split(args, counts: _Counts):
@@ -475,7 +442,7 @@ def _split(args, counts: _Counts):
         if counts.condition is not None:
             counts.condition = counts.condition[: args.n_samples]
     n = counts.n
-    n_val = _validation_rows(args.validation, n) if args.validation else 0
+    n_val = validation_rows(args.validation, n) if args.validation else 0
     cond = counts.condition
     if n_val == 0:
         return counts.X, cond, None, None
@@ -577,7 +544,7 @@ def _train_locked(args, counts: _Counts, out: Path, info) -> int:
                     validation_data=validation,
                     checkpoint=checkpoint if every else None,
                     checkpoint_every=every,
-                    checkpoint_meta={"cli": settings, _COUNT_RUN: True},
+                    checkpoint_meta={"cli": settings, RUN_KIND: "counts"},
                     callbacks=callbacks,
                 )
             else:

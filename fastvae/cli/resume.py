@@ -4,10 +4,17 @@ checkpoint; only a few options may change."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from fastvae.cli.common import UserError
 from fastvae.cli.controls import plural
 from fastvae.cli.parser import build_parser
+
+# The checkpoint_meta entry naming a run that is not of images or arrays:
+# "counts" (fastvae.cli.counts) or "table" (fastvae.cli.tables).
+RUN_KIND = "run"
 
 # Options of train that --resume may set; every other one comes from the run.
 # --mpi too: a checkpoint holds global state, so a run may go on with another
@@ -81,3 +88,46 @@ def refuse_nothing_to_do(args, info) -> None:
             f"{plural(args.early_stopping, 'epoch')}; best at epoch "
             f"{early.get('best_epoch')}); nothing to resume"
         )
+
+
+def run_kind(resume) -> str | None:
+    """RUN_KIND of the run --resume names, read from its checkpoint; None
+    for image and array runs, and for a missing or unreadable checkpoint
+    (the image path then says why)."""
+    import fastvae
+    from fastvae.exceptions import ModelFileError
+    from fastvae.models.checkpoint import checkpoint_path
+
+    try:
+        info = fastvae.checkpoint_info(checkpoint_path(resume, must_exist=True))
+    except (FileNotFoundError, ModelFileError):
+        return None
+    kind = info["meta"].get(RUN_KIND)
+    return kind if isinstance(kind, str) else None
+
+
+def check_checkpoint_every(args) -> None:
+    """--checkpoint-every: 1 when not given, and never negative."""
+    if args.checkpoint_every is None:
+        args.checkpoint_every = 1
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+
+
+@contextmanager
+def resumed_run(args) -> Iterator[tuple[argparse.Namespace, dict, Path]]:
+    """For the body of a --resume of a count or table run: the run folder
+    locked, and (the run's arguments, its checkpoint_info, the folder),
+    after refusing a run with nothing left to do."""
+    import fastvae
+    from fastvae.cli.run_lock import RunLock
+    from fastvae.models.checkpoint import checkpoint_path
+
+    path = checkpoint_path(args.resume, must_exist=True)
+    out = path.parent
+    with RunLock(out):
+        info = fastvae.checkpoint_info(path)  # again, now that the run is ours
+        args = resumed_arguments(args, info)
+        refuse_nothing_to_do(args, info)
+        check_checkpoint_every(args)
+        yield args, info, out

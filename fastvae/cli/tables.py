@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fastvae.cli.common import UserError
+from fastvae.cli.common import UserError, validation_rows
 from fastvae.cli.controls import how_it_stopped, plural, training_controls
+from fastvae.cli.resume import RUN_KIND, check_checkpoint_every, resumed_run
 from fastvae.data.arrays import is_number
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -111,8 +112,6 @@ def write_table(frame, path) -> None:
 _IMAGE_ONLY = {
     "conditional": "--conditional",
 }
-# The checkpoint_meta entry that marks a table run of fastvae train.
-_TABLE_RUN = "table_run"
 
 
 def train_table(args) -> int:
@@ -127,10 +126,7 @@ def train_table(args) -> int:
             raise UserError(f"{flag} is not available for tables")
     if args.model != "vae":
         raise UserError("tables train a VAE (--model vae)")
-    if args.checkpoint_every is None:
-        args.checkpoint_every = 1
-    if args.checkpoint_every < 0:
-        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    check_checkpoint_every(args)
     frame = read_table(args.data)
     args.data = str(Path(args.data).resolve())  # --resume works from anywhere
     args.epochs = 20 if args.epochs is None else args.epochs
@@ -162,39 +158,11 @@ def train_table(args) -> int:
         return _train_locked(args, frame, out, model, None)
 
 
-def is_table_run(resume) -> bool:
-    """Whether --resume RUN names a table run: its checkpoint says so (the
-    image path reports a missing or unreadable one)."""
-    import fastvae
-    from fastvae.exceptions import ModelFileError
-    from fastvae.models.checkpoint import checkpoint_path
-
-    try:
-        info = fastvae.checkpoint_info(checkpoint_path(resume, must_exist=True))
-    except (FileNotFoundError, ModelFileError):
-        return False
-    return info["meta"].get(_TABLE_RUN) is True
-
-
 def resume_table(args) -> int:
     """``fastvae train --resume RUN`` of a table run: the table read again
     from the recorded path, split as the run split it, and the training
     continued from the checkpoint (fastvae.resume refuses another table)."""
-    import fastvae
-    from fastvae.cli.resume import refuse_nothing_to_do, resumed_arguments
-    from fastvae.cli.run_lock import RunLock
-    from fastvae.models.checkpoint import checkpoint_path
-
-    path = checkpoint_path(args.resume, must_exist=True)
-    out = path.parent
-    with RunLock(out):
-        info = fastvae.checkpoint_info(path)  # again, now that the run is ours
-        args = resumed_arguments(args, info)
-        refuse_nothing_to_do(args, info)
-        if args.checkpoint_every < 0:
-            raise UserError(
-                f"--checkpoint-every must be >= 0, got {args.checkpoint_every}"
-            )
+    with resumed_run(args) as (args, info, out):
         if not Path(args.data).is_file():
             raise UserError(
                 f"{args.data}: no such file; the run in {out} trained on it, and "
@@ -210,7 +178,7 @@ def _train_locked(args, frame, out: Path, model, info) -> int:
     from fastvae.cli import plotting, run_folder
     from fastvae.cli.controls import reporting_interrupts
 
-    n_val = _validation_rows(args.validation, len(frame))
+    n_val = validation_rows(args.validation, len(frame))
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(frame))
     val = frame.iloc[order[:n_val]] if n_val else None
@@ -239,7 +207,7 @@ def _train_locked(args, frame, out: Path, model, info) -> int:
                         callbacks=callbacks,
                         checkpoint=checkpoint if every else None,
                         checkpoint_every=every,
-                        checkpoint_meta={"cli": settings, _TABLE_RUN: True},
+                        checkpoint_meta={"cli": settings, RUN_KIND: "table"},
                     )
                 else:
                     model = fastvae.resume(
@@ -267,12 +235,6 @@ def _train_locked(args, frame, out: Path, model, info) -> int:
     write_table(synthetic, out / "synthetic.csv")
     _summary(model, train, val, seconds, out, stopped)
     return 0
-
-
-def _validation_rows(validation, n: int) -> int:
-    if isinstance(validation, float):
-        return int(round(validation * n)) if n > 1 else 0
-    return min(int(validation), n - 1)
 
 
 def _summary(model, train, val, seconds, out, stopped) -> None:
@@ -348,7 +310,6 @@ def impute_command(args) -> int:
 __all__ = [
     "impute_command",
     "is_table",
-    "is_table_run",
     "read_table",
     "resume_table",
     "sample_table",

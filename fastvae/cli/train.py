@@ -28,7 +28,12 @@ from fastvae.cli.controls import (
     reporting_interrupts,
     training_controls,
 )
-from fastvae.cli.resume import refuse_nothing_to_do, resumed_arguments
+from fastvae.cli.resume import (
+    check_checkpoint_every,
+    refuse_nothing_to_do,
+    resumed_arguments,
+    run_kind,
+)
 
 _DEFAULT_EPOCHS = 20
 
@@ -67,13 +72,13 @@ _DEFAULTS = {
 
 def train_command(args) -> int:
     from fastvae.cli.counts import (
-        is_count_run,
         is_counts,
         refuse_count_options,
+        refuse_count_run_without_checkpoint,
         resume_counts,
         train_counts,
     )
-    from fastvae.cli.tables import is_table, is_table_run, resume_table, train_table
+    from fastvae.cli.tables import is_table, resume_table, train_table
 
     if args.resume is None:
         if is_counts(args):
@@ -84,10 +89,13 @@ def train_command(args) -> int:
                 setattr(args, name, default)
         if is_table(args):
             return train_table(args)
-    elif is_count_run(args.resume):
-        return resume_counts(args)
-    elif is_table_run(args.resume):
-        return resume_table(args)
+    else:
+        refuse_count_run_without_checkpoint(args.resume)
+        kind = run_kind(args.resume)
+        if kind == "counts":
+            return resume_counts(args)
+        if kind == "table":
+            return resume_table(args)
     group = _mpi_group(args.mpi)
     if group is None:
         return _train_on(args, None)
@@ -165,16 +173,13 @@ def _train_locked(args, group, root: bool) -> int:
         args = resumed_arguments(args, info)
         refuse_nothing_to_do(args, info)
     else:
-        if args.checkpoint_every is None:
-            args.checkpoint_every = 1
         # Absolute paths, so that --resume works from any folder.
         is_file = args.data.lower().endswith((".npy", ".npz", ".csv"))
         if is_file and Path(args.data).is_file():
             args.data = str(Path(args.data).resolve())
         if args.data_dir is not None and Path(args.data_dir).is_dir():
             args.data_dir = str(Path(args.data_dir).resolve())
-    if args.checkpoint_every < 0:
-        raise UserError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    check_checkpoint_every(args)
     out = Path(args.out)
     checkpoint = out / "checkpoint.npz"
     if root and info is None:
